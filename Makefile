@@ -1,0 +1,30 @@
+# Two entry points, both do all set-up on a fresh machine with only Python 3 and pip:
+#   make demo   -> .venv, torch==2.13.0 first, the package with [dev,demo], then the demo pipeline
+#   make test   -> the same install, then the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH := torch==2.13.0
+
+.PHONY: install demo test test-all bench clean
+
+$(BIN)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[dev,demo]'
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/nlp-pipe run pipelines/demo.yaml
+
+test: install
+	$(BIN)/python -m pytest -x -q
+
+test-all: install
+	$(BIN)/python -m pytest -x -q -m ""
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,231 @@
+"""`nlp-pipe`: one sub-command per stage, plus run / status / inspect / stages.
+
+    nlp-pipe run pipelines/demo.yaml            run a pipeline, skipping fresh stages
+    nlp-pipe status pipelines/demo.yaml         what would run, and why
+    nlp-pipe segment --corpus a.txt --out runs/seg   run one stage by hand
+    nlp-pipe inspect runs/demo/segment           manifest summary, file hashes checked
+
+Stage flags are generated from each stage's typed config, the same dataclass the
+pipeline YAML is validated against. Mistakes a user can fix print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from . import __version__, artifacts, config as configs, pipeline as pipelines, runner, stages
+from .errors import UserError
+
+log = logging.getLogger("nlp_pipe")
+
+
+class StageGroup(click.Group):
+    """Adds one lazily built sub-command per registered stage."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(super().list_commands(ctx)) + list(stages.STAGES)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in stages.STAGES:
+            return _stage_command(name)
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        own = [(n, self.commands[n].get_short_help_str(60)) for n in sorted(self.commands)]
+        with formatter.section("Commands"):
+            formatter.write_dl(own)
+        with formatter.section("Stages (nlp-pipe STAGE --help)"):
+            formatter.write_dl([(n, "") for n in stages.STAGES])
+
+
+@click.group(cls=StageGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="nlp-pipe")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging and full tracebacks.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """Chinese text pipeline: segmentation, vocabularies, vectors, BERT pretraining, classifiers."""
+    ctx.obj = {"verbose": verbose}
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname).1s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("datasets", "filelock", "fsspec", "urllib3", "matplotlib", "gensim"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _pipeline_options(fn):
+    fn = click.option("--var", "variables", multiple=True, metavar="KEY=VALUE", help="Override a pipeline var (value parsed as YAML).")(fn)
+    fn = click.option("--set", "overrides", multiple=True, metavar="STAGE.KEY=VALUE", help="Override one stage config value.")(fn)
+    fn = click.option("--workdir", default=None, help="Write artifacts under this directory instead of the file's workdir.")(fn)
+    return click.argument("pipeline_file", type=click.Path(dir_okay=False))(fn)
+
+
+def _load_pipeline(pipeline_file: str, variables: tuple[str, ...], overrides: tuple[str, ...], workdir: str | None):
+    parsed_vars = dict(_key_value(v, "--var") for v in variables)
+    parsed_sets: dict[str, dict[str, Any]] = {}
+    for item in overrides:
+        key, value = _key_value(item, "--set")
+        stage, _, field = key.partition(".")
+        if not field:
+            raise UserError(f"--set {item}: expected STAGE.KEY=VALUE")
+        parsed_sets.setdefault(stage, {})[field] = value
+    return pipelines.load(pipeline_file, parsed_vars, parsed_sets, workdir)
+
+
+def _key_value(item: str, flag: str) -> tuple[str, Any]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise UserError(f"{flag} {item}: expected KEY=VALUE")
+    try:
+        parsed = yaml.safe_load(value) if value else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), ([] if parsed is None else parsed)
+
+
+@cli.command()
+@_pipeline_options
+@click.option("--only", multiple=True, help="Run only these stages (repeatable).")
+@click.option("--from", "start", default=None, help="Run this stage and every stage after it.")
+@click.option("--force", is_flag=True, help="Rebuild the selected stages even when fresh.")
+def run(pipeline_file, variables, overrides, workdir, only, start, force) -> None:
+    """Run a pipeline file: every stage whose artifact is missing or stale."""
+    pipe = _load_pipeline(pipeline_file, variables, overrides, workdir)
+    selected = pipe.select(list(only), start)
+    pipe.plans()  # validate every stage's config and references before any work starts
+    rows = []
+    for step in selected:
+        plan = pipe.plan_now(step)
+        if plan.fresh and not force:
+            click.echo(f"[{step.name}] fresh, skipped ({plan.out})", err=True)
+            rows.append((step.name, "skipped (fresh)", "", plan.out))
+            continue
+        click.echo(f"[{step.name}] running: {'forced' if force and plan.fresh else plan.reason}", err=True)
+        t0 = time.perf_counter()
+        runner.execute(plan, force=force)
+        rows.append((step.name, "ran", f"{time.perf_counter() - t0:.1f}s", plan.out))
+    _table(["stage", "status", "time", "artifact"], rows)
+    click.echo(f"\nartifacts in {pipe.workdir}/ (nlp-pipe inspect DIR shows one)")
+
+
+@cli.command()
+@_pipeline_options
+def status(pipeline_file, variables, overrides, workdir) -> None:
+    """Say which stages of a pipeline would run, and why."""
+    pipe = _load_pipeline(pipeline_file, variables, overrides, workdir)
+    rows = [(p.stage if s.name == p.stage else f"{s.name} ({p.stage})", "fresh" if p.fresh else "will run",
+             p.reason, p.out) for s, p in zip(pipe.steps, pipe.plans())]
+    _table(["stage", "status", "reason", "artifact"], rows)
+
+
+@cli.command()
+@click.argument("artifact_dir", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
+def inspect(artifact_dir: str, as_json: bool) -> None:
+    """Summarise an artifact's manifest and check its files against the recorded hashes."""
+    manifest = artifacts.require_manifest(artifact_dir, "Is this an nlp-pipe artifact directory?")
+    problems = artifacts.verify(artifact_dir)
+    if as_json:
+        click.echo(json.dumps(manifest, indent=2, ensure_ascii=False))
+    else:
+        counts = manifest.get("counts") or {}
+        click.echo(f"stage:       {manifest['stage']} (version {manifest.get('stage_version')})")
+        click.echo(f"fingerprint: {manifest.get('fingerprint')}")
+        click.echo(f"finished:    {manifest.get('finished')} ({manifest.get('wall_time_s')} s on {manifest.get('device')})")
+        for name, info in manifest.get("inputs", {}).items():
+            for path in info.get("paths", []):
+                click.echo(f"input:       {name} = {path}")
+        click.echo("config:      " + ", ".join(f"{k}={v}" for k, v in manifest.get("config", {}).items()))
+        if counts:
+            click.echo(f"rows:        {counts.get('rows_in')} in, {counts.get('rows_out')} out, dropped {counts.get('dropped') or {}}")
+        for key, value in (manifest.get("metrics") or {}).items():
+            click.echo(f"metric:      {key} = {value}")
+        files = manifest.get("files", [])
+        click.echo(f"files:       {len(files)} ({sum(f['bytes'] for f in files):,} bytes)")
+        for f in files:
+            click.echo(f"  {f['name']:40s} {f['bytes']:>12,}  {f['sha256'][:12]}")
+    click.echo("hashes:      " + ("all files match the manifest" if not problems else "; ".join(problems)), err=as_json)
+    if problems:
+        sys.exit(1)
+
+
+@cli.command(name="stages")
+def list_stages() -> None:
+    """List the stages with their inputs."""
+    for name in stages.STAGES:
+        module = stages.load(name)
+        doc = (module.__doc__ or "").strip().splitlines()[0]
+        click.echo(f"{name:16s} {doc}")
+        for input_name, spec in module.INPUTS.items():
+            click.echo(f"  --{input_name.replace('_', '-'):14s} {spec.help}{'' if spec.required else ' (optional)'}")
+
+
+def _stage_command(name: str) -> click.Command:
+    module = stages.load(name)
+    params: list[click.Parameter] = [
+        click.Option(["--out"], required=True, type=click.Path(file_okay=False), help="Artifact directory to write."),
+        click.Option(["--force"], is_flag=True, help="Rebuild even when the artifact is fresh."),
+    ]
+    for input_name, spec in module.INPUTS.items():
+        kind = "PATH..." if spec.multiple else "PATH"
+        params.append(click.Option([f"--{input_name.replace('_', '-')}", input_name], multiple=spec.multiple, metavar=kind,
+                                   help=f"{spec.help}{' (repeatable)' if spec.multiple else ''}{'' if spec.required else ' [optional]'}"))
+    for f in configs.fields(module.Config):
+        flag = f"--{f.name.replace('_', '-')}"
+        default = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+        if f.is_bool:
+            params.append(click.Option([f"{flag}/--no-{flag[2:]}", f.name], default=None, help=f"{f.help} [default: {default}]"))
+        else:
+            metavar = "|".join(f.choices) if f.choices else "LIST" if isinstance(f.default, tuple) else type(f.default).__name__.upper()
+            params.append(click.Option([flag, f.name], default=None, metavar=metavar, help=f"{f.help} [default: {default}]"))
+
+    def callback(out: str, force: bool, **values: Any) -> None:
+        inputs = {k: v for k, v in values.items() if k in module.INPUTS}
+        config = {k: v for k, v in values.items() if k not in module.INPUTS and v is not None}
+        plan = runner.plan(name, config, inputs, out, where=name)
+        if plan.fresh and not force:
+            click.echo(f"{out} is fresh (same config and inputs); nothing to do. Use --force to rebuild.")
+            return
+        manifest = runner.execute(plan, force=force)
+        click.echo(f"{name}: wrote {out} in {manifest['wall_time_s']} s")
+        if manifest.get("counts"):
+            c = manifest["counts"]
+            click.echo(f"rows: {c['rows_in']} in, {c['rows_out']} out, dropped {c.get('dropped') or {}}")
+
+    doc = (module.__doc__ or name).strip()
+    return click.Command(name, params=params, callback=callback, help=doc, short_help=doc.splitlines()[0],
+                         context_settings={"max_content_width": 110})
+
+
+def _table(header: list[str], rows: list[tuple]) -> None:
+    cells = [header] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for i, row in enumerate(cells):
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        if i == 0:
+            click.echo("  ".join("-" * w for w in widths))
+
+
+def main(argv: list[str] | None = None) -> None:
+    verbose = "-v" in (argv or sys.argv) or "--verbose" in (argv or sys.argv)
+    try:
+        cli.main(args=argv, prog_name="nlp-pipe", standalone_mode=False)
+    except UserError as exc:
+        if verbose:
+            raise
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)

@@ -1,0 +1,169 @@
+"""Pipeline files: YAML -> ordered stage calls; skip fresh ones; --only / --from / --force.
+
+    name: demo
+    workdir: runs/demo                 # each stage writes {workdir}/{name} unless it sets `out`
+    vars: {corpus: my.txt}             # overridable: nlp-pipe run demo.yaml --var corpus=other.txt
+    stages:
+      - stage: segment                 # registry name; `name` defaults to it (set it to use a stage twice)
+        inputs: {corpus: "${vars.corpus}"}
+        config: {hmm: true}
+      - stage: vocab
+        inputs: {corpus: "${segment}"}  # ${NAME} is stage NAME's artifact directory
+
+Relative paths are taken from the current directory. `${...}` that is the whole value is
+replaced by the value itself (so a var may hold a list); inside a longer string by its text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import runner
+from .errors import UserError, did_you_mean
+
+_REF = re.compile(r"\$\{([^}]+)\}")
+_STAGE_KEYS = {"stage", "name", "inputs", "config", "out"}
+_TOP_KEYS = {"name", "workdir", "vars", "stages", "description"}
+
+
+@dataclass
+class Step:
+    name: str
+    stage: str
+    inputs: dict[str, Any]
+    config: dict[str, Any]
+    out: Path
+    upstream: list[str]  # names of earlier steps this one reads
+
+
+@dataclass
+class Pipeline:
+    path: Path
+    name: str
+    workdir: Path
+    steps: list[Step]
+
+    def select(self, only: list[str] | None = None, start: str | None = None) -> list[Step]:
+        names = [s.name for s in self.steps]
+        for name in [*(only or []), *([start] if start else [])]:
+            if name not in names:
+                raise UserError(f"{self.path}: no stage named '{name}'{did_you_mean(name, names)}; stages: {', '.join(names)}")
+        if only:
+            return [s for s in self.steps if s.name in only]
+        if start:
+            return self.steps[names.index(start):]
+        return list(self.steps)
+
+    def plans(self) -> list[runner.Plan]:
+        """Every step resolved against what earlier steps will produce (for `status`)."""
+        expected: dict[Path, str] = {}
+        plans = []
+        for step in self.steps:
+            plan = runner.plan(step.stage, step.config, step.inputs, step.out, expected, where=self._where(step))
+            expected[plan.out.resolve()] = plan.fingerprint
+            plans.append(plan)
+        return plans
+
+    def plan_now(self, step: Step) -> runner.Plan:
+        """Resolve a step against the artifacts on disk, right before running it."""
+        by_name = {s.name: s for s in self.steps}
+        for up in step.upstream:
+            if runner.artifacts.read_manifest(by_name[up].out) is None:
+                raise UserError(
+                    f"stage '{step.name}' needs {by_name[up].out} from stage '{up}', which has not finished. "
+                    f"Run: nlp-pipe run {self.path} --only {up}"
+                )
+        return runner.plan(step.stage, step.config, step.inputs, step.out, where=self._where(step))
+
+    def _where(self, step: Step) -> str:
+        return f"{self.path}: stage '{step.name}'"
+
+
+def load(path: str | Path, variables: dict[str, Any] | None = None, overrides: dict[str, dict[str, Any]] | None = None,
+         workdir: str | None = None) -> Pipeline:
+    """Read a pipeline file; `variables` override its `vars`, `overrides` its stages' config values."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UserError(f"cannot read pipeline {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("stages"), list):
+        raise UserError(f"{path}: a pipeline file is a mapping with a 'stages' list")
+    _no_unknown(doc, _TOP_KEYS, str(path))
+    vars_ = {**(doc.get("vars") or {}), **(variables or {})}
+    unknown_vars = set(variables or {}) - set(doc.get("vars") or {})
+    if unknown_vars:
+        name = sorted(unknown_vars)[0]
+        raise UserError(f"{path}: unknown var '{name}'{did_you_mean(name, doc.get('vars') or {})}; vars: {', '.join(doc.get('vars') or {})}")
+    root = Path(workdir or _substitute(doc.get("workdir", f"runs/{path.stem}"), vars_, {}, str(path)))
+    steps: list[Step] = []
+    for i, raw in enumerate(doc["stages"]):
+        steps.append(_step(raw, i, vars_, steps, root, path))
+    _apply_overrides(steps, overrides or {}, path)
+    return Pipeline(path, str(doc.get("name", path.stem)), root, steps)
+
+
+def _step(raw: Any, index: int, vars_: dict, earlier: list[Step], root: Path, path: Path) -> Step:
+    where = f"{path}: stages[{index}]"
+    if not isinstance(raw, dict) or "stage" not in raw:
+        raise UserError(f"{where}: each stage needs 'stage: NAME'")
+    _no_unknown(raw, _STAGE_KEYS, where)
+    name = str(raw.get("name", raw["stage"]))
+    if name == "vars" or any(s.name == name for s in earlier):
+        raise UserError(f"{where}: stage name '{name}' is {'reserved' if name == 'vars' else 'used twice'}; set a unique 'name'")
+    outs = {s.name: s.out for s in earlier}
+    used: set[str] = set()
+    inputs = _substitute(raw.get("inputs") or {}, vars_, outs, f"{path}: stage '{name}'", used)
+    config = _substitute(raw.get("config") or {}, vars_, outs, f"{path}: stage '{name}'", used)
+    for section, value in (("inputs", inputs), ("config", config)):
+        if not isinstance(value, dict):
+            raise UserError(f"{path}: stage '{name}': '{section}' must be a mapping")
+    out = Path(_substitute(raw["out"], vars_, outs, where)) if raw.get("out") else root / name
+    return Step(name, str(raw["stage"]), inputs, config, out, sorted(used))
+
+
+def _substitute(value: Any, vars_: dict, outs: dict[str, Path], where: str, used: set[str] | None = None) -> Any:
+    if isinstance(value, dict):
+        return {k: _substitute(v, vars_, outs, where, used) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, vars_, outs, where, used) for v in value]
+    if not isinstance(value, str):
+        return value
+    whole = _REF.fullmatch(value)
+    if whole:
+        return _lookup(whole.group(1), vars_, outs, where, used)
+    return _REF.sub(lambda m: str(_lookup(m.group(1), vars_, outs, where, used)), value)
+
+
+def _lookup(ref: str, vars_: dict, outs: dict[str, Path], where: str, used: set[str] | None) -> Any:
+    if ref.startswith("vars."):
+        key = ref[5:]
+        if key not in vars_:
+            raise UserError(f"{where}: unknown var '{key}'{did_you_mean(key, vars_)}")
+        return vars_[key]
+    if ref not in outs:
+        raise UserError(f"{where}: '${{{ref}}}' is not an earlier stage{did_you_mean(ref, outs)}; earlier stages: {', '.join(outs) or 'none'}")
+    if used is not None:
+        used.add(ref)
+    return str(outs[ref])
+
+
+def _apply_overrides(steps: list[Step], overrides: dict[str, dict[str, Any]], path: Path) -> None:
+    names = [s.name for s in steps]
+    for name, values in overrides.items():
+        if name not in names:
+            raise UserError(f"--set: no stage named '{name}' in {path}{did_you_mean(name, names)}")
+        steps[names.index(name)].config.update(values)
+
+
+def _no_unknown(mapping: dict, allowed: set[str], where: str) -> None:
+    for key in mapping:
+        if key not in allowed:
+            raise UserError(f"{where}: unknown key '{key}'{did_you_mean(str(key), allowed)}; allowed: {', '.join(sorted(allowed))}")

@@ -1,0 +1,228 @@
+"""Run one stage into one artifact: resolve inputs, fingerprint, skip if fresh, build, publish.
+
+The runner owns paths: a stage writes only inside the temporary directory it is given,
+and the runner hashes its files, writes report.md's summary and the manifest, and
+renames the directory into place.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import platform
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import __version__, artifacts, config as configs, stages
+from .errors import UserError, did_you_mean
+
+log = logging.getLogger(__name__)
+
+_PACKAGES = ("torch", "transformers", "tokenizers", "datasets", "accelerate", "jieba", "gensim")
+
+
+@dataclass
+class Plan:
+    """A stage invocation, resolved: what it would produce and whether it must run."""
+
+    stage: str
+    config: Any
+    inputs: dict[str, list[Path]]
+    input_fingerprints: dict[str, list[str]]
+    out: Path
+    fingerprint: str
+    reason: str  # why it must run; "" when the artifact is fresh
+
+    @property
+    def fresh(self) -> bool:
+        return not self.reason
+
+
+def plan(stage: str, config: dict[str, Any], inputs: dict[str, Any], out: str | Path,
+         expected: dict[Path, str] | None = None, where: str | None = None) -> Plan:
+    """Resolve a stage call. `expected` maps upstream artifact dirs to the fingerprint they will
+    have once the pipeline has run, so `status` can see through stages that are about to rerun."""
+    module = stages.load(stage)
+    where = where or f"stage '{stage}'"
+    cfg = configs.build(module.Config, config, where)
+    resolved = resolve_inputs(module, inputs, where)
+    fps = {name: [input_fingerprint(p, expected or {}) for p in paths] for name, paths in resolved.items()}
+    out = Path(out)
+    fp = artifacts.fingerprint(stage, module.VERSION, configs.to_dict(cfg), fps)
+    manifest = artifacts.read_manifest(out)
+    if manifest is None:
+        reason = "no artifact yet" if not out.exists() else "no finished artifact (no manifest.json)"
+    elif manifest.get("fingerprint") != fp:
+        reason = _why_changed(manifest, stage, cfg, fps)
+    else:
+        reason = ""
+    return Plan(stage, cfg, resolved, fps, out, fp, reason)
+
+
+def resolve_inputs(module: Any, given: dict[str, Any], where: str) -> dict[str, list[Path]]:
+    specs: dict[str, stages.Input] = module.INPUTS
+    unknown = set(given) - set(specs)
+    if unknown:
+        name = sorted(unknown)[0]
+        raise UserError(f"{where}: unknown input '{name}'{did_you_mean(name, specs)}; inputs: {', '.join(specs)}")
+    resolved = {}
+    for name, spec in specs.items():
+        value = given.get(name)
+        values = [] if value in (None, "", []) else list(value) if isinstance(value, (list, tuple)) else [value]
+        if not values and spec.required:
+            raise UserError(f"{where}: input '{name}' is required ({spec.help})")
+        if len(values) > 1 and not spec.multiple:
+            raise UserError(f"{where}: input '{name}' takes one path, got {len(values)}")
+        resolved[name] = [_check_path(resolve_path(str(v)), spec, name, where) for v in values]
+    return resolved
+
+
+def resolve_path(text: str) -> Path:
+    """A path, or `pkg:PACKAGE/relative/file` for data shipped inside an installed package."""
+    if not text.startswith("pkg:"):
+        return Path(text).expanduser()
+    package, _, rel = text[4:].partition("/")
+    spec = importlib.util.find_spec(package) if package.isidentifier() else None
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"{text}: package '{package}' is not installed (for the demo: pip install -e '.[demo]')")
+    return Path(list(spec.submodule_search_locations)[0]) / rel
+
+
+def _check_path(path: Path, spec: stages.Input, name: str, where: str) -> Path:
+    if not path.exists():
+        hint = f" Run the stage that makes it first ({' or '.join(spec.stages)})." if spec.stages else ""
+        raise UserError(f"{where}: input '{name}' points to {path}, which does not exist.{hint}")
+    if path.is_dir():
+        if spec.kind == "file":
+            raise UserError(f"{where}: input '{name}' must be a file, {path} is a directory")
+        manifest = artifacts.read_manifest(path)
+        if manifest is not None and spec.stages and manifest.get("stage") not in spec.stages:
+            raise UserError(
+                f"{where}: input '{name}' must be a {' or '.join(spec.stages)} artifact, "
+                f"{path} was made by '{manifest.get('stage')}'"
+            )
+        if manifest is None and spec.kind == "artifact":
+            raise UserError(f"{where}: input '{name}' points to {path}, which has no manifest.json (not a finished artifact)")
+    elif spec.kind == "artifact":
+        raise UserError(f"{where}: input '{name}' must be an artifact directory, {path} is a file")
+    return path.resolve()
+
+
+def input_fingerprint(path: Path, expected: dict[Path, str]) -> str:
+    """An artifact contributes its fingerprint, a file inside one its fingerprint plus its name,
+    a plain file or directory its content hash."""
+    for parent in (path, *path.parents[:2]):
+        fp = expected.get(parent) or (artifacts.read_manifest(parent) or {}).get("fingerprint")
+        if fp:
+            rel = path.relative_to(parent).as_posix()
+            return fp if rel == "." else f"{fp}/{rel}"
+    if path.is_dir():
+        return artifacts.sha256_json([(f["name"], f["sha256"]) for f in artifacts.list_files(path)])
+    return artifacts.sha256_file(path)
+
+
+def _why_changed(manifest: dict[str, Any], stage: str, cfg: Any, fps: dict[str, list[str]]) -> str:
+    if manifest.get("stage") != stage:
+        return f"artifact was made by stage '{manifest.get('stage')}'"
+    if manifest.get("stage_version") != stages.load(stage).VERSION:
+        return "stage version changed"
+    old, new = manifest.get("config", {}), configs.to_dict(cfg)
+    changed = sorted(k for k in new.keys() | old.keys() if old.get(k) != new.get(k))
+    if changed:
+        return f"config changed: {', '.join(changed)}"
+    old_inputs = {k: v.get("fingerprints") for k, v in manifest.get("inputs", {}).items()}
+    changed = sorted(k for k in fps.keys() | old_inputs.keys() if old_inputs.get(k) != fps.get(k))
+    return f"input changed: {', '.join(changed)}" if changed else "fingerprint changed"
+
+
+def execute(p: Plan, force: bool = False) -> dict[str, Any]:
+    """Build the artifact unless it is fresh; returns its manifest."""
+    with artifacts.locked(p.out):
+        current = artifacts.read_manifest(p.out)
+        if not force and current is not None and current.get("fingerprint") == p.fingerprint:
+            log.info("%s: fresh, skipped (%s)", p.stage, p.out)
+            return current
+        with artifacts.staging(p.out) as tmp:
+            manifest = _build(p, tmp)
+            artifacts.publish(tmp, p.out, manifest)
+    problems = artifacts.verify(p.out)  # re-read what we published: hashes must match
+    assert not problems, problems
+    return manifest
+
+
+def _build(p: Plan, tmp: Path) -> dict[str, Any]:
+    module = stages.load(p.stage)
+    handler = logging.FileHandler(tmp / artifacts.LOG, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("nlp_pipe")
+    root.addHandler(handler)
+    started, t0 = artifacts.now(), time.perf_counter()
+    try:
+        log.info("%s -> %s\nconfig: %s\ninputs: %s", p.stage, p.out, configs.to_dict(p.config),
+                 {k: [str(v) for v in vs] for k, vs in p.inputs.items()})
+        result: stages.Result = module.run(p.config, p.inputs, tmp)
+        wall = time.perf_counter() - t0
+        log.info("%s finished in %.1f s", p.stage, wall)
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+    manifest = {
+        "stage": p.stage,
+        "stage_version": module.VERSION,
+        "fingerprint": p.fingerprint,
+        "nlp_pipe_version": __version__,
+        "git_commit": _git_commit(),
+        "config": configs.to_dict(p.config),
+        "inputs": {k: {"paths": [str(v) for v in p.inputs[k]], "fingerprints": p.input_fingerprints[k]}
+                   for k in p.inputs},
+        "counts": result.counts,
+        "metrics": result.metrics,
+        **result.extra,
+        "wall_time_s": round(wall, 3),
+        "started": started,
+        "finished": artifacts.now(),
+        "device": result.extra.get("device", "cpu"),
+        "host": {"hostname": socket.gethostname(), "python": platform.python_version(), "cpus": os.cpu_count(),
+                 "packages": _package_versions()},
+    }
+    _write_report(tmp, p, result, wall)
+    manifest["files"] = artifacts.list_files(tmp)
+    return manifest
+
+
+def _write_report(tmp: Path, p: Plan, result: stages.Result, wall: float) -> None:
+    lines = [f"# {p.stage}: `{p.out.name}`", "", f"- wall time: {wall:.1f} s", f"- fingerprint: `{p.fingerprint[:16]}`"]
+    if result.counts:
+        c = result.counts
+        dropped = ", ".join(f"{k}: {v}" for k, v in sorted(c.get("dropped", {}).items())) or "none"
+        lines.append(f"- rows: {c.get('rows_in')} in, {c.get('rows_out')} out; dropped: {dropped}")
+    for key, value in result.metrics.items():
+        if isinstance(value, (int, float, str)):
+            lines.append(f"- {key}: {value}")
+    lines += ["", result.report.strip(), ""]
+    (tmp / artifacts.REPORT).write_text("\n".join(lines), encoding="utf-8")
+
+
+def _package_versions() -> dict[str, str]:
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None

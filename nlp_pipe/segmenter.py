@@ -1,0 +1,122 @@
+"""jieba word segmentation shared by every stage that needs words (segment, predict, whole-word masking).
+
+A `Segmenter` owns its own `jieba.Tokenizer` built from a picklable `SegmenterSpec`, never
+the global default, so loading a user dictionary never changes jieba behind the user's back.
+`cut_parallel` fans chunks of texts out to worker processes that each build the tokenizer
+once, keeps only a bounded number of chunks in flight (memory stays flat) and yields
+results in input order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import jieba
+
+from .errors import UserError
+
+jieba.setLogLevel(logging.WARNING)
+log = logging.getLogger(__name__)
+
+FreqPolicy = Literal["file", "multiply", "force"]
+_USERDICT_LINE = re.compile(r"^(.+?)( [0-9]+)?( [a-zA-Z]+)?$")  # jieba's own user-dict line grammar
+
+
+@dataclass(frozen=True)
+class SegmenterSpec:
+    """Everything that decides how text is cut; recorded in manifests and sent to workers."""
+
+    hmm: bool = True
+    mode: Literal["accurate", "search"] = "accurate"
+    userdict: tuple[tuple[str, int | None], ...] = ()  # (word, frequency or None)
+    policy: FreqPolicy = "force"
+    multiplier: float = 1000.0
+    dictionary: str | None = None  # main dictionary file; None = jieba's bundled dict.txt
+
+
+def read_userdict(path: Path) -> list[tuple[str, int | None]]:
+    """Words (and optional frequencies) of a jieba user dictionary: `word [freq] [tag]` a line."""
+    entries = []
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: a jieba user dictionary must be UTF-8 (byte {exc.start} is not)") from None
+    for line in lines:
+        line = line.strip()
+        if line:
+            word, freq, _tag = _USERDICT_LINE.match(line).groups()
+            entries.append((word, int(freq) if freq else None))
+    return entries
+
+
+class Segmenter:
+    def __init__(self, spec: SegmenterSpec) -> None:
+        self.spec = spec
+        self.tokenizer = jieba.Tokenizer(spec.dictionary or jieba.DEFAULT_DICT)
+        self.tokenizer.initialize()
+        for word, freq in spec.userdict:
+            self._add(word, freq)
+
+    def _add(self, word: str, freq: int | None) -> None:
+        tok, spec = self.tokenizer, self.spec
+        if spec.policy == "file":
+            tok.add_word(word, freq)
+        elif spec.policy == "multiply":
+            base = freq if freq is not None else tok.suggest_freq(word, False)
+            tok.add_word(word, max(1, int(base * spec.multiplier)))
+        else:  # force: at least the frequency that makes jieba keep the word whole
+            tok.add_word(word, freq)
+            tok.suggest_freq(word, tune=True)
+
+    def cut(self, text: str) -> list[str]:
+        """jieba's words for `text`, without the whitespace tokens jieba emits for spaces."""
+        if self.spec.mode == "search":
+            words = self.tokenizer.lcut_for_search(text, HMM=self.spec.hmm)
+        else:
+            words = self.tokenizer.lcut(text, HMM=self.spec.hmm)
+        return [w for w in words if not w.isspace()]
+
+
+_worker: Segmenter | None = None
+
+
+def _init_worker(spec: SegmenterSpec) -> None:
+    global _worker
+    _worker = Segmenter(spec)
+
+
+def _cut_chunk(texts: list[str]) -> list[list[str]]:
+    assert _worker is not None
+    return [_worker.cut(t) for t in texts]
+
+
+def cut_parallel(spec: SegmenterSpec, chunks: Iterable[list[str]], workers: int) -> Iterator[list[list[str]]]:
+    """Segment chunks of texts in `workers` processes (1 = in this process), results in order."""
+    if workers <= 1:
+        seg = Segmenter(spec)
+        for chunk in chunks:
+            yield [seg.cut(t) for t in chunk]
+        return
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(spec,)) as pool:
+        pending: deque = deque()
+        for chunk in chunks:
+            pending.append(pool.submit(_cut_chunk, chunk))
+            if len(pending) >= 3 * workers:  # bounded: reading never runs far ahead of segmenting
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1

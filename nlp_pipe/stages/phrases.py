@@ -1,0 +1,102 @@
+"""Stage `phrases`: n-gram collocations (gensim Phrases) over a segmented corpus.
+
+    nlp-pipe phrases --corpus runs/seg --out runs/phrases --scoring npmi --threshold 0.5
+
+Writes `phrases.tsv` (phrase, score, count, parts), `corpus.txt` with every detected
+phrase merged into one token, and `jieba_userdict.txt` (`phrase count` a line) so the
+phrases can feed `vocab` and a re-segmentation.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from gensim.models.phrases import Phrases
+from gensim.models.word2vec import LineSentence
+from tqdm.auto import tqdm
+
+from ..config import option
+from ..corpus import Counts
+from . import Input, Result
+
+NAME = "phrases"
+VERSION = 1
+PHRASES_TSV = "phrases.tsv"
+CORPUS_TXT = "corpus.txt"
+USERDICT = "jieba_userdict.txt"
+_JOIN = "\x1f"  # gensim's internal delimiter: a character no corpus token contains
+
+INPUTS = {"corpus": Input("a segmented corpus (segment or phrases artifact)", kind="artifact", stages=("segment", "phrases"))}
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Config:
+    min_count: int = option(5, "ignore word pairs seen fewer times", min=1)
+    scoring: Literal["default", "npmi"] = option("default", "gensim scorer: default (Mikolov et al.) or npmi (threshold in -1..1)")
+    threshold: float = option(10.0, "minimum score for a pair to become a phrase (npmi: -1..1; try 0.5)")
+    passes: int = option(1, "passes of phrase detection: 2 also finds 3- and 4-grams", min=1, max=4)
+    delimiter: str = option("", "what joins the parts of a phrase in the merged corpus ('' suits Chinese)")
+    max_phrases: int = option(0, "keep only the best-scored N phrases (0 = all)", min=0)
+
+    def __post_init__(self) -> None:
+        if self.scoring == "npmi" and not -1.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold = {self.threshold} is outside -1..1, the range of npmi scores")
+        if self.scoring == "default" and self.threshold <= 0:
+            raise ValueError(f"threshold = {self.threshold} must be positive with default scoring")
+        if any(ch.isspace() for ch in self.delimiter):
+            raise ValueError("delimiter must not contain whitespace (corpus tokens are space-separated)")
+
+
+def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
+    source = inputs["corpus"][0] / CORPUS_TXT
+    current, found = source, {}
+    for n in range(config.passes):
+        model = Phrases(LineSentence(str(current)), min_count=config.min_count, threshold=config.threshold,
+                        scoring=config.scoring, delimiter=_JOIN)
+        # a "phrase" with a punctuation or symbol part ("《杜") is an artefact of the scorer, not a word
+        phrases = {p: s for p, s in model.export_phrases().items() if all(any(ch.isalnum() for ch in part) for part in p.split(_JOIN))}
+        if config.max_phrases:
+            phrases = dict(sorted(phrases.items(), key=lambda kv: -kv[1])[: config.max_phrases])
+        for phrase, score in phrases.items():
+            found[phrase] = (score, model.vocab.get(phrase, 0))
+        frozen = model.freeze()
+        frozen.phrasegrams = {p: s for p, s in frozen.phrasegrams.items() if p in phrases}
+        target = out / (CORPUS_TXT if n == config.passes - 1 else f".pass{n}.txt")
+        counts = _merge(current, target, frozen, config.delimiter if target.name == CORPUS_TXT else _JOIN)
+        if current != source:
+            current.unlink()
+        current = target
+        log.info("pass %d: %d phrases", n + 1, len(phrases))
+    rows = sorted(((p.replace(_JOIN, config.delimiter), s, c, p.replace(_JOIN, " ")) for p, (s, c) in found.items()),
+                  key=lambda r: -r[1])
+    with open(out / PHRASES_TSV, "w", encoding="utf-8") as fh:
+        fh.write("phrase\tscore\tcount\tparts\n")
+        fh.writelines(f"{p}\t{s:.4f}\t{c}\t{parts}\n" for p, s, c, parts in rows)
+    with open(out / USERDICT, "w", encoding="utf-8") as fh:
+        fh.writelines(f"{p} {max(c, 1)}\n" for p, _, c, _ in rows if p and " " not in p)
+    table = "\n".join(f"| {p} | {s:.3f} | {c} |" for p, s, c, _ in rows[:40])
+    report = f"## Phrases\n{len(rows)} phrases ({config.scoring} scoring, threshold {config.threshold}).\n\n| phrase | score | count |\n| --- | --- | --- |\n{table}"
+    return Result(counts.as_dict(), {"phrases": len(rows), "merged_tokens": counts.merged}, report)
+
+
+class _MergeCounts(Counts):
+    merged = 0
+
+
+def _merge(source: Path, target: Path, frozen, delimiter: str) -> _MergeCounts:
+    """Rewrite the corpus with each phrase joined; a line stays a line so row alignment holds."""
+    counts = _MergeCounts()
+    with open(source, encoding="utf-8") as src, open(target, "w", encoding="utf-8") as dst:
+        for line in tqdm(src, desc="phrases", unit=" lines", mininterval=1.0):
+            counts.rows_in += 1
+            words = line.split()
+            merged = frozen[words]
+            counts.merged += len(words) - len(merged)
+            dst.write(" ".join(merged).replace(_JOIN, delimiter) + "\n")
+            counts.rows_out += 1
+    return counts

@@ -1,0 +1,151 @@
+"""Stage `segment`: raw text files -> jieba words.
+
+    nlp-pipe segment --corpus reviews.tsv --out runs/seg [--userdict words.txt]
+
+Writes `dataset/` (a `datasets` dataset with text, words and label when present,
+`datasets.load_from_disk`) and `corpus.txt` (space-separated words, one kept row a line,
+aligned with the dataset). Large inputs are cut in parallel, one jieba dictionary per worker.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import shutil
+from collections import Counter, deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import datasets
+from tqdm.auto import tqdm
+
+from ..config import option
+from ..corpus import Counts, ReadOptions, read_rows
+from ..errors import UserError
+from ..segmenter import SegmenterSpec, cut_parallel, default_workers, read_userdict
+from . import Input, Result
+
+NAME = "segment"
+VERSION = 1
+CORPUS_TXT = "corpus.txt"
+DATASET_DIR = "dataset"
+USERDICT_IN_VOCAB = "jieba_userdict.txt"
+_PARALLEL_MIN_BYTES = 1 << 20  # below this, starting workers costs more than it saves
+
+INPUTS = {
+    "corpus": Input("text files: txt (one text a line), jsonl, csv or tsv", kind="file", multiple=True),
+    "userdict": Input("jieba user dictionaries: files (`word [freq]` a line) or vocab artifacts",
+                      kind="any", multiple=True, required=False, stages=("vocab",)),
+}
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Config(ReadOptions):
+    hmm: bool = option(True, "let jieba's HMM find words missing from its dictionary")
+    mode: Literal["accurate", "search"] = option("accurate", "jieba accurate mode, or search mode (long words also cut into their parts)")
+    userdict_freq: Literal["file", "multiply", "force"] = option(
+        "force", "user-dictionary frequency policy: the file's own counts, counts x userdict_multiplier, or force every word to stay whole (jieba suggest_freq)")
+    userdict_multiplier: float = option(1000.0, "multiplier for userdict_freq=multiply", min=0.0)
+    label_per_file: tuple[str, ...] = option((), "one label per corpus file, in order (for one-file-per-class corpora such as pos.txt/neg.txt)")
+    workers: int = option(0, "processes for segmentation; 0 = one per core for inputs over 1 MB", min=0)
+    chunk_rows: int = option(500, "rows sent to a worker at a time", min=1)
+
+
+def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
+    files = inputs["corpus"]
+    if config.label_per_file and len(config.label_per_file) != len(files):
+        raise UserError(f"segment: label_per_file has {len(config.label_per_file)} labels for {len(files)} corpus files")
+    spec, dict_info = _segmenter_spec(config, inputs["userdict"])
+    workers = config.workers or (default_workers() if sum(f.stat().st_size for f in files) >= _PARALLEL_MIN_BYTES else 1)
+    counts = Counts()
+    stats = {"words": 0, "chars": 0, "labels": Counter(), "vocab": Counter()}
+    cache = out / ".hf_cache"
+
+    def rows() -> Iterator[dict]:
+        with open(out / CORPUS_TXT, "w", encoding="utf-8") as corpus_txt:
+            yield from _segmented_rows(config, files, spec, workers, counts, stats, corpus_txt)
+
+    ds = datasets.Dataset.from_generator(rows, cache_dir=str(cache), fingerprint=f"segment-{out.name}")
+    if not stats["labels"]:
+        ds = ds.remove_columns("label")
+    ds.save_to_disk(str(out / DATASET_DIR))
+    del ds
+    shutil.rmtree(cache, ignore_errors=True)
+    if counts.rows_out == 0:
+        raise UserError(f"segment: no text left in {', '.join(map(str, files))} (dropped: {dict(counts.dropped)})")
+    metrics = {
+        "words": stats["words"], "chars": stats["chars"], "distinct_words": len(stats["vocab"]),
+        "words_per_text": round(stats["words"] / counts.rows_out, 2), "workers": workers,
+        "labels": dict(sorted(stats["labels"].items())),
+    }
+    return Result(counts.as_dict(), metrics, _report(stats, dict_info), {"segmenter": dict_info})
+
+
+def _segmented_rows(config, files, spec, workers, counts, stats, corpus_txt) -> Iterator[dict]:
+    rows = itertools.chain.from_iterable(
+        read_rows(path, config, counts, config.label_per_file[i] if config.label_per_file else None)
+        for i, path in enumerate(files)
+    )
+    progress = tqdm(desc="segment", unit=" rows", mininterval=1.0)
+    chunks = _chunks(rows, config.chunk_rows)
+    buffered: deque[list] = deque()
+
+    def texts() -> Iterator[list[str]]:
+        for chunk in chunks:
+            buffered.append(chunk)
+            yield [row.text for row in chunk]
+
+    for words_chunk in cut_parallel(spec, texts(), workers):
+        chunk = buffered.popleft()
+        for row, words in zip(chunk, words_chunk):
+            corpus_txt.write(" ".join(words) + "\n")
+            stats["words"] += len(words)
+            stats["chars"] += len(row.text)
+            stats["vocab"].update(words)
+            if row.label is not None:
+                stats["labels"][row.label] += 1
+            yield {"text": row.text, "words": words, "label": row.label}
+        progress.update(len(chunk))
+    progress.close()
+
+
+def _chunks(rows, size: int) -> Iterator[list]:
+    while chunk := list(itertools.islice(rows, size)):
+        yield chunk
+
+
+def _segmenter_spec(config: Config, userdicts: list[Path]) -> tuple[SegmenterSpec, dict]:
+    entries: dict[str, int | None] = {}
+    sources = []
+    for path in userdicts:
+        file = path / USERDICT_IN_VOCAB if path.is_dir() else path
+        if not file.exists():
+            raise UserError(f"segment: userdict {path} has no {USERDICT_IN_VOCAB}; pass a vocab artifact or a word file")
+        words = read_userdict(file)
+        entries.update(words)
+        sources.append({"path": str(file), "words": len(words)})
+    spec = SegmenterSpec(hmm=config.hmm, mode=config.mode, userdict=tuple(entries.items()),
+                         policy=config.userdict_freq, multiplier=config.userdict_multiplier)
+    info = {"engine": "jieba", "dictionary": "jieba default dict.txt", "hmm": config.hmm, "mode": config.mode,
+            "userdict": sources, "userdict_words": len(entries), "userdict_freq": config.userdict_freq}
+    if config.userdict_freq == "multiply":
+        info["userdict_multiplier"] = config.userdict_multiplier
+    return spec, info
+
+
+def _report(stats: dict, dict_info: dict) -> str:
+    top = ", ".join(f"{w} ({n})" for w, n in stats["vocab"].most_common(30))
+    lines = [
+        "## Segmentation",
+        f"jieba {dict_info['mode']} mode, HMM {'on' if dict_info['hmm'] else 'off'}; "
+        f"user dictionary: {dict_info['userdict_words']} words (policy: {dict_info['userdict_freq']}).",
+        "", f"Most frequent words: {top}",
+    ]
+    if stats["labels"]:
+        lines += ["", "| label | rows |", "| --- | --- |"]
+        lines += [f"| {k} | {v} |" for k, v in sorted(stats["labels"].items())]
+    return "\n".join(lines)

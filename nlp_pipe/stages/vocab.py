@@ -1,0 +1,206 @@
+"""Stage `vocab`: vocabularies from a segmented corpus, word-level or BERT (character) style.
+
+    nlp-pipe vocab --corpus runs/seg --out runs/vocab --kind word --min-freq 2
+    nlp-pipe vocab --corpus runs/seg --out runs/bert_vocab --kind bert
+
+Writes vocab.txt (one token a line, index = line number), vocab.freq.tsv (token, count),
+w2i.json and jieba_userdict.txt (`word count` for multi-character words: a user dictionary
+for `segment`). `--kind bert` also saves tokenizer files so `AutoTokenizer.from_pretrained`
+loads the directory; `--wordpiece` trains a WordPiece vocabulary with `tokenizers` instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from ..config import option
+from ..errors import UserError
+from . import Input, Result
+
+NAME = "vocab"
+VERSION = 1
+VOCAB_TXT = "vocab.txt"
+FREQ_TSV = "vocab.freq.tsv"
+W2I_JSON = "w2i.json"
+USERDICT = "jieba_userdict.txt"
+CORPUS_TXT = "corpus.txt"
+WORD_SPECIALS = ("[PAD]", "[UNK]")
+BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+INPUTS = {
+    "corpus": Input("segmented corpora (segment or phrases artifacts)", kind="artifact", multiple=True, stages=("segment", "phrases")),
+    "phrases": Input("phrases artifacts whose phrases join the vocabulary whatever their count", kind="artifact",
+                     multiple=True, required=False, stages=("phrases",)),
+    "words": Input("word list files (one word a line, optional count after a space) added whatever their count",
+                   kind="file", multiple=True, required=False),
+}
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Config:
+    kind: Literal["word", "bert"] = option("word", "word: jieba words; bert: characters (+ ## pieces) for a Chinese BERT tokenizer")
+    min_freq: int = option(2, "drop tokens seen fewer times", min=1)
+    max_size: int = option(0, "cap the vocabulary at this many entries, specials included (0 = no cap)", min=0)
+    specials: tuple[str, ...] = option((), "special tokens first in the vocab; empty = [PAD] [UNK] (word) or [PAD] [UNK] [CLS] [SEP] [MASK] (bert)")
+    lowercase: bool = option(True, "lower-case tokens (bert kind; matches do_lower_case of Chinese BERT)")
+    wordpiece: bool = option(False, "bert kind: train a WordPiece vocabulary with tokenizers instead of characters")
+    wordpiece_size: int = option(21128, "vocabulary size for --wordpiece", min=100)
+
+    def __post_init__(self) -> None:
+        if self.wordpiece and self.kind != "bert":
+            raise ValueError("wordpiece applies to kind=bert only")
+        if self.max_size and self.max_size <= len(self.special_tokens):
+            raise ValueError(f"max_size = {self.max_size} leaves no room beside {len(self.special_tokens)} special tokens")
+
+    @property
+    def special_tokens(self) -> tuple[str, ...]:
+        return self.specials or (BERT_SPECIALS if self.kind == "bert" else WORD_SPECIALS)
+
+
+def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
+    counts = _count_words([p / CORPUS_TXT for p in inputs["corpus"]])
+    forced = _forced_words(inputs["phrases"], inputs["words"])
+    if config.kind == "bert" and config.wordpiece:
+        tokens, freq = _train_wordpiece(config, [p / CORPUS_TXT for p in inputs["corpus"]], out), counts
+    elif config.kind == "bert":
+        freq = _char_counts(counts, config.lowercase)
+        tokens = _select(freq, {}, config)
+    else:
+        freq = counts
+        tokens = _select(freq, forced, config)
+    _write(out, tokens, freq, config)
+    collided = sorted(set(config.special_tokens) & set(counts))
+    metrics = {"size": len(tokens), "corpus_tokens": sum(counts.values()), "corpus_types": len(counts),
+               "coverage": round(_coverage(tokens, counts, config), 4), "forced_words": len(forced),
+               "specials_seen_in_corpus": collided}
+    if config.kind == "bert":
+        metrics["tokenizer_check"] = _check_tokenizer(out, len(tokens), config.lowercase)
+    report = (f"## Vocabulary\n{config.kind} vocabulary of {len(tokens)} tokens ({len(config.special_tokens)} special), "
+              f"covering {metrics['coverage']:.1%} of the corpus' tokens.\n\n"
+              f"First tokens after the specials: {' '.join(tokens[len(config.special_tokens):][:60])}")
+    return Result(None, metrics, report)
+
+
+def _count_words(files: list[Path]) -> Counter:
+    counts: Counter = Counter()
+    for path in files:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                counts.update(line.split())
+    return counts
+
+
+def _forced_words(phrase_dirs: list[Path], word_files: list[Path]) -> dict[str, int]:
+    forced: dict[str, int] = {}
+    sources = [p / USERDICT for p in phrase_dirs] + list(word_files)
+    for path in sources:
+        try:
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{path}: word lists must be UTF-8 (byte {exc.start} is not)") from None
+        for line in lines:
+            parts = line.split()
+            if parts:
+                count = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 1
+                forced[parts[0]] = max(forced.get(parts[0], 0), count)
+    return forced
+
+
+def _char_counts(words: Counter, lowercase: bool) -> Counter:
+    """Characters as BertTokenizer will see them: CJK characters stand alone, other characters also
+    get a `##` continuation piece so Latin words and numbers split into characters, not [UNK]."""
+    chars: Counter = Counter()
+    for word, n in words.items():
+        if lowercase:
+            word = _strip_accents(word.lower())
+        for i, ch in enumerate(word):
+            if _is_cjk(ch) or _is_punctuation(ch) or i == 0:
+                chars[ch] += n
+            else:
+                chars["##" + ch] += n
+    return chars
+
+
+def _select(freq: Counter, forced: dict[str, int], config: Config) -> list[str]:
+    specials = list(config.special_tokens)
+    taken = set(specials)
+    ranked = sorted(((w, n) for w, n in freq.items() if n >= config.min_freq and w not in taken),
+                    key=lambda kv: (-kv[1], kv[0]))
+    tokens = specials + [w for w, _ in ranked]
+    seen = set(tokens)
+    tokens += [w for w in sorted(forced, key=lambda w: (-forced[w], w)) if w not in seen and w not in taken]
+    if config.max_size:
+        tokens = tokens[: config.max_size]
+    return tokens
+
+
+def _train_wordpiece(config: Config, files: list[Path], out: Path) -> list[str]:
+    from tokenizers import BertWordPieceTokenizer
+
+    tokenizer = BertWordPieceTokenizer(clean_text=True, handle_chinese_chars=True, lowercase=config.lowercase)
+    # limit_alphabet defaults to 1000, which turns most hanzi into [UNK] (PITFALLS.md)
+    tokenizer.train([str(f) for f in files], vocab_size=config.wordpiece_size, min_frequency=config.min_freq,
+                    special_tokens=list(config.special_tokens), limit_alphabet=100_000, show_progress=False)
+    vocab = tokenizer.get_vocab()
+    return [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+
+
+def _write(out: Path, tokens: list[str], freq: Counter, config: Config) -> None:
+    assert len(set(tokens)) == len(tokens), "duplicate vocabulary entries"
+    bad = [t for t in tokens if not t or any(ch.isspace() for ch in t)]
+    if bad:  # vocab.txt is one token a line: a token with whitespace would shift every index after it
+        raise UserError(f"vocab: tokens with whitespace cannot be stored one a line: {bad[:5]}")
+    (out / VOCAB_TXT).write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
+    (out / FREQ_TSV).write_text("".join(f"{t}\t{freq.get(t, 0)}\n" for t in tokens), encoding="utf-8")
+    (out / W2I_JSON).write_text(json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False), encoding="utf-8")
+    specials = set(config.special_tokens)
+    words = [t for t in tokens if t not in specials and len(t) > 1 and not t.startswith("##")]
+    (out / USERDICT).write_text("".join(f"{w} {max(freq.get(w, 0), 1)}\n" for w in words), encoding="utf-8")
+    reloaded = (out / VOCAB_TXT).read_text(encoding="utf-8").split("\n")[:-1]
+    assert reloaded == tokens, "vocab.txt does not read back as written"
+
+
+def _check_tokenizer(out: Path, size: int, lowercase: bool) -> str:
+    """Save tokenizer files beside vocab.txt and check the reloaded tokenizer has every token."""
+    from transformers import AutoTokenizer, BertTokenizer
+
+    # BertTokenizerFast(vocab_file=...) silently ignores the vocab in transformers 5 (PITFALLS.md)
+    BertTokenizer(vocab=str(out / VOCAB_TXT), do_lower_case=lowercase).save_pretrained(str(out))
+    reloaded = AutoTokenizer.from_pretrained(str(out))
+    if len(reloaded) != size:
+        raise AssertionError(f"tokenizer has {len(reloaded)} tokens, vocab.txt {size}")
+    return f"AutoTokenizer loads {len(reloaded)} tokens"
+
+
+def _coverage(tokens: list[str], counts: Counter, config: Config) -> float:
+    if config.kind == "bert":
+        vocab = set(tokens)
+        chars = _char_counts(counts, config.lowercase)
+        total = sum(chars.values()) or 1
+        return sum(n for t, n in chars.items() if t in vocab) / total
+    vocab = set(tokens)
+    total = sum(counts.values()) or 1
+    return sum(n for w, n in counts.items() if w in vocab) / total
+
+
+def _is_cjk(ch: str) -> bool:
+    cp = ord(ch)
+    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF or 0x2A700 <= cp <= 0x2CEAF
+            or 0xF900 <= cp <= 0xFAFF or 0x2F800 <= cp <= 0x2FA1F)
+
+
+def _is_punctuation(ch: str) -> bool:
+    cp = ord(ch)
+    return 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126 or unicodedata.category(ch).startswith("P")
+
+
+def _strip_accents(text: str) -> str:
+    return "".join(ch for ch in unicodedata.normalize("NFD", text) if unicodedata.category(ch) != "Mn")
