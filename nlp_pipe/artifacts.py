@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -128,6 +129,11 @@ def staging(out: Path) -> Iterator[Path]:
     Must be used under `locked(out)`: temporaries left by killed runs are removed here,
     which is only safe while no other writer can own them.
     """
+    # publish() replaces `out` wholesale: never do that to a file or to a directory of the user's
+    # own files (`--out ~/data` would delete them); an empty directory or an artifact is fine.
+    if out.is_file() or (out.is_dir() and read_manifest(out) is None and any(out.iterdir())):
+        raise UserError(f"{out} exists and is not an nlp-pipe artifact (no {MANIFEST}); refusing to replace it. "
+                        "Choose another --out, or remove it first.")
     for stale in out.parent.glob(f".{out.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -137,6 +143,20 @@ def staging(out: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def final_path(out: Path) -> Path:
+    """The artifact directory a stage's `out` becomes: `.NAME.tmp-*` (see `staging`) -> `NAME`; else `out`."""
+    match = re.fullmatch(r"\.(.+)\.tmp-[^.]+", out.name)
+    return out.parent / match.group(1) if match else out
+
+
+def work_dir(out: Path, purpose: str) -> Path:
+    """`NAME.PURPOSE/` beside the artifact being built in `out`: a stable place for state that must
+    outlive the temporary directory, such as training checkpoints (a rerun after a kill resumes from
+    them) or preprocessing caches. The stage creates it if it needs it."""
+    final = final_path(out)
+    return final.parent / f"{final.name}.{purpose}"
 
 
 def publish(tmp: Path, out: Path, manifest: dict[str, Any]) -> None:

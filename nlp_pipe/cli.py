@@ -22,7 +22,7 @@ import click
 import yaml
 
 from . import __version__, artifacts, config as configs, pipeline as pipelines, runner, stages
-from .errors import UserError
+from .errors import UserError, did_you_mean
 
 log = logging.getLogger("nlp_pipe")
 
@@ -37,6 +37,13 @@ class StageGroup(click.Group):
         if name in stages.STAGES:
             return _stage_command(name)
         return super().get_command(ctx, name)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and name not in stages.STAGES and name not in self.commands:
+            # click's own message suggests only the built-in commands, never a stage name
+            raise click.UsageError(f"No such command '{name}'{did_you_mean(name, self.list_commands(ctx))}.", ctx)
+        return super().resolve_command(ctx, args)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         own = [(n, self.commands[n].get_short_help_str(60)) for n in sorted(self.commands)]
@@ -164,6 +171,57 @@ def list_stages() -> None:
         click.echo(f"{name:16s} {doc}")
         for input_name, spec in module.INPUTS.items():
             click.echo(f"  --{input_name.replace('_', '-'):14s} {spec.help}{'' if spec.required else ' (optional)'}")
+
+
+@cli.command()
+@click.argument("model_dir", type=click.Path(file_okay=False))
+@click.option("--text", "texts", multiple=True, help="A text to classify (repeatable).")
+@click.option("--file", "file", type=click.Path(dir_okay=False), default=None, help="A UTF-8 file, one text a line ('-' = stdin).")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines with every class probability.")
+@click.option("--batch-size", default=64, show_default=True, help="Texts per forward pass.")
+def predict(model_dir: str, texts: tuple[str, ...], file: str | None, as_json: bool, batch_size: int) -> None:
+    """Classify texts with a textcnn or finetune artifact: label and probability per line."""
+    from .predict import TextClassifier
+
+    items = list(texts)
+    if file:
+        stream = click.open_file(file, encoding="utf-8-sig")
+        items += [line.rstrip("\r\n") for line in stream]
+    if not items:
+        raise UserError("predict: give --text TEXT (repeatable) or --file FILE")
+    clf = TextClassifier.load(model_dir)
+    probs = clf.predict(items, batch_size)
+    for text, (label, prob), row in zip(items, clf.decide(probs), probs):
+        if as_json:
+            click.echo(json.dumps({"text": text, "label": label, "probability": round(prob, 6),
+                                   "probabilities": {n: round(float(p), 6) for n, p in zip(clf.labels, row)}}, ensure_ascii=False))
+        else:
+            click.echo(f"{label}\t{prob:.4f}\t{text}")
+
+
+@cli.command(name="word2vec-eval")
+@click.argument("vectors_path", metavar="VECTORS", type=click.Path())
+@click.option("--analogy", type=click.Path(dir_okay=False), help="Analogy questions: `: section` lines, then `a b c d` (e.g. vocab/analogy_zh.txt).")
+@click.option("--similarity", type=click.Path(dir_okay=False), help="Word pairs: `word1 word2 score` a line (e.g. vocab/similarity_zh.txt).")
+@click.option("--restrict-vocab", default=300_000, show_default=True, help="Only the N most frequent words ask and answer (gensim's default).")
+@click.option("--case-sensitive", is_flag=True, help="Compare words as written (gensim upper-cases both sides by default).")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole result (eval.json's format) as JSON.")
+def word2vec_eval(vectors_path: str, analogy: str | None, similarity: str | None, restrict_vocab: int,
+                  case_sensitive: bool, as_json: bool) -> None:
+    """Evaluate word vectors (a word2vec/import-vectors artifact, or a word2vec text file, plain or .bz2)."""
+    from . import vectors
+
+    if not analogy and not similarity:
+        raise UserError("word2vec-eval: give --analogy FILE and/or --similarity FILE (shipped: vocab/analogy_zh.txt, vocab/similarity_zh.txt)")
+    kv = vectors.load_keyed_vectors(vectors_path)
+    result = vectors.evaluate(kv, analogy, similarity, restrict_vocab=restrict_vocab, case_insensitive=not case_sensitive)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"{vectors_path}: {len(kv):,} words x {kv.vector_size} dimensions")
+    for header, rows in vectors.eval_tables(result):
+        click.echo()
+        _table(header, rows)
 
 
 def _stage_command(name: str) -> click.Command:

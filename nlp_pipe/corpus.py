@@ -85,11 +85,36 @@ def detect_encoding(path: Path) -> str:
     multibyte = sum(1 for ch in text if ord(ch) > 0x7F) - bad
     # A few bad bytes inside otherwise valid multi-byte UTF-8 mean a damaged UTF-8 file (reported
     # line by line later), not another encoding: GBK text decoded as UTF-8 fails almost everywhere.
-    if bad <= 4 or multibyte > 20 * bad:
+    if bad == 0 or multibyte > 20 * bad or (bad <= 4 and multibyte > 2 * bad):
         return "utf-8"
     best = charset_normalizer.from_bytes(sample).best()
     name = (best.encoding if best else "gb18030").lower().replace("_", "")
-    return "gb18030" if name in _GB or name.startswith("gb") else name
+    if name in _GB or name.startswith("gb"):
+        return "gb18030"
+    # A few GBK characters are often guessed as cp949, cp932 or big5 and would be silently
+    # garbled: bytes that read as common simplified Chinese in GB18030 are GB18030.
+    return "gb18030" if _reads_as_common_gb(sample) else name
+
+
+def _reads_as_common_gb(sample: bytes) -> bool:
+    """The sample decodes as GB18030 and (almost) all its non-ASCII characters are in GB2312,
+    the common simplified set; Big5 bytes read as GBK land mostly outside it."""
+    if len(sample) == _SAMPLE:  # the sample may end inside a character: cut at its last line end
+        sample = sample[: sample.rfind(b"\n") + 1]
+    try:
+        wide = [ch for ch in sample.decode("gb18030") if ord(ch) > 0x7F]
+    except UnicodeDecodeError:
+        return False
+    common = sum(1 for ch in wide if _in_gb2312(ch))
+    return bool(wide) and common >= 0.95 * len(wide)
+
+
+def _in_gb2312(ch: str) -> bool:
+    try:
+        ch.encode("gb2312")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def read_rows(path: Path, opts: ReadOptions, counts: Counts, label: str | None = None) -> Iterator[Row]:
@@ -206,20 +231,26 @@ def _jsonl_rows(lines, path, opts, counts) -> Iterator[Row]:
             text_key, label_key = _pick_columns(list(record), path, opts)
         value = record.get(text_key)
         label = record.get(label_key) if label_key else None
-        yield Row("" if value is None else str(value), None if label_key is None else str(label or ""), number)
+        # `label or ""` would turn the label 0 (or False) into "" and drop the row as no_label
+        label_text = None if label_key is None else "" if label is None else str(label)
+        yield Row("" if value is None else str(value), label_text, number)
 
 
 def _table_rows(lines, path, opts, counts, fmt: str) -> Iterator[Row]:
     if fmt == "csv":
-        numbered = iter(lines)
-        current = [0]
+        consumed: list[int] = []  # line numbers read for the record being parsed
 
         def feed():
-            for number, text in numbered:
-                current[0] = number
+            for number, text in lines:
+                consumed.append(number)
                 yield text + "\n"
 
-        cells_iter = ((current[0], cells) for cells in csv.reader(feed()))
+        def records():
+            for cells in csv.reader(feed()):  # a quoted field may span lines: report the first
+                yield consumed[0], cells
+                consumed.clear()
+
+        cells_iter = records()
     else:  # TSV: no quoting rules, so a stray '"' in a review cannot swallow the lines after it
         cells_iter = ((number, text.split("\t")) for number, text in lines)
     text_i = label_i = None

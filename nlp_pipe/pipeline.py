@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from . import runner
+from . import runner, stages
 from .errors import UserError, did_you_mean
 
 _REF = re.compile(r"\$\{([^}]+)\}")
@@ -50,6 +50,8 @@ class Pipeline:
 
     def select(self, only: list[str] | None = None, start: str | None = None) -> list[Step]:
         names = [s.name for s in self.steps]
+        if only and start:
+            raise UserError("--only and --from cannot be combined: --only picks stages, --from picks a stage and all after it")
         for name in [*(only or []), *([start] if start else [])]:
             if name not in names:
                 raise UserError(f"{self.path}: no stage named '{name}'{did_you_mean(name, names)}; stages: {', '.join(names)}")
@@ -94,9 +96,10 @@ def load(path: str | Path, variables: dict[str, Any] | None = None, overrides: d
         raise UserError(f"cannot read pipeline {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if isinstance(doc, dict):  # a misspelt 'stages' gets its suggestion, not the generic message
+        _no_unknown(doc, _TOP_KEYS, str(path))
     if not isinstance(doc, dict) or not isinstance(doc.get("stages"), list):
         raise UserError(f"{path}: a pipeline file is a mapping with a 'stages' list")
-    _no_unknown(doc, _TOP_KEYS, str(path))
     vars_ = {**(doc.get("vars") or {}), **(variables or {})}
     unknown_vars = set(variables or {}) - set(doc.get("vars") or {})
     if unknown_vars:
@@ -115,6 +118,9 @@ def _step(raw: Any, index: int, vars_: dict, earlier: list[Step], root: Path, pa
     if not isinstance(raw, dict) or "stage" not in raw:
         raise UserError(f"{where}: each stage needs 'stage: NAME'")
     _no_unknown(raw, _STAGE_KEYS, where)
+    if str(raw["stage"]) not in stages.STAGES:  # before its name is used: '${segment}' would be the first complaint
+        raise UserError(f"{where}: unknown stage '{raw['stage']}'{did_you_mean(str(raw['stage']), stages.STAGES)}; "
+                        f"stages: {', '.join(stages.STAGES)}")
     name = str(raw.get("name", raw["stage"]))
     if name == "vars" or any(s.name == name for s in earlier):
         raise UserError(f"{where}: stage name '{name}' is {'reserved' if name == 'vars' else 'used twice'}; set a unique 'name'")

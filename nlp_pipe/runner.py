@@ -12,6 +12,7 @@ import importlib.util
 import logging
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import time
@@ -51,7 +52,7 @@ def plan(stage: str, config: dict[str, Any], inputs: dict[str, Any], out: str | 
     module = stages.load(stage)
     where = where or f"stage '{stage}'"
     cfg = configs.build(module.Config, config, where)
-    resolved = resolve_inputs(module, inputs, where)
+    resolved = resolve_inputs(module, inputs, where, set(expected or {}))
     fps = {name: [input_fingerprint(p, expected or {}) for p in paths] for name, paths in resolved.items()}
     out = Path(out)
     fp = artifacts.fingerprint(stage, module.VERSION, configs.to_dict(cfg), fps)
@@ -65,7 +66,9 @@ def plan(stage: str, config: dict[str, Any], inputs: dict[str, Any], out: str | 
     return Plan(stage, cfg, resolved, fps, out, fp, reason)
 
 
-def resolve_inputs(module: Any, given: dict[str, Any], where: str) -> dict[str, list[Path]]:
+def resolve_inputs(module: Any, given: dict[str, Any], where: str, planned: set[Path] = frozenset()) -> dict[str, list[Path]]:
+    """Input paths by name, checked against the stage's INPUTS; paths inside `planned` artifact
+    directories (to be written by earlier pipeline steps) are not required to exist yet."""
     specs: dict[str, stages.Input] = module.INPUTS
     unknown = set(given) - set(specs)
     if unknown:
@@ -79,7 +82,8 @@ def resolve_inputs(module: Any, given: dict[str, Any], where: str) -> dict[str, 
             raise UserError(f"{where}: input '{name}' is required ({spec.help})")
         if len(values) > 1 and not spec.multiple:
             raise UserError(f"{where}: input '{name}' takes one path, got {len(values)}")
-        resolved[name] = [_check_path(resolve_path(str(v)), spec, name, where) for v in values]
+        paths = [resolve_path(str(v)).resolve() for v in values]
+        resolved[name] = [p if _is_planned(p, planned) else _check_path(p, spec, name, where) for p in paths]
     return resolved
 
 
@@ -92,6 +96,10 @@ def resolve_path(text: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise UserError(f"{text}: package '{package}' is not installed (for the demo: pip install -e '.[demo]')")
     return Path(list(spec.submodule_search_locations)[0]) / rel
+
+
+def _is_planned(path: Path, planned: set[Path]) -> bool:
+    return any(parent in planned for parent in (path, *path.parents[:2]))
 
 
 def _check_path(path: Path, spec: stages.Input, name: str, where: str) -> Path:
@@ -111,7 +119,7 @@ def _check_path(path: Path, spec: stages.Input, name: str, where: str) -> Path:
             raise UserError(f"{where}: input '{name}' points to {path}, which has no manifest.json (not a finished artifact)")
     elif spec.kind == "artifact":
         raise UserError(f"{where}: input '{name}' must be an artifact directory, {path} is a file")
-    return path.resolve()
+    return path
 
 
 def input_fingerprint(path: Path, expected: dict[Path, str]) -> str:
@@ -143,25 +151,50 @@ def _why_changed(manifest: dict[str, Any], stage: str, cfg: Any, fps: dict[str, 
 
 def execute(p: Plan, force: bool = False) -> dict[str, Any]:
     """Build the artifact unless it is fresh; returns its manifest."""
+    if process_rank() > 0:
+        return _execute_secondary(p)
     with artifacts.locked(p.out):
         current = artifacts.read_manifest(p.out)
         if not force and current is not None and current.get("fingerprint") == p.fingerprint:
             log.info("%s: fresh, skipped (%s)", p.stage, p.out)
             return current
         with artifacts.staging(p.out) as tmp:
-            manifest = _build(p, tmp)
+            manifest, result = _build(p, tmp)
             artifacts.publish(tmp, p.out, manifest)
     problems = artifacts.verify(p.out)  # re-read what we published: hashes must match
     assert not problems, problems
+    for path in result.cleanup:  # work dirs (checkpoints) only needed until the artifact was published
+        shutil.rmtree(path, ignore_errors=True)
     return manifest
 
 
-def _build(p: Plan, tmp: Path) -> dict[str, Any]:
+def process_rank() -> int:
+    """This process's rank under `accelerate launch` / torchrun (which set RANK); 0 when run plainly."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def _execute_secondary(p: Plan) -> dict[str, Any]:
+    """A non-main process of a multi-process launch: it runs the stage (training needs every process),
+    but the main process owns the artifact. Its `out` is the staging-style path of the artifact, never
+    created, so `artifacts.work_dir(out, ...)` still finds the shared checkpoints."""
+    module = stages.load(p.stage)
+    if not getattr(module, "DISTRIBUTED", False):
+        raise UserError(f"stage '{p.stage}' runs in one process; run it without accelerate launch / torchrun")
+    t0 = time.perf_counter()
+    result: stages.Result = module.run(p.config, p.inputs, p.out.parent / f".{p.out.name}.tmp-rank{process_rank()}")
+    return {"stage": p.stage, "wall_time_s": round(time.perf_counter() - t0, 3), "counts": result.counts,
+            "metrics": result.metrics}
+
+
+def _build(p: Plan, tmp: Path) -> tuple[dict[str, Any], stages.Result]:
     module = stages.load(p.stage)
     handler = logging.FileHandler(tmp / artifacts.LOG, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("nlp_pipe")
     root.addHandler(handler)
+    level = root.level
+    if not root.isEnabledFor(logging.INFO):  # stage.log gets INFO lines even when the caller set up no logging
+        root.setLevel(logging.INFO)
     started, t0 = artifacts.now(), time.perf_counter()
     try:
         log.info("%s -> %s\nconfig: %s\ninputs: %s", p.stage, p.out, configs.to_dict(p.config),
@@ -170,6 +203,7 @@ def _build(p: Plan, tmp: Path) -> dict[str, Any]:
         wall = time.perf_counter() - t0
         log.info("%s finished in %.1f s", p.stage, wall)
     finally:
+        root.setLevel(level)
         root.removeHandler(handler)
         handler.close()
     manifest = {
@@ -193,7 +227,7 @@ def _build(p: Plan, tmp: Path) -> dict[str, Any]:
     }
     _write_report(tmp, p, result, wall)
     manifest["files"] = artifacts.list_files(tmp)
-    return manifest
+    return manifest, result
 
 
 def _write_report(tmp: Path, p: Plan, result: stages.Result, wall: float) -> None:

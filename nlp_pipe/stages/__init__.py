@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
@@ -17,6 +18,11 @@ STAGES = {
     "segment": "segment",
     "vocab": "vocab",
     "phrases": "phrases",
+    "word2vec": "word2vec",
+    "import-vectors": "import_vectors",
+    "textcnn": "textcnn",
+    "pretrain": "pretrain",
+    "expand": "expand",
 }
 
 
@@ -39,6 +45,7 @@ class Result:
     metrics: dict[str, Any] = field(default_factory=dict)
     report: str = ""  # markdown body appended under the runner's summary
     extra: dict[str, Any] = field(default_factory=dict)  # stage-specific manifest fields
+    cleanup: list[Path] = field(default_factory=list)  # work dirs (e.g. checkpoints) the runner removes once published
 
 
 def load(name: str) -> ModuleType:

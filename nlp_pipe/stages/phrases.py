@@ -28,6 +28,10 @@ PHRASES_TSV = "phrases.tsv"
 CORPUS_TXT = "corpus.txt"
 USERDICT = "jieba_userdict.txt"
 _JOIN = "\x1f"  # gensim's internal delimiter: a character no corpus token contains
+# Joins the parts of phrases merged by an earlier pass in the intermediate corpus file. It must
+# not be whitespace to str.split (as \x1f is: the next pass would read the parts back as words)
+# and must differ from _JOIN (gensim splits its vocabulary keys on _JOIN).
+_PART = "\U000f0000"  # a private-use character no corpus token contains
 
 INPUTS = {"corpus": Input("a segmented corpus (segment or phrases artifact)", kind="artifact", stages=("segment", "phrases"))}
 
@@ -67,12 +71,12 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
         frozen = model.freeze()
         frozen.phrasegrams = {p: s for p, s in frozen.phrasegrams.items() if p in phrases}
         target = out / (CORPUS_TXT if n == config.passes - 1 else f".pass{n}.txt")
-        counts = _merge(current, target, frozen, config.delimiter if target.name == CORPUS_TXT else _JOIN)
+        counts = _merge(current, target, frozen, config.delimiter if target.name == CORPUS_TXT else _PART)
         if current != source:
             current.unlink()
         current = target
         log.info("pass %d: %d phrases", n + 1, len(phrases))
-    rows = sorted(((p.replace(_JOIN, config.delimiter), s, c, p.replace(_JOIN, " ")) for p, (s, c) in found.items()),
+    rows = sorted(((_join(p, config.delimiter), s, c, _join(p, " ")) for p, (s, c) in found.items()),
                   key=lambda r: -r[1])
     with open(out / PHRASES_TSV, "w", encoding="utf-8") as fh:
         fh.write("phrase\tscore\tcount\tparts\n")
@@ -97,6 +101,11 @@ def _merge(source: Path, target: Path, frozen, delimiter: str) -> _MergeCounts:
             words = line.split()
             merged = frozen[words]
             counts.merged += len(words) - len(merged)
-            dst.write(" ".join(merged).replace(_JOIN, delimiter) + "\n")
+            dst.write(_join(" ".join(merged), delimiter) + "\n")
             counts.rows_out += 1
     return counts
+
+
+def _join(text: str, delimiter: str) -> str:
+    """Replace the internal joiners of this pass and of earlier passes by `delimiter`."""
+    return text.replace(_JOIN, delimiter).replace(_PART, delimiter)

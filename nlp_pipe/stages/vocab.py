@@ -66,6 +66,9 @@ class Config:
 
 
 def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
+    if config.kind == "bert" and (inputs["phrases"] or inputs["words"]):
+        raise UserError("vocab: the phrases and words inputs apply to --kind word; a BERT vocabulary is characters "
+                        "(to give BERT whole-word tokens, use the expand stage)")
     counts = _count_words([p / CORPUS_TXT for p in inputs["corpus"]])
     forced = _forced_words(inputs["phrases"], inputs["words"])
     if config.kind == "bert" and config.wordpiece:
@@ -74,8 +77,8 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
         freq = _char_counts(counts, config.lowercase)
         tokens = _select(freq, {}, config)
     else:
-        freq = counts
-        tokens = _select(freq, forced, config)
+        tokens = _select(counts, forced, config)
+        freq = counts | Counter(forced)  # a forced word keeps the count its list gave (not 0 -> 1 in the userdict)
     _write(out, tokens, freq, config)
     collided = sorted(set(config.special_tokens) & set(counts))
     metrics = {"size": len(tokens), "corpus_tokens": sum(counts.values()), "corpus_types": len(counts),
@@ -121,9 +124,14 @@ def _char_counts(words: Counter, lowercase: bool) -> Counter:
     for word, n in words.items():
         if lowercase:
             word = _strip_accents(word.lower())
-        for i, ch in enumerate(word):
-            if _is_cjk(ch) or _is_punctuation(ch) or i == 0:
+        starts_piece = True  # BertTokenizer splits around CJK and punctuation: "卡拉OK" -> 卡 拉 ok
+        for ch in word:
+            if _is_cjk(ch) or _is_punctuation(ch):
                 chars[ch] += n
+                starts_piece = True
+            elif starts_piece:
+                chars[ch] += n
+                starts_piece = False
             else:
                 chars["##" + ch] += n
     return chars

@@ -1,0 +1,114 @@
+"""The benchmark convention every script in benchmarks/ follows.
+
+    python benchmarks/NAME.py [--data-dir ../shared/data] [--quick] [--out bench-NAME.json]
+
+- `--data-dir`: the shared real data sets (see their README.md); a relative path is taken
+  from the current directory, so the default fits a run from the repository root.
+- `--quick`: a smaller input that finishes within about 2 minutes on 2 cores.
+- Figures are measured against the plain library baseline *in the same run* and reported as
+  ratios (medians over repeats where repeats are cheap); machines are noisy, so the machine
+  (and its load) is recorded beside them.
+- `--out` writes {"benchmark", "quick", "machine", "figures": {NAME: {value, unit, baseline, ratio}}}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+_VERSIONS = ("torch", "jieba", "gensim", "datasets", "transformers")
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--data-dir", type=Path, default=Path("../shared/data"),
+                   help="directory of the shared data sets (default: ../shared/data, i.e. run from the repo root)")
+    p.add_argument("--quick", action="store_true", help="smaller input: about 2 minutes on 2 cores")
+    p.add_argument("--out", type=Path, help="write the figures as JSON to this file")
+    return p
+
+
+def data_path(args: argparse.Namespace, *parts: str) -> Path:
+    """A file under --data-dir; a one-line exit (not a traceback) when it is missing."""
+    path = args.data_dir.joinpath(*parts)
+    if not path.exists():
+        sys.exit(f"{path} not found: pass --data-dir (the shared data sets, e.g. ../shared/data from the repo root)")
+    return path
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - t0, result
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def machine() -> dict[str, Any]:
+    """What a figure depends on besides the code: cores, CPU, library versions, threads, load."""
+    model = platform.processor()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            model = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), model)
+    except OSError:
+        pass
+    versions = {}
+    for name in _VERSIONS:  # from metadata: importing torch just to read its version costs seconds
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_model": model,
+        "load_avg": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+    }
+
+
+def figure(value: float, unit: str, baseline: float | None = None) -> dict[str, Any]:
+    return {"value": value, "unit": unit, "baseline": baseline,
+            "ratio": value / baseline if baseline else None}
+
+
+def report(name: str, args: argparse.Namespace, figures: dict[str, dict[str, Any]],
+           info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Print the figures as a table and write them to --out; `info` is the machine record
+    (taken at the start, so its load average shows what the run started on)."""
+    result = {"benchmark": name, "quick": bool(args.quick), "machine": info or machine(), "figures": figures}
+    rows = [("figure", "value", "baseline", "ratio", "unit")]
+    for key, f in figures.items():
+        rows.append((key, _num(f["value"]), _num(f["baseline"]), _num(f["ratio"], "x"), f["unit"]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    m = result["machine"]
+    print(f"\n{name}{' (quick)' if args.quick else ''}: {m['cpus_usable']} cores, {m['cpu_model']}, load {m['load_avg']}")
+    for i, row in enumerate(rows):
+        print("  ".join(c.ljust(w) if j == 0 or j == 4 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths))))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.out}")
+    return result
+
+
+def _num(x: float | None, suffix: str = "") -> str:
+    if x is None:
+        return "-"
+    return f"{x:.3g}{suffix}" if abs(x) < 1000 else f"{x:,.0f}{suffix}"

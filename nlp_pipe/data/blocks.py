@@ -1,0 +1,177 @@
+"""Token blocks for pretraining: word-boundary labels, NSP/SOP pairs, packing to full blocks.
+
+Each example is one block of exactly `max_seq_len` tokens, so almost no compute goes to
+padding (only the last block of each `datasets.map` batch of documents is short):
+
+- sentence_task none: every document's tokens go into one stream, documents separated by
+  [SEP], cut into `[CLS] ... [SEP]` blocks (RoBERTa's FULL-SENTENCES packing).
+- nsp / sop: a document long enough for a block yields pairs `[CLS] A [SEP] B [SEP]` that fill
+  it, A and B split at a random sentence boundary inside the block (Google BERT's
+  create_pretraining_data, with token windows instead of a short last chunk). NSP negatives take
+  B from another document and put the unused continuation back (as Google BERT does); SOP
+  negatives are A and B swapped (ALBERT). What a document cannot fill (short documents, the tail
+  of long ones) is packed into MLM-only blocks whose sentence label is ignored (-100).
+
+Word-boundary labels, one per token (ERNIE style, exported with the examples): 0 = a word starts
+here, 1 = inside a word, -1 = [CLS] / [SEP] / padding. Words are jieba's, over the tokenizer's
+character tokens (all word pieces of a Latin word belong to its jieba word).
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..segmenter import Segmenter, SegmenterSpec
+
+WORD_START, WORD_INSIDE, NOT_A_WORD = 0, 1, -1
+IGNORE = -100  # sentence label of MLM-only blocks; the loss ignores it
+SentenceTask = Literal["nsp", "sop", "none"]
+
+_segmenter: Segmenter | None = None  # one per datasets.map worker process
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    max_seq_len: int
+    sentence_task: SentenceTask
+    seed: int
+    cls_id: int
+    sep_id: int
+
+
+def tokenize_documents(batch: dict[str, list], tokenizer: Any, hmm: bool) -> dict[str, list]:
+    """datasets.map function: documents -> token ids and word-boundary labels per sentence."""
+    global _segmenter
+    flat = [s for sentences in batch["sentences"] for s in sentences]
+    encoded = tokenizer(flat, add_special_tokens=False, return_offsets_mapping=True,
+                        return_attention_mask=False, return_token_type_ids=False)
+    ids_out, labels_out, i = [], [], 0
+    for sentences, words in zip(batch["sentences"], batch["words"]):
+        doc_ids, doc_labels = [], []
+        for j, sentence in enumerate(sentences):
+            ids, offsets = encoded["input_ids"][i], encoded["offset_mapping"][i]
+            i += 1
+            if not ids:
+                continue
+            if not words:
+                _segmenter = _segmenter or Segmenter(SegmenterSpec(hmm=hmm))
+            sentence_words = words[j] if words else _segmenter.cut(sentence)
+            doc_ids.append(ids)
+            doc_labels.append(word_labels(sentence, sentence_words, offsets))
+        ids_out.append(doc_ids)
+        labels_out.append(doc_labels)
+    return {"ids": ids_out, "labels": labels_out}
+
+
+def word_labels(text: str, words: list[str], offsets: list[tuple[int, int]]) -> list[int]:
+    """0/1 per token: does the token start a new jieba word (0) or continue the previous one (1)."""
+    starts, pos = [], 0
+    for word in words:
+        found = text.find(word, pos)
+        if found >= 0:
+            starts.append(found)
+            pos = found + len(word)
+    labels, previous = [], None
+    for begin, _end in offsets:
+        word = bisect.bisect_right(starts, begin) - 1
+        labels.append(WORD_INSIDE if word == previous and word >= 0 else WORD_START)
+        previous = word
+    return labels
+
+
+def build_blocks(batch: dict[str, list], indices: list[int], spec: BlockSpec) -> dict[str, list]:
+    """datasets.map function: tokenised documents -> blocks (see the module docstring)."""
+    rng = random.Random(spec.seed * 1_000_003 + indices[0])  # same blocks on every rebuild
+    docs = [_flatten(ids, labels) for ids, labels in zip(batch["ids"], batch["labels"])]
+    out: dict[str, list] = {"input_ids": [], "token_type_ids": [], "word_labels": [], "sentence_label": []}
+    stream_ids: list[int] = []
+    stream_labels: list[int] = []
+    body = spec.max_seq_len - 2
+    for d, (ids, labels, starts) in enumerate(docs):
+        cursor = _pairs(d, docs, spec, rng, out) if spec.sentence_task != "none" else 0
+        if cursor < len(ids):
+            if stream_ids:
+                stream_ids.append(spec.sep_id)
+                stream_labels.append(NOT_A_WORD)
+            stream_ids += ids[cursor:]
+            stream_labels += labels[cursor:]
+        taken = 0
+        while len(stream_ids) - taken >= body:
+            _emit_single(stream_ids[taken:taken + body], stream_labels[taken:taken + body], spec, out)
+            taken += body
+        del stream_ids[:taken], stream_labels[:taken]
+    if stream_ids:
+        _emit_single(stream_ids, stream_labels, spec, out)
+    return out
+
+
+def _flatten(ids: list[list[int]], labels: list[list[int]]) -> tuple[list[int], list[int], list[int]]:
+    flat_ids, flat_labels, starts = [], [], []
+    for sentence_ids, sentence_labels in zip(ids, labels):
+        starts.append(len(flat_ids))
+        flat_ids += sentence_ids
+        flat_labels += sentence_labels
+    return flat_ids, flat_labels, starts
+
+
+def _pairs(d: int, docs: list, spec: BlockSpec, rng: random.Random, out: dict[str, list]) -> int:
+    """Emit the pairs document `d` fills; returns where its unused tail starts."""
+    ids, labels, starts = docs[d]
+    room = spec.max_seq_len - 3
+    cursor = 0
+    while len(ids) - cursor >= room:
+        end = cursor + room
+        inside = starts[bisect.bisect_right(starts, cursor):bisect.bisect_left(starts, end)]
+        split = rng.choice(inside) if inside else cursor + rng.randint(room // 4, 3 * room // 4)
+        a = (ids[cursor:split], labels[cursor:split])
+        b = (ids[split:end], labels[split:end])
+        negative = rng.random() < 0.5
+        if negative and spec.sentence_task == "nsp" and len(docs) > 1:
+            _emit_pair(a, _random_span(d, docs, room - len(a[0]), rng), 1, spec, out)
+            cursor = split  # the unused continuation goes back into the document, as in Google BERT
+        elif negative and spec.sentence_task == "sop":
+            _emit_pair(b, a, 1, spec, out)
+            cursor = end
+        else:
+            _emit_pair(a, b, 0, spec, out)
+            cursor = end
+    return cursor
+
+
+def _random_span(d: int, docs: list, need: int, rng: random.Random) -> tuple[list[int], list[int]]:
+    """`need` tokens of another document, from a random sentence start that leaves enough of them.
+    A few draws look for a document that long, so negatives fill their block too."""
+    for _ in range(10):
+        other = rng.randrange(len(docs) - 1)
+        other += other >= d
+        if len(docs[other][0]) >= need:
+            break
+    ids, labels, starts = docs[other]
+    fitting = [s for s in starts if len(ids) - s >= need] or [0]
+    start = rng.choice(fitting)
+    return ids[start:start + need], labels[start:start + need]
+
+
+def _emit_pair(a: tuple, b: tuple, label: int, spec: BlockSpec, out: dict[str, list]) -> None:
+    (a_ids, a_labels), (b_ids, b_labels) = a, b
+    out["input_ids"].append([spec.cls_id, *a_ids, spec.sep_id, *b_ids, spec.sep_id])
+    out["token_type_ids"].append([0] * (len(a_ids) + 2) + [1] * (len(b_ids) + 1))
+    out["word_labels"].append([NOT_A_WORD, *_starting(a_labels), NOT_A_WORD, *_starting(b_labels), NOT_A_WORD])
+    out["sentence_label"].append(label)
+
+
+def _emit_single(ids: list[int], labels: list[int], spec: BlockSpec, out: dict[str, list]) -> None:
+    out["input_ids"].append([spec.cls_id, *ids, spec.sep_id])
+    out["token_type_ids"].append([0] * (len(ids) + 2))
+    out["word_labels"].append([NOT_A_WORD, *_starting(labels), NOT_A_WORD])
+    out["sentence_label"].append(IGNORE)
+
+
+def _starting(labels: list[int]) -> list[int]:
+    """A segment cut inside a word starts with that word's remaining characters: make it a word start."""
+    if labels and labels[0] == WORD_INSIDE:
+        return [WORD_START, *labels[1:]]
+    return labels

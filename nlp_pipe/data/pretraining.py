@@ -1,0 +1,147 @@
+"""Build (or reuse) the pretraining dataset: documents -> tokens + word labels -> blocks, train/eval.
+
+Tokenisation and jieba segmentation run through `datasets.map` (batched, `num_proc` workers) and
+the finished splits are saved under `cache_root/<key>/`, where the key hashes everything that
+decides the blocks (inputs' content fingerprints, tokenizer vocabulary, block settings). A rerun
+with other training settings, or the rerun that resumes a killed run, loads them in a second.
+Evaluation holds out whole documents, so no held-out text leaks into training blocks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import pyarrow.compute as pc
+
+from .. import artifacts
+from ..corpus import Counts, ReadOptions
+from ..errors import UserError
+from .blocks import IGNORE, BlockSpec, build_blocks, tokenize_documents
+from .documents import FEATURES, Layout, documents
+
+log = logging.getLogger(__name__)
+
+DATA_VERSION = 1  # bump when the blocks built from the same inputs change
+STATS = "stats.json"
+_MAP_BATCH = 1000  # documents per map call: NSP negatives come from the same batch
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """Everything besides the inputs that decides the blocks (hashed into the cache key)."""
+
+    block: BlockSpec
+    layout: Layout
+    read: ReadOptions
+    hmm: bool
+    eval_docs: int
+
+
+@dataclass
+class Built:
+    train: datasets.Dataset
+    eval: datasets.Dataset | None
+    stats: dict[str, Any]
+    cache_dir: Path
+    reused: bool
+
+
+def build(paths: list[Path], input_key: str, tokenizer: Any, spec: BuildSpec, cache_root: Path,
+          num_proc: int) -> Built:
+    """The train/eval blocks for `paths`, from the cache when an identical build exists."""
+    key = artifacts.sha256_json({"version": DATA_VERSION, "inputs": input_key, "vocab": _vocab_hash(tokenizer),
+                                 "spec": asdict(spec)})[:16]
+    folder = cache_root / key
+    if (folder / STATS).exists():
+        log.info("pretraining blocks: reusing %s", folder)
+        return _load(folder, reused=True)
+    tmp = cache_root / f".{key}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        stats = _build_into(tmp, paths, tokenizer, spec, num_proc)
+        (tmp / STATS).write_text(json.dumps(stats, indent=2, ensure_ascii=False), encoding="utf-8")
+        shutil.rmtree(tmp / "build", ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.rename(tmp, folder)  # complete or absent: a killed build is rebuilt, never half-used
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("pretraining blocks: built %s", folder)
+    return _load(folder, reused=False)
+
+
+def _load(folder: Path, reused: bool) -> Built:
+    stats = json.loads((folder / STATS).read_text(encoding="utf-8"))
+    train = datasets.load_from_disk(str(folder / "train"))
+    held_out = datasets.load_from_disk(str(folder / "eval")) if (folder / "eval").exists() else None
+    return Built(train, held_out, stats, folder, reused)
+
+
+def _build_into(tmp: Path, paths: list[Path], tokenizer: Any, spec: BuildSpec, num_proc: int) -> dict[str, Any]:
+    counts = Counts()
+
+    def generate() -> Iterator[dict]:
+        yield from documents(paths, spec.read, spec.layout, counts)
+
+    docs = datasets.Dataset.from_generator(generate, features=FEATURES, cache_dir=str(tmp / "build"),
+                                           fingerprint=f"pretrain-docs-{tmp.name}")
+    if len(docs) == 0:
+        raise UserError(f"pretrain: no text in {', '.join(map(str, paths))} (dropped: {dict(counts.dropped)})")
+    n_eval = min(spec.eval_docs, len(docs) // 5)
+    splits = {"train": docs, "eval": None}
+    if n_eval:
+        parts = docs.train_test_split(test_size=n_eval, shuffle=True, seed=spec.block.seed)
+        splits = {"train": parts["train"], "eval": parts["test"]}
+    stats: dict[str, Any] = {"counts": counts.as_dict(), "documents": len(docs), "eval_documents": n_eval}
+    for name, split in splits.items():
+        if split is None:
+            continue
+        blocks = _blocks(split, tokenizer, spec, num_proc if len(split) >= 2 * _MAP_BATCH else None)
+        blocks.save_to_disk(str(tmp / name))
+        stats[name] = block_stats(blocks, spec.block.max_seq_len)
+    return stats
+
+
+def _blocks(docs: datasets.Dataset, tokenizer: Any, spec: BuildSpec, num_proc: int | None) -> datasets.Dataset:
+    if num_proc and num_proc > 1:
+        # the fast tokenizer's thread pool is disabled in forked workers anyway; saying so up front
+        # avoids its fork warning and gives 1.7x with 2 workers (PITFALLS.md)
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    tokens = docs.map(tokenize_documents, batched=True, batch_size=200, num_proc=num_proc,
+                      fn_kwargs={"tokenizer": tokenizer, "hmm": spec.hmm}, remove_columns=docs.column_names,
+                      desc="tokenise + jieba")
+    features = datasets.Features({
+        "input_ids": datasets.Sequence(datasets.Value("int32")),
+        "token_type_ids": datasets.Sequence(datasets.Value("int8")),
+        "word_labels": datasets.Sequence(datasets.Value("int8")),
+        "sentence_label": datasets.Value("int16"),
+    })
+    return tokens.map(build_blocks, batched=True, batch_size=_MAP_BATCH, with_indices=True, num_proc=num_proc,
+                      fn_kwargs={"spec": spec.block}, remove_columns=tokens.column_names, features=features,
+                      desc="blocks")
+
+
+def block_stats(blocks: datasets.Dataset, max_seq_len: int) -> dict[str, Any]:
+    """Block count, real tokens, padding a full-length batch would carry, sentence-label mix."""
+    lengths = pc.list_value_length(blocks.data.column("input_ids")).to_numpy()
+    labels = np.asarray(blocks.data.column("sentence_label").to_numpy())
+    tokens = int(lengths.sum())
+    slots = len(lengths) * max_seq_len
+    return {
+        "blocks": len(lengths), "tokens": tokens,
+        "padding_fraction": round(1 - tokens / slots, 5) if slots else 0.0,
+        "pair_blocks": int((labels != IGNORE).sum()), "negative_pairs": int((labels == 1).sum()),
+    }
+
+
+def _vocab_hash(tokenizer: Any) -> str:
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    return artifacts.sha256_json([vocab, type(tokenizer).__name__, getattr(tokenizer, "do_lower_case", None)])

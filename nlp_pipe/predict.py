@@ -1,0 +1,113 @@
+"""One inference interface for every classifier artifact (TextCNN and BERT fine-tuned).
+
+    from nlp_pipe import TextClassifier
+    clf = TextClassifier.load("runs/demo/textcnn")
+    clf.predict(["质量很好，推荐", "太差了"])        # -> probabilities, shape [2, num_labels]
+    clf.predict_labels(["质量很好，推荐"])          # -> [("pos", 0.97)]
+
+Segmentation (with the training run's user dictionary), indexing, padding and batching
+happen inside; inference runs under torch.inference_mode.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import UserError
+from .segmenter import Segmenter, SegmenterSpec
+
+SEGMENTER_JSON = "segmenter.json"
+
+
+def segmenter_from_json(path: Path) -> Segmenter:
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    known = {f.name for f in fields(SegmenterSpec)}
+    spec = {k: v for k, v in raw.items() if k in known}
+    spec["userdict"] = tuple((w, f) for w, f in spec.get("userdict", ()))
+    return Segmenter(SegmenterSpec(**spec))
+
+
+class TextClassifier:
+    """A loaded classifier: `predict(texts)` gives per-class probabilities."""
+
+    def __init__(self, labels: list[str], threshold: float | None) -> None:
+        self.labels = labels
+        self.threshold = threshold  # binary tasks: probability of class 1 above which it is predicted
+
+    @staticmethod
+    def load(directory: str | Path) -> TextClassifier:
+        directory = Path(directory)
+        config_path = directory / "config.json"
+        if not config_path.exists():
+            raise UserError(f"{directory} is not a classifier artifact (no config.json); point to a textcnn or finetune output")
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        if config.get("model_type") == "textcnn":
+            return _TextCNNClassifier(directory)
+        if any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or []):
+            return _BertClassifier(directory)
+        raise UserError(f"{directory} holds a '{config.get('model_type')}' model, not a classifier (textcnn or *ForSequenceClassification)")
+
+    def predict(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        if isinstance(texts, str):
+            raise TypeError("predict takes a list of texts, not one string")
+        chunks = [self._probs(list(texts[i:i + batch_size])) for i in range(0, len(texts), batch_size)]
+        return np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels)), dtype=np.float32)
+
+    def predict_labels(self, texts: Sequence[str], batch_size: int = 64) -> list[tuple[str, float]]:
+        """(label, its probability) per text; binary tasks use the threshold chosen on dev."""
+        return self.decide(self.predict(texts, batch_size))
+
+    def decide(self, probs: np.ndarray) -> list[tuple[str, float]]:
+        if self.threshold is not None and probs.shape[1] == 2:
+            ids = (probs[:, 1] > self.threshold).astype(int)
+        else:
+            ids = probs.argmax(axis=1)
+        return [(self.labels[i], float(p[i])) for i, p in zip(ids, probs)]
+
+    def _probs(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class _TextCNNClassifier(TextClassifier):
+    def __init__(self, directory: Path) -> None:
+        from .fit import encode
+        from .models.textcnn import TextCNN
+
+        meta = json.loads((directory / "labels.json").read_text(encoding="utf-8"))
+        super().__init__(meta["labels"], meta.get("threshold"))
+        self.model = TextCNN.load(directory)
+        tokens = (directory / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
+        self.index = {t: i for i, t in enumerate(tokens)}
+        self.segmenter = segmenter_from_json(directory / SEGMENTER_JSON)
+        self._encode = encode
+
+    def _probs(self, texts: list[str]) -> np.ndarray:
+        encoded = self._encode([self.segmenter.cut(t) for t in texts], self.index, self.model.config.max_len)
+        with torch.inference_mode():
+            logits = self.model(encoded.batch(range(len(texts)), min_len=max(self.model.config.kernel_sizes)))
+        return torch.softmax(logits.float(), dim=-1).numpy()
+
+
+class _BertClassifier(TextClassifier):
+    def __init__(self, directory: Path) -> None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        self.model = AutoModelForSequenceClassification.from_pretrained(str(directory)).eval()
+        id2label = self.model.config.id2label
+        meta_path = directory / "labels.json"
+        threshold = json.loads(meta_path.read_text(encoding="utf-8")).get("threshold") if meta_path.exists() else None
+        super().__init__([id2label[i] for i in range(len(id2label))], threshold)
+        self.max_len = min(self.model.config.max_position_embeddings, 512)
+
+    def _probs(self, texts: list[str]) -> np.ndarray:
+        batch = self.tokenizer(texts, truncation=True, max_length=self.max_len, padding=True, return_tensors="pt")
+        with torch.inference_mode():
+            logits = self.model(**batch).logits
+        return torch.softmax(logits.float(), dim=-1).numpy()

@@ -1,0 +1,242 @@
+"""Stage `pretrain`: BERT pretraining (MLM + NSP/SOP or MLM only) from scratch or from a checkpoint.
+
+    nlp-pipe pretrain --corpus docs.txt --tokenizer runs/bert_vocab --out runs/bert --size mini --steps 10000
+    nlp-pipe pretrain --corpus runs/seg --init runs/bert --out runs/bert2 --sentence-task none   # continue
+    accelerate launch -m nlp_pipe pretrain ...                              # GPUs / machines / CPU processes
+
+Writes a HuggingFace directory (BertForPreTraining with a sentence task, BertForMaskedLM without)
+plus the tokenizer, loadable with AutoModelForMaskedLM / AutoModel / AutoTokenizer.from_pretrained;
+metrics.jsonl, training_curves.png and pretraining.json (objectives, data statistics) beside it.
+Whole-word masking uses jieba words over the character tokens; blocks are packed to full length
+(nlp_pipe.data.blocks); the MLM head projects onto the vocabulary at masked positions only
+(nlp_pipe.models.bert_pretraining). Checkpoints go to NAME.checkpoints/ and a rerun after a kill
+resumes from the newest; tokenised blocks are cached in NAME.cache/ and reused by later runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from .. import artifacts, runner
+from ..config import option, to_dict
+from ..corpus import ReadOptions
+from ..data import pretraining as blocks_data
+from ..data.blocks import BlockSpec
+from ..data.masking import MaskingCollator
+from ..errors import UserError
+from ..models import bert_pretraining as bert
+from ..segmenter import default_workers
+from ..training import Summary, TrainOptions, Trainer
+from . import Input, Result
+
+NAME = "pretrain"
+VERSION = 1
+DISTRIBUTED = True  # every process of `accelerate launch` runs this stage; the main one writes the artifact
+SETTINGS_JSON = "pretraining.json"
+_NOT_RUN_IDENTITY = ("resume", "keep_checkpoints", "tensorboard", "log_every", "num_proc")  # may change on resume
+
+INPUTS = {
+    "corpus": Input("text files (one document a line, or one sentence a line with blank lines between documents) "
+                    "or segment artifacts", kind="any", multiple=True, stages=("segment",)),
+    "tokenizer": Input("a vocab artifact made with --kind bert (or any directory AutoTokenizer loads)", kind="any",
+                       required=False, stages=("vocab",)),
+    "init": Input("a BERT checkpoint directory to continue pretraining from", kind="any", required=False,
+                  stages=("pretrain", "expand", "distill")),
+}
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(ReadOptions, TrainOptions):
+    layout: Literal["auto", "line", "blank"] = option(
+        "auto", "text files: one document a line (line), one sentence a line with blank lines between documents (blank), or detect (auto)")
+    size: Literal["tiny", "mini", "small", "medium", "base"] = option(
+        "mini", "model from scratch: tiny 2x128, mini 4x256, small 4x512, medium 8x512, base 12x768 (layers x hidden)")
+    model_config: str = option("", "BertConfig JSON file for a model from scratch (overrides size)")
+    max_seq_len: int = option(128, "tokens per block, [CLS] and [SEP] included", min=16, max=512)
+    sentence_task: Literal["sop", "nsp", "none"] = option(
+        "sop", "sentence-pair task: sop (ALBERT order prediction), nsp (BERT next sentence), none (MLM only)")
+    masking: Literal["whole-word", "token"] = option("whole-word", "mask whole jieba words (BERT-wwm/ERNIE) or single tokens")
+    mlm_probability: float = option(0.15, "share of each block's tokens to predict", min=0.01, max=0.5)
+    mask_ratio: float = option(0.8, "of the chosen words: replaced by [MASK]", min=0.0, max=1.0)
+    random_ratio: float = option(0.1, "of the chosen words: replaced by random tokens (the rest stay unchanged)", min=0.0, max=1.0)
+    hmm: bool = option(True, "jieba HMM for words missing from its dictionary (text files; segment artifacts keep their words)")
+    attention: Literal["sdpa", "eager"] = option("sdpa", "attention implementation")
+    eval_docs: int = option(200, "documents held out for evaluation (at most a fifth of them)", min=0)
+    num_proc: int = option(0, "processes for tokenisation and jieba (datasets.map); 0 = up to 4 for large corpora", min=0)
+    export_dataset: bool = option(False, "also save the tokenised blocks with word-boundary labels under dataset/")
+    lr: float = option(1e-4, "peak learning rate (AdamW)", min=0.0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.mask_ratio + self.random_ratio > 1:
+            raise ValueError(f"mask_ratio + random_ratio = {self.mask_ratio + self.random_ratio} exceeds 1")
+        if self.model_config and not Path(self.model_config).is_file():
+            raise ValueError(f"model_config {self.model_config} is not a file")
+
+
+def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
+    tokenizer, tokenizer_source = _tokenizer(inputs)
+    identity = {k: v for k, v in to_dict(config).items() if k not in _NOT_RUN_IDENTITY}
+    input_key = {k: [runner.input_fingerprint(p, {}) for p in v] for k, v in inputs.items()}
+    trainer = Trainer(config, out, run_config={**identity, "inputs": input_key}, name=NAME)
+    hf_model = _model(config, inputs, tokenizer)  # after Trainer(): seeded, identical on every process
+    with trainer.accelerator.main_process_first():  # the main process builds the cache, the others load it
+        built = blocks_data.build(inputs["corpus"], artifacts.sha256_json(input_key["corpus"]), tokenizer,
+                                  _build_spec(config, tokenizer), artifacts.work_dir(out, "cache"),
+                                  config.num_proc or min(4, default_workers()))
+    collator = MaskingCollator(tokenizer.pad_token_id, tokenizer.mask_token_id, len(tokenizer),
+                               tuple(tokenizer.all_special_ids), config.mlm_probability, config.mask_ratio,
+                               config.random_ratio, whole_word=config.masking == "whole-word", seed=config.seed)
+    summary = trainer.fit(bert.MaskedOnlyPretraining(hf_model), built.train, collate=collator.collate,
+                          transform=collator.mask, forward=_forward, eval_data=built.eval,
+                          summarize=_summarizer(config.sentence_task))
+    trainer.save_pretrained(hf_model, tokenizer)
+    if trainer.is_main and (tokenizer_source / "vocab.txt").exists():  # for tools that read vocab.txt (Google BERT, UER-py)
+        shutil.copy(tokenizer_source / "vocab.txt", out / "vocab.txt")
+    cleanup = [] if config.keep_checkpoints else [trainer.work]
+    if not trainer.is_main:
+        return Result(metrics={"steps": summary.steps}, cleanup=cleanup)
+    check = _check_saved(out, hf_model, collator, built)
+    if config.export_dataset:
+        built.train.save_to_disk(str(out / "dataset" / "train"))
+        if built.eval is not None:
+            built.eval.save_to_disk(str(out / "dataset" / "eval"))
+    metrics = _metrics(summary, built, check)
+    (out / SETTINGS_JSON).write_text(json.dumps(_settings(config, built, tokenizer_source, hf_model), indent=2,
+                                                ensure_ascii=False), encoding="utf-8")
+    device = f"{trainer.accelerator.device} x{summary.processes}, {summary.precision}"
+    return Result(built.stats["counts"], metrics, _report(config, summary, built, hf_model),
+                  {"device": device, "data_cache": str(built.cache_dir)}, cleanup)
+
+
+def _tokenizer(inputs: dict[str, list[Path]]) -> tuple[Any, Path]:
+    """The fast tokenizer from --tokenizer, else from --init; offsets are needed for word boundaries."""
+    from transformers import AutoTokenizer
+
+    source = (inputs["tokenizer"] or inputs["init"] or [None])[0]
+    if source is None:
+        raise UserError("pretrain: needs --tokenizer (a vocab artifact: nlp-pipe vocab --kind bert ...) or --init (a checkpoint with its tokenizer)")
+    if not source.is_dir() or not any((source / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
+        raise UserError(f"pretrain: {source} holds no tokenizer; make one with: nlp-pipe vocab --kind bert --corpus SEGMENTED --out DIR")
+    tokenizer = AutoTokenizer.from_pretrained(str(source))
+    if not tokenizer.is_fast or tokenizer.mask_token_id is None or tokenizer.cls_token_id is None:
+        raise UserError(f"pretrain: {source} is not a fast BERT tokenizer with [CLS]/[SEP]/[MASK] (vocab --kind bert makes one)")
+    vocab_txt = source / "vocab.txt"
+    if vocab_txt.exists():  # BertTokenizerFast(vocab_file=...) can silently load 5 tokens (PITFALLS.md)
+        lines = len(vocab_txt.read_text(encoding="utf-8").rstrip("\n").split("\n"))  # not splitlines: tokens may hold U+2028
+        if lines != len(tokenizer):
+            raise UserError(f"pretrain: tokenizer in {source} has {len(tokenizer)} tokens but vocab.txt {lines}")
+    return tokenizer, source
+
+
+def _model(config: Config, inputs: dict[str, list[Path]], tokenizer: Any) -> Any:
+    if inputs["init"]:
+        model = bert.load(inputs["init"][0], config.sentence_task, config.attention)
+        if model.config.vocab_size != len(tokenizer):
+            raise UserError(f"pretrain: init {inputs['init'][0]} has a vocabulary of {model.config.vocab_size}, the tokenizer "
+                            f"{len(tokenizer)}; use the tokenizer saved with the checkpoint, or grow the model with the expand stage")
+        return model
+    bert_config = bert.new_config(config.size, config.model_config, len(tokenizer), config.max_seq_len, tokenizer.pad_token_id)
+    return bert.create(bert_config, config.sentence_task, config.attention)
+
+
+def _build_spec(config: Config, tokenizer: Any) -> blocks_data.BuildSpec:
+    read = ReadOptions(**{f.name: getattr(config, f.name) for f in dataclasses.fields(ReadOptions)})
+    block = BlockSpec(config.max_seq_len, config.sentence_task, config.seed, tokenizer.cls_token_id, tokenizer.sep_token_id)
+    return blocks_data.BuildSpec(block, config.layout, read, config.hmm, config.eval_docs)
+
+
+def _forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                 token_type_ids=batch["token_type_ids"], labels=batch["labels"], sentence_label=batch.get("sentence_label"))
+
+
+def _summarizer(task: str):
+    def summarize(sums: dict[str, float]) -> dict[str, float]:
+        out = {"loss": sums["loss"] / max(sums["batches"], 1),
+               "mlm_loss": sums["mlm_loss_sum"] / max(sums["mlm_count"], 1),
+               "mlm_accuracy": sums["mlm_correct"] / max(sums["mlm_count"], 1)}
+        if sums.get("sentence_count"):
+            out[f"{task}_loss"] = sums["sentence_loss_sum"] / sums["sentence_count"]
+            out[f"{task}_accuracy"] = sums["sentence_correct"] / sums["sentence_count"]
+        return out
+
+    return summarize
+
+
+@torch.no_grad()
+def _check_saved(out: Path, hf_model: Any, collator: MaskingCollator, built: blocks_data.Built) -> str:
+    """Reload the artifact with the Auto classes and compare MLM logits with the trained model."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
+
+    tokenizer = AutoTokenizer.from_pretrained(str(out))
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # the pooler/NSP weights BertForMaskedLM skips are expected
+    try:
+        reloaded = AutoModelForMaskedLM.from_pretrained(str(out)).eval()
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    if len(tokenizer) != reloaded.config.vocab_size:
+        raise AssertionError(f"saved tokenizer has {len(tokenizer)} tokens, the model {reloaded.config.vocab_size}")
+    data = built.eval if built.eval is not None else built.train
+    batch = collator.mask(collator.collate(data[: min(4, len(data))]), np.random.default_rng(0))
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    trained = hf_model.to("cpu").float().eval()
+    mine = trained(**inputs)
+    mine = mine.prediction_logits if hasattr(mine, "prediction_logits") else mine.logits  # BertForPreTraining names it so
+    diff = (mine - reloaded(**inputs).logits).abs().max().item()
+    if diff > 1e-4:
+        raise AssertionError(f"reloaded model's logits differ by {diff}")
+    return f"AutoModelForMaskedLM reloads it; logits match (max diff {diff:.1e})"
+
+
+def _metrics(summary: Summary, built: blocks_data.Built, check: str) -> dict[str, Any]:
+    train = built.stats["train"]
+    metrics = {"steps": summary.steps, "resumed_from_step": summary.resumed_from, "precision": summary.precision,
+               "processes": summary.processes, "tokens_per_s": round(summary.tokens_per_s, 1),
+               "padding_fraction": round(summary.padding_fraction, 5), "blocks": train["blocks"],
+               "block_tokens": train["tokens"], "pair_blocks": train["pair_blocks"],
+               "documents": built.stats["documents"], "data_cache_reused": built.reused, "reload_check": check}
+    metrics.update({f"train_{k}": round(v, 4) for k, v in summary.last_train.items()})
+    metrics.update({f"eval_{k}": round(v, 4) for k, v in summary.last_eval.items()})
+    return metrics
+
+
+def _settings(config: Config, built: blocks_data.Built, tokenizer_source: Path, hf_model: Any) -> dict[str, Any]:
+    return {"objectives": {"mlm_probability": config.mlm_probability, "masking": config.masking,
+                           "replacement": {"mask": config.mask_ratio, "random": config.random_ratio,
+                                           "unchanged": round(1 - config.mask_ratio - config.random_ratio, 4)},
+                           "sentence_task": config.sentence_task, "dynamic_masking": True},
+            "word_labels": {"0": "word start", "1": "inside a word", "-1": "[CLS]/[SEP]/padding"},
+            "model_class": type(hf_model).__name__, "tokenizer_source": str(tokenizer_source),
+            "data": built.stats, "config": to_dict(config)}
+
+
+def _report(config: Config, summary: Summary, built: blocks_data.Built, hf_model: Any) -> str:
+    c = hf_model.config
+    lines = ["## Pretraining",
+             f"{type(hf_model).__name__}: {c.num_hidden_layers} layers x {c.hidden_size} hidden, vocabulary {c.vocab_size}, "
+             f"{sum(p.numel() for p in hf_model.parameters()):,} parameters.",
+             f"MLM ({config.masking} masking, {config.mlm_probability:.0%}) + {config.sentence_task}; {summary.steps} steps"
+             f"{f' (resumed at step {summary.resumed_from})' if summary.resumed_from else ''}, {summary.processes} process(es), "
+             f"{summary.precision}; {summary.tokens_per_s:,.0f} real tokens/s, padding {summary.padding_fraction:.2%}.",
+             f"Data: {built.stats['documents']} documents -> {built.stats['train']['blocks']} training blocks of "
+             f"{config.max_seq_len} ({built.stats['train']['pair_blocks']} sentence pairs); cache {built.cache_dir}.",
+             "", "| split | " + " | ".join(summary.last_eval or summary.last_train) + " |",
+             "| --- |" + " --- |" * len(summary.last_eval or summary.last_train)]
+    for split, values in (("train", summary.last_train), ("eval", summary.last_eval)):
+        if values:
+            lines.append(f"| {split} | " + " | ".join(f"{values.get(k, float('nan')):.4f}" for k in (summary.last_eval or summary.last_train)) + " |")
+    lines += ["", "![training curves](training_curves.png)"]
+    return "\n".join(lines)

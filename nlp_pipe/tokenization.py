@@ -1,0 +1,252 @@
+"""Tokenizer surgery for vocabulary expansion: new words a BERT (WordPiece) tokenizer really emits.
+
+    tokenizer = load_tokenizer("runs/bert")
+    planner = WordPlanner(tokenizer)
+    planner.consider("机器学习")                         # -> "new", "existing", "activated" or a reason it is invalid
+    expanded = write_expanded(tokenizer, planner, out)  # tokenizer.json + vocab.txt, reloaded and checked
+
+Appending words to vocab.txt changes nothing: the Chinese BERT normalizer puts spaces around every
+CJK character before WordPiece sees the text, so an entry "机器学习" can never match (PITFALLS.md).
+What survives that split:
+
+- A word the pre-tokenizer keeps in one piece (a Latin word, a number, one character) only needs a
+  WordPiece entry ("piece"). It is matched after normalisation, so case-insensitively under
+  do_lower_case, and as the start of a piece like every English entry ("covid19" -> covid ##19).
+- Every other word (Chinese words, mixed scripts, words with punctuation) becomes an added token
+  ("added"): tokenizers' AddedVocabulary finds added tokens in the text before normalisation and
+  splitting, leftmost-longest (Aho-Corasick), so a word beats its own prefixes and suffixes and
+  overlapping words resolve left to right, like greedy maximum matching.
+
+Added tokens are registered with normalized=False, i.e. matched in the raw text. With normalized=True
+tokenizers matches them in the normalised text, where the BERT normalizer has spaced out every CJK
+character, and then names the token " 机  器 ": convert_tokens_to_ids(tokenize(text)) gives [UNK] and
+decode() spaces it out. New words must also all be of one kind, because non-normalized added tokens
+are extracted before normalized ones (mixing them breaks longest match). The price: a word mixing
+scripts matches case-sensitively ("T恤" but not "t恤"); list both spellings when both occur.
+
+A custom pre-tokenizer in tokenizer.json is no option: transformers 5 rebuilds BertTokenizer's
+normalizer and pre-tokenizer from the class on load and keeps only the vocab and the added tokens.
+Every new word also goes into the WordPiece vocab at its id, so tokenizer.json and vocab.txt list it
+after the old tokens (old ids keep their meaning; vocab.txt line = id, as `pretrain` checks).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_JSON = "tokenizer.json"
+VOCAB_TXT = "vocab.txt"
+Kind = Literal["piece", "added"]
+
+
+@dataclass(frozen=True)
+class NewWord:
+    word: str  # as given
+    token: str  # its vocabulary entry: the normalised piece ("piece") or the word itself ("added")
+    kind: Kind
+    pieces: tuple[int, ...]  # ids the original tokenizer gives the word: what its embedding starts from
+
+
+@dataclass
+class WordPlanner:
+    """Sorts candidate words into new, existing (already one token), activated (in the vocab but
+    never emitted, e.g. appended to vocab.txt by hand) and invalid (with the reason)."""
+
+    tokenizer: Any
+    new: list[NewWord] = field(default_factory=list)
+    existing: dict[str, int] = field(default_factory=dict)
+    activated: dict[str, int] = field(default_factory=dict)
+    invalid: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._model = wordpiece_model(self.tokenizer)
+        self._vocab = self.tokenizer.get_vocab()
+        self._tokens: dict[str, str] = {}  # new token -> the word that brought it
+
+    def consider(self, word: str) -> str:
+        """Classify one word: 'new', 'existing', 'activated', 'duplicate' or the reason it is invalid."""
+        tok = self.tokenizer
+        if word in self.existing or word in self.activated or word in self.invalid:
+            return "duplicate"
+        reason = self._invalid(word)
+        if reason:
+            self.invalid[word] = reason
+            return reason
+        ids = tok(word, add_special_tokens=False)["input_ids"]
+        if len(ids) == 1 and ids[0] != tok.unk_token_id:
+            self.existing[word] = ids[0]
+            return "existing"
+        if word in self._vocab:
+            self.activated[word] = self._vocab[word]
+            return "activated"
+        pieces = pre_tokenize(tok, word)
+        token, kind = (pieces[0], "piece") if len(pieces) == 1 else (word, "added")
+        if token in self._tokens:  # "COVID" after "covid": one token, already planned
+            return "duplicate"
+        self._tokens[token] = word
+        self.new.append(NewWord(word, token, kind, tuple(ids)))
+        return "new"
+
+    def _invalid(self, word: str) -> str:
+        if not word or any(ch.isspace() for ch in word):
+            return "contains whitespace (vocab.txt holds one token a line)"
+        if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs") for ch in word):
+            return "contains a control character"
+        prefix = self._model.get("continuing_subword_prefix") or "##"
+        if word.startswith(prefix):
+            return f"starts with the word-piece prefix {prefix}"
+        limit = self._model.get("max_input_chars_per_word") or 100
+        if len(word) > limit:
+            return f"longer than {limit} characters (WordPiece's limit)"
+        return ""
+
+
+def load_tokenizer(path: Path) -> Any:
+    """The checkpoint's tokenizer, which must be a fast WordPiece (BERT-style) tokenizer."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: AutoTokenizer cannot load a tokenizer there ({first}); the checkpoint must be a "
+                        "HuggingFace directory with its tokenizer (tokenizer.json or vocab.txt)") from None
+    wordpiece_model(tokenizer, path)
+    return tokenizer
+
+
+def wordpiece_model(tokenizer: Any, where: Path | str = "the tokenizer") -> dict[str, Any]:
+    """The `model` section of the tokenizer's tokenizer.json; a UserError unless it is WordPiece."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    model = json.loads(backend.to_str())["model"] if backend is not None else {}
+    if model.get("type") != "WordPiece":
+        raise UserError(f"{where}: expand grows BERT-style WordPiece tokenizers; this one is "
+                        f"{model.get('type') or type(tokenizer).__name__}")
+    return model
+
+
+def pre_tokenize(tokenizer: Any, text: str) -> list[str]:
+    """The pieces WordPiece would see: the tokenizer's normalizer, then its pre-tokenizer."""
+    backend = tokenizer.backend_tokenizer
+    normalized = backend.normalizer.normalize_str(text) if backend.normalizer is not None else text
+    if backend.pre_tokenizer is None:
+        return [normalized] if normalized else []
+    return [piece for piece, _ in backend.pre_tokenizer.pre_tokenize_str(normalized)]
+
+
+def write_expanded(tokenizer: Any, planner: WordPlanner, out: Path, old_vocab_txt: Path | None = None) -> Any:
+    """Save `tokenizer` grown by the planner's new and activated words into `out`; returns it reloaded.
+    vocab.txt starts with `old_vocab_txt`'s lines when it has one per old token (byte-for-byte the old
+    file: HF loaders strip tokens such as Google's U+2028 to ''), else with the tokenizer's own table."""
+    from tokenizers import Tokenizer
+
+    tokenizer.save_pretrained(str(out))
+    data = json.loads(tokenizer.backend_tokenizer.to_str())
+    size = len(tokenizer)
+    vocab = data["model"]["vocab"]
+    for i, token in _id_table(data, size).items():  # old added tokens outside the vocab get their line too
+        vocab.setdefault(token, i)
+    for offset, new in enumerate(planner.new):
+        vocab[new.token] = size + offset
+        if new.kind == "added":
+            data["added_tokens"].append(_added_token(size + offset, new.token))
+    for word, token_id in planner.activated.items():
+        data["added_tokens"].append(_added_token(token_id, word))
+    Tokenizer.from_str(json.dumps(data, ensure_ascii=False)).save(str(out / TOKENIZER_JSON))
+    tokens = sorted(vocab, key=vocab.__getitem__)
+    old_lines = _vocab_lines(old_vocab_txt) if old_vocab_txt is not None and old_vocab_txt.is_file() else []
+    if len(old_lines) == size:
+        tokens[:size] = old_lines
+    (out / VOCAB_TXT).write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
+    expanded = load_tokenizer(out)
+    _check(tokenizer, expanded, planner, out)
+    return expanded
+
+
+def _vocab_lines(path: Path) -> list[str]:
+    """vocab.txt tokens; split at \\n only (str.splitlines also breaks at U+2028, a token of Google's vocab)."""
+    text = path.read_text(encoding="utf-8")
+    return text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+
+
+def _added_token(token_id: int, content: str) -> dict[str, Any]:
+    return {"id": token_id, "content": content, "single_word": False, "lstrip": False, "rstrip": False,
+            "normalized": False, "special": False}
+
+
+def _id_table(data: dict[str, Any], size: int) -> dict[int, str]:
+    table = {i: t for t, i in data["model"]["vocab"].items()}
+    table.update({t["id"]: t["content"] for t in data["added_tokens"]})
+    if sorted(table) != list(range(size)):
+        missing = sorted(set(range(size)) - set(table))[:5]
+        raise UserError(f"the tokenizer's ids are not 0..{size - 1} without gaps (missing e.g. {missing}); "
+                        "expand cannot place new words after them")
+    return table
+
+
+def _check(old: Any, new: Any, planner: WordPlanner, out: Path) -> None:
+    """The saved tokenizer has every old token at its old id and emits each new word as its own token."""
+    size = len(old)
+    if len(new) != size + len(planner.new):
+        raise AssertionError(f"expanded tokenizer has {len(new)} tokens, expected {size} + {len(planner.new)}")
+    lines = _vocab_lines(out / VOCAB_TXT)
+    if len(lines) != len(new):
+        raise AssertionError(f"vocab.txt has {len(lines)} lines for {len(new)} tokens")
+    new_vocab = new.get_vocab()
+    moved = [t for t, i in old.get_vocab().items() if new_vocab.get(t) != i]
+    if moved:
+        raise AssertionError(f"old tokens changed ids: {moved[:5]}")
+    expected = {w.word: size + i for i, w in enumerate(planner.new)} | planner.activated
+    for word, token_id in expected.items():
+        ids = new(word, add_special_tokens=False)["input_ids"]
+        if ids != [token_id] or lines[token_id] != new.convert_ids_to_tokens(token_id):
+            raise AssertionError(f"new word {word!r} encodes to {ids}, expected [{token_id}]")
+
+
+class WordMatcher:
+    """Does a text contain any of the new words, as the expanded tokenizer would see it?"""
+
+    def __init__(self, tokenizer: Any, words: Iterable[NewWord]) -> None:
+        self.tokenizer = tokenizer
+        words = list(words)
+        self.raw = {w.token for w in words if w.kind == "added"}
+        self.pieces = {w.token for w in words if w.kind == "piece"}
+        self._raw_lengths = sorted({len(t) for t in self.raw})
+
+    def contains(self, text: str) -> bool:
+        for n in self._raw_lengths:
+            if any(text[i:i + n] in self.raw for i in range(len(text) - n + 1)):
+                return True
+        if self.pieces:
+            backend = self.tokenizer.backend_tokenizer
+            normalized = backend.normalizer.normalize_str(text) if backend.normalizer is not None else text
+            return any(piece in normalized for piece in self.pieces)
+        return False
+
+
+def compare_tokenization(old: Any, new: Any, texts: list[str], words: list[NewWord]) -> dict[str, Any]:
+    """Tokens per text before and after, and proof that texts without new words tokenise as before."""
+    if not texts:
+        return {}
+    before = old(texts, add_special_tokens=False)["input_ids"]
+    after = new(texts, add_special_tokens=False)["input_ids"]
+    matcher = WordMatcher(new, words)
+    plain = [i for i, text in enumerate(texts) if not matcher.contains(text)]
+    changed = [texts[i] for i in plain if before[i] != after[i]]
+    if changed:
+        raise AssertionError(f"{len(changed)} texts without new words tokenise differently, e.g. {changed[0][:80]!r}")
+    n_before, n_after = sum(map(len, before)), sum(map(len, after))
+    return {"texts_measured": len(texts), "tokens_per_text_before": round(n_before / len(texts), 3),
+            "tokens_per_text_after": round(n_after / len(texts), 3),
+            "token_reduction": round(1 - n_after / n_before, 4) if n_before else 0.0,
+            "texts_without_new_words_unchanged": len(plain)}

@@ -1,0 +1,97 @@
+"""Shared test helpers: fixture paths, running the CLI in-process, building stages once per session.
+
+Everything is hermetic: Hugging Face libraries are kept offline and away from the home cache,
+and every artifact is written under pytest's tmp_path.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Before any Hugging Face import: no network, no ~/.cache.
+_HF_HOME = tempfile.mkdtemp(prefix="nlp-pipe-tests-hf-")
+atexit.register(shutil.rmtree, _HF_HOME, True)
+for _key, _value in {
+    "HF_HOME": _HF_HOME,
+    "HF_DATASETS_CACHE": os.path.join(_HF_HOME, "datasets"),
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "TQDM_DISABLE": "1",
+}.items():
+    os.environ[_key] = _value
+
+import pytest  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+
+from nlp_pipe import runner  # noqa: E402
+from nlp_pipe.cli import main  # noqa: E402
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+VENV_BIN = Path(sys.executable).parent
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def err_lines(self) -> list[str]:
+        return [line for line in self.err.splitlines() if line.strip()]
+
+
+def run_cli(*args: str | Path) -> CliResult:
+    """`nlp-pipe ARGS` in this process, through `main` (so UserError -> exit 2 as for users)."""
+    argv = [str(a) for a in args]
+    with CliRunner().isolation() as (out, err, _):
+        try:
+            main(argv)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        return CliResult(code, out.getvalue().decode("utf-8"), err.getvalue().decode("utf-8"))
+
+
+def build(stage: str, out: Path, inputs: dict[str, Any], force: bool = False, **config: Any) -> dict[str, Any]:
+    """Run one stage through the runner (plan + execute), as the CLI does; returns the manifest."""
+    return runner.execute(runner.plan(stage, config, inputs, out), force=force)
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def fixture_lines(name: str) -> list[str]:
+    return lines(FIXTURES / name)
+
+
+@pytest.fixture(scope="session")
+def fixtures() -> Path:
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def seg_reviews(tmp_path_factory) -> Path:
+    """A segment artifact of reviews.tsv (160 labelled rows), shared read-only by the session."""
+    out = tmp_path_factory.mktemp("shared") / "seg_reviews"
+    build("segment", out, {"corpus": [FIXTURES / "reviews.tsv"]}, workers=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def seg_news(tmp_path_factory) -> Path:
+    """A segment artifact of news.txt (unlabelled, blank lines between documents)."""
+    out = tmp_path_factory.mktemp("shared") / "seg_news"
+    build("segment", out, {"corpus": [FIXTURES / "news.txt"]}, workers=1)
+    return out

@@ -1,0 +1,210 @@
+"""Stage `pretrain` on tiny models: the artifact loads with the Auto classes, loss falls, resume is exact."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
+
+from conftest import FIXTURES, VENV_BIN, build, run_cli
+from nlp_pipe.errors import UserError
+from nlp_pipe.training import Trainer
+
+TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+        "max_position_embeddings": 64}
+
+
+@pytest.fixture(scope="module")
+def bert_vocab(seg_news, seg_reviews, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pretrain") / "bert_vocab"
+    build("vocab", out, {"corpus": [seg_news, seg_reviews]}, kind="bert", min_freq=1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("pretrain") / "tiny.json"
+    path.write_text(json.dumps(TINY), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def settings(tiny_config) -> dict:
+    """A tiny model on news.txt (blank-line documents) + reviews: ~150 blocks of 64, a few seconds."""
+    return {"model_config": str(tiny_config), "max_seq_len": 64, "steps": 20, "batch_size": 8, "lr": 5e-3,
+            "warmup": 0.1, "log_every": 5, "eval_every": 10, "save_every": 10, "eval_docs": 2, "precision": "fp32",
+            "num_proc": 1, "seed": 3}
+
+
+def corpus(seg_reviews) -> list[Path]:
+    return [FIXTURES / "news.txt", seg_reviews]
+
+
+def records(artifact: Path, split: str) -> list[dict]:
+    rows = [json.loads(line) for line in (artifact / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    return [{k: v for k, v in r.items() if k not in ("elapsed_s", "split")} for r in rows if r["split"] == split]
+
+
+def test_artifact_loads_with_auto_classes_and_round_trips(tmp_path, bert_vocab, seg_reviews, settings):
+    out = tmp_path / "bert"
+    manifest = build("pretrain", out, {"corpus": corpus(seg_reviews), "tokenizer": bert_vocab}, **settings)
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    assert config["architectures"] == ["BertForPreTraining"]
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert len(tokenizer) == config["vocab_size"] == len((bert_vocab / "vocab.txt").read_text(encoding="utf-8").splitlines())
+    model = AutoModelForMaskedLM.from_pretrained(out).eval()
+    inputs = tokenizer(["今天天气很好，我们去[MASK]园。"], return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**inputs).logits
+        model.save_pretrained(tmp_path / "again")
+        again = AutoModelForMaskedLM.from_pretrained(tmp_path / "again").eval()(**inputs).logits
+        hidden = AutoModel.from_pretrained(out)(**inputs).last_hidden_state
+    assert torch.equal(logits, again)
+    assert hidden.shape == (1, inputs["input_ids"].shape[1], TINY["hidden_size"])
+    metrics = manifest["metrics"]
+    assert metrics["steps"] == 20 and metrics["padding_fraction"] < 0.02 and metrics["pair_blocks"] > 0
+    assert "logits match" in metrics["reload_check"]
+    for name in ("metrics.jsonl", "training_curves.png", "pretraining.json", "vocab.txt", "report.md"):
+        assert (out / name).is_file(), name
+    assert not (tmp_path / "bert.checkpoints").exists()  # removed once the artifact was published
+    assert manifest["counts"]["rows_out"] > 0
+
+
+def test_loss_decreases_and_mlm_only_gives_masked_lm(tmp_path, bert_vocab, seg_reviews, settings):
+    out = tmp_path / "mlm"
+    build("pretrain", out, {"corpus": corpus(seg_reviews), "tokenizer": bert_vocab},
+          **{**settings, "steps": 60, "eval_every": 20, "sentence_task": "none", "masking": "token", "save_every": 0})
+    evals = records(out, "eval")
+    assert [r["step"] for r in evals] == [0, 20, 40, 60]
+    assert evals[-1]["mlm_loss"] < 0.9 * evals[0]["mlm_loss"]  # ln(vocab) -> below the unigram level
+    train = records(out, "train")
+    assert train[-1]["loss"] < train[0]["loss"]
+    assert json.loads((out / "config.json").read_text(encoding="utf-8"))["architectures"] == ["BertForMaskedLM"]
+
+
+def test_resume_after_a_kill_continues_exactly(tmp_path, bert_vocab, seg_reviews, settings, monkeypatch):
+    inputs = {"corpus": corpus(seg_reviews), "tokenizer": bert_vocab}
+    build("pretrain", tmp_path / "whole", inputs, **settings)
+    original = Trainer._save_checkpoint
+
+    def save_then_die(self, state, per_epoch):
+        original(self, state, per_epoch)
+        raise KeyboardInterrupt  # as if killed right after the first checkpoint
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", save_then_die)
+    out = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        build("pretrain", out, inputs, **settings)
+    assert (tmp_path / "killed.checkpoints" / "step_000010").is_dir() and not out.exists()
+    position = json.loads((tmp_path / "killed.checkpoints" / "step_000010" / "data_position.json").read_text())
+    assert position["step"] == 10 and position["micro_batches"] == 10
+    monkeypatch.undo()
+    manifest = build("pretrain", out, inputs, **settings)
+    assert manifest["metrics"]["resumed_from_step"] == 10 and manifest["metrics"]["steps"] == 20
+    assert manifest["metrics"]["data_cache_reused"]
+    for split in ("train", "eval"):  # the resumed run logs what the uninterrupted one logged, no jump
+        whole, resumed = records(tmp_path / "whole", split), records(out, split)
+        assert [r["step"] for r in resumed] == [r["step"] for r in whole]
+        for a, b in zip(whole, resumed):
+            assert a == pytest.approx(b, rel=1e-4), (split, a["step"])
+    assert not (tmp_path / "killed.checkpoints").exists()
+
+
+def test_changed_settings_refuse_to_resume(tmp_path, bert_vocab, seg_reviews, settings, monkeypatch):
+    inputs = {"corpus": corpus(seg_reviews), "tokenizer": bert_vocab}
+    monkeypatch.setattr(Trainer, "_save_checkpoint", _die_after(Trainer._save_checkpoint))
+    with pytest.raises(KeyboardInterrupt):
+        build("pretrain", tmp_path / "bert", inputs, **settings)
+    monkeypatch.undo()
+    with pytest.raises(UserError, match=r"other settings \(lr: 0.005 -> 0.001\).*--no-resume"):
+        build("pretrain", tmp_path / "bert", inputs, **{**settings, "lr": 1e-3})
+    manifest = build("pretrain", tmp_path / "bert", inputs, **{**settings, "lr": 1e-3, "resume": False})
+    assert manifest["metrics"]["resumed_from_step"] == 0
+
+
+def _die_after(save):
+    def wrapper(self, state, per_epoch):
+        save(self, state, per_epoch)
+        raise KeyboardInterrupt
+    return wrapper
+
+
+def test_continued_pretraining_from_init_uses_its_tokenizer(tmp_path, bert_vocab, seg_reviews, settings):
+    first = tmp_path / "first"
+    build("pretrain", first, {"corpus": corpus(seg_reviews), "tokenizer": bert_vocab}, **{**settings, "steps": 10})
+    second = tmp_path / "second"
+    manifest = build("pretrain", second, {"corpus": [FIXTURES / "news.txt"], "init": first},
+                     **{**settings, "steps": 10, "sentence_task": "none"})
+    assert manifest["metrics"]["steps"] == 10
+    start = AutoModelForMaskedLM.from_pretrained(first).bert.encoder.layer[0].output.dense.weight
+    after = AutoModelForMaskedLM.from_pretrained(second).bert.encoder.layer[0].output.dense.weight
+    assert start.shape == after.shape and not torch.equal(start, after)
+
+
+def test_user_mistakes_are_one_line_errors(tmp_path, bert_vocab, seg_reviews, tiny_config):
+    news = FIXTURES / "news.txt"
+    result = run_cli("pretrain", "--corpus", news, "--out", tmp_path / "x")
+    assert result.code == 2 and "--tokenizer" in result.err_lines[-1]
+    result = run_cli("pretrain", "--corpus", news, "--tokenizer", bert_vocab, "--out", tmp_path / "x",
+                     "--mask-ratio", "0.95", "--random-ratio", "0.1")
+    assert result.code == 2 and "mask_ratio + random_ratio" in result.err_lines[-1]
+    result = run_cli("pretrain", "--corpus", news, "--tokenizer", FIXTURES, "--out", tmp_path / "x")
+    assert result.code == 2 and "holds no tokenizer" in result.err_lines[-1]
+    result = run_cli("pretrain", "--corpus", news, "--tokenizer", bert_vocab, "--out", tmp_path / "x",
+                     "--model-config", tiny_config, "--max-seq-len", "64", "--batch-size", "512", "--steps", "1", "--num-proc", "1")
+    assert result.code == 2 and "do not fill one batch" in result.err_lines[-1]
+
+
+def _cli(*args) -> list[str]:
+    return [str(a) for a in args]
+
+
+def _stage_args(out: Path, vocab: Path, config: Path, steps: int) -> list[str]:
+    return _cli("pretrain", "--corpus", FIXTURES / "news.txt", "--corpus", FIXTURES / "reviews.tsv", "--tokenizer", vocab,
+                "--out", out, "--model-config", config, "--max-seq-len", 64, "--batch-size", 8, "--steps", steps,
+                "--save-every", 10, "--eval-every", 0, "--eval-docs", 2, "--num-proc", 1, "--precision", "fp32")
+
+
+@pytest.mark.slow
+def test_killed_process_resumes_from_last_checkpoint(tmp_path, bert_vocab, tiny_config):
+    out = tmp_path / "bert"
+    args = [sys.executable, "-m", "nlp_pipe", *_stage_args(out, bert_vocab, tiny_config, 400)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list((tmp_path / "bert.checkpoints").glob("step_*")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists() and list((tmp_path / "bert.checkpoints").glob("step_*"))
+    subprocess.run(args, env=env, check=True, capture_output=True)
+    metrics = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["metrics"]
+    assert metrics["steps"] == 400 and metrics["resumed_from_step"] >= 10
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["--cpu", "--multi_gpu"])
+def test_accelerate_launch_two_processes(tmp_path, bert_vocab, tiny_config, mode):
+    """`accelerate launch --cpu --num_processes 2` starts ONE process unless an MPI hostfile is given
+    (accelerate 1.15's simple launcher); `--multi_gpu` runs torchrun, which on a machine without
+    CUDA gives two gloo CPU processes (the Trainer passes cpu=True to accelerate there)."""
+    out = tmp_path / "bert"
+    launch = [str(VENV_BIN / "accelerate"), "launch", mode, "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "nlp_pipe"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*launch, *_stage_args(out, bert_vocab, tiny_config, 20)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["metrics"]
+    processes = 2 if mode == "--multi_gpu" and not torch.cuda.is_available() else metrics["processes"]
+    assert metrics["processes"] == processes and metrics["steps"] == 20
+    assert AutoModelForMaskedLM.from_pretrained(out).config.hidden_size == TINY["hidden_size"]
+    assert not (tmp_path / "bert.checkpoints").exists()

@@ -1,0 +1,156 @@
+"""Stage `segment`: jieba words, the dataset and corpus.txt, parallelism, labels, user dictionaries."""
+
+from __future__ import annotations
+
+import datasets
+import jieba
+import pytest
+
+from conftest import FIXTURES, build, fixture_lines, lines
+from nlp_pipe import artifacts
+from nlp_pipe.errors import UserError
+
+POS, NEG = fixture_lines("pos.txt"), fixture_lines("neg.txt")
+NEWS = [t for t in fixture_lines("news.txt") if t.strip()]
+DOMAIN_WORD = "喵窝智投"  # a made-up app name jieba cuts into pieces
+DOMAIN_TEXTS = [f"我用{DOMAIN_WORD}买了基金，{DOMAIN_WORD}的收益还不错。", f"{DOMAIN_WORD}是一款理财软件。"]
+
+
+def jieba_words(text: str, hmm: bool) -> list[str]:
+    return [w for w in jieba.lcut(text, HMM=hmm) if not w.isspace()]
+
+
+def load(out):
+    return datasets.load_from_disk(str(out / "dataset"))
+
+
+@pytest.mark.parametrize("hmm", [True, False])
+def test_words_are_plain_jieba(tmp_path, hmm):
+    corpus = tmp_path / "mixed.txt"  # spaces, Latin, digits and punctuation as well as hanzi
+    extra = ["iPhone 15 Pro 的 电池 一般", "价格：￥2999，  比 京东 便宜 100 元！", "Wi-Fi 信号 很 弱……"]
+    corpus.write_text("\n".join(NEWS + POS[:40] + extra) + "\n", encoding="utf-8")
+    out = tmp_path / "seg"
+    manifest = build("segment", out, {"corpus": [corpus]}, workers=1, hmm=hmm)
+    texts = NEWS + POS[:40] + extra
+    expected = [jieba_words(t, hmm) for t in texts]
+    ds = load(out)
+    assert ds["text"] == texts and ds["words"] == expected
+    assert lines(out / "corpus.txt") == [" ".join(w) for w in expected]
+    assert manifest["segmenter"]["hmm"] is hmm
+    assert manifest["metrics"]["words"] == sum(map(len, expected))
+
+
+def test_hmm_makes_a_difference():
+    text = "我每天用蓝鲸听书听小说"  # 听书 is found by the HMM only
+    assert jieba_words(text, True) != jieba_words(text, False)
+
+
+def test_dataset_loads_with_text_words_label(seg_reviews):
+    ds = load(seg_reviews)
+    assert ds.column_names == ["text", "words", "label"] and len(ds) == 160
+    assert ds["text"][::2] == POS and ds["text"][1::2] == NEG
+    assert ds["label"][::2] == ["pos"] * 80 and ds["label"][1::2] == ["neg"] * 80
+    corpus = lines(seg_reviews / "corpus.txt")
+    assert corpus == [" ".join(words) for words in ds["words"]]  # line-aligned with the dataset
+    assert all(words and all(w and not w.isspace() for w in words) for words in ds["words"])
+    manifest = artifacts.read_manifest(seg_reviews)
+    assert manifest["metrics"]["labels"] == {"neg": 80, "pos": 80}
+    assert manifest["metrics"]["chars"] == sum(map(len, POS + NEG))
+
+
+def test_unlabelled_corpus_has_no_label_column(seg_news):
+    ds = load(seg_news)
+    assert ds.column_names == ["text", "words"] and ds["text"] == NEWS
+    manifest = artifacts.read_manifest(seg_news)
+    assert manifest["counts"] == {"rows_in": 59, "rows_out": len(NEWS), "dropped": {"empty": 59 - len(NEWS)}}
+
+
+def test_parallel_is_identical_to_serial(tmp_path, seg_reviews):
+    serial = seg_reviews  # reviews.tsv with workers=1
+    parallel = tmp_path / "parallel"
+    manifest = build("segment", parallel, {"corpus": [FIXTURES / "reviews.tsv"]}, workers=2, chunk_rows=7)  # 23 chunks
+    assert manifest["metrics"]["workers"] == 2
+    assert (parallel / "corpus.txt").read_bytes() == (serial / "corpus.txt").read_bytes()
+    a, b = load(serial), load(parallel)
+    assert a["text"] == b["text"] == [t for pair in zip(POS, NEG) for t in pair]
+    assert a["words"] == b["words"] and a["label"] == b["label"]
+    assert lines(parallel / "corpus.txt") == [" ".join(w) for w in b["words"]]
+
+
+def test_label_per_file(tmp_path):
+    out = tmp_path / "seg"
+    manifest = build("segment", out, {"corpus": [FIXTURES / "pos.txt", FIXTURES / "neg.txt"]}, workers=1,
+                     label_per_file="good,bad")
+    ds = load(out)
+    assert ds["label"] == ["good"] * 80 + ["bad"] * 80 and ds["text"] == POS + NEG
+    assert manifest["metrics"]["labels"] == {"bad": 80, "good": 80}
+    with pytest.raises(UserError, match="label_per_file has 1 labels for 2 corpus files"):
+        build("segment", tmp_path / "bad", {"corpus": [FIXTURES / "pos.txt", FIXTURES / "neg.txt"]}, label_per_file="x")
+
+
+def test_row_accounting_over_several_files(tmp_path):
+    out = tmp_path / "seg"
+    files = [FIXTURES / n for n in ("crlf_blank.txt", "bad_utf8.txt", "gbk.txt", "reviews.csv")]
+    manifest = build("segment", out, {"corpus": files}, workers=1, on_decode_error="skip", label_column="none")
+    counts = manifest["counts"]
+    assert counts == {"rows_in": 11 + 8 + 40 + 24, "rows_out": 6 + 7 + 40 + 24, "dropped": {"empty": 5, "undecodable": 1}}
+    ds = load(out)
+    assert len(ds) == counts["rows_out"] == len(lines(out / "corpus.txt"))
+    assert ds["text"][13:53] == POS[:20] + NEG[:20]  # the GBK file, decoded
+
+
+def test_undecodable_input_stops_with_the_place(tmp_path):
+    with pytest.raises(UserError, match=r"bad_utf8.txt: line 5, byte offset 262"):
+        build("segment", tmp_path / "seg", {"corpus": [FIXTURES / "bad_utf8.txt"]}, workers=1)
+    assert not (tmp_path / "seg").exists()
+
+
+def _domain_corpus(tmp_path):
+    corpus = tmp_path / "domain.txt"
+    corpus.write_text("\n".join(DOMAIN_TEXTS) + "\n", encoding="utf-8")
+    return corpus
+
+
+def test_userdict_force_keeps_a_domain_word_whole(tmp_path):
+    corpus = _domain_corpus(tmp_path)
+    assert DOMAIN_WORD not in jieba_words(DOMAIN_TEXTS[0], True)  # jieba alone cuts it
+    plain = build("segment", tmp_path / "plain", {"corpus": [corpus]}, workers=1)
+    assert not any(DOMAIN_WORD in w for w in load(tmp_path / "plain")["words"])
+    userdict = tmp_path / "words.txt"
+    userdict.write_text(f"\ufeff{DOMAIN_WORD}\n", encoding="utf-8")  # no frequency, a BOM from Notepad
+    manifest = build("segment", tmp_path / "seg", {"corpus": [corpus], "userdict": [userdict]}, workers=1,
+                     userdict_freq="force")
+    words = load(tmp_path / "seg")["words"]
+    assert [w.count(DOMAIN_WORD) for w in words] == [2, 1]
+    assert manifest["segmenter"]["userdict_words"] == 1 and manifest["segmenter"]["userdict_freq"] == "force"
+    assert manifest["fingerprint"] != plain["fingerprint"]
+    # the dictionary went into a private jieba.Tokenizer, never into jieba's global default
+    assert DOMAIN_WORD not in jieba_words(DOMAIN_TEXTS[0], True)
+
+
+def test_userdict_from_a_vocab_artifact(tmp_path, seg_reviews):
+    words_file = tmp_path / "domain_words.txt"
+    words_file.write_text(f"{DOMAIN_WORD} 3\n", encoding="utf-8")
+    vocab = tmp_path / "vocab"
+    build("vocab", vocab, {"corpus": [seg_reviews], "words": [words_file]}, min_freq=2)
+    assert f"{DOMAIN_WORD} 3" in lines(vocab / "jieba_userdict.txt")
+    out = tmp_path / "seg"
+    manifest = build("segment", out, {"corpus": [_domain_corpus(tmp_path)], "userdict": [vocab]}, workers=1)
+    assert [w.count(DOMAIN_WORD) for w in load(out)["words"]] == [2, 1]
+    assert manifest["inputs"]["userdict"]["fingerprints"] == [artifacts.read_manifest(vocab)["fingerprint"]]
+    assert manifest["segmenter"]["userdict_words"] == len(lines(vocab / "jieba_userdict.txt"))
+
+
+def test_userdict_artifact_must_be_a_vocab(tmp_path, seg_news):
+    with pytest.raises(UserError, match="must be a vocab artifact"):
+        build("segment", tmp_path / "seg", {"corpus": [_domain_corpus(tmp_path)], "userdict": [seg_news]}, workers=1)
+
+
+def test_halfwidth_and_search_mode(tmp_path):
+    corpus = tmp_path / "wide.txt"
+    corpus.write_text("ｉＰｈｏｎｅ１５真好用！中华人民共和国成立了\n", encoding="utf-8")
+    build("segment", tmp_path / "seg", {"corpus": [corpus]}, workers=1, halfwidth=True, mode="search")
+    ds = load(tmp_path / "seg")
+    assert ds["text"] == ["iPhone15真好用!中华人民共和国成立了"]
+    expected = [w for w in jieba.lcut_for_search(ds["text"][0]) if not w.isspace()]
+    assert ds["words"] == [expected] and "中华人民共和国" in expected and "人民" in expected

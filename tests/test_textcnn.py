@@ -1,0 +1,122 @@
+"""TextCNN stage, offline metrics, label splits and the TextClassifier predict interface."""
+
+from __future__ import annotations
+
+import json
+
+import evaluate
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import FIXTURES, build, run_cli
+from nlp_pipe import TextClassifier, metrics
+from nlp_pipe.data.labelled import best_threshold, stratified_split
+from nlp_pipe.errors import UserError
+from nlp_pipe.vectors import embedding_matrix
+
+
+@pytest.fixture(scope="module")
+def vectors(seg_reviews, tmp_path_factory):
+    out = tmp_path_factory.mktemp("w2v") / "w2v"
+    build("word2vec", out, {"corpus": seg_reviews}, min_count=1, epochs=3, vector_size=24, workers=1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def textcnn(seg_reviews, vectors, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cnn") / "cnn"
+    manifest = build("textcnn", out, {"train": seg_reviews, "vectors": vectors}, epochs=4, filters=8, seed=1)
+    return out, manifest
+
+
+def test_metric_module_loads_through_evaluate_offline_and_matches_sklearn():
+    from sklearn.metrics import accuracy_score, f1_score
+
+    pred, gold = [0, 1, 2, 2, 1, 0, 0], [0, 1, 1, 2, 1, 2, 0]
+    via_evaluate = evaluate.load(metrics.path("classification")).compute(predictions=pred, references=gold)
+    direct = metrics.load().compute(predictions=pred, references=gold)
+    assert via_evaluate == direct
+    assert direct["accuracy"] == pytest.approx(accuracy_score(gold, pred))
+    assert direct["macro_f1"] == pytest.approx(f1_score(gold, pred, average="macro"))
+    assert direct["confusion_matrix"] == [[2, 0, 0], [0, 2, 1], [1, 0, 1]]
+
+
+def test_best_threshold_beats_every_other_cut():
+    rng = np.random.default_rng(0)
+    probs, gold = rng.random(200), (rng.random(200) < 0.4).astype(int)
+    threshold, f1 = best_threshold(probs, gold)
+
+    def f1_at(t):
+        pred = probs > t
+        tp = (pred & (gold == 1)).sum()
+        return 2 * tp / (pred.sum() + gold.sum())
+
+    assert f1_at(threshold) == pytest.approx(f1)
+    assert all(f1_at(t) <= f1 + 1e-12 for t in np.linspace(0, 1, 501))
+
+
+def test_stratified_split_keeps_class_proportions():
+    labels = np.array([0] * 70 + [1] * 30)
+    train, dev, test = stratified_split(labels, (0.7, 0.1, 0.2), seed=3)
+    assert sorted(np.concatenate([train, dev, test]).tolist()) == list(range(100))
+    assert [int((labels[p] == 1).sum()) for p in (train, dev, test)] == [21, 3, 6]
+
+
+def test_textcnn_artifact_and_static_embeddings_unchanged(textcnn, vectors):
+    out, manifest = textcnn
+    for name in ("config.json", "model.safetensors", "vocab.txt", "labels.json", "segmenter.json", "metrics.json",
+                 "learning_curve.png", "confusion_matrix.png", "length_histogram.png", "report.md"):
+        assert (out / name).exists(), name
+    tokens = (out / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    expected, _ = embedding_matrix(vectors, tokens, seed=1)
+    weights = load_file(str(out / "model.safetensors"))
+    assert torch.equal(weights["embedding.weight"], torch.from_numpy(expected)), "static embeddings moved"
+    assert json.loads((out / "labels.json").read_text())["labels"] == ["neg", "pos"]
+    assert manifest["metrics"]["threshold"] is not None  # binary task: threshold searched on dev
+    assert 0.0 <= manifest["metrics"]["test_accuracy"] <= 1.0
+
+
+def test_non_static_embeddings_do_change(seg_reviews, vectors, tmp_path):
+    build("textcnn", tmp_path / "cnn", {"train": seg_reviews, "vectors": vectors}, epochs=2, filters=8, mode="non-static", seed=1)
+    tokens = (tmp_path / "cnn" / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    expected, _ = embedding_matrix(vectors, tokens, seed=1)
+    assert not torch.equal(load_file(str(tmp_path / "cnn" / "model.safetensors"))["embedding.weight"], torch.from_numpy(expected))
+
+
+def test_predict_handles_oov_empty_and_very_long_text(textcnn):
+    clf = TextClassifier.load(textcnn[0])
+    texts = ["齉龘靐齾", "", "好" * 20_000, "质量很好，推荐购买"]
+    probs = clf.predict(texts)
+    assert probs.shape == (4, 2)
+    assert np.all(np.isfinite(probs)) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    labels = clf.predict_labels(texts)
+    assert all(label in ("neg", "pos") and 0.0 <= p <= 1.0 for label, p in labels)
+
+
+def test_predict_cli_json_matches_library(textcnn, tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("房间干净，服务热情\n太差了，再也不来\n", encoding="utf-8")
+    result = run_cli("predict", textcnn[0], "--file", texts, "--json")
+    assert result.code == 0, result.err
+    rows = [json.loads(line) for line in result.out.splitlines()]
+    probs = TextClassifier.load(textcnn[0]).predict(["房间干净，服务热情", "太差了，再也不来"])
+    assert [r["text"] for r in rows] == ["房间干净，服务热情", "太差了，再也不来"]
+    assert np.allclose([[r["probabilities"]["neg"], r["probabilities"]["pos"]] for r in rows], probs, atol=1e-5)
+
+
+def test_unseen_test_label_stops_with_the_label_named(seg_reviews, vectors, tmp_path):
+    odd = tmp_path / "odd.tsv"
+    odd.write_text("label\ttext\nneutral\t还行吧，一般般\npos\t很好\n", encoding="utf-8")
+    build("segment", tmp_path / "seg_odd", {"corpus": [odd]}, workers=1)
+    with pytest.raises(UserError, match="'neutral' never seen in training"):
+        build("textcnn", tmp_path / "cnn", {"train": seg_reviews, "dev": tmp_path / "seg_odd", "vectors": vectors}, epochs=1)
+
+
+@pytest.mark.slow
+def test_cross_validation_reports_mean_and_std(seg_reviews, vectors, tmp_path):
+    manifest = build("textcnn", tmp_path / "cnn", {"train": seg_reviews, "vectors": vectors}, epochs=2, filters=8, folds=3)
+    cv = json.loads((tmp_path / "cnn" / "metrics.json").read_text())["cross_validation"]
+    assert len(cv["accuracy"]["folds"]) == 3 and 0 <= cv["accuracy"]["std"] <= 0.5
+    assert manifest["stage"] == "textcnn"
