@@ -45,10 +45,29 @@ def data_path(args: argparse.Namespace, *parts: str) -> Path:
     return path
 
 
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    t0 = time.perf_counter()
+def timed(fn: Callable[[], Any]) -> tuple[float, float | None, Any]:
+    """(seconds, cores busy with *other* processes meanwhile, fn's result). The second number
+    says how far to trust the first: on a shared 2-core machine it is rarely 0."""
+    busy0, own0, t0 = _busy_cpu_s(), _own_cpu_s(), time.perf_counter()
     result = fn()
-    return time.perf_counter() - t0, result
+    busy1, own1, elapsed = _busy_cpu_s(), _own_cpu_s(), time.perf_counter() - t0
+    others = None if busy0 is None else max(0.0, (busy1 - busy0) - (own1 - own0)) / elapsed
+    return elapsed, others, result
+
+
+def _busy_cpu_s() -> float | None:
+    """CPU seconds all processes have used since boot (Linux /proc/stat; None elsewhere)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            ticks = [int(x) for x in fh.readline().split()[1:9]]
+    except OSError:
+        return None
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
+def _own_cpu_s() -> float:
+    t = os.times()  # children count once reaped, e.g. the workers of a pool that has shut down
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def median(values: list[float]) -> float:

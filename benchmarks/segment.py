@@ -113,11 +113,12 @@ def main() -> None:
             order = ("stage", "plain") if r % 2 == 0 else ("plain", "stage")  # fair to drifting load
             for side in order:
                 if side == "stage":
-                    t, _ = common.timed(lambda: run_stage(corpus, tmp / "artifact"))
+                    t, others, _ = common.timed(lambda: run_stage(corpus, tmp / "artifact"))
                 else:
-                    t, _ = common.timed(lambda: run_plain(corpus, tmp / "plain.txt"))
+                    t, others, _ = common.timed(lambda: run_plain(corpus, tmp / "plain.txt"))
                 times[side].append(t)
-                print(f"  repeat {r + 1}: {side:5s} {t:6.2f} s  {size / 1e6 / t:5.2f} MB/s", flush=True)
+                print(f"  repeat {r + 1}: {side:5s} {t:6.2f} s  {size / 1e6 / t:5.2f} MB/s  "
+                      f"(other processes used {others:.2f} cores meanwhile)", flush=True)
         pct, rows = identical_pct(corpus, tmp / "artifact" / "corpus.txt", tmp / "plain.txt")
         check_dataset(tmp / "artifact", rows)
     stage_mbs = size / 1e6 / common.median(times["stage"])

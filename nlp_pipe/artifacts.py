@@ -170,6 +170,11 @@ def publish(tmp: Path, out: Path, manifest: dict[str, Any]) -> None:
     if out.exists():
         old = out.parent / f".{out.name}.tmp-old-{uuid.uuid4().hex[:8]}"
         os.rename(out, old)
-    os.rename(tmp, out)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        if old is not None:  # put the previous artifact back: a failed publish changes nothing
+            os.rename(old, out)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

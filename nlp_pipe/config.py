@@ -9,6 +9,7 @@ values with one line that names the field.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -115,9 +116,12 @@ def _coerce(value: Any, hint: Any, label: str) -> Any:
         if isinstance(value, bool):
             raise UserError(f"{label} must be a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise UserError(f"{label} must be a number, got {value!r}") from None
+        if not math.isfinite(number):  # nan passes every range check; no field means inf
+            raise UserError(f"{label} must be a finite number, got {value!r}")
+        return number
     if hint is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)

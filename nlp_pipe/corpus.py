@@ -88,12 +88,16 @@ def detect_encoding(path: Path) -> str:
     if bad == 0 or multibyte > 20 * bad or (bad <= 4 and multibyte > 2 * bad):
         return "utf-8"
     best = charset_normalizer.from_bytes(sample).best()
-    name = (best.encoding if best else "gb18030").lower().replace("_", "")
-    if name in _GB or name.startswith("gb"):
-        return "gb18030"
+    guess = best.encoding if best else "gb18030"  # a Python codec name such as utf_16_le: returned unchanged
+    name = guess.lower().replace("_", "")
     # A few GBK characters are often guessed as cp949, cp932 or big5 and would be silently
     # garbled: bytes that read as common simplified Chinese in GB18030 are GB18030.
-    return "gb18030" if _reads_as_common_gb(sample) else name
+    if name in _GB or name.startswith("gb") or _reads_as_common_gb(sample):
+        return "gb18030"
+    if name.startswith(("utf16", "utf32")):  # lines are cut at b"\n" bytes: only ASCII-compatible encodings
+        raise UserError(f"{path}: detected {guess}: UTF-16/UTF-32 text is not supported; convert it to UTF-8 "
+                        "(iconv -f UTF-16 -t UTF-8), or pass --encoding if the guess is wrong")
+    return guess
 
 
 def _reads_as_common_gb(sample: bytes) -> bool:
@@ -133,7 +137,7 @@ def read_rows(path: Path, opts: ReadOptions, counts: Counts, label: str | None =
         counts.rows_in += 1
         text = _clean(row.text, opts)
         row_label = label if label is not None else row.label
-        if text is None:
+        if text is None or (row_label is not None and _clean(row_label, opts) is None):  # a label too
             counts.drop("invalid_unicode")
         elif not text:
             counts.drop("empty")
@@ -162,11 +166,14 @@ def _open(path: Path) -> IO[bytes]:
         raise UserError(f"{path}: cannot open ({exc.strerror})") from None
 
 
-def _records(fh: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+def _records(fh: IO[bytes], skip_bom: bool = False) -> Iterator[tuple[int, bytes]]:
     """(byte offset, raw line) pairs; lines end at \\n, or at \\r in files that never use \\n."""
     first = fh.read(_SAMPLE)
+    offset = 0
+    if skip_bom and first.startswith(codecs.BOM_UTF8):  # a BOM is no text: a file of only a BOM has no line
+        first, offset = first[len(codecs.BOM_UTF8):], len(codecs.BOM_UTF8)
     sep = b"\r" if b"\r" in first and b"\n" not in first else b"\n"
-    offset, pending, chunk = 0, b"", first
+    pending, chunk = b"", first
     while chunk:
         parts = (pending + chunk).split(sep)
         pending = parts.pop()
@@ -180,8 +187,9 @@ def _records(fh: IO[bytes]) -> Iterator[tuple[int, bytes]]:
 
 def _decoded_lines(path: Path, encoding: str, on_error: str, counts: Counts) -> Iterator[tuple[int, str]]:
     base = "utf-8" if encoding.lower().replace("_", "-") in ("utf-8-sig", "utf8-sig") else encoding
+    utf8 = base.lower().replace("_", "-") in ("utf-8", "utf8")
     with _open(path) as fh:
-        for number, (offset, raw) in enumerate(_records(fh), start=1):
+        for number, (offset, raw) in enumerate(_records(fh, skip_bom=utf8), start=1):
             try:
                 text = raw.decode(base)
             except UnicodeDecodeError as exc:
@@ -262,7 +270,7 @@ def _table_rows(lines, path, opts, counts, fmt: str) -> Iterator[Row]:
             text_i, label_i = _pick_columns(names, path, opts, index=True)
             if opts.header:
                 continue
-        if len(cells) == 1 and not cells[0].strip():
+        if not cells or (len(cells) == 1 and not cells[0].strip()):  # csv.reader reads a blank line as []
             counts.rows_in += 1
             counts.drop("empty")
         elif len(cells) <= max(text_i, label_i if label_i is not None else -1):
@@ -282,8 +290,8 @@ def _pick_columns(names: list[str], path: Path, opts: ReadOptions, index: bool =
         text = find(opts.text_column, "text", "--text-column")
     else:
         auto = [n for n in TEXT_COLUMNS if n in names]
-        if not auto and opts.header:
-            raise UserError(f"{path}: no text column among {', '.join(names)}; set --text-column")
+        if not auto and (opts.header or not names):  # `{}` as the first JSON record has no column at all
+            raise UserError(f"{path}: no text column among {', '.join(names) or 'no columns'}; set --text-column")
         text = find(auto[0] if auto else names[-1], "text", "--text-column")
     if opts.label_column.lower() == "none":
         return text, None

@@ -7,10 +7,16 @@
     model.save_pretrained(out); check_saved(out, before, old_size, len(tokenizer))
 
 New rows start from the word's pieces as the original tokenizer cut it: `mean-chars` averages their
-input-embedding rows and their decoder biases, so a new word's MLM logit starts as the mean of its
-characters' logits (the head is linear in the tied row and the bias); `random` draws rows from
-N(0, initializer_range) with bias 0, as a freshly initialised BERT; `vectors` maps word2vec vectors
-into the embedding space with a least-squares linear map fitted on tokens that have both.
+input-embedding rows; `random` draws rows from N(0, initializer_range) with bias 0, as a freshly
+initialised BERT; `vectors` maps word2vec vectors into the embedding space with a least-squares
+linear map fitted on tokens that have both (words without a vector fall back to mean-chars).
+
+The decoder bias of a mean-chars (or vectors) word is the mean of its pieces' biases minus
+`bias_shift` per extra piece. With the plain mean, a word's MLM logit starts as the mean of its
+characters' logits, so its probability is about the geometric mean of theirs: a thousand words made
+of common characters then take a large share of the probability mass from the characters at every
+position (measured: benchmarks/expand.py). A word of k pieces stands for k predictions in one; the
+shift of 1 nat per extra piece keeps that mass in check until continued pretraining sets it.
 """
 
 from __future__ import annotations
@@ -65,7 +71,7 @@ def snapshot(model: Any) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def initial_rows(model: Any, pieces: list[tuple[int, ...]], init: Init, *, seed: int = 0,
+def initial_rows(model: Any, pieces: list[tuple[int, ...]], init: Init, *, seed: int = 0, bias_shift: float = 1.0,
                  vectors: tuple[Any, dict[str, int], list[str]] | None = None) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """(rows, biases, stats) for new tokens. `pieces` are each word's ids under the old tokenizer;
     `vectors` = (KeyedVectors, old vocab token -> id, each new word's spelling) for init=vectors."""
@@ -74,6 +80,7 @@ def initial_rows(model: Any, pieces: list[tuple[int, ...]], init: Init, *, seed:
     bias = params["decoder_bias"].float() if "decoder_bias" in params else None
     mean_rows = torch.stack([emb[list(p)].mean(0) for p in pieces]) if pieces else emb.new_zeros(0, emb.shape[1])
     mean_bias = torch.stack([bias[list(p)].mean() for p in pieces]) if pieces and bias is not None else emb.new_zeros(len(pieces))
+    mean_bias = mean_bias - bias_shift * torch.tensor([len(p) - 1 for p in pieces], dtype=torch.float32)
     stats: dict[str, Any] = {}
     if init == "mean-chars":
         rows, biases = mean_rows, mean_bias

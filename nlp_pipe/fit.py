@@ -37,6 +37,10 @@ class Encoded:
             out[i, : len(row)] = row
         return torch.from_numpy(out)
 
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(r) for r in self.ids), dtype=np.int64, count=len(self.ids))
+
     def select(self, index: Sequence[int]) -> Encoded:
         return Encoded([self.ids[i] for i in index], self.oov_rate)
 
@@ -90,18 +94,36 @@ class History:
         return [(r["epoch"], r[key]) for r in self.rows if key in r]
 
 
+def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+    """Batches of similar-length texts, so little compute goes to padding.
+
+    With `rng`, texts are shuffled, sorted by length within pools of 50 batches and the batches
+    shuffled (training stays random); without, batches follow global length order (evaluation).
+    """
+    if rng is None:
+        order = np.argsort(lengths, kind="stable")
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    shuffled, pool = rng.permutation(len(lengths)), batch_size * 50
+    batches = []
+    for start in range(0, len(shuffled), pool):
+        chunk = shuffled[start:start + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def evaluate(model: nn.Module, data: Encoded, gold: np.ndarray, num_labels: int, batch_size: int = 256) -> Evaluation:
     model.eval()
     device = next(model.parameters()).device
-    probs, losses = [], []
+    probs = np.zeros((len(data.ids), num_labels), dtype=np.float32)
+    loss = 0.0
     with torch.inference_mode():
-        for start in range(0, len(data.ids), batch_size):
-            index = range(start, min(start + batch_size, len(data.ids)))
+        for index in length_batches(data.lengths, batch_size, None):
             logits = model(data.batch(index).to(device)).float()
-            y = torch.from_numpy(gold[start:start + len(index)]).to(device)
-            losses.append(nn.functional.cross_entropy(logits, y, reduction="sum").item())
-            probs.append(torch.softmax(logits, dim=-1).cpu().numpy())
-    return Evaluation(np.concatenate(probs) if probs else np.zeros((0, num_labels)), gold, sum(losses) / max(len(gold), 1))
+            y = torch.from_numpy(gold[index]).to(device)
+            loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+            probs[index] = torch.softmax(logits, dim=-1).cpu().numpy()
+    return Evaluation(probs, gold, loss / max(len(gold), 1))
 
 
 def fit(model: nn.Module, train: Encoded, train_y: np.ndarray, dev: Encoded, dev_y: np.ndarray, s: TrainSettings) -> History:
@@ -112,12 +134,12 @@ def fit(model: nn.Module, train: Encoded, train_y: np.ndarray, dev: Encoded, dev
     rng = np.random.default_rng(s.seed)
     history, best, best_state, waited = History(s.monitor), None, None, 0
     num_labels = model.classifier.out_features
+    lengths = train.lengths
     for epoch in range(1, s.epochs + 1):
         model.train()
-        order, total = rng.permutation(len(train.ids)), 0.0
-        for start in tqdm(range(0, len(order), s.batch_size), desc=f"epoch {epoch}", leave=False, mininterval=1.0,
-                          disable=not accelerator.is_main_process):
-            index = order[start:start + s.batch_size]
+        total = 0.0
+        for index in tqdm(length_batches(lengths, s.batch_size, rng), desc=f"epoch {epoch}", leave=False,
+                          mininterval=1.0, disable=None if accelerator.is_main_process else True):  # None: off without a terminal
             logits = model(train.batch(index).to(accelerator.device))
             loss = nn.functional.cross_entropy(logits, torch.from_numpy(train_y[index]).to(accelerator.device))
             optimizer.zero_grad()
@@ -125,7 +147,7 @@ def fit(model: nn.Module, train: Encoded, train_y: np.ndarray, dev: Encoded, dev
             optimizer.step()
             total += loss.item() * len(index)
         dev_eval = evaluate(model, dev, dev_y, num_labels).metrics(None)
-        row = {"epoch": epoch, "train_loss": total / len(order), "dev_loss": dev_eval["loss"],
+        row = {"epoch": epoch, "train_loss": total / len(lengths), "dev_loss": dev_eval["loss"],
                "dev_accuracy": dev_eval["accuracy"], "dev_macro_f1": dev_eval["macro_f1"]}
         history.rows.append(row)
         score = -row["dev_loss"] if s.monitor == "loss" else row[f"dev_{s.monitor}"]

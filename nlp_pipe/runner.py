@@ -153,19 +153,29 @@ def execute(p: Plan, force: bool = False) -> dict[str, Any]:
     """Build the artifact unless it is fresh; returns its manifest."""
     if process_rank() > 0:
         return _execute_secondary(p)
-    with artifacts.locked(p.out):
-        current = artifacts.read_manifest(p.out)
-        if not force and current is not None and current.get("fingerprint") == p.fingerprint:
-            log.info("%s: fresh, skipped (%s)", p.stage, p.out)
-            return current
-        with artifacts.staging(p.out) as tmp:
-            manifest, result = _build(p, tmp)
-            artifacts.publish(tmp, p.out, manifest)
+    try:
+        with artifacts.locked(p.out):
+            current = artifacts.read_manifest(p.out)
+            if not force and current is not None and current.get("fingerprint") == p.fingerprint:
+                log.info("%s: fresh, skipped (%s)", p.stage, p.out)
+                return current
+            with artifacts.staging(p.out) as tmp:
+                manifest, result = _build(p, tmp)
+                artifacts.publish(tmp, p.out, manifest)
+    except OSError as exc:  # disk full, read-only or missing directory: the user's to fix, in one line
+        raise UserError(_os_error(p, exc)) from exc
     problems = artifacts.verify(p.out)  # re-read what we published: hashes must match
     assert not problems, problems
     for path in result.cleanup:  # work dirs (checkpoints) only needed until the artifact was published
         shutil.rmtree(path, ignore_errors=True)
     return manifest
+
+
+def _os_error(p: Plan, exc: OSError) -> str:
+    cause = exc.strerror or str(exc) or type(exc).__name__
+    path = f": {exc.filename}" if exc.filename and str(exc.filename) != str(p.out) else ""
+    return (f"{p.stage}: building {p.out} failed: {cause}{path}. Nothing was published (an earlier artifact "
+            f"there is unchanged); fix the cause (free space? permissions?) and rerun, or choose another --out")
 
 
 def process_rank() -> int:

@@ -10,6 +10,7 @@ results in input order.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import re
 from collections import deque
@@ -86,11 +87,13 @@ class Segmenter:
 
 
 _worker: Segmenter | None = None
+_PREFORK = True
 
 
-def _init_worker(spec: SegmenterSpec) -> None:
+def _init_worker(spec_or_segmenter: SegmenterSpec | Segmenter) -> None:
     global _worker
-    _worker = Segmenter(spec)
+    given = spec_or_segmenter
+    _worker = given if isinstance(given, Segmenter) else Segmenter(given)
 
 
 def _cut_chunk(texts: list[str], join: str | None) -> list:
@@ -112,7 +115,14 @@ def cut_parallel(spec: SegmenterSpec, chunks: Iterable[list[str]], workers: int,
         for chunk in chunks:
             yield [seg.cut(t) if join is None else join.join(seg.cut(t)) for t in chunk]
         return
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(spec,)) as pool:
+    if _PREFORK and multiprocessing.get_start_method() == "fork":
+        # Load the dictionary once, here: forked workers inherit it (copy-on-write, no pickling)
+        # instead of each spending a second of CPU loading its own.
+        init: SegmenterSpec | Segmenter = Segmenter(spec)
+        context = multiprocessing.get_context("fork")
+    else:
+        init, context = spec, None
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(init,)) as pool:
         pending: deque = deque()
         for chunk in chunks:
             pending.append(pool.submit(_cut_chunk, chunk, join))

@@ -23,6 +23,7 @@ import gzip
 import json
 import logging
 from collections.abc import Collection, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -121,6 +122,11 @@ def write_word2vec_text(kv: KeyedVectors, path: Path) -> None:
 def save_vectors(kv: KeyedVectors, out: Path) -> None:
     """Write vectors.txt and vectors.kv into an artifact directory, then read both back to check them."""
     write_word2vec_text(kv, out / VECTORS_TXT)
+    _save_kv_and_check(kv, out)
+
+
+def _save_kv_and_check(kv: KeyedVectors, out: Path) -> None:
+    # kv.save detaches the big arrays from kv while it pickles the rest: nothing may read kv meanwhile
     kv.save(str(out / VECTORS_KV), separately=[a for a in _ARRAYS if getattr(kv, a, None) is not None])
     with open(out / VECTORS_TXT, encoding="utf-8") as fh:  # header, row count, first and last rows
         header = fh.readline()
@@ -177,7 +183,8 @@ def _decoded(fh: IO[bytes], path: Path, on_error: str, counts: Counts) -> Iterat
         except UnicodeDecodeError as exc:
             if on_error == "stop" or number == 1:
                 raise UserError(f"{path}: line {number}, byte offset {offset + exc.start}: not UTF-8 "
-                                f"({raw[exc.start:exc.start + 4]!r}); fix the file (import-vectors can skip such lines: --on-decode-error skip)") from None
+                                f"({raw[exc.start:exc.start + 4]!r}); fix the file "
+                                f"(import-vectors can skip such lines: --on-decode-error skip)") from None
             counts.rows_in += 1
             counts.drop("undecodable")
             offset += len(raw)
@@ -454,9 +461,15 @@ class ReportOptions:
 def finish_artifact(kv: KeyedVectors, out: Path, options: ReportOptions, analogy: list[Path],
                     similarity: list[Path]) -> tuple[dict[str, Any], str]:
     """Save vectors.txt, vectors.kv and eval.json into `out`; returns (metrics, report.md body)."""
-    save_vectors(kv, out)
-    result = evaluate(kv, analogy[0] if analogy else None, similarity[0] if similarity else None,
-                      restrict_vocab=options.restrict_vocab, case_insensitive=options.case_insensitive)
+    # Writing text holds the GIL, evaluation is mostly numpy that releases it: overlap the two, which
+    # only read kv. kv.save comes after (it detaches arrays while pickling), neighbours_table last
+    # (most_similar caches norms in kv, which kv.save would pickle).
+    with ThreadPoolExecutor(1) as pool:
+        text = pool.submit(write_word2vec_text, kv, out / VECTORS_TXT)
+        result = evaluate(kv, analogy[0] if analogy else None, similarity[0] if similarity else None,
+                          restrict_vocab=options.restrict_vocab, case_insensitive=options.case_insensitive)
+        text.result()
+    _save_kv_and_check(kv, out)
     (out / EVAL_JSON).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     frequent = _spread_words(kv)
     parts = [f"## Vectors\n{len(kv):,} words x {kv.vector_size} dimensions: `{VECTORS_TXT}` (word2vec text format) "

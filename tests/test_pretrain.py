@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import datasets
 import pytest
 import torch
 from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
@@ -50,12 +51,12 @@ def corpus(seg_reviews) -> list[Path]:
 
 def records(artifact: Path, split: str) -> list[dict]:
     rows = [json.loads(line) for line in (artifact / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
-    return [{k: v for k, v in r.items() if k not in ("elapsed_s", "split")} for r in rows if r["split"] == split]
+    return [{k: v for k, v in r.items() if k not in ("step_s", "tokens_per_s", "split")} for r in rows if r["split"] == split]
 
 
 def test_artifact_loads_with_auto_classes_and_round_trips(tmp_path, bert_vocab, seg_reviews, settings):
     out = tmp_path / "bert"
-    manifest = build("pretrain", out, {"corpus": corpus(seg_reviews), "tokenizer": bert_vocab}, **settings)
+    manifest = build("pretrain", out, {"corpus": corpus(seg_reviews), "tokenizer": bert_vocab}, **settings, tensorboard=True)
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))
     assert config["architectures"] == ["BertForPreTraining"]
     tokenizer = AutoTokenizer.from_pretrained(out)
@@ -74,6 +75,7 @@ def test_artifact_loads_with_auto_classes_and_round_trips(tmp_path, bert_vocab, 
     assert "logits match" in metrics["reload_check"]
     for name in ("metrics.jsonl", "training_curves.png", "pretraining.json", "vocab.txt", "report.md"):
         assert (out / name).is_file(), name
+    assert list((out / "tensorboard").rglob("events.out.tfevents.*"))
     assert not (tmp_path / "bert.checkpoints").exists()  # removed once the artifact was published
     assert manifest["counts"]["rows_out"] > 0
 
@@ -86,7 +88,7 @@ def test_loss_decreases_and_mlm_only_gives_masked_lm(tmp_path, bert_vocab, seg_r
     assert [r["step"] for r in evals] == [0, 20, 40, 60]
     assert evals[-1]["mlm_loss"] < 0.9 * evals[0]["mlm_loss"]  # ln(vocab) -> below the unigram level
     train = records(out, "train")
-    assert train[-1]["loss"] < train[0]["loss"]
+    assert train[-1]["mlm_loss"] < train[0]["mlm_loss"]
     assert json.loads((out / "config.json").read_text(encoding="utf-8"))["architectures"] == ["BertForMaskedLM"]
 
 
@@ -142,8 +144,11 @@ def test_continued_pretraining_from_init_uses_its_tokenizer(tmp_path, bert_vocab
     build("pretrain", first, {"corpus": corpus(seg_reviews), "tokenizer": bert_vocab}, **{**settings, "steps": 10})
     second = tmp_path / "second"
     manifest = build("pretrain", second, {"corpus": [FIXTURES / "news.txt"], "init": first},
-                     **{**settings, "steps": 10, "sentence_task": "none"})
+                     **{**settings, "steps": 10, "sentence_task": "none", "export_dataset": True})
     assert manifest["metrics"]["steps"] == 10
+    exported = datasets.load_from_disk(str(second / "dataset" / "train"))
+    assert set(exported.column_names) == {"input_ids", "token_type_ids", "word_labels", "sentence_label"}
+    assert {-1, 0, 1} == set(exported[0]["word_labels"])
     start = AutoModelForMaskedLM.from_pretrained(first).bert.encoder.layer[0].output.dense.weight
     after = AutoModelForMaskedLM.from_pretrained(second).bert.encoder.layer[0].output.dense.weight
     assert start.shape == after.shape and not torch.equal(start, after)

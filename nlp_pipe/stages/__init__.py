@@ -2,6 +2,8 @@
 
 Every stage module defines NAME, VERSION (bumped by hand when its output changes),
 a frozen dataclass `Config`, `INPUTS` (name -> Input) and `run(config, inputs, out) -> Result`.
+A stage that trains across the processes of `accelerate launch` also sets `DISTRIBUTED = True`
+(the runner then runs it in every process; only the main one writes the artifact).
 """
 
 from __future__ import annotations

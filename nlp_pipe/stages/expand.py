@@ -60,8 +60,10 @@ class Config(ReadOptions):
     init: Literal["mean-chars", "random", "vectors"] = option(
         "mean-chars", "new rows: mean of the word's character rows, random N(0, initializer_range), or word2vec vectors "
         "mapped into the embedding space (needs --vectors)")
+    bias_shift: float = option(1.0, "mean-chars/vectors: a new word's decoder bias is its pieces' mean bias minus this per "
+                                    "extra piece (keeps new words from taking the characters' probability; 0 = plain mean)", min=0.0)
     min_freq: int = option(10, "corpus words and phrases seen fewer times are not added", min=1)
-    max_words: int = option(5000, "at most this many corpus words, most frequent first (0 = no cap; word files always count)", min=0)
+    max_words: int = option(5000, "at most this many corpus words, most frequent first (0 = no cap; word files are not capped)", min=0)
     min_len: int = option(2, "shortest corpus word in characters", min=1)
     max_len: int = option(8, "longest corpus word in characters", min=1)
     cjk_only: bool = option(True, "corpus words must contain a Chinese character (Latin words already have WordPiece pieces)")
@@ -83,29 +85,21 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     checkpoint = inputs["checkpoint"][0]
     tokenizer = load_tokenizer(checkpoint)
     planner = WordPlanner(tokenizer)
-    counts, sources = {}, {}
-    explicit = _read_word_files(inputs["words"])
-    for word, n in explicit.items():
-        if planner.consider(word) == "new":
-            counts[word], sources[word] = n, "words"
-    rows, corpus_counts, sample = _corpus_words(config, inputs["corpus"])
-    phrase_counts = _read_phrases(inputs["phrases"])
-    discovery = _discover(config, planner, corpus_counts, phrase_counts, _read_stoplist(inputs["stoplist"]))
-    for word, (n, source) in discovery.items():
-        counts[word], sources[word] = n, source
-
-    model = load_model(checkpoint)
+    found = _gather_words(config, inputs, planner)
+    log.info("%d new words; %d already single tokens, %d in the vocab but never emitted, %d invalid",
+             len(planner.new), len(planner.existing), len(planner.activated), len(planner.invalid))
+    model = load_model(checkpoint)  # after the words: a bad word file fails before the slow load
     before, old_size = snapshot(model), len(tokenizer)
     expanded = write_expanded(tokenizer, planner, out, checkpoint / "vocab.txt")
     init_stats = _grow(model, planner.new, config, inputs, tokenizer)
     model.save_pretrained(str(out))
     reload_check = check_saved(type(model), out, before, old_size, len(expanded))
-    measured = compare_tokenization(tokenizer, expanded, sample, planner.new)
-    _write_words(out, planner.new, counts, sources, old_size)
-    _write_userdict(out, planner.new, counts)
+    measured = compare_tokenization(tokenizer, expanded, found.sample, planner.new)
+    _write_words(out, planner.new, found, old_size)
+    _write_userdict(out, planner.new, found.counts)
     metrics = {"vocab_size_before": old_size, "vocab_size_after": len(expanded), "new_words": len(planner.new),
-               "from_word_files": sum(s == "words" for s in sources.values()),
-               "from_corpus": sum(s != "words" for s in sources.values()),
+               "from_word_files": sum(s == "words" for s in found.sources.values()),
+               "from_corpus": sum(s != "words" for s in found.sources.values()),
                "added_tokens": sum(w.kind == "added" for w in planner.new),
                "wordpiece_entries": sum(w.kind == "piece" for w in planner.new),
                "skipped_existing": len(planner.existing), "activated": len(planner.activated),
@@ -117,7 +111,29 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
              "invalid_words": planner.invalid,
              "tokenizer_mechanism": "Chinese/mixed words: added tokens (normalized=False, leftmost-longest match in raw "
                                     "text); one-piece words: WordPiece vocab entries; all listed in vocab.txt"}
-    return Result(rows.as_dict() if rows.rows_in else None, metrics, _report(metrics, planner, counts, sources, old_size), extra)
+    counts = found.rows.as_dict() if found.rows.rows_in else None
+    return Result(counts, metrics, _report(metrics, planner, found, old_size), extra)
+
+
+@dataclass
+class _Found:
+    counts: dict[str, int]  # new word -> its count (corpus, phrases or word file)
+    sources: dict[str, str]  # new word -> words | corpus | phrases
+    rows: Counts  # corpus rows read
+    sample: list[str]  # the first measure_rows corpus texts
+
+
+def _gather_words(config: Config, inputs: dict[str, list[Path]], planner: WordPlanner) -> _Found:
+    """Word files first (in file order, whatever their count), then corpus words and phrases by count."""
+    found = _Found({}, {}, Counts(), [])
+    for word, n in _read_word_files(inputs["words"]).items():
+        if planner.consider(word) == "new":
+            found.counts[word], found.sources[word] = n, "words"
+    corpus_counts = _corpus_words(config, inputs["corpus"], found.rows, found.sample)
+    stop = _read_stoplist(inputs["stoplist"])
+    for word, (n, source) in _discover(config, planner, corpus_counts, _read_phrases(inputs["phrases"]), stop).items():
+        found.counts[word], found.sources[word] = n, source
+    return found
 
 
 def _grow(model, new: list[NewWord], config: Config, inputs: dict[str, list[Path]], tokenizer) -> dict:
@@ -126,7 +142,8 @@ def _grow(model, new: list[NewWord], config: Config, inputs: dict[str, list[Path
         from ..vectors import load_keyed_vectors
 
         vectors = (load_keyed_vectors(inputs["vectors"][0]), tokenizer.get_vocab(), [w.word for w in new])
-    rows, biases, stats = initial_rows(model, [w.pieces for w in new], config.init, seed=config.seed, vectors=vectors)
+    rows, biases, stats = initial_rows(model, [w.pieces for w in new], config.init, seed=config.seed,
+                                       bias_shift=config.bias_shift, vectors=vectors)
     grow(model, len(tokenizer), rows, biases)
     return stats
 
@@ -164,9 +181,9 @@ def _read_phrases(dirs: list[Path]) -> Counter:
     return phrases
 
 
-def _corpus_words(config: Config, paths: list[Path]) -> tuple[Counts, Counter, list[str]]:
-    """Word counts over every corpus input, row accounting, and the first measure_rows texts."""
-    counts, words, sample = Counts(), Counter(), []
+def _corpus_words(config: Config, paths: list[Path], counts: Counts, sample: list[str]) -> Counter:
+    """Word counts over every corpus input; rows are counted in `counts`, the first measure_rows texts kept."""
+    words: Counter = Counter()
     files = [p for p in paths if not p.is_dir()]
     for directory in (p for p in paths if p.is_dir()):
         if not (directory / CORPUS_TXT).exists():
@@ -184,7 +201,7 @@ def _corpus_words(config: Config, paths: list[Path]) -> tuple[Counts, Counter, l
                     sample.append(_join(tokens))
     for tokens in _segment_files(config, files, counts, sample):
         words.update(tokens)
-    return counts, words, sample
+    return words
 
 
 def _segment_files(config: Config, files: list[Path], counts: Counts, sample: list[str]) -> Iterator[list[str]]:
@@ -240,11 +257,11 @@ def _is_cjk(ch: str) -> bool:
     return 0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2CEAF or 0xF900 <= cp <= 0xFAFF
 
 
-def _write_words(out: Path, new: list[NewWord], counts: dict, sources: dict, old_size: int) -> None:
+def _write_words(out: Path, new: list[NewWord], found: _Found, old_size: int) -> None:
     with open(out / WORDS_TSV, "w", encoding="utf-8") as fh:
         fh.write("word\ttoken\tid\tcount\tsource\tkind\tpieces\n")
         for i, w in enumerate(new):
-            fh.write(f"{w.word}\t{w.token}\t{old_size + i}\t{counts.get(w.word, 0)}\t{sources.get(w.word, '')}\t"
+            fh.write(f"{w.word}\t{w.token}\t{old_size + i}\t{found.counts.get(w.word, 0)}\t{found.sources.get(w.word, '')}\t"
                      f"{w.kind}\t{' '.join(map(str, w.pieces))}\n")
 
 
@@ -253,6 +270,9 @@ def _write_userdict(out: Path, new: list[NewWord], counts: dict) -> None:
     (suggest_freq), so plain `jieba.load_userdict` and every nlp_pipe.segmenter policy keep it one word."""
     import jieba
 
+    if not new:
+        (out / USERDICT).write_text("", encoding="utf-8")
+        return
     segmenter = jieba.Tokenizer()
     segmenter.initialize()
     lines = []
@@ -261,7 +281,7 @@ def _write_userdict(out: Path, new: list[NewWord], counts: dict) -> None:
     (out / USERDICT).write_text("".join(lines), encoding="utf-8")
 
 
-def _report(metrics: dict, planner: WordPlanner, counts: dict, sources: dict, old_size: int) -> str:
+def _report(metrics: dict, planner: WordPlanner, found: _Found, old_size: int) -> str:
     m = metrics
     activated = f", {m['activated']} in the vocab but never emitted (now emitted)" if m["activated"] else ""
     lines = ["## Vocabulary expansion",
@@ -279,6 +299,6 @@ def _report(metrics: dict, planner: WordPlanner, counts: dict, sources: dict, ol
     lines += ["", "| word | id | count | source | replaces |", "| --- | --- | --- | --- | --- |"]
     for i, w in enumerate(planner.new[:50]):
         pieces = " ".join(planner.tokenizer.convert_ids_to_tokens(list(w.pieces)))
-        lines.append(f"| {w.word} | {old_size + i} | {counts.get(w.word, 0)} | {sources.get(w.word, '')} | {pieces} |")
+        lines.append(f"| {w.word} | {old_size + i} | {found.counts.get(w.word, 0)} | {found.sources.get(w.word, '')} | {pieces} |")
     lines += ["", f"All new words: {WORDS_TSV}; jieba user dictionary for whole-word masking: {USERDICT}."]
     return "\n".join(lines)

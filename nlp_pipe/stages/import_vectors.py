@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Config(ReportOptions):
     limit: int = option(0, "read only the first N vectors (public files list frequent words first); 0 = all", min=0)
-    on_decode_error: Literal["stop", "skip"] = option("stop", "a line that is not UTF-8 stops the import (stop) or is dropped and counted (skip)")
+    on_decode_error: Literal["stop", "skip"] = option(
+        "stop", "a line that is not UTF-8 stops the import (stop) or is dropped and counted (skip)")
 
 
 def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:

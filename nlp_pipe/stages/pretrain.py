@@ -2,7 +2,8 @@
 
     nlp-pipe pretrain --corpus docs.txt --tokenizer runs/bert_vocab --out runs/bert --size mini --steps 10000
     nlp-pipe pretrain --corpus runs/seg --init runs/bert --out runs/bert2 --sentence-task none   # continue
-    accelerate launch -m nlp_pipe pretrain ...                              # GPUs / machines / CPU processes
+    accelerate launch --multi_gpu --num_processes 4 -m nlp_pipe pretrain ...   # 4 GPUs (or 4 CPU processes
+                                                                                 # on a machine without CUDA)
 
 Writes a HuggingFace directory (BertForPreTraining with a sentence task, BertForMaskedLM without)
 plus the tokenizer, loadable with AutoModelForMaskedLM / AutoModel / AutoTokenizer.from_pretrained;
@@ -41,13 +42,15 @@ NAME = "pretrain"
 VERSION = 1
 DISTRIBUTED = True  # every process of `accelerate launch` runs this stage; the main one writes the artifact
 SETTINGS_JSON = "pretraining.json"
-_NOT_RUN_IDENTITY = ("resume", "keep_checkpoints", "tensorboard", "log_every", "num_proc")  # may change on resume
+# fields that do not change the training trajectory: a rerun with other values still resumes
+_NOT_RUN_IDENTITY = ("resume", "keep_checkpoints", "tensorboard", "log_every", "eval_every", "save_every",
+                     "checkpoint_limit", "num_proc")
 
 INPUTS = {
     "corpus": Input("text files (one document a line, or one sentence a line with blank lines between documents) "
                     "or segment artifacts", kind="any", multiple=True, stages=("segment",)),
-    "tokenizer": Input("a vocab artifact made with --kind bert (or any directory AutoTokenizer loads)", kind="any",
-                       required=False, stages=("vocab",)),
+    "tokenizer": Input("a vocab artifact made with --kind bert, a directory AutoTokenizer loads, or a BERT vocab.txt",
+                       kind="any", required=False, stages=("vocab",)),
     "init": Input("a BERT checkpoint directory to continue pretraining from", kind="any", required=False,
                   stages=("pretrain", "expand", "distill")),
 }
@@ -74,7 +77,6 @@ class Config(ReadOptions, TrainOptions):
     eval_docs: int = option(200, "documents held out for evaluation (at most a fifth of them)", min=0)
     num_proc: int = option(0, "processes for tokenisation and jieba (datasets.map); 0 = up to 4 for large corpora", min=0)
     export_dataset: bool = option(False, "also save the tokenised blocks with word-boundary labels under dataset/")
-    lr: float = option(1e-4, "peak learning rate (AdamW)", min=0.0)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -101,41 +103,55 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
                           transform=collator.mask, forward=_forward, eval_data=built.eval,
                           summarize=_summarizer(config.sentence_task))
     trainer.save_pretrained(hf_model, tokenizer)
-    if trainer.is_main and (tokenizer_source / "vocab.txt").exists():  # for tools that read vocab.txt (Google BERT, UER-py)
-        shutil.copy(tokenizer_source / "vocab.txt", out / "vocab.txt")
-    cleanup = [] if config.keep_checkpoints else [trainer.work]
+    cleanup = [] if config.keep_checkpoints else [trainer.work]  # removed by the runner once published
     if not trainer.is_main:
         return Result(metrics={"steps": summary.steps}, cleanup=cleanup)
-    check = _check_saved(out, hf_model, collator, built)
-    if config.export_dataset:
-        built.train.save_to_disk(str(out / "dataset" / "train"))
-        if built.eval is not None:
-            built.eval.save_to_disk(str(out / "dataset" / "eval"))
-    metrics = _metrics(summary, built, check)
-    (out / SETTINGS_JSON).write_text(json.dumps(_settings(config, built, tokenizer_source, hf_model), indent=2,
-                                                ensure_ascii=False), encoding="utf-8")
-    device = f"{trainer.accelerator.device} x{summary.processes}, {summary.precision}"
+    metrics = _write_extras(out, config, hf_model, tokenizer_source, collator, built, summary)
+    device = f"{trainer.accelerator.device} x{summary.processes}, {summary.precision}" + (
+        f", {trainer.threads} thread(s)" if trainer.threads else "")
     return Result(built.stats["counts"], metrics, _report(config, summary, built, hf_model),
                   {"device": device, "data_cache": str(built.cache_dir)}, cleanup)
 
 
+def _write_extras(out: Path, config: Config, hf_model: Any, tokenizer_source: Path, collator: MaskingCollator,
+                  built: blocks_data.Built, summary: Summary) -> dict[str, Any]:
+    """vocab.txt, pretraining.json and the exported blocks beside the model; the reload check; metrics."""
+    vocab_txt = tokenizer_source if tokenizer_source.is_file() else tokenizer_source / "vocab.txt"
+    if vocab_txt.exists():  # for tools that read vocab.txt (Google BERT, UER-py)
+        shutil.copy(vocab_txt, out / "vocab.txt")
+    if config.export_dataset:
+        built.train.save_to_disk(str(out / "dataset" / "train"))
+        if built.eval is not None:
+            built.eval.save_to_disk(str(out / "dataset" / "eval"))
+    settings = _settings(config, built, tokenizer_source, hf_model)
+    (out / SETTINGS_JSON).write_text(json.dumps(settings, indent=2, ensure_ascii=False), encoding="utf-8")
+    return _metrics(summary, built, _check_saved(out, hf_model, collator, built))
+
+
 def _tokenizer(inputs: dict[str, list[Path]]) -> tuple[Any, Path]:
     """The fast tokenizer from --tokenizer, else from --init; offsets are needed for word boundaries."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, BertTokenizer
 
     source = (inputs["tokenizer"] or inputs["init"] or [None])[0]
     if source is None:
         raise UserError("pretrain: needs --tokenizer (a vocab artifact: nlp-pipe vocab --kind bert ...) or --init (a checkpoint with its tokenizer)")
-    if not source.is_dir() or not any((source / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
+    if source.is_file():  # a bare vocab.txt, e.g. Google's Chinese BERT vocabulary
+        tokenizer, vocab_txt = BertTokenizer(vocab=str(source)), source  # not BertTokenizerFast(vocab_file=): PITFALLS.md
+    elif any((source / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
+        tokenizer, vocab_txt = AutoTokenizer.from_pretrained(str(source)), source / "vocab.txt"
+    else:
         raise UserError(f"pretrain: {source} holds no tokenizer; make one with: nlp-pipe vocab --kind bert --corpus SEGMENTED --out DIR")
-    tokenizer = AutoTokenizer.from_pretrained(str(source))
     if not tokenizer.is_fast or tokenizer.mask_token_id is None or tokenizer.cls_token_id is None:
         raise UserError(f"pretrain: {source} is not a fast BERT tokenizer with [CLS]/[SEP]/[MASK] (vocab --kind bert makes one)")
-    vocab_txt = source / "vocab.txt"
     if vocab_txt.exists():  # BertTokenizerFast(vocab_file=...) can silently load 5 tokens (PITFALLS.md)
         lines = len(vocab_txt.read_text(encoding="utf-8").rstrip("\n").split("\n"))  # not splitlines: tokens may hold U+2028
         if lines != len(tokenizer):
             raise UserError(f"pretrain: tokenizer in {source} has {len(tokenizer)} tokens but vocab.txt {lines}")
+    init = inputs["init"][0] if inputs["init"] else None
+    if init is not None and source != init and (init / "tokenizer.json").exists():
+        if AutoTokenizer.from_pretrained(str(init)).get_vocab() != tokenizer.get_vocab():
+            raise UserError(f"pretrain: the tokenizer {source} differs from the one saved with init {init}; leave out "
+                            "--tokenizer to use the checkpoint's, or grow the checkpoint with the expand stage")
     return tokenizer, source
 
 
@@ -163,9 +179,9 @@ def _forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str
 
 def _summarizer(task: str):
     def summarize(sums: dict[str, float]) -> dict[str, float]:
-        out = {"loss": sums["loss"] / max(sums["batches"], 1),
-               "mlm_loss": sums["mlm_loss_sum"] / max(sums["mlm_count"], 1),
-               "mlm_accuracy": sums["mlm_correct"] / max(sums["mlm_count"], 1)}
+        out = {"mlm_loss": sums["mlm_loss_sum"] / max(sums["mlm_count"], 1)}  # per masked token, not per batch
+        if "mlm_correct" in sums:  # evaluation only
+            out["mlm_accuracy"] = sums["mlm_correct"] / max(sums["mlm_count"], 1)
         if sums.get("sentence_count"):
             out[f"{task}_loss"] = sums["sentence_loss_sum"] / sums["sentence_count"]
             out[f"{task}_accuracy"] = sums["sentence_correct"] / sums["sentence_count"]
@@ -237,6 +253,7 @@ def _report(config: Config, summary: Summary, built: blocks_data.Built, hf_model
              "| --- |" + " --- |" * len(summary.last_eval or summary.last_train)]
     for split, values in (("train", summary.last_train), ("eval", summary.last_eval)):
         if values:
-            lines.append(f"| {split} | " + " | ".join(f"{values.get(k, float('nan')):.4f}" for k in (summary.last_eval or summary.last_train)) + " |")
+            cells = [f"{values[k]:.4f}" if k in values else "-" for k in (summary.last_eval or summary.last_train)]
+            lines.append(f"| {split} | " + " | ".join(cells) + " |")
     lines += ["", "![training curves](training_curves.png)"]
     return "\n".join(lines)

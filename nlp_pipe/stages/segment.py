@@ -9,7 +9,9 @@ aligned with the dataset). Large inputs are cut in parallel, one jieba dictionar
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 import logging
 import shutil
 from collections import deque
@@ -32,11 +34,13 @@ from ..segmenter import SegmenterSpec, cut_parallel, default_workers, read_userd
 from . import Input, Result
 
 NAME = "segment"
-VERSION = 1
+VERSION = 2
 CORPUS_TXT = "corpus.txt"
+SEGMENTER_JSON = "segmenter.json"
 DATASET_DIR = "dataset"
 USERDICT_IN_VOCAB = "jieba_userdict.txt"
 _PARALLEL_MIN_BYTES = 1 << 20  # below this, starting workers costs more than it saves
+_CHUNK_CHARS = 50_000  # about 0.15 s of jieba: small enough to even out the workers' last chunks
 
 INPUTS = {
     "corpus": Input("text files: txt (one text a line), jsonl, csv or tsv", kind="file", multiple=True),
@@ -66,6 +70,9 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     if config.label_per_file and len(config.label_per_file) != len(files):
         raise UserError(f"segment: label_per_file has {len(config.label_per_file)} labels for {len(files)} corpus files")
     spec, dict_info = _segmenter_spec(config, inputs["userdict"])
+    # the exact segmenter (user-dictionary words included) travels with the data, so classifiers
+    # trained on it cut new text at predict time the same way
+    (out / SEGMENTER_JSON).write_text(json.dumps(dataclasses.asdict(spec), ensure_ascii=False), encoding="utf-8")
     workers = config.workers or (default_workers() if sum(f.stat().st_size for f in files) >= _PARALLEL_MIN_BYTES else 1)
     counts = Counts()
     cache = out / ".hf_cache"
@@ -110,7 +117,7 @@ def _segmented_chunks(config, files, spec, workers, counts) -> Iterator[tuple[li
     buffered: deque[list] = deque()  # chunks sent to the workers, waiting for their words
 
     def texts() -> Iterator[list[str]]:
-        while chunk := list(itertools.islice(rows, config.chunk_rows)):
+        for chunk in _chunks(rows, config.chunk_rows):
             buffered.append(chunk)
             yield [row.text for row in chunk]
 
@@ -122,6 +129,20 @@ def _segmented_chunks(config, files, spec, workers, counts) -> Iterator[tuple[li
         yield [row.text for row in chunk], [row.label for row in chunk], lines
         progress.update(len(chunk))
     progress.close()
+
+
+def _chunks(rows: Iterator, max_rows: int) -> Iterator[list]:
+    """Chunks of at most `max_rows` rows and about _CHUNK_CHARS characters: with very long rows
+    (whole documents) a row count alone would make chunks too big to keep the workers evenly busy."""
+    chunk, chars = [], 0
+    for row in rows:
+        chunk.append(row)
+        chars += len(row.text)
+        if len(chunk) >= max_rows or chars >= _CHUNK_CHARS:
+            yield chunk
+            chunk, chars = [], 0
+    if chunk:
+        yield chunk
 
 
 def _stats(table: pa.Table) -> dict:

@@ -72,7 +72,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     splits = load_splits(inputs["train"][0], first("dev"), first("test"), config.seed)
     kv = load_keyed_vectors(inputs["vectors"][0])
     tokens = list(SPECIALS) + [w for w in kv.index_to_key[: config.max_vocab] if w not in SPECIALS]
-    matrix, vector_stats = embedding_matrix(inputs["vectors"][0], tokens, seed=config.seed)
+    matrix, vector_stats = embedding_matrix(kv, tokens, seed=config.seed)
     index = {w: i for i, w in enumerate(tokens)}
     lengths = [len(w) for w in splits.train["words"]]
     max_len = config.max_len or max(max(config.kernel_sizes), int(np.ceil(np.percentile(lengths, config.len_percentile))))

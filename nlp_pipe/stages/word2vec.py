@@ -1,7 +1,7 @@
 """Stage `word2vec`: word vectors (gensim Word2Vec or FastText) from a segmented corpus.
 
-    nlp-pipe word2vec --corpus runs/seg --out runs/w2v --analogy vocab/analogy_zh.txt \
-        --similarity vocab/similarity_zh.txt --query 小说,电影
+    nlp-pipe word2vec --corpus runs/seg --out runs/w2v --query 小说,电影
+    nlp-pipe word2vec --corpus runs/seg --out runs/w2v --analogy vocab/analogy_zh.txt --similarity vocab/similarity_zh.txt
 
 Trains in gensim's corpus_file mode (the C reader splits corpus.txt between threads; the
 fastest way gensim has) on all cores by default, and reads the corpus nowhere else: the
@@ -47,8 +47,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Config(ReportOptions):
-    algorithm: Literal["word2vec", "fasttext"] = option("word2vec", "gensim Word2Vec, or FastText (character n-grams: vectors for unseen words too)")
-    sg: bool = option(True, "skip-gram (true) or CBOW (false); skip-gram suits small corpora and rare words (gensim's own default is CBOW)")
+    algorithm: Literal["word2vec", "fasttext"] = option(
+        "word2vec", "gensim Word2Vec, or FastText (character n-grams: vectors for unseen words too)")
+    sg: bool = option(True, "skip-gram (true) or CBOW (false); skip-gram suits small corpora and rare words "
+                            "(gensim's own default is CBOW)")
     hs: bool = option(False, "hierarchical softmax (with negative = 0 it replaces negative sampling)")
     negative: int = option(5, "negative samples per word; 0 = no negative sampling (then hs must be true)", min=0, max=64)
     vector_size: int = option(100, "dimensions of a word vector", min=1, max=4096)
@@ -61,7 +63,9 @@ class Config(ReportOptions):
     workers: int = option(0, "training threads; 0 = one per core", min=0)
     min_n: int = option(1, "fasttext: shortest character n-gram (Chinese words are short: 1-3; gensim's 3-6 suits English)", min=1)
     max_n: int = option(3, "fasttext: longest character n-gram; 0 = no n-grams", min=0)
-    bucket: int = option(2_000_000, "fasttext: n-gram hash buckets; vectors.kv holds bucket x vector_size floats (gensim's default)", min=1)
+    # Chinese 1-3 character n-grams are far fewer than English 3-6 grams: gensim's 2,000,000
+    # buckets would make an 800 MB vectors.kv at dim 100 for no gain
+    bucket: int = option(200_000, "fasttext: n-gram hash buckets; vectors.kv holds bucket x vector_size floats", min=1)
 
     def __post_init__(self) -> None:
         if not self.hs and self.negative == 0:

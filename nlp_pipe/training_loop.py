@@ -1,0 +1,178 @@
+"""The step loop behind nlp_pipe.training.Trainer: batch order, micro-batch accumulation, metric sums,
+early stopping. Kept apart so training.py reads as the public API; nothing here is used directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+
+Forward = Callable[[torch.nn.Module, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Where training stands; saved in every checkpoint (accelerate's register_for_checkpointing)."""
+
+    step: int = 0  # optimizer steps done
+    micro_step: int = 0  # micro-batches consumed: the data position
+    best: dict[str, float] | None = None  # evaluation metrics at the best step so far (early stopping)
+    bad_evals: int = 0  # evaluations since the best one
+
+    def state_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def load_state_dict(self, values: dict[str, Any]) -> None:
+        for key, value in values.items():
+            setattr(self, key, value)
+
+
+class BatchOrder:
+    """Batch `k` of the run, for this process: epoch k // per_epoch in a permutation seeded by (seed, epoch).
+
+    The position alone decides the batch, so resuming at micro-batch k needs no sampler state."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, processes: int, rank: int, per_epoch: int) -> None:
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.processes, self.rank, self.per_epoch = processes, rank, per_epoch
+        self._epoch, self._perm = -1, np.arange(0)
+
+    def indices(self, micro_step: int) -> list[int]:
+        epoch, batch = divmod(micro_step, self.per_epoch)
+        if epoch != self._epoch:
+            self._epoch, self._perm = epoch, np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        start = (batch * self.processes + self.rank) * self.batch_size
+        return self._perm[start:start + self.batch_size].tolist()
+
+
+class StepLoop:
+    """One optimizer step at a time: accumulate micro-batches, clip, step; sums for the next log record."""
+
+    def __init__(self, acc: Accelerator, options: Any, model, optimizer, scheduler, data, collate: Callable,
+                 forward: Forward, transform: Callable | None, summarize: Callable, per_epoch: int) -> None:
+        self.acc, self.o, self.model, self.optimizer, self.scheduler = acc, options, model, optimizer, scheduler
+        self.data, self.collate, self.forward, self.transform, self.summarize = data, collate, forward, transform, summarize
+        self.order = BatchOrder(len(data), options.batch_size, options.seed, acc.num_processes, acc.process_index, per_epoch)
+        self.window: dict[str, torch.Tensor] = {}
+        self.total = {"tokens": 0, "slots": 0, "seconds": 0.0, "steps": 0}  # this session's training steps
+        self.recent = dict(self.total)  # the same since the last log record
+        self.last_train: dict[str, float] = {}
+        self.last_eval: dict[str, float] = {}
+
+    def step(self, state: TrainState) -> None:
+        acc, o = self.acc, self.o
+        start = time.perf_counter()
+        for i in range(o.grad_accum):
+            batch = self.collate(rows(self.data, self.order.indices(state.micro_step)))
+            if self.transform is not None:
+                batch = self.transform(batch, np.random.default_rng([o.seed, 0, acc.process_index, state.micro_step]))
+            if "attention_mask" in batch:  # real tokens vs padded slots, for throughput and padding
+                self._count(tokens=int(batch["attention_mask"].sum()), slots=batch["attention_mask"].numel())
+            sync = i == o.grad_accum - 1  # gradients are all-reduced once per step, not per micro-batch
+            with nullcontext() if sync else acc.no_sync(self.model):
+                out = self.forward(self.model, to_device(batch, acc.device))
+                acc.backward(out["loss"] / o.grad_accum)
+            add_sums(self.window, out)
+            state.micro_step += 1
+        if o.max_grad_norm:
+            acc.clip_grad_norm_(self.model.parameters(), o.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        self._count(seconds=time.perf_counter() - start, steps=1)
+
+    def _count(self, **amounts: float) -> None:
+        for key, value in amounts.items():
+            self.total[key] += value
+            self.recent[key] += value
+
+    def flush(self, state: TrainState) -> dict[str, Any]:
+        """The log record for the steps since the last one (metrics summed across processes)."""
+        self.last_train = self.summarize(reduce_sums(self.acc, self.window))
+        recent, processes = self.recent, self.acc.num_processes
+        speed = {"step_s": recent["seconds"] / max(recent["steps"], 1)}
+        if recent["slots"]:
+            speed |= {"tokens_per_s": recent["tokens"] * processes / max(recent["seconds"], 1e-9),
+                      "padding_fraction": 1 - recent["tokens"] / recent["slots"]}
+        self.window, self.recent = {}, dict.fromkeys(self.recent, 0)
+        return {"step": state.step, "epoch": round(state.micro_step / self.order.per_epoch, 4),
+                "lr": self.scheduler.get_last_lr()[0], **self.last_train, **speed}
+
+
+class EarlyStop:
+    """Best evaluation so far (kept in TrainState, so it survives a resume) and its weights in best.pt."""
+
+    def __init__(self, metric: str | None, greater: bool, patience: int, acc: Accelerator, path: Path) -> None:
+        self.metric, self.greater, self.patience, self.acc, self.path = metric, greater, patience, acc, path
+
+    def stop(self, state: TrainState) -> bool:
+        return bool(self.metric and self.patience and state.bad_evals >= self.patience)
+
+    def update(self, state: TrainState, metrics: dict[str, float], model: torch.nn.Module) -> None:
+        if self.metric is None:
+            return
+        if self.metric not in metrics:
+            raise KeyError(f"best_metric '{self.metric}' is not among the evaluation metrics {sorted(metrics)}")
+        value, best = metrics[self.metric], (state.best or {}).get(self.metric)
+        if best is None or (value > best if self.greater else value < best):
+            state.best, state.bad_evals = {"step": state.step, **metrics}, 0
+            if self.acc.is_main_process:
+                torch.save(model.state_dict(), self.path)
+        else:
+            state.bad_evals += 1
+
+    def restore(self, state: TrainState, model: torch.nn.Module) -> dict[str, float] | None:
+        self.acc.wait_for_everyone()
+        if self.metric and state.best is not None and self.path.exists():
+            model.load_state_dict(torch.load(self.path, map_location="cpu"))
+        return state.best
+
+
+def rows(data: Any, indices: list[int]) -> Any:
+    """A datasets.Dataset gives a dict of columns for a list of indices; other datasets a list of rows."""
+    return data[indices] if hasattr(data, "column_names") else [data[i] for i in indices]
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def call_model(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The default forward: a HF model's output loss."""
+    out = model(**batch)
+    return {"loss": out["loss"] if isinstance(out, dict) else out.loss}
+
+
+def add_sums(sums: dict[str, torch.Tensor], out: dict[str, torch.Tensor]) -> None:
+    for key, value in out.items():
+        value = value.detach().float()
+        sums[key] = sums[key] + value if key in sums else value
+    sums["batches"] = sums.get("batches", 0) + torch.ones((), device=out["loss"].device)
+
+
+def reduce_sums(acc: Accelerator, sums: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Sums over all processes (every process must call this at the same point). Gathered as objects,
+    because a process may have had no batch at all (a small evaluation set) and so no keys."""
+    local = {k: float(v) for k, v in sums.items()}
+    if acc.num_processes == 1:
+        return local
+    merged: dict[str, float] = {}
+    for part in gather_object([local]):
+        for key, value in part.items():
+            merged[key] = merged.get(key, 0.0) + value
+    return merged
+
+
+def mean_loss(sums: dict[str, float]) -> dict[str, float]:
+    """The default summary: mean loss over batches."""
+    return {"loss": sums["loss"] / max(sums["batches"], 1)}

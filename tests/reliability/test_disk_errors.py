@@ -1,0 +1,192 @@
+"""Out-of-space, permission and path errors while an artifact is written.
+
+Each fault is injected into a real `nlp-pipe` call (in this process, through `main`): the disk fills
+while the stage writes a file or while publish writes manifest.json, a rename fails, the directory for
+the temporary cannot be made, the parent is read-only (chmod; skipped as root, where chmod does not
+bind), or a file stands where a directory must be. Every one must end as users see a mistake of theirs:
+exit 2 and one line naming the artifact path and the cause, no traceback; the previous good artifact
+unchanged (verify == []) and no temporary left behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pathlib
+import stat
+
+import pytest
+
+from conftest import FIXTURES, run_cli
+from nlp_pipe import artifacts
+from nlp_pipe.stages import segment as segment_stage
+
+
+
+def leftovers(parent: pathlib.Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith(".") and ".tmp-" in p.name)
+
+
+@pytest.fixture()
+def good(tmp_path, seg_reviews):
+    """A finished vocab artifact (min_freq 1); the faulty run asks for min_freq 2, so it must rebuild."""
+    out = tmp_path / "runs" / "voc"
+    result = run_cli("vocab", "--corpus", seg_reviews, "--min-freq", "1", "--out", out)
+    assert result.code == 0, result.err
+    return out, artifacts.read_manifest(out)
+
+
+def rerun(out, seg_reviews):
+    return run_cli("vocab", "--corpus", seg_reviews, "--min-freq", "2", "--out", out)
+
+
+def assert_clean_failure(result, out, manifest, cause: str) -> None:
+    assert result.code == 2, result
+    assert "Traceback" not in result.err, result.err
+    line = result.err_lines[-1]  # `run` prints "[stage] running: ..." first
+    assert [x for x in result.err_lines if x.startswith("error")] == [line], result.err
+    assert line.startswith("error: ") and str(out) in line and cause in line, line
+    if manifest is None:
+        assert artifacts.read_manifest(out) is None
+    else:
+        assert artifacts.read_manifest(out) == manifest and artifacts.verify(out) == []
+    if out.parent.is_dir():
+        assert leftovers(out.parent) == []
+
+
+class FullDisk:
+    """A writable file whose writes fail with ENOSPC once `budget` characters have gone through."""
+
+    def __init__(self, fh, budget: int) -> None:
+        self.fh, self.budget = fh, budget
+
+    def write(self, data):
+        self.budget -= len(data)
+        if self.budget < 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return self.fh.write(data)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.fh.close()
+
+    def __getattr__(self, name):
+        return getattr(self.fh, name)
+
+
+def test_disk_full_while_the_stage_writes_a_file(good, seg_reviews, monkeypatch):
+    out, manifest = good
+    real = pathlib.Path.write_text
+
+    def write_text(self, data, *args, **kwargs):
+        if self.name == "vocab.txt":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "write_text", write_text)
+    assert_clean_failure(rerun(out, seg_reviews), out, manifest, "No space left on device")
+
+
+def test_disk_full_midway_through_segment_output(tmp_path, monkeypatch):
+    """segment streams corpus.txt: the disk fills after 2 kB of it, on a first build (nothing to keep)."""
+    real_open = open
+
+    def open_(file, mode="r", *args, **kwargs):
+        fh = real_open(file, mode, *args, **kwargs)
+        return FullDisk(fh, 2000) if pathlib.Path(file).name == "corpus.txt" and "w" in mode else fh
+
+    monkeypatch.setattr(segment_stage, "open", open_, raising=False)
+    out = tmp_path / "runs" / "seg"
+    result = run_cli("segment", "--corpus", FIXTURES / "reviews.tsv", "--workers", "1", "--out", out)
+    assert_clean_failure(result, out, None, "No space left on device")
+    assert not out.exists()
+
+
+def test_disk_full_while_publish_writes_the_manifest(good, seg_reviews, monkeypatch):
+    out, manifest = good
+    real_open = open
+
+    def open_(file, mode="r", *args, **kwargs):
+        fh = real_open(file, mode, *args, **kwargs)
+        return FullDisk(fh, 10) if pathlib.Path(file).name == artifacts.MANIFEST and "w" in mode else fh
+
+    monkeypatch.setattr(artifacts, "open", open_, raising=False)
+    assert_clean_failure(rerun(out, seg_reviews), out, manifest, "No space left on device")
+
+
+@pytest.mark.parametrize("failing_call", [1, 2], ids=["moving-the-old-artifact-aside", "moving-the-new-one-in"])
+def test_a_failing_rename_in_publish_keeps_the_previous_artifact(good, seg_reviews, monkeypatch, failing_call):
+    """publish renames the old artifact aside, then the new one in: whichever fails, the old one stays."""
+    out, manifest = good
+    calls = []
+
+    class Os:
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        def rename(self, src, dst):
+            calls.append((src, dst))
+            if len(calls) == failing_call:
+                raise OSError(errno.EIO, os.strerror(errno.EIO), str(src))
+            os.rename(src, dst)
+
+    monkeypatch.setattr(artifacts, "os", Os())
+    assert_clean_failure(rerun(out, seg_reviews), out, manifest, os.strerror(errno.EIO))
+    assert len(calls) == failing_call + (failing_call == 2)  # the second failure renamed the old one back
+
+
+def test_temporary_directory_cannot_be_made(good, seg_reviews, monkeypatch):
+    out, manifest = good
+    real = pathlib.Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if ".tmp-" in self.name:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", mkdir)
+    result = rerun(out, seg_reviews)
+    assert_clean_failure(result, out, manifest, "Read-only file system")
+    assert ".voc.tmp-" in result.err  # the path that could not be made
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions (see the monkeypatched cases)")
+def test_read_only_parent_directory(good, seg_reviews):
+    out, manifest = good
+    mode = out.parent.stat().st_mode
+    out.parent.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        result = rerun(out, seg_reviews)
+    finally:
+        out.parent.chmod(mode)
+    assert_clean_failure(result, out, manifest, "Permission denied")
+
+
+def test_a_file_where_the_output_directory_must_be(tmp_path, seg_reviews):
+    blocker = tmp_path / "runs"
+    blocker.write_text("not a directory", encoding="utf-8")
+    out = blocker / "voc"
+    result = run_cli("vocab", "--corpus", seg_reviews, "--out", out)
+    assert result.code == 2 and len(result.err_lines) == 1 and "Traceback" not in result.err, result
+    assert str(out) in result.err_lines[0] and ("File exists" in result.err or "Not a directory" in result.err)
+    assert blocker.read_text(encoding="utf-8") == "not a directory"
+
+
+def test_pipeline_run_reports_a_full_disk_the_same_way(tmp_path, seg_reviews, monkeypatch):
+    pipe = tmp_path / "pipe.yaml"
+    out = tmp_path / "runs" / "vocab"
+    pipe.write_text(f"workdir: {tmp_path / 'runs'}\nstages:\n  - stage: vocab\n    inputs: {{corpus: {seg_reviews}}}\n",
+                    encoding="utf-8")
+    real = pathlib.Path.write_text
+
+    def write_text(self, data, *args, **kwargs):
+        if self.name == "w2i.json":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "write_text", write_text)
+    assert_clean_failure(run_cli("run", pipe), out, None, "No space left on device")
+    monkeypatch.undo()
+    assert run_cli("run", pipe).code == 0 and artifacts.verify(out) == []
