@@ -3,11 +3,11 @@
     @dataclass(frozen=True)
     class Config(TrainOptions): ...                  # steps/epochs, batch, lr, schedule, checkpoints ...
 
-    trainer = Trainer(config, out, run_config={...config and input fingerprints...}, name="finetune")
-    model = build_model()                            # after Trainer(): seeded, same weights on every process
-    summary = trainer.fit(model, train_dataset, collate=collate, forward=forward, eval_data=dev_dataset,
-                          summarize=summarize, best_metric="accuracy", patience=3)
-    trainer.save_pretrained(hf_model, tokenizer)     # written by the main process only
+    with Trainer(config, out, run_config={...config and input fingerprints...}, name="finetune") as trainer:
+        model = build_model()                        # after Trainer(): seeded, same weights on every process
+        summary = trainer.fit(model, train_dataset, collate=collate, forward=forward, eval_data=dev_dataset,
+                              summarize=summarize, best_metric="accuracy", patience=3)
+        trainer.save_pretrained(hf_model, tokenizer)  # written by the main process only
 
 One process or many (`accelerate launch`), CPU or GPU, fp32/bf16/fp16 autocast: that is accelerate.
 Here: AdamW (no decay on biases and norms) with warmup + linear/cosine decay, gradient accumulation
@@ -132,6 +132,14 @@ class Trainer:
         self.run_config = {"config": run_config, "processes": self.accelerator.num_processes}
         self.threads = cpu_threads() if self.accelerator.device.type == "cpu" else None
         set_seed(options.seed)  # the model built next gets the same weights on every process and every rerun
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        """Leave no accelerate state behind: a later Accelerator() in this process (another stage of a
+        pipeline, a test) would otherwise inherit this run's mixed precision."""
+        AcceleratorState._reset_state()
 
     @property
     def is_main(self) -> bool:

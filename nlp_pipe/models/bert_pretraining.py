@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch import nn
@@ -21,7 +20,6 @@ from transformers import BertConfig, BertForMaskedLM, BertForPreTraining, PreTra
 
 from ..errors import UserError
 
-Size = Literal["tiny", "mini", "small", "medium", "base"]
 # (layers, hidden, heads): Google's BERT miniatures (Turc et al. 2019) and BERT-base; FFN = 4 x hidden
 PRESETS: dict[str, tuple[int, int, int]] = {
     "tiny": (2, 128, 2), "mini": (4, 256, 4), "small": (4, 512, 8), "medium": (8, 512, 8), "base": (12, 768, 12),

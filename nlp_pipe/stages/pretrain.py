@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import shutil
 from pathlib import Path
 from typing import Any, Literal
@@ -55,8 +54,6 @@ INPUTS = {
                   stages=("pretrain", "expand", "distill")),
 }
 
-log = logging.getLogger(__name__)
-
 
 @dataclasses.dataclass(frozen=True)
 class Config(ReadOptions, TrainOptions):
@@ -90,25 +87,26 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     tokenizer, tokenizer_source = _tokenizer(inputs)
     identity = {k: v for k, v in to_dict(config).items() if k not in _NOT_RUN_IDENTITY}
     input_key = {k: [runner.input_fingerprint(p, {}) for p in v] for k, v in inputs.items()}
-    trainer = Trainer(config, out, run_config={**identity, "inputs": input_key}, name=NAME)
-    hf_model = _model(config, inputs, tokenizer)  # after Trainer(): seeded, identical on every process
-    with trainer.accelerator.main_process_first():  # the main process builds the cache, the others load it
-        built = blocks_data.build(inputs["corpus"], artifacts.sha256_json(input_key["corpus"]), tokenizer,
-                                  _build_spec(config, tokenizer), artifacts.work_dir(out, "cache"),
-                                  config.num_proc or min(4, default_workers()))
-    collator = MaskingCollator(tokenizer.pad_token_id, tokenizer.mask_token_id, len(tokenizer),
-                               tuple(tokenizer.all_special_ids), config.mlm_probability, config.mask_ratio,
-                               config.random_ratio, whole_word=config.masking == "whole-word", seed=config.seed)
-    summary = trainer.fit(bert.MaskedOnlyPretraining(hf_model), built.train, collate=collator.collate,
-                          transform=collator.mask, forward=_forward, eval_data=built.eval,
-                          summarize=_summarizer(config.sentence_task))
-    trainer.save_pretrained(hf_model, tokenizer)
+    with Trainer(config, out, run_config={**identity, "inputs": input_key}, name=NAME) as trainer:
+        hf_model = _model(config, inputs, tokenizer)  # after Trainer(): seeded, identical on every process
+        with trainer.accelerator.main_process_first():  # the main process builds the cache, the others load it
+            built = blocks_data.build(inputs["corpus"], artifacts.sha256_json(input_key["corpus"]), tokenizer,
+                                      _build_spec(config, tokenizer), artifacts.work_dir(out, "cache"),
+                                      config.num_proc or min(4, default_workers()))
+        collator = MaskingCollator(tokenizer.pad_token_id, tokenizer.mask_token_id, len(tokenizer),
+                                   tuple(tokenizer.all_special_ids), config.mlm_probability, config.mask_ratio,
+                                   config.random_ratio, whole_word=config.masking == "whole-word", seed=config.seed)
+        summary = trainer.fit(bert.MaskedOnlyPretraining(hf_model), built.train, collate=collator.collate,
+                              transform=collator.mask, forward=_forward, eval_data=built.eval,
+                              summarize=_summarizer(config.sentence_task))
+        trainer.save_pretrained(hf_model, tokenizer)
+        device = f"{trainer.accelerator.device} x{summary.processes}, {summary.precision}" + (
+            f", {trainer.threads} thread(s)" if trainer.threads else "")
+        is_main = trainer.is_main
     cleanup = [] if config.keep_checkpoints else [trainer.work]  # removed by the runner once published
-    if not trainer.is_main:
+    if not is_main:
         return Result(metrics={"steps": summary.steps}, cleanup=cleanup)
     metrics = _write_extras(out, config, hf_model, tokenizer_source, collator, built, summary)
-    device = f"{trainer.accelerator.device} x{summary.processes}, {summary.precision}" + (
-        f", {trainer.threads} thread(s)" if trainer.threads else "")
     return Result(built.stats["counts"], metrics, _report(config, summary, built, hf_model),
                   {"device": device, "data_cache": str(built.cache_dir)}, cleanup)
 

@@ -8,6 +8,7 @@ and checks what a user sees: exit 2, one line, naming the field, nothing written
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from typing import Literal, get_args, get_origin
 
@@ -19,10 +20,9 @@ from nlp_pipe import config as configs, stages
 
 
 def base_type(hint):
+    """`int | None` -> int."""
     args = [a for a in get_args(hint) if a is not type(None)]
-    if get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType")) and len(args) == 1:
-        hint = args[0]
-    return hint
+    return args[0] if get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1 else hint
 
 
 def bad_values(stage: str) -> list[tuple[str, object, str, bool]]:

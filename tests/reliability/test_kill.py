@@ -176,8 +176,16 @@ def kill_at(proc: subprocess.Popen, out: Path, point: str, rng: random.Random, w
     if point.startswith("publish"):
         proc.wait(timeout=300)
     else:
+        kill_group(proc)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the process and any workers it started (its own session), unless it already exited."""
+    try:
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    except ProcessLookupError:  # it finished before the kill
+        pass
+    proc.wait()
 
 
 def pipeline_file(path: Path, stage: str, inputs: dict, config: dict, out: Path) -> Path:
@@ -203,17 +211,15 @@ def check_kill(work: dict, tmp_path: Path, stage: str, point: str) -> None:
             shutil.rmtree(out)
         if previous:
             shutil.copytree(clean_dir, out)
-        proc = subprocess.Popen(command(stage, inputs, config, out, hook=point.startswith("publish"), force=previous),
-                                env={**env(), "KILL_AT_RENAME": point[-1]}, start_new_session=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        try:
-            kill_at(proc, out, point, rng, clean["wall_time_s"] / 3**attempt)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        stderr = proc.stderr.read()
-        proc.stderr.close()
+        with open(tmp_path / "stderr.txt", "w", encoding="utf-8") as log:  # a file, not a pipe nobody drains
+            proc = subprocess.Popen(command(stage, inputs, config, out, hook=point.startswith("publish"), force=previous),
+                                    env={**env(), "KILL_AT_RENAME": point[-1]}, start_new_session=True,
+                                    stdout=subprocess.DEVNULL, stderr=log)
+            try:
+                kill_at(proc, out, point, rng, clean["wall_time_s"] / 3**attempt)
+            finally:
+                kill_group(proc)
+        stderr = (tmp_path / "stderr.txt").read_text(encoding="utf-8", errors="replace")
         if proc.returncode != 0:
             break
     assert proc.returncode == KILLED, f"not killed (exit {proc.returncode}): {stderr[-2000:]}"
@@ -270,9 +276,7 @@ def test_repeated_kills_at_random_points(work, tmp_path, stage):
         proc = subprocess.Popen(command(stage, inputs, config, out), env=env(), start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(0.3, 3.0 + clean["wall_time_s"]))  # start-up is 0.5-3 s here
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill_group(proc)
         manifest = artifacts.read_manifest(out)  # a run may have finished before its kill: then it is complete
         assert manifest is None or (manifest["fingerprint"] == clean["fingerprint"] and artifacts.verify(out) == [])
         assert runner.plan(stage, config, inputs, out).fresh == (manifest is not None)

@@ -425,7 +425,12 @@ def check_stages(case: Case) -> None:
         assert {t: int(n) for t, n in (row.split("\t") for row in freq[2:])} == {t: words[t] for t in tokens[2:]}
 
 
+LABEL_SURROGATE = Case("jsonl", "utf-8", "\n", [("record", {"text": "好评", "label": "a\ud800"}),
+                                               ("record", {"text": "差评", "label": "neg"})])
+
+
 @settings(FAST, max_examples=12)
+@example(case=LABEL_SURROGATE)  # once crashed segment: pyarrow cannot store the label's lone surrogate
 @given(case=stage_cases)
 def test_segment_and_vocab_keep_and_count_every_row(one_jieba, case):
     check_stages(case)

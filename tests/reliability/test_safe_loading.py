@@ -61,8 +61,9 @@ def risky(call: ast.Call) -> str | None:
         return "torch.load without weights_only=True"
     if attr == "load" and last_owner in ("np", "numpy") and keyword(call, "allow_pickle") not in (None, False):
         return "np.load with allow_pickle"
-    if attr in ("unsafe_load", "full_load", "unsafe_load_all") or (last_owner == "yaml" and attr in ("load", "load_all")
-                                                                  and "Safe" not in str(dotted(call.keywords[0].value) if call.keywords else "")):
+    loader = [dotted(kw.value) for kw in call.keywords if kw.arg == "Loader"] + [dotted(a) for a in call.args[1:2]]
+    if attr in ("unsafe_load", "full_load", "unsafe_load_all", "full_load_all") or (
+            last_owner == "yaml" and attr in ("load", "load_all") and not any("Safe" in name for name in loader)):
         return "yaml without SafeLoader"
     if attr == "load_state":
         return "accelerate load_state (custom objects are unpickled)"
@@ -93,9 +94,11 @@ def test_the_scan_finds_what_it_looks_for():
     """The detector is not blind: each pattern in a snippet is reported, and the safe forms are not."""
     unsafe = ["pickle.load(fh)", "torch.load(p)", "torch.load(p, weights_only=False)", "np.load(p, allow_pickle=True)",
               "KeyedVectors.load(p)", "gensim.models.Word2Vec.load(p)", "yaml.load(text)", "yaml.unsafe_load(text)",
-              "acc.load_state(d)", "eval(s)", "AutoModel.from_pretrained(p, trust_remote_code=True)"]
+              "yaml.load(text, Loader=yaml.Loader)", "acc.load_state(d)", "eval(s)",
+              "AutoModel.from_pretrained(p, trust_remote_code=True)"]
     safe = ["torch.load(p, weights_only=True)", "np.load(p)", "yaml.safe_load(text)", "json.load(fh)",
-            "AutoModel.from_pretrained(p)", "yaml.load(text, Loader=yaml.SafeLoader)", "load_file(p)"]
+            "AutoModel.from_pretrained(p)", "yaml.load(text, Loader=yaml.SafeLoader)", "yaml.load(text, yaml.CSafeLoader)",
+            "load_file(p)"]
     for source in unsafe:
         assert risky(ast.parse(source).body[0].value), source
     for source in safe:
@@ -105,16 +108,21 @@ def test_the_scan_finds_what_it_looks_for():
 def test_torch_load_defaults_to_weights_only(tmp_path):
     """What makes the REVIEWED torch.load safe: a pickled object that is not plain tensors/containers is refused."""
     torch = pytest.importorskip("torch")
-    path = tmp_path / "evil.pt"
-    torch.save({"weights": torch.zeros(2), "payload": Payload()}, path)
+    path, marker = tmp_path / "evil.pt", tmp_path / "ran"
+    torch.save({"weights": torch.zeros(2), "payload": Payload(marker)}, path)
     with pytest.raises(pickle.UnpicklingError):
         torch.load(path, map_location="cpu")
-    assert not (tmp_path / "ran").exists()
+    assert not marker.exists()
 
 
 class Payload:
+    """Unpickling it runs code: touches `marker`."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
     def __reduce__(self):
-        return (Path.touch, (Path(__file__).parent / "never-created",))
+        return (Path.touch, (self.marker,))
 
 
 PAYLOADS = [
