@@ -87,7 +87,6 @@ class Segmenter:
 
 
 _worker: Segmenter | None = None
-_PREFORK = True
 
 
 def _init_worker(spec_or_segmenter: SegmenterSpec | Segmenter) -> None:
@@ -115,13 +114,10 @@ def cut_parallel(spec: SegmenterSpec, chunks: Iterable[list[str]], workers: int,
         for chunk in chunks:
             yield [seg.cut(t) if join is None else join.join(seg.cut(t)) for t in chunk]
         return
-    if _PREFORK and multiprocessing.get_start_method() == "fork":
-        # Load the dictionary once, here: forked workers inherit it (copy-on-write, no pickling)
-        # instead of each spending a second of CPU loading its own.
-        init: SegmenterSpec | Segmenter = Segmenter(spec)
-        context = multiprocessing.get_context("fork")
-    else:
-        init, context = spec, None
+    context = multiprocessing.get_context()  # the platform default: fork on Linux before Python 3.14
+    # With fork, load the dictionary once, here: the workers inherit it (copy-on-write, nothing
+    # pickled) instead of each spending a CPU-second loading its own while sharing the cores.
+    init = Segmenter(spec) if context.get_start_method() == "fork" else spec
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(init,)) as pool:
         pending: deque = deque()
         for chunk in chunks:

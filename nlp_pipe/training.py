@@ -145,6 +145,10 @@ class Trainer:
     def is_main(self) -> bool:
         return self.accelerator.is_main_process
 
+    def steps_per_epoch(self, n_examples: int) -> int:
+        """Optimizer steps in one pass over `n_examples` (e.g. eval_steps for one evaluation an epoch)."""
+        return max(1, self._batches_per_epoch(n_examples) // self.options.grad_accum)
+
     def total_steps(self, n_examples: int) -> int:
         per_epoch = self._batches_per_epoch(n_examples) / self.options.grad_accum
         return self.options.steps or max(1, math.ceil(self.options.epochs * per_epoch))
@@ -152,7 +156,8 @@ class Trainer:
     def fit(self, model: torch.nn.Module, train: Any, *, collate: Callable[[Any], dict[str, torch.Tensor]],
             forward: Forward | None = None, transform: Callable | None = None, eval_data: Any = None,
             summarize: Callable[[dict[str, float]], dict[str, float]] | None = None,
-            best_metric: str | None = None, greater_is_better: bool = True, patience: int = 0) -> Summary:
+            best_metric: str | None = None, greater_is_better: bool = True, patience: int = 0,
+            eval_steps: int | None = None) -> Summary:
         """Train `model` on `train` (a datasets.Dataset or any sized, indexable dataset) to the configured steps.
 
         collate: dataset rows -> tensors (a datasets.Dataset gives it a dict of columns, else a list of rows).
@@ -163,10 +168,13 @@ class Trainer:
             into metrics (default: mean loss). The same forward on `eval_data` gives evaluation metrics.
         best_metric / greater_is_better / patience: keep the weights of the best evaluation and restore
             them at the end; stop after `patience` evaluations without improvement (0 = never).
+        eval_steps: evaluate every N steps instead of options.eval_every (once an epoch:
+            `trainer.steps_per_epoch(len(train))`).
         """
         acc, o = self.accelerator, self.options
         per_epoch = self._batches_per_epoch(len(train))
         total = self.total_steps(len(train))
+        every = o.eval_every if eval_steps is None else eval_steps
         optimizer = make_optimizer(model, o)
         scheduler = get_scheduler("constant_with_warmup" if o.schedule == "constant" else o.schedule, optimizer,
                                   num_warmup_steps=_warmup_steps(o.warmup, total), num_training_steps=total)
@@ -192,7 +200,7 @@ class Trainer:
             progress.update(1)
             if state.step % o.log_every == 0 or state.step == total:
                 self._log(metrics_log, {"split": "train", **loop.flush(state)})
-            if eval_data is not None and ((o.eval_every and state.step % o.eval_every == 0) or state.step == total):
+            if eval_data is not None and ((every and state.step % every == 0) or state.step == total):
                 loop.last_eval = evaluate()
                 self._log(metrics_log, {"split": "eval", "step": state.step, **loop.last_eval})
                 stopper.update(state, loop.last_eval, acc.unwrap_model(model))

@@ -134,7 +134,7 @@ class EarlyStop:
     def restore(self, state: TrainState, model: torch.nn.Module) -> dict[str, float] | None:
         self.acc.wait_for_everyone()
         if self.metric and state.best is not None and self.path.exists():
-            model.load_state_dict(torch.load(self.path, map_location="cpu"))
+            model.load_state_dict(torch.load(self.path, map_location="cpu", weights_only=True))
         return state.best
 
 

@@ -59,35 +59,39 @@ def test_word_labels_mark_jieba_word_starts_over_characters(tokenizer):
     assert len(starts) == 3  # every word piece of "hello" belongs to its one jieba word
 
 
-def _docs(n_docs: int, rng: np.random.Generator, sentence_len=(3, 12), sentences=(1, 9)) -> dict[str, list]:
-    """Tokenised documents whose token ids say where they come from: doc d, position p -> 1000 + 100 d + p."""
-    ids, labels = [], []
+def _docs(n_docs: int, rng: np.random.Generator) -> tuple[dict[str, list], set[int]]:
+    """Tokenised documents whose token ids say where they come from: doc d, position p -> 10000 + 1000 d + p;
+    also the ids that end a sentence."""
+    ids, labels, ends = [], [], set()
     for d in range(n_docs):
         doc_ids, doc_labels, pos = [], [], 0
-        for _ in range(rng.integers(*sentences)):
-            n = int(rng.integers(*sentence_len))
-            doc_ids.append(list(range(1000 + 100 * d + pos, 1000 + 100 * d + pos + n)))
+        for _ in range(rng.integers(1, 9)):
+            n = int(rng.integers(3, 12))
+            doc_ids.append(list(range(10000 + 1000 * d + pos, 10000 + 1000 * d + pos + n)))
             doc_labels.append([WORD_START if i % 2 == 0 else WORD_INSIDE for i in range(n)])
             pos += n
+            ends.add(doc_ids[-1][-1])
         ids.append(doc_ids)
         labels.append(doc_labels)
-    return {"ids": ids, "labels": labels}
+    return {"ids": ids, "labels": labels}, ends
 
 
 @pytest.mark.parametrize("task", ["sop", "nsp", "none"])
 def test_blocks_are_full_and_pairs_follow_their_task(task):
-    batch = _docs(60, np.random.default_rng(0))
+    batch, sentence_ends = _docs(200, np.random.default_rng(0))
     spec = BlockSpec(max_seq_len=32, sentence_task=task, seed=1, cls_id=2, sep_id=3)
-    out = build_blocks(batch, list(range(60)), spec)
+    out = build_blocks(batch, list(range(200)), spec)
     lengths = [len(x) for x in out["input_ids"]]
     assert all(n == 32 for n in lengths[:-1]), "only the last block of a map batch may be short"
     labels = Counter(out["sentence_label"])
+    if task != "nsp":  # every token in exactly one block (NSP negatives borrow text from other documents)
+        real = [t for row in out["input_ids"] for t in row if t >= 10000]
+        assert sorted(real) == sorted(t for doc in batch["ids"] for s in doc for t in s)
     if task == "none":
         assert set(labels) == {IGNORE}
-        real = [t for row in out["input_ids"] for t in row if t >= 1000]
-        assert len(real) == sum(len(s) for doc in batch["ids"] for s in doc)  # nothing lost, nothing repeated
         return
-    assert labels[0] > 10 and labels[1] > 10
+    assert labels[0] > 50 and labels[1] > 50
+    first_ends_sentence = {0: [], 1: []}
     for ids, types, label, word in zip(out["input_ids"], out["token_type_ids"], out["sentence_label"], out["word_labels"]):
         assert word[0] == NOT_A_WORD and word[-1] == NOT_A_WORD and ids[0] == 2 and ids[-1] == 3
         if label == IGNORE:
@@ -96,13 +100,17 @@ def test_blocks_are_full_and_pairs_follow_their_task(task):
         a, b = ids[1:first_sep], ids[first_sep + 1:-1]
         assert types == [0] * (len(a) + 2) + [1] * (len(b) + 1)
         assert word[1] == WORD_START and word[first_sep + 1] == WORD_START  # segments start with a word
-        same_doc = (a[0] - 1000) // 100 == (b[0] - 1000) // 100
-        if label == 0:  # the true continuation: B follows A directly
-            assert b[0] == a[-1] + 1
-        elif task == "sop":  # swapped: B's text comes right before A's
-            assert a[0] == b[-1] + 1
+        same_doc = a[0] // 1000 == b[0] // 1000
+        if label == 0:  # the true continuation: B's text follows A's
+            assert same_doc and b[0] > a[-1]
+        elif task == "sop":  # swapped: B's text comes before A's
+            assert same_doc and a[0] > b[-1]
         else:  # NSP negative: B from another document
             assert not same_doc
+        first_ends_sentence[label].append(a[-1] in sentence_ends)
+    if task == "sop":  # no shortcut: whether the first segment ends a sentence says nothing about the order
+        rates = [sum(v) / len(v) for v in first_ends_sentence.values()]
+        assert abs(rates[0] - rates[1]) < 0.2, rates  # fixed-offset windows gave 0.0 vs 1.0
 
 
 def test_padding_below_two_percent_through_the_dataset_build(tmp_path, tokenizer):

@@ -6,11 +6,12 @@ padding (only the last block of each `datasets.map` batch of documents is short)
 - sentence_task none: every document's tokens go into one stream, documents separated by
   [SEP], cut into `[CLS] ... [SEP]` blocks (RoBERTa's FULL-SENTENCES packing).
 - nsp / sop: a document long enough for a block yields pairs `[CLS] A [SEP] B [SEP]` that fill
-  it, A and B split at a random sentence boundary inside the block (Google BERT's
-  create_pretraining_data, with token windows instead of a short last chunk). NSP negatives take
-  B from another document and put the unused continuation back (as Google BERT does); SOP
-  negatives are A and B swapped (ALBERT). What a document cannot fill (short documents, the tail
-  of long ones) is packed into MLM-only blocks whose sentence label is ignored (-100).
+  it: chunks of whole sentences split at a random sentence boundary, cut to the block at random
+  ends (Google BERT's create_pretraining_data, without its short chunks). NSP negatives take B
+  from another document and put the unused continuation back (as Google BERT does); SOP
+  negatives are A and B swapped (ALBERT). What no pair uses (short documents, the tail of long
+  ones, the tokens cut off to fit a block) is packed into MLM-only blocks whose sentence label is
+  ignored (-100): with sop and none every token of the corpus is in exactly one block.
 
 Word-boundary labels, one per token (ERNIE style, exported with the examples): 0 = a word starts
 here, 1 = inside a word, -1 = [CLS] / [SEP] / padding. Words are jieba's, over the tokenizer's
@@ -85,19 +86,19 @@ def word_labels(text: str, words: list[str], offsets: list[tuple[int, int]]) -> 
 def build_blocks(batch: dict[str, list], indices: list[int], spec: BlockSpec) -> dict[str, list]:
     """datasets.map function: tokenised documents -> blocks (see the module docstring)."""
     rng = random.Random(spec.seed * 1_000_003 + indices[0])  # same blocks on every rebuild
-    docs = [_flatten(ids, labels) for ids, labels in zip(batch["ids"], batch["labels"])]
+    docs = [_flatten(ids, labels, spec.max_seq_len - 3) for ids, labels in zip(batch["ids"], batch["labels"])]
     out: dict[str, list] = {"input_ids": [], "token_type_ids": [], "word_labels": [], "sentence_label": []}
     stream_ids: list[int] = []
     stream_labels: list[int] = []
     body = spec.max_seq_len - 2
-    for d, (ids, labels, starts) in enumerate(docs):
-        cursor = _pairs(d, docs, spec, rng, out) if spec.sentence_task != "none" else 0
-        if cursor < len(ids):
+    for d, (ids, labels, _starts) in enumerate(docs):
+        left = _pairs(d, docs, spec, rng, out) if spec.sentence_task != "none" else [(0, len(ids))]
+        for start, end in left:  # what no pair used, each run of text after a [SEP]
             if stream_ids:
                 stream_ids.append(spec.sep_id)
                 stream_labels.append(NOT_A_WORD)
-            stream_ids += ids[cursor:]
-            stream_labels += labels[cursor:]
+            stream_ids += ids[start:end]
+            stream_labels += labels[start:end]
         taken = 0
         while len(stream_ids) - taken >= body:
             _emit_single(stream_ids[taken:taken + body], stream_labels[taken:taken + body], spec, out)
@@ -108,59 +109,100 @@ def build_blocks(batch: dict[str, list], indices: list[int], spec: BlockSpec) ->
     return out
 
 
-def _flatten(ids: list[list[int]], labels: list[list[int]]) -> tuple[list[int], list[int], list[int]]:
+def _flatten(ids: list[list[int]], labels: list[list[int]], piece: int) -> tuple[list[int], list[int], list[int]]:
+    """A document's tokens in one list, with where each sentence starts; a sentence longer than a
+    block counts as several (web text has lines of thousands of characters without a 。)."""
     flat_ids, flat_labels, starts = [], [], []
     for sentence_ids, sentence_labels in zip(ids, labels):
-        starts.append(len(flat_ids))
+        starts += range(len(flat_ids), len(flat_ids) + len(sentence_ids), piece)
         flat_ids += sentence_ids
         flat_labels += sentence_labels
     return flat_ids, flat_labels, starts
 
 
-def _pairs(d: int, docs: list, spec: BlockSpec, rng: random.Random, out: dict[str, list]) -> int:
-    """Emit the pairs document `d` fills; returns where its unused tail starts."""
+def _pairs(d: int, docs: list, spec: BlockSpec, rng: random.Random, out: dict[str, list]) -> list[tuple[int, int]]:
+    """Emit the pairs document `d` fills; returns the token ranges no pair used (the tokens cut off
+    to fit, the tail), which go to MLM-only blocks: every token is trained on.
+
+    As Google BERT: a chunk of whole sentences at least a block long, split at a random sentence
+    boundary into A and B, the pair then cut to the block by dropping tokens from a random end of
+    the longer segment. Both segments thus start and end mid-sentence equally often, so which one
+    ends with a 。 says nothing about their order (windows cut at fixed offsets would: SOP then
+    learns punctuation, not discourse)."""
     ids, labels, starts = docs[d]
+    bounds = [*starts, len(ids)]  # sentence i spans bounds[i]:bounds[i + 1]
     room = spec.max_seq_len - 3
-    cursor = 0
-    while len(ids) - cursor >= room:
-        end = cursor + room
-        inside = starts[bisect.bisect_right(starts, cursor):bisect.bisect_left(starts, end)]
-        split = rng.choice(inside) if inside else cursor + rng.randint(room // 4, 3 * room // 4)
-        a = (ids[cursor:split], labels[cursor:split])
-        b = (ids[split:end], labels[split:end])
+    first, cut = 0, []
+    while True:
+        last = first
+        while last < len(starts) and bounds[last] - bounds[first] < room:
+            last += 1
+        if bounds[last] - bounds[first] < room:  # too little left for a pair
+            return _merged([*cut, (bounds[first], len(ids))])
+        if last - first > 1:
+            a_end = rng.randint(first + 1, last - 1)
+            split = bounds[a_end]
+        else:  # one sentence fills the block: its two parts
+            a_end, split = last, bounds[first] + rng.randint(room // 4, 3 * room // 4)
+        a = (ids, labels, bounds[first], split)
+        b = (ids, labels, split, bounds[last])
         negative = rng.random() < 0.5
         if negative and spec.sentence_task == "nsp" and len(docs) > 1:
-            _emit_pair(a, _random_span(d, docs, room - len(a[0]), rng), 1, spec, out)
-            cursor = split  # the unused continuation goes back into the document, as in Google BERT
+            pair = _emit_pair(a, _random_span(d, docs, room - (a[3] - a[2]), rng), 1, spec, rng, out)
+            first = a_end  # the unused continuation goes back into the document, as in Google BERT
         elif negative and spec.sentence_task == "sop":
-            _emit_pair(b, a, 1, spec, out)
-            cursor = end
+            pair, first = _emit_pair(b, a, 1, spec, rng, out), last
         else:
-            _emit_pair(a, b, 0, spec, out)
-            cursor = end
-    return cursor
+            pair, first = _emit_pair(a, b, 0, spec, rng, out), last
+        cut += [(start, end) for source, start, end in pair if source is ids]  # not another document's text
 
 
-def _random_span(d: int, docs: list, need: int, rng: random.Random) -> tuple[list[int], list[int]]:
-    """`need` tokens of another document, from a random sentence start that leaves enough of them.
-    A few draws look for a document that long, so negatives fill their block too."""
+def _random_span(d: int, docs: list, need: int, rng: random.Random) -> tuple[list[int], list[int], int, int]:
+    """Whole sentences of another document, from a random sentence on, at least `need` tokens long
+    where a few draws find a document that long (so negatives fill their block too)."""
     for _ in range(10):
         other = rng.randrange(len(docs) - 1)
         other += other >= d
         if len(docs[other][0]) >= need:
             break
     ids, labels, starts = docs[other]
-    fitting = [s for s in starts if len(ids) - s >= need] or [0]
-    start = rng.choice(fitting)
-    return ids[start:start + need], labels[start:start + need]
+    fitting = [i for i, s in enumerate(starts) if len(ids) - s >= need] or [0]
+    i = rng.choice(fitting)
+    end = next((s for s in starts[i + 1:] if s - starts[i] >= need), len(ids)) if starts else len(ids)
+    return ids, labels, (starts[i] if starts else 0), end
 
 
-def _emit_pair(a: tuple, b: tuple, label: int, spec: BlockSpec, out: dict[str, list]) -> None:
-    (a_ids, a_labels), (b_ids, b_labels) = a, b
+def _emit_pair(a: tuple, b: tuple, label: int, spec: BlockSpec, rng: random.Random,
+               out: dict[str, list]) -> list[tuple[list[int], int, int]]:
+    """`[CLS] A [SEP] B [SEP]`, the longer segment losing tokens at a random end until the pair fits;
+    returns the ranges cut off, as (token list, start, end)."""
+    original = (a, b)
+    a, b = list(a), list(b)  # [ids, labels, start, end]
+    while (a[3] - a[2]) + (b[3] - b[2]) > spec.max_seq_len - 3:
+        longer = a if a[3] - a[2] > b[3] - b[2] else b
+        if rng.random() < 0.5:
+            longer[2] += 1
+        else:
+            longer[3] -= 1
+    a_ids, a_labels = a[0][a[2]:a[3]], a[1][a[2]:a[3]]
+    b_ids, b_labels = b[0][b[2]:b[3]], b[1][b[2]:b[3]]
     out["input_ids"].append([spec.cls_id, *a_ids, spec.sep_id, *b_ids, spec.sep_id])
     out["token_type_ids"].append([0] * (len(a_ids) + 2) + [1] * (len(b_ids) + 1))
     out["word_labels"].append([NOT_A_WORD, *_starting(a_labels), NOT_A_WORD, *_starting(b_labels), NOT_A_WORD])
     out["sentence_label"].append(label)
+    return [(seg[0], start, end) for seg, old in zip((a, b), original)
+            for start, end in ((old[2], seg[2]), (seg[3], old[3])) if end > start]
+
+
+def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted ranges with touching ones joined (fewer [SEP]s between runs of the same text)."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(r for r in ranges if r[1] > r[0]):
+        if merged and merged[-1][1] == start:
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def _emit_single(ids: list[int], labels: list[int], spec: BlockSpec, out: dict[str, list]) -> None:

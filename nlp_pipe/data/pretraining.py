@@ -30,7 +30,7 @@ from .documents import FEATURES, Layout, documents
 
 log = logging.getLogger(__name__)
 
-DATA_VERSION = 1  # bump when the blocks built from the same inputs change
+DATA_VERSION = 3  # bump when the blocks built from the same inputs change
 STATS = "stats.json"
 _MAP_BATCH = 1000  # documents per map call: NSP negatives come from the same batch
 

@@ -38,7 +38,7 @@ from ..training import Summary, TrainOptions, Trainer
 from . import Input, Result
 
 NAME = "pretrain"
-VERSION = 1
+VERSION = 2
 DISTRIBUTED = True  # every process of `accelerate launch` runs this stage; the main one writes the artifact
 SETTINGS_JSON = "pretraining.json"
 # fields that do not change the training trajectory: a rerun with other values still resumes

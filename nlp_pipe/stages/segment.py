@@ -45,7 +45,7 @@ _CHUNK_CHARS = 50_000  # about 0.15 s of jieba: small enough to even out the wor
 INPUTS = {
     "corpus": Input("text files: txt (one text a line), jsonl, csv or tsv", kind="file", multiple=True),
     "userdict": Input("jieba user dictionaries: files (`word [freq]` a line) or vocab artifacts",
-                      kind="any", multiple=True, required=False, stages=("vocab",)),
+                      kind="any", multiple=True, required=False, stages=("vocab", "phrases", "expand")),
 }
 
 log = logging.getLogger(__name__)
