@@ -273,7 +273,7 @@ def test_stage_command_runs_reports_and_skips(tmp_path):
     (["--workers", "x"], "segment: workers must be a whole number, got 'x'"),
     (["--mode", "fast"], "mode = 'fast' is not one of: accurate, search"),
     (["--label-per-file", "pos,neg"], "label_per_file has 2 labels for 1 corpus files"),
-    (["--userdict", "nope.txt"], "nope.txt, which does not exist. Run the stage that makes it first (vocab)"),
+    (["--userdict", "nope.txt"], "nope.txt, which does not exist. Run the stage that makes it first (vocab or phrases or expand)"),
 ])
 def test_stage_command_mistakes_exit_2(tmp_path, args, message):
     result = run_cli("segment", "--corpus", FIXTURES / "pos.txt", "--out", tmp_path / "seg", *args)

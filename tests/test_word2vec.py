@@ -167,3 +167,14 @@ def test_bad_configs_and_inputs_are_user_errors(seg, tmp_path):
         build("word2vec", tmp_path / "x", {"corpus": raw}, **W2V)
     with pytest.raises(UserError, match="min-count"):
         build("word2vec", tmp_path / "x", {"corpus": seg}, **{**W2V, "min_count": 100_000})
+
+
+def test_report_compares_with_other_vectors(w2v, seg, eval_files, tmp_path):
+    analogy, similarity = eval_files
+    manifest = build("word2vec", tmp_path / "other", {"corpus": seg, "analogy": analogy, "similarity": similarity,
+                                                      "compare": [w2v]}, min_count=1, epochs=2, vector_size=16, workers=1)
+    report = (tmp_path / "other" / "report.md").read_text(encoding="utf-8")
+    table = report.split("## Comparison", 1)[1]
+    assert f"| this run | {w2v.name} |" in table
+    earlier = artifacts.read_manifest(w2v)["metrics"]
+    assert f"| analogy_accuracy | {manifest['metrics']['analogy_accuracy']} | {earlier['analogy_accuracy']} |" in table

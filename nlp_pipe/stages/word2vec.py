@@ -27,6 +27,7 @@ from gensim.models.callbacks import CallbackAny2Vec
 from ..config import option
 from ..errors import UserError
 from ..segmenter import default_workers
+from ..artifacts import read_manifest
 from ..vectors import ReportOptions, finish_artifact
 from . import Input, Result
 
@@ -40,6 +41,8 @@ INPUTS = {
                     kind="any", stages=("segment", "phrases")),
     "analogy": Input("analogy questions: `: section` lines, then `a b c d` a line (e.g. vocab/analogy_zh.txt)", required=False),
     "similarity": Input("word pairs: `word1 word2 score` a line, # comments (e.g. vocab/similarity_zh.txt)", required=False),
+    "compare": Input("other vectors artifacts whose evaluation figures the report sets beside this one's (e.g. plain vs n-gram)",
+                     kind="artifact", multiple=True, required=False, stages=("word2vec", "import-vectors")),
 }
 
 log = logging.getLogger(__name__)
@@ -97,7 +100,20 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     head = (f"## Training\ngensim {config.algorithm} ({'skip-gram' if config.sg else 'CBOW'}, {objective}), "
             f"{config.epochs} epochs over {metrics['corpus_words']:,} words in {train_s:.1f} s on {threads} "
             f"({metrics['words_per_s'] or 0:,} words/s).")
-    return Result(counts, metrics, head + "\n\n" + report)
+    return Result(counts, metrics, head + "\n\n" + report + _comparison(out.name, metrics, inputs["compare"]))
+
+
+def _comparison(name: str, metrics: dict, others: list[Path]) -> str:
+    """A table of the headline evaluation figures of this run beside other vectors artifacts'."""
+    if not others:
+        return ""
+    keys = ("vocab_size", "analogy_accuracy", "analogy_accuracy_3cosmul", "analogy_oov_skipped",
+            "similarity_spearman", "similarity_oov_skipped")
+    columns = [("this run", metrics)] + [(p.name, (read_manifest(p) or {}).get("metrics", {})) for p in others]
+    lines = ["", "", "## Comparison", "", "| figure | " + " | ".join(c for c, _ in columns) + " |",
+             "| --- |" + " --- |" * len(columns)]
+    lines += [f"| {k} | " + " | ".join(str(m.get(k, "-")) for _, m in columns) + " |" for k in keys]
+    return "\n".join(lines)
 
 
 def corpus_file(path: Path) -> Path:
