@@ -21,6 +21,7 @@ from typing import Literal
 
 from ..config import option
 from ..errors import UserError
+from ..segmenter import read_userdict
 from . import Input, Result
 
 NAME = "vocab"
@@ -102,18 +103,11 @@ def _count_words(files: list[Path]) -> Counter:
 
 
 def _forced_words(phrase_dirs: list[Path], word_files: list[Path]) -> dict[str, int]:
+    """Words that join the vocabulary whatever their corpus count, with the largest count given."""
     forced: dict[str, int] = {}
-    sources = [p / USERDICT for p in phrase_dirs] + list(word_files)
-    for path in sources:
-        try:
-            lines = path.read_text(encoding="utf-8-sig").splitlines()
-        except UnicodeDecodeError as exc:
-            raise UserError(f"{path}: word lists must be UTF-8 (byte {exc.start} is not)") from None
-        for line in lines:
-            parts = line.split()
-            if parts:
-                count = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 1
-                forced[parts[0]] = max(forced.get(parts[0], 0), count)
+    for path in [p / USERDICT for p in phrase_dirs] + list(word_files):
+        for word, count in read_userdict(path):  # same `word [count] [tag]` grammar as jieba user dictionaries
+            forced[word] = max(forced.get(word, 0), count or 1)
     return forced
 
 
