@@ -142,7 +142,7 @@ def test_userdict_from_a_vocab_artifact(tmp_path, seg_reviews):
 
 
 def test_userdict_artifact_must_be_a_vocab(tmp_path, seg_news):
-    with pytest.raises(UserError, match="must be a vocab artifact"):
+    with pytest.raises(UserError, match="must be a vocab or phrases or expand artifact"):
         build("segment", tmp_path / "seg", {"corpus": [_domain_corpus(tmp_path)], "userdict": [seg_news]}, workers=1)
 
 
