@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -124,6 +125,12 @@ def test_padding_below_two_percent_through_the_dataset_build(tmp_path, tokenizer
     assert built.stats["documents"] == 9 + 160 and built.stats["eval_documents"] == 2
     again = pretraining.build(corpus, "news+reviews", tokenizer, spec, tmp_path / "cache", num_proc=1)
     assert again.reused and again.train["input_ids"] == built.train["input_ids"]
+    three = pretraining.build(corpus, "news+reviews", tokenizer, replace(spec, pair_sets=3), tmp_path / "cache", num_proc=1)
+    n = stats["blocks"]
+    assert not three.reused and three.stats["train"]["blocks"] == pytest.approx(3 * n, abs=6)
+    assert three.train[:n]["input_ids"] == built.train["input_ids"]  # the first set is the single-set build
+    assert three.train[n:2 * n]["input_ids"] != built.train["input_ids"]  # the others split and cut elsewhere
+    assert len(three.eval) == len(built.eval)  # evaluation keeps one fixed set
 
 
 def _collator(whole_word=True, seed=0) -> MaskingCollator:

@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ class BuildSpec:
     read: ReadOptions
     hmm: bool
     eval_docs: int
+    pair_sets: int = 1  # sentence tasks: differently drawn pair sets in the training data (dupe_factor)
 
 
 @dataclass
@@ -104,13 +105,17 @@ def _build_into(tmp: Path, paths: list[Path], tokenizer: Any, spec: BuildSpec, n
     for name, split in splits.items():
         if split is None:
             continue
-        blocks = _blocks(split, tokenizer, spec, num_proc if len(split) >= 2 * _MAP_BATCH else None)
+        sets = spec.pair_sets if name == "train" and spec.block.sentence_task != "none" else 1
+        blocks = _blocks(split, tokenizer, spec, num_proc if len(split) >= 2 * _MAP_BATCH else None, sets)
         blocks.save_to_disk(str(tmp / name))
         stats[name] = block_stats(blocks, spec.block.max_seq_len)
     return stats
 
 
-def _blocks(docs: datasets.Dataset, tokenizer: Any, spec: BuildSpec, num_proc: int | None) -> datasets.Dataset:
+def _blocks(docs: datasets.Dataset, tokenizer: Any, spec: BuildSpec, num_proc: int | None, sets: int) -> datasets.Dataset:
+    """Tokenise once, then draw `sets` sets of blocks with different seeds: pairs are fixed once built,
+    so over several epochs a single set lets the model memorise each pair's order (training SOP
+    accuracy rose to 65% while held-out stayed at 53%); Google BERT draws dupe_factor sets for this."""
     if num_proc and num_proc > 1:
         # the fast tokenizer's thread pool is disabled in forked workers anyway; saying so up front
         # avoids its fork warning and gives 1.7x with 2 workers (PITFALLS.md)
@@ -124,9 +129,11 @@ def _blocks(docs: datasets.Dataset, tokenizer: Any, spec: BuildSpec, num_proc: i
         "word_labels": datasets.Sequence(datasets.Value("int8")),
         "sentence_label": datasets.Value("int16"),
     })
-    return tokens.map(build_blocks, batched=True, batch_size=_MAP_BATCH, with_indices=True, num_proc=num_proc,
-                      fn_kwargs={"spec": spec.block}, remove_columns=tokens.column_names, features=features,
-                      desc="blocks")
+    parts = [tokens.map(build_blocks, batched=True, batch_size=_MAP_BATCH, with_indices=True, num_proc=num_proc,
+                        fn_kwargs={"spec": replace(spec.block, seed=spec.block.seed + k)},
+                        remove_columns=tokens.column_names, features=features, desc=f"blocks {k + 1}/{sets}")
+             for k in range(sets)]
+    return datasets.concatenate_datasets(parts) if sets > 1 else parts[0]
 
 
 def block_stats(blocks: datasets.Dataset, max_seq_len: int) -> dict[str, Any]:

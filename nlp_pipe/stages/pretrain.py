@@ -71,6 +71,8 @@ class Config(ReadOptions, TrainOptions):
     random_ratio: float = option(0.1, "of the chosen words: replaced by random tokens (the rest stay unchanged)", min=0.0, max=1.0)
     hmm: bool = option(True, "jieba HMM for words missing from its dictionary (text files; segment artifacts keep their words)")
     attention: Literal["sdpa", "eager"] = option("sdpa", "attention implementation")
+    pair_sets: int = option(4, "nsp/sop: sets of pairs drawn with different splits (Google BERT's dupe_factor), "
+                               "so several epochs do not repeat the same pairs; the training data holds the text that often", min=1, max=20)
     eval_docs: int = option(200, "documents held out for evaluation (at most a fifth of them)", min=0)
     num_proc: int = option(0, "processes for tokenisation and jieba (datasets.map); 0 = up to 4 for large corpora", min=0)
     export_dataset: bool = option(False, "also save the tokenised blocks with word-boundary labels under dataset/")
@@ -167,7 +169,7 @@ def _model(config: Config, inputs: dict[str, list[Path]], tokenizer: Any) -> Any
 def _build_spec(config: Config, tokenizer: Any) -> blocks_data.BuildSpec:
     read = ReadOptions(**{f.name: getattr(config, f.name) for f in dataclasses.fields(ReadOptions)})
     block = BlockSpec(config.max_seq_len, config.sentence_task, config.seed, tokenizer.cls_token_id, tokenizer.sep_token_id)
-    return blocks_data.BuildSpec(block, config.layout, read, config.hmm, config.eval_docs)
+    return blocks_data.BuildSpec(block, config.layout, read, config.hmm, config.eval_docs, config.pair_sets)
 
 
 def _forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -246,7 +248,8 @@ def _report(config: Config, summary: Summary, built: blocks_data.Built, hf_model
              f"{f' (resumed at step {summary.resumed_from})' if summary.resumed_from else ''}, {summary.processes} process(es), "
              f"{summary.precision}; {summary.tokens_per_s:,.0f} real tokens/s, padding {summary.padding_fraction:.2%}.",
              f"Data: {built.stats['documents']} documents -> {built.stats['train']['blocks']} training blocks of "
-             f"{config.max_seq_len} ({built.stats['train']['pair_blocks']} sentence pairs); cache {built.cache_dir}.",
+             f"{config.max_seq_len} ({built.stats['train']['pair_blocks']} sentence pairs"
+             f"{f', {config.pair_sets} pair sets' if config.sentence_task != 'none' else ''}); cache {built.cache_dir}.",
              "", "| split | " + " | ".join(summary.last_eval or summary.last_train) + " |",
              "| --- |" + " --- |" * len(summary.last_eval or summary.last_train)]
     for split, values in (("train", summary.last_train), ("eval", summary.last_eval)):
