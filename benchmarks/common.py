@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 _VERSIONS = ("torch", "jieba", "gensim", "datasets", "transformers")
+QUIET_CORES = 0.1  # a run during which other processes used less than this counts as quiet
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -72,6 +73,30 @@ def _own_cpu_s() -> float:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def cores(others: float | None) -> str:
+    return "?" if others is None else f"{others:.2f} cores"
+
+
+def note_quiet_ratio(info: dict[str, Any], runs: list[tuple[float, float | None]],
+                     baseline_runs: list[tuple[float, float | None]], higher_is_better: bool = True) -> None:
+    """Record what other processes used during each (value, others) run in `info`, and print the
+    ratio over the quiet runs only (others below QUIET_CORES), when each side had one."""
+    info["other_processes_cores"] = {"ours": [_round(o) for _, o in runs], "baseline": [_round(o) for _, o in baseline_runs]}
+    quiet = [v for v, o in runs if o is not None and o < QUIET_CORES]
+    quiet_base = [v for v, o in baseline_runs if o is not None and o < QUIET_CORES]
+    if quiet and quiet_base:
+        ratio = median(quiet) / median(quiet_base) if higher_is_better else median(quiet_base) / median(quiet)
+        info["quiet_ratio"] = {"ratio": ratio, "runs": len(quiet), "baseline_runs": len(quiet_base)}
+        print(f"quiet runs only (other processes < {QUIET_CORES} cores): ratio {ratio:.2f}x "
+              f"over {len(quiet)} + {len(quiet_base)} baseline runs")
+    else:
+        print(f"no quiet run on both sides (other processes >= {QUIET_CORES} cores): figures are load-affected")
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 2)
 
 
 def machine() -> dict[str, Any]:

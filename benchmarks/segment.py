@@ -108,7 +108,7 @@ def main() -> None:
         size = build_corpus(args, corpus, (QUICK_MB if args.quick else FULL_MB) * 1_000_000)
         print(f"corpus: {size / 1e6:.1f} MB, {sum(1 for _ in open(corpus, encoding='utf-8'))} lines; "
               f"load average {info['load_avg']}")
-        times: dict[str, list[float]] = {"stage": [], "plain": []}
+        runs: dict[str, list[tuple[float, float | None]]] = {"stage": [], "plain": []}  # (s, others' cores)
         for r in range(args.repeats):
             order = ("stage", "plain") if r % 2 == 0 else ("plain", "stage")  # fair to drifting load
             for side in order:
@@ -116,13 +116,14 @@ def main() -> None:
                     t, others, _ = common.timed(lambda: run_stage(corpus, tmp / "artifact"))
                 else:
                     t, others, _ = common.timed(lambda: run_plain(corpus, tmp / "plain.txt"))
-                times[side].append(t)
+                runs[side].append((t, others))
                 print(f"  repeat {r + 1}: {side:5s} {t:6.2f} s  {size / 1e6 / t:5.2f} MB/s  "
-                      f"(other processes used {others:.2f} cores meanwhile)", flush=True)
+                      f"(other processes used {common.cores(others)} meanwhile)", flush=True)
         pct, rows = identical_pct(corpus, tmp / "artifact" / "corpus.txt", tmp / "plain.txt")
         check_dataset(tmp / "artifact", rows)
-    stage_mbs = size / 1e6 / common.median(times["stage"])
-    plain_mbs = size / 1e6 / common.median(times["plain"])
+    common.note_quiet_ratio(info, runs["stage"], runs["plain"], higher_is_better=False)
+    stage_mbs = size / 1e6 / common.median([t for t, _ in runs["stage"]])
+    plain_mbs = size / 1e6 / common.median([t for t, _ in runs["plain"]])
     common.report("segment", args, {
         "segment_mb_per_s": common.figure(stage_mbs, "MB/s", plain_mbs),
         "identical_lines_pct": common.figure(pct, "%"),

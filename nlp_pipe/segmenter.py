@@ -2,9 +2,10 @@
 
 A `Segmenter` owns its own `jieba.Tokenizer` built from a picklable `SegmenterSpec`, never
 the global default, so loading a user dictionary never changes jieba behind the user's back.
-`cut_parallel` fans chunks of texts out to worker processes that each build the tokenizer
-once, keeps only a bounded number of chunks in flight (memory stays flat) and yields
-results in input order.
+`cut_parallel` fans chunks of texts out to worker processes (forked from a process that has
+built the tokenizer once, or each building their own where fork is not the start method),
+keeps only a bounded number of chunks in flight (memory stays flat) and yields results in
+input order.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 
 Writes `dataset/` (a `datasets` dataset with text, words and label when present,
 `datasets.load_from_disk`) and `corpus.txt` (space-separated words, one kept row a line,
-aligned with the dataset). Large inputs are cut in parallel, one jieba dictionary per worker.
+aligned with the dataset). Large inputs are cut in parallel worker processes.
 """
 
 from __future__ import annotations
