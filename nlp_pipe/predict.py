@@ -15,6 +15,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,14 +51,20 @@ class TextClassifier:
         if config.get("model_type") == "textcnn":
             return _TextCNNClassifier(directory)
         if any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or []):
-            return _BertClassifier(directory)
+            return BertClassifier.from_dir(directory)
         raise UserError(f"{directory} holds a '{config.get('model_type')}' model, not a classifier (textcnn or *ForSequenceClassification)")
 
     def predict(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Probabilities per class, in input order. Batches hold texts of similar length (padding is
+        cut per batch), so a mixed list runs as fast as a sorted one."""
         if isinstance(texts, str):
             raise TypeError("predict takes a list of texts, not one string")
-        chunks = [self._probs(list(texts[i:i + batch_size])) for i in range(0, len(texts), batch_size)]
-        return np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels)), dtype=np.float32)
+        probs = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        for i in range(0, len(texts), batch_size):
+            index = order[i:i + batch_size]
+            probs[index] = self._probs([texts[j] for j in index])
+        return probs
 
     def predict_labels(self, texts: Sequence[str], batch_size: int = 64) -> list[tuple[str, float]]:
         """(label, its probability) per text; binary tasks use the threshold chosen on dev."""
@@ -94,20 +101,30 @@ class _TextCNNClassifier(TextClassifier):
         return torch.softmax(logits.float(), dim=-1).numpy()
 
 
-class _BertClassifier(TextClassifier):
-    def __init__(self, directory: Path) -> None:
+class BertClassifier(TextClassifier):
+    """A *ForSequenceClassification model with its tokenizer; texts longer than max_len are cut as in training."""
+
+    def __init__(self, model: Any, tokenizer: Any, labels: list[str], threshold: float | None, max_len: int) -> None:
+        super().__init__(labels, threshold)
+        self.model, self.tokenizer, self.max_len = model.eval(), tokenizer, max_len
+        self.device = next(model.parameters()).device
+
+    @classmethod
+    def from_dir(cls, directory: Path) -> BertClassifier:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(str(directory))
-        self.model = AutoModelForSequenceClassification.from_pretrained(str(directory)).eval()
-        id2label = self.model.config.id2label
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        model = AutoModelForSequenceClassification.from_pretrained(str(directory))
         meta_path = directory / "labels.json"
-        threshold = json.loads(meta_path.read_text(encoding="utf-8")).get("threshold") if meta_path.exists() else None
-        super().__init__([id2label[i] for i in range(len(id2label))], threshold)
-        self.max_len = min(self.model.config.max_position_embeddings, 512)
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
+        id2label = model.config.id2label
+        max_len = meta.get("max_seq_len") or min(model.config.max_position_embeddings, 512)
+        if torch.cuda.is_available():
+            model = model.cuda()
+        return cls(model, tokenizer, [id2label[i] for i in range(len(id2label))], meta.get("threshold"), max_len)
 
     def _probs(self, texts: list[str]) -> np.ndarray:
         batch = self.tokenizer(texts, truncation=True, max_length=self.max_len, padding=True, return_tensors="pt")
         with torch.inference_mode():
-            logits = self.model(**batch).logits
-        return torch.softmax(logits.float(), dim=-1).numpy()
+            logits = self.model(**{k: v.to(self.device) for k, v in batch.items()}).logits
+        return torch.softmax(logits.float(), dim=-1).cpu().numpy()

@@ -39,29 +39,53 @@ class TrainState:
 class BatchOrder:
     """Batch `k` of the run, for this process: epoch k // per_epoch in a permutation seeded by (seed, epoch).
 
-    The position alone decides the batch, so resuming at micro-batch k needs no sampler state."""
+    The position alone decides the batch, so resuming at micro-batch k needs no sampler state.
+    With `lengths`, batches hold examples of similar length (little padding) yet stay random: the
+    epoch's permutation is cut into pools of POOL_BATCHES global batches, each pool sorted by length
+    and cut into batches, and the batches shuffled (HF's group_by_length does the same with a sampler
+    whose state a resume would have to restore)."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, processes: int, rank: int, per_epoch: int) -> None:
+    POOL_BATCHES = 50
+
+    def __init__(self, n: int, batch_size: int, seed: int, processes: int, rank: int, per_epoch: int,
+                 lengths: np.ndarray | None = None) -> None:
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.processes, self.rank, self.per_epoch = processes, rank, per_epoch
+        self.lengths = lengths
         self._epoch, self._perm = -1, np.arange(0)
 
     def indices(self, micro_step: int) -> list[int]:
         epoch, batch = divmod(micro_step, self.per_epoch)
         if epoch != self._epoch:
-            self._epoch, self._perm = epoch, np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            self._epoch, self._perm = epoch, self._permutation(np.random.default_rng([self.seed, epoch]))
         start = (batch * self.processes + self.rank) * self.batch_size
         return self._perm[start:start + self.batch_size].tolist()
+
+    def _permutation(self, rng: np.random.Generator) -> np.ndarray:
+        perm = rng.permutation(self.n)
+        if self.lengths is None:
+            return perm
+        size = self.batch_size * self.processes  # one global batch: every process gets a similar-length share
+        pool = size * self.POOL_BATCHES
+        batches = []
+        for start in range(0, len(perm), pool):
+            chunk = perm[start:start + pool]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches += [chunk[i:i + size] for i in range(0, len(chunk), size)]
+        full = [b for b in batches if len(b) == size]  # an incomplete batch goes last: never reached
+        return np.concatenate([full[i] for i in rng.permutation(len(full))] + [b for b in batches if len(b) < size])
 
 
 class StepLoop:
     """One optimizer step at a time: accumulate micro-batches, clip, step; sums for the next log record."""
 
     def __init__(self, acc: Accelerator, options: Any, model, optimizer, scheduler, data, collate: Callable,
-                 forward: Forward, transform: Callable | None, summarize: Callable, per_epoch: int) -> None:
+                 forward: Forward, transform: Callable | None, summarize: Callable, per_epoch: int,
+                 lengths: np.ndarray | None = None) -> None:
         self.acc, self.o, self.model, self.optimizer, self.scheduler = acc, options, model, optimizer, scheduler
         self.data, self.collate, self.forward, self.transform, self.summarize = data, collate, forward, transform, summarize
-        self.order = BatchOrder(len(data), options.batch_size, options.seed, acc.num_processes, acc.process_index, per_epoch)
+        self.order = BatchOrder(len(data), options.batch_size, options.seed, acc.num_processes, acc.process_index, per_epoch,
+                                lengths)
         self.window: dict[str, torch.Tensor] = {}
         self.total = {"tokens": 0, "slots": 0, "seconds": 0.0, "steps": 0}  # this session's training steps
         self.recent = dict(self.total)  # the same since the last log record

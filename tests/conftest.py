@@ -95,3 +95,22 @@ def seg_news(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("shared") / "seg_news"
     build("segment", out, {"corpus": [FIXTURES / "news.txt"]}, workers=1)
     return out
+
+
+def make_tiny_bert(out: Path, layers: int = 2, hidden: int = 32, seed: int = 0) -> Path:
+    """A random tiny BertForMaskedLM on the Chinese BERT vocabulary, saved with its fast tokenizer."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizer
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=21128, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                        intermediate_size=2 * hidden, max_position_embeddings=128)
+    BertForMaskedLM(config).save_pretrained(out)
+    BertTokenizer(vocab=str(FIXTURES / "bert_zh" / "vocab.txt")).save_pretrained(out)  # not BertTokenizerFast(vocab_file=): PITFALLS.md
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A tiny random BERT checkpoint directory (2 layers x 32 hidden), shared read-only by the session."""
+    return make_tiny_bert(tmp_path_factory.mktemp("shared") / "tiny_bert")

@@ -60,7 +60,15 @@ class TextCNN(nn.Module):
         if self.tuned is not None:
             embedded = embedded + self.tuned(input_ids)
         x = embedded.transpose(1, 2)
-        pooled = [torch.relu(conv(x)).amax(dim=2) for conv in self.convs]
+        # windows reaching into padding are left out of the max, so a text's logits do not depend on
+        # how long the other texts of its batch are (a text shorter than a kernel keeps its first window)
+        lengths = (input_ids != 0).sum(dim=1, keepdim=True)
+        positions = torch.arange(x.shape[2], device=x.device)
+        pooled = []
+        for conv, k in zip(self.convs, self.config.kernel_sizes):
+            h = torch.relu(conv(x))
+            valid = positions[: h.shape[2]] < (lengths - k + 1).clamp(min=1)
+            pooled.append(h.masked_fill(~valid.unsqueeze(1), 0.0).amax(dim=2))
         return self.classifier(self.dropout(torch.cat(pooled, dim=1)))
 
     def save(self, directory: Path) -> None:

@@ -25,6 +25,8 @@ STAGES = {
     "textcnn": "textcnn",
     "pretrain": "pretrain",
     "expand": "expand",
+    "finetune": "finetune",
+    "extract": "extract",
 }
 
 

@@ -31,7 +31,7 @@ from ..vectors import embedding_matrix, load_keyed_vectors
 from . import Input, Result
 
 NAME = "textcnn"
-VERSION = 1
+VERSION = 2  # 2: max-pooling ignores windows in padding
 SPECIALS = ("[PAD]", "[UNK]")
 
 INPUTS = {

@@ -1,0 +1,218 @@
+"""Stage `extract`: feature vectors from a BERT checkpoint for every text of a corpus.
+
+    nlp-pipe extract --checkpoint runs/bert --corpus texts.txt --out runs/feats
+    nlp-pipe extract --checkpoint runs/bert --corpus runs/seg --pooling mean --layer -2 --output-format dataset --out runs/feats
+
+Writes features.npy (float32 [texts, hidden] for cls/mean; [tokens, hidden] plus offsets.npy for
+tokens pooling, text i = features[offsets[i]:offsets[i+1]]) or a `datasets` dataset under dataset/
+(text, label, features), and index.jsonl (row, text, label, source, tokens) in input order.
+Texts are batched by token length, so batches carry almost no padding.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..config import option
+from ..corpus import Counts, ReadOptions, read_rows
+from ..errors import UserError
+from . import Input, Result
+
+NAME = "extract"
+VERSION = 1
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
+
+INPUTS = {
+    "checkpoint": Input("a BERT-family HuggingFace directory with its tokenizer (pretrain, expand, finetune or distill "
+                        "artifact, or any local BERT dir); its base encoder is used", kind="any",
+                        stages=("pretrain", "expand", "finetune", "distill")),
+    "corpus": Input("texts: txt/jsonl/csv/tsv files or segment artifacts", kind="any", multiple=True, stages=("segment",)),
+}
+
+
+@dataclass(frozen=True)
+class Config(ReadOptions):
+    pooling: Literal["cls", "mean", "tokens"] = option(
+        "cls", "cls: the [CLS] vector; mean: average over the text's real tokens ([CLS] and [SEP] included, padding "
+               "excluded); tokens: every token's vector")
+    layer: int = option(-1, "hidden layer: -1 = last, 0 = embedding output, k = output of encoder layer k (negative counts back from the last)")
+    max_seq_len: int = option(128, "tokens per text, [CLS] and [SEP] included; longer texts are cut and counted as truncated", min=2)
+    batch_size: int = option(64, "texts per forward pass", min=1)
+    output_format: Literal["npy", "dataset"] = option("npy", "features.npy (+ offsets.npy for tokens) or a datasets dataset under dataset/")
+    normalize: bool = option(False, "L2-normalise every vector (every token's for tokens pooling)")
+
+
+def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
+    tokenizer, model = _load(inputs["checkpoint"][0])
+    layers, positions = model.config.num_hidden_layers, model.config.max_position_embeddings
+    if not -layers - 1 <= config.layer <= layers:
+        raise UserError(f"extract: layer = {config.layer} is out of range for a {layers}-layer model ({-layers - 1}..{layers})")
+    if config.max_seq_len > positions:
+        raise UserError(f"extract: max_seq_len = {config.max_seq_len} exceeds the model's {positions} positions")
+    counts = Counts()
+    rows = _read(config, inputs["corpus"], counts)
+    if not rows:
+        raise UserError(f"extract: no text to encode; all {counts.rows_in} corpus rows were dropped {dict(counts.dropped)}")
+    texts, labels, sources = (list(column) for column in zip(*rows))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    t0 = time.perf_counter()
+    ids, truncated = _tokenize(tokenizer, texts, config.max_seq_len)
+    lengths = np.array([len(x) for x in ids], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    shape = (int(offsets[-1]) if config.pooling == "tokens" else len(texts), model.config.hidden_size)
+    if config.output_format == "npy":  # written in place: a tokens matrix need not fit in memory
+        features = np.lib.format.open_memmap(out / "features.npy", mode="w+", dtype=np.float32, shape=shape)
+    else:
+        features = np.empty(shape, dtype=np.float32)
+    padded = _encode(model.to(device), config, ids, lengths, offsets, features, tokenizer.pad_token_id or 0, device)
+    seconds = time.perf_counter() - t0
+    if config.output_format == "npy":
+        features.flush()
+        if config.pooling == "tokens":
+            np.save(out / "offsets.npy", offsets)
+    else:
+        _save_dataset(out / "dataset", texts, labels, features, offsets if config.pooling == "tokens" else None)
+    _write_index(out / "index.jsonl", texts, labels, sources, lengths)
+    metrics = {"rows": len(texts), "dim": shape[1], "pooling": config.pooling, "layer": config.layer,
+               "texts_per_s": round(len(texts) / seconds, 1), "truncated": truncated, "tokens": int(offsets[-1]),
+               "padding_fraction": round(padded / (padded + int(offsets[-1])), 5)}
+    return Result(counts.as_dict(), metrics, _report(config, metrics, shape), {"device": str(device)})
+
+
+def _load(checkpoint: Path) -> tuple[Any, Any]:
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
+
+    if not checkpoint.is_dir():
+        raise UserError(f"extract: checkpoint {checkpoint} is not a directory; pass a HuggingFace model directory")
+    missing = [what for what, files in (("config.json", ("config.json",)), ("tokenizer (tokenizer.json or vocab.txt)", _TOKENIZER_FILES))
+               if not any((checkpoint / f).is_file() for f in files)]
+    if missing:
+        raise UserError(f"extract: checkpoint {checkpoint} has no {' and no '.join(missing)}; pass a HuggingFace model "
+                        "directory saved with its tokenizer (e.g. a pretrain artifact)")
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # MLM/classifier heads left out and a fresh pooler are expected
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(checkpoint), local_files_only=True)
+        model = AutoModel.from_pretrained(str(checkpoint), local_files_only=True).eval()
+    except (OSError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"extract: cannot load checkpoint {checkpoint} with AutoModel/AutoTokenizer ({first})") from None
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    if not tokenizer.is_fast:
+        raise UserError(f"extract: checkpoint {checkpoint} has no fast tokenizer (save it with tokenizer.json)")
+    return tokenizer, model
+
+
+def _read(config: Config, paths: list[Path], counts: Counts) -> list[tuple[str, str | None, str]]:
+    """(text, label, source file name) of every kept row, in input order."""
+    import datasets
+
+    rows = []
+    for path in paths:
+        if not path.is_dir():
+            rows += [(row.text, row.label, path.name) for row in read_rows(path, config, counts)]
+            continue
+        if not (path / "dataset").is_dir():
+            raise UserError(f"extract: corpus {path} is not a segment artifact (no dataset/); pass text files or a segment artifact")
+        for batch in datasets.load_from_disk(str(path / "dataset")).iter(batch_size=1000):
+            for text, label in zip(batch["text"], batch.get("label") or [None] * len(batch["text"])):
+                counts.rows_in += 1
+                if not text.strip():
+                    counts.drop("empty")
+                    continue
+                counts.rows_out += 1
+                rows.append((text, label, path.name))
+    return rows
+
+
+def _tokenize(tokenizer: Any, texts: list[str], max_len: int) -> tuple[list[np.ndarray], int]:
+    """Token ids of every text (no padding) and how many texts were cut to max_len."""
+    ids, truncated = [], 0
+    for start in range(0, len(texts), 1000):
+        batch = tokenizer(texts[start:start + 1000], truncation=True, max_length=max_len,
+                          return_attention_mask=False, return_token_type_ids=False)
+        for encoding in batch.encodings:
+            ids.append(np.asarray(encoding.ids, dtype=np.int64))
+            truncated += bool(encoding.overflowing)
+    return ids, truncated
+
+
+@torch.inference_mode()
+def _encode(model: Any, config: Config, ids: list[np.ndarray], lengths: np.ndarray, offsets: np.ndarray,
+            features: np.ndarray, pad_id: int, device: torch.device) -> int:
+    """Fill `features` in input order; returns the padding positions computed."""
+    order = np.argsort(-lengths, kind="stable")  # longest first: an out-of-memory batch fails at once
+    padded = 0
+    for start in tqdm(range(0, len(order), config.batch_size), desc="extract", unit=" batch", mininterval=1.0):
+        rows = order[start:start + config.batch_size]
+        width = int(lengths[rows].max())
+        input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+        for r, i in enumerate(rows):
+            input_ids[r, :lengths[i]] = ids[i]
+        mask = torch.from_numpy(np.arange(width) < lengths[rows][:, None]).to(device)
+        padded += int(mask.numel() - lengths[rows].sum())
+        outputs = model(input_ids=torch.from_numpy(input_ids).to(device), attention_mask=mask.long(),
+                        output_hidden_states=config.layer != -1)
+        hidden = outputs.last_hidden_state if config.layer == -1 else outputs.hidden_states[config.layer]
+        if config.pooling == "cls":
+            hidden = hidden[:, 0]
+        elif config.pooling == "mean":
+            hidden = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        if config.normalize:
+            hidden = torch.nn.functional.normalize(hidden, dim=-1)
+        hidden = hidden.float().cpu().numpy()
+        if config.pooling == "tokens":
+            for r, i in enumerate(rows):
+                features[offsets[i]:offsets[i + 1]] = hidden[r, :lengths[i]]
+        else:
+            features[rows] = hidden
+    return padded
+
+
+def _save_dataset(folder: Path, texts: list[str], labels: list[str | None], features: np.ndarray,
+                  offsets: np.ndarray | None) -> None:
+    import datasets
+    import pyarrow as pa
+
+    vectors = pa.FixedSizeListArray.from_arrays(pa.array(features.reshape(-1)), features.shape[1])
+    if offsets is not None:  # one list of token vectors per text
+        vectors = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), vectors)
+    columns = {"text": pa.array(texts, pa.string())}
+    if any(label is not None for label in labels):
+        columns["label"] = pa.array(labels, pa.string())
+    columns["features"] = vectors
+    datasets.Dataset(pa.table(columns)).save_to_disk(str(folder))
+
+
+def _write_index(path: Path, texts: list[str], labels: list[str | None], sources: list[str], lengths: np.ndarray) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for i, (text, label, source) in enumerate(zip(texts, labels, sources)):
+            record = {"row": i, "text": text, **({"label": label} if label is not None else {}),
+                      "source": source, "tokens": int(lengths[i])}
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _report(config: Config, m: dict[str, Any], shape: tuple[int, int]) -> str:
+    layer = "last layer" if config.layer == -1 else f"hidden_states[{config.layer}]"
+    lines = ["## Features",
+             f"{m['rows']:,} texts -> {config.pooling} vectors of {m['dim']} from the {layer}"
+             f"{', L2-normalised' if config.normalize else ''}; {m['tokens']:,} tokens, {m['truncated']} texts cut to "
+             f"{config.max_seq_len} tokens; {m['texts_per_s']:,.1f} texts/s, padding {m['padding_fraction']:.2%}.", ""]
+    if config.output_format == "npy":
+        lines.append(f"`features.npy`: float32 {list(shape)}, `np.load('features.npy')`"
+                     + ("; text i is `features[offsets[i]:offsets[i+1]]` with `offsets = np.load('offsets.npy')`."
+                        if config.pooling == "tokens" else "; row i is text i."))
+    else:
+        lines.append("`dataset/`: `datasets.load_from_disk('dataset')`, columns text, label (when present), features.")
+    lines.append("`index.jsonl`: one line per text in input order (row, text, label, source file, tokens).")
+    return "\n".join(lines)

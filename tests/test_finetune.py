@@ -1,0 +1,169 @@
+"""Stage `finetune` on a tiny random BERT and 160 real labelled reviews: it learns, saves a directory the
+Auto classes load with the same predictions as `nlp-pipe predict`, and resumes exactly after a kill."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from conftest import build, run_cli
+from nlp_pipe import TextClassifier
+from nlp_pipe.data.classification import Collator, auto_max_len, classification_summary, confusion_sums
+from nlp_pipe.metrics import load as load_metric
+from nlp_pipe.stages.finetune import _layer_decay
+from nlp_pipe.training import Trainer, make_optimizer
+from nlp_pipe.training_loop import BatchOrder
+
+# a random 2x32 BERT learns the reviews' sentiment characters in a few epochs at a high learning rate
+SETTINGS = dict(epochs=8, batch_size=8, lr=3e-3, warmup=0.1, precision="fp32", patience=0, seed=1)
+
+
+def records(artifact, split):
+    rows = [json.loads(line) for line in (artifact / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    return [r for r in rows if r["split"] == split]
+
+
+@pytest.fixture(scope="module")
+def finetuned(tiny_bert, seg_reviews, tmp_path_factory):
+    out = tmp_path_factory.mktemp("finetune") / "clf"
+    return out, build("finetune", out, {"checkpoint": tiny_bert, "train": seg_reviews}, **SETTINGS)
+
+
+def test_loss_falls_and_dev_beats_the_majority_class(finetuned, seg_reviews):
+    out, manifest = finetuned
+    train = records(out, "train")
+    assert np.mean([r["loss"] for r in train[-3:]]) < 0.8 * np.mean([r["loss"] for r in train[:3]])
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    dev_gold = metrics["dev"]["confusion_matrix"]
+    majority = max(sum(row) for row in dev_gold) / sum(map(sum, dev_gold))
+    assert metrics["dev"]["accuracy"] > majority
+    assert manifest["metrics"]["split"].startswith("split 7:1:2")
+    assert 0 <= manifest["metrics"]["padding_fraction"] < 0.25  # length-grouped batches
+    assert {"training_curves.png", "confusion_matrix.png", "labels.json", "report.md"} <= {p.name for p in out.iterdir()}
+
+
+def test_artifact_loads_with_auto_classes_and_predicts_as_the_cli(finetuned, seg_reviews, tmp_path):
+    out, _ = finetuned
+    meta = json.loads((out / "labels.json").read_text(encoding="utf-8"))
+    model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert [model.config.id2label[i] for i in range(2)] == meta["labels"]
+    texts = ["质量很好，非常满意，推荐购买！", "太差了", "一般般吧，" * 60, "物流快"]
+    with torch.inference_mode():
+        batch = tokenizer(texts, truncation=True, max_length=meta["max_seq_len"], padding=True, return_tensors="pt")
+        expected = torch.softmax(model(**batch).logits, -1).numpy()
+    clf = TextClassifier.load(out)
+    np.testing.assert_allclose(clf.predict(texts), expected, atol=1e-5)
+    np.testing.assert_allclose(clf.predict(texts, batch_size=1), expected, atol=1e-5)  # batching changes nothing
+    file = tmp_path / "texts.txt"
+    file.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    result = run_cli("predict", out, "--file", file, "--json")
+    assert result.code == 0, result.err
+    rows = [json.loads(line) for line in result.out.splitlines()]
+    assert [r["label"] for r in rows] == [label for label, _ in clf.predict_labels(texts)]
+    np.testing.assert_allclose([[r["probabilities"][n] for n in meta["labels"]] for r in rows], expected, atol=1e-5)
+
+
+def test_resume_after_a_kill_continues_exactly(tiny_bert, seg_reviews, tmp_path, monkeypatch):
+    inputs = {"checkpoint": tiny_bert, "train": seg_reviews}
+    settings = {**SETTINGS, "epochs": 2, "eval_every": 4, "log_every": 2}
+    build("finetune", tmp_path / "whole", inputs, **settings)
+    original = Trainer._save_checkpoint
+
+    def save_then_die(self, state, per_epoch):
+        original(self, state, per_epoch)
+        raise KeyboardInterrupt  # as if killed right after the first checkpoint
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", save_then_die)
+    out = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        build("finetune", out, inputs, **settings)
+    assert (tmp_path / "killed.checkpoints" / "step_000004").is_dir() and not out.exists()
+    monkeypatch.undo()
+    manifest = build("finetune", out, inputs, **settings)
+    assert manifest["metrics"]["resumed_from_step"] == 4
+    for split in ("train", "eval"):
+        whole, resumed = records(tmp_path / "whole", split), records(out, split)
+        assert [r["step"] for r in resumed] == [r["step"] for r in whole]
+        numbers = lambda r: {k: v for k, v in r.items() if k not in ("split", "step_s", "tokens_per_s")}  # noqa: E731
+        for a, b in zip(whole, resumed):
+            assert numbers(a) == pytest.approx(numbers(b), rel=1e-4), (split, a["step"])
+    assert not (tmp_path / "killed.checkpoints").exists()
+
+
+def test_cross_validation_reports_every_fold(tiny_bert, seg_reviews, tmp_path):
+    out = tmp_path / "cv"
+    manifest = build("finetune", out, {"checkpoint": tiny_bert, "train": seg_reviews}, **{**SETTINGS, "epochs": 1, "folds": 2})
+    cv = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["cross_validation"]
+    assert len(cv["accuracy"]["folds"]) == 2 and 0 <= cv["accuracy"]["mean"] <= 1
+    assert not [p for p in out.iterdir() if p.name.startswith(".fold")]
+    assert "2-fold cross-validation" in (out / "report.md").read_text(encoding="utf-8")
+    assert manifest["stage"] == "finetune"
+
+
+def test_bad_checkpoint_is_a_one_line_error(seg_reviews, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_cli("finetune", "--checkpoint", empty, "--train", seg_reviews, "--out", tmp_path / "x")
+    assert result.code == 2 and len(result.err_lines) == 1 and "config.json" in result.err_lines[0]
+
+
+def test_layer_decay_scales_learning_rates_by_depth():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=3,
+                                                     num_attention_heads=2, intermediate_size=16))
+    scale = _layer_decay(3, 0.5)
+    assert scale("bert.encoder.layer.2.output.dense.weight") == 0.5
+    assert scale("bert.encoder.layer.0.attention.self.query.weight") == 0.125
+    assert scale("bert.embeddings.word_embeddings.weight") == 0.0625
+    assert scale("classifier.weight") == 1.0 and _layer_decay(3, 1.0) is None
+    options = type("O", (), {"lr": 1.0, "weight_decay": 0.01})()
+    optimizer = make_optimizer(model, options, scale)
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert lr_of[id(named["bert.embeddings.word_embeddings.weight"])] == 0.0625
+    assert lr_of[id(named["classifier.weight"])] == 1.0
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(named)
+
+
+def test_length_grouped_batches_cover_each_example_once_and_group_lengths():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 500, size=1000)
+    order = BatchOrder(1000, 10, seed=3, processes=1, rank=0, per_epoch=100, lengths=lengths)
+    batches = [order.indices(k) for k in range(100)]
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    spread = np.mean([np.ptp(lengths[b]) for b in batches])
+    assert spread < 0.2 * np.mean([np.ptp(lengths[rng.permutation(1000)[:10]]) for _ in range(50)])
+    again = BatchOrder(1000, 10, seed=3, processes=1, rank=0, per_epoch=100, lengths=lengths)
+    assert again.indices(57) == batches[57]  # the position alone decides: resumable
+    assert BatchOrder(1000, 10, seed=3, processes=1, rank=0, per_epoch=100, lengths=lengths).indices(157) != batches[57]
+    two = [BatchOrder(1000, 5, seed=3, processes=2, rank=r, per_epoch=100, lengths=lengths).indices(7) for r in (0, 1)]
+    assert sorted(two[0] + two[1]) == sorted(batches[7])  # one global batch of similar lengths split over the ranks
+
+
+def test_summed_confusion_counts_give_the_metric_modules_figures():
+    rng = np.random.default_rng(0)
+    gold, pred = rng.integers(0, 3, 200), rng.integers(0, 3, 200)
+    logits = torch.nn.functional.one_hot(torch.as_tensor(pred), 3).float()
+    sums = {"loss": 1.0, "batches": 1.0}
+    for part in range(4):  # summed over batches as the Trainer does
+        s = slice(part * 50, (part + 1) * 50)
+        for k, v in confusion_sums(logits[s], torch.as_tensor(gold[s]), 3).items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+    mine = classification_summary(sums, 3)
+    reference = load_metric().compute(predictions=pred, references=gold, num_labels=3)
+    assert mine["accuracy"] == pytest.approx(reference["accuracy"]) and mine["macro_f1"] == pytest.approx(reference["macro_f1"])
+
+
+def test_collator_pads_to_the_longest_row_only():
+    batch = Collator(0)({"input_ids": [[101, 5, 102], [101, 102]], "label": [1, 0]})
+    assert batch["input_ids"].tolist() == [[101, 5, 102], [101, 102, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]] and batch["labels"].tolist() == [1, 0]
+    assert auto_max_len(np.array([10, 20, 30, 1000]), 50, 512) == 32 and auto_max_len(np.array([2000]), 95, 512) == 512
+    assert Counter(batch["labels"].tolist()) == {1: 1, 0: 1}
