@@ -70,13 +70,19 @@ def augment(texts: Sequence[str], labels: Sequence[Any], *, n_copies: int, p: fl
             tokenizer: PreTrainedTokenizerBase, vectors: KeyedVectors, segmenter: Segmenter | None = None,
             top_k: int = 15, seed: int = 0, batch_size: int = 64, max_length: int = 128,
             ) -> tuple[list[tuple[str, Any, int]], AugmentStats]:
-    """Each text with its label and index, followed by up to n_copies distinct augmented copies."""
+    """Each text with its label and index, followed by up to n_copies distinct augmented copies.
+
+    p: probability that a replaceable word is replaced in a copy; top_k: MLM predictions and vector
+    neighbours to draw from (uniformly); batch_size: MLM rows (copies) per forward; max_length: MLM
+    input tokens (single characters past it are kept and counted in stats.kept_truncated)."""
     if len(texts) != len(labels):
         raise UserError(f"augment: {len(texts)} texts but {len(labels)} labels")
     if not tokenizer.is_fast:
         raise UserError("augment needs a fast tokenizer (offset mappings); load it with AutoTokenizer.from_pretrained")
     if not hasattr(teacher_mlm, "cls") or not hasattr(teacher_mlm.cls, "predictions"):
         raise UserError("augment: teacher_mlm must be a BertForMaskedLM or BertForPreTraining (an MLM head)")
+    if n_copies < 0 or not 0 <= p <= 1 or top_k < 1:
+        raise UserError(f"augment: need n_copies >= 0, 0 <= p <= 1 and top_k >= 1 (got {n_copies}, {p}, {top_k})")
     start = time.perf_counter()
     stats = AugmentStats(texts=len(texts))
     segmenter = segmenter or Segmenter(SegmenterSpec())
@@ -171,17 +177,19 @@ def _neighbours(words: set[str], vectors: KeyedVectors, top_k: int) -> dict[str,
     known = sorted(w for w in words if any(ch.isalpha() for ch in w) and w in vectors.key_to_index)
     if not known:
         return {}
-    normed = torch.from_numpy(vectors.get_normed_vectors())
+    vectors.fill_norms()
+    matrix, norms = vectors.vectors, vectors.norms  # no normalised copy: the matrix may be a large mmap
     k = min(top_k, len(vectors) - 1)
     rows = max(1, 2**24 // len(vectors))  # similarity block of at most 64 MB
-    found = {}
+    found, inverse_norms = {}, torch.from_numpy(1 / norms)
     for first in range(0, len(known), rows):
         chunk = known[first:first + rows]
-        index = torch.tensor([vectors.key_to_index[w] for w in chunk])
-        sims = normed[index] @ normed.T
-        sims[torch.arange(len(chunk)), index] = float("-inf")
-        for word, top in zip(chunk, sims.topk(k, dim=-1).indices.tolist()):
-            usable = [vectors.index_to_key[i] for i in top]
+        index = np.array([vectors.key_to_index[w] for w in chunk])
+        sims = torch.from_numpy((matrix[index] / norms[index, None]) @ matrix.T)  # numpy: the matrix may be read-only
+        sims *= inverse_norms
+        sims[torch.arange(len(chunk)), torch.from_numpy(index)] = float("-inf")
+        for word, best in zip(chunk, sims.topk(k, dim=1).indices.tolist()):
+            usable = [vectors.index_to_key[i] for i in best]
             usable = [w for w in usable if any(ch.isalpha() for ch in w) and not any(ch.isspace() for ch in w)]
             if usable:
                 found[word] = usable
@@ -192,6 +200,8 @@ def _predict(mlm_rows: list, parsed: list[_Text], model: PreTrainedModel, tokeni
              top_k: int, batch_size: int) -> list[list[str]]:
     """For each row (one copy of a text), the replacement of each masked character: the draw-th of the
     MLM's top-K single Chinese characters at that position, excluding the original character."""
+    if not mlm_rows:
+        return []
     vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     banned = torch.tensor([not (len(tok) == 1 and _HANZI.match(tok)) for tok in vocab])
     k = min(top_k, int((~banned).sum()) - 1)

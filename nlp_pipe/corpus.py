@@ -299,3 +299,25 @@ def _pick_columns(names: list[str], path: Path, opts: ReadOptions, index: bool =
         return text, find(opts.label_column, "label", "--label-column")
     auto = [n for n in LABEL_COLUMNS if n in names]
     return text, (find(auto[0], "label", "--label-column") if auto and opts.header else None)
+
+
+def read_texts(paths: list[Path], opts: ReadOptions, counts: Counts, stage: str) -> list[tuple[str, str | None, str]]:
+    """(text, label or None, source file name) of every kept row of text files and segment artifacts, in order."""
+    import datasets
+
+    rows = []
+    for path in paths:
+        if not path.is_dir():
+            rows += [(row.text, row.label, path.name) for row in read_rows(path, opts, counts)]
+            continue
+        if not (path / "dataset").is_dir():
+            raise UserError(f"{stage}: corpus {path} is not a segment artifact (no dataset/); pass text files or a segment artifact")
+        for batch in datasets.load_from_disk(str(path / "dataset")).iter(batch_size=1000):
+            for text, label in zip(batch["text"], batch.get("label") or [None] * len(batch["text"])):
+                counts.rows_in += 1
+                if not text.strip():
+                    counts.drop("empty")
+                    continue
+                counts.rows_out += 1
+                rows.append((text, label, path.name))
+    return rows

@@ -112,11 +112,15 @@ class Summary:
 
 
 class Trainer:
-    def __init__(self, options: TrainOptions, out: Path, *, run_config: dict[str, Any], name: str) -> None:
+    def __init__(self, options: TrainOptions, out: Path, *, run_config: dict[str, Any], name: str, phase: str = "") -> None:
         """`run_config`: what makes two runs the same run (config without logging fields, input
-        fingerprints); checkpoints of a different run are never resumed."""
+        fingerprints); checkpoints of a different run are never resumed. `phase` names one of several
+        trainings of one stage (e.g. distillation's intermediate and prediction steps): each gets its own
+        NAME.PHASE.checkpoints/, metrics_PHASE.jsonl and training_curves_PHASE.png."""
         self.options, self.out, self.name = options, out, name
-        self.work = artifacts.work_dir(out, "checkpoints")
+        self.work = artifacts.work_dir(out, f"{phase}.checkpoints" if phase else "checkpoints")
+        self.metrics_name = f"metrics_{phase}.jsonl" if phase else METRICS
+        self.curves_name = f"training_curves_{phase}.png" if phase else CURVES_PNG
         self.precision = resolve_precision(options.precision)
         # accelerate keeps one global state per process; a second training stage in the same process
         # (a pipeline, a test) with another precision must start from a clean one
@@ -314,8 +318,8 @@ class Trainer:
             acc.end_training()
         acc.wait_for_everyone()
         if self.is_main:
-            shutil.copy(self.work / METRICS, self.out / METRICS)
-            plot_curves(metrics_log.records(), self.out / CURVES_PNG, self.name)
+            shutil.copy(self.work / METRICS, self.out / self.metrics_name)
+            plot_curves(metrics_log.records(), self.out / self.curves_name, self.name)
             if (self.work / TENSORBOARD).exists():
                 shutil.copytree(self.work / TENSORBOARD, self.out / TENSORBOARD, dirs_exist_ok=True)
 

@@ -24,6 +24,7 @@ class Splits:
     test: datasets.Dataset | None
     labels: list[str]  # class id -> label name
     origin: str  # "given" or "split 7:1:2 (seed N)"
+    train_rows: np.ndarray  # rows of the train artifact that form `train` (all of them unless carved)
 
     def ids(self, ds: datasets.Dataset) -> np.ndarray:
         index = {name: i for i, name in enumerate(self.labels)}
@@ -46,18 +47,19 @@ def load_splits(train: Path, dev: Path | None, test: Path | None, seed: int,
         raise UserError(f"train data {train} has a single label ({labels[0] if labels else 'none'}); a classifier needs two or more")
     dev_ds = load_dataset(dev, "dev") if dev else None
     test_ds = load_dataset(test, "test") if test else None
-    origin = "given"
+    origin, train_rows = "given", np.arange(len(train_ds))
     if dev_ds is None:
         parts = stratified_split(np.array(train_ds["label"]), ratios if test_ds is None else (ratios[0], ratios[1], 0.0), seed)
         origin = f"split {':'.join(str(round(r * 10)) for r in ratios)} from train (stratified, seed {seed})"
         train_ds, dev_ds, carved_test = (train_ds.select(p) for p in parts)
+        train_rows = parts[0]
         test_ds = test_ds if test_ds is not None else carved_test
     for name, ds in (("dev", dev_ds), ("test", test_ds)):
         if ds is not None:
             unseen = sorted(set(ds["label"]) - set(labels))
             if unseen:
                 raise UserError(f"{name} data has label '{unseen[0]}' never seen in training (training labels: {', '.join(labels)})")
-    return Splits(train_ds, dev_ds, test_ds if test_ds is not None and len(test_ds) else None, labels, origin)
+    return Splits(train_ds, dev_ds, test_ds if test_ds is not None and len(test_ds) else None, labels, origin, train_rows)
 
 
 def stratified_split(labels: np.ndarray, ratios: tuple[float, ...], seed: int) -> list[np.ndarray]:

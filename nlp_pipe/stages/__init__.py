@@ -27,6 +27,8 @@ STAGES = {
     "expand": "expand",
     "finetune": "finetune",
     "extract": "extract",
+    "augment": "augment",
+    "distill": "distill",
 }
 
 

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import option
-from ..corpus import Counts, ReadOptions, read_rows
+from ..corpus import Counts, ReadOptions, read_texts
 from ..errors import UserError
 from . import Input, Result
 
@@ -58,7 +58,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     if config.max_seq_len > positions:
         raise UserError(f"extract: max_seq_len = {config.max_seq_len} exceeds the model's {positions} positions")
     counts = Counts()
-    rows = _read(config, inputs["corpus"], counts)
+    rows = read_texts(inputs["corpus"], config, counts, NAME)
     if not rows:
         raise UserError(f"extract: no text to encode; all {counts.rows_in} corpus rows were dropped {dict(counts.dropped)}")
     texts, labels, sources = (list(column) for column in zip(*rows))
@@ -111,28 +111,6 @@ def _load(checkpoint: Path) -> tuple[Any, Any]:
     if not tokenizer.is_fast:
         raise UserError(f"extract: checkpoint {checkpoint} has no fast tokenizer (save it with tokenizer.json)")
     return tokenizer, model
-
-
-def _read(config: Config, paths: list[Path], counts: Counts) -> list[tuple[str, str | None, str]]:
-    """(text, label, source file name) of every kept row, in input order."""
-    import datasets
-
-    rows = []
-    for path in paths:
-        if not path.is_dir():
-            rows += [(row.text, row.label, path.name) for row in read_rows(path, config, counts)]
-            continue
-        if not (path / "dataset").is_dir():
-            raise UserError(f"extract: corpus {path} is not a segment artifact (no dataset/); pass text files or a segment artifact")
-        for batch in datasets.load_from_disk(str(path / "dataset")).iter(batch_size=1000):
-            for text, label in zip(batch["text"], batch.get("label") or [None] * len(batch["text"])):
-                counts.rows_in += 1
-                if not text.strip():
-                    counts.drop("empty")
-                    continue
-                counts.rows_out += 1
-                rows.append((text, label, path.name))
-    return rows
 
 
 def _tokenize(tokenizer: Any, texts: list[str], max_len: int) -> tuple[list[np.ndarray], int]:

@@ -101,12 +101,12 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     if not is_main:
         return Result(metrics={"steps": summary.steps}, cleanup=cleanup)
     classifier = BertClassifier(model.float(), tokenizer, splits.labels, None, max_len)
-    metrics, threshold = _final_metrics(classifier, splits)
+    metrics, threshold = final_metrics(classifier, splits)
     if config.folds:
         metrics["cross_validation"] = _cross_validate(config, checkpoint, splits, tokenizer, max_len, out)
     truncated = {name: enc.truncated for name, (_, enc) in encoded.items()}
-    _write(out, splits, max_len, threshold, metrics)
-    check = _check_saved(out, classifier, splits)
+    write_classifier_files(out, splits, max_len, threshold, metrics)
+    check = check_saved(out, classifier, splits)
     summary_metrics = {"labels": len(splits.labels), "max_seq_len": max_len, "steps": summary.steps,
                        "resumed_from_step": summary.resumed_from, "best_step": (summary.best or {}).get("step"),
                        "padding_fraction": round(summary.padding_fraction, 4), "tokens_per_s": round(summary.tokens_per_s, 1),
@@ -187,20 +187,20 @@ def _model(checkpoint: Path, labels: list[str], config: Config) -> tuple[Any, st
     return model, "kept from the checkpoint" if kept else "new (random)"
 
 
-def _final_metrics(classifier: BertClassifier, splits: Splits) -> tuple[dict, float | None]:
+def final_metrics(classifier: BertClassifier, splits: Splits) -> tuple[dict, float | None]:
     """Dev and test scores of the best weights with the offline metrics; binary tasks get the dev F1-optimal threshold."""
-    dev_eval = _evaluate(classifier, splits, splits.dev)
+    dev_eval = evaluate_split(classifier, splits, splits.dev)
     threshold = best_threshold(dev_eval.probs[:, 1], dev_eval.gold)[0] if len(splits.labels) == 2 else None
     metrics = {"dev": dev_eval.metrics(threshold)}
     if splits.test is not None:
-        test_eval = _evaluate(classifier, splits, splits.test)
+        test_eval = evaluate_split(classifier, splits, splits.test)
         metrics["test"] = test_eval.metrics(threshold)
         if threshold is not None:
             metrics["test_argmax"] = test_eval.metrics(None)
     return metrics, threshold
 
 
-def _evaluate(classifier: BertClassifier, splits: Splits, ds) -> Evaluation:
+def evaluate_split(classifier: BertClassifier, splits: Splits, ds) -> Evaluation:
     probs = classifier.predict(list(ds["text"]))
     gold = splits.ids(ds)
     loss = float(-np.log(np.clip(probs[np.arange(len(gold)), gold], 1e-12, None)).mean()) if len(gold) else 0.0
@@ -227,7 +227,7 @@ def _cross_validate(config: Config, checkpoint: Path, splits: Splits, tokenizer:
             model, _ = _model(checkpoint, splits.labels, config)
             _train(trainer, model, fold_config, train, dev, tokenizer.pad_token_id, len(splits.labels))
         held = pooled.select(held_idx)
-        result = _evaluate(BertClassifier(model.float(), tokenizer, splits.labels, None, max_len), splits, held).metrics(None)
+        result = evaluate_split(BertClassifier(model.float(), tokenizer, splits.labels, None, max_len), splits, held).metrics(None)
         for key in scores:
             scores[key].append(result[key])
         log.info("fold %d/%d: accuracy %.4f, macro_f1 %.4f", k + 1, config.folds, result["accuracy"], result["macro_f1"])
@@ -240,7 +240,7 @@ def _remove_tree(*paths: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _write(out: Path, splits: Splits, max_len: int, threshold: float | None, metrics: dict) -> None:
+def write_classifier_files(out: Path, splits: Splits, max_len: int, threshold: float | None, metrics: dict) -> None:
     meta = {"labels": splits.labels, "threshold": threshold, "max_seq_len": max_len}
     (out / "labels.json").write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
     (out / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2), encoding="utf-8")
@@ -248,7 +248,7 @@ def _write(out: Path, splits: Splits, max_len: int, threshold: float | None, met
     plots.confusion(metrics[split]["confusion_matrix"], splits.labels, out / "confusion_matrix.png", f"{split} confusion matrix")
 
 
-def _check_saved(out: Path, classifier: BertClassifier, splits: Splits) -> str:
+def check_saved(out: Path, classifier: BertClassifier, splits: Splits) -> str:
     """The artifact, reloaded as users load it, gives the trained model's probabilities."""
     from ..predict import TextClassifier
 

@@ -1,0 +1,103 @@
+"""Stage `augment`: TinyBERT data augmentation of labelled texts for task distillation.
+
+    nlp-pipe augment --corpus runs/seg_train --mlm runs/bert --vectors runs/word2vec --out runs/aug --copies 4
+
+Each text is cut into jieba words (with the segment artifact's own settings) and gets up to `copies`
+distinct copies in which every word is replaced with probability p: single characters by the MLM's
+top-K predictions, longer words by their nearest neighbours in the word vectors (nlp_pipe.augment).
+Writes `dataset/` (text, label, source_row = the row of the input it came from, augmented) that
+`distill --augmented` reads; only copies of its training rows are used there, so carving dev/test
+out of the same artifact never leaks copies of them into training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from ..augment import augment
+from ..config import option
+from ..data.labelled import DATASET_DIR, load_dataset
+from ..errors import UserError
+from ..predict import SEGMENTER_JSON, segmenter_from_json
+from ..vectors import load_keyed_vectors
+from . import Input, Result
+
+NAME = "augment"
+VERSION = 1
+
+INPUTS = {
+    "corpus": Input("labelled texts to augment (segment artifact)", kind="artifact", stages=("segment",)),
+    "mlm": Input("a BERT checkpoint with its MLM head (pretrain or expand artifact, or a local HF model)",
+                 kind="any", stages=("pretrain", "expand")),
+    "vectors": Input("word vectors for multi-character words (word2vec or import-vectors artifact)",
+                     kind="artifact", stages=("word2vec", "import-vectors")),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    copies: int = option(4, "augmented copies per text (TinyBERT used 20 on GLUE); duplicates are dropped", min=1, max=100)
+    p: float = option(0.4, "probability that a word is replaced", min=0.0, max=1.0)
+    top_k: int = option(15, "candidates per word: the MLM's top K characters, or the K nearest vector neighbours", min=1)
+    max_seq_len: int = option(128, "tokens the MLM sees per text; characters beyond stay unchanged", min=8, max=512)
+    batch_size: int = option(64, "MLM rows per forward", min=1)
+    seed: int = option(42, "seed for the replacements")
+
+
+def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
+    source = inputs["corpus"][0]
+    ds = load_dataset(source, "augment")
+    tokenizer, mlm = _mlm(inputs["mlm"][0])
+    segmenter = segmenter_from_json(source / SEGMENTER_JSON) if (source / SEGMENTER_JSON).exists() else None
+    texts, labels = list(ds["text"]), list(ds["label"])
+    rows, stats = augment(texts, labels, n_copies=config.copies, p=config.p, teacher_mlm=mlm, tokenizer=tokenizer,
+                          vectors=load_keyed_vectors(inputs["vectors"][0]), segmenter=segmenter, top_k=config.top_k,
+                          seed=config.seed, batch_size=config.batch_size, max_length=config.max_seq_len)
+    originals = [True] + [rows[i][2] != rows[i - 1][2] for i in range(1, len(rows))]  # each text's first row is itself
+    table = datasets.Dataset.from_dict({"text": [r[0] for r in rows], "label": [r[1] for r in rows],
+                                        "source_row": [r[2] for r in rows], "augmented": [not o for o in originals]})
+    table.save_to_disk(str(out / DATASET_DIR))
+    counts = {k: v for k, v in dataclasses.asdict(stats).items() if k != "seconds"}
+    replaced = stats.replaced_mlm + stats.replaced_vectors
+    metrics = {**counts, "texts_per_s": round(stats.texts_per_s, 1),
+               "replaced_fraction": round(replaced / stats.replaceable, 4) if stats.replaceable else 0.0}
+    (out / "augment_stats.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    return Result({"rows_in": len(texts), "rows_out": len(rows), "dropped": {}}, metrics, _report(config, metrics, rows))
+
+
+def _mlm(checkpoint: Path) -> tuple[Any, Any]:
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
+
+    if not (checkpoint / "config.json").exists():
+        raise UserError(f"augment: {checkpoint} has no config.json; --mlm must be a BERT checkpoint with an MLM head")
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # a pretraining checkpoint's NSP/SOP head is not needed here
+    try:
+        model = AutoModelForMaskedLM.from_pretrained(str(checkpoint)).eval()
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    return AutoTokenizer.from_pretrained(str(checkpoint)), model
+
+
+def _report(config: Config, m: dict[str, Any], rows: list[tuple[str, Any, int]]) -> str:
+    lines = ["## Augmentation",
+             f"{m['texts']} texts -> {m['rows']} rows (originals + distinct copies; {m['duplicates_dropped']} duplicate copies "
+             f"dropped); up to {config.copies} copies, p = {config.p}, top-{config.top_k}; {m['texts_per_s']:.1f} texts/s.",
+             f"Replaceable words: {m['replaceable']} of {m['words']}; replaced {m['replaced_fraction']:.1%} "
+             f"(MLM {m['replaced_mlm']}, vectors {m['replaced_vectors']}); kept because not in the vectors: {m['kept_oov']}.",
+             "", "Examples (original, then copies):", ""]
+    shown = 0
+    for i, (text, label, src) in enumerate(rows):
+        if i and src != rows[i - 1][2]:
+            shown += 1
+            if shown == 3:
+                break
+            lines.append("")
+        lines.append(f"- `{label}` {text[:120]}")
+    return "\n".join(lines)

@@ -1,0 +1,349 @@
+"""Stage `distill`: TinyBERT distillation, general (pretrained teacher, unlabelled text) or task-specific.
+
+    nlp-pipe distill --mode general --teacher runs/bert --corpus runs/seg --out runs/tiny_general
+    nlp-pipe distill --mode task --teacher runs/clf --train runs/seg_train --dev runs/seg_dev --test runs/seg_test \
+        --augmented runs/aug --student runs/tiny_general --out runs/tiny_clf --quantize int8
+
+general: the student learns the teacher's embedding output, hidden states (through a learned projection)
+and attention scores (nlp_pipe.distillation) on the corpus; it is saved as a BertModel directory that
+`finetune`, `extract` and `distill --student` load. task: the teacher is a `finetune` artifact; the
+student (from --student, else a fresh one of --student-shape) first learns the intermediate layers for
+`epochs`, then the teacher's soft predictions for `prediction_epochs` with early stopping on dev. Its
+artifact is a classifier like finetune's (TextClassifier, `nlp-pipe predict`), plus model_int8.pt with
+--quantize int8. The report compares teacher and student: parameters, accuracy (retention) and
+measured inference speed on this machine. Runs in one process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import datasets
+import numpy as np
+import torch
+
+from .. import distillation as kd, runner
+from ..config import option, to_dict
+from ..corpus import Counts, ReadOptions, read_texts
+from ..data import classification as cls_data
+from ..data.labelled import Splits, load_dataset, load_splits
+from ..errors import UserError
+from ..predict import BertClassifier
+from ..training import TrainOptions, Trainer
+from . import Input, Result
+from .finetune import check_saved, evaluate_split, final_metrics, write_classifier_files
+
+NAME = "distill"
+VERSION = 1
+_NOT_RUN_IDENTITY = ("resume", "keep_checkpoints", "tensorboard", "log_every", "save_every", "checkpoint_limit",
+                     "quantize", "speed_batch", "speed_seq_len")
+
+INPUTS = {
+    "teacher": Input("general: a pretrained BERT (pretrain/expand artifact); task: a finetune artifact",
+                     kind="any", stages=("pretrain", "expand", "finetune")),
+    "corpus": Input("general mode: text files or segment artifacts", kind="any", multiple=True, required=False, stages=("segment",)),
+    "train": Input("task mode: labelled training data (segment artifact)", kind="artifact", required=False, stages=("segment",)),
+    "dev": Input("task mode: labelled dev data", kind="artifact", required=False, stages=("segment",)),
+    "test": Input("task mode: labelled test data", kind="artifact", required=False, stages=("segment",)),
+    "augmented": Input("task mode: augmented training texts (augment artifact of the train input)", kind="artifact",
+                       required=False, stages=("augment",)),
+    "student": Input("a general-distilled student to start from (distill artifact)", kind="any", required=False, stages=("distill",)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(ReadOptions, TrainOptions):
+    mode: Literal["general", "task"] = option("task", "general: intermediate layers on unlabelled text; task: a fine-tuned teacher")
+    student_shape: str = option("tinybert4", "student preset (tinybert4: 4x312, tinybert6: 6x768) or a BertConfig JSON file; "
+                                              "ignored with --student")
+    mapping: tuple[int, ...] = option((), "teacher layer for each student layer (1-based); empty = uniform g(m) = m*N/M")
+    projection: Literal["shared", "per_layer"] = option("shared", "student -> teacher hidden projection: one for all layers (TinyBERT) or one each")
+    temperature: float = option(1.0, "softmax temperature of the prediction-layer loss", min=0.01)
+    w_embedding: float = option(1.0, "weight of the embedding-layer MSE", min=0.0)
+    w_hidden: float = option(1.0, "weight of the hidden-state MSE", min=0.0)
+    w_attention: float = option(1.0, "weight of the attention-score MSE", min=0.0)
+    w_prediction: float = option(1.0, "weight of the soft cross-entropy on the teacher's logits", min=0.0)
+    w_hard: float = option(0.0, "weight of the cross-entropy on the gold labels (task mode)", min=0.0)
+    steps: int = option(0, "optimizer steps of each step (intermediate, prediction); 0 = from epochs", min=0)
+    epochs: float = option(3.0, "passes over the data learning the intermediate layers (general mode: all of it; 0 = skip in task mode)", min=0.0)
+    prediction_epochs: float = option(3.0, "task mode: passes learning the teacher's predictions", min=0.0)
+    batch_size: int = option(32, "texts per batch", min=1)
+    lr: float = option(1e-4, "peak learning rate (AdamW)", min=0.0)
+    max_seq_len: int = option(128, "tokens per text, [CLS]/[SEP] included", min=8, max=512)
+    eval_docs: int = option(200, "general mode: texts held out for the evaluation loss", min=0)
+    patience: int = option(3, "task mode: stop after this many dev evaluations without improvement (0 = never)", min=0)
+    monitor: Literal["macro_f1", "accuracy"] = option("accuracy", "task mode: dev figure for early stopping")
+    save_every: int = option(0, "checkpoint every N steps; 0 = once an epoch", min=0)
+    quantize: Literal["none", "int8"] = option("none", "task mode: also write model_int8.pt (dynamic int8 linear layers, CPU)")
+    speed_batch: int = option(32, "batch of the reported inference speed", min=1)
+    speed_seq_len: int = option(128, "sequence length of the reported inference speed", min=8, max=512)
+
+    def __post_init__(self) -> None:
+        if self.mode == "general" and self.epochs == 0 and self.steps == 0:
+            raise ValueError("general mode needs epochs or steps")
+        if self.mode == "task" and self.prediction_epochs == 0 and self.steps == 0:
+            raise ValueError("task mode needs prediction_epochs or steps")
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return {k: getattr(self, f"w_{k}") for k in ("embedding", "hidden", "attention", "prediction", "hard")}
+
+
+def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
+    needed = ("corpus",) if config.mode == "general" else ("train",)
+    for name in needed:
+        if not inputs[name]:
+            raise UserError(f"distill --mode {config.mode} needs --{name}")
+    identity = {k: v for k, v in to_dict(config).items() if k not in _NOT_RUN_IDENTITY}
+    run_key = {**identity, "inputs": {k: [runner.input_fingerprint(p, {}) for p in v] for k, v in inputs.items()}}
+    return (_general if config.mode == "general" else _task)(config, inputs, out, run_key)
+
+
+def _general(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dict) -> Result:
+    from transformers import BertModel
+
+    tokenizer = _tokenizer(inputs["teacher"][0])
+    teacher = _load(BertModel, inputs["teacher"][0])
+    counts = Counts()
+    texts = [t for t, _, _ in read_texts(inputs["corpus"], config, counts, NAME)]
+    held = min(config.eval_docs, len(texts) // 5)
+    order = np.random.default_rng(config.seed).permutation(len(texts))
+    table = datasets.Dataset.from_dict({"text": texts})
+    train, _ = cls_data.encode(table.select(order[held:]), tokenizer, [], config.max_seq_len)
+    evaluation = cls_data.encode(table.select(order[:held]), tokenizer, [], config.max_seq_len)[0] if held else None
+    with Trainer(_phase_options(config, config.epochs), out, run_config=run_key, name=NAME) as trainer:
+        student = _load(BertModel, inputs["student"][0]) if inputs["student"] else BertModel(
+            kd.student_config(teacher.config, _shape(config)), add_pooling_layer=False)
+        distiller = _distiller(teacher, student, "intermediate", config)
+        summary = _fit(trainer, distiller, train, evaluation, tokenizer.pad_token_id)
+        student.set_attn_implementation("sdpa")  # the scores-reporting attention is for distillation only
+        trainer.save_pretrained(student, tokenizer)
+    sizes = _sizes(teacher, student, config)
+    metrics = {"mode": "general", "steps": summary.steps, "resumed_from_step": summary.resumed_from, **sizes,
+               **{f"train_{k}": round(v, 5) for k, v in summary.last_train.items() if k.endswith("loss")},
+               **{f"eval_{k}": round(v, 5) for k, v in summary.last_eval.items() if k.endswith("loss")}}
+    report = "\n".join(["## General distillation", _shape_line(teacher, student, config), _sizes_table(sizes), "",
+                        f"{summary.steps} steps; last losses: " + ", ".join(f"{k} {v:.4f}" for k, v in summary.last_train.items()
+                                                                              if k.endswith("loss")),
+                        "", "![training curves](training_curves.png)"])
+    return Result(counts.as_dict(), metrics, report, cleanup=[] if config.keep_checkpoints else [trainer.work])
+
+
+def _task(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dict) -> Result:
+    from transformers import AutoModelForSequenceClassification, BertForSequenceClassification
+
+    teacher_dir = inputs["teacher"][0]
+    tokenizer = _tokenizer(teacher_dir)
+    teacher = _load(AutoModelForSequenceClassification, teacher_dir)
+    if not any(a.endswith("ForSequenceClassification") for a in teacher.config.architectures or []):
+        raise UserError(f"distill --mode task: teacher {teacher_dir} is not a classifier; fine-tune it first (nlp-pipe finetune)")
+    first = lambda name: inputs[name][0] if inputs[name] else None  # noqa: E731
+    splits = _teacher_labels(load_splits(inputs["train"][0], first("dev"), first("test"), config.seed), teacher)
+    train_ds, augmented = _training_texts(splits, first("augmented"), inputs["train"][0])
+    max_len = min(config.max_seq_len, teacher.config.max_position_embeddings)
+    train, _ = cls_data.encode(train_ds, tokenizer, splits.labels, max_len)
+    dev, _ = cls_data.encode(splits.dev, tokenizer, splits.labels, max_len)
+    labels = {"num_labels": len(splits.labels), "id2label": dict(enumerate(splits.labels)),
+              "label2id": {n: i for i, n in enumerate(splits.labels)}}
+    with Trainer(_phase_options(config, config.epochs), out, run_config=run_key, name=NAME, phase="intermediate") as trainer:
+        if inputs["student"]:
+            student = _load(BertForSequenceClassification, inputs["student"][0], **labels)
+        else:
+            shape = kd.student_config(teacher.config, _shape(config))
+            student = BertForSequenceClassification(type(shape)(**{**shape.to_dict(), **labels}))
+        first_step = None
+        if config.epochs or config.steps:
+            first_step = _fit(trainer, _distiller(teacher, student, "intermediate", config), train, None, tokenizer.pad_token_id)
+    cleanup = [trainer.work]
+    for model in (teacher, student):  # the prediction step needs logits only: back to the fast attention
+        model.set_attn_implementation("sdpa")
+    with Trainer(_phase_options(config, config.prediction_epochs), out, run_config=run_key, name=NAME, phase="prediction") as trainer:
+        distiller = _distiller(teacher, student, "prediction", config)
+        second = _fit(trainer, distiller, train, dev, tokenizer.pad_token_id, len(splits.labels), config)
+        trainer.save_pretrained(student, tokenizer)
+    cleanup.append(trainer.work)
+    student_clf = BertClassifier(student.float().eval(), tokenizer, splits.labels, None, max_len)
+    metrics, threshold = final_metrics(student_clf, splits)
+    write_classifier_files(out, splits, max_len, threshold, metrics)
+    check = check_saved(out, student_clf, splits)
+    sizes = _sizes(teacher, student, config)
+    teacher_meta = teacher_dir / "labels.json"
+    teacher_threshold = json.loads(teacher_meta.read_text(encoding="utf-8")).get("threshold") if teacher_meta.exists() else None
+    compared = _compare(teacher, student, tokenizer, splits, max_len, threshold, config, out, sizes["speed_seq_len"],
+                        teacher_threshold)
+    summary = {"mode": "task", "labels": len(splits.labels), "train_rows": len(train_ds), "augmented_rows": augmented,
+               "steps_intermediate": first_step.steps if first_step else 0, "steps_prediction": second.steps,
+               "best_step": (second.best or {}).get("step"), "reload_check": check, **sizes, **compared,
+               **({"threshold": threshold} if threshold is not None else {})}
+    rows = len(train_ds) + len(splits.dev) + (len(splits.test) if splits.test is not None else 0)
+    report = _task_report(teacher, student, config, sizes, compared, summary, splits)
+    return Result({"rows_in": rows, "rows_out": rows, "dropped": {}}, summary, report,
+                  cleanup=[] if config.keep_checkpoints else cleanup)
+
+
+def _phase_options(config: Config, epochs: float) -> Config:
+    return dataclasses.replace(config, epochs=epochs or 1.0)
+
+
+def _fit(trainer: Trainer, distiller: kd.Distiller, train, dev, pad_id: int, num_labels: int = 0, config: Config | None = None):
+    """One distillation step. With labelled dev data (the prediction step), the student's dev accuracy
+    picks the best epoch and stops early."""
+    per_epoch = trainer.steps_per_epoch(len(train))
+    if not trainer.options.save_every:
+        trainer.options = dataclasses.replace(trainer.options, save_every=per_epoch)
+
+    def forward(model: kd.Distiller, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        losses = model(**batch)
+        if num_labels and not model.training:  # dev: how well the student itself classifies
+            logits = model.student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            losses |= cls_data.confusion_sums(logits, batch["labels"], num_labels)
+        return losses
+
+    def summarize(sums: dict[str, float]) -> dict[str, float]:
+        out = {k: v / max(sums["batches"], 1) for k, v in sums.items() if k.endswith("loss")}
+        return out | ({k: v for k, v in cls_data.classification_summary(sums, num_labels).items() if k != "loss"}
+                      if num_labels and "count" in sums else {})
+
+    monitor = config.monitor if (config and dev is not None) else None
+    return trainer.fit(distiller, train, collate=cls_data.Collator(pad_id), forward=forward,
+                       eval_data=None if dev is None else dev.select(np.argsort(dev["length"], kind="stable")),
+                       summarize=summarize, best_metric=monitor, patience=config.patience if monitor else 0,
+                       eval_steps=per_epoch, lengths=train["length"])
+
+
+def _distiller(teacher: Any, student: Any, mode: str, config: Config) -> kd.Distiller:
+    return kd.Distiller(teacher, student, mode=mode, mapping=config.mapping or None, projection=config.projection,
+                        temperature=config.temperature, weights=config.weights)
+
+
+def _shape(config: Config) -> str | Path:
+    return Path(config.student_shape) if config.student_shape.endswith(".json") else config.student_shape
+
+
+def _tokenizer(checkpoint: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    if not (checkpoint / "config.json").exists():
+        raise UserError(f"distill: {checkpoint} has no config.json; --teacher must be a model directory")
+    return AutoTokenizer.from_pretrained(str(checkpoint))
+
+
+def _load(cls: Any, checkpoint: Path, **kwargs: Any) -> Any:
+    from transformers.utils import logging as transformers_logging
+
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # heads a class does not use (MLM, pooler) are expected
+    try:
+        return cls.from_pretrained(str(checkpoint), **kwargs)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+
+
+def _teacher_labels(splits: Splits, teacher: Any) -> Splits:
+    """The splits with the teacher's class ids, so the student's logits line up with the teacher's."""
+    labels = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
+    unknown = sorted(set(splits.labels) - set(labels))
+    if unknown:
+        raise UserError(f"distill: label '{unknown[0]}' is not one of the teacher's labels ({', '.join(labels)})")
+    return dataclasses.replace(splits, labels=labels)
+
+
+def _training_texts(splits: Splits, augmented: Path | None, train_artifact: Path) -> tuple[datasets.Dataset, int]:
+    """The train split, or the augmented copies of its rows (originals included). Copies of rows carved out
+    for dev/test are left out, and the originals must be the train artifact's texts."""
+    if augmented is None:
+        return splits.train, 0
+    table = load_dataset(augmented, "augmented")
+    if "source_row" not in table.column_names:
+        raise UserError(f"distill: {augmented} is not an augment artifact (no source_row column)")
+    original = load_dataset(train_artifact, "train")
+    source = np.asarray(table["source_row"])
+    first = np.flatnonzero(~np.asarray(table["augmented"]))
+    if source.max(initial=-1) >= len(original) or any(
+            table[int(i)]["text"] != original[int(source[i])]["text"] for i in first[:: max(1, len(first) // 50)]):
+        raise UserError(f"distill: {augmented} was not made from the train input {train_artifact}; augment that artifact")
+    keep = np.flatnonzero(np.isin(source, splits.train_rows))
+    return table.select(keep).select_columns(["text", "label"]), int(len(keep))
+
+
+def _sizes(teacher: Any, student: Any, config: Config) -> dict[str, Any]:
+    """Parameters and measured fp32 inference speed (random ids, speed_batch x speed_seq_len) on this machine's CPU,
+    and on its GPU when there is one."""
+    t, s = kd.param_count(teacher), kd.param_count(student)
+    seq = min(config.speed_seq_len, teacher.config.max_position_embeddings, student.config.max_position_embeddings)
+    sizes: dict[str, Any] = {"teacher_params": t, "student_params": s, "size_ratio": round(t / s, 2), "speed_seq_len": seq}
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        speeds = {}
+        for name, model in (("teacher", teacher), ("student", student)):
+            model.to(device)
+            speeds[name] = kd.texts_per_second(model, config.speed_batch, seq)
+            model.to("cpu")
+        sizes[f"{device}_teacher_texts_per_s"] = round(speeds["teacher"], 1)
+        sizes[f"{device}_student_texts_per_s"] = round(speeds["student"], 1)
+        sizes[f"{device}_speedup"] = round(speeds["student"] / speeds["teacher"], 2)
+    return sizes
+
+
+def _compare(teacher: Any, student: Any, tokenizer: Any, splits: Splits, max_len: int, threshold: float | None,
+             config: Config, out: Path, speed_seq_len: int, teacher_threshold: float | None) -> dict[str, Any]:
+    """Teacher vs student (and the int8 student) on the test split, or dev without one; each model with
+    the binary threshold chosen on dev for it (the teacher's from its labels.json)."""
+    split = splits.test if splits.test is not None else splits.dev
+    name = "test" if splits.test is not None else "dev"
+    teacher_clf = BertClassifier(teacher.eval(), tokenizer, splits.labels, teacher_threshold, max_len)
+    student_clf = BertClassifier(student, tokenizer, splits.labels, threshold, max_len)
+    scores = {who: evaluate_split(clf, splits, split).metrics(clf.threshold)["accuracy"]
+              for who, clf in (("teacher", teacher_clf), ("student", student_clf))}
+    result = {"split": name, f"teacher_{name}_accuracy": scores["teacher"], f"student_{name}_accuracy": scores["student"],
+              "retention": round(scores["student"] / scores["teacher"], 4) if scores["teacher"] else None}
+    if config.quantize == "int8":
+        int8 = kd.quantize_int8(student.cpu().eval())
+        kd.save_int8(int8, out)
+        int8_clf = BertClassifier(int8, tokenizer, splits.labels, threshold, max_len)
+        result[f"int8_{name}_accuracy"] = evaluate_split(int8_clf, splits, split).metrics(threshold)["accuracy"]
+        result["cpu_int8_texts_per_s"] = round(kd.texts_per_second(int8, config.speed_batch, speed_seq_len,
+                                                                   vocab_size=student.config.vocab_size), 1)
+    return result
+
+
+def _shape_line(teacher: Any, student: Any, config: Config) -> str:
+    t, s = teacher.config, student.config
+    layers = kd.layer_map(s.num_hidden_layers, t.num_hidden_layers, config.mapping or None)
+    return (f"Teacher {t.num_hidden_layers}x{t.hidden_size} ({t.num_attention_heads} heads) -> student "
+            f"{s.num_hidden_layers}x{s.hidden_size} ({s.num_attention_heads} heads, FFN {s.intermediate_size}); "
+            f"student layers 1..{s.num_hidden_layers} learn teacher layers {layers}.")
+
+
+def _sizes_table(sizes: dict[str, Any]) -> str:
+    lines = ["", "| | teacher | student | ratio |", "| --- | --- | --- | --- |",
+             f"| parameters | {sizes['teacher_params']:,} | {sizes['student_params']:,} | {sizes['size_ratio']}x smaller |"]
+    for device in ("cpu", "cuda"):
+        if f"{device}_speedup" in sizes:
+            lines.append(f"| {device} texts/s (fp32, batch x {sizes['speed_seq_len']} tokens) | {sizes[f'{device}_teacher_texts_per_s']} "
+                         f"| {sizes[f'{device}_student_texts_per_s']} | {sizes[f'{device}_speedup']}x faster |")
+    if "cpu_int8_texts_per_s" in sizes:
+        lines.append(f"| cpu texts/s, int8 student | | {sizes['cpu_int8_texts_per_s']} | "
+                     f"{sizes['cpu_int8_texts_per_s'] / sizes['cpu_teacher_texts_per_s']:.2f}x faster |")
+    return "\n".join(lines)
+
+
+def _task_report(teacher, student, config: Config, sizes, compared, summary, splits: Splits) -> str:
+    name = compared["split"]
+    acc = lambda who: compared[f"{who}_{name}_accuracy"]  # noqa: E731
+    lines = ["## Task distillation", _shape_line(teacher, student, config),
+             f"Training texts: {summary['train_rows']} ({summary['augmented_rows']} from the augment artifact); "
+             f"{summary['steps_intermediate']} intermediate-layer steps, then {summary['steps_prediction']} prediction-layer steps "
+             f"(best dev at step {summary['best_step']}); data {splits.origin}.",
+             _sizes_table({**sizes, **compared}), "",
+             f"| {name} accuracy | teacher | student | retention |", "| --- | --- | --- | --- |",
+             f"| fp32 | {acc('teacher'):.4f} | {acc('student'):.4f} | {compared['retention']:.1%} |"]
+    if f"int8_{name}_accuracy" in compared:
+        lines.append(f"| int8 student | | {compared[f'int8_{name}_accuracy']:.4f} | "
+                     f"{compared[f'int8_{name}_accuracy'] / acc('teacher'):.1%} |")
+    lines += ["", "![intermediate](training_curves_intermediate.png)", "", "![prediction](training_curves_prediction.png)",
+              "", "![confusion matrix](confusion_matrix.png)"]
+    return "\n".join(lines)

@@ -1,0 +1,124 @@
+"""Stages `augment` and `distill` end to end on tiny models: general distillation gives a BertModel that
+finetune loads; task distillation (from it, on augmented data) gives a classifier that predict and the
+Auto classes load, with teacher/student figures and an int8 copy."""
+
+from __future__ import annotations
+
+import json
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModel, AutoModelForSequenceClassification
+
+from conftest import build, run_cli
+from nlp_pipe import TextClassifier
+from nlp_pipe.distillation import load_int8
+
+STUDENT = {"num_hidden_layers": 1, "hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 32}
+FAST = dict(batch_size=8, lr=3e-3, precision="fp32", seed=1, speed_batch=4, speed_seq_len=32)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("distill")
+
+
+@pytest.fixture(scope="module")
+def student_shape(work):
+    path = work / "student.json"
+    path.write_text(json.dumps(STUDENT), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def teacher(work, tiny_bert, seg_reviews):
+    out = work / "teacher"
+    build("finetune", out, {"checkpoint": tiny_bert, "train": seg_reviews}, epochs=6, batch_size=8, lr=3e-3,
+          precision="fp32", patience=0, seed=1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def general(work, tiny_bert, seg_reviews, student_shape):
+    out = work / "general"
+    manifest = build("distill", out, {"teacher": tiny_bert, "corpus": [seg_reviews]}, mode="general",
+                     student_shape=str(student_shape), epochs=2, **FAST)
+    return out, manifest
+
+
+@pytest.fixture(scope="module")
+def augmented(work, tiny_bert, seg_reviews):
+    vectors = work / "w2v"
+    build("word2vec", vectors, {"corpus": seg_reviews}, vector_size=16, min_count=1, epochs=1, workers=1)
+    out = work / "aug"
+    manifest = build("augment", out, {"corpus": seg_reviews, "mlm": tiny_bert, "vectors": vectors}, copies=2, p=0.4, top_k=3)
+    return out, manifest
+
+
+def test_general_student_is_a_bert_model_finetune_can_start_from(general, tmp_path, seg_reviews):
+    out, manifest = general
+    model = AutoModel.from_pretrained(out)
+    assert (model.config.num_hidden_layers, model.config.hidden_size) == (1, 16)
+    assert model.config.vocab_size == 21128
+    metrics = manifest["metrics"]
+    assert metrics["student_params"] < metrics["teacher_params"] and metrics["size_ratio"] > 1
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    train = [r for r in records if r["split"] == "train"]
+    assert {"embedding_loss", "hidden_loss", "attention_loss"} <= set(train[0])
+    assert train[-1]["loss"] < train[0]["loss"]  # the student moves toward the teacher
+    clf = tmp_path / "clf"
+    build("finetune", clf, {"checkpoint": out, "train": seg_reviews}, epochs=1, batch_size=8, precision="fp32")
+    assert AutoModelForSequenceClassification.from_pretrained(clf).config.num_hidden_layers == 1
+
+
+def test_augment_keeps_labels_and_marks_copies(augmented, seg_reviews):
+    out, manifest = augmented
+    table = datasets.load_from_disk(str(out / "dataset"))
+    source = datasets.load_from_disk(str(seg_reviews / "dataset"))
+    assert manifest["counts"]["rows_in"] == len(source) and len(table) == manifest["counts"]["rows_out"] > len(source)
+    rows = table.to_list()
+    for row in rows:
+        assert row["label"] == source[row["source_row"]]["label"]
+    originals = [r for r in rows if not r["augmented"]]
+    assert [r["text"] for r in originals] == list(source["text"])
+    assert 0.1 < manifest["metrics"]["replaced_fraction"] < 0.7
+
+
+def test_task_distillation_from_the_general_student_with_augmented_data(work, teacher, general, augmented, seg_reviews):
+    out = work / "task"
+    manifest = build("distill", out, {"teacher": teacher, "train": seg_reviews, "augmented": augmented[0],
+                                      "student": general[0]}, mode="task", epochs=1, prediction_epochs=3,
+                     quantize="int8", **FAST)
+    m = manifest["metrics"]
+    assert m["augmented_rows"] > 0.7 * 112  # copies of the 7/10 train rows only, not of dev/test
+    assert 0 < m["retention"] and 0 <= m["student_test_accuracy"] <= 1 and m["cpu_speedup"] > 0
+    assert m["student_params"] < m["teacher_params"]
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert model.config.num_hidden_layers == 1 and model.config.id2label == {0: "neg", 1: "pos"} or model.config.num_labels == 2
+    texts = ["质量很好，推荐", "太差了，不会再买"]
+    probs = TextClassifier.load(out).predict(texts)
+    assert probs.shape == (2, 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    int8 = load_int8(out)
+    ids = torch.tensor([[101, 6574, 7030, 2523, 1962, 102]])
+    with torch.inference_mode():
+        close = (int8(input_ids=ids).logits - model.eval()(input_ids=ids).logits).abs().max().item()
+    assert close < 0.5  # int8 linear layers: close to the float student, not equal
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "retention" in report and "int8 student" in report
+    assert (out / "training_curves_intermediate.png").exists() and (out / "training_curves_prediction.png").exists()
+    assert not (work / "task.intermediate.checkpoints").exists() and not (work / "task.prediction.checkpoints").exists()
+
+
+def test_augmented_data_of_another_corpus_is_refused(work, teacher, augmented, seg_news, tmp_path, fixtures):
+    other = tmp_path / "seg_other"
+    build("segment", other, {"corpus": [fixtures / "reviews.csv"]}, workers=1)
+    result = run_cli("distill", "--mode", "task", "--teacher", teacher, "--train", other, "--augmented", augmented[0],
+                     "--out", tmp_path / "x")
+    assert result.code == 2 and "was not made from the train input" in result.err_lines[-1]
+
+
+def test_task_mode_needs_a_classifier_teacher(tiny_bert, seg_reviews, tmp_path):
+    result = run_cli("distill", "--mode", "task", "--teacher", tiny_bert, "--train", seg_reviews, "--out", tmp_path / "x")
+    assert result.code == 2 and "not a classifier" in result.err_lines[-1]
