@@ -63,18 +63,33 @@ class _Text:
     words: list[str]
     gaps: list[str]  # gaps[i] precedes words[i]; gaps[-1] ends the text (whitespace jieba dropped)
     ids: list[int]  # the MLM's token ids of the original text
-    token_at: list[int]  # token index of each single-character word, -1 for others
+    token_at: list[int]  # token index of each single Chinese character word; -1 other words, -2 truncated away
+
+
+@dataclass
+class _MaskedCopy:
+    """One MLM row: copy `copy` of text `text` with the characters `words` (at tokens `tokens`) masked."""
+
+    text: int
+    copy: int
+    words: list[int]
+    tokens: list[int]
+    draws: list[int]  # which of the top-K predictions each character gets
 
 
 def augment(texts: Sequence[str], labels: Sequence[Any], *, n_copies: int, p: float, teacher_mlm: PreTrainedModel,
             tokenizer: PreTrainedTokenizerBase, vectors: KeyedVectors, segmenter: Segmenter | None = None,
             top_k: int = 15, seed: int = 0, batch_size: int = 64, max_length: int = 128,
-            ) -> tuple[list[tuple[str, Any, int]], AugmentStats]:
+            restrict_vocab: int | None = 100_000, bf16: bool = False) -> tuple[list[tuple[str, Any, int]], AugmentStats]:
     """Each text with its label and index, followed by up to n_copies distinct augmented copies.
 
     p: probability that a replaceable word is replaced in a copy; top_k: MLM predictions and vector
     neighbours to draw from (uniformly); batch_size: MLM rows (copies) per forward; max_length: MLM
-    input tokens (single characters past it are kept and counted in stats.kept_truncated)."""
+    input tokens (single characters past it are kept and counted in stats.kept_truncated);
+    restrict_vocab: neighbours come from the first (most frequent) words of the vectors only, as in
+    gensim's most_similar(restrict_vocab=...): searching all of a multi-million-word import would cost
+    minutes per thousand words (None = all); bf16: run the MLM under bf16 autocast (3x faster on CPUs
+    with AMX, e.g. when training.resolve_precision("auto") == "bf16"; fp32 results differ slightly)."""
     if len(texts) != len(labels):
         raise UserError(f"augment: {len(texts)} texts but {len(labels)} labels")
     if not tokenizer.is_fast:
@@ -88,11 +103,12 @@ def augment(texts: Sequence[str], labels: Sequence[Any], *, n_copies: int, p: fl
     segmenter = segmenter or Segmenter(SegmenterSpec())
     parsed = [_parse(text, segmenter.cut(text)) for text in texts]
     _tokenize(parsed, texts, tokenizer, max_length)
-    neighbours = _neighbours({w for t in parsed for w, at in zip(t.words, t.token_at) if at < 0}, vectors, top_k)
+    candidates = {w for t in parsed for w, at in zip(t.words, t.token_at) if at < 0}
+    neighbours = _neighbours(candidates, vectors, top_k, restrict_vocab)
 
     # Draw every choice up front, text by text, so batching the MLM cannot change the results.
     copies: list[list[list[str]]] = []
-    mlm_rows: list[tuple[int, int, list[int], list[int], list[int]]] = []  # text, copy, word idx, token idx, draw
+    mlm_rows: list[_MaskedCopy] = []
     for i, t in enumerate(parsed):
         rng = np.random.default_rng([seed, i])
         kinds = [_kind(w, at, neighbours) for w, at in zip(t.words, t.token_at)]
@@ -113,14 +129,15 @@ def augment(texts: Sequence[str], labels: Sequence[Any], *, n_copies: int, p: fl
                     elif chosen[j]:
                         masked.append(j)
             if masked:
-                mlm_rows.append((i, c, masked, [t.token_at[j] for j in masked], [int(draws[j]) for j in masked]))
+                mlm_rows.append(_MaskedCopy(i, c, masked, [t.token_at[j] for j in masked], [int(draws[j]) for j in masked]))
                 stats.replaced_mlm += len(masked)
             text_copies.append(words)
         copies.append(text_copies)
 
-    for (i, c, word_idx, _, _), chars in zip(mlm_rows, _predict(mlm_rows, parsed, teacher_mlm, tokenizer, top_k, batch_size)):
-        for j, char in zip(word_idx, chars):
-            copies[i][c][j] = char
+    predicted = _predict(mlm_rows, parsed, teacher_mlm, tokenizer, top_k, batch_size, bf16)
+    for row, chars in zip(mlm_rows, predicted):
+        for j, char in zip(row.words, chars):
+            copies[row.text][row.copy][j] = char
 
     rows: list[tuple[str, Any, int]] = []
     for i, (text, label, t) in enumerate(zip(texts, labels, parsed)):
@@ -169,25 +186,30 @@ def _kind(word: str, token_at: int, neighbours: dict[str, list[str]]) -> str:
     return "oov" if any(ch.isalpha() for ch in word) else "other"
 
 
-def _neighbours(words: set[str], vectors: KeyedVectors, top_k: int) -> dict[str, list[str]]:
+def _neighbours(words: set[str], vectors: KeyedVectors, top_k: int, restrict_vocab: int | None) -> dict[str, list[str]]:
     """Up to top_k nearest neighbours, with a letter in them, of each word found in the vectors.
 
-    The same cosine ranking as gensim's `most_similar(word, topn=top_k)` (the word itself excluded),
-    but many words per matrix product: one most_similar call reads the whole matrix for one word."""
+    The same cosine ranking as gensim's `most_similar(word, topn=top_k, restrict_vocab=...)` (the word
+    itself excluded), but many words per matrix product: one most_similar call reads the whole matrix
+    for one word."""
     known = sorted(w for w in words if any(ch.isalpha() for ch in w) and w in vectors.key_to_index)
     if not known:
         return {}
     vectors.fill_norms()
+    searched = min(len(vectors), restrict_vocab or len(vectors))
     matrix, norms = vectors.vectors, vectors.norms  # no normalised copy: the matrix may be a large mmap
-    k = min(top_k, len(vectors) - 1)
-    rows = max(1, 2**24 // len(vectors))  # similarity block of at most 64 MB
-    found, inverse_norms = {}, torch.from_numpy(1 / norms)
+    k = min(top_k, searched - 1)
+    if k < 1:
+        return {}
+    rows = max(1, 2**24 // searched)  # similarity block of at most 64 MB
+    found, inverse_norms = {}, torch.from_numpy(1 / norms[:searched])
     for first in range(0, len(known), rows):
         chunk = known[first:first + rows]
         index = np.array([vectors.key_to_index[w] for w in chunk])
-        sims = torch.from_numpy((matrix[index] / norms[index, None]) @ matrix.T)  # numpy: the matrix may be read-only
+        sims = torch.from_numpy((matrix[index] / norms[index, None]) @ matrix[:searched].T)  # numpy: may be read-only
         sims *= inverse_norms
-        sims[torch.arange(len(chunk)), torch.from_numpy(index)] = float("-inf")
+        inside = index < searched
+        sims[torch.arange(len(chunk))[inside], torch.from_numpy(index[inside])] = float("-inf")
         for word, best in zip(chunk, sims.topk(k, dim=1).indices.tolist()):
             usable = [vectors.index_to_key[i] for i in best]
             usable = [w for w in usable if any(ch.isalpha() for ch in w) and not any(ch.isspace() for ch in w)]
@@ -196,8 +218,8 @@ def _neighbours(words: set[str], vectors: KeyedVectors, top_k: int) -> dict[str,
     return found
 
 
-def _predict(mlm_rows: list, parsed: list[_Text], model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-             top_k: int, batch_size: int) -> list[list[str]]:
+def _predict(mlm_rows: list[_MaskedCopy], parsed: list[_Text], model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+             top_k: int, batch_size: int, bf16: bool) -> list[list[str]]:
     """For each row (one copy of a text), the replacement of each masked character: the draw-th of the
     MLM's top-K single Chinese characters at that position, excluding the original character."""
     if not mlm_rows:
@@ -211,18 +233,18 @@ def _predict(mlm_rows: list, parsed: list[_Text], model: PreTrainedModel, tokeni
     was_training = model.training
     model.eval()
     out: list[list[str]] = [[] for _ in mlm_rows]
-    order = sorted(range(len(mlm_rows)), key=lambda r: len(parsed[mlm_rows[r][0]].ids))  # less padding
-    with torch.inference_mode():
+    order = sorted(range(len(mlm_rows)), key=lambda r: len(parsed[mlm_rows[r].text].ids))  # less padding
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         for first in range(0, len(order), batch_size):
             batch = order[first:first + batch_size]
-            width = max(len(parsed[mlm_rows[r][0]].ids) for r in batch)
+            width = max(len(parsed[mlm_rows[r].text].ids) for r in batch)
             ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
             mask = torch.zeros_like(ids)
             for b, r in enumerate(batch):
-                row = parsed[mlm_rows[r][0]].ids
+                row = parsed[mlm_rows[r].text].ids
                 ids[b, :len(row)], mask[b, :len(row)] = torch.tensor(row), 1
-            rows_at = torch.tensor([b for b, r in enumerate(batch) for _ in mlm_rows[r][3]])
-            cols_at = torch.tensor([col for r in batch for col in mlm_rows[r][3]])
+            rows_at = torch.tensor([b for b, r in enumerate(batch) for _ in mlm_rows[r].tokens])
+            cols_at = torch.tensor([col for r in batch for col in mlm_rows[r].tokens])
             original = ids[rows_at, cols_at]
             ids[rows_at, cols_at] = tokenizer.mask_token_id
             hidden = model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device))[0]
@@ -230,11 +252,11 @@ def _predict(mlm_rows: list, parsed: list[_Text], model: PreTrainedModel, tokeni
             logits[:, banned] = float("-inf")
             logits[torch.arange(len(original)), original] = float("-inf")
             top = logits.topk(k, dim=-1).indices
-            draws = torch.tensor([d % k for r in batch for d in mlm_rows[r][4]])
+            draws = torch.tensor([d % k for r in batch for d in mlm_rows[r].draws])
             chosen = top[torch.arange(len(draws)), draws].tolist()
             position = 0
             for r in batch:
-                n = len(mlm_rows[r][3])
+                n = len(mlm_rows[r].tokens)
                 out[r] = [vocab[i] for i in chosen[position:position + n]]
                 position += n
     model.train(was_training)

@@ -24,6 +24,7 @@ TOP_K = 3
 
 @pytest.fixture(scope="module")
 def setup(tiny_bert):
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models on a shared 2-core machine (PITFALLS.md)
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
     mlm = BertForMaskedLM.from_pretrained(tiny_bert)
@@ -35,7 +36,8 @@ def setup(tiny_bert):
     rng = random.Random(0)
     # words separated by spaces (which jieba drops and augment keeps) so copies align word by word
     texts = [" ".join(rng.choice(IN_VECTORS + OOV + CHARS + KEEP) for _ in range(12)) for _ in range(20)]
-    return {"tokenizer": tokenizer, "teacher_mlm": mlm, "vectors": vectors, "segmenter": Segmenter(SegmenterSpec())}, texts
+    yield {"tokenizer": tokenizer, "teacher_mlm": mlm, "vectors": vectors, "segmenter": Segmenter(SegmenterSpec())}, texts
+    torch.set_num_threads(threads)
 
 
 def run(setup, texts, **options):
@@ -87,12 +89,13 @@ def test_replacements_come_from_the_mlm_top_k_and_the_neighbours_at_rate_p(setup
     assert stats.replaced_mlm + stats.replaced_vectors >= changed  # stats also count the dropped duplicates
 
 
-def test_neighbours_rank_like_most_similar(setup):
+@pytest.mark.parametrize("restrict", [None, 12])
+def test_neighbours_rank_like_most_similar(setup, restrict):
     vectors = setup[0]["vectors"]
-    found = _neighbours(set(IN_VECTORS) | set(OOV), vectors, 5)
+    found = _neighbours(set(IN_VECTORS) | set(OOV), vectors, 5, restrict)
     assert set(found) == set(IN_VECTORS)
     for word in IN_VECTORS:
-        assert found[word] == [w for w, _ in vectors.most_similar(word, topn=5) if w != "，"]
+        assert found[word] == [w for w, _ in vectors.most_similar(word, topn=5, restrict_vocab=restrict) if w != "，"]
 
 
 def test_deterministic_with_the_seed_whatever_the_batching(setup):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +35,8 @@ from ..errors import UserError
 from ..predict import BertClassifier
 from ..training import TrainOptions, Trainer
 from . import Input, Result
+
+log = logging.getLogger(__name__)
 from .finetune import check_saved, evaluate_split, final_metrics, write_classifier_files
 
 NAME = "distill"
@@ -72,7 +75,8 @@ class Config(ReadOptions, TrainOptions):
     prediction_epochs: float = option(3.0, "task mode: passes learning the teacher's predictions", min=0.0)
     batch_size: int = option(32, "texts per batch", min=1)
     lr: float = option(1e-4, "peak learning rate (AdamW)", min=0.0)
-    max_seq_len: int = option(128, "tokens per text, [CLS]/[SEP] included", min=8, max=512)
+    max_seq_len: int = option(0, "tokens per text, [CLS]/[SEP] included; 0 = the teacher classifier's (labels.json), "
+                                 "128 in general mode", min=0, max=512)
     eval_docs: int = option(200, "general mode: texts held out for the evaluation loss", min=0)
     patience: int = option(3, "task mode: stop after this many dev evaluations without improvement (0 = never)", min=0)
     monitor: Literal["macro_f1", "accuracy"] = option("accuracy", "task mode: dev figure for early stopping")
@@ -112,11 +116,12 @@ def _general(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: 
     held = min(config.eval_docs, len(texts) // 5)
     order = np.random.default_rng(config.seed).permutation(len(texts))
     table = datasets.Dataset.from_dict({"text": texts})
-    train, _ = cls_data.encode(table.select(order[held:]), tokenizer, [], config.max_seq_len)
-    evaluation = cls_data.encode(table.select(order[:held]), tokenizer, [], config.max_seq_len)[0] if held else None
+    max_len = config.max_seq_len or 128
+    train, _ = cls_data.encode(table.select(order[held:]), tokenizer, [], max_len)
+    evaluation = cls_data.encode(table.select(order[:held]), tokenizer, [], max_len)[0] if held else None
     with Trainer(_phase_options(config, config.epochs), out, run_config=run_key, name=NAME) as trainer:
         student = _load(BertModel, inputs["student"][0]) if inputs["student"] else BertModel(
-            kd.student_config(teacher.config, _shape(config)), add_pooling_layer=False)
+            _student_config(teacher.config, config), add_pooling_layer=False)
         distiller = _distiller(teacher, student, "intermediate", config)
         summary = _fit(trainer, distiller, train, evaluation, tokenizer.pad_token_id)
         student.set_attn_implementation("sdpa")  # the scores-reporting attention is for distillation only
@@ -143,7 +148,9 @@ def _task(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dic
     first = lambda name: inputs[name][0] if inputs[name] else None  # noqa: E731
     splits = _teacher_labels(load_splits(inputs["train"][0], first("dev"), first("test"), config.seed), teacher)
     train_ds, augmented = _training_texts(splits, first("augmented"), inputs["train"][0])
-    max_len = min(config.max_seq_len, teacher.config.max_position_embeddings)
+    teacher_meta_path = teacher_dir / "labels.json"
+    teacher_meta = json.loads(teacher_meta_path.read_text(encoding="utf-8")) if teacher_meta_path.exists() else {}
+    max_len = min(config.max_seq_len or teacher_meta.get("max_seq_len") or 512, teacher.config.max_position_embeddings)
     train, _ = cls_data.encode(train_ds, tokenizer, splits.labels, max_len)
     dev, _ = cls_data.encode(splits.dev, tokenizer, splits.labels, max_len)
     labels = {"num_labels": len(splits.labels), "id2label": dict(enumerate(splits.labels)),
@@ -152,7 +159,7 @@ def _task(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dic
         if inputs["student"]:
             student = _load(BertForSequenceClassification, inputs["student"][0], **labels)
         else:
-            shape = kd.student_config(teacher.config, _shape(config))
+            shape = _student_config(teacher.config, config)
             student = BertForSequenceClassification(type(shape)(**{**shape.to_dict(), **labels}))
         first_step = None
         if config.epochs or config.steps:
@@ -170,10 +177,8 @@ def _task(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dic
     write_classifier_files(out, splits, max_len, threshold, metrics)
     check = check_saved(out, student_clf, splits)
     sizes = _sizes(teacher, student, config)
-    teacher_meta = teacher_dir / "labels.json"
-    teacher_threshold = json.loads(teacher_meta.read_text(encoding="utf-8")).get("threshold") if teacher_meta.exists() else None
     compared = _compare(teacher, student, tokenizer, splits, max_len, threshold, config, out, sizes["speed_seq_len"],
-                        teacher_threshold)
+                        teacher_meta.get("threshold"))
     summary = {"mode": "task", "labels": len(splits.labels), "train_rows": len(train_ds), "augmented_rows": augmented,
                "steps_intermediate": first_step.steps if first_step else 0, "steps_prediction": second.steps,
                "best_step": (second.best or {}).get("step"), "reload_check": check, **sizes, **compared,
@@ -219,8 +224,19 @@ def _distiller(teacher: Any, student: Any, mode: str, config: Config) -> kd.Dist
                         temperature=config.temperature, weights=config.weights)
 
 
-def _shape(config: Config) -> str | Path:
-    return Path(config.student_shape) if config.student_shape.endswith(".json") else config.student_shape
+def _student_config(teacher_config: Any, config: Config) -> Any:
+    """The student's BertConfig from the preset or file, with the teacher's number of attention heads when they
+    differ (attention scores are compared head by head): TinyBERT-4 of a 4-head BERT-mini has 4 heads of 78."""
+    shape = kd.student_config(teacher_config, Path(config.student_shape) if config.student_shape.endswith(".json")
+                              else config.student_shape)
+    heads = teacher_config.num_attention_heads
+    if shape.num_attention_heads != heads:
+        if shape.hidden_size % heads:
+            raise UserError(f"distill: the student's hidden size {shape.hidden_size} does not split into the teacher's "
+                            f"{heads} attention heads; choose a student shape whose hidden size it divides")
+        log.info("student takes the teacher's %d attention heads (the shape had %d)", heads, shape.num_attention_heads)
+        shape.num_attention_heads = heads
+    return shape
 
 
 def _tokenizer(checkpoint: Path) -> Any:

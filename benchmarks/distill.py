@@ -1,0 +1,149 @@
+"""TinyBERT-4 distilled from the fine-tuned ChnSentiCorp classifier, with and without augmentation, against
+the same student shape fine-tuned directly; and the CPU speed-up of TinyBERT-4 over a BERT-base shape.
+
+    python benchmarks/distill.py [--quick] [--out bench-distill.json] [--teacher DIR] [--work runs/bench_distill]
+
+--quick: 1,500/300/300 ChnSentiCorp rows, 1,000 reviews for general distillation.
+Teacher: the fine-tuned classifier of benchmarks/finetune.py (--teacher, default its artifact); the MLM
+that augments and the teacher of general distillation: the pretrained model of pipelines/pretrain_bert.yaml
+(--pretrained), distilled on --general-rows Douban book reviews. Every model runs through the stages (segment, word2vec, distill --mode general, augment,
+distill --mode task, finetune) into --work, so a rerun reuses fresh artifacts. Texts are cut at
+--max-seq-len tokens for teacher and students alike (retention compares like with like).
+Student TinyBERT-4 (4x312, FFN 1200) takes the teacher's attention-head count (compared head by head).
+"direct" is the same shape from random weights, fine-tuned on the labels without any distillation.
+Speed: random-weight BertForSequenceClassification 12x768 (BERT-base shape) vs TinyBERT-4 (12 heads),
+fp32, batch 32 x 128 tokens, --threads intra-op threads, median of 5 forwards; plus the int8 student.
+Figures: student_test_accuracy (value = distilled student with augmentation, baseline = teacher; ratio =
+retention), student_test_accuracy_no_aug, direct_student_test_accuracy (baseline = teacher),
+cpu_speedup_base_to_tiny4 (value = TinyBERT-4 texts/s, baseline = 12x768 texts/s), cpu_speedup_int8.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+from textcnn import stage, vectors  # noqa: E402
+
+from nlp_pipe import distillation as kd  # noqa: E402
+
+
+def speed(args) -> dict[str, float]:
+    """texts/s of a 12x768 and a TinyBERT-4 classifier (random weights) and of the int8 TinyBERT-4."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    base = BertConfig(vocab_size=21128, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+    tiny = kd.student_config(base, "tinybert4")
+    torch.manual_seed(0)
+    out = {}
+    for name, config in (("base", base), ("tiny4", tiny)):
+        model = BertForSequenceClassification(config).eval()
+        out[name] = kd.texts_per_second(model, 32, 128, repeats=3 if args.quick else 5, threads=args.threads)
+        if name == "tiny4":
+            out["tiny4_int8"] = kd.texts_per_second(kd.quantize_int8(model), 32, 128, vocab_size=21128,
+                                                    repeats=3 if args.quick else 5, threads=args.threads)
+        print(f"{name:6s} {sum(p.numel() for p in model.parameters()) / 1e6:6.1f}M params  {out[name]:7.1f} texts/s", flush=True)
+        del model
+    print(f"tiny4 int8      {out['tiny4_int8']:7.1f} texts/s")
+    return out
+
+
+def head(source: Path, copy: Path, lines: int | None) -> Path:
+    """The first `lines` lines of `source` as a file in the work directory (all of them: `source` itself)."""
+    if lines is None:
+        return source
+    with open(source, encoding="utf-8") as fh:
+        text = "".join(line for _, line in zip(range(lines), fh))
+    if not copy.exists() or copy.read_text(encoding="utf-8") != text:
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_text(text, encoding="utf-8")
+    return copy
+
+
+def student_init(work: Path, teacher: Path) -> Path:
+    """A random TinyBERT-4 classifier checkpoint (the teacher's tokenizer and head count) for the direct baseline."""
+    from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassification
+
+    from nlp_pipe.stages.distill import Config, _student_config
+
+    out = work / "tiny4_random"
+    if not (out / "config.json").exists():
+        torch.manual_seed(0)
+        BertForSequenceClassification(_student_config(AutoConfig.from_pretrained(teacher), Config())).save_pretrained(out)
+        AutoTokenizer.from_pretrained(teacher).save_pretrained(out)
+    return out
+
+
+def main() -> None:
+    args = _args()
+    info = common.machine()
+    for path, what in ((args.teacher, "benchmarks/finetune.py"), (args.pretrained, "nlp-pipe run pipelines/pretrain_bert.yaml")):
+        if not (path / "manifest.json").exists():
+            sys.exit(f"error: {path} is not there; run `{what}` first (or pass its artifact)")
+    work = args.work
+    fast = {"speed_batch": 8, "speed_seq_len": 64}  # the stage's own speed table; the figure is measured below
+    splits = {}
+    for split, rows in (("train", 1500), ("dev", 300), ("test", 300)):
+        source = head(common.data_path(args, "chnsenticorp", f"{split}.tsv"), work / f"{split}.tsv", rows + 1 if args.quick else None)
+        stage("segment", {}, {"corpus": [str(source)]}, work / f"seg_{split}")
+        splits[split] = str(work / f"seg_{split}")
+    vec = vectors(args, work)
+    general = work / "general"
+    reviews = head(common.data_path(args, "corpora", "book_review_cls.txt"), work / "general_corpus.tsv",
+                   1000 if args.quick else args.general_rows)
+    stage("distill", {"mode": "general", "student_shape": "tinybert4", "lr": 3e-4, "eval_docs": 100, "epochs": 1,
+                      "batch_size": 32, "max_seq_len": args.max_seq_len, "format": "tsv", "header": False,
+                      "text_column": "1", "label_column": "none", **fast},
+          {"teacher": str(args.pretrained), "corpus": [str(reviews)]}, general)
+    aug = work / "augment"
+    stage("augment", {"copies": args.copies, "p": 0.4, "top_k": 15, "max_seq_len": args.max_seq_len},
+          {"corpus": splits["train"], "mlm": str(args.pretrained), "vectors": str(vec)}, aug)
+    task = {"mode": "task", "epochs": 1, "prediction_epochs": args.prediction_epochs, "lr": 1e-4, "quantize": "int8",
+            "batch_size": 32, "max_seq_len": args.max_seq_len, **fast}
+    inputs = {"teacher": str(args.teacher), **splits, "student": str(general)}
+    results = {}
+    for name, extra in (("no_aug", {}), ("aug", {"augmented": str(aug)})):
+        m = stage("distill", task, {**inputs, **extra}, work / f"task_{name}")["metrics"]
+        results[name] = m
+        print(f"distilled ({name}): student test acc {m['student_test_accuracy']:.4f}, teacher {m['teacher_test_accuracy']:.4f}, "
+              f"retention {m['retention']:.1%}, int8 {m['int8_test_accuracy']:.4f}", flush=True)
+    direct = stage("finetune", {"epochs": args.direct_epochs, "batch_size": 32, "lr": 1e-4, "max_seq_len": args.max_seq_len},
+                   {"checkpoint": str(student_init(work, args.teacher)), **splits}, work / "direct")["metrics"]
+    print(f"direct (no distillation): test acc {direct['test_accuracy']:.4f}")
+    speeds = speed(args)
+    teacher_acc = results["aug"]["teacher_test_accuracy"]
+    figures = {
+        "student_test_accuracy": common.figure(results["aug"]["student_test_accuracy"], "accuracy", teacher_acc),
+        "student_test_accuracy_no_aug": common.figure(results["no_aug"]["student_test_accuracy"], "accuracy", teacher_acc),
+        "direct_student_test_accuracy": common.figure(direct["test_accuracy"], "accuracy", teacher_acc),
+        "int8_student_test_accuracy": common.figure(results["aug"]["int8_test_accuracy"], "accuracy", teacher_acc),
+        "cpu_speedup_base_to_tiny4": common.figure(speeds["tiny4"], "texts/s", speeds["base"]),
+        "cpu_speedup_int8": common.figure(speeds["tiny4_int8"], "texts/s", speeds["base"]),
+    }
+    t = results["aug"]
+    info["models"] = {"teacher": str(args.teacher), "teacher_params": t["teacher_params"], "student_params": t["student_params"],
+                      "augmented_rows": t["augmented_rows"], "copies": args.copies, "max_seq_len": args.max_seq_len,
+                      "threads": args.threads, "teacher_vs_student_cpu_speedup_measured_in_stage": t["cpu_speedup"]}
+    common.report("distill", args, figures, info)
+
+
+def _args():
+    p = common.parser("TinyBERT-4 distillation on ChnSentiCorp vs its teacher and direct fine-tuning; CPU speed-up")
+    p.add_argument("--teacher", type=Path, default=Path("runs/bench_finetune/finetune"), help="fine-tuned teacher (finetune artifact)")
+    p.add_argument("--pretrained", type=Path, default=Path("runs/pretrain_bert/pretrain"), help="pretrained BERT (pretrain artifact)")
+    p.add_argument("--work", type=Path, default=Path("runs/bench_distill"), help="artifact directory (reused when fresh)")
+    p.add_argument("--max-seq-len", type=int, default=128, help="tokens per text for teacher and students")
+    p.add_argument("--copies", type=int, default=2, help="augmented copies per training text")
+    p.add_argument("--general-rows", type=int, default=10000, help="Douban book reviews for general distillation")
+    p.add_argument("--prediction-epochs", type=float, default=2.0, help="prediction-layer epochs of task distillation")
+    p.add_argument("--direct-epochs", type=float, default=3.0, help="epochs of the direct fine-tuning baseline")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads for the speed figure")
+    return p.parse_args()
+
+
+if __name__ == "__main__":
+    main()
