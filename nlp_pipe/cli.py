@@ -179,8 +179,9 @@ def list_stages() -> None:
 @click.option("--file", "file", type=click.Path(dir_okay=False), default=None, help="A UTF-8 file, one text a line ('-' = stdin).")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines with every class probability.")
 @click.option("--batch-size", default=64, show_default=True, help="Texts per forward pass.")
-def predict(model_dir: str, texts: tuple[str, ...], file: str | None, as_json: bool, batch_size: int) -> None:
-    """Classify texts with a textcnn or finetune artifact: label and probability per line."""
+@click.option("--int8", is_flag=True, help="Use the int8 model of a distill artifact made with --quantize int8 (CPU).")
+def predict(model_dir: str, texts: tuple[str, ...], file: str | None, as_json: bool, batch_size: int, int8: bool) -> None:
+    """Classify texts with a textcnn, finetune or distill artifact: label and probability per line."""
     from .predict import TextClassifier
 
     items = list(texts)
@@ -189,7 +190,7 @@ def predict(model_dir: str, texts: tuple[str, ...], file: str | None, as_json: b
         items += [line.rstrip("\r\n") for line in stream]
     if not items:
         raise UserError("predict: give --text TEXT (repeatable) or --file FILE")
-    clf = TextClassifier.load(model_dir)
+    clf = TextClassifier.load(model_dir, int8)
     probs = clf.predict(items, batch_size)
     for text, (label, prob), row in zip(items, clf.decide(probs), probs):
         if as_json:

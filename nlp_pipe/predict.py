@@ -42,16 +42,19 @@ class TextClassifier:
         self.threshold = threshold  # binary tasks: probability of class 1 above which it is predicted
 
     @staticmethod
-    def load(directory: str | Path) -> TextClassifier:
+    def load(directory: str | Path, int8: bool = False) -> TextClassifier:
+        """The classifier in `directory`; int8=True takes a distill artifact's model_int8.pt (CPU)."""
         directory = Path(directory)
         config_path = directory / "config.json"
         if not config_path.exists():
             raise UserError(f"{directory} is not a classifier artifact (no config.json); point to a textcnn or finetune output")
         config = json.loads(config_path.read_text(encoding="utf-8"))
         if config.get("model_type") == "textcnn":
+            if int8:
+                raise UserError(f"{directory} is a TextCNN; int8 models come from distill --quantize int8")
             return _TextCNNClassifier(directory)
         if any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or []):
-            return BertClassifier.from_dir(directory)
+            return BertClassifier.from_dir(directory, int8)
         raise UserError(f"{directory} holds a '{config.get('model_type')}' model, not a classifier (textcnn or *ForSequenceClassification)")
 
     def predict(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
@@ -110,16 +113,20 @@ class BertClassifier(TextClassifier):
         self.device = next(model.parameters()).device
 
     @classmethod
-    def from_dir(cls, directory: Path) -> BertClassifier:
+    def from_dir(cls, directory: Path, int8: bool = False) -> BertClassifier:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from .distillation import INT8_FILE, load_int8
+
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
-        model = AutoModelForSequenceClassification.from_pretrained(str(directory))
+        if int8 and not (directory / INT8_FILE).exists():
+            raise UserError(f"{directory} has no {INT8_FILE}; distill with --quantize int8 makes one")
+        model = load_int8(directory) if int8 else AutoModelForSequenceClassification.from_pretrained(str(directory))
         meta_path = directory / "labels.json"
         meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
         id2label = model.config.id2label
         max_len = meta.get("max_seq_len") or min(model.config.max_position_embeddings, 512)
-        if torch.cuda.is_available():
+        if torch.cuda.is_available() and not int8:  # int8 dynamic quantisation runs on CPU only
             model = model.cuda()
         return cls(model, tokenizer, [id2label[i] for i in range(len(id2label))], meta.get("threshold"), max_len)
 
