@@ -217,6 +217,9 @@ class Trainer:
                 self._save_checkpoint(state, per_epoch)
         progress.close()
         best = stopper.restore(state, acc.unwrap_model(model))
+        # prepare() wrapped the caller's module's forward in autocast; give it back its plain forward, so what
+        # the stage evaluates or checks after training is the fp32 model it saves
+        acc.unwrap_model(model, keep_fp32_wrapper=False)
         self._finish(metrics_log)
         total_counts = loop.total
         padding = 1 - total_counts["tokens"] / total_counts["slots"] if total_counts["slots"] else 0.0
