@@ -114,3 +114,17 @@ def make_tiny_bert(out: Path, layers: int = 2, hidden: int = 32, seed: int = 0) 
 def tiny_bert(tmp_path_factory) -> Path:
     """A tiny random BERT checkpoint directory (2 layers x 32 hidden), shared read-only by the session."""
     return make_tiny_bert(tmp_path_factory.mktemp("shared") / "tiny_bert")
+
+
+def die_after_first_checkpoint(monkeypatch) -> None:
+    """From now on the Trainer raises KeyboardInterrupt right after writing a checkpoint, as if killed there;
+    `monkeypatch.undo()` lets the rerun resume."""
+    from nlp_pipe.training import Trainer
+
+    original = Trainer._save_checkpoint
+
+    def save_then_die(self, state, per_epoch):
+        original(self, state, per_epoch)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", save_then_die)

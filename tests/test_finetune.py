@@ -11,12 +11,12 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from conftest import build, run_cli
+from conftest import build, die_after_first_checkpoint, run_cli
 from nlp_pipe import TextClassifier
 from nlp_pipe.data.classification import Collator, auto_max_len, classification_summary, confusion_sums
 from nlp_pipe.metrics import load as load_metric
 from nlp_pipe.stages.finetune import _layer_decay
-from nlp_pipe.training import Trainer, make_optimizer
+from nlp_pipe.training import make_optimizer
 from nlp_pipe.training_loop import BatchOrder
 
 # a random 2x32 BERT learns the reviews' sentiment characters in a few epochs at a high learning rate
@@ -73,13 +73,7 @@ def test_resume_after_a_kill_continues_exactly(tiny_bert, seg_reviews, tmp_path,
     inputs = {"checkpoint": tiny_bert, "train": seg_reviews}
     settings = {**SETTINGS, "epochs": 2, "eval_every": 4, "log_every": 2}
     build("finetune", tmp_path / "whole", inputs, **settings)
-    original = Trainer._save_checkpoint
-
-    def save_then_die(self, state, per_epoch):
-        original(self, state, per_epoch)
-        raise KeyboardInterrupt  # as if killed right after the first checkpoint
-
-    monkeypatch.setattr(Trainer, "_save_checkpoint", save_then_die)
+    die_after_first_checkpoint(monkeypatch)
     out = tmp_path / "killed"
     with pytest.raises(KeyboardInterrupt):
         build("finetune", out, inputs, **settings)

@@ -15,9 +15,8 @@ import pytest
 import torch
 from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
-from conftest import FIXTURES, VENV_BIN, build, run_cli
+from conftest import FIXTURES, VENV_BIN, build, die_after_first_checkpoint, run_cli
 from nlp_pipe.errors import UserError
-from nlp_pipe.training import Trainer
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
         "max_position_embeddings": 64}
@@ -95,13 +94,7 @@ def test_loss_decreases_and_mlm_only_gives_masked_lm(tmp_path, bert_vocab, seg_r
 def test_resume_after_a_kill_continues_exactly(tmp_path, bert_vocab, seg_reviews, settings, monkeypatch):
     inputs = {"corpus": corpus(seg_reviews), "tokenizer": bert_vocab}
     build("pretrain", tmp_path / "whole", inputs, **settings)
-    original = Trainer._save_checkpoint
-
-    def save_then_die(self, state, per_epoch):
-        original(self, state, per_epoch)
-        raise KeyboardInterrupt  # as if killed right after the first checkpoint
-
-    monkeypatch.setattr(Trainer, "_save_checkpoint", save_then_die)
+    die_after_first_checkpoint(monkeypatch)
     out = tmp_path / "killed"
     with pytest.raises(KeyboardInterrupt):
         build("pretrain", out, inputs, **settings)
@@ -122,7 +115,7 @@ def test_resume_after_a_kill_continues_exactly(tmp_path, bert_vocab, seg_reviews
 
 def test_changed_settings_refuse_to_resume(tmp_path, bert_vocab, seg_reviews, settings, monkeypatch):
     inputs = {"corpus": corpus(seg_reviews), "tokenizer": bert_vocab}
-    monkeypatch.setattr(Trainer, "_save_checkpoint", _die_after(Trainer._save_checkpoint))
+    die_after_first_checkpoint(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         build("pretrain", tmp_path / "bert", inputs, **settings)
     monkeypatch.undo()
@@ -130,13 +123,6 @@ def test_changed_settings_refuse_to_resume(tmp_path, bert_vocab, seg_reviews, se
         build("pretrain", tmp_path / "bert", inputs, **{**settings, "lr": 1e-3})
     manifest = build("pretrain", tmp_path / "bert", inputs, **{**settings, "lr": 1e-3, "resume": False})
     assert manifest["metrics"]["resumed_from_step"] == 0
-
-
-def _die_after(save):
-    def wrapper(self, state, per_epoch):
-        save(self, state, per_epoch)
-        raise KeyboardInterrupt
-    return wrapper
 
 
 def test_continued_pretraining_from_init_uses_its_tokenizer(tmp_path, bert_vocab, seg_reviews, settings):
