@@ -20,6 +20,8 @@ cpu_speedup_base_to_tiny4 (value = TinyBERT-4 texts/s, baseline = 12x768 texts/s
 
 from __future__ import annotations
 
+import json
+import math
 import sys
 from pathlib import Path
 
@@ -114,6 +116,12 @@ def main() -> None:
     direct = stage("finetune", {"epochs": args.direct_epochs, "batch_size": 32, "lr": 1e-4, "max_seq_len": args.max_seq_len},
                    {"checkpoint": str(student_init(work, args.teacher)), **splits}, work / "direct")["metrics"]
     print(f"direct (no distillation): test acc {direct['test_accuracy']:.4f}")
+    n_test = sum(map(sum, json.loads((work / "direct" / "metrics.json").read_text(encoding="utf-8"))["test"]["confusion_matrix"]))
+    for name in ("aug", "no_aug"):
+        gap = results[name]["student_test_accuracy"] - direct["test_accuracy"]
+        noise = 1.96 * math.sqrt(2 * direct["test_accuracy"] * (1 - direct["test_accuracy"]) / n_test)
+        print(f"distilled ({name}) - direct: {gap * 100:+.2f} points on {n_test} test texts "
+              f"({'beyond' if abs(gap) > noise else 'within'} the ±{noise * 100:.1f}-point 95% noise band of two such accuracies)")
     speeds = speed(args)
     teacher_acc = results["aug"]["teacher_test_accuracy"]
     figures = {
