@@ -134,6 +134,7 @@ class Trainer:
         except ValueError as exc:  # e.g. fp16 without a GPU
             raise UserError(f"{name}: precision {options.precision}: {exc}") from None
         self.run_config = {"config": run_config, "processes": self.accelerator.num_processes}
+        self._threads_before = torch.get_num_threads()
         self.threads = cpu_threads() if self.accelerator.device.type == "cpu" else None
         set_seed(options.seed)  # the model built next gets the same weights on every process and every rerun
 
@@ -144,6 +145,7 @@ class Trainer:
         """Leave no accelerate state behind: a later Accelerator() in this process (another stage of a
         pipeline, a test) would otherwise inherit this run's mixed precision."""
         AcceleratorState._reset_state()
+        torch.set_num_threads(self._threads_before)  # what runs next in this process (e.g. predict) keeps its own
 
     @property
     def is_main(self) -> bool:
