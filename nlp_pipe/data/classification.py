@@ -34,13 +34,21 @@ def auto_max_len(lengths: np.ndarray, percentile: float, limit: int) -> int:
     return max(8, min(limit, -(-wanted // 8) * 8))
 
 
+def tokenize(tokenizer: Any, texts: Sequence[str], max_len: int) -> tuple[list[list[int]], list[bool]]:
+    """Token ids of each text cut at max_len, and whether it was cut: one pass of the fast tokenizer (its
+    encodings keep what truncation removed)."""
+    batch = tokenizer(list(texts), truncation=True, max_length=max_len, return_attention_mask=False,
+                      return_token_type_ids=False)
+    return [e.ids for e in batch.encodings], [bool(e.overflowing) for e in batch.encodings]
+
+
 def encode(ds: datasets.Dataset, tokenizer: Any, labels: list[str], max_len: int) -> tuple[datasets.Dataset, Encoding]:
     """`text` (+ `label` names) -> input_ids, length, label (class id); other columns dropped."""
     index = {name: i for i, name in enumerate(labels)}
 
-    def tokenize(batch: dict[str, list]) -> dict[str, list]:
-        ids = tokenizer(batch["text"], truncation=True, max_length=max_len)["input_ids"]
-        out = {"input_ids": ids, "length": [len(x) for x in ids]}
+    def tokenize_batch(batch: dict[str, list]) -> dict[str, list]:
+        ids, cut = tokenize(tokenizer, batch["text"], max_len)
+        out = {"input_ids": ids, "length": [len(x) for x in ids], "cut": cut}
         if "label" in batch:
             out["label"] = [index[v] for v in batch["label"]]
         return out
@@ -50,9 +58,9 @@ def encode(ds: datasets.Dataset, tokenizer: Any, labels: list[str], max_len: int
         if unseen:
             raise UserError(f"label '{unseen[0]}' is not among the model's labels ({', '.join(labels)})")
     # kept in memory: the datasets cache would key on the tokenizer's pickle, which is not stable
-    encoded = ds.map(tokenize, batched=True, batch_size=1000, remove_columns=ds.column_names, keep_in_memory=True)
-    full = token_lengths(tokenizer, ds["text"])
-    return encoded, Encoding(max_len, int((full > max_len).sum()))
+    encoded = ds.map(tokenize_batch, batched=True, batch_size=1000, remove_columns=ds.column_names, keep_in_memory=True)
+    truncated = int(np.sum(encoded["cut"]))
+    return encoded.remove_columns("cut"), Encoding(max_len, truncated)
 
 
 class Collator:

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ..config import option
 from ..corpus import Counts, ReadOptions, read_texts
+from ..data.classification import tokenize
 from ..errors import UserError
 from . import Input, Result
 
@@ -117,11 +118,9 @@ def _tokenize(tokenizer: Any, texts: list[str], max_len: int) -> tuple[list[np.n
     """Token ids of every text (no padding) and how many texts were cut to max_len."""
     ids, truncated = [], 0
     for start in range(0, len(texts), 1000):
-        batch = tokenizer(texts[start:start + 1000], truncation=True, max_length=max_len,
-                          return_attention_mask=False, return_token_type_ids=False)
-        for encoding in batch.encodings:
-            ids.append(np.asarray(encoding.ids, dtype=np.int64))
-            truncated += bool(encoding.overflowing)
+        batch_ids, cut = tokenize(tokenizer, texts[start:start + 1000], max_len)
+        ids += [np.asarray(x, dtype=np.int64) for x in batch_ids]
+        truncated += sum(cut)
     return ids, truncated
 
 
