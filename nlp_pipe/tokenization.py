@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from . import checkpoints
 from .errors import UserError
 
 log = logging.getLogger(__name__)
@@ -113,14 +114,7 @@ class WordPlanner:
 
 def load_tokenizer(path: Path) -> Any:
     """The checkpoint's tokenizer, which must be a fast WordPiece (BERT-style) tokenizer."""
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    except (OSError, ValueError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: AutoTokenizer cannot load a tokenizer there ({first}); the checkpoint must be a "
-                        "HuggingFace directory with its tokenizer (tokenizer.json or vocab.txt)") from None
+    tokenizer = checkpoints.load_tokenizer(path)
     wordpiece_model(tokenizer, path)
     return tokenizer
 

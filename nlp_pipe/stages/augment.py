@@ -19,10 +19,10 @@ from typing import Any
 
 import datasets
 
+from .. import checkpoints
 from ..augment import augment
 from ..config import option
 from ..data.labelled import DATASET_DIR, load_dataset
-from ..errors import UserError
 from ..predict import SEGMENTER_JSON, segmenter_from_json
 from ..training import resolve_precision
 from ..vectors import load_keyed_vectors
@@ -73,18 +73,11 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
 
 
 def _mlm(checkpoint: Path) -> tuple[Any, Any]:
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
-    from transformers.utils import logging as transformers_logging
+    """Tokenizer and MLM of --mlm (a pretraining checkpoint's NSP/SOP head is left out)."""
+    from transformers import AutoModelForMaskedLM
 
-    if not (checkpoint / "config.json").exists():
-        raise UserError(f"augment: {checkpoint} has no config.json; --mlm must be a BERT checkpoint with an MLM head")
-    verbosity = transformers_logging.get_verbosity()
-    transformers_logging.set_verbosity_error()  # a pretraining checkpoint's NSP/SOP head is not needed here
-    try:
-        model = AutoModelForMaskedLM.from_pretrained(str(checkpoint)).eval()
-    finally:
-        transformers_logging.set_verbosity(verbosity)
-    return AutoTokenizer.from_pretrained(str(checkpoint)), model
+    checkpoints.require(checkpoint, NAME)
+    return checkpoints.load_tokenizer(checkpoint), checkpoints.load_model(AutoModelForMaskedLM, checkpoint).eval()
 
 
 def _report(config: Config, m: dict[str, Any], rows: list[tuple[str, Any, int]]) -> str:

@@ -26,7 +26,7 @@ import datasets
 import numpy as np
 import torch
 
-from .. import distillation as kd, runner
+from .. import checkpoints, distillation as kd, runner
 from ..config import option, to_dict
 from ..corpus import Counts, ReadOptions, read_texts
 from ..data import classification as cls_data
@@ -110,7 +110,7 @@ def _general(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: 
     from transformers import BertModel
 
     tokenizer = _tokenizer(inputs["teacher"][0])
-    teacher = _load(BertModel, inputs["teacher"][0])
+    teacher = checkpoints.load_model(BertModel, inputs["teacher"][0])
     counts = Counts()
     texts = [t for t, _, _ in read_texts(inputs["corpus"], config, counts, NAME)]
     held = min(config.eval_docs, len(texts) // 5)
@@ -120,7 +120,7 @@ def _general(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: 
     train, _ = cls_data.encode(table.select(order[held:]), tokenizer, [], max_len)
     evaluation = cls_data.encode(table.select(order[:held]), tokenizer, [], max_len)[0] if held else None
     with Trainer(_phase_options(config, config.epochs), out, run_config=run_key, name=NAME) as trainer:
-        student = _load(BertModel, inputs["student"][0]) if inputs["student"] else BertModel(
+        student = checkpoints.load_model(BertModel, inputs["student"][0]) if inputs["student"] else BertModel(
             _student_config(teacher.config, config), add_pooling_layer=False)
         distiller = _distiller(teacher, student, "intermediate", config)
         summary = _fit(trainer, distiller, train, evaluation, tokenizer.pad_token_id)
@@ -142,7 +142,7 @@ def _task(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dic
 
     teacher_dir = inputs["teacher"][0]
     tokenizer = _tokenizer(teacher_dir)
-    teacher = _load(AutoModelForSequenceClassification, teacher_dir)
+    teacher = checkpoints.load_model(AutoModelForSequenceClassification, teacher_dir)
     if not any(a.endswith("ForSequenceClassification") for a in teacher.config.architectures or []):
         raise UserError(f"distill --mode task: teacher {teacher_dir} is not a classifier; fine-tune it first (nlp-pipe finetune)")
     first = lambda name: inputs[name][0] if inputs[name] else None  # noqa: E731
@@ -157,7 +157,7 @@ def _task(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dic
               "label2id": {n: i for i, n in enumerate(splits.labels)}}
     with Trainer(_phase_options(config, config.epochs), out, run_config=run_key, name=NAME, phase="intermediate") as trainer:
         if inputs["student"]:
-            student = _load(BertForSequenceClassification, inputs["student"][0], **labels)
+            student = checkpoints.load_model(BertForSequenceClassification, inputs["student"][0], **labels)
         else:
             shape = _student_config(teacher.config, config)
             student = BertForSequenceClassification(type(shape)(**{**shape.to_dict(), **labels}))
@@ -240,22 +240,8 @@ def _student_config(teacher_config: Any, config: Config) -> Any:
 
 
 def _tokenizer(checkpoint: Path) -> Any:
-    from transformers import AutoTokenizer
-
-    if not (checkpoint / "config.json").exists():
-        raise UserError(f"distill: {checkpoint} has no config.json; --teacher must be a model directory")
-    return AutoTokenizer.from_pretrained(str(checkpoint))
-
-
-def _load(cls: Any, checkpoint: Path, **kwargs: Any) -> Any:
-    from transformers.utils import logging as transformers_logging
-
-    verbosity = transformers_logging.get_verbosity()
-    transformers_logging.set_verbosity_error()  # heads a class does not use (MLM, pooler) are expected
-    try:
-        return cls.from_pretrained(str(checkpoint), **kwargs)
-    finally:
-        transformers_logging.set_verbosity(verbosity)
+    checkpoints.require(checkpoint, NAME)
+    return checkpoints.load_tokenizer(checkpoint)
 
 
 def _teacher_labels(splits: Splits, teacher: Any) -> Splits:

@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import option
+from .. import checkpoints
 from ..corpus import Counts, ReadOptions, read_texts
 from ..data.classification import tokenize
 from ..errors import UserError
@@ -29,7 +30,6 @@ from . import Input, Result
 
 NAME = "extract"
 VERSION = 1
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 
 INPUTS = {
     "checkpoint": Input("a BERT-family HuggingFace directory with its tokenizer (pretrain, expand, finetune or distill "
@@ -89,29 +89,10 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
 
 
 def _load(checkpoint: Path) -> tuple[Any, Any]:
-    from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as transformers_logging
+    from transformers import AutoModel
 
-    if not checkpoint.is_dir():
-        raise UserError(f"extract: checkpoint {checkpoint} is not a directory; pass a HuggingFace model directory")
-    missing = [what for what, files in (("config.json", ("config.json",)), ("tokenizer (tokenizer.json or vocab.txt)", _TOKENIZER_FILES))
-               if not any((checkpoint / f).is_file() for f in files)]
-    if missing:
-        raise UserError(f"extract: checkpoint {checkpoint} has no {' and no '.join(missing)}; pass a HuggingFace model "
-                        "directory saved with its tokenizer (e.g. a pretrain artifact)")
-    verbosity = transformers_logging.get_verbosity()
-    transformers_logging.set_verbosity_error()  # MLM/classifier heads left out and a fresh pooler are expected
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(checkpoint), local_files_only=True)
-        model = AutoModel.from_pretrained(str(checkpoint), local_files_only=True).eval()
-    except (OSError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"extract: cannot load checkpoint {checkpoint} with AutoModel/AutoTokenizer ({first})") from None
-    finally:
-        transformers_logging.set_verbosity(verbosity)
-    if not tokenizer.is_fast:
-        raise UserError(f"extract: checkpoint {checkpoint} has no fast tokenizer (save it with tokenizer.json)")
-    return tokenizer, model
+    checkpoints.require(checkpoint, NAME)
+    return checkpoints.load_tokenizer(checkpoint), checkpoints.load_model(AutoModel, checkpoint).eval()
 
 
 def _tokenize(tokenizer: Any, texts: list[str], max_len: int) -> tuple[list[np.ndarray], int]:

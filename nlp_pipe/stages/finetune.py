@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .. import plots, runner
+from .. import checkpoints, plots, runner
 from ..config import option, to_dict
 from ..data import classification as cls_data
 from ..data.labelled import Splits, best_threshold, load_splits, stratified_folds
@@ -150,14 +150,8 @@ def _layer_decay(layers: int, decay: float):
 
 
 def _tokenizer(checkpoint: Path) -> Any:
-    from transformers import AutoTokenizer
-
-    if not (checkpoint / "config.json").exists():
-        raise UserError(f"finetune: {checkpoint} has no config.json; point --checkpoint to a model directory")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"finetune: {checkpoint} holds no tokenizer ({str(exc).splitlines()[0]})") from None
+    checkpoints.require(checkpoint, NAME)
+    tokenizer = checkpoints.load_tokenizer(checkpoint)
     if tokenizer.pad_token_id is None:
         raise UserError(f"finetune: the tokenizer in {checkpoint} has no padding token")
     return tokenizer
@@ -170,20 +164,15 @@ def _max_positions(checkpoint: Path) -> int:
 def _model(checkpoint: Path, labels: list[str], config: Config) -> tuple[Any, str]:
     """The checkpoint with a classification head for `labels`; says whether the head is new or kept."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
-    from transformers.utils import logging as transformers_logging
 
     base = AutoConfig.from_pretrained(str(checkpoint))
     kept = base.architectures and any(a.endswith("ForSequenceClassification") for a in base.architectures) \
         and [base.id2label.get(i) for i in range(len(base.id2label))] == labels
     extra = {} if config.dropout < 0 else {"classifier_dropout": config.dropout}
-    verbosity = transformers_logging.get_verbosity()
-    transformers_logging.set_verbosity_error()  # "newly initialised classifier" is the point of fine-tuning
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            str(checkpoint), num_labels=len(labels), id2label=dict(enumerate(labels)),
-            label2id={n: i for i, n in enumerate(labels)}, ignore_mismatched_sizes=True, **extra)
-    finally:
-        transformers_logging.set_verbosity(verbosity)
+    # quiet: "newly initialised classifier" is the point of fine-tuning
+    model = checkpoints.load_model(AutoModelForSequenceClassification, checkpoint, num_labels=len(labels),
+                                   id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
+                                   ignore_mismatched_sizes=True, **extra)
     return model, "kept from the checkpoint" if kept else "new (random)"
 
 

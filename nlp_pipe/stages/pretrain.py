@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .. import artifacts, runner
+from .. import artifacts, checkpoints, runner
 from ..config import option, to_dict
 from ..corpus import ReadOptions
 from ..data import pretraining as blocks_data
@@ -194,15 +194,9 @@ def _summarizer(task: str):
 def _check_saved(out: Path, hf_model: Any, collator: MaskingCollator, built: blocks_data.Built) -> str:
     """Reload the artifact with the Auto classes and compare MLM logits with the trained model."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer
-    from transformers.utils import logging as transformers_logging
 
     tokenizer = AutoTokenizer.from_pretrained(str(out))
-    verbosity = transformers_logging.get_verbosity()
-    transformers_logging.set_verbosity_error()  # the pooler/NSP weights BertForMaskedLM skips are expected
-    try:
-        reloaded = AutoModelForMaskedLM.from_pretrained(str(out)).eval()
-    finally:
-        transformers_logging.set_verbosity(verbosity)
+    reloaded = checkpoints.load_model(AutoModelForMaskedLM, out).eval()  # quiet: the pooler/NSP weights it skips
     if len(tokenizer) != reloaded.config.vocab_size:
         raise AssertionError(f"saved tokenizer has {len(tokenizer)} tokens, the model {reloaded.config.vocab_size}")
     data = built.eval if built.eval is not None else built.train

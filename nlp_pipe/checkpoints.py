@@ -1,0 +1,64 @@
+"""Loading local Hugging Face checkpoints in the stages: one-line errors for what is missing, and quiet about
+weights a model class leaves out or adds (an MLM head skipped, a new classifier), which the stages expect."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """transformers' warnings off for the block (its verbosity is global), restored afterwards."""
+    from transformers.utils import logging as transformers_logging
+
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+
+
+def require(checkpoint: Path, stage: str) -> None:
+    """A one-line error unless `checkpoint` is a directory with config.json and its tokenizer files."""
+    if not checkpoint.is_dir():
+        raise UserError(f"{stage}: checkpoint {checkpoint} is not a directory; pass a HuggingFace model directory")
+    missing = [what for what, files in (("config.json", ("config.json",)), ("tokenizer (tokenizer.json or vocab.txt)", TOKENIZER_FILES))
+               if not any((checkpoint / f).is_file() for f in files)]
+    if missing:
+        raise UserError(f"{stage}: checkpoint {checkpoint} has no {' and no '.join(missing)}; pass a HuggingFace model "
+                        "directory saved with its tokenizer (e.g. a pretrain artifact)")
+
+
+def load_tokenizer(path: Path) -> Any:
+    """The directory's fast tokenizer, from local files only."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError, TypeError) as exc:
+        raise UserError(f"{path}: AutoTokenizer cannot load a tokenizer there ({_first_line(exc)}); the checkpoint must be a "
+                        "HuggingFace directory with its tokenizer (tokenizer.json or vocab.txt)") from None
+    if not tokenizer.is_fast:
+        raise UserError(f"{path} has no fast tokenizer (save it with tokenizer.json)")
+    return tokenizer
+
+
+def load_model(cls: Any, path: Path, **kwargs: Any) -> Any:
+    """`cls.from_pretrained(path, **kwargs)` from local files, quietly, with a one-line error when it fails."""
+    with quiet():
+        try:
+            return cls.from_pretrained(str(path), local_files_only=True, **kwargs)
+        except (OSError, ValueError, KeyError) as exc:
+            raise UserError(f"cannot load {path} as {cls.__name__} ({_first_line(exc)})") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
