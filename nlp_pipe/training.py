@@ -61,6 +61,8 @@ CURVES_PNG = "training_curves.png"
 RUN_JSON = "run.json"
 POSITION_JSON = "data_position.json"
 TENSORBOARD = "tensorboard"
+# TrainOptions fields that do not change the training trajectory
+NOT_RUN_IDENTITY = ("resume", "keep_checkpoints", "tensorboard", "log_every", "save_every", "checkpoint_limit")
 __all__ = ["TrainOptions", "TrainState", "Trainer", "Summary", "resolve_precision", "cpu_threads", "make_optimizer"]
 
 
@@ -327,6 +329,17 @@ class Trainer:
             plot_curves(metrics_log.records(), self.out / self.curves_name, self.name)
             if (self.work / TENSORBOARD).exists():
                 shutil.copytree(self.work / TENSORBOARD, self.out / TENSORBOARD, dirs_exist_ok=True)
+
+
+def run_identity(config: Any, inputs: dict[str, list[Path]], also_ignore: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A Trainer's `run_config`: the config without the fields that only log, checkpoint or report (a rerun with
+    other values of those still resumes) plus the inputs' fingerprints under "inputs"."""
+    from .config import to_dict
+    from .runner import input_fingerprint
+
+    ignore = set(NOT_RUN_IDENTITY) | set(also_ignore)
+    return {**{k: v for k, v in to_dict(config).items() if k not in ignore},
+            "inputs": {k: [input_fingerprint(p, {}) for p in v] for k, v in inputs.items()}}
 
 
 def resolve_precision(choice: str) -> str:

@@ -26,14 +26,14 @@ import datasets
 import numpy as np
 import torch
 
-from .. import checkpoints, distillation as kd, runner
-from ..config import option, to_dict
+from .. import checkpoints, distillation as kd
+from ..config import option
 from ..corpus import Counts, ReadOptions, read_texts
 from ..data import classification as cls_data
 from ..data.labelled import Splits, load_dataset, load_splits
 from ..errors import UserError
 from ..predict import BertClassifier
-from ..training import TrainOptions, Trainer
+from ..training import TrainOptions, Trainer, run_identity
 from . import Input, Result
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,6 @@ from .finetune import check_saved, evaluate_split, final_metrics, write_classifi
 
 NAME = "distill"
 VERSION = 1
-_NOT_RUN_IDENTITY = ("resume", "keep_checkpoints", "tensorboard", "log_every", "save_every", "checkpoint_limit",
-                     "quantize", "speed_batch", "speed_seq_len")
 
 INPUTS = {
     "teacher": Input("general: a pretrained BERT (pretrain/expand artifact); task: a finetune artifact",
@@ -101,8 +99,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     for name in needed:
         if not inputs[name]:
             raise UserError(f"distill --mode {config.mode} needs --{name}")
-    identity = {k: v for k, v in to_dict(config).items() if k not in _NOT_RUN_IDENTITY}
-    run_key = {**identity, "inputs": {k: [runner.input_fingerprint(p, {}) for p in v] for k, v in inputs.items()}}
+    run_key = run_identity(config, inputs, also_ignore=("quantize", "speed_batch", "speed_seq_len"))  # report only
     return (_general if config.mode == "general" else _task)(config, inputs, out, run_key)
 
 

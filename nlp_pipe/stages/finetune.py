@@ -27,20 +27,19 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .. import checkpoints, plots, runner
-from ..config import option, to_dict
+from .. import checkpoints, plots
+from ..config import option
 from ..data import classification as cls_data
 from ..data.labelled import Splits, best_threshold, load_splits, stratified_folds
 from ..errors import UserError
 from ..fit import Evaluation
 from ..predict import BertClassifier
-from ..training import TrainOptions, Trainer
+from ..training import TrainOptions, Trainer, run_identity
 from . import Input, Result
 
 NAME = "finetune"
 VERSION = 1
 DISTRIBUTED = True
-_NOT_RUN_IDENTITY = ("resume", "keep_checkpoints", "tensorboard", "log_every", "save_every", "checkpoint_limit")
 _LAYER = re.compile(r"\.layer\.(\d+)\.")
 
 INPUTS = {
@@ -90,9 +89,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     max_len = min(config.max_seq_len, limit) if config.max_seq_len else cls_data.auto_max_len(lengths, config.len_percentile, limit)
     encoded = {name: cls_data.encode(ds, tokenizer, splits.labels, max_len)
                for name, ds in (("train", splits.train), ("dev", splits.dev), ("test", splits.test)) if ds is not None}
-    identity = {k: v for k, v in to_dict(config).items() if k not in _NOT_RUN_IDENTITY}
-    run_key = {**identity, "inputs": {k: [runner.input_fingerprint(p, {}) for p in v] for k, v in inputs.items()}}
-    with Trainer(config, out, run_config=run_key, name=NAME) as trainer:
+    with Trainer(config, out, run_config=run_identity(config, inputs), name=NAME) as trainer:
         model, head = _model(checkpoint, splits.labels, config)
         summary = _train(trainer, model, config, encoded["train"][0], encoded["dev"][0], tokenizer.pad_token_id, len(splits.labels))
         trainer.save_pretrained(model, tokenizer)

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .. import artifacts, checkpoints, runner
+from .. import artifacts, checkpoints
 from ..config import option, to_dict
 from ..corpus import ReadOptions
 from ..data import pretraining as blocks_data
@@ -34,16 +34,13 @@ from ..data.masking import MaskingCollator
 from ..errors import UserError
 from ..models import bert_pretraining as bert
 from ..segmenter import default_workers
-from ..training import Summary, TrainOptions, Trainer
+from ..training import Summary, TrainOptions, Trainer, run_identity
 from . import Input, Result
 
 NAME = "pretrain"
 VERSION = 2
 DISTRIBUTED = True  # every process of `accelerate launch` runs this stage; the main one writes the artifact
 SETTINGS_JSON = "pretraining.json"
-# fields that do not change the training trajectory: a rerun with other values still resumes
-_NOT_RUN_IDENTITY = ("resume", "keep_checkpoints", "tensorboard", "log_every", "eval_every", "save_every",
-                     "checkpoint_limit", "num_proc")
 
 INPUTS = {
     "corpus": Input("text files (one document a line, or one sentence a line with blank lines between documents) "
@@ -87,12 +84,11 @@ class Config(ReadOptions, TrainOptions):
 
 def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     tokenizer, tokenizer_source = _tokenizer(inputs)
-    identity = {k: v for k, v in to_dict(config).items() if k not in _NOT_RUN_IDENTITY}
-    input_key = {k: [runner.input_fingerprint(p, {}) for p in v] for k, v in inputs.items()}
-    with Trainer(config, out, run_config={**identity, "inputs": input_key}, name=NAME) as trainer:
+    run_key = run_identity(config, inputs, also_ignore=("eval_every", "num_proc"))  # evaluation never changes training
+    with Trainer(config, out, run_config=run_key, name=NAME) as trainer:
         hf_model = _model(config, inputs, tokenizer)  # after Trainer(): seeded, identical on every process
         with trainer.accelerator.main_process_first():  # the main process builds the cache, the others load it
-            built = blocks_data.build(inputs["corpus"], artifacts.sha256_json(input_key["corpus"]), tokenizer,
+            built = blocks_data.build(inputs["corpus"], artifacts.sha256_json(run_key["inputs"]["corpus"]), tokenizer,
                                       _build_spec(config, tokenizer), artifacts.work_dir(out, "cache"),
                                       config.num_proc or min(4, default_workers()))
         collator = MaskingCollator(tokenizer.pad_token_id, tokenizer.mask_token_id, len(tokenizer),
