@@ -31,7 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from textcnn import stage, vectors  # noqa: E402
 
-from nlp_pipe import distillation as kd  # noqa: E402
+from nlp_pipe.metrics.throughput import texts_per_second  # noqa: E402
+from nlp_pipe.models.int8 import quantize_int8  # noqa: E402
+from nlp_pipe.models.tinybert import student_config  # noqa: E402
 
 
 def speed(args) -> dict[str, float]:
@@ -39,14 +41,14 @@ def speed(args) -> dict[str, float]:
     from transformers import BertConfig, BertForSequenceClassification
 
     base = BertConfig(vocab_size=21128, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
-    tiny = kd.student_config(base, "tinybert4")
+    tiny = student_config(base, "tinybert4")
     torch.manual_seed(0)
     out = {}
     for name, config in (("base", base), ("tiny4", tiny)):
         model = BertForSequenceClassification(config).eval()
-        out[name] = kd.texts_per_second(model, 32, 128, repeats=3 if args.quick else 5, threads=args.threads)
+        out[name] = texts_per_second(model, 32, 128, repeats=3 if args.quick else 5, threads=args.threads)
         if name == "tiny4":
-            out["tiny4_int8"] = kd.texts_per_second(kd.quantize_int8(model), 32, 128, vocab_size=21128,
+            out["tiny4_int8"] = texts_per_second(quantize_int8(model), 32, 128, vocab_size=21128,
                                                     repeats=3 if args.quick else 5, threads=args.threads)
         print(f"{name:6s} {sum(p.numel() for p in model.parameters()) / 1e6:6.1f}M params  {out[name]:7.1f} texts/s", flush=True)
         del model

@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import textcnn as textcnn_bench  # noqa: E402  (stage() and vectors(): the same word vectors as that benchmark)
 
-from nlp_pipe import TextClassifier, artifacts  # noqa: E402
+from nlp_pipe import TextClassifier  # noqa: E402
+from nlp_pipe.core import artifacts  # noqa: E402
 
 QUICK_ROWS = {"train": 1500, "dev": 300, "test": 300}
 # Chosen by dev accuracy for pretrain_bert.yaml's BERT-mini (4x256, 300 steps) on the full train split,

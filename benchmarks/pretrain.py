@@ -99,7 +99,7 @@ def _tokenizer(vocab: Path, work: Path) -> Path:
     from transformers import BertTokenizer
 
     out = work / "tokenizer"
-    BertTokenizer(vocab=str(vocab)).save_pretrained(str(out))  # not BertTokenizerFast(vocab_file=): PITFALLS.md
+    BertTokenizer(vocab=str(vocab)).save_pretrained(str(out))  # not BertTokenizerFast(vocab_file=): docs/library-notes.md
     (out / "vocab.txt").write_bytes(vocab.read_bytes())
     return out
 

@@ -21,7 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-from nlp_pipe import TextClassifier, artifacts, runner  # noqa: E402
+from nlp_pipe import TextClassifier, runner  # noqa: E402
+from nlp_pipe.core import artifacts  # noqa: E402
 
 MODES = ("static", "non-static", "multichannel")
 

@@ -15,14 +15,14 @@ import json
 import logging
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import click
 import yaml
 
-from . import __version__, artifacts, config as configs, pipeline as pipelines, runner, stages
-from .errors import UserError, did_you_mean
+from . import __version__, pipeline as pipelines, runner, stages
+from .core import artifacts, config as configs
+from .core.errors import UserError, did_you_mean
 
 log = logging.getLogger("nlp_pipe")
 
@@ -176,28 +176,23 @@ def list_stages() -> None:
 @cli.command()
 @click.argument("model_dir", type=click.Path(file_okay=False))
 @click.option("--text", "texts", multiple=True, help="A text to classify (repeatable).")
-@click.option("--file", "file", type=click.Path(dir_okay=False), default=None, help="A UTF-8 file, one text a line ('-' = stdin).")
+@click.option("--file", "file", default=None, help="A text file, one text a line ('-' = stdin); UTF-8 or GB18030/GBK.")
+@click.option("--encoding", default="auto", show_default=True, help="Encoding of --file; auto detects UTF-8 and GB18030/GBK.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines with every class probability.")
 @click.option("--batch-size", default=64, show_default=True, help="Texts per forward pass.")
 @click.option("--int8", is_flag=True, help="Use the int8 model of a distill artifact made with --quantize int8 (CPU).")
-def predict(model_dir: str, texts: tuple[str, ...], file: str | None, as_json: bool, batch_size: int, int8: bool) -> None:
+def predict(model_dir: str, texts: tuple[str, ...], file: str | None, encoding: str, as_json: bool, batch_size: int,
+            int8: bool) -> None:
     """Classify texts with a textcnn, finetune or distill artifact: label and probability per line."""
-    from .predict import TextClassifier
+    from . import predict as prediction
 
-    items = list(texts)
-    if file:
-        stream = click.open_file(file, encoding="utf-8-sig")
-        items += [line.rstrip("\r\n") for line in stream]
-    if not items:
-        raise UserError("predict: give --text TEXT (repeatable) or --file FILE")
-    clf = TextClassifier.load(model_dir, int8)
-    probs = clf.predict(items, batch_size)
-    for text, (label, prob), row in zip(items, clf.decide(probs), probs):
+    items = prediction.read_texts(texts, file, encoding)
+    clf = prediction.TextClassifier.load(model_dir, int8)
+    for record in prediction.predict(clf, items, batch_size):
         if as_json:
-            click.echo(json.dumps({"text": text, "label": label, "probability": round(prob, 6),
-                                   "probabilities": {n: round(float(p), 6) for n, p in zip(clf.labels, row)}}, ensure_ascii=False))
+            click.echo(json.dumps(record, ensure_ascii=False))
         else:
-            click.echo(f"{label}\t{prob:.4f}\t{text}")
+            click.echo(f"{record['label']}\t{record['probability']:.4f}\t{record['text']}")
 
 
 @cli.command(name="word2vec-eval")
@@ -210,17 +205,17 @@ def predict(model_dir: str, texts: tuple[str, ...], file: str | None, as_json: b
 def word2vec_eval(vectors_path: str, analogy: str | None, similarity: str | None, restrict_vocab: int,
                   case_sensitive: bool, as_json: bool) -> None:
     """Evaluate word vectors (a word2vec/import-vectors artifact, or a word2vec text file, plain or .bz2)."""
-    from . import vectors
+    from .vectors import evaluation, store
 
     if not analogy and not similarity:
         raise UserError("word2vec-eval: give --analogy FILE and/or --similarity FILE (shipped: vocab/analogy_zh.txt, vocab/similarity_zh.txt)")
-    kv = vectors.load_keyed_vectors(vectors_path)
-    result = vectors.evaluate(kv, analogy, similarity, restrict_vocab=restrict_vocab, case_insensitive=not case_sensitive)
+    kv = store.load_keyed_vectors(vectors_path)
+    result = evaluation.evaluate(kv, analogy, similarity, restrict_vocab=restrict_vocab, case_insensitive=not case_sensitive)
     if as_json:
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
         return
     click.echo(f"{vectors_path}: {len(kv):,} words x {kv.vector_size} dimensions")
-    for header, rows in vectors.eval_tables(result):
+    for header, rows in evaluation.eval_tables(result):
         click.echo()
         _table(header, rows)
 

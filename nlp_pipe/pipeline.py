@@ -24,7 +24,8 @@ from typing import Any
 import yaml
 
 from . import runner, stages
-from .errors import UserError, did_you_mean
+from .core import artifacts
+from .core.errors import UserError, did_you_mean
 
 _REF = re.compile(r"\$\{([^}]+)\}")
 _STAGE_KEYS = {"stage", "name", "inputs", "config", "out"}
@@ -75,7 +76,7 @@ class Pipeline:
         """Resolve a step against the artifacts on disk, right before running it."""
         by_name = {s.name: s for s in self.steps}
         for up in step.upstream:
-            if runner.artifacts.read_manifest(by_name[up].out) is None:
+            if artifacts.read_manifest(by_name[up].out) is None:
                 raise UserError(
                     f"stage '{step.name}' needs {by_name[up].out} from stage '{up}', which has not finished. "
                     f"Run: nlp-pipe run {self.path} --only {up}"

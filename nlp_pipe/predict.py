@@ -1,137 +1,72 @@
-"""One inference interface for every classifier artifact (TextCNN and BERT fine-tuned).
+"""`nlp-pipe predict`: texts from the command line, a file or stdin, through any classifier artifact.
 
-    from nlp_pipe import TextClassifier
-    clf = TextClassifier.load("runs/demo/textcnn")
-    clf.predict(["质量很好，推荐", "太差了"])        # -> probabilities, shape [2, num_labels]
-    clf.predict_labels(["质量很好，推荐"])          # -> [("pos", 0.97)]
+    from nlp_pipe.predict import TextClassifier        # also `from nlp_pipe import TextClassifier`
+    rows = predict(TextClassifier.load("runs/demo/textcnn"), read_texts(["好评"], None, "auto"))
 
-Segmentation (with the training run's user dictionary), indexing, padding and batching
-happen inside; inference runs under torch.inference_mode.
+Files are read like corpora (UTF-8 with or without BOM, GB18030/GBK detected, an undecodable line
+named with its line and byte offset), one text a line. An empty line has nothing to classify: it
+stops with its line number rather than getting a label. Imports no training code.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
-from dataclasses import fields
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
+from .classifiers.loaded import TextClassifier
+from .core.errors import UserError
+from .text.corpus import Counts, ReadOptions, read_rows
 
-from .errors import UserError
-from .segmenter import Segmenter, SegmenterSpec
-
-SEGMENTER_JSON = "segmenter.json"
+__all__ = ["TextClassifier", "read_texts", "predict"]
 
 
-def segmenter_from_json(path: Path) -> Segmenter:
-    raw = json.loads(path.read_text(encoding="utf-8"))
-    known = {f.name for f in fields(SegmenterSpec)}
-    spec = {k: v for k, v in raw.items() if k in known}
-    spec["userdict"] = tuple((w, f) for w, f in spec.get("userdict", ()))
-    return Segmenter(SegmenterSpec(**spec))
+def read_texts(texts: Sequence[str], file: str | None, encoding: str) -> list[str]:
+    """The --text values, then the lines of `file` ('-' = stdin), in order; empty texts are refused."""
+    items = list(texts)
+    for i, text in enumerate(items, start=1):
+        if not text.strip():
+            raise UserError(f"predict: --text number {i} is empty; a classifier needs text to classify")
+    if file == "-":
+        with tempfile.NamedTemporaryFile(suffix=".txt") as spool:  # the reader detects encodings on a file
+            shutil.copyfileobj(sys.stdin.buffer, spool)
+            spool.flush()
+            items += _file_lines(Path(spool.name), encoding, "stdin")
+    elif file:
+        path = Path(file)
+        if not path.is_file():
+            raise UserError(f"predict: --file {file} does not exist" if not path.exists() else f"predict: --file {file} is not a file")
+        items += _file_lines(path, encoding, file)
+    if not items:
+        raise UserError("predict: give --text TEXT (repeatable) or --file FILE")
+    return items
 
 
-class TextClassifier:
-    """A loaded classifier: `predict(texts)` gives per-class probabilities."""
-
-    def __init__(self, labels: list[str], threshold: float | None) -> None:
-        self.labels = labels
-        self.threshold = threshold  # binary tasks: probability of class 1 above which it is predicted
-
-    @staticmethod
-    def load(directory: str | Path, int8: bool = False) -> TextClassifier:
-        """The classifier in `directory`; int8=True takes a distill artifact's model_int8.pt (CPU)."""
-        directory = Path(directory)
-        config_path = directory / "config.json"
-        if not config_path.exists():
-            raise UserError(f"{directory} is not a classifier artifact (no config.json); point to a textcnn or finetune output")
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-        if config.get("model_type") == "textcnn":
-            if int8:
-                raise UserError(f"{directory} is a TextCNN; int8 models come from distill --quantize int8")
-            return _TextCNNClassifier(directory)
-        if any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or []):
-            return BertClassifier.from_dir(directory, int8)
-        raise UserError(f"{directory} holds a '{config.get('model_type')}' model, not a classifier (textcnn or *ForSequenceClassification)")
-
-    def predict(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """Probabilities per class, in input order. Batches hold texts of similar length (padding is
-        cut per batch), so a mixed list runs as fast as a sorted one."""
-        if isinstance(texts, str):
-            raise TypeError("predict takes a list of texts, not one string")
-        probs = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        order = np.argsort([len(t) for t in texts], kind="stable")
-        for i in range(0, len(texts), batch_size):
-            index = order[i:i + batch_size]
-            probs[index] = self._probs([texts[j] for j in index])
-        return probs
-
-    def predict_labels(self, texts: Sequence[str], batch_size: int = 64) -> list[tuple[str, float]]:
-        """(label, its probability) per text; binary tasks use the threshold chosen on dev."""
-        return self.decide(self.predict(texts, batch_size))
-
-    def decide(self, probs: np.ndarray) -> list[tuple[str, float]]:
-        if self.threshold is not None and probs.shape[1] == 2:
-            ids = (probs[:, 1] > self.threshold).astype(int)
-        else:
-            ids = probs.argmax(axis=1)
-        return [(self.labels[i], float(p[i])) for i, p in zip(ids, probs)]
-
-    def _probs(self, texts: list[str]) -> np.ndarray:
-        raise NotImplementedError
+def _file_lines(path: Path, encoding: str, name: str) -> list[str]:
+    counts = Counts()
+    rows = list(read_rows(path, ReadOptions(format="txt", encoding=encoding), counts))
+    if counts.dropped:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.dropped.items()))
+        raise UserError(f"predict: {name}: {reasons} line(s) (first after line {_first_gap(rows)}); a classifier needs "
+                        "one text a line: remove them")
+    return [row.text for row in rows]
 
 
-class _TextCNNClassifier(TextClassifier):
-    def __init__(self, directory: Path) -> None:
-        from .fit import encode
-        from .models.textcnn import TextCNN
-
-        meta = json.loads((directory / "labels.json").read_text(encoding="utf-8"))
-        super().__init__(meta["labels"], meta.get("threshold"))
-        self.model = TextCNN.load(directory)
-        tokens = (directory / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
-        self.index = {t: i for i, t in enumerate(tokens)}
-        self.segmenter = segmenter_from_json(directory / SEGMENTER_JSON)
-        self._encode = encode
-
-    def _probs(self, texts: list[str]) -> np.ndarray:
-        encoded = self._encode([self.segmenter.cut(t) for t in texts], self.index, self.model.config.max_len)
-        with torch.inference_mode():
-            logits = self.model(encoded.batch(range(len(texts)), min_len=max(self.model.config.kernel_sizes)))
-        return torch.softmax(logits.float(), dim=-1).numpy()
+def _first_gap(rows: list[Any]) -> int:
+    expected = 1
+    for row in rows:
+        if row.line != expected:
+            return expected - 1
+        expected += 1
+    return expected - 1
 
 
-class BertClassifier(TextClassifier):
-    """A *ForSequenceClassification model with its tokenizer; texts longer than max_len are cut as in training."""
-
-    def __init__(self, model: Any, tokenizer: Any, labels: list[str], threshold: float | None, max_len: int) -> None:
-        super().__init__(labels, threshold)
-        self.model, self.tokenizer, self.max_len = model.eval(), tokenizer, max_len
-        self.device = next(model.parameters()).device
-
-    @classmethod
-    def from_dir(cls, directory: Path, int8: bool = False) -> BertClassifier:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        from .distillation import INT8_FILE, load_int8
-
-        tokenizer = AutoTokenizer.from_pretrained(str(directory))
-        if int8 and not (directory / INT8_FILE).exists():
-            raise UserError(f"{directory} has no {INT8_FILE}; distill with --quantize int8 makes one")
-        model = load_int8(directory) if int8 else AutoModelForSequenceClassification.from_pretrained(str(directory))
-        meta_path = directory / "labels.json"
-        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
-        id2label = model.config.id2label
-        max_len = meta.get("max_seq_len") or min(model.config.max_position_embeddings, 512)
-        if torch.cuda.is_available() and not int8:  # int8 dynamic quantisation runs on CPU only
-            model = model.cuda()
-        return cls(model, tokenizer, [id2label[i] for i in range(len(id2label))], meta.get("threshold"), max_len)
-
-    def _probs(self, texts: list[str]) -> np.ndarray:
-        batch = self.tokenizer(texts, truncation=True, max_length=self.max_len, padding=True, return_tensors="pt")
-        with torch.inference_mode():
-            logits = self.model(**{k: v.to(self.device) for k, v in batch.items()}).logits
-        return torch.softmax(logits.float(), dim=-1).cpu().numpy()
+def predict(clf: TextClassifier, texts: list[str], batch_size: int = 64) -> Iterator[dict[str, Any]]:
+    """One record per text: the label (binary tasks at the dev-tuned threshold), its probability and all of them."""
+    probs = clf.predict(texts, batch_size)
+    for text, (label, prob), row in zip(texts, clf.decide(probs), probs):
+        yield {"text": text, "label": label, "probability": round(prob, 6),
+               "probabilities": {n: round(float(p), 6) for n, p in zip(clf.labels, row)}}

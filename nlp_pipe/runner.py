@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__, artifacts, config as configs, stages
-from .errors import UserError, did_you_mean
+from . import __version__, stages
+from .core import artifacts, config as configs
+from .core.contract import Input, Result
+from .core.errors import UserError, did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ def plan(stage: str, config: dict[str, Any], inputs: dict[str, Any], out: str | 
     where = where or f"stage '{stage}'"
     cfg = configs.build(module.Config, config, where)
     resolved = resolve_inputs(module, inputs, where, set(expected or {}))
-    fps = {name: [input_fingerprint(p, expected or {}) for p in paths] for name, paths in resolved.items()}
+    fps = {name: [artifacts.input_fingerprint(p, expected or {}) for p in paths] for name, paths in resolved.items()}
     out = Path(out)
     fp = artifacts.fingerprint(stage, module.VERSION, configs.to_dict(cfg), fps)
     manifest = artifacts.read_manifest(out)
@@ -69,7 +71,7 @@ def plan(stage: str, config: dict[str, Any], inputs: dict[str, Any], out: str | 
 def resolve_inputs(module: Any, given: dict[str, Any], where: str, planned: set[Path] = frozenset()) -> dict[str, list[Path]]:
     """Input paths by name, checked against the stage's INPUTS; paths inside `planned` artifact
     directories (to be written by earlier pipeline steps) are not required to exist yet."""
-    specs: dict[str, stages.Input] = module.INPUTS
+    specs: dict[str, Input] = module.INPUTS
     unknown = set(given) - set(specs)
     if unknown:
         name = sorted(unknown)[0]
@@ -102,7 +104,7 @@ def _is_planned(path: Path, planned: set[Path]) -> bool:
     return any(parent in planned for parent in (path, *path.parents[:2]))
 
 
-def _check_path(path: Path, spec: stages.Input, name: str, where: str) -> Path:
+def _check_path(path: Path, spec: Input, name: str, where: str) -> Path:
     if not path.exists():
         hint = f" Run the stage that makes it first ({' or '.join(spec.stages)})." if spec.stages else ""
         raise UserError(f"{where}: input '{name}' points to {path}, which does not exist.{hint}")
@@ -120,19 +122,6 @@ def _check_path(path: Path, spec: stages.Input, name: str, where: str) -> Path:
     elif spec.kind == "artifact":
         raise UserError(f"{where}: input '{name}' must be an artifact directory, {path} is a file")
     return path
-
-
-def input_fingerprint(path: Path, expected: dict[Path, str]) -> str:
-    """An artifact contributes its fingerprint, a file inside one its fingerprint plus its name,
-    a plain file or directory its content hash."""
-    for parent in (path, *path.parents[:2]):
-        fp = expected.get(parent) or (artifacts.read_manifest(parent) or {}).get("fingerprint")
-        if fp:
-            rel = path.relative_to(parent).as_posix()
-            return fp if rel == "." else f"{fp}/{rel}"
-    if path.is_dir():
-        return artifacts.sha256_json([(f["name"], f["sha256"]) for f in artifacts.list_files(path)])
-    return artifacts.sha256_file(path)
 
 
 def _why_changed(manifest: dict[str, Any], stage: str, cfg: Any, fps: dict[str, list[str]]) -> str:
@@ -165,7 +154,9 @@ def execute(p: Plan, force: bool = False) -> dict[str, Any]:
     except OSError as exc:  # disk full, read-only or missing directory: the user's to fix, in one line
         raise UserError(_os_error(p, exc)) from exc
     problems = artifacts.verify(p.out)  # re-read what we published: hashes must match
-    assert not problems, problems
+    if problems:
+        raise UserError(f"{p.stage}: {p.out} does not read back as written ({'; '.join(problems[:3])}); "
+                        "is the disk healthy? Rerun with --force")
     for path in result.cleanup:  # work dirs (checkpoints) only needed until the artifact was published
         shutil.rmtree(path, ignore_errors=True)
     return manifest
@@ -191,12 +182,12 @@ def _execute_secondary(p: Plan) -> dict[str, Any]:
     if not getattr(module, "DISTRIBUTED", False):
         raise UserError(f"stage '{p.stage}' runs in one process; run it without accelerate launch / torchrun")
     t0 = time.perf_counter()
-    result: stages.Result = module.run(p.config, p.inputs, p.out.parent / f".{p.out.name}.tmp-rank{process_rank()}")
+    result: Result = module.run(p.config, p.inputs, p.out.parent / f".{p.out.name}.tmp-rank{process_rank()}")
     return {"stage": p.stage, "wall_time_s": round(time.perf_counter() - t0, 3), "counts": result.counts,
             "metrics": result.metrics}
 
 
-def _build(p: Plan, tmp: Path) -> tuple[dict[str, Any], stages.Result]:
+def _build(p: Plan, tmp: Path) -> tuple[dict[str, Any], Result]:
     module = stages.load(p.stage)
     handler = logging.FileHandler(tmp / artifacts.LOG, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -209,7 +200,10 @@ def _build(p: Plan, tmp: Path) -> tuple[dict[str, Any], stages.Result]:
     try:
         log.info("%s -> %s\nconfig: %s\ninputs: %s", p.stage, p.out, configs.to_dict(p.config),
                  {k: [str(v) for v in vs] for k, vs in p.inputs.items()})
-        result: stages.Result = module.run(p.config, p.inputs, tmp)
+        result: Result = module.run(p.config, p.inputs, tmp)
+        missing = [name for name in module.OUTPUTS if not (tmp / name).exists()]
+        if missing:  # a stage that forgot a declared output is a bug: never publish it as complete
+            raise RuntimeError(f"stage '{p.stage}' did not write its declared outputs {missing}")
         wall = time.perf_counter() - t0
         log.info("%s finished in %.1f s", p.stage, wall)
     finally:
@@ -240,7 +234,7 @@ def _build(p: Plan, tmp: Path) -> tuple[dict[str, Any], stages.Result]:
     return manifest, result
 
 
-def _write_report(tmp: Path, p: Plan, result: stages.Result, wall: float) -> None:
+def _write_report(tmp: Path, p: Plan, result: Result, wall: float) -> None:
     lines = [f"# {p.stage}: `{p.out.name}`", "", f"- wall time: {wall:.1f} s", f"- fingerprint: `{p.fingerprint[:16]}`"]
     if result.counts:
         c = result.counts

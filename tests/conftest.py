@@ -106,7 +106,7 @@ def make_tiny_bert(out: Path, layers: int = 2, hidden: int = 32, seed: int = 0) 
     config = BertConfig(vocab_size=21128, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
                         intermediate_size=2 * hidden, max_position_embeddings=128)
     BertForMaskedLM(config).save_pretrained(out)
-    BertTokenizer(vocab=str(FIXTURES / "bert_zh" / "vocab.txt")).save_pretrained(out)  # not BertTokenizerFast(vocab_file=): PITFALLS.md
+    BertTokenizer(vocab=str(FIXTURES / "bert_zh" / "vocab.txt")).save_pretrained(out)  # not BertTokenizerFast(vocab_file=): docs/library-notes.md
     return out
 
 
@@ -119,7 +119,7 @@ def tiny_bert(tmp_path_factory) -> Path:
 def die_after_first_checkpoint(monkeypatch) -> None:
     """From now on the Trainer raises KeyboardInterrupt right after writing a checkpoint, as if killed there;
     `monkeypatch.undo()` lets the rerun resume."""
-    from nlp_pipe.training import Trainer
+    from nlp_pipe.training.trainer import Trainer
 
     original = Trainer._save_checkpoint
 

@@ -14,8 +14,9 @@ import time
 import pytest
 
 from conftest import FIXTURES, VENV_BIN, build, fixture_lines, lines
-from nlp_pipe import artifacts, config as configs, runner, stages
-from nlp_pipe.errors import UserError
+from nlp_pipe import runner, stages
+from nlp_pipe.core import artifacts, config as configs
+from nlp_pipe.core.errors import UserError
 from nlp_pipe.stages import vocab as vocab_stage
 
 MANIFEST_KEYS = {"stage", "stage_version", "fingerprint", "config", "inputs", "files", "counts", "metrics",
@@ -155,7 +156,7 @@ def test_second_writer_gets_a_user_error_while_the_lock_is_held(tmp_path):
     out = tmp_path / "seg"
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from pathlib import Path; from nlp_pipe import artifacts\n"
+         "import sys, time; from pathlib import Path; from nlp_pipe.core import artifacts\n"
          "with artifacts.locked(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(60)", str(out)],
         stdout=subprocess.PIPE, text=True)
     try:

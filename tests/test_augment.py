@@ -10,8 +10,8 @@ import torch
 from gensim.models import KeyedVectors
 from transformers import AutoTokenizer, BertForMaskedLM
 
-from nlp_pipe.augment import _neighbours, augment
-from nlp_pipe.segmenter import Segmenter, SegmenterSpec
+from nlp_pipe.augmentation.word_substitution import _neighbours, augment
+from nlp_pipe.text.segmenter import Segmenter, SegmenterSpec
 
 IN_VECTORS = ["酒店", "地铁", "方便", "房间", "干净", "服务", "热情", "价格", "便宜", "早餐"]
 NEIGHBOURS_ONLY = ["宾馆", "旅馆", "公交", "舒适", "卫生", "周到", "实惠", "午餐", "环境", "位置"]
@@ -25,7 +25,7 @@ TOP_K = 3
 @pytest.fixture(scope="module")
 def setup(tiny_bert):
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models on a shared 2-core machine (PITFALLS.md)
+    torch.set_num_threads(1)  # tiny models on a shared 2-core machine (docs/performance.md)
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
     mlm = BertForMaskedLM.from_pretrained(tiny_bert)
     with torch.no_grad():

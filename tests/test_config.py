@@ -8,9 +8,10 @@ from typing import Literal
 
 import pytest
 
-from nlp_pipe import config as configs, stages
-from nlp_pipe.config import option
-from nlp_pipe.errors import UserError
+from nlp_pipe import stages
+from nlp_pipe.core import config as configs
+from nlp_pipe.core.config import option
+from nlp_pipe.core.errors import UserError
 
 
 @dataclass(frozen=True)

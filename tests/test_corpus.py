@@ -9,8 +9,8 @@ import json
 import pytest
 
 from conftest import FIXTURES, fixture_lines
-from nlp_pipe.corpus import Counts, ReadOptions, detect_encoding, read_rows
-from nlp_pipe.errors import UserError
+from nlp_pipe.text.corpus import Counts, ReadOptions, detect_encoding, read_rows
+from nlp_pipe.core.errors import UserError
 
 POS, NEG = fixture_lines("pos.txt"), fixture_lines("neg.txt")
 

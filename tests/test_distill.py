@@ -14,7 +14,7 @@ from transformers import AutoModel, AutoModelForSequenceClassification
 
 from conftest import build, run_cli
 from nlp_pipe import TextClassifier
-from nlp_pipe.distillation import load_int8
+from nlp_pipe.models.int8 import load_int8
 
 STUDENT = {"num_hidden_layers": 1, "hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 32}
 FAST = dict(batch_size=8, lr=3e-3, precision="fp32", seed=1, speed_batch=4, speed_seq_len=32)

@@ -10,14 +10,15 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from nlp_pipe.distillation import (Distiller, layer_map, load_int8, param_count, quantize_int8, save_int8,
-                                   soft_cross_entropy, student_config, texts_per_second)
-from nlp_pipe.errors import UserError
+from nlp_pipe.metrics.throughput import param_count, texts_per_second
+from nlp_pipe.models.int8 import load_int8, quantize_int8, save_int8
+from nlp_pipe.models.tinybert import Distiller, layer_map, soft_cross_entropy, student_config
+from nlp_pipe.core.errors import UserError
 
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
-    """Two intra-op threads on a shared 2-core machine can be 100x slower for tiny models (PITFALLS.md)."""
+    """Two intra-op threads on a shared 2-core machine can be 100x slower for tiny models (docs/performance.md)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -16,9 +16,10 @@ from transformers import (AutoModelForMaskedLM, AutoModelForPreTraining, AutoTok
                           BertForPreTraining, BertTokenizer)
 
 from conftest import FIXTURES, build, lines, run_cli
-from nlp_pipe.expansion import grow, initial_rows, load_model
-from nlp_pipe.segmenter import Segmenter, SegmenterSpec, read_userdict
-from nlp_pipe.tokenization import WordPlanner, load_tokenizer
+from nlp_pipe.expansion.embedding_growth import grow, initial_rows, load_model
+from nlp_pipe.text.segmenter import Segmenter, SegmenterSpec
+from nlp_pipe.text.userdict import read_userdict
+from nlp_pipe.expansion.tokenizer_growth import WordPlanner, load_tokenizer
 
 VOCAB = FIXTURES / "bert_zh" / "vocab.txt"
 WORDS = ["机器学习", "机器", "学习", "深度学习", "学习机", "性价比", "T恤", "covid", "pm2.5"]
@@ -191,7 +192,7 @@ def test_existing_words_are_a_reported_no_op(tmp_path, mlm_dir):
 
 
 def test_words_appended_to_vocab_txt_by_hand_are_activated(tmp_path, mlm_dir):
-    """The PITFALLS trap: a word in vocab.txt that the tokenizer never emits gets emitted, with its old row."""
+    """The trap (docs/library-notes.md): a word in vocab.txt that the tokenizer never emits gets emitted, with its old row."""
     ckpt = tmp_path / "naive"
     model = AutoModelForMaskedLM.from_pretrained(mlm_dir)
     model.resize_token_embeddings(21129, mean_resizing=False)

@@ -8,8 +8,9 @@ import random
 import pytest
 
 from conftest import build, lines
-from nlp_pipe import config as configs, runner
-from nlp_pipe.errors import UserError
+from nlp_pipe import runner
+from nlp_pipe.core import config as configs
+from nlp_pipe.core.errors import UserError
 from nlp_pipe.stages import phrases as phrases_stage
 
 FILLER = ("今天 我们 他们 觉得 非常 还是 可以 没有 一个 这个 那个 已经 因为 所以 但是 如果 就是 自己 什么 时候 "

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from conftest import FIXTURES, VENV_BIN, build, run_cli
-from nlp_pipe import artifacts, stages
+from nlp_pipe import stages
+from nlp_pipe.core import artifacts
 
 PIPELINE = """\
 name: test

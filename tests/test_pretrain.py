@@ -16,7 +16,7 @@ import torch
 from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
 from conftest import FIXTURES, VENV_BIN, build, die_after_first_checkpoint, run_cli
-from nlp_pipe.errors import UserError
+from nlp_pipe.core.errors import UserError
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
         "max_position_embeddings": 64}

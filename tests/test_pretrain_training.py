@@ -9,8 +9,9 @@ import json
 import pytest
 import torch
 
-from nlp_pipe.config import option
-from nlp_pipe.training import TrainOptions, Trainer
+from nlp_pipe.core.config import option
+from nlp_pipe.training.options import TrainOptions
+from nlp_pipe.training.trainer import Trainer
 
 
 @dataclasses.dataclass(frozen=True)

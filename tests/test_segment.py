@@ -7,8 +7,8 @@ import jieba
 import pytest
 
 from conftest import FIXTURES, build, fixture_lines, lines
-from nlp_pipe import artifacts
-from nlp_pipe.errors import UserError
+from nlp_pipe.core import artifacts
+from nlp_pipe.core.errors import UserError
 
 POS, NEG = fixture_lines("pos.txt"), fixture_lines("neg.txt")
 NEWS = [t for t in fixture_lines("news.txt") if t.strip()]

@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 from conftest import FIXTURES, build, run_cli
 from nlp_pipe import TextClassifier, metrics
 from nlp_pipe.data.labelled import best_threshold, stratified_split
-from nlp_pipe.errors import UserError
-from nlp_pipe.vectors import embedding_matrix
+from nlp_pipe.core.errors import UserError
+from nlp_pipe.vectors.embedding import embedding_matrix
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_stratified_split_keeps_class_proportions():
 def test_textcnn_artifact_and_static_embeddings_unchanged(textcnn, vectors):
     out, manifest = textcnn
     for name in ("config.json", "model.safetensors", "vocab.txt", "labels.json", "segmenter.json", "metrics.json",
-                 "learning_curve.png", "confusion_matrix.png", "length_histogram.png", "report.md"):
+                 "training_curves.png", "metrics.jsonl", "confusion_matrix.png", "length_histogram.png", "report.md"):
         assert (out / name).exists(), name
     tokens = (out / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
     expected, _ = embedding_matrix(vectors, tokens, seed=1)

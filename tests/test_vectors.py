@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 from gensim.models import KeyedVectors
 
-from nlp_pipe.corpus import Counts
-from nlp_pipe.errors import UserError
-from nlp_pipe.vectors import (embedding_matrix, evaluate_analogies, evaluate_similarity, load_keyed_vectors,
-                              read_word2vec_text, save_vectors, write_word2vec_text)
+from nlp_pipe.text.corpus import Counts
+from nlp_pipe.core.errors import UserError
+from nlp_pipe.vectors.embedding import embedding_matrix
+from nlp_pipe.vectors.evaluation import evaluate_analogies, evaluate_similarity
+from nlp_pipe.vectors.store import load_keyed_vectors, save_vectors
+from nlp_pipe.vectors.word2vec_text import read_word2vec_text, write_word2vec_text
 
 MALE = ["国王", "男人", "父亲", "儿子", "哥哥", "丈夫", "King", "爷爷", "男孩", "先生"]
 FEMALE = ["王后", "女人", "母亲", "女儿", "姐姐", "妻子", "Queen", "奶奶", "女孩", "女士"]

@@ -9,8 +9,9 @@ import pytest
 from transformers import AutoTokenizer
 
 from conftest import build, fixture_lines, lines
-from nlp_pipe import config as configs, runner
-from nlp_pipe.errors import UserError
+from nlp_pipe import runner
+from nlp_pipe.core import config as configs
+from nlp_pipe.core.errors import UserError
 from nlp_pipe.stages import vocab as vocab_stage
 
 POS, NEG = fixture_lines("pos.txt"), fixture_lines("neg.txt")

@@ -11,9 +11,10 @@ import pytest
 from gensim.models import KeyedVectors
 
 from conftest import build, run_cli
-from nlp_pipe import artifacts
-from nlp_pipe.errors import UserError
-from nlp_pipe.vectors import embedding_matrix, load_keyed_vectors
+from nlp_pipe.core import artifacts
+from nlp_pipe.core.errors import UserError
+from nlp_pipe.vectors.embedding import embedding_matrix
+from nlp_pipe.vectors.store import load_keyed_vectors
 
 PAIRS = [("国王", "王后"), ("男人", "女人"), ("父亲", "母亲"), ("儿子", "女儿"), ("哥哥", "姐姐"), ("丈夫", "妻子")]
 CAPITALS = [("北京", "中国"), ("东京", "日本"), ("巴黎", "法国"), ("伦敦", "英国"), ("柏林", "德国")]

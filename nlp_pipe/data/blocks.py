@@ -25,7 +25,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..segmenter import Segmenter, SegmenterSpec
+from ..text.segmenter import Segmenter, SegmenterSpec
 
 WORD_START, WORD_INSIDE, NOT_A_WORD = 0, 1, -1
 IGNORE = -100  # sentence label of MLM-only blocks; the loss ignores it

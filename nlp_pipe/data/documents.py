@@ -17,8 +17,7 @@ from typing import Literal
 
 import datasets
 
-from ..corpus import Counts, ReadOptions, read_rows
-from ..errors import UserError
+from ..text.corpus import Counts, ReadOptions, read_rows, segmented_dataset
 
 Layout = Literal["auto", "line", "blank"]
 FEATURES = datasets.Features({
@@ -104,10 +103,7 @@ def file_documents(path: Path, opts: ReadOptions, layout: Layout, counts: Counts
 
 def artifact_documents(path: Path, counts: Counts) -> Iterator[dict]:
     """Documents of a segment artifact: one a row, with the artifact's jieba words."""
-    folder = path / "dataset"
-    if not folder.is_dir():
-        raise UserError(f"pretrain: corpus {path} is not a segment artifact (no dataset/); pass text files or a segment artifact")
-    table = datasets.load_from_disk(str(folder))
+    table = segmented_dataset(path, "pretrain")
     for batch in table.iter(batch_size=1000):
         for text, words in zip(batch["text"], batch["words"]):
             counts.rows_in += 1

@@ -12,9 +12,8 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from ..errors import UserError
-
-DATASET_DIR = "dataset"
+from ..core.errors import UserError
+from ..text.corpus import segmented_dataset
 
 
 @dataclass
@@ -32,7 +31,7 @@ class Splits:
 
 
 def load_dataset(artifact: Path, role: str) -> datasets.Dataset:
-    ds = datasets.load_from_disk(str(artifact / DATASET_DIR), keep_in_memory=True)
+    ds = segmented_dataset(artifact, role, keep_in_memory=True)
     if "label" not in ds.column_names:
         raise UserError(f"{role} data {artifact} has no labels; segment a file with a label column (or --label-per-file)")
     return ds

@@ -1,7 +1,7 @@
 """Dynamic MLM masking over our word-boundary labels: whole-word (jieba words) or token-level, 80/10/10.
 
 `DataCollatorForLanguageModeling(whole_word_mask=True)` takes a run of Chinese characters for one
-word (PITFALLS.md), so whole-word masking is ours: per block, round(15%) of its real tokens are
+word (docs/library-notes.md), so whole-word masking is ours: per block, round(15%) of its real tokens are
 chosen as whole words in random order (a word that would overshoot is skipped, as in Google
 BERT's create_pretraining_data), and each chosen word gets ONE decision for all its characters:
 80% all [MASK], 10% all random tokens, 10% all unchanged (BERT-wwm / ERNIE style).

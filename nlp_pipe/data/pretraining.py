@@ -22,9 +22,9 @@ import datasets
 import numpy as np
 import pyarrow.compute as pc
 
-from .. import artifacts
-from ..corpus import Counts, ReadOptions
-from ..errors import UserError
+from ..core import artifacts
+from ..core.errors import UserError
+from ..text.corpus import Counts, ReadOptions
 from .blocks import IGNORE, BlockSpec, build_blocks, tokenize_documents
 from .documents import FEATURES, Layout, documents
 
@@ -118,7 +118,7 @@ def _blocks(docs: datasets.Dataset, tokenizer: Any, spec: BuildSpec, num_proc: i
     accuracy rose to 65% while held-out stayed at 53%); Google BERT draws dupe_factor sets for this."""
     if num_proc and num_proc > 1:
         # the fast tokenizer's thread pool is disabled in forked workers anyway; saying so up front
-        # avoids its fork warning and gives 1.7x with 2 workers (PITFALLS.md)
+        # avoids its fork warning and gives 1.7x with 2 workers (docs/performance.md)
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
     tokens = docs.map(tokenize_documents, batched=True, batch_size=200, num_proc=num_proc,
                       fn_kwargs={"tokenizer": tokenizer, "hmm": spec.hmm}, remove_columns=docs.column_names,

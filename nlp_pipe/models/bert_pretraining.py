@@ -4,7 +4,7 @@ HF's BertForMaskedLM / BertForPreTraining compute the 21k-way vocabulary project
 position and then ignore 85% of it; on a 4-layer model that projection costs more than the
 encoder. `MaskedOnlyPretraining` wraps the HF model (its `bert` encoder and `cls` heads, same
 weights, same names) and runs the head on the gathered masked positions only, as Google BERT
-(gather_indexes) and UER-py do: 2.2x on CPU (PITFALLS.md). Saving the wrapped HF model gives a
+(gather_indexes) and UER-py do: 2.2x on CPU (docs/performance.md). Saving the wrapped HF model gives a
 directory that `AutoModelForMaskedLM` / `AutoModel` load as usual.
 """
 
@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import BertConfig, BertForMaskedLM, BertForPreTraining, PreTrainedModel
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 # (layers, hidden, heads): Google's BERT miniatures (Turc et al. 2019) and BERT-base; FFN = 4 x hidden
 PRESETS: dict[str, tuple[int, int, int]] = {

@@ -1,20 +1,14 @@
 """Stage registry: CLI name -> module. Modules are imported on first use so `nlp-pipe --help` stays fast.
 
-Every stage module defines NAME, VERSION (bumped by hand when its output changes),
-a frozen dataclass `Config`, `INPUTS` (name -> Input) and `run(config, inputs, out) -> Result`.
-A stage that trains across the processes of `accelerate launch` also sets `DISTRIBUTED = True`
-(the runner then runs it in every process; only the main one writes the artifact).
+What a stage module defines is described in nlp_pipe.core.contract.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
-from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal
 
-from ..errors import UserError, did_you_mean
+from ..core.errors import UserError, did_you_mean
 
 STAGES = {
     "segment": "segment",
@@ -30,28 +24,6 @@ STAGES = {
     "augment": "augment",
     "distill": "distill",
 }
-
-
-@dataclass(frozen=True)
-class Input:
-    """One named input of a stage: files, artifact directories, or either."""
-
-    help: str
-    kind: Literal["file", "artifact", "any"] = "file"
-    multiple: bool = False
-    required: bool = True
-    stages: tuple[str, ...] = ()  # upstream stages whose artifacts fit here (empty = any)
-
-
-@dataclass
-class Result:
-    """What a stage hands back to the runner for the manifest and report."""
-
-    counts: dict[str, Any] | None = None  # rows_in, rows_out, dropped {reason: n}
-    metrics: dict[str, Any] = field(default_factory=dict)
-    report: str = ""  # markdown body appended under the runner's summary
-    extra: dict[str, Any] = field(default_factory=dict)  # stage-specific manifest fields
-    cleanup: list[Path] = field(default_factory=list)  # work dirs (e.g. checkpoints) the runner removes once published
 
 
 def load(name: str) -> ModuleType:

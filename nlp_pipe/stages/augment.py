@@ -19,17 +19,19 @@ from typing import Any
 
 import datasets
 
-from .. import checkpoints
-from ..augment import augment
-from ..config import option
-from ..data.labelled import DATASET_DIR, load_dataset
-from ..predict import SEGMENTER_JSON, segmenter_from_json
-from ..training import resolve_precision
-from ..vectors import load_keyed_vectors
-from . import Input, Result
+from ..augmentation.word_substitution import augment
+from ..checkpoints import loading
+from ..core.config import option
+from ..core.contract import Input, Result
+from ..core.files import AUGMENT_STATS_JSON, DATASET_DIR, SEGMENTER_JSON
+from ..data.labelled import load_dataset
+from ..text.segmenter import Segmenter, SegmenterSpec
+from ..training.options import resolve_precision
+from ..vectors.store import load_keyed_vectors
 
 NAME = "augment"
 VERSION = 1
+OUTPUTS = (DATASET_DIR, AUGMENT_STATS_JSON)
 
 INPUTS = {
     "corpus": Input("labelled texts to augment (segment artifact)", kind="artifact", stages=("segment",)),
@@ -54,7 +56,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     source = inputs["corpus"][0]
     ds = load_dataset(source, "augment")
     tokenizer, mlm = _mlm(inputs["mlm"][0])
-    segmenter = segmenter_from_json(source / SEGMENTER_JSON) if (source / SEGMENTER_JSON).exists() else None
+    segmenter = Segmenter(SegmenterSpec.load(source)) if (source / SEGMENTER_JSON).exists() else None
     texts, labels = list(ds["text"]), list(ds["label"])
     rows, stats = augment(texts, labels, n_copies=config.copies, p=config.p, teacher_mlm=mlm, tokenizer=tokenizer,
                           vectors=load_keyed_vectors(inputs["vectors"][0]), segmenter=segmenter, top_k=config.top_k,
@@ -68,7 +70,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     replaced = stats.replaced_mlm + stats.replaced_vectors
     metrics = {**counts, "texts_per_s": round(stats.texts_per_s, 1),
                "replaced_fraction": round(replaced / stats.replaceable, 4) if stats.replaceable else 0.0}
-    (out / "augment_stats.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    (out / AUGMENT_STATS_JSON).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     return Result({"rows_in": len(texts), "rows_out": len(rows), "dropped": {}}, metrics, _report(config, metrics, rows))
 
 
@@ -76,8 +78,8 @@ def _mlm(checkpoint: Path) -> tuple[Any, Any]:
     """Tokenizer and MLM of --mlm (a pretraining checkpoint's NSP/SOP head is left out)."""
     from transformers import AutoModelForMaskedLM
 
-    checkpoints.require(checkpoint, NAME)
-    return checkpoints.load_tokenizer(checkpoint), checkpoints.load_model(AutoModelForMaskedLM, checkpoint).eval()
+    loading.require(checkpoint, NAME)
+    return loading.load_tokenizer(checkpoint), loading.load_model(AutoModelForMaskedLM, checkpoint).eval()
 
 
 def _report(config: Config, m: dict[str, Any], rows: list[tuple[str, Any, int]]) -> str:

@@ -17,7 +17,6 @@ measured inference speed on this machine. Runs in one process.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 from typing import Any, Literal
@@ -26,21 +25,29 @@ import datasets
 import numpy as np
 import torch
 
-from .. import checkpoints, distillation as kd
-from ..config import option
-from ..corpus import Counts, ReadOptions, read_texts
-from ..data import classification as cls_data
+from ..checkpoints import loading
+from ..classifiers.labels import LabelInfo
+from ..classifiers.loaded import BertClassifier
+from ..classifiers.results import Evaluation, check_saved, final_metrics, write_classifier_files
+from ..core.config import option
+from ..core.contract import Input, Result
+from ..core.errors import UserError
+from ..core.files import CONFIG_JSON, WEIGHTS
+from ..data import bert_inputs
 from ..data.labelled import Splits, load_dataset, load_splits
-from ..errors import UserError
-from ..predict import BertClassifier
-from ..training import TrainOptions, Trainer, run_identity
-from . import Input, Result
+from ..metrics.scores import confusion_sums, summarize as summarize_scores
+from ..metrics.throughput import param_count, texts_per_second
+from ..models import tinybert as kd
+from ..models.int8 import quantize_int8, save_int8
+from ..text.corpus import Counts, ReadOptions, read_texts
+from ..training.options import TrainOptions, run_identity
+from ..training.trainer import Trainer
 
 log = logging.getLogger(__name__)
-from .finetune import check_saved, evaluate_split, final_metrics, write_classifier_files
 
 NAME = "distill"
 VERSION = 1
+OUTPUTS = (CONFIG_JSON, WEIGHTS)
 
 INPUTS = {
     "teacher": Input("general: a pretrained BERT (pretrain/expand artifact); task: a finetune artifact",
@@ -107,17 +114,17 @@ def _general(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: 
     from transformers import BertModel
 
     tokenizer = _tokenizer(inputs["teacher"][0])
-    teacher = checkpoints.load_model(BertModel, inputs["teacher"][0])
+    teacher = loading.load_model(BertModel, inputs["teacher"][0])
     counts = Counts()
     texts = [t for t, _, _ in read_texts(inputs["corpus"], config, counts, NAME)]
     held = min(config.eval_docs, len(texts) // 5)
     order = np.random.default_rng(config.seed).permutation(len(texts))
     table = datasets.Dataset.from_dict({"text": texts})
     max_len = config.max_seq_len or 128
-    train, _ = cls_data.encode(table.select(order[held:]), tokenizer, [], max_len)
-    evaluation = cls_data.encode(table.select(order[:held]), tokenizer, [], max_len)[0] if held else None
+    train, _ = bert_inputs.encode(table.select(order[held:]), tokenizer, [], max_len)
+    evaluation = bert_inputs.encode(table.select(order[:held]), tokenizer, [], max_len)[0] if held else None
     with Trainer(_phase_options(config, config.epochs), out, run_config=run_key, name=NAME) as trainer:
-        student = checkpoints.load_model(BertModel, inputs["student"][0]) if inputs["student"] else BertModel(
+        student = loading.load_model(BertModel, inputs["student"][0]) if inputs["student"] else BertModel(
             _student_config(teacher.config, config), add_pooling_layer=False)
         distiller = _distiller(teacher, student, "intermediate", config)
         summary = _fit(trainer, distiller, train, evaluation, tokenizer.pad_token_id)
@@ -131,7 +138,7 @@ def _general(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: 
                         f"{summary.steps} steps; last losses: " + ", ".join(f"{k} {v:.4f}" for k, v in summary.last_train.items()
                                                                               if k.endswith("loss")),
                         "", "![training curves](training_curves.png)"])
-    return Result(counts.as_dict(), metrics, report, cleanup=[] if config.keep_checkpoints else [trainer.work])
+    return Result(counts.as_dict(), metrics, report, cleanup=trainer.cleanup)
 
 
 def _task(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dict) -> Result:
@@ -139,51 +146,50 @@ def _task(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dic
 
     teacher_dir = inputs["teacher"][0]
     tokenizer = _tokenizer(teacher_dir)
-    teacher = checkpoints.load_model(AutoModelForSequenceClassification, teacher_dir)
+    teacher = loading.load_model(AutoModelForSequenceClassification, teacher_dir)
     if not any(a.endswith("ForSequenceClassification") for a in teacher.config.architectures or []):
         raise UserError(f"distill --mode task: teacher {teacher_dir} is not a classifier; fine-tune it first (nlp-pipe finetune)")
     first = lambda name: inputs[name][0] if inputs[name] else None  # noqa: E731
     splits = _teacher_labels(load_splits(inputs["train"][0], first("dev"), first("test"), config.seed), teacher)
     train_ds, augmented = _training_texts(splits, first("augmented"), inputs["train"][0])
-    teacher_meta_path = teacher_dir / "labels.json"
-    teacher_meta = json.loads(teacher_meta_path.read_text(encoding="utf-8")) if teacher_meta_path.exists() else {}
-    max_len = min(config.max_seq_len or teacher_meta.get("max_seq_len") or 512, teacher.config.max_position_embeddings)
-    train, _ = cls_data.encode(train_ds, tokenizer, splits.labels, max_len)
-    dev, _ = cls_data.encode(splits.dev, tokenizer, splits.labels, max_len)
+    teacher_meta = LabelInfo.load(teacher_dir, required=False) or LabelInfo(splits.labels)
+    max_len = min(config.max_seq_len or teacher_meta.max_seq_len or 512, teacher.config.max_position_embeddings)
+    train, _ = bert_inputs.encode(train_ds, tokenizer, splits.labels, max_len)
+    dev, _ = bert_inputs.encode(splits.dev, tokenizer, splits.labels, max_len)
     labels = {"num_labels": len(splits.labels), "id2label": dict(enumerate(splits.labels)),
               "label2id": {n: i for i, n in enumerate(splits.labels)}}
     with Trainer(_phase_options(config, config.epochs), out, run_config=run_key, name=NAME, phase="intermediate") as trainer:
         if inputs["student"]:
-            student = checkpoints.load_model(BertForSequenceClassification, inputs["student"][0], **labels)
+            student = loading.load_model(BertForSequenceClassification, inputs["student"][0], **labels)
         else:
             shape = _student_config(teacher.config, config)
             student = BertForSequenceClassification(type(shape)(**{**shape.to_dict(), **labels}))
         first_step = None
         if config.epochs or config.steps:
             first_step = _fit(trainer, _distiller(teacher, student, "intermediate", config), train, None, tokenizer.pad_token_id)
-    cleanup = [trainer.work]
+    cleanup = trainer.cleanup
     for model in (teacher, student):  # the prediction step needs logits only: back to the fast attention
         model.set_attn_implementation("sdpa")
     with Trainer(_phase_options(config, config.prediction_epochs), out, run_config=run_key, name=NAME, phase="prediction") as trainer:
         distiller = _distiller(teacher, student, "prediction", config)
         second = _fit(trainer, distiller, train, dev, tokenizer.pad_token_id, len(splits.labels), config)
         trainer.save_pretrained(student, tokenizer)
-    cleanup.append(trainer.work)
+    cleanup += trainer.cleanup
     student_clf = BertClassifier(student.float().eval(), tokenizer, splits.labels, None, max_len)
-    metrics, threshold = final_metrics(student_clf, splits)
-    write_classifier_files(out, splits, max_len, threshold, metrics)
-    check = check_saved(out, student_clf, splits)
+    metrics, threshold = final_metrics(lambda ds: student_clf.predict(list(ds["text"])), splits)
+    write_classifier_files(out, LabelInfo(splits.labels, threshold, max_len), metrics)
+    texts = list(splits.dev.select(range(min(16, len(splits.dev))))["text"])
+    check = check_saved(out, texts, student_clf.predict(texts))
     sizes = _sizes(teacher, student, config)
     compared = _compare(teacher, student, tokenizer, splits, max_len, threshold, config, out, sizes["speed_seq_len"],
-                        teacher_meta.get("threshold"))
+                        teacher_meta.threshold)
     summary = {"mode": "task", "labels": len(splits.labels), "train_rows": len(train_ds), "augmented_rows": augmented,
                "steps_intermediate": first_step.steps if first_step else 0, "steps_prediction": second.steps,
                "best_step": (second.best or {}).get("step"), "reload_check": check, **sizes, **compared,
                **({"threshold": threshold} if threshold is not None else {})}
     rows = len(train_ds) + len(splits.dev) + (len(splits.test) if splits.test is not None else 0)
     report = _task_report(teacher, student, config, sizes, compared, summary, splits)
-    return Result({"rows_in": rows, "rows_out": rows, "dropped": {}}, summary, report,
-                  cleanup=[] if config.keep_checkpoints else cleanup)
+    return Result({"rows_in": rows, "rows_out": rows, "dropped": {}}, summary, report, cleanup=cleanup)
 
 
 def _phase_options(config: Config, epochs: float) -> Config:
@@ -194,23 +200,21 @@ def _fit(trainer: Trainer, distiller: kd.Distiller, train, dev, pad_id: int, num
     """One distillation step. With labelled dev data (the prediction step), the student's dev accuracy
     picks the best epoch and stops early."""
     per_epoch = trainer.steps_per_epoch(len(train))
-    if not trainer.options.save_every:
-        trainer.options = dataclasses.replace(trainer.options, save_every=per_epoch)
 
     def forward(model: kd.Distiller, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         losses = model(**batch)
         if num_labels and not model.training:  # dev: how well the student itself classifies
             logits = model.student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            losses |= cls_data.confusion_sums(logits, batch["labels"], num_labels)
+            losses |= confusion_sums(logits, batch["labels"], num_labels)
         return losses
 
     def summarize(sums: dict[str, float]) -> dict[str, float]:
         out = {k: v / max(sums["batches"], 1) for k, v in sums.items() if k.endswith("loss")}
-        return out | ({k: v for k, v in cls_data.classification_summary(sums, num_labels).items() if k != "loss"}
+        return out | ({k: v for k, v in summarize_scores(sums, num_labels).items() if k != "loss"}
                       if num_labels and "count" in sums else {})
 
     monitor = config.monitor if (config and dev is not None) else None
-    return trainer.fit(distiller, train, collate=cls_data.Collator(pad_id), forward=forward,
+    return trainer.fit(distiller, train, collate=bert_inputs.Collator(pad_id), forward=forward,
                        eval_data=None if dev is None else dev.select(np.argsort(dev["length"], kind="stable")),
                        summarize=summarize, best_metric=monitor, patience=config.patience if monitor else 0,
                        eval_steps=per_epoch, lengths=train["length"])
@@ -237,8 +241,8 @@ def _student_config(teacher_config: Any, config: Config) -> Any:
 
 
 def _tokenizer(checkpoint: Path) -> Any:
-    checkpoints.require(checkpoint, NAME)
-    return checkpoints.load_tokenizer(checkpoint)
+    loading.require(checkpoint, NAME)
+    return loading.load_tokenizer(checkpoint)
 
 
 def _teacher_labels(splits: Splits, teacher: Any) -> Splits:
@@ -271,7 +275,7 @@ def _training_texts(splits: Splits, augmented: Path | None, train_artifact: Path
 def _sizes(teacher: Any, student: Any, config: Config) -> dict[str, Any]:
     """Parameters and measured fp32 inference speed (random ids, speed_batch x speed_seq_len) on this machine's CPU,
     and on its GPU when there is one."""
-    t, s = kd.param_count(teacher), kd.param_count(student)
+    t, s = param_count(teacher), param_count(student)
     seq = min(config.speed_seq_len, teacher.config.max_position_embeddings, student.config.max_position_embeddings)
     sizes: dict[str, Any] = {"teacher_params": t, "student_params": s, "size_ratio": round(t / s, 2), "speed_seq_len": seq}
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -279,7 +283,7 @@ def _sizes(teacher: Any, student: Any, config: Config) -> dict[str, Any]:
         speeds = {}
         for name, model in (("teacher", teacher), ("student", student)):
             model.to(device)
-            speeds[name] = kd.texts_per_second(model, config.speed_batch, seq)
+            speeds[name] = texts_per_second(model, config.speed_batch, seq)
             model.to("cpu")
         sizes[f"{device}_teacher_texts_per_s"] = round(speeds["teacher"], 1)
         sizes[f"{device}_student_texts_per_s"] = round(speeds["student"], 1)
@@ -295,16 +299,17 @@ def _compare(teacher: Any, student: Any, tokenizer: Any, splits: Splits, max_len
     name = "test" if splits.test is not None else "dev"
     teacher_clf = BertClassifier(teacher.eval(), tokenizer, splits.labels, teacher_threshold, max_len)
     student_clf = BertClassifier(student, tokenizer, splits.labels, threshold, max_len)
-    scores = {who: evaluate_split(clf, splits, split).metrics(clf.threshold)["accuracy"]
+    gold = splits.ids(split)
+    scores = {who: Evaluation(clf.predict(list(split["text"])), gold).metrics(clf.threshold)["accuracy"]
               for who, clf in (("teacher", teacher_clf), ("student", student_clf))}
     result = {"split": name, f"teacher_{name}_accuracy": scores["teacher"], f"student_{name}_accuracy": scores["student"],
               "retention": round(scores["student"] / scores["teacher"], 4) if scores["teacher"] else None}
     if config.quantize == "int8":
-        int8 = kd.quantize_int8(student.cpu().eval())
-        kd.save_int8(int8, out)
+        int8 = quantize_int8(student.cpu().eval())
+        save_int8(int8, out)
         int8_clf = BertClassifier(int8, tokenizer, splits.labels, threshold, max_len)
-        result[f"int8_{name}_accuracy"] = evaluate_split(int8_clf, splits, split).metrics(threshold)["accuracy"]
-        result["cpu_int8_texts_per_s"] = round(kd.texts_per_second(int8, config.speed_batch, speed_seq_len,
+        result[f"int8_{name}_accuracy"] = Evaluation(int8_clf.predict(list(split["text"])), gold).metrics(threshold)["accuracy"]
+        result["cpu_int8_texts_per_s"] = round(texts_per_second(int8, config.speed_batch, speed_seq_len,
                                                                    vocab_size=student.config.vocab_size), 1)
     return result
 

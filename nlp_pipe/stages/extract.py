@@ -21,15 +21,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..config import option
-from .. import checkpoints
-from ..corpus import Counts, ReadOptions, read_texts
-from ..data.classification import tokenize
-from ..errors import UserError
-from . import Input, Result
+from ..checkpoints import loading
+from ..core.config import option
+from ..core.contract import Input, Result
+from ..core.errors import UserError
+from ..core.files import DATASET_DIR, FEATURES_NPY, INDEX_JSONL, OFFSETS_NPY
+from ..data.bert_inputs import tokenize
+from ..text.corpus import Counts, ReadOptions, read_texts
 
 NAME = "extract"
 VERSION = 1
+OUTPUTS = (INDEX_JSONL,)
 
 INPUTS = {
     "checkpoint": Input("a BERT-family HuggingFace directory with its tokenizer (pretrain, expand, finetune or distill "
@@ -70,7 +72,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     shape = (int(offsets[-1]) if config.pooling == "tokens" else len(texts), model.config.hidden_size)
     if config.output_format == "npy":  # written in place: a tokens matrix need not fit in memory
-        features = np.lib.format.open_memmap(out / "features.npy", mode="w+", dtype=np.float32, shape=shape)
+        features = np.lib.format.open_memmap(out / FEATURES_NPY, mode="w+", dtype=np.float32, shape=shape)
     else:
         features = np.empty(shape, dtype=np.float32)
     padded = _encode(model.to(device), config, ids, lengths, offsets, features, tokenizer.pad_token_id or 0, device)
@@ -78,10 +80,10 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     if config.output_format == "npy":
         features.flush()
         if config.pooling == "tokens":
-            np.save(out / "offsets.npy", offsets)
+            np.save(out / OFFSETS_NPY, offsets)
     else:
-        _save_dataset(out / "dataset", texts, labels, features, offsets if config.pooling == "tokens" else None)
-    _write_index(out / "index.jsonl", texts, labels, sources, lengths)
+        _save_dataset(out / DATASET_DIR, texts, labels, features, offsets if config.pooling == "tokens" else None)
+    _write_index(out / INDEX_JSONL, texts, labels, sources, lengths)
     metrics = {"rows": len(texts), "dim": shape[1], "pooling": config.pooling, "layer": config.layer,
                "texts_per_s": round(len(texts) / seconds, 1), "truncated": truncated, "tokens": int(offsets[-1]),
                "padding_fraction": round(padded / (padded + int(offsets[-1])), 5)}
@@ -91,8 +93,8 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
 def _load(checkpoint: Path) -> tuple[Any, Any]:
     from transformers import AutoModel
 
-    checkpoints.require(checkpoint, NAME)
-    return checkpoints.load_tokenizer(checkpoint), checkpoints.load_model(AutoModel, checkpoint).eval()
+    loading.require(checkpoint, NAME)
+    return loading.load_tokenizer(checkpoint), loading.load_model(AutoModel, checkpoint).eval()
 
 
 def _tokenize(tokenizer: Any, texts: list[str], max_len: int) -> tuple[list[np.ndarray], int]:

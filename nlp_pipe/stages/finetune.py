@@ -27,19 +27,24 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .. import checkpoints, plots
-from ..config import option
-from ..data import classification as cls_data
-from ..data.labelled import Splits, best_threshold, load_splits, stratified_folds
-from ..errors import UserError
-from ..fit import Evaluation
-from ..predict import BertClassifier
-from ..training import TrainOptions, Trainer, run_identity
-from . import Input, Result
+from ..checkpoints import loading
+from ..classifiers.labels import LabelInfo
+from ..classifiers.loaded import BertClassifier
+from ..classifiers.results import Evaluation, check_saved, final_metrics, fold_summary, scores_table, write_classifier_files
+from ..core.config import option
+from ..core.contract import Input, Result
+from ..core.errors import UserError
+from ..core.files import CONFIG_JSON, LABELS_JSON, METRICS_JSON, WEIGHTS
+from ..data import bert_inputs
+from ..data.labelled import Splits, load_splits, stratified_folds
+from ..metrics.scores import confusion_sums, summarize
+from ..training.options import TrainOptions, run_identity
+from ..training.trainer import Trainer
 
 NAME = "finetune"
 VERSION = 1
 DISTRIBUTED = True
+OUTPUTS = (CONFIG_JSON, WEIGHTS, LABELS_JSON, METRICS_JSON)
 _LAYER = re.compile(r"\.layer\.(\d+)\.")
 
 INPUTS = {
@@ -85,25 +90,23 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     splits = load_splits(inputs["train"][0], first("dev"), first("test"), config.seed)
     tokenizer = _tokenizer(checkpoint)
     limit = min(512, _max_positions(checkpoint))
-    lengths = cls_data.token_lengths(tokenizer, splits.train["text"])
-    max_len = min(config.max_seq_len, limit) if config.max_seq_len else cls_data.auto_max_len(lengths, config.len_percentile, limit)
-    encoded = {name: cls_data.encode(ds, tokenizer, splits.labels, max_len)
+    lengths = bert_inputs.token_lengths(tokenizer, splits.train["text"])
+    max_len = min(config.max_seq_len, limit) if config.max_seq_len else bert_inputs.auto_max_len(lengths, config.len_percentile, limit)
+    encoded = {name: bert_inputs.encode(ds, tokenizer, splits.labels, max_len)
                for name, ds in (("train", splits.train), ("dev", splits.dev), ("test", splits.test)) if ds is not None}
     with Trainer(config, out, run_config=run_identity(config, inputs), name=NAME) as trainer:
         model, head = _model(checkpoint, splits.labels, config)
         summary = _train(trainer, model, config, encoded["train"][0], encoded["dev"][0], tokenizer.pad_token_id, len(splits.labels))
         trainer.save_pretrained(model, tokenizer)
-        is_main, device = trainer.is_main, f"{trainer.accelerator.device}, {summary.precision}, {summary.processes} process(es)"
-    cleanup = [] if config.keep_checkpoints else [trainer.work]
-    if not is_main:
-        return Result(metrics={"steps": summary.steps}, cleanup=cleanup)
+    if not trainer.is_main:
+        return trainer.secondary_result()
     classifier = BertClassifier(model.float(), tokenizer, splits.labels, None, max_len)
-    metrics, threshold = final_metrics(classifier, splits)
+    metrics, threshold = final_metrics(_probabilities(classifier), splits)
     if config.folds:
         metrics["cross_validation"] = _cross_validate(config, checkpoint, splits, tokenizer, max_len, out)
     truncated = {name: enc.truncated for name, (_, enc) in encoded.items()}
-    write_classifier_files(out, splits, max_len, threshold, metrics)
-    check = check_saved(out, classifier, splits)
+    write_classifier_files(out, LabelInfo(splits.labels, threshold, max_len), metrics)
+    check = check_saved(out, *_sample(classifier, splits))
     summary_metrics = {"labels": len(splits.labels), "max_seq_len": max_len, "steps": summary.steps,
                        "resumed_from_step": summary.resumed_from, "best_step": (summary.best or {}).get("step"),
                        "padding_fraction": round(summary.padding_fraction, 4), "tokens_per_s": round(summary.tokens_per_s, 1),
@@ -112,22 +115,31 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
                           if k in ("accuracy", "macro_f1")}, **({"threshold": threshold} if threshold is not None else {})}
     rows = sum(len(ds) for ds, _ in encoded.values())
     return Result({"rows_in": rows, "rows_out": rows, "dropped": {}}, summary_metrics,
-                  _report(config, splits, metrics, summary, max_len, truncated, model), {"device": device}, cleanup)
+                  _report(config, splits, metrics, summary, max_len, truncated, model), {"device": trainer.device},
+                  trainer.cleanup)
+
+
+def _probabilities(classifier: BertClassifier):
+    return lambda ds: classifier.predict(list(ds["text"]))
+
+
+def _sample(classifier: BertClassifier, splits: Splits) -> tuple[list[str], np.ndarray]:
+    """A few dev texts and the trained model's probabilities for them, for the reload check."""
+    texts = list(splits.dev.select(range(min(16, len(splits.dev))))["text"])
+    return texts, classifier.predict(texts)
 
 
 def _train(trainer: Trainer, model: Any, config: Config, train, dev, pad_id: int, num_labels: int):
-    per_epoch = trainer.steps_per_epoch(len(train))
-    every = config.eval_every or per_epoch
-    if not config.save_every:  # checkpoint with each evaluation: a kill loses at most one evaluation interval
-        trainer.options = dataclasses.replace(trainer.options, save_every=every)
+    every = config.eval_every or trainer.steps_per_epoch(len(train))
 
     def forward(m: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         logits = m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
-        return {"loss": loss, **cls_data.confusion_sums(logits, batch["labels"], num_labels)}
+        return {"loss": loss, **confusion_sums(logits, batch["labels"], num_labels)}
 
-    return trainer.fit(model, train, collate=cls_data.Collator(pad_id), forward=forward, eval_data=dev.select(np.argsort(dev["length"], kind="stable")),
-                       summarize=lambda sums: cls_data.classification_summary(sums, num_labels),
+    return trainer.fit(model, train, collate=bert_inputs.Collator(pad_id), forward=forward,
+                       eval_data=dev.select(np.argsort(dev["length"], kind="stable")),
+                       summarize=lambda sums: summarize(sums, num_labels),
                        best_metric=config.monitor, greater_is_better=config.monitor != "loss", patience=config.patience,
                        eval_steps=every, lengths=train["length"],
                        lr_scale=_layer_decay(model.config.num_hidden_layers, config.layer_decay))
@@ -147,15 +159,15 @@ def _layer_decay(layers: int, decay: float):
 
 
 def _tokenizer(checkpoint: Path) -> Any:
-    checkpoints.require(checkpoint, NAME)
-    tokenizer = checkpoints.load_tokenizer(checkpoint)
+    loading.require(checkpoint, NAME)
+    tokenizer = loading.load_tokenizer(checkpoint)
     if tokenizer.pad_token_id is None:
         raise UserError(f"finetune: the tokenizer in {checkpoint} has no padding token")
     return tokenizer
 
 
 def _max_positions(checkpoint: Path) -> int:
-    return int(json.loads((checkpoint / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings", 512))
+    return int(json.loads((checkpoint / CONFIG_JSON).read_text(encoding="utf-8")).get("max_position_embeddings", 512))
 
 
 def _model(checkpoint: Path, labels: list[str], config: Config) -> tuple[Any, str]:
@@ -167,30 +179,10 @@ def _model(checkpoint: Path, labels: list[str], config: Config) -> tuple[Any, st
         and [base.id2label.get(i) for i in range(len(base.id2label))] == labels
     extra = {} if config.dropout < 0 else {"classifier_dropout": config.dropout}
     # quiet: "newly initialised classifier" is the point of fine-tuning
-    model = checkpoints.load_model(AutoModelForSequenceClassification, checkpoint, num_labels=len(labels),
+    model = loading.load_model(AutoModelForSequenceClassification, checkpoint, num_labels=len(labels),
                                    id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
                                    ignore_mismatched_sizes=True, **extra)
     return model, "kept from the checkpoint" if kept else "new (random)"
-
-
-def final_metrics(classifier: BertClassifier, splits: Splits) -> tuple[dict, float | None]:
-    """Dev and test scores of the best weights with the offline metrics; binary tasks get the dev F1-optimal threshold."""
-    dev_eval = evaluate_split(classifier, splits, splits.dev)
-    threshold = best_threshold(dev_eval.probs[:, 1], dev_eval.gold)[0] if len(splits.labels) == 2 else None
-    metrics = {"dev": dev_eval.metrics(threshold)}
-    if splits.test is not None:
-        test_eval = evaluate_split(classifier, splits, splits.test)
-        metrics["test"] = test_eval.metrics(threshold)
-        if threshold is not None:
-            metrics["test_argmax"] = test_eval.metrics(None)
-    return metrics, threshold
-
-
-def evaluate_split(classifier: BertClassifier, splits: Splits, ds) -> Evaluation:
-    probs = classifier.predict(list(ds["text"]))
-    gold = splits.ids(ds)
-    loss = float(-np.log(np.clip(probs[np.arange(len(gold)), gold], 1e-12, None)).mean()) if len(gold) else 0.0
-    return Evaluation(probs, gold, loss)
 
 
 def _cross_validate(config: Config, checkpoint: Path, splits: Splits, tokenizer: Any, max_len: int, out: Path) -> dict:
@@ -200,49 +192,25 @@ def _cross_validate(config: Config, checkpoint: Path, splits: Splits, tokenizer:
 
     pooled = datasets.concatenate_datasets([splits.train, splits.dev])
     gold = splits.ids(pooled)
-    scores: dict[str, list[float]] = {"accuracy": [], "macro_f1": []}
-    fold_config = dataclasses.replace(config, save_every=10**9, resume=False)
+    results = []
+    fold_config = dataclasses.replace(config, save_every=10**9, resume=False)  # folds are short: no checkpoints
     for k, (train_idx, held_idx) in enumerate(stratified_folds(gold, config.folds, config.seed)):
         inner_train, inner_dev = stratified_folds(gold[train_idx], 9, config.seed)[0]
         part = pooled.select(train_idx)
-        train, _ = cls_data.encode(part.select(inner_train), tokenizer, splits.labels, max_len)
-        dev, _ = cls_data.encode(part.select(inner_dev), tokenizer, splits.labels, max_len)
+        train, _ = bert_inputs.encode(part.select(inner_train), tokenizer, splits.labels, max_len)
+        dev, _ = bert_inputs.encode(part.select(inner_dev), tokenizer, splits.labels, max_len)
         fold_out = out / f".fold{k}"
         fold_out.mkdir()
         with Trainer(fold_config, fold_out, run_config={"fold": k}, name=f"{NAME} fold {k + 1}/{config.folds}") as trainer:
             model, _ = _model(checkpoint, splits.labels, config)
             _train(trainer, model, fold_config, train, dev, tokenizer.pad_token_id, len(splits.labels))
         held = pooled.select(held_idx)
-        result = evaluate_split(BertClassifier(model.float(), tokenizer, splits.labels, None, max_len), splits, held).metrics(None)
-        for key in scores:
-            scores[key].append(result[key])
-        log.info("fold %d/%d: accuracy %.4f, macro_f1 %.4f", k + 1, config.folds, result["accuracy"], result["macro_f1"])
-        _remove_tree(fold_out, trainer.work)
-    return {key: {"mean": float(np.mean(v)), "std": float(np.std(v)), "folds": v} for key, v in scores.items()}
-
-
-def _remove_tree(*paths: Path) -> None:
-    for path in paths:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def write_classifier_files(out: Path, splits: Splits, max_len: int, threshold: float | None, metrics: dict) -> None:
-    meta = {"labels": splits.labels, "threshold": threshold, "max_seq_len": max_len}
-    (out / "labels.json").write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
-    (out / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2), encoding="utf-8")
-    split = "test" if "test" in metrics else "dev"
-    plots.confusion(metrics[split]["confusion_matrix"], splits.labels, out / "confusion_matrix.png", f"{split} confusion matrix")
-
-
-def check_saved(out: Path, classifier: BertClassifier, splits: Splits) -> str:
-    """The artifact, reloaded as users load it, gives the trained model's probabilities."""
-    from ..predict import TextClassifier
-
-    texts = list(splits.dev.select(range(min(16, len(splits.dev))))["text"])
-    diff = float(np.abs(TextClassifier.load(out).predict(texts) - classifier.predict(texts)).max())
-    if diff > 1e-4:
-        raise AssertionError(f"the saved classifier's probabilities differ from the trained model's by {diff}")
-    return f"TextClassifier.load reloads it; probabilities match (max diff {diff:.1e})"
+        classifier = BertClassifier(model.float(), tokenizer, splits.labels, None, max_len)
+        results.append(Evaluation(classifier.predict(list(held["text"])), gold[held_idx]).metrics(None))
+        log.info("fold %d/%d: accuracy %.4f, macro_f1 %.4f", k + 1, config.folds, results[-1]["accuracy"], results[-1]["macro_f1"])
+        for path in (fold_out, trainer.work):
+            shutil.rmtree(path, ignore_errors=True)
+    return fold_summary(results)
 
 
 def _report(config: Config, splits: Splits, metrics: dict, summary: Any, max_len: int, truncated: dict, model: Any) -> str:
@@ -256,13 +224,6 @@ def _report(config: Config, splits: Splits, metrics: dict, summary: Any, max_len
              f"best dev {config.monitor} at step {best.get('step', '-')}; max_seq_len {max_len} "
              f"(texts cut: {', '.join(f'{k} {v}' for k, v in truncated.items())}); padding {summary.padding_fraction:.1%}, "
              f"{summary.tokens_per_s:,.0f} real tokens/s, {summary.precision}.",
-             "", "| split | accuracy | macro F1 |", "| --- | --- | --- |"]
-    lines += [f"| {s} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} |" for s, m in metrics.items() if s in ("dev", "test")]
-    if "test_argmax" in metrics:
-        lines.append(f"| test (argmax, no threshold) | {metrics['test_argmax']['accuracy']:.4f} | {metrics['test_argmax']['macro_f1']:.4f} |")
-    if "cross_validation" in metrics:
-        cv = metrics["cross_validation"]
-        lines += ["", f"{config.folds}-fold cross-validation: accuracy {cv['accuracy']['mean']:.4f} ± {cv['accuracy']['std']:.4f}, "
-                  f"macro F1 {cv['macro_f1']['mean']:.4f} ± {cv['macro_f1']['std']:.4f}"]
+             "", *scores_table(metrics)]
     lines += ["", "![training curves](training_curves.png)", "", "![confusion matrix](confusion_matrix.png)"]
     return "\n".join(lines)

@@ -19,15 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..config import option
-from ..corpus import Counts
-from ..errors import UserError
-from ..vectors import VECTORS_TXT, ReportOptions, finish_artifact, read_word2vec_text
-from . import Input, Result
+from ..core.config import option
+from ..core.contract import Input, Result
+from ..core.errors import UserError
+from ..core.files import EVAL_JSON, VECTORS_KV, VECTORS_TXT, VOCAB_TXT, read_vocab
+from ..text.corpus import Counts
+from ..vectors.store import ReportOptions, finish_artifact
+from ..vectors.word2vec_text import read_word2vec_text
 
 NAME = "import-vectors"
 VERSION = 1
-VOCAB_TXT = "vocab.txt"
+OUTPUTS = (VECTORS_TXT, VECTORS_KV, EVAL_JSON)
 
 INPUTS = {
     "vectors": Input("word2vec text file (`COUNT DIM` header), plain, .bz2 or .gz; or a word2vec/import-vectors artifact",
@@ -71,5 +73,4 @@ def _vocab_words(vocab_dir: Path) -> dict[str, None]:
     path = vocab_dir / VOCAB_TXT
     if not path.is_file():
         raise UserError(f"import-vectors: {vocab_dir} has no {VOCAB_TXT}; pass a vocab artifact (nlp-pipe vocab)")
-    tokens = path.read_text(encoding="utf-8").split("\n")  # one token a line; not splitlines(): tokens may hold \u2028
-    return dict.fromkeys(tokens[:-1] if tokens and not tokens[-1] else tokens)
+    return dict.fromkeys(read_vocab(path))

@@ -18,15 +18,15 @@ from gensim.models.phrases import Phrases
 from gensim.models.word2vec import LineSentence
 from tqdm.auto import tqdm
 
-from ..config import option
-from ..corpus import Counts
-from . import Input, Result
+from ..core.config import option
+from ..core.contract import Input, Result
+from ..core.files import CORPUS_TXT, PHRASES_TSV, USERDICT_TXT, corpus_txt
+from ..text.corpus import Counts
+from ..text.userdict import write_userdict
 
 NAME = "phrases"
 VERSION = 1
-PHRASES_TSV = "phrases.tsv"
-CORPUS_TXT = "corpus.txt"
-USERDICT = "jieba_userdict.txt"
+OUTPUTS = (PHRASES_TSV, CORPUS_TXT, USERDICT_TXT)
 _JOIN = "\x1f"  # gensim's internal delimiter: a character no corpus token contains
 # Joins the parts of phrases merged by an earlier pass in the intermediate corpus file. It must
 # not be whitespace to str.split (as \x1f is: the next pass would read the parts back as words)
@@ -57,7 +57,7 @@ class Config:
 
 
 def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
-    source = inputs["corpus"][0] / CORPUS_TXT
+    source = corpus_txt(inputs["corpus"][0], NAME)
     current, found = source, {}
     for n in range(config.passes):
         model = Phrases(LineSentence(str(current)), min_count=config.min_count, threshold=config.threshold,
@@ -81,8 +81,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     with open(out / PHRASES_TSV, "w", encoding="utf-8") as fh:
         fh.write("phrase\tscore\tcount\tparts\n")
         fh.writelines(f"{p}\t{s:.4f}\t{c}\t{parts}\n" for p, s, c, parts in rows)
-    with open(out / USERDICT, "w", encoding="utf-8") as fh:
-        fh.writelines(f"{p} {max(c, 1)}\n" for p, _, c, _ in rows if p and " " not in p)
+    write_userdict(out / USERDICT_TXT, [(p, c) for p, _, c, _ in rows])
     table = "\n".join(f"| {p} | {s:.3f} | {c} |" for p, s, c, _ in rows[:40])
     report = f"## Phrases\n{len(rows)} phrases ({config.scoring} scoring, threshold {config.threshold}).\n\n| phrase | score | count |\n| --- | --- | --- |\n{table}"
     return Result(counts.as_dict(), {"phrases": len(rows), "merged_tokens": counts.merged}, report)

@@ -25,22 +25,25 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .. import artifacts, checkpoints
-from ..config import option, to_dict
-from ..corpus import ReadOptions
+from ..checkpoints import loading
+from ..core import artifacts
+from ..core.config import option, to_dict
+from ..core.contract import Input, Result
+from ..core.errors import UserError
+from ..core.files import CONFIG_JSON, DATASET_DIR, PRETRAINING_JSON, VOCAB_TXT, WEIGHTS, read_vocab
 from ..data import pretraining as blocks_data
 from ..data.blocks import BlockSpec
 from ..data.masking import MaskingCollator
-from ..errors import UserError
 from ..models import bert_pretraining as bert
-from ..segmenter import default_workers
-from ..training import Summary, TrainOptions, Trainer, run_identity
-from . import Input, Result
+from ..text.corpus import ReadOptions
+from ..text.segmenter import default_workers
+from ..training.options import TrainOptions, run_identity
+from ..training.trainer import Summary, Trainer
 
 NAME = "pretrain"
 VERSION = 2
 DISTRIBUTED = True  # every process of `accelerate launch` runs this stage; the main one writes the artifact
-SETTINGS_JSON = "pretraining.json"
+OUTPUTS = (CONFIG_JSON, WEIGHTS, PRETRAINING_JSON)
 
 INPUTS = {
     "corpus": Input("text files (one document a line, or one sentence a line with blank lines between documents) "
@@ -98,29 +101,25 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
                               transform=collator.mask, forward=_forward, eval_data=built.eval,
                               summarize=_summarizer(config.sentence_task))
         trainer.save_pretrained(hf_model, tokenizer)
-        device = f"{trainer.accelerator.device} x{summary.processes}, {summary.precision}" + (
-            f", {trainer.threads} thread(s)" if trainer.threads else "")
-        is_main = trainer.is_main
-    cleanup = [] if config.keep_checkpoints else [trainer.work]  # removed by the runner once published
-    if not is_main:
-        return Result(metrics={"steps": summary.steps}, cleanup=cleanup)
+    if not trainer.is_main:
+        return trainer.secondary_result()
     metrics = _write_extras(out, config, hf_model, tokenizer_source, collator, built, summary)
     return Result(built.stats["counts"], metrics, _report(config, summary, built, hf_model),
-                  {"device": device, "data_cache": str(built.cache_dir)}, cleanup)
+                  {"device": trainer.device, "data_cache": str(built.cache_dir)}, trainer.cleanup)
 
 
 def _write_extras(out: Path, config: Config, hf_model: Any, tokenizer_source: Path, collator: MaskingCollator,
                   built: blocks_data.Built, summary: Summary) -> dict[str, Any]:
     """vocab.txt, pretraining.json and the exported blocks beside the model; the reload check; metrics."""
-    vocab_txt = tokenizer_source if tokenizer_source.is_file() else tokenizer_source / "vocab.txt"
+    vocab_txt = tokenizer_source if tokenizer_source.is_file() else tokenizer_source / VOCAB_TXT
     if vocab_txt.exists():  # for tools that read vocab.txt (Google BERT, UER-py)
-        shutil.copy(vocab_txt, out / "vocab.txt")
+        shutil.copy(vocab_txt, out / VOCAB_TXT)
     if config.export_dataset:
-        built.train.save_to_disk(str(out / "dataset" / "train"))
+        built.train.save_to_disk(str(out / DATASET_DIR / "train"))
         if built.eval is not None:
-            built.eval.save_to_disk(str(out / "dataset" / "eval"))
+            built.eval.save_to_disk(str(out / DATASET_DIR / "eval"))
     settings = _settings(config, built, tokenizer_source, hf_model)
-    (out / SETTINGS_JSON).write_text(json.dumps(settings, indent=2, ensure_ascii=False), encoding="utf-8")
+    (out / PRETRAINING_JSON).write_text(json.dumps(settings, indent=2, ensure_ascii=False), encoding="utf-8")
     return _metrics(summary, built, _check_saved(out, hf_model, collator, built))
 
 
@@ -132,15 +131,16 @@ def _tokenizer(inputs: dict[str, list[Path]]) -> tuple[Any, Path]:
     if source is None:
         raise UserError("pretrain: needs --tokenizer (a vocab artifact: nlp-pipe vocab --kind bert ...) or --init (a checkpoint with its tokenizer)")
     if source.is_file():  # a bare vocab.txt, e.g. Google's Chinese BERT vocabulary
-        tokenizer, vocab_txt = BertTokenizer(vocab=str(source)), source  # not BertTokenizerFast(vocab_file=): PITFALLS.md
-    elif any((source / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
-        tokenizer, vocab_txt = AutoTokenizer.from_pretrained(str(source)), source / "vocab.txt"
+        # not BertTokenizerFast(vocab_file=): it ignores the file in transformers 5 (docs/library-notes.md)
+        tokenizer, vocab_txt = BertTokenizer(vocab=str(source)), source
+    elif any((source / f).exists() for f in loading.TOKENIZER_FILES):
+        tokenizer, vocab_txt = AutoTokenizer.from_pretrained(str(source)), source / VOCAB_TXT
     else:
         raise UserError(f"pretrain: {source} holds no tokenizer; make one with: nlp-pipe vocab --kind bert --corpus SEGMENTED --out DIR")
     if not tokenizer.is_fast or tokenizer.mask_token_id is None or tokenizer.cls_token_id is None:
         raise UserError(f"pretrain: {source} is not a fast BERT tokenizer with [CLS]/[SEP]/[MASK] (vocab --kind bert makes one)")
-    if vocab_txt.exists():  # BertTokenizerFast(vocab_file=...) can silently load 5 tokens (PITFALLS.md)
-        lines = len(vocab_txt.read_text(encoding="utf-8").rstrip("\n").split("\n"))  # not splitlines: tokens may hold U+2028
+    if vocab_txt.exists():  # a tokenizer that silently lost its vocabulary would train on [UNK]
+        lines = len(read_vocab(vocab_txt))
         if lines != len(tokenizer):
             raise UserError(f"pretrain: tokenizer in {source} has {len(tokenizer)} tokens but vocab.txt {lines}")
     init = inputs["init"][0] if inputs["init"] else None
@@ -192,9 +192,9 @@ def _check_saved(out: Path, hf_model: Any, collator: MaskingCollator, built: blo
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(out))
-    reloaded = checkpoints.load_model(AutoModelForMaskedLM, out).eval()  # quiet: the pooler/NSP weights it skips
+    reloaded = loading.load_model(AutoModelForMaskedLM, out).eval()  # quiet: the pooler/NSP weights it skips
     if len(tokenizer) != reloaded.config.vocab_size:
-        raise AssertionError(f"saved tokenizer has {len(tokenizer)} tokens, the model {reloaded.config.vocab_size}")
+        raise RuntimeError(f"saved tokenizer has {len(tokenizer)} tokens, the model {reloaded.config.vocab_size}")
     data = built.eval if built.eval is not None else built.train
     batch = collator.mask(collator.collate(data[: min(4, len(data))]), np.random.default_rng(0))
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
@@ -203,7 +203,7 @@ def _check_saved(out: Path, hf_model: Any, collator: MaskingCollator, built: blo
     mine = mine.prediction_logits if hasattr(mine, "prediction_logits") else mine.logits  # BertForPreTraining names it so
     diff = (mine - reloaded(**inputs).logits).abs().max().item()
     if diff > 1e-4:
-        raise AssertionError(f"reloaded model's logits differ by {diff}")
+        raise RuntimeError(f"reloaded model's logits differ by {diff}")
     return f"AutoModelForMaskedLM reloads it; logits match (max diff {diff:.1e})"
 
 

@@ -9,9 +9,7 @@ aligned with the dataset). Large inputs are cut in parallel worker processes.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
-import json
 import logging
 import shutil
 from collections import deque
@@ -27,18 +25,17 @@ import pyarrow.compute as pc
 from datasets.arrow_writer import ArrowWriter
 from tqdm.auto import tqdm
 
-from ..config import option
-from ..corpus import Counts, ReadOptions, read_rows
-from ..errors import UserError
-from ..segmenter import SegmenterSpec, cut_parallel, default_workers, read_userdict
-from . import Input, Result
+from ..core.config import option
+from ..core.contract import Input, Result
+from ..core.errors import UserError
+from ..core.files import CORPUS_TXT, DATASET_DIR, SEGMENTER_JSON
+from ..text.corpus import Counts, ReadOptions, read_rows
+from ..text.segmenter import SegmenterSpec, cut_parallel, default_workers
+from ..text.userdict import read_userdict, userdict_file
 
 NAME = "segment"
 VERSION = 2
-CORPUS_TXT = "corpus.txt"
-SEGMENTER_JSON = "segmenter.json"
-DATASET_DIR = "dataset"
-USERDICT_IN_VOCAB = "jieba_userdict.txt"
+OUTPUTS = (CORPUS_TXT, DATASET_DIR, SEGMENTER_JSON)
 _PARALLEL_MIN_BYTES = 1 << 20  # below this, starting workers costs more than it saves
 _CHUNK_CHARS = 50_000  # about 0.15 s of jieba: small enough to even out the workers' last chunks
 
@@ -70,9 +67,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     if config.label_per_file and len(config.label_per_file) != len(files):
         raise UserError(f"segment: label_per_file has {len(config.label_per_file)} labels for {len(files)} corpus files")
     spec, dict_info = _segmenter_spec(config, inputs["userdict"])
-    # the exact segmenter (user-dictionary words included) travels with the data, so classifiers
-    # trained on it cut new text at predict time the same way
-    (out / SEGMENTER_JSON).write_text(json.dumps(dataclasses.asdict(spec), ensure_ascii=False), encoding="utf-8")
+    spec.save(out)
     workers = config.workers or (default_workers() if sum(f.stat().st_size for f in files) >= _PARALLEL_MIN_BYTES else 1)
     counts = Counts()
     cache = out / ".hf_cache"
@@ -173,9 +168,7 @@ def _segmenter_spec(config: Config, userdicts: list[Path]) -> tuple[SegmenterSpe
     entries: dict[str, int | None] = {}
     sources = []
     for path in userdicts:
-        file = path / USERDICT_IN_VOCAB if path.is_dir() else path
-        if not file.exists():
-            raise UserError(f"segment: userdict {path} has no {USERDICT_IN_VOCAB}; pass a vocab artifact or a word file")
+        file = userdict_file(path, NAME)
         words = read_userdict(file)
         entries.update(words)
         sources.append({"path": str(file), "words": len(words)})

@@ -5,34 +5,45 @@
 
 Inputs are `segment` artifacts with labels (dev/test optional: without them the train data
 is split 7:1:2, stratified) and a vectors artifact (`word2vec` or `import-vectors`).
+Training runs on the shared Trainer (constant-lr Adam, one evaluation an epoch, early stopping
+with the best epoch restored, checkpoints and exact resume after a kill, length-grouped batches).
 Writes config.json + model.safetensors, vocab.txt, labels.json (with the F1-optimal threshold
-for binary tasks), segmenter.json, metrics.json and report.md with PNG plots. Load it with
-`nlp_pipe.TextClassifier.load(dir)` or `nlp-pipe predict dir --text ...`.
+for binary tasks), segmenter.json, metrics.json, metrics.jsonl and report.md with PNG plots.
+Load it with `nlp_pipe.TextClassifier.load(dir)` or `nlp-pipe predict dir --text ...`.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
-from dataclasses import dataclass
+import shutil
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 
-from .. import plots
-from ..config import option
-from ..data.labelled import Splits, best_threshold, load_splits, stratified_folds
-from ..errors import UserError
+from ..classifiers.labels import LabelInfo
+from ..classifiers.results import Evaluation, check_saved, final_metrics, fold_summary, scores_table, write_classifier_files
+from ..core import plots
+from ..core.config import option
+from ..core.contract import Input, Result
+from ..core.files import CONFIG_JSON, LABELS_JSON, METRICS_JSON, SEGMENTER_JSON, VOCAB_TXT, WEIGHTS, write_vocab
+from ..data.labelled import Splits, load_splits, stratified_folds
+from ..data.word_ids import Collator, WordIds, encode, pad
+from ..metrics.scores import confusion_sums, summarize
 from ..models.textcnn import TextCNN, TextCNNConfig
-from ..fit import TrainSettings, encode, evaluate, fit
-from ..vectors import embedding_matrix, load_keyed_vectors
-from . import Input, Result
+from ..text.segmenter import SegmenterSpec
+from ..training.options import TrainOptions, run_identity
+from ..training.trainer import Trainer
+from ..vectors.embedding import embedding_matrix
+from ..vectors.store import load_keyed_vectors
 
 NAME = "textcnn"
-VERSION = 2  # 2: max-pooling ignores windows in padding
+VERSION = 3  # 3: trained through the shared Trainer (AdamW without decay, length-grouped batches)
+OUTPUTS = (CONFIG_JSON, WEIGHTS, VOCAB_TXT, LABELS_JSON, SEGMENTER_JSON, METRICS_JSON)
 SPECIALS = ("[PAD]", "[UNK]")
+_EVAL_BATCH = 256
 
 INPUTS = {
     "train": Input("labelled training data (segment artifact)", kind="artifact", stages=("segment",)),
@@ -44,8 +55,8 @@ INPUTS = {
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Config:
+@dataclasses.dataclass(frozen=True)
+class Config(TrainOptions):
     mode: Literal["static", "non-static", "multichannel"] = option("static", "embeddings frozen (static), fine-tuned (non-static), or both channels (Kim 2014)")
     kernel_sizes: tuple[int, ...] = option((3, 4, 5), "convolution widths in words", min=1)
     filters: int = option(100, "filters per kernel size", min=1)
@@ -53,21 +64,27 @@ class Config:
     max_len: int = option(0, "words kept per text; 0 = the len_percentile of training lengths", min=0)
     len_percentile: float = option(95.0, "percentile of training text lengths used as max_len", min=1.0, max=100.0)
     max_vocab: int = option(200_000, "most frequent vector words kept in the model's vocabulary", min=1)
+    steps: int = option(0, "optimizer steps; 0 = from epochs", min=0)
+    epochs: float = option(20.0, "maximum passes over the training data (early stopping usually ends sooner)", min=0.0)
     batch_size: int = option(50, "texts per batch", min=1)
-    lr: float = option(1e-3, "Adam learning rate", min=0.0)
-    epochs: int = option(20, "maximum epochs", min=1)
-    patience: int = option(3, "stop after this many epochs without dev improvement", min=1)
+    lr: float = option(1e-3, "learning rate (Adam: AdamW without weight decay)", min=0.0)
+    weight_decay: float = option(0.0, "AdamW weight decay (not on biases)", min=0.0)
+    warmup: float = option(0.0, "warmup: a fraction of the steps (< 1) or a number of steps (>= 1)", min=0.0)
+    schedule: Literal["linear", "cosine", "constant"] = option("constant", "learning-rate decay after warmup")
+    max_grad_norm: float = option(0.0, "clip gradients to this global norm (0 = no clipping)", min=0.0)
+    eval_every: int = option(0, "evaluate on dev every N steps; 0 = once an epoch", min=0)
+    save_every: int = option(0, "checkpoint every N steps; 0 = at each evaluation (a rerun after a kill resumes)", min=0)
+    patience: int = option(3, "stop after this many evaluations without dev improvement (0 = never)", min=0)
     monitor: Literal["macro_f1", "accuracy", "loss"] = option("macro_f1", "dev figure for early stopping and the best checkpoint")
     folds: int = option(0, "K-fold cross-validation on train+dev (0 = off); the saved model still uses the normal split", min=0)
-    seed: int = option(42, "seed for splits, initialisation and shuffling")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.folds == 1:
             raise ValueError("folds must be 0 (off) or at least 2")
 
 
 def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
-    torch.manual_seed(config.seed)
     first = lambda name: inputs[name][0] if inputs[name] else None  # noqa: E731
     splits = load_splits(inputs["train"][0], first("dev"), first("test"), config.seed)
     kv = load_keyed_vectors(inputs["vectors"][0])
@@ -76,91 +93,105 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     index = {w: i for i, w in enumerate(tokens)}
     lengths = [len(w) for w in splits.train["words"]]
     max_len = config.max_len or max(max(config.kernel_sizes), int(np.ceil(np.percentile(lengths, config.len_percentile))))
-    plots.histogram(lengths, max_len, out / "length_histogram.png", "words per text", f"training lengths (cut at {config.len_percentile:g}th percentile)" if not config.max_len else "training lengths")
-    data = {name: encode(ds["words"], index, max_len) for name, ds in (("train", splits.train), ("dev", splits.dev), ("test", splits.test)) if ds is not None}
-    ids = {name: splits.ids(ds) for name, ds in (("train", splits.train), ("dev", splits.dev), ("test", splits.test)) if ds is not None}
+    plots.histogram(lengths, max_len, out / "length_histogram.png", "words per text",
+                    f"training lengths (cut at {config.len_percentile:g}th percentile)" if not config.max_len else "training lengths")
+    data = {name: encode(ds["words"], index, max_len, splits.ids(ds))
+            for name, ds in (("train", splits.train), ("dev", splits.dev), ("test", splits.test)) if ds is not None}
     model_config = TextCNNConfig(len(tokens), matrix.shape[1], len(splits.labels), config.mode, config.kernel_sizes,
                                  config.filters, config.dropout, max_len)
-    settings = TrainSettings(config.batch_size, config.lr, config.epochs, config.patience, config.monitor, config.seed)
-    model = TextCNN(model_config, torch.from_numpy(matrix))
-    frozen_before = model.embedding.weight.detach().clone()
-    history = fit(model, data["train"], ids["train"], data["dev"], ids["dev"], settings)
-    if config.mode == "static":  # the pretrained vectors must come out exactly as they went in
-        assert torch.equal(frozen_before, model.embedding.weight), "static embeddings changed during training"
-    metrics, threshold = _final_metrics(model, data, ids, splits)
-    if config.folds:
-        metrics["cross_validation"] = _cross_validate(config, model_config, matrix, data, ids, settings)
-    _save(out, model, tokens, splits, threshold, inputs["train"][0], metrics, history)
-    oov = {name: round(enc.oov_rate, 4) for name, enc in data.items()}
-    summary = {"labels": len(splits.labels), "max_len": max_len, "vocab": len(tokens), "oov_rate": oov,
-               "vectors": vector_stats, "best_epoch": history.best_epoch, "split": splits.origin,
-               **{f"{s}_{k}": v for s in ("dev", "test") if s in metrics for k, v in metrics[s].items() if k in ("accuracy", "macro_f1")}}
-    return Result({"rows_in": sum(len(d.ids) for d in data.values()), "rows_out": sum(len(d.ids) for d in data.values()), "dropped": {}},
-                  {**summary, **({"threshold": threshold} if threshold is not None else {})}, _report(config, splits, metrics, history, max_len, oov))
-
-
-def _final_metrics(model, data, ids, splits: Splits) -> tuple[dict, float | None]:
-    threshold = None
-    dev = evaluate(model, data["dev"], ids["dev"], len(splits.labels))
-    if len(splits.labels) == 2:
-        threshold, _ = best_threshold(dev.probs[:, 1], ids["dev"])
-    metrics = {"dev": dev.metrics(threshold)}
-    if "test" in data:
-        metrics["test"] = evaluate(model, data["test"], ids["test"], len(splits.labels)).metrics(threshold)
-    return metrics, threshold
-
-
-def _cross_validate(config: Config, model_config: TextCNNConfig, matrix, data, ids, settings) -> dict:
-    """Mean and standard deviation of held-out metrics over K stratified folds of train+dev."""
-    pooled = data["train"].concat(data["dev"])
-    gold = np.concatenate([ids["train"], ids["dev"]])
-    scores: dict[str, list[float]] = {"accuracy": [], "macro_f1": []}
-    for k, (train_idx, held_idx) in enumerate(stratified_folds(gold, config.folds, config.seed)):
-        torch.manual_seed(config.seed + k)
+    with Trainer(config, out, run_config=run_identity(config, inputs), name=NAME) as trainer:
         model = TextCNN(model_config, torch.from_numpy(matrix))
+        frozen_before = model.embedding.weight.detach().clone()
+        summary = _train(trainer, model, config, data["train"], data["dev"])
+    model = model.cpu().eval()
+    if config.mode == "static" and not torch.equal(frozen_before, model.embedding.weight):
+        raise RuntimeError("static embeddings changed during training")  # the pretrained vectors must come out as they went in
+    metrics, threshold = final_metrics(lambda ds: _probabilities(model, encode(ds["words"], index, max_len)), splits)
+    if config.folds:
+        metrics["cross_validation"] = _cross_validate(config, model_config, matrix, data, out)
+    check = _save(out, model, tokens, splits, threshold, inputs["train"][0], metrics)
+    oov = {name: round(enc.oov_rate, 4) for name, enc in data.items()}
+    rows = sum(len(d) for d in data.values())
+    result = {"labels": len(splits.labels), "max_len": max_len, "vocab": len(tokens), "oov_rate": oov,
+              "vectors": vector_stats, "steps": summary.steps, "resumed_from_step": summary.resumed_from,
+              "best_step": (summary.best or {}).get("step"), "split": splits.origin, "reload_check": check,
+              **{f"{s}_{k}": v for s in ("dev", "test") if s in metrics for k, v in metrics[s].items() if k in ("accuracy", "macro_f1")},
+              **({"threshold": threshold} if threshold is not None else {})}
+    return Result({"rows_in": rows, "rows_out": rows, "dropped": {}}, result,
+                  _report(config, splits, metrics, summary, max_len, oov), {"device": trainer.device}, trainer.cleanup)
+
+
+def _train(trainer: Trainer, model: TextCNN, config: Config, train: WordIds, dev: WordIds):
+    num_labels = model.config.num_labels
+
+    def forward(m: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        logits = m(batch["input_ids"])
+        loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
+        return {"loss": loss, **confusion_sums(logits, batch["labels"], num_labels)}
+
+    return trainer.fit(model, train, collate=Collator(max(config.kernel_sizes)), forward=forward,
+                       eval_data=dev.select(np.argsort(dev.lengths, kind="stable")),
+                       summarize=lambda sums: summarize(sums, num_labels), best_metric=config.monitor,
+                       greater_is_better=config.monitor != "loss", patience=config.patience,
+                       eval_steps=config.eval_every or trainer.steps_per_epoch(len(train)), lengths=train.lengths)
+
+
+@torch.inference_mode()
+def _probabilities(model: TextCNN, data: WordIds) -> np.ndarray:
+    """Class probabilities of every row, in batches of similar length."""
+    probs = np.zeros((len(data), model.config.num_labels), dtype=np.float32)
+    order = np.argsort(data.lengths, kind="stable")
+    for start in range(0, len(order), _EVAL_BATCH):
+        index = order[start:start + _EVAL_BATCH]
+        logits = model(pad([data.ids[i] for i in index], max(model.config.kernel_sizes)))
+        probs[index] = torch.softmax(logits.float(), dim=-1).numpy()
+    return probs
+
+
+def _cross_validate(config: Config, model_config: TextCNNConfig, matrix: np.ndarray, data: dict[str, WordIds],
+                    out: Path) -> dict:
+    """Mean and standard deviation of held-out metrics over K stratified folds of train+dev."""
+    pooled = WordIds(data["train"].ids + data["dev"].ids, np.concatenate([data["train"].labels, data["dev"].labels]),
+                     data["train"].oov_rate)
+    gold = pooled.labels
+    fold_config = dataclasses.replace(config, save_every=10**9, resume=False)  # folds are short: no checkpoints
+    results = []
+    for k, (train_idx, held_idx) in enumerate(stratified_folds(gold, config.folds, config.seed)):
         inner_train, inner_dev = stratified_folds(gold[train_idx], 9, config.seed)[0]  # a tenth for early stopping
-        train_part = pooled.select(train_idx)
-        fit(model, train_part.select(inner_train), gold[train_idx][inner_train], train_part.select(inner_dev), gold[train_idx][inner_dev], settings)
-        result = evaluate(model, pooled.select(held_idx), gold[held_idx], model_config.num_labels).metrics(None)
-        for key in scores:
-            scores[key].append(result[key])
-        log.info("fold %d/%d: accuracy %.4f, macro_f1 %.4f", k + 1, config.folds, result["accuracy"], result["macro_f1"])
-    return {key: {"mean": float(np.mean(v)), "std": float(np.std(v)), "folds": v} for key, v in scores.items()}
+        part = pooled.select(train_idx)
+        fold_out = out / f".fold{k}"
+        fold_out.mkdir()
+        with Trainer(fold_config, fold_out, run_config={"fold": k}, name=f"{NAME} fold {k + 1}/{config.folds}") as trainer:
+            model = TextCNN(model_config, torch.from_numpy(matrix))
+            _train(trainer, model, fold_config, part.select(inner_train), part.select(inner_dev))
+        held = pooled.select(held_idx)
+        results.append(Evaluation(_probabilities(model.cpu().eval(), held), gold[held_idx]).metrics(None))
+        log.info("fold %d/%d: accuracy %.4f, macro_f1 %.4f", k + 1, config.folds, results[-1]["accuracy"], results[-1]["macro_f1"])
+        for path in (fold_out, trainer.work):
+            shutil.rmtree(path, ignore_errors=True)
+    return fold_summary(results)
 
 
-def _save(out: Path, model: TextCNN, tokens, splits: Splits, threshold, train_dir: Path, metrics, history) -> None:
+def _save(out: Path, model: TextCNN, tokens: list[str], splits: Splits, threshold: float | None, train_dir: Path,
+          metrics: dict) -> str:
     model.save(out)
-    (out / "vocab.txt").write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
-    (out / "labels.json").write_text(json.dumps({"labels": splits.labels, "threshold": threshold}, ensure_ascii=False, indent=2), encoding="utf-8")
-    segmenter = train_dir / "segmenter.json"
-    if not segmenter.exists():
-        raise UserError(f"{train_dir} has no segmenter.json; re-run its segment stage with this nlp_pipe version")
-    (out / "segmenter.json").write_text(segmenter.read_text(encoding="utf-8"), encoding="utf-8")
-    (out / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2), encoding="utf-8")
-    (out / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in history.rows), encoding="utf-8")
-    plots.curves({"train loss": history.series("train_loss"), "dev loss": history.series("dev_loss"),
-                  f"dev {history.monitor}": history.series(f"dev_{history.monitor}")}
-                 if history.monitor != "loss" else {"train loss": history.series("train_loss"), "dev loss": history.series("dev_loss")},
-                 out / "learning_curve.png", "epoch", "TextCNN learning curve")
-    split = "test" if "test" in metrics else "dev"
-    plots.confusion(metrics[split]["confusion_matrix"], splits.labels, out / "confusion_matrix.png", f"{split} confusion matrix")
-    reloaded = TextCNN.load(out)  # check the saved model gives the same logits
-    sample = torch.randint(0, len(tokens), (4, 16))
-    with torch.inference_mode():
-        assert torch.allclose(model.eval()(sample), reloaded(sample), atol=1e-5), "saved TextCNN does not reload identically"
+    write_vocab(out / VOCAB_TXT, tokens)
+    write_classifier_files(out, LabelInfo(splits.labels, threshold), metrics)
+    SegmenterSpec.load(train_dir).save(out)  # predict cuts new text exactly as the training data was cut
+    sample = splits.dev.select(range(min(16, len(splits.dev))))
+    index = {w: i for i, w in enumerate(tokens)}
+    expected = _probabilities(model, encode(sample["words"], index, model.config.max_len))
+    return check_saved(out, list(sample["text"]), expected)
 
 
-def _report(config: Config, splits: Splits, metrics: dict, history, max_len: int, oov: dict) -> str:
+def _report(config: Config, splits: Splits, metrics: dict, summary, max_len: int, oov: dict) -> str:
+    best = summary.best or {}
     lines = ["## TextCNN", f"Mode {config.mode}, kernels {list(config.kernel_sizes)} x {config.filters} filters, "
-             f"max_len {max_len} words; data {splits.origin}; best epoch {history.best_epoch} of {len(history.rows)}.",
-             f"OOV rate (tokens mapped to [UNK]): " + ", ".join(f"{k} {v:.1%}" for k, v in oov.items()), "",
-             "| split | accuracy | macro F1 |", "| --- | --- | --- |"]
-    lines += [f"| {s} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} |" for s, m in metrics.items() if s in ("dev", "test")]
-    if "cross_validation" in metrics:
-        cv = metrics["cross_validation"]
-        lines += ["", f"{config.folds}-fold cross-validation: accuracy {cv['accuracy']['mean']:.4f} ± {cv['accuracy']['std']:.4f}, "
-                  f"macro F1 {cv['macro_f1']['mean']:.4f} ± {cv['macro_f1']['std']:.4f}"]
+             f"max_len {max_len} words; data {splits.origin}; {summary.steps} steps, best dev {config.monitor} at step "
+             f"{best.get('step', '-')}; {summary.precision}.",
+             "OOV rate (tokens mapped to [UNK]): " + ", ".join(f"{k} {v:.1%}" for k, v in oov.items()), "",
+             *scores_table(metrics)]
     lines += ["", "Labels (class id: name): " + ", ".join(f"{i}: {n}" for i, n in enumerate(splits.labels)), "",
-              "![learning curve](learning_curve.png)", "", "![confusion matrix](confusion_matrix.png)", "",
+              "![training curves](training_curves.png)", "", "![confusion matrix](confusion_matrix.png)", "",
               "![lengths](length_histogram.png)"]
     return "\n".join(lines)

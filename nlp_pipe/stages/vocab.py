@@ -19,18 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..config import option
-from ..errors import UserError
-from ..segmenter import read_userdict
-from . import Input, Result
+from ..core.config import option
+from ..core.contract import Input, Result
+from ..core.errors import UserError
+from ..core.files import FREQ_TSV, USERDICT_TXT, VOCAB_TXT, W2I_JSON, corpus_txt, write_vocab
+from ..text.userdict import read_userdict, userdict_file, write_userdict
 
 NAME = "vocab"
 VERSION = 1
-VOCAB_TXT = "vocab.txt"
-FREQ_TSV = "vocab.freq.tsv"
-W2I_JSON = "w2i.json"
-USERDICT = "jieba_userdict.txt"
-CORPUS_TXT = "corpus.txt"
+OUTPUTS = (VOCAB_TXT, FREQ_TSV, W2I_JSON, USERDICT_TXT)
 WORD_SPECIALS = ("[PAD]", "[UNK]")
 BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -70,10 +67,11 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     if config.kind == "bert" and (inputs["phrases"] or inputs["words"]):
         raise UserError("vocab: the phrases and words inputs apply to --kind word; a BERT vocabulary is characters "
                         "(to give BERT whole-word tokens, use the expand stage)")
-    counts = _count_words([p / CORPUS_TXT for p in inputs["corpus"]])
+    files = [corpus_txt(p, NAME) for p in inputs["corpus"]]
+    counts = _count_words(files)
     forced = _forced_words(inputs["phrases"], inputs["words"])
     if config.kind == "bert" and config.wordpiece:
-        tokens, freq = _train_wordpiece(config, [p / CORPUS_TXT for p in inputs["corpus"]], out), counts
+        tokens, freq = _train_wordpiece(config, files, out), counts
     elif config.kind == "bert":
         freq = _char_counts(counts, config.lowercase)
         tokens = _select(freq, {}, config)
@@ -105,7 +103,7 @@ def _count_words(files: list[Path]) -> Counter:
 def _forced_words(phrase_dirs: list[Path], word_files: list[Path]) -> dict[str, int]:
     """Words that join the vocabulary whatever their corpus count, with the largest count given."""
     forced: dict[str, int] = {}
-    for path in [p / USERDICT for p in phrase_dirs] + list(word_files):
+    for path in [userdict_file(p, NAME) for p in phrase_dirs] + list(word_files):
         for word, count in read_userdict(path):  # same `word [count] [tag]` grammar as jieba user dictionaries
             forced[word] = max(forced.get(word, 0), count or 1)
     return forced
@@ -148,7 +146,7 @@ def _train_wordpiece(config: Config, files: list[Path], out: Path) -> list[str]:
     from tokenizers import BertWordPieceTokenizer
 
     tokenizer = BertWordPieceTokenizer(clean_text=True, handle_chinese_chars=True, lowercase=config.lowercase)
-    # limit_alphabet defaults to 1000, which turns most hanzi into [UNK] (PITFALLS.md)
+    # limit_alphabet defaults to 1000, which turns most hanzi into [UNK] (docs/library-notes.md)
     tokenizer.train([str(f) for f in files], vocab_size=config.wordpiece_size, min_frequency=config.min_freq,
                     special_tokens=list(config.special_tokens), limit_alphabet=100_000, show_progress=False)
     vocab = tokenizer.get_vocab()
@@ -156,29 +154,23 @@ def _train_wordpiece(config: Config, files: list[Path], out: Path) -> list[str]:
 
 
 def _write(out: Path, tokens: list[str], freq: Counter, config: Config) -> None:
-    assert len(set(tokens)) == len(tokens), "duplicate vocabulary entries"
-    bad = [t for t in tokens if not t or any(ch.isspace() for ch in t)]
-    if bad:  # vocab.txt is one token a line: a token with whitespace would shift every index after it
-        raise UserError(f"vocab: tokens with whitespace cannot be stored one a line: {bad[:5]}")
-    (out / VOCAB_TXT).write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
+    write_vocab(out / VOCAB_TXT, tokens)  # reads it back and compares
     (out / FREQ_TSV).write_text("".join(f"{t}\t{freq.get(t, 0)}\n" for t in tokens), encoding="utf-8")
     (out / W2I_JSON).write_text(json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False), encoding="utf-8")
     specials = set(config.special_tokens)
     words = [t for t in tokens if t not in specials and len(t) > 1 and not t.startswith("##")]
-    (out / USERDICT).write_text("".join(f"{w} {max(freq.get(w, 0), 1)}\n" for w in words), encoding="utf-8")
-    reloaded = (out / VOCAB_TXT).read_text(encoding="utf-8").split("\n")[:-1]
-    assert reloaded == tokens, "vocab.txt does not read back as written"
+    write_userdict(out / USERDICT_TXT, [(w, freq.get(w, 0)) for w in words])
 
 
 def _check_tokenizer(out: Path, size: int, lowercase: bool) -> str:
     """Save tokenizer files beside vocab.txt and check the reloaded tokenizer has every token."""
     from transformers import AutoTokenizer, BertTokenizer
 
-    # BertTokenizerFast(vocab_file=...) silently ignores the vocab in transformers 5 (PITFALLS.md)
+    # BertTokenizerFast(vocab_file=...) silently ignores the vocab in transformers 5 (docs/library-notes.md)
     BertTokenizer(vocab=str(out / VOCAB_TXT), do_lower_case=lowercase).save_pretrained(str(out))
     reloaded = AutoTokenizer.from_pretrained(str(out))
     if len(reloaded) != size:
-        raise AssertionError(f"tokenizer has {len(reloaded)} tokens, vocab.txt {size}")
+        raise RuntimeError(f"tokenizer has {len(reloaded)} tokens, vocab.txt {size}")
     return f"AutoTokenizer loads {len(reloaded)} tokens"
 
 

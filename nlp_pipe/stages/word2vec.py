@@ -24,16 +24,17 @@ from typing import Literal
 from gensim.models import FastText, Word2Vec
 from gensim.models.callbacks import CallbackAny2Vec
 
-from ..config import option
-from ..errors import UserError
-from ..segmenter import default_workers
-from ..artifacts import read_manifest
-from ..vectors import ReportOptions, finish_artifact
-from . import Input, Result
+from ..core.artifacts import read_manifest
+from ..core.config import option
+from ..core.contract import Input, Result
+from ..core.errors import UserError
+from ..core.files import EVAL_JSON, VECTORS_KV, VECTORS_TXT, corpus_txt
+from ..text.segmenter import default_workers
+from ..vectors.store import ReportOptions, finish_artifact
 
 NAME = "word2vec"
 VERSION = 1
-CORPUS_TXT = "corpus.txt"
+OUTPUTS = (VECTORS_TXT, VECTORS_KV, EVAL_JSON)
 _SNIFF_BYTES = 1 << 16
 
 INPUTS = {
@@ -118,9 +119,7 @@ def _comparison(name: str, metrics: dict, others: list[Path]) -> str:
 
 def corpus_file(path: Path) -> Path:
     """corpus.txt of an artifact, or a plain segmented text file (what gensim's corpus_file mode reads)."""
-    file = path / CORPUS_TXT if path.is_dir() else path
-    if not file.is_file():
-        raise UserError(f"word2vec: {path} has no {CORPUS_TXT}; pass a segment or phrases artifact")
+    file = corpus_txt(path, NAME) if path.is_dir() else path
     if file.suffix.lower() in (".gz", ".bz2", ".xz", ".zip"):
         raise UserError(f"word2vec: {file} is compressed; gensim's corpus_file mode reads plain text: decompress it first")
     if not path.is_dir():

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import FIXTURES, run_cli
-from nlp_pipe import artifacts
+from nlp_pipe.core import artifacts
 
 STEPS = ("segment", "vocab")
 
@@ -28,7 +28,8 @@ STEPS = ("segment", "vocab")
 HOLD = """
 import os, time
 from pathlib import Path
-from nlp_pipe import artifacts, cli
+from nlp_pipe import cli
+from nlp_pipe.core import artifacts
 
 real_publish, held = artifacts.publish, []
 

@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from conftest import run_cli
-from nlp_pipe import config as configs, stages
+from nlp_pipe import stages
+from nlp_pipe.core import config as configs
 
 
 def base_type(hint):

@@ -18,7 +18,7 @@ import stat
 import pytest
 
 from conftest import FIXTURES, run_cli
-from nlp_pipe import artifacts
+from nlp_pipe.core import artifacts
 from nlp_pipe.stages import segment as segment_stage
 
 

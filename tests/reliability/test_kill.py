@@ -33,7 +33,8 @@ import pytest
 import yaml
 
 from conftest import FIXTURES, build, run_cli
-from nlp_pipe import artifacts, runner
+from nlp_pipe import runner
+from nlp_pipe.core import artifacts
 
 SEED = 20240607
 KILLED = -signal.SIGKILL
@@ -51,7 +52,8 @@ POINTS = ("startup", "build", "publish-1", "publish-2", "force-build")
 # Runs the CLI with os.rename in artifacts.py replaced: the Nth rename SIGKILLs the process first.
 HOOK = """
 import os, signal
-from nlp_pipe import artifacts, cli
+from nlp_pipe import cli
+from nlp_pipe.core import artifacts
 
 class RenameThenDie:
     calls = 0

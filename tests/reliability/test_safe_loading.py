@@ -21,10 +21,10 @@ PACKAGE = Path(__file__).resolve().parents[2] / "nlp_pipe"
 
 # (file, call) -> why it is acceptable. Keep the reasons honest: these are reported, not fixed, risks.
 REVIEWED = {
-    ("vectors.py", "KeyedVectors.load"): "vectors.kv (a pickle) of a word2vec/import-vectors artifact, loaded only "
+    ("vectors/store.py", "KeyedVectors.load"): "vectors.kv (a pickle) of a word2vec/import-vectors artifact, loaded only "
                                          "when its sha256 matches the manifest; and the reload right after writing it",
-    ("training_loop.py", "torch.load"): "best.pt that training itself wrote into its work dir, loaded with weights_only=True",
-    ("training.py", "acc.load_state"): "accelerate unpickles custom_checkpoint_*.pkl (weights_only=False) from "
+    ("training/loop.py", "torch.load"): "best.pt that training itself wrote into its work dir, loaded with weights_only=True",
+    ("training/trainer.py", "acc.load_state"): "accelerate unpickles custom_checkpoint_*.pkl (weights_only=False) from "
                                        "NAME.checkpoints/step_*/, written by the same stage; trust = the output dir's",
 }
 

@@ -1,5 +1,5 @@
-"""The step loop behind nlp_pipe.training.Trainer: batch order, micro-batch accumulation, metric sums,
-early stopping. Kept apart so training.py reads as the public API; nothing here is used directly.
+"""The step loop behind the Trainer: batch order, micro-batch accumulation, metric sums, early stopping.
+Kept apart so trainer.py reads as the public API; nothing here is used by stages directly.
 """
 
 from __future__ import annotations

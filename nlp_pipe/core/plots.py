@@ -11,22 +11,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 
 
-def curves(series: dict[str, Sequence[tuple[float, float]]], path: Path, xlabel: str, title: str) -> None:
-    """One line per named series of (x, y) points; series whose names start with 'dev'/'test' are dashed."""
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for name, points in series.items():
-        if points:
-            xs, ys = zip(*points)
-            ax.plot(xs, ys, "--" if name.startswith(("dev", "test", "heldout")) else "-", marker=".", label=name)
-    ax.set_xlabel(xlabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], path: Path, title: str) -> None:
     n = len(labels)
     fig, ax = plt.subplots(figsize=(1.2 + 0.6 * n, 1.0 + 0.6 * n))

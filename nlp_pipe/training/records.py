@@ -1,6 +1,6 @@
 """Training records: metrics.jsonl that survives a kill, and the curves PNG drawn from it.
 
-Used by nlp_pipe.training; kept apart so the loop module reads top to bottom.
+Used by the Trainer; kept apart so trainer.py reads top to bottom.
 """
 
 from __future__ import annotations

@@ -22,8 +22,9 @@ from typing import IO, Any, Literal
 
 import charset_normalizer
 
-from .config import option
-from .errors import UserError
+from ..core.config import option
+from ..core.errors import UserError
+from ..core.files import DATASET_DIR
 
 log = logging.getLogger(__name__)
 
@@ -303,16 +304,12 @@ def _pick_columns(names: list[str], path: Path, opts: ReadOptions, index: bool =
 
 def read_texts(paths: list[Path], opts: ReadOptions, counts: Counts, stage: str) -> list[tuple[str, str | None, str]]:
     """(text, label or None, source file name) of every kept row of text files and segment artifacts, in order."""
-    import datasets
-
     rows = []
     for path in paths:
         if not path.is_dir():
             rows += [(row.text, row.label, path.name) for row in read_rows(path, opts, counts)]
             continue
-        if not (path / "dataset").is_dir():
-            raise UserError(f"{stage}: corpus {path} is not a segment artifact (no dataset/); pass text files or a segment artifact")
-        for batch in datasets.load_from_disk(str(path / "dataset")).iter(batch_size=1000):
+        for batch in segmented_dataset(path, stage).iter(batch_size=1000):
             for text, label in zip(batch["text"], batch.get("label") or [None] * len(batch["text"])):
                 counts.rows_in += 1
                 if not text.strip():
@@ -321,3 +318,13 @@ def read_texts(paths: list[Path], opts: ReadOptions, counts: Counts, stage: str)
                 counts.rows_out += 1
                 rows.append((text, label, path.name))
     return rows
+
+
+def segmented_dataset(artifact: Path, stage: str, keep_in_memory: bool = False) -> Any:
+    """The `datasets` dataset of a segment (or augment) artifact: text, words and label columns."""
+    import datasets
+
+    folder = artifact / DATASET_DIR
+    if not folder.is_dir():
+        raise UserError(f"{stage}: {artifact} is not a segment artifact (no {DATASET_DIR}/); pass text files or a segment artifact")
+    return datasets.load_from_disk(str(folder), keep_in_memory=keep_in_memory)

@@ -3,11 +3,15 @@
     @dataclass(frozen=True)
     class Config(TrainOptions): ...                  # steps/epochs, batch, lr, schedule, checkpoints ...
 
-    with Trainer(config, out, run_config={...config and input fingerprints...}, name="finetune") as trainer:
+    with Trainer(config, out, run_config=run_identity(config, inputs), name="finetune") as trainer:
         model = build_model()                        # after Trainer(): seeded, same weights on every process
         summary = trainer.fit(model, train_dataset, collate=collate, forward=forward, eval_data=dev_dataset,
                               summarize=summarize, best_metric="accuracy", patience=3)
         trainer.save_pretrained(hf_model, tokenizer)  # written by the main process only
+    if not trainer.is_main:
+        return trainer.secondary_result()            # the main process alone evaluates, reports and publishes
+    ...
+    return Result(counts, metrics, report, cleanup=trainer.cleanup)
 
 One process or many (`accelerate launch`), CPU or GPU, fp32/bf16/fp16 autocast: that is accelerate.
 Here: AdamW (no decay on biases and norms) with warmup + linear/cosine decay, gradient accumulation
@@ -22,8 +26,8 @@ the runner builds each attempt in a fresh temporary directory:
                                         state; data_position.json says where the data stood
     NAME.checkpoints/tensorboard/       with tensorboard=true; copied into the artifact at the end
 
-A stage returns `Result(cleanup=[trainer.work])` unless keep_checkpoints: the runner removes the
-directory once the artifact is published.
+`trainer.cleanup` is that directory unless keep_checkpoints: the stage hands it to the runner in its
+Result, and the runner removes it once the artifact is published.
 """
 
 from __future__ import annotations
@@ -32,12 +36,10 @@ import dataclasses
 import importlib.util
 import json
 import math
-import os
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,11 +50,12 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from . import artifacts
-from .config import option
-from .errors import UserError
-from .training_log import MetricsLog, plot_curves
-from .training_loop import EarlyStop, Forward, StepLoop, TrainState, add_sums, call_model, mean_loss, reduce_sums, rows, to_device
+from ..core import artifacts
+from ..core.contract import Result
+from ..core.errors import UserError
+from .loop import EarlyStop, Forward, StepLoop, TrainState, add_sums, call_model, mean_loss, reduce_sums, rows, to_device
+from .options import TrainOptions, cpu_processes, cpu_threads, resolve_precision
+from .records import MetricsLog, plot_curves
 
 log = get_logger(__name__)
 
@@ -61,38 +64,6 @@ CURVES_PNG = "training_curves.png"
 RUN_JSON = "run.json"
 POSITION_JSON = "data_position.json"
 TENSORBOARD = "tensorboard"
-# TrainOptions fields that do not change the training trajectory
-NOT_RUN_IDENTITY = ("resume", "keep_checkpoints", "tensorboard", "log_every", "save_every", "checkpoint_limit")
-__all__ = ["TrainOptions", "TrainState", "Trainer", "Summary", "resolve_precision", "cpu_threads", "make_optimizer"]
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainOptions:
-    """Training fields a stage config inherits (override a default by redeclaring the field)."""
-
-    steps: int = option(1000, "optimizer steps to train; 0 = from epochs", min=0)
-    epochs: float = option(0.0, "passes over the training data, used when steps = 0", min=0.0)
-    batch_size: int = option(32, "examples per process per micro-batch", min=1)
-    grad_accum: int = option(1, "micro-batches per optimizer step (effective batch = batch_size x grad_accum x processes)", min=1)
-    lr: float = option(1e-4, "peak learning rate (AdamW)", min=0.0)
-    weight_decay: float = option(0.01, "AdamW weight decay (not on biases and norms)", min=0.0)
-    warmup: float = option(0.1, "warmup: a fraction of the steps (< 1) or a number of steps (>= 1)", min=0.0)
-    schedule: Literal["linear", "cosine", "constant"] = option("linear", "learning-rate decay after warmup")
-    max_grad_norm: float = option(1.0, "clip gradients to this global norm (0 = no clipping)", min=0.0)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = option(
-        "auto", "autocast precision; auto = bf16 on GPUs that have it (else fp16) and on CPUs with AMX, else fp32")
-    log_every: int = option(10, "log training metrics every N steps", min=1)
-    eval_every: int = option(200, "evaluate every N steps (0 = only at the start and the end)", min=0)
-    save_every: int = option(200, "checkpoint every N steps (0 = never); a rerun after a kill resumes from the last", min=0)
-    checkpoint_limit: int = option(2, "checkpoints kept while training (oldest removed first)", min=1)
-    keep_checkpoints: bool = option(False, "keep NAME.checkpoints/ after the artifact is published")
-    resume: bool = option(True, "resume from NAME.checkpoints/ when a killed run left checkpoints there")
-    tensorboard: bool = option(False, "also log to TensorBoard (accelerate tracker) under tensorboard/")
-    seed: int = option(42, "seed for initial weights, batch order, masking and dropout")
-
-    def __post_init__(self) -> None:
-        if self.steps == 0 and self.epochs == 0:
-            raise ValueError("set steps or epochs (both are 0)")
 
 
 @dataclasses.dataclass
@@ -131,13 +102,17 @@ class Trainer:
             raise UserError(f"{name}: tensorboard=true needs the tensorboard package (pip install tensorboard)")
         project = ProjectConfiguration(project_dir=str(self.work), logging_dir=str(self.work / TENSORBOARD))
         try:
-            self.accelerator = Accelerator(mixed_precision=self.precision, project_config=project, cpu=_cpu_processes(),
+            self.accelerator = Accelerator(mixed_precision=self.precision, project_config=project, cpu=cpu_processes(),
                                            log_with="tensorboard" if options.tensorboard else None)
         except ValueError as exc:  # e.g. fp16 without a GPU
             raise UserError(f"{name}: precision {options.precision}: {exc}") from None
         self.run_config = {"config": run_config, "processes": self.accelerator.num_processes}
+        self.summary: Summary | None = None  # set by fit
         self._threads_before = torch.get_num_threads()
         self.threads = cpu_threads() if self.accelerator.device.type == "cpu" else None
+        # where and how it trains, for the manifest (readable after the accelerator state is gone)
+        self.device = (f"{self.accelerator.device} x{self.accelerator.num_processes}, {self.precision}"
+                       + (f", {self.threads} thread(s)" if self.threads else ""))
         set_seed(options.seed)  # the model built next gets the same weights on every process and every rerun
 
     def __enter__(self) -> Trainer:
@@ -152,6 +127,15 @@ class Trainer:
     @property
     def is_main(self) -> bool:
         return self.accelerator.is_main_process
+
+    @property
+    def cleanup(self) -> list[Path]:
+        """The checkpoint directory for the runner to remove once the artifact is published (unless kept)."""
+        return [] if self.options.keep_checkpoints else [self.work]
+
+    def secondary_result(self) -> Result:
+        """What a non-main process returns after training: the main process evaluates, reports and publishes."""
+        return Result(metrics={"steps": self.summary.steps if self.summary else 0}, cleanup=self.cleanup)
 
     def steps_per_epoch(self, n_examples: int) -> int:
         """Optimizer steps in one pass over `n_examples` (e.g. eval_steps for one evaluation an epoch)."""
@@ -187,6 +171,7 @@ class Trainer:
         per_epoch = self._batches_per_epoch(len(train))
         total = self.total_steps(len(train))
         every = o.eval_every if eval_steps is None else eval_steps
+        save_every = o.save_every or every  # 0: with each evaluation, so a kill loses at most one interval
         optimizer = make_optimizer(model, o, lr_scale)
         scheduler = get_scheduler("constant_with_warmup" if o.schedule == "constant" else o.schedule, optimizer,
                                   num_warmup_steps=_warmup_steps(o.warmup, total), num_training_steps=total)
@@ -217,7 +202,7 @@ class Trainer:
                 loop.last_eval = evaluate()
                 self._log(metrics_log, {"split": "eval", "step": state.step, **loop.last_eval})
                 stopper.update(state, loop.last_eval, acc.unwrap_model(model))
-            if o.save_every and state.step % o.save_every == 0 and state.step < total:
+            if save_every and state.step % save_every == 0 and state.step < total:
                 self._save_checkpoint(state, per_epoch)
         progress.close()
         best = stopper.restore(state, acc.unwrap_model(model))
@@ -227,8 +212,9 @@ class Trainer:
         self._finish(metrics_log)
         total_counts = loop.total
         padding = 1 - total_counts["tokens"] / total_counts["slots"] if total_counts["slots"] else 0.0
-        return Summary(state.step, resumed, self.precision, acc.num_processes, total_counts["seconds"],
-                       total_counts["tokens"] * acc.num_processes, padding, loop.last_train, loop.last_eval, best)
+        self.summary = Summary(state.step, resumed, self.precision, acc.num_processes, total_counts["seconds"],
+                               total_counts["tokens"] * acc.num_processes, padding, loop.last_train, loop.last_eval, best)
+        return self.summary
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, data: Any, collate: Callable, forward: Forward | None = None,
@@ -273,19 +259,19 @@ class Trainer:
             run_file = self.work / RUN_JSON
             previous = json.loads(run_file.read_text(encoding="utf-8")) if run_file.exists() else None
             same = previous == self.run_config
-            if not same and previous is not None and self.options.resume and checkpoints(self.work):
+            if not same and previous is not None and self.options.resume and saved_steps(self.work):
                 raise UserError(f"{self.name}: {self.work} holds checkpoints of a run with other settings "
                                 f"({_differences(previous, self.run_config)}); rerun with those settings to resume, "
                                 "pass --no-resume to start over, or delete that directory")
             if not same or not self.options.resume:  # a fresh start: nothing of an earlier run may leak in
-                for old in checkpoints(self.work):
+                for old in saved_steps(self.work):
                     shutil.rmtree(old)
                 for stale in (self.work / METRICS, self.work / "best.pt"):
                     stale.unlink(missing_ok=True)
                 shutil.rmtree(self.work / TENSORBOARD, ignore_errors=True)
             run_file.write_text(json.dumps(self.run_config, indent=2, ensure_ascii=False), encoding="utf-8")
         acc.wait_for_everyone()
-        found = checkpoints(self.work)
+        found = saved_steps(self.work)
         if not found:
             return 0
         acc.load_state(str(found[-1]))
@@ -309,7 +295,7 @@ class Trainer:
             (tmp / POSITION_JSON).write_text(json.dumps(position), encoding="utf-8")
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
-            for old in checkpoints(self.work)[:-self.options.checkpoint_limit]:
+            for old in saved_steps(self.work)[:-self.options.checkpoint_limit]:
                 shutil.rmtree(old)
         acc.wait_for_everyone()
 
@@ -331,54 +317,6 @@ class Trainer:
                 shutil.copytree(self.work / TENSORBOARD, self.out / TENSORBOARD, dirs_exist_ok=True)
 
 
-def run_identity(config: Any, inputs: dict[str, list[Path]], also_ignore: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A Trainer's `run_config`: the config without the fields that only log, checkpoint or report (a rerun with
-    other values of those still resumes) plus the inputs' fingerprints under "inputs"."""
-    from .config import to_dict
-    from .runner import input_fingerprint
-
-    ignore = set(NOT_RUN_IDENTITY) | set(also_ignore)
-    return {**{k: v for k, v in to_dict(config).items() if k not in ignore},
-            "inputs": {k: [input_fingerprint(p, {}) for p in v] for k, v in inputs.items()}}
-
-
-def resolve_precision(choice: str) -> str:
-    """accelerate's mixed_precision for a `precision` option. auto: bf16 on GPUs that support it (else
-    fp16); on CPU bf16 only with AMX, where autocast measured 1.6-2x at matching loss (PITFALLS.md)."""
-    if choice != "auto":
-        return "no" if choice == "fp32" else choice
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-    return "bf16" if amx else "no"
-
-
-def cpu_threads() -> int:
-    """Intra-op threads for CPU training. OMP_NUM_THREADS wins; without it, a short probe (an MLP
-    step with all cores, then with one) keeps all cores only when they are clearly faster: on a shared
-    2-core machine two threads measured 4-12x slower than one (PITFALLS.md)."""
-    if os.environ.get("OMP_NUM_THREADS") or torch.get_num_threads() == 1:
-        return torch.get_num_threads()
-    net = torch.nn.Sequential(torch.nn.Linear(256, 1024), torch.nn.GELU(), torch.nn.Linear(1024, 256))
-    x = torch.randn(512, 256)
-
-    def probe(threads: int) -> float:
-        torch.set_num_threads(threads)
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            net(x).sum().backward()
-            times.append(time.perf_counter() - start)
-        return sorted(times)[1]
-
-    cores = torch.get_num_threads()
-    threads = cores if probe(cores) * 1.2 < probe(1) else 1
-    torch.set_num_threads(threads)
-    log.info(f"{threads} intra-op thread(s) of {cores} (OMP_NUM_THREADS unset; probe of the current load)",
-             main_process_only=True)
-    return threads
-
-
 def make_optimizer(model: torch.nn.Module, options: TrainOptions,
                    lr_scale: Callable[[str], float] | None = None) -> torch.optim.Optimizer:
     """AdamW; biases and norm weights (1-D parameters) get no weight decay, as in BERT. With `lr_scale`,
@@ -395,16 +333,9 @@ def make_optimizer(model: torch.nn.Module, options: TrainOptions,
         return torch.optim.AdamW(groups, lr=options.lr, betas=(0.9, 0.999), eps=1e-6)
 
 
-def checkpoints(work: Path) -> list[Path]:
+def saved_steps(work: Path) -> list[Path]:
     """Complete checkpoints, oldest first (hidden .step_*.tmp directories are unfinished saves)."""
     return sorted(p for p in work.glob("step_*") if p.is_dir()) if work.exists() else []
-
-
-def _cpu_processes() -> bool:
-    """Several processes (torchrun / `accelerate launch --multi_gpu`) on a machine without CUDA: accelerate
-    only joins them into one gloo process group when told they are CPU processes; otherwise each would
-    train alone, believing it is the main process."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
 
 
 def _warmup_steps(warmup: float, total: int) -> int:

@@ -94,6 +94,20 @@ def verify(directory: str | Path) -> list[str]:
     return sorted(problems)
 
 
+def input_fingerprint(path: Path, expected: dict[Path, str]) -> str:
+    """An artifact contributes its fingerprint, a file inside one its fingerprint plus its name, a plain
+    file or directory its content hash. `expected` maps artifact dirs a pipeline is about to (re)build
+    to the fingerprint they will have."""
+    for parent in (path, *path.parents[:2]):
+        fp = expected.get(parent) or (read_manifest(parent) or {}).get("fingerprint")
+        if fp:
+            rel = path.relative_to(parent).as_posix()
+            return fp if rel == "." else f"{fp}/{rel}"
+    if path.is_dir():
+        return sha256_json([(f["name"], f["sha256"]) for f in list_files(path)])
+    return sha256_file(path)
+
+
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="seconds")
 

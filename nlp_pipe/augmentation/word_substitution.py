@@ -32,8 +32,8 @@ import torch
 from gensim.models import KeyedVectors
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .errors import UserError
-from .segmenter import Segmenter, SegmenterSpec
+from ..core.errors import UserError
+from ..text.segmenter import Segmenter, SegmenterSpec
 
 _HANZI = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 

@@ -13,23 +13,23 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import re
+import json
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal
 
 import jieba
 
-from .errors import UserError
+from ..core.errors import UserError
+from ..core.files import SEGMENTER_JSON
 
 jieba.setLogLevel(logging.WARNING)
 log = logging.getLogger(__name__)
 
 FreqPolicy = Literal["file", "multiply", "force"]
-_USERDICT_LINE = re.compile(r"^(.+?)( [0-9]+)?( [a-zA-Z]+)?$")  # jieba's own user-dict line grammar
 
 
 @dataclass(frozen=True)
@@ -43,20 +43,25 @@ class SegmenterSpec:
     multiplier: float = 1000.0
     dictionary: str | None = None  # main dictionary file; None = jieba's bundled dict.txt
 
+    def save(self, directory: Path) -> None:
+        """segmenter.json: the exact cut (user-dictionary words included) travels with the data, so a
+        classifier trained on it cuts new text at predict time the same way."""
+        (directory / SEGMENTER_JSON).write_text(json.dumps(asdict(self), ensure_ascii=False), encoding="utf-8")
 
-def read_userdict(path: Path) -> list[tuple[str, int | None]]:
-    """Words (and optional frequencies) of a jieba user dictionary: `word [freq] [tag]` a line."""
-    entries = []
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: a jieba user dictionary must be UTF-8 (byte {exc.start} is not)") from None
-    for line in lines:
-        line = line.strip()
-        if line:
-            word, freq, _tag = _USERDICT_LINE.match(line).groups()
-            entries.append((word, int(freq) if freq else None))
-    return entries
+    @staticmethod
+    def load(directory: Path) -> SegmenterSpec:
+        """The spec saved in `directory`'s segmenter.json (unknown keys of other versions are ignored)."""
+        path = directory / SEGMENTER_JSON
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(f"{directory} has no {SEGMENTER_JSON}; re-run its segment stage with this nlp_pipe version") from None
+        except ValueError as exc:
+            raise UserError(f"{path} is not valid JSON ({exc}); re-run the stage that wrote it") from None
+        known = {f.name for f in fields(SegmenterSpec)}
+        spec = {k: v for k, v in raw.items() if k in known}
+        spec["userdict"] = tuple((w, f) for w, f in spec.get("userdict", ()))
+        return SegmenterSpec(**spec)
 
 
 class Segmenter:
@@ -97,7 +102,8 @@ def _init_worker(spec_or_segmenter: SegmenterSpec | Segmenter) -> None:
 
 
 def _cut_chunk(texts: list[str], join: str | None) -> list:
-    assert _worker is not None
+    if _worker is None:
+        raise RuntimeError("segmenter worker used before its initializer ran")
     if join is None:
         return [_worker.cut(t) for t in texts]
     return [join.join(_worker.cut(t)) for t in texts]

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .errors import UserError
+from ..core.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,8 @@ def initial_rows(model: Any, pieces: list[tuple[int, ...]], init: Init, *, seed:
         rows = torch.randn(len(pieces), emb.shape[1], generator=generator) * std
         biases = emb.new_zeros(len(pieces))
     else:
-        assert vectors is not None, "init=vectors needs vectors"
+        if vectors is None:
+            raise ValueError("init=vectors needs vectors")  # the stage checks its input before this
         rows, stats = _vector_rows(emb, mean_rows, *vectors)
         biases = mean_bias
     return rows, biases, stats
@@ -149,13 +150,13 @@ def check_saved(model_cls: type, out: Path, before: dict[str, torch.Tensor], old
         new = state[name]
         if name in grown:
             if new.shape[0] != size or not torch.equal(new[:old_size], old[:old_size]):
-                raise AssertionError(f"{name}: {new.shape[0]} rows for {size} tokens, or old rows changed")
+                raise RuntimeError(f"{name}: {new.shape[0]} rows for {size} tokens, or old rows changed")
         elif not torch.equal(new, old):
-            raise AssertionError(f"{name} changed ({tuple(old.shape)} -> {tuple(new.shape)})")
+            raise RuntimeError(f"{name} changed ({tuple(old.shape)} -> {tuple(new.shape)})")
     params = vocab_parameters(reloaded)
     tied = "decoder" in params and params["decoder"].data_ptr() == params["embeddings"].data_ptr()
     if "decoder" in params and getattr(reloaded.config, "tie_word_embeddings", True) and not tied:
-        raise AssertionError("the MLM decoder is no longer tied to the input embeddings")
+        raise RuntimeError("the MLM decoder is no longer tied to the input embeddings")
     return (f"{type(reloaded).__name__} reloads with {size} rows in {', '.join(params)}; the first {old_size} rows and "
             f"every other tensor are bit-identical{'; decoder tied' if tied else ''}")
 

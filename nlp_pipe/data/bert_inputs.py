@@ -6,15 +6,15 @@ to its own longest row only, and the Trainer groups similar lengths, so little c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import datasets
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -81,23 +81,3 @@ class Collator:
         if "label" in rows:
             batch["labels"] = torch.as_tensor(rows["label"], dtype=torch.long)
         return batch
-
-
-def confusion_sums(logits: torch.Tensor, labels: torch.Tensor, num_labels: int) -> dict[str, torch.Tensor]:
-    """Per-class counts as scalars the Trainer can sum across batches and processes (it sums every value a
-    forward returns); `classification_summary` turns them into accuracy and macro-F1."""
-    pred = logits.argmax(-1)
-    sums = {"count": torch.tensor(float(len(labels)), device=labels.device), "correct": (pred == labels).sum()}
-    for c in range(num_labels):
-        sums[f"tp_{c}"] = ((pred == c) & (labels == c)).sum()
-        sums[f"pred_{c}"] = (pred == c).sum()
-        sums[f"gold_{c}"] = (labels == c).sum()
-    return sums
-
-
-def classification_summary(sums: dict[str, float], num_labels: int) -> dict[str, float]:
-    out = {"loss": sums["loss"] / max(sums["batches"], 1)}
-    if "count" in sums:
-        f1 = [2 * sums[f"tp_{c}"] / d if (d := sums[f"pred_{c}"] + sums[f"gold_{c}"]) else 0.0 for c in range(num_labels)]
-        out |= {"accuracy": sums["correct"] / max(sums["count"], 1), "macro_f1": float(np.mean(f1))}
-    return out

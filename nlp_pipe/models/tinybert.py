@@ -1,11 +1,10 @@
-"""TinyBERT distillation (Jiao et al. 2020): student shapes, layer mapping, losses, int8 export, speed.
+"""TinyBERT distillation (Jiao et al. 2020): student shapes, layer mapping and the losses.
 
     config = student_config(teacher.config, "tinybert4")           # or a JSON file of BertConfig fields
     student = BertForSequenceClassification(config)
     distiller = Distiller(teacher, student, mode="intermediate")    # later: mode="prediction"
     trainer.fit(distiller, data, collate=collate, forward=lambda model, batch: model(**batch))
     student.save_pretrained(out)                                    # the projections are not part of it
-    save_int8(quantize_int8(student), out)                          # model_int8.pt beside the float model
 
 `Distiller` holds the frozen teacher (eval mode, no gradients), the student and the learned
 projections; its forward returns {"loss": weighted total, "<name>_loss": each active component,
@@ -34,28 +33,23 @@ depend on how much padding a batch has. On packed batches without padding both a
 from __future__ import annotations
 
 import json
-import statistics
-import time
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
 import torch
-import transformers
 from torch import nn
 from torch.nn import functional as F
 from transformers import AttentionInterface, BertConfig, PreTrainedModel
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
-from .errors import UserError, did_you_mean
+from ..core.errors import UserError, did_you_mean
 
 PRESETS: dict[str, dict[str, int]] = {
     "tinybert4": {"num_hidden_layers": 4, "hidden_size": 312, "intermediate_size": 1200, "num_attention_heads": 12},
     "tinybert6": {"num_hidden_layers": 6, "hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12},
 }
 SHARED_FIELDS = ("vocab_size", "max_position_embeddings", "type_vocab_size", "pad_token_id")  # teacher's, always
-INT8_FILE = "model_int8.pt"
 SCORES_ATTENTION = "nlp_pipe_scores"
 DEFAULT_WEIGHTS = {"embedding": 1.0, "hidden": 1.0, "attention": 1.0, "prediction": 1.0, "hard": 0.0}
 Mode = Literal["intermediate", "prediction", "both"]
@@ -234,65 +228,3 @@ def _drop_teacher(module: nn.Module, state_dict: dict, prefix: str, local_metada
 
 def _teacher_not_missing(module: nn.Module, incompatible) -> None:
     incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if ".teacher." not in "." + k]
-
-
-def quantize_int8(model: nn.Module) -> nn.Module:
-    """A copy of `model` with every nn.Linear dynamically quantised to int8 (CPU inference).
-
-    Uses torch.ao.quantization.quantize_dynamic, deprecated in favour of torchao but still working in
-    torch 2.13 with the default engine (torch.backends.quantized.engine: x86 or fbgemm on Intel/AMD,
-    qnnpack on ARM). Such a model cannot be saved with save_pretrained: see save_int8 / load_int8."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
-        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=False)
-
-
-def save_int8(model: nn.Module, directory: str | Path) -> Path:
-    """Write `model_int8.pt` (the quantised state_dict) beside the float student saved in `directory`."""
-    path = Path(directory) / INT8_FILE
-    torch.save(model.state_dict(), path)
-    return path
-
-
-def load_int8(directory: str | Path) -> nn.Module:
-    """The int8 model of `directory`: its float architecture (config.json) quantised, then model_int8.pt loaded."""
-    directory = Path(directory)
-    config = transformers.AutoConfig.from_pretrained(str(directory), local_files_only=True)
-    if not (directory / INT8_FILE).is_file() or not config.architectures:
-        raise UserError(f"{directory} has no {INT8_FILE} or no architecture in config.json; save the float "
-                        f"student with save_pretrained and the int8 one with save_int8 there")
-    model = quantize_int8(getattr(transformers, config.architectures[0])(config).eval())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # TypedStorage deprecation while unpickling packed weights
-        model.load_state_dict(torch.load(directory / INT8_FILE, map_location="cpu", weights_only=True))
-    return model
-
-
-def texts_per_second(model: nn.Module, batch_size: int = 32, seq_len: int = 128, vocab_size: int | None = None,
-                     repeats: int = 5, threads: int | None = None) -> float:
-    """Inference speed on random full-length ids: batch_size / median seconds per forward (fp32,
-    inference_mode, one warm-up forward not counted). `threads` sets torch's intra-op threads meanwhile."""
-    vocab_size = vocab_size or model.config.vocab_size
-    ids = torch.randint(0, vocab_size, (batch_size, seq_len), generator=torch.Generator().manual_seed(0))
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    was_training, old_threads = model.training, torch.get_num_threads()
-    model.eval()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        with torch.inference_mode():
-            model(**batch)
-            seconds = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                model(**batch)
-                seconds.append(time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(old_threads)
-        model.train(was_training)
-    return batch_size / statistics.median(seconds)
-
-
-def param_count(model: nn.Module) -> int:
-    """Parameters of `model` (a quantised model's packed int8 weights are not parameters)."""
-    return sum(p.numel() for p in model.parameters())

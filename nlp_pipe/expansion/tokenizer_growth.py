@@ -6,7 +6,7 @@
     expanded = write_expanded(tokenizer, planner, out)  # tokenizer.json + vocab.txt, reloaded and checked
 
 Appending words to vocab.txt changes nothing: the Chinese BERT normalizer puts spaces around every
-CJK character before WordPiece sees the text, so an entry "机器学习" can never match (PITFALLS.md).
+CJK character before WordPiece sees the text, so an entry "机器学习" can never match (docs/performance.md).
 What survives that split:
 
 - A word the pre-tokenizer keeps in one piece (a Latin word, a number, one character) only needs a
@@ -40,13 +40,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from . import checkpoints
-from .errors import UserError
+from ..checkpoints import loading
+from ..core.errors import UserError
+from ..core.files import VOCAB_TXT, read_vocab
 
 log = logging.getLogger(__name__)
 
 TOKENIZER_JSON = "tokenizer.json"
-VOCAB_TXT = "vocab.txt"
 Kind = Literal["piece", "added"]
 
 
@@ -114,7 +114,7 @@ class WordPlanner:
 
 def load_tokenizer(path: Path) -> Any:
     """The checkpoint's tokenizer, which must be a fast WordPiece (BERT-style) tokenizer."""
-    tokenizer = checkpoints.load_tokenizer(path)
+    tokenizer = loading.load_tokenizer(path)
     wordpiece_model(tokenizer, path)
     return tokenizer
 
@@ -158,19 +158,13 @@ def write_expanded(tokenizer: Any, planner: WordPlanner, out: Path, old_vocab_tx
         data["added_tokens"].append(_added_token(token_id, word))
     Tokenizer.from_str(json.dumps(data, ensure_ascii=False)).save(str(out / TOKENIZER_JSON))
     tokens = sorted(vocab, key=vocab.__getitem__)
-    old_lines = _vocab_lines(old_vocab_txt) if old_vocab_txt is not None and old_vocab_txt.is_file() else []
+    old_lines = read_vocab(old_vocab_txt) if old_vocab_txt is not None and old_vocab_txt.is_file() else []
     if len(old_lines) == size:
         tokens[:size] = old_lines
     (out / VOCAB_TXT).write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
     expanded = load_tokenizer(out)
     _check(tokenizer, expanded, planner, out)
     return expanded
-
-
-def _vocab_lines(path: Path) -> list[str]:
-    """vocab.txt tokens; split at \\n only (str.splitlines also breaks at U+2028, a token of Google's vocab)."""
-    text = path.read_text(encoding="utf-8")
-    return text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
 
 
 def _added_token(token_id: int, content: str) -> dict[str, Any]:
@@ -192,19 +186,19 @@ def _check(old: Any, new: Any, planner: WordPlanner, out: Path) -> None:
     """The saved tokenizer has every old token at its old id and emits each new word as its own token."""
     size = len(old)
     if len(new) != size + len(planner.new):
-        raise AssertionError(f"expanded tokenizer has {len(new)} tokens, expected {size} + {len(planner.new)}")
-    lines = _vocab_lines(out / VOCAB_TXT)
+        raise RuntimeError(f"expanded tokenizer has {len(new)} tokens, expected {size} + {len(planner.new)}")
+    lines = read_vocab(out / VOCAB_TXT)
     if len(lines) != len(new):
-        raise AssertionError(f"vocab.txt has {len(lines)} lines for {len(new)} tokens")
+        raise RuntimeError(f"vocab.txt has {len(lines)} lines for {len(new)} tokens")
     new_vocab = new.get_vocab()
     moved = [t for t, i in old.get_vocab().items() if new_vocab.get(t) != i]
     if moved:
-        raise AssertionError(f"old tokens changed ids: {moved[:5]}")
+        raise RuntimeError(f"old tokens changed ids: {moved[:5]}")
     expected = {w.word: size + i for i, w in enumerate(planner.new)} | planner.activated
     for word, token_id in expected.items():
         ids = new(word, add_special_tokens=False)["input_ids"]
         if ids != [token_id] or lines[token_id] != new.convert_ids_to_tokens(token_id):
-            raise AssertionError(f"new word {word!r} encodes to {ids}, expected [{token_id}]")
+            raise RuntimeError(f"new word {word!r} encodes to {ids}, expected [{token_id}]")
 
 
 class WordMatcher:
@@ -238,7 +232,7 @@ def compare_tokenization(old: Any, new: Any, texts: list[str], words: list[NewWo
     plain = [i for i, text in enumerate(texts) if not matcher.contains(text)]
     changed = [texts[i] for i in plain if before[i] != after[i]]
     if changed:
-        raise AssertionError(f"{len(changed)} texts without new words tokenise differently, e.g. {changed[0][:80]!r}")
+        raise RuntimeError(f"{len(changed)} texts without new words tokenise differently, e.g. {changed[0][:80]!r}")
     n_before, n_after = sum(map(len, before)), sum(map(len, after))
     return {"texts_measured": len(texts), "tokens_per_text_before": round(n_before / len(texts), 3),
             "tokens_per_text_after": round(n_after / len(texts), 3),

@@ -1,0 +1,39 @@
+"""labels.json of a classifier artifact: class names in id order, the binary threshold, the training cut.
+
+textcnn, finetune and distill write it; `TextClassifier.load` and distill (reading its teacher) read it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..core.errors import UserError
+from ..core.files import LABELS_JSON
+
+
+@dataclass(frozen=True)
+class LabelInfo:
+    labels: list[str]  # class id -> label name
+    threshold: float | None = None  # binary tasks: probability of class 1 above which it is predicted (dev F1-optimal)
+    max_seq_len: int | None = None  # tokens per text in training (BERT classifiers); longer texts are cut alike
+
+    def save(self, directory: Path) -> None:
+        (directory / LABELS_JSON).write_text(json.dumps(asdict(self), ensure_ascii=False, indent=2), encoding="utf-8")
+
+    @staticmethod
+    def load(directory: Path, required: bool = True) -> LabelInfo | None:
+        """The artifact's labels.json; None when it has none and `required` is False (a plain HF directory)."""
+        path = directory / LABELS_JSON
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            if not required:
+                return None
+            raise UserError(f"{directory} has no {LABELS_JSON}; point to a textcnn, finetune or distill artifact") from None
+        except ValueError as exc:
+            raise UserError(f"{path} is not valid JSON ({exc}); rebuild the artifact") from None
+        if not isinstance(raw, dict) or not isinstance(raw.get("labels"), list):
+            raise UserError(f"{path} holds no 'labels' list; rebuild the artifact")
+        return LabelInfo([str(v) for v in raw["labels"]], raw.get("threshold"), raw.get("max_seq_len"))

@@ -1,0 +1,134 @@
+"""One inference interface for every classifier artifact (textcnn, finetune, distill).
+
+    from nlp_pipe import TextClassifier
+    clf = TextClassifier.load("runs/demo/textcnn")
+    clf.predict(["质量很好，推荐", "太差了"])        # -> probabilities, shape [2, num_labels]
+    clf.predict_labels(["质量很好，推荐"])          # -> [("pos", 0.97)]
+
+Segmentation (with the training run's user dictionary), indexing, padding and batching
+happen inside; inference runs under torch.inference_mode. Nothing here imports training code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..core.errors import UserError
+from ..core.files import CONFIG_JSON, INT8_FILE, VOCAB_TXT, read_vocab
+from ..data.word_ids import encode, pad
+from ..models.textcnn import TextCNN
+from ..text.segmenter import Segmenter, SegmenterSpec
+from .labels import LabelInfo
+
+
+class TextClassifier:
+    """A loaded classifier: `predict(texts)` gives per-class probabilities."""
+
+    def __init__(self, labels: list[str], threshold: float | None) -> None:
+        self.labels = labels
+        self.threshold = threshold  # binary tasks: probability of class 1 above which it is predicted
+
+    @staticmethod
+    def load(directory: str | Path, int8: bool = False) -> TextClassifier:
+        """The classifier in `directory`; int8=True takes a distill artifact's model_int8.pt (CPU)."""
+        directory = Path(directory)
+        config_path = directory / CONFIG_JSON
+        if not directory.is_dir():
+            raise UserError(f"{directory} does not exist" if not directory.exists() else
+                            f"{directory} is a file; point to a textcnn, finetune or distill artifact directory")
+        if not config_path.exists():
+            raise UserError(f"{directory} is not a classifier artifact (no {CONFIG_JSON}); point to a textcnn, finetune or "
+                            "distill output")
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise UserError(f"{config_path} is not valid JSON ({exc})") from None
+        if config.get("model_type") == "textcnn":
+            if int8:
+                raise UserError(f"{directory} is a TextCNN; int8 models come from distill --quantize int8")
+            return TextCNNClassifier(directory)
+        if any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or []):
+            return BertClassifier.from_dir(directory, int8)
+        raise UserError(f"{directory} holds a '{config.get('model_type')}' model, not a classifier (textcnn or *ForSequenceClassification)")
+
+    def predict(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Probabilities per class, in input order. Batches hold texts of similar length (padding is
+        cut per batch), so a mixed list runs as fast as a sorted one."""
+        if isinstance(texts, str):
+            raise TypeError("predict takes a list of texts, not one string")
+        probs = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        for i in range(0, len(texts), batch_size):
+            index = order[i:i + batch_size]
+            probs[index] = self._probs([texts[j] for j in index])
+        return probs
+
+    def predict_labels(self, texts: Sequence[str], batch_size: int = 64) -> list[tuple[str, float]]:
+        """(label, its probability) per text; binary tasks use the threshold chosen on dev."""
+        return self.decide(self.predict(texts, batch_size))
+
+    def decide(self, probs: np.ndarray) -> list[tuple[str, float]]:
+        if self.threshold is not None and probs.shape[1] == 2:
+            ids = (probs[:, 1] > self.threshold).astype(int)
+        else:
+            ids = probs.argmax(axis=1)
+        return [(self.labels[i], float(p[i])) for i, p in zip(ids, probs)]
+
+    def _probs(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class TextCNNClassifier(TextClassifier):
+    """A textcnn artifact: its segmenter.json cuts the text as in training, its vocab.txt indexes the words."""
+
+    def __init__(self, directory: Path) -> None:
+        meta = LabelInfo.load(directory)
+        super().__init__(meta.labels, meta.threshold)
+        self.model = TextCNN.load(directory)
+        self.index = {t: i for i, t in enumerate(read_vocab(directory / VOCAB_TXT))}
+        self.segmenter = Segmenter(SegmenterSpec.load(directory))
+
+    def _probs(self, texts: list[str]) -> np.ndarray:
+        config = self.model.config
+        encoded = encode([self.segmenter.cut(t) for t in texts], self.index, config.max_len)
+        with torch.inference_mode():
+            logits = self.model(pad(encoded.ids, min_len=max(config.kernel_sizes)))
+        return torch.softmax(logits.float(), dim=-1).numpy()
+
+
+class BertClassifier(TextClassifier):
+    """A *ForSequenceClassification model with its tokenizer; texts longer than max_len are cut as in training."""
+
+    def __init__(self, model: Any, tokenizer: Any, labels: list[str], threshold: float | None, max_len: int) -> None:
+        super().__init__(labels, threshold)
+        self.model, self.tokenizer, self.max_len = model.eval(), tokenizer, max_len
+        self.device = next(model.parameters()).device
+
+    @classmethod
+    def from_dir(cls, directory: Path, int8: bool = False) -> BertClassifier:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from ..models.int8 import load_int8
+
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        if int8 and not (directory / INT8_FILE).exists():
+            raise UserError(f"{directory} has no {INT8_FILE}; distill with --quantize int8 makes one")
+        model = load_int8(directory) if int8 else AutoModelForSequenceClassification.from_pretrained(str(directory))
+        meta = LabelInfo.load(directory, required=False)
+        id2label = model.config.id2label
+        max_len = (meta.max_seq_len if meta else None) or min(model.config.max_position_embeddings, 512)
+        if torch.cuda.is_available() and not int8:  # int8 dynamic quantisation runs on CPU only
+            model = model.cuda()
+        return cls(model, tokenizer, [id2label[i] for i in range(len(id2label))], meta.threshold if meta else None, max_len)
+
+    def _probs(self, texts: list[str]) -> np.ndarray:
+        batch = self.tokenizer(texts, truncation=True, max_length=self.max_len, padding=True, return_tensors="pt")
+        with torch.inference_mode():
+            logits = self.model(**{k: v.to(self.device) for k, v in batch.items()}).logits
+        return torch.softmax(logits.float(), dim=-1).cpu().numpy()

@@ -1,0 +1,71 @@
+"""Segmented texts as word-id rows for TextCNN, and their batches.
+
+Rows are kept unpadded; a batch is padded to its own longest row (at least the widest kernel), and the
+Trainer groups similar lengths into batches, so little compute goes to padding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+PAD_ID, UNK_ID = 0, 1  # rows 0 and 1 of every TextCNN vocabulary: [PAD], [UNK]
+
+
+@dataclass
+class WordIds:
+    """Texts as word-id arrays (ragged) with their class ids, and the share of words that were unknown."""
+
+    ids: list[np.ndarray]
+    labels: np.ndarray | None
+    oov_rate: float
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        return self.ids[i], -1 if self.labels is None else int(self.labels[i])
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(r) for r in self.ids), dtype=np.int64, count=len(self.ids))
+
+    def select(self, index: Sequence[int]) -> WordIds:
+        return WordIds([self.ids[i] for i in index], None if self.labels is None else self.labels[np.asarray(index, dtype=np.int64)],
+                       self.oov_rate)
+
+
+def encode(texts: Sequence[Sequence[str]], index: dict[str, int], max_len: int, labels: np.ndarray | None = None) -> WordIds:
+    """Each text's first max_len words as vocabulary ids ([UNK] for unknown words)."""
+    total = unknown = 0
+    rows = []
+    for words in texts:
+        ids = np.fromiter((index.get(w, UNK_ID) for w in words[:max_len]), dtype=np.int64, count=min(len(words), max_len))
+        total += len(ids)
+        unknown += int((ids == UNK_ID).sum())
+        rows.append(ids)
+    return WordIds(rows, labels, unknown / total if total else 0.0)
+
+
+def pad(rows: Sequence[np.ndarray], min_len: int = 1) -> torch.Tensor:
+    """[rows, longest row (at least min_len)] int64 ids, PAD_ID after each row's end."""
+    width = max(min_len, max((len(r) for r in rows), default=1))
+    out = np.full((len(rows), width), PAD_ID, dtype=np.int64)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return torch.from_numpy(out)
+
+
+class Collator:
+    """(ids, label) rows -> {"input_ids", "attention_mask", "labels"} for the Trainer."""
+
+    def __init__(self, min_len: int) -> None:
+        self.min_len = min_len
+
+    def __call__(self, rows: list[tuple[np.ndarray, int]]) -> dict[str, torch.Tensor]:
+        input_ids = pad([ids for ids, _ in rows], self.min_len)
+        return {"input_ids": input_ids, "attention_mask": (input_ids != PAD_ID).long(),
+                "labels": torch.as_tensor([label for _, label in rows], dtype=torch.long)}

@@ -1,0 +1,46 @@
+"""jieba user dictionaries: `word [freq] [tag]` a line, as `jieba.load_userdict` reads them.
+
+vocab, phrases and expand write one (`jieba_userdict.txt`) into their artifacts; segment and vocab
+read them from files or from those artifacts. This module is the one reader and writer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..core.errors import UserError
+from ..core.files import USERDICT_TXT
+
+_LINE = re.compile(r"^(.+?)( [0-9]+)?( [a-zA-Z]+)?$")  # jieba's own user-dict line grammar
+
+
+def userdict_file(source: Path, stage: str) -> Path:
+    """The dictionary file of `source`: the file itself, or an artifact's jieba_userdict.txt."""
+    file = source / USERDICT_TXT if source.is_dir() else source
+    if not file.is_file():
+        raise UserError(f"{stage}: {source} has no {USERDICT_TXT}; pass a vocab, phrases or expand artifact, or a word file")
+    return file
+
+
+def read_userdict(path: Path) -> list[tuple[str, int | None]]:
+    """Words (and optional frequencies) of a jieba user dictionary, in file order."""
+    entries = []
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: a jieba user dictionary must be UTF-8 (byte {exc.start} is not)") from None
+    for line in lines:
+        line = line.strip()
+        match = _LINE.match(line) if line else None
+        if match:
+            word, freq, _tag = match.groups()
+            entries.append((word, int(freq) if freq else None))
+    return entries
+
+
+def write_userdict(path: Path, entries: Iterable[tuple[str, int]]) -> None:
+    """`word freq` a line; words holding whitespace cannot be stored (jieba splits lines at spaces)."""
+    path.write_text("".join(f"{w} {max(int(n), 1)}\n" for w, n in entries if w and not any(c.isspace() for c in w)),
+                    encoding="utf-8")

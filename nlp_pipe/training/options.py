@@ -1,0 +1,109 @@
+"""Training options every training stage's config inherits, and the choices made from them.
+
+    @dataclass(frozen=True)
+    class Config(TrainOptions): ...          # steps/epochs, batch, lr, schedule, precision, checkpoints ...
+
+`run_identity` says which options and inputs make two runs the same run (checkpoints of another
+run are never resumed); `resolve_precision` and `cpu_threads` turn `precision` and the machine's
+load into what accelerate and torch are told.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from accelerate.logging import get_logger
+
+from ..core.artifacts import input_fingerprint
+from ..core.config import option, to_dict
+
+log = get_logger(__name__)
+
+# TrainOptions fields that do not change the training trajectory
+NOT_RUN_IDENTITY = ("resume", "keep_checkpoints", "tensorboard", "log_every", "save_every", "checkpoint_limit")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainOptions:
+    """Training fields a stage config inherits (override a default by redeclaring the field)."""
+
+    steps: int = option(1000, "optimizer steps to train; 0 = from epochs", min=0)
+    epochs: float = option(0.0, "passes over the training data, used when steps = 0", min=0.0)
+    batch_size: int = option(32, "examples per process per micro-batch", min=1)
+    grad_accum: int = option(1, "micro-batches per optimizer step (effective batch = batch_size x grad_accum x processes)", min=1)
+    lr: float = option(1e-4, "peak learning rate (AdamW)", min=0.0)
+    weight_decay: float = option(0.01, "AdamW weight decay (not on biases and norms)", min=0.0)
+    warmup: float = option(0.1, "warmup: a fraction of the steps (< 1) or a number of steps (>= 1)", min=0.0)
+    schedule: Literal["linear", "cosine", "constant"] = option("linear", "learning-rate decay after warmup")
+    max_grad_norm: float = option(1.0, "clip gradients to this global norm (0 = no clipping)", min=0.0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = option(
+        "auto", "autocast precision; auto = bf16 on GPUs that have it (else fp16) and on CPUs with AMX, else fp32")
+    log_every: int = option(10, "log training metrics every N steps", min=1)
+    eval_every: int = option(200, "evaluate every N steps (0 = only at the start and the end)", min=0)
+    save_every: int = option(200, "checkpoint every N steps (0 = with each evaluation); a rerun after a kill resumes from the last", min=0)
+    checkpoint_limit: int = option(2, "checkpoints kept while training (oldest removed first)", min=1)
+    keep_checkpoints: bool = option(False, "keep NAME.checkpoints/ after the artifact is published")
+    resume: bool = option(True, "resume from NAME.checkpoints/ when a killed run left checkpoints there")
+    tensorboard: bool = option(False, "also log to TensorBoard (accelerate tracker) under tensorboard/")
+    seed: int = option(42, "seed for initial weights, batch order, masking and dropout")
+
+    def __post_init__(self) -> None:
+        if self.steps == 0 and self.epochs == 0:
+            raise ValueError("set steps or epochs (both are 0)")
+
+
+def run_identity(config: Any, inputs: dict[str, list[Path]], also_ignore: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A Trainer's `run_config`: the config without the fields that only log, checkpoint or report (a rerun with
+    other values of those still resumes) plus the inputs' fingerprints under "inputs"."""
+    ignore = set(NOT_RUN_IDENTITY) | set(also_ignore)
+    return {**{k: v for k, v in to_dict(config).items() if k not in ignore},
+            "inputs": {k: [input_fingerprint(p, {}) for p in v] for k, v in inputs.items()}}
+
+
+def resolve_precision(choice: str) -> str:
+    """accelerate's mixed_precision for a `precision` option. auto: bf16 on GPUs that support it (else
+    fp16); on CPU bf16 only with AMX, where autocast measured 1.6-2x at matching loss (docs/performance.md)."""
+    if choice != "auto":
+        return "no" if choice == "fp32" else choice
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return "bf16" if amx else "no"
+
+
+def cpu_threads() -> int:
+    """Intra-op threads for CPU training. OMP_NUM_THREADS wins; without it, a short probe (an MLP
+    step with all cores, then with one) keeps all cores only when they are clearly faster: on a shared
+    2-core machine two threads measured 4-12x slower than one (docs/performance.md)."""
+    if os.environ.get("OMP_NUM_THREADS") or torch.get_num_threads() == 1:
+        return torch.get_num_threads()
+    net = torch.nn.Sequential(torch.nn.Linear(256, 1024), torch.nn.GELU(), torch.nn.Linear(1024, 256))
+    x = torch.randn(512, 256)
+
+    def probe(threads: int) -> float:
+        torch.set_num_threads(threads)
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            net(x).sum().backward()
+            times.append(time.perf_counter() - start)
+        return sorted(times)[1]
+
+    cores = torch.get_num_threads()
+    threads = cores if probe(cores) * 1.2 < probe(1) else 1
+    torch.set_num_threads(threads)
+    log.info(f"{threads} intra-op thread(s) of {cores} (OMP_NUM_THREADS unset; probe of the current load)",
+             main_process_only=True)
+    return threads
+
+
+def cpu_processes() -> bool:
+    """Several processes (torchrun / `accelerate launch --multi_gpu`) on a machine without CUDA: accelerate
+    only joins them into one gloo process group when told they are CPU processes; otherwise each would
+    train alone, believing it is the main process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()

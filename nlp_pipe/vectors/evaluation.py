@@ -1,0 +1,211 @@
+"""Word-vector evaluation: analogies (3CosAdd and 3CosMul per section) and word-pair similarity.
+
+Mirrors gensim's `KeyedVectors.evaluate_word_analogies` / `evaluate_word_pairs` (same answers, same
+accuracy): only the `restrict_vocab` most frequent words (default 300,000) are asked and may answer,
+words are compared upper-cased unless `case_insensitive=False`, and a question with a word outside that
+vocabulary is skipped -- counted as `oov_skipped`, never hidden. Besides gensim's 3CosAdd it scores
+3CosMul (Levy & Goldberg 2014, gensim's `most_similar_cosmul`) over the same words.
+
+    evaluate(kv, analogy="vocab/analogy_zh.txt", similarity="vocab/similarity_zh.txt")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gensim import matutils
+from gensim.models import KeyedVectors
+
+from ..core.errors import UserError
+from .word2vec_text import is_number
+
+RESTRICT_VOCAB = 300_000  # gensim's default for evaluate_word_analogies / evaluate_word_pairs
+METHODS = ("3cosadd", "3cosmul")
+_CANDIDATES = 5  # gensim looks at the top 5 answers, skipping the question's own words
+
+
+def evaluate(kv: KeyedVectors, analogy: str | Path | None = None, similarity: str | Path | None = None, *,
+             restrict_vocab: int = RESTRICT_VOCAB, case_insensitive: bool = True) -> dict[str, Any]:
+    """{"analogy": ..., "similarity": ...} (None for a file not given): what eval.json holds."""
+    options = {"restrict_vocab": restrict_vocab, "case_insensitive": case_insensitive}
+    return {"analogy": evaluate_analogies(kv, analogy, **options) if analogy else None,
+            "similarity": evaluate_similarity(kv, similarity, **options) if similarity else None}
+
+
+def evaluate_analogies(kv: KeyedVectors, path: str | Path, *, restrict_vocab: int = RESTRICT_VOCAB,
+                       case_insensitive: bool = True) -> dict[str, Any]:
+    """Accuracy per section and overall for 3CosAdd and 3CosMul on a `: section` / `a b c d` file.
+
+    Answers "a is to b as c is to ?" with d; 3CosAdd matches gensim's evaluate_word_analogies exactly.
+    """
+    vocab = _ok_vocab(kv, restrict_vocab, case_insensitive)
+    sections, malformed = _read_analogies(Path(path), case_insensitive)
+    norms = np.linalg.norm(np.asarray(kv.vectors[:restrict_vocab]), axis=1)  # == gensim's fill_norms
+    result_sections = []
+    for name, questions in sections:
+        asked = [q for q in questions if all(w in vocab for w in q)]
+        row: dict[str, Any] = {"section": name, "questions": len(questions), "evaluated": len(asked),
+                               "oov_skipped": len(questions) - len(asked)}
+        predictions = _answer(kv, norms, vocab, asked, case_insensitive) if asked else {m: [] for m in METHODS}
+        for method in METHODS:
+            correct = sum(p == q[3] for p, q in zip(predictions[method], asked))
+            row[method] = {"correct": correct, "accuracy": round(correct / len(asked), 6) if asked else None}
+        row["wrong_examples"] = [f"{' '.join(q[:3])} -> {p} (expected {q[3]})"
+                                 for p, q in zip(predictions["3cosadd"], asked) if p != q[3]][:5]
+        result_sections.append(row)
+    total: dict[str, Any] = {key: sum(s[key] for s in result_sections) for key in ("questions", "evaluated", "oov_skipped")}
+    for method in METHODS:
+        correct = sum(s[method]["correct"] for s in result_sections)
+        total[method] = {"correct": correct, "accuracy": round(correct / total["evaluated"], 6) if total["evaluated"] else None}
+    return {"file": str(path), "restrict_vocab": restrict_vocab, "case_insensitive": case_insensitive,
+            "malformed_lines": malformed, "sections": result_sections, "total": total}
+
+
+def evaluate_similarity(kv: KeyedVectors, path: str | Path, *, restrict_vocab: int = RESTRICT_VOCAB,
+                        case_insensitive: bool = True) -> dict[str, Any]:
+    """Spearman (and Pearson) correlation of cosine similarity with the scores of `word1 word2 score` lines.
+
+    Lines starting with # are comments; correlations are None below 3 evaluated pairs (gensim reports them)."""
+    from scipy import stats
+
+    vocab = _ok_vocab(kv, restrict_vocab, case_insensitive)
+    pairs, malformed = _read_pairs(Path(path), case_insensitive)
+    gold, model = [], []
+    for a, b, score in pairs:
+        if a in vocab and b in vocab:  # cosine as gensim's similarity(): unitvec(a) . unitvec(b)
+            gold.append(score)
+            model.append(float(np.dot(matutils.unitvec(kv.vectors[vocab[a]]), matutils.unitvec(kv.vectors[vocab[b]]))))
+    spearman = pearson = None
+    if len(gold) > 2 and len(set(gold)) > 1 and len(set(model)) > 1:
+        spearman = round(float(stats.spearmanr(gold, model)[0]), 6)
+        pearson = round(float(stats.pearsonr(gold, model)[0]), 6)
+    return {"file": str(path), "restrict_vocab": restrict_vocab, "case_insensitive": case_insensitive,
+            "pairs": len(pairs), "evaluated": len(gold), "oov_skipped": len(pairs) - len(gold),
+            "malformed_lines": malformed, "spearman": spearman, "pearson": pearson}
+
+
+def eval_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers of `evaluate` for a manifest."""
+    metrics: dict[str, Any] = {}
+    if result.get("analogy"):
+        total = result["analogy"]["total"]
+        metrics.update(analogy_accuracy=total["3cosadd"]["accuracy"], analogy_accuracy_3cosmul=total["3cosmul"]["accuracy"],
+                       analogy_evaluated=total["evaluated"], analogy_oov_skipped=total["oov_skipped"])
+    if result.get("similarity"):
+        sim = result["similarity"]
+        metrics.update(similarity_spearman=sim["spearman"], similarity_evaluated=sim["evaluated"],
+                       similarity_oov_skipped=sim["oov_skipped"])
+    return metrics
+
+
+def eval_tables(result: dict[str, Any]) -> list[tuple[list[str], list[tuple]]]:
+    """(header, rows) tables of an `evaluate` result, for the CLI and report.md."""
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1%}"
+
+    def corr(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    tables = []
+    if result.get("analogy"):
+        a = result["analogy"]
+        rows = [(s["section"], s["questions"], s["evaluated"], s["oov_skipped"], pct(s["3cosadd"]["accuracy"]),
+                 pct(s["3cosmul"]["accuracy"])) for s in [*a["sections"], {"section": "total", **a["total"]}]]
+        tables.append((["analogy section", "questions", "evaluated", "oov skipped", "3CosAdd", "3CosMul"], rows))
+    if result.get("similarity"):
+        s = result["similarity"]
+        tables.append((["similarity file", "pairs", "evaluated", "oov skipped", "spearman", "pearson"],
+                       [(Path(s["file"]).name, s["pairs"], s["evaluated"], s["oov_skipped"], corr(s["spearman"]), corr(s["pearson"]))]))
+    return tables
+
+
+def _ok_vocab(kv: KeyedVectors, restrict_vocab: int, case_insensitive: bool) -> dict[str, int]:
+    """gensim's ok_vocab: the first `restrict_vocab` words; upper-cased, the first spelling wins."""
+    keys = kv.index_to_key[:restrict_vocab]
+    if case_insensitive:
+        return {k.upper(): kv.get_index(k) for k in reversed(keys)}
+    return {k: i for i, k in enumerate(keys)}
+
+
+def _read_analogies(path: Path, case_insensitive: bool) -> tuple[list[tuple[str, list[tuple[str, ...]]]], int]:
+    sections: list[tuple[str, list[tuple[str, ...]]]] = []
+    malformed = 0
+    for number, line in enumerate(_read_lines(path), start=1):
+        if line.startswith(": "):
+            sections.append((line.lstrip(": ").strip(), []))
+            continue
+        words = line.upper().split() if case_insensitive else line.split()
+        if not words:
+            continue
+        if not sections:
+            raise UserError(f"{path}: line {number}: a question before the first `: section` line")
+        if len(words) != 4:
+            malformed += 1  # gensim skips these too (logged at INFO)
+            continue
+        sections[-1][1].append(tuple(words))
+    return sections, malformed
+
+
+def _read_pairs(path: Path, case_insensitive: bool) -> tuple[list[tuple[str, str, float]], int]:
+    pairs, malformed = [], 0
+    for line in _read_lines(path):
+        parts = line.split()
+        if not parts or line.startswith("#"):
+            continue
+        if len(parts) != 3 or not is_number(parts[2]):
+            malformed += 1
+            continue
+        a, b = (parts[0].upper(), parts[1].upper()) if case_insensitive else (parts[0], parts[1])
+        pairs.append((a, b, float(parts[2])))
+    return pairs, malformed
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8-sig").splitlines()
+    except FileNotFoundError:
+        raise UserError(f"{path}: evaluation file does not exist (shipped ones: vocab/analogy_zh.txt, vocab/similarity_zh.txt)") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: evaluation files must be UTF-8 (byte {exc.start} is not)") from None
+
+
+def _answer(kv: KeyedVectors, norms: np.ndarray, vocab: dict[str, int], questions: list[tuple[str, ...]],
+            case_insensitive: bool) -> dict[str, list[str]]:
+    """Predicted d for every question, by 3CosAdd (gensim's most_similar) and 3CosMul (most_similar_cosmul)."""
+    n = len(norms)
+    vectors = np.asarray(kv.vectors[:n])
+    chunk = max(1, min(256, 4_000_000 // max(n, 1)))  # score matrices of chunk x n floats stay ~50 MB
+    predictions: dict[str, list[str]] = {m: [] for m in METHODS}
+    for start in range(0, len(questions), chunk):
+        part = questions[start:start + chunk]
+        index = np.array([[vocab[w] for w in q[:3]] for q in part])  # a, b, c
+        unit = vectors[index] / norms[index][..., None]
+        means = np.stack([matutils.unitvec((unit[i, 1] + unit[i, 2] - unit[i, 0]) / np.float32(3)).astype(np.float32)
+                          for i in range(len(part))])
+        add = (means @ vectors.T) / norms  # question-major: each question's scores are one contiguous row
+        words, position = np.unique(index, return_inverse=True)  # questions of a section share their words
+        shifted = (1 + ((vectors[words] / norms[words][:, None]) @ vectors.T) / norms) / 2
+        position = position.reshape(index.shape)
+        mul = shifted[position[:, 1]] * shifted[position[:, 2]] / (shifted[position[:, 0]] + 0.000001)
+        k = min(_CANDIDATES, n)
+        for method, scores in (("3cosadd", add), ("3cosmul", mul)):
+            scores[np.arange(len(part))[:, None], index] = -np.inf  # the question's own words never answer
+            top = np.argpartition(scores, n - k, axis=1)[:, n - k:]
+            for i, q in enumerate(part):
+                ranked = top[i][np.argsort(-scores[i, top[i]], kind="stable")]
+                predictions[method].append(_pick(ranked, scores[i], kv, q, case_insensitive))
+    return predictions
+
+
+def _pick(ranked: np.ndarray, scores: np.ndarray, kv: KeyedVectors, question: tuple[str, ...], case_insensitive: bool) -> str:
+    """gensim's rule: the best of the top 5 that is not a question word (in any casing), else the 5th."""
+    predicted = ""
+    for i in ranked:
+        if scores[i] == -np.inf:
+            break
+        predicted = kv.index_to_key[i].upper() if case_insensitive else kv.index_to_key[i]
+        if predicted not in question[:3]:
+            break
+    return predicted
