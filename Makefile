@@ -1,12 +1,12 @@
 # Two entry points, both do all set-up on a fresh machine with only Python 3 and pip:
 #   make demo   -> .venv, torch==2.13.0 first, the package with [dev,demo], then the demo pipeline
-#   make test   -> the same install, then the test suite
+#   make test   -> the same install, then ruff and mypy, then the test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo lint test test-all bench clean
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,11 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/nlp-pipe run pipelines/demo.yaml
 
-test: install
+lint: install
+	$(BIN)/ruff check nlp_pipe tests benchmarks
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest -x -q
 
 test-all: install

@@ -6,7 +6,8 @@ the same student shape fine-tuned directly; and the CPU speed-up of TinyBERT-4 o
 --quick: 1,500/300/300 ChnSentiCorp rows, 1,000 reviews for general distillation.
 Teacher: the fine-tuned classifier of benchmarks/finetune.py (--teacher, default its artifact); the MLM
 that augments and the teacher of general distillation: the pretrained model of pipelines/pretrain_bert.yaml
-(--pretrained), distilled on --general-rows Douban book reviews. Every model runs through the stages (segment, word2vec, distill --mode general, augment,
+(--pretrained), distilled on --general-rows Douban book reviews. Every model runs through the stages
+(segment, word2vec, distill --mode general, augment,
 distill --mode task, finetune) into --work, so a rerun reuses fresh artifacts. Texts are cut at
 --max-seq-len tokens for teacher and students alike (retention compares like with like).
 Student TinyBERT-4 (4x312, FFN 1200) takes the teacher's attention-head count (compared head by head).
@@ -28,9 +29,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
 from textcnn import stage, vectors  # noqa: E402
 
+import common  # noqa: E402
 from nlp_pipe.metrics.throughput import texts_per_second  # noqa: E402
 from nlp_pipe.models.int8 import quantize_int8  # noqa: E402
 from nlp_pipe.models.tinybert import student_config  # noqa: E402

@@ -35,7 +35,6 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-
 from nlp_pipe import runner  # noqa: E402
 
 SEQ = 128

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
 import textcnn as textcnn_bench  # noqa: E402  (stage() and vectors(): the same word vectors as that benchmark)
 
+import common  # noqa: E402
 from nlp_pipe import TextClassifier  # noqa: E402
 from nlp_pipe.core import artifacts  # noqa: E402
 

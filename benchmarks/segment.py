@@ -22,7 +22,6 @@ import jieba
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-
 from nlp_pipe import runner  # noqa: E402
 
 FULL_MB, QUICK_MB = 10, 2

@@ -20,7 +20,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-
 from nlp_pipe import TextClassifier, runner  # noqa: E402
 from nlp_pipe.core import artifacts  # noqa: E402
 
@@ -59,8 +58,9 @@ def tfidf_baseline(args) -> dict:
     from sklearn.metrics import accuracy_score, f1_score
 
     def read(split):
-        rows = [line.rstrip("\n").split("\t", 1) for line in open(common.data_path(args, "chnsenticorp", f"{split}.tsv"), encoding="utf-8")][1:]
-        return [t for _, t in rows], np.array([int(l) for l, _ in rows])
+        rows = [line.rstrip("\n").split("\t", 1) for line in open(common.data_path(args, "chnsenticorp", f"{split}.tsv"),
+                                                                  encoding="utf-8")][1:]
+        return [t for _, t in rows], np.array([int(label) for label, _ in rows])
 
     (train_x, train_y), (test_x, test_y) = read("train"), read("test")
     t0 = time.perf_counter()
@@ -93,7 +93,8 @@ def main() -> None:
         print(f"{mode:13s} dev acc {m['dev_accuracy']:.4f}  test acc {m['test_accuracy']:.4f}  test macro-F1 {m['test_macro_f1']:.4f}  "
               f"train {manifest['wall_time_s']:.0f}s  (ran {time.perf_counter() - t0:.0f}s now)")
     best = max(results, key=lambda k: results[k]["dev_accuracy"])
-    test_texts = [line.rstrip("\n").split("\t", 1)[1] for line in open(common.data_path(args, "chnsenticorp", "test.tsv"), encoding="utf-8")][1:]
+    test_texts = [line.rstrip("\n").split("\t", 1)[1] for line in open(common.data_path(args, "chnsenticorp", "test.tsv"),
+                                                                       encoding="utf-8")][1:]
     clf = TextClassifier.load(results[best]["dir"])
     clf.predict(test_texts[:64])  # warm-up: jieba dictionary and first-call allocations
     speeds = []
@@ -102,7 +103,8 @@ def main() -> None:
         clf.predict(test_texts)
         speeds.append(len(test_texts) / (time.perf_counter() - t0))
     base = tfidf_baseline(args)
-    print(f"best TextCNN mode by dev accuracy: {best}; TF-IDF + LR: test acc {base['accuracy']:.4f}, macro-F1 {base['macro_f1']:.4f}, train {base['train_s']:.1f}s")
+    print(f"best TextCNN mode by dev accuracy: {best}; TF-IDF + LR: test acc {base['accuracy']:.4f}, macro-F1 {base['macro_f1']:.4f}, "
+          f"train {base['train_s']:.1f}s")
     if results[best]["test_accuracy"] < base["accuracy"]:
         print(f"TextCNN ({best}) stays below the TF-IDF + LR baseline on test accuracy "
               f"({results[best]['test_accuracy']:.4f} < {base['accuracy']:.4f}): character n-grams see inside words "

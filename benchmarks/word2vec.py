@@ -28,10 +28,9 @@ from gensim.models import Word2Vec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-
 from nlp_pipe import runner  # noqa: E402
-from nlp_pipe.text.segmenter import default_workers  # noqa: E402
 from nlp_pipe.stages import word2vec as stage  # noqa: E402
+from nlp_pipe.text.segmenter import default_workers  # noqa: E402
 
 VOCAB = Path(__file__).resolve().parent.parent / "vocab"
 ANALOGY, SIMILARITY = VOCAB / "analogy_zh.txt", VOCAB / "similarity_zh.txt"

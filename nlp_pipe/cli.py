@@ -20,8 +20,10 @@ from typing import Any
 import click
 import yaml
 
-from . import __version__, pipeline as pipelines, runner, stages
-from .core import artifacts, config as configs
+from . import __version__, runner, stages
+from . import pipeline as pipelines
+from .core import artifacts
+from .core import config as configs
 from .core.errors import UserError, did_you_mean
 
 log = logging.getLogger("nlp_pipe")
@@ -197,9 +199,12 @@ def predict(model_dir: str, texts: tuple[str, ...], file: str | None, encoding: 
 
 @cli.command(name="word2vec-eval")
 @click.argument("vectors_path", metavar="VECTORS", type=click.Path())
-@click.option("--analogy", type=click.Path(dir_okay=False), help="Analogy questions: `: section` lines, then `a b c d` (e.g. vocab/analogy_zh.txt).")
-@click.option("--similarity", type=click.Path(dir_okay=False), help="Word pairs: `word1 word2 score` a line (e.g. vocab/similarity_zh.txt).")
-@click.option("--restrict-vocab", default=300_000, show_default=True, help="Only the N most frequent words ask and answer (gensim's default).")
+@click.option("--analogy", type=click.Path(dir_okay=False), help="Analogy questions: `: section` lines, then `a b c d` (e.g. "
+              "vocab/analogy_zh.txt).")
+@click.option("--similarity", type=click.Path(dir_okay=False),
+              help="Word pairs: `word1 word2 score` a line (e.g. vocab/similarity_zh.txt).")
+@click.option("--restrict-vocab", default=300_000, show_default=True,
+              help="Only the N most frequent words ask and answer (gensim's default).")
 @click.option("--case-sensitive", is_flag=True, help="Compare words as written (gensim upper-cases both sides by default).")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result (eval.json's format) as JSON.")
 def word2vec_eval(vectors_path: str, analogy: str | None, similarity: str | None, restrict_vocab: int,
@@ -208,7 +213,8 @@ def word2vec_eval(vectors_path: str, analogy: str | None, similarity: str | None
     from .vectors import evaluation, store
 
     if not analogy and not similarity:
-        raise UserError("word2vec-eval: give --analogy FILE and/or --similarity FILE (shipped: vocab/analogy_zh.txt, vocab/similarity_zh.txt)")
+        raise UserError("word2vec-eval: give --analogy FILE and/or --similarity FILE (shipped: vocab/analogy_zh.txt, "
+                        "vocab/similarity_zh.txt)")
     kv = store.load_keyed_vectors(vectors_path)
     result = evaluation.evaluate(kv, analogy, similarity, restrict_vocab=restrict_vocab, case_insensitive=not case_sensitive)
     if as_json:

@@ -105,7 +105,8 @@ def load(path: str | Path, variables: dict[str, Any] | None = None, overrides: d
     unknown_vars = set(variables or {}) - set(doc.get("vars") or {})
     if unknown_vars:
         name = sorted(unknown_vars)[0]
-        raise UserError(f"{path}: unknown var '{name}'{did_you_mean(name, doc.get('vars') or {})}; vars: {', '.join(doc.get('vars') or {})}")
+        raise UserError(f"{path}: unknown var '{name}'{did_you_mean(name, doc.get('vars') or {})}; vars: "
+                        f"{', '.join(doc.get('vars') or {})}")
     root = Path(workdir or _substitute(doc.get("workdir", f"runs/{path.stem}"), vars_, {}, str(path)))
     steps: list[Step] = []
     for i, raw in enumerate(doc["stages"]):
@@ -156,7 +157,8 @@ def _lookup(ref: str, vars_: dict, outs: dict[str, Path], where: str, used: set[
             raise UserError(f"{where}: unknown var '{key}'{did_you_mean(key, vars_)}")
         return vars_[key]
     if ref not in outs:
-        raise UserError(f"{where}: '${{{ref}}}' is not an earlier stage{did_you_mean(ref, outs)}; earlier stages: {', '.join(outs) or 'none'}")
+        raise UserError(f"{where}: '${{{ref}}}' is not an earlier stage{did_you_mean(ref, outs)}; earlier stages: "
+                        f"{', '.join(outs) or 'none'}")
     if used is not None:
         used.add(ref)
     return str(outs[ref])

@@ -16,12 +16,14 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import __version__, stages
-from .core import artifacts, config as configs
+from .core import artifacts
+from .core import config as configs
 from .core.contract import Input, Result
 from .core.errors import UserError, did_you_mean
 
@@ -68,7 +70,7 @@ def plan(stage: str, config: dict[str, Any], inputs: dict[str, Any], out: str | 
     return Plan(stage, cfg, resolved, fps, out, fp, reason)
 
 
-def resolve_inputs(module: Any, given: dict[str, Any], where: str, planned: set[Path] = frozenset()) -> dict[str, list[Path]]:
+def resolve_inputs(module: Any, given: dict[str, Any], where: str, planned: Collection[Path] = frozenset()) -> dict[str, list[Path]]:
     """Input paths by name, checked against the stage's INPUTS; paths inside `planned` artifact
     directories (to be written by earlier pipeline steps) are not required to exist yet."""
     specs: dict[str, Input] = module.INPUTS
@@ -100,7 +102,7 @@ def resolve_path(text: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / rel
 
 
-def _is_planned(path: Path, planned: set[Path]) -> bool:
+def _is_planned(path: Path, planned: Collection[Path]) -> bool:
     return any(parent in planned for parent in (path, *path.parents[:2]))
 
 

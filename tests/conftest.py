@@ -106,7 +106,8 @@ def make_tiny_bert(out: Path, layers: int = 2, hidden: int = 32, seed: int = 0) 
     config = BertConfig(vocab_size=21128, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
                         intermediate_size=2 * hidden, max_position_embeddings=128)
     BertForMaskedLM(config).save_pretrained(out)
-    BertTokenizer(vocab=str(FIXTURES / "bert_zh" / "vocab.txt")).save_pretrained(out)  # not BertTokenizerFast(vocab_file=): docs/library-notes.md
+    # not BertTokenizerFast(vocab_file=): it ignores the file (docs/library-notes.md)
+    BertTokenizer(vocab=str(FIXTURES / "bert_zh" / "vocab.txt")).save_pretrained(out)
     return out
 
 

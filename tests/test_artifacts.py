@@ -15,7 +15,8 @@ import pytest
 
 from conftest import FIXTURES, VENV_BIN, build, fixture_lines, lines
 from nlp_pipe import runner, stages
-from nlp_pipe.core import artifacts, config as configs
+from nlp_pipe.core import artifacts
+from nlp_pipe.core import config as configs
 from nlp_pipe.core.errors import UserError
 from nlp_pipe.stages import vocab as vocab_stage
 

@@ -9,8 +9,8 @@ import json
 import pytest
 
 from conftest import FIXTURES, fixture_lines
-from nlp_pipe.text.corpus import Counts, ReadOptions, detect_encoding, read_rows
 from nlp_pipe.core.errors import UserError
+from nlp_pipe.text.corpus import Counts, ReadOptions, detect_encoding, read_rows
 
 POS, NEG = fixture_lines("pos.txt"), fixture_lines("neg.txt")
 
@@ -153,7 +153,7 @@ def test_crlf_and_blank_lines_are_counted_as_empty():
 
 def test_old_mac_line_ends(tmp_path):
     path = tmp_path / "cr.txt"
-    path.write_bytes("很好\r很差\r\r一般\r".encode("utf-8"))
+    path.write_bytes("很好\r很差\r\r一般\r".encode())
     rows, counts = read(path)
     assert [r.text for r in rows] == ["很好", "很差", "一般"]
     assert counts.as_dict()["dropped"] == {"empty": 1}
@@ -177,7 +177,7 @@ def test_invalid_utf8_names_file_line_and_byte_offset():
     assert line == 5
     assert data[offset:offset + 2] == "惠".encode()[:2]  # "价格实惠" with its last character cut short
     # line 5 is "性价比" + "价格实" + 2 bytes of "惠" + the rest: the bad byte is 18 bytes in
-    assert offset == sum(len(l) + 1 for l in data.split(b"\n")[:4]) + 18
+    assert offset == sum(len(part) + 1 for part in data.split(b"\n")[:4]) + 18
     assert detect_encoding(FIXTURES / "bad_utf8.txt") == "utf-8"  # damaged UTF-8, not another encoding
     with pytest.raises(UserError) as err:
         read(FIXTURES / "bad_utf8.txt")

@@ -10,10 +10,10 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
+from nlp_pipe.core.errors import UserError
 from nlp_pipe.metrics.throughput import param_count, texts_per_second
 from nlp_pipe.models.int8 import load_int8, quantize_int8, save_int8
 from nlp_pipe.models.tinybert import Distiller, layer_map, soft_cross_entropy, student_config
-from nlp_pipe.core.errors import UserError
 
 
 @pytest.fixture(autouse=True, scope="module")

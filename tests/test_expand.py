@@ -12,14 +12,21 @@ import json
 import numpy as np
 import pytest
 import torch
-from transformers import (AutoModelForMaskedLM, AutoModelForPreTraining, AutoTokenizer, BertConfig, BertForMaskedLM,
-                          BertForPreTraining, BertTokenizer)
+from transformers import (
+    AutoModelForMaskedLM,
+    AutoModelForPreTraining,
+    AutoTokenizer,
+    BertConfig,
+    BertForMaskedLM,
+    BertForPreTraining,
+    BertTokenizer,
+)
 
 from conftest import FIXTURES, build, lines, run_cli
 from nlp_pipe.expansion.embedding_growth import grow, initial_rows, load_model
+from nlp_pipe.expansion.tokenizer_growth import WordPlanner, load_tokenizer
 from nlp_pipe.text.segmenter import Segmenter, SegmenterSpec
 from nlp_pipe.text.userdict import read_userdict
-from nlp_pipe.expansion.tokenizer_growth import WordPlanner, load_tokenizer
 
 VOCAB = FIXTURES / "bert_zh" / "vocab.txt"
 WORDS = ["机器学习", "机器", "学习", "深度学习", "学习机", "性价比", "T恤", "covid", "pm2.5"]
@@ -119,7 +126,8 @@ def test_vocab_txt_lists_new_words_after_old_tokens(expanded, mlm_dir):
     out, _ = expanded
     vocab = vocab_lines(out / "vocab.txt")
     old = AutoTokenizer.from_pretrained(mlm_dir)  # saved without vocab.txt: its table is the reference
-    assert vocab[:21128] == old.convert_ids_to_tokens(list(range(21128))) and vocab[21128:] == ["机器学习", "机器", "学习", "深度学习", "学习机", "性价比", "T恤", "covid", "pm2.5"]
+    assert vocab[:21128] == old.convert_ids_to_tokens(list(range(21128)))
+    assert vocab[21128:] == ["机器学习", "机器", "学习", "深度学习", "学习机", "性价比", "T恤", "covid", "pm2.5"]
     added = json.loads((out / "tokenizer.json").read_text(encoding="utf-8"))["added_tokens"]
     assert {t["content"] for t in added if not t["special"]} == set(WORDS) - {"covid"}  # covid: a WordPiece entry
     assert all(not t["normalized"] for t in added)

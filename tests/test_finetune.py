@@ -14,11 +14,12 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from conftest import build, die_after_first_checkpoint, run_cli
 from nlp_pipe import TextClassifier
 from nlp_pipe.data.bert_inputs import Collator, auto_max_len
-from nlp_pipe.metrics.scores import confusion_sums, summarize as classification_summary
 from nlp_pipe.metrics import load as load_metric
+from nlp_pipe.metrics.scores import confusion_sums
+from nlp_pipe.metrics.scores import summarize as classification_summary
 from nlp_pipe.stages.finetune import _layer_decay
-from nlp_pipe.training.trainer import make_optimizer
 from nlp_pipe.training.loop import BatchOrder
+from nlp_pipe.training.trainer import make_optimizer
 
 # a random 2x32 BERT learns the reviews' sentiment characters in a few epochs at a high learning rate
 SETTINGS = dict(epochs=8, batch_size=8, lr=3e-3, warmup=0.1, precision="fp32", patience=0, seed=1)

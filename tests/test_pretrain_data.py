@@ -11,11 +11,11 @@ import torch
 from transformers import BertTokenizer
 
 from conftest import FIXTURES
-from nlp_pipe.text.corpus import Counts, ReadOptions
 from nlp_pipe.data import documents as docs_mod
 from nlp_pipe.data import pretraining
 from nlp_pipe.data.blocks import IGNORE, NOT_A_WORD, WORD_INSIDE, WORD_START, BlockSpec, build_blocks, word_labels
 from nlp_pipe.data.masking import MaskingCollator
+from nlp_pipe.text.corpus import Counts, ReadOptions
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import FIXTURES, build, run_cli
+from conftest import build, run_cli
 from nlp_pipe import TextClassifier, metrics
-from nlp_pipe.data.labelled import best_threshold, stratified_split
 from nlp_pipe.core.errors import UserError
+from nlp_pipe.data.labelled import best_threshold, stratified_split
 from nlp_pipe.vectors.embedding import embedding_matrix
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from gensim.models import KeyedVectors
 
-from nlp_pipe.text.corpus import Counts
 from nlp_pipe.core.errors import UserError
+from nlp_pipe.text.corpus import Counts
 from nlp_pipe.vectors.embedding import embedding_matrix
 from nlp_pipe.vectors.evaluation import evaluate_analogies, evaluate_similarity
 from nlp_pipe.vectors.store import load_keyed_vectors, save_vectors

@@ -218,7 +218,7 @@ def _neighbours(words: set[str], vectors: KeyedVectors, top_k: int, restrict_voc
     return found
 
 
-def _predict(mlm_rows: list[_MaskedCopy], parsed: list[_Text], model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+def _predict(mlm_rows: list[_MaskedCopy], parsed: list[_Text], model: Any, tokenizer: PreTrainedTokenizerBase,
              top_k: int, batch_size: int, bf16: bool) -> list[list[str]]:
     """For each row (one copy of a text), the replacement of each masked character: the draw-th of the
     MLM's top-K single Chinese characters at that position, excluding the original character."""

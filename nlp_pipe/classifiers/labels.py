@@ -23,15 +23,21 @@ class LabelInfo:
         (directory / LABELS_JSON).write_text(json.dumps(asdict(self), ensure_ascii=False, indent=2), encoding="utf-8")
 
     @staticmethod
-    def load(directory: Path, required: bool = True) -> LabelInfo | None:
-        """The artifact's labels.json; None when it has none and `required` is False (a plain HF directory)."""
+    def load(directory: Path) -> LabelInfo:
+        """The artifact's labels.json."""
+        found = LabelInfo.find(directory)
+        if found is None:
+            raise UserError(f"{directory} has no {LABELS_JSON}; point to a textcnn, finetune or distill artifact")
+        return found
+
+    @staticmethod
+    def find(directory: Path) -> LabelInfo | None:
+        """The artifact's labels.json, or None when it has none (a plain Hugging Face classifier directory)."""
         path = directory / LABELS_JSON
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            if not required:
-                return None
-            raise UserError(f"{directory} has no {LABELS_JSON}; point to a textcnn, finetune or distill artifact") from None
+            return None
         except ValueError as exc:
             raise UserError(f"{path} is not valid JSON ({exc}); rebuild the artifact") from None
         if not isinstance(raw, dict) or not isinstance(raw.get("labels"), list):

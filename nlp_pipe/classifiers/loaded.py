@@ -119,8 +119,8 @@ class BertClassifier(TextClassifier):
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
         if int8 and not (directory / INT8_FILE).exists():
             raise UserError(f"{directory} has no {INT8_FILE}; distill with --quantize int8 makes one")
-        model = load_int8(directory) if int8 else AutoModelForSequenceClassification.from_pretrained(str(directory))
-        meta = LabelInfo.load(directory, required=False)
+        model: Any = load_int8(directory) if int8 else AutoModelForSequenceClassification.from_pretrained(str(directory))
+        meta = LabelInfo.find(directory)
         id2label = model.config.id2label
         max_len = (meta.max_seq_len if meta else None) or min(model.config.max_position_embeddings, 512)
         if torch.cuda.is_available() and not int8:  # int8 dynamic quantisation runs on CPU only

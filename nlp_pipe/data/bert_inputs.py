@@ -48,7 +48,7 @@ def encode(ds: datasets.Dataset, tokenizer: Any, labels: list[str], max_len: int
 
     def tokenize_batch(batch: dict[str, list]) -> dict[str, list]:
         ids, cut = tokenize(tokenizer, batch["text"], max_len)
-        out = {"input_ids": ids, "length": [len(x) for x in ids], "cut": cut}
+        out: dict[str, list] = {"input_ids": ids, "length": [len(x) for x in ids], "cut": cut}
         if "label" in batch:
             out["label"] = [index[v] for v in batch["label"]]
         return out

@@ -57,9 +57,11 @@ def tokenize_documents(batch: dict[str, list], tokenizer: Any, hmm: bool) -> dic
             i += 1
             if not ids:
                 continue
-            if not words:
+            if words:
+                sentence_words = words[j]
+            else:
                 _segmenter = _segmenter or Segmenter(SegmenterSpec(hmm=hmm))
-            sentence_words = words[j] if words else _segmenter.cut(sentence)
+                sentence_words = _segmenter.cut(sentence)
             doc_ids.append(ids)
             doc_labels.append(word_labels(sentence, sentence_words, offsets))
         ids_out.append(doc_ids)
@@ -75,11 +77,12 @@ def word_labels(text: str, words: list[str], offsets: list[tuple[int, int]]) -> 
         if found >= 0:
             starts.append(found)
             pos = found + len(word)
-    labels, previous = [], None
+    labels: list[int] = []
+    previous = None
     for begin, _end in offsets:
-        word = bisect.bisect_right(starts, begin) - 1
-        labels.append(WORD_INSIDE if word == previous and word >= 0 else WORD_START)
-        previous = word
+        index = bisect.bisect_right(starts, begin) - 1
+        labels.append(WORD_INSIDE if index == previous and index >= 0 else WORD_START)
+        previous = index
     return labels
 
 
@@ -112,7 +115,9 @@ def build_blocks(batch: dict[str, list], indices: list[int], spec: BlockSpec) ->
 def _flatten(ids: list[list[int]], labels: list[list[int]], piece: int) -> tuple[list[int], list[int], list[int]]:
     """A document's tokens in one list, with where each sentence starts; a sentence longer than a
     block counts as several (web text has lines of thousands of characters without a 。)."""
-    flat_ids, flat_labels, starts = [], [], []
+    flat_ids: list[int] = []
+    flat_labels: list[int] = []
+    starts: list[int] = []
     for sentence_ids, sentence_labels in zip(ids, labels):
         starts += range(len(flat_ids), len(flat_ids) + len(sentence_ids), piece)
         flat_ids += sentence_ids
@@ -132,7 +137,8 @@ def _pairs(d: int, docs: list, spec: BlockSpec, rng: random.Random, out: dict[st
     ids, labels, starts = docs[d]
     bounds = [*starts, len(ids)]  # sentence i spans bounds[i]:bounds[i + 1]
     room = spec.max_seq_len - 3
-    first, cut = 0, []
+    first = 0
+    cut: list[tuple[int, int]] = []
     while True:
         last = first
         while last < len(starts) and bounds[last] - bounds[first] < room:
@@ -176,21 +182,20 @@ def _emit_pair(a: tuple, b: tuple, label: int, spec: BlockSpec, rng: random.Rand
                out: dict[str, list]) -> list[tuple[list[int], int, int]]:
     """`[CLS] A [SEP] B [SEP]`, the longer segment losing tokens at a random end until the pair fits;
     returns the ranges cut off, as (token list, start, end)."""
-    original = (a, b)
-    a, b = list(a), list(b)  # [ids, labels, start, end]
-    while (a[3] - a[2]) + (b[3] - b[2]) > spec.max_seq_len - 3:
-        longer = a if a[3] - a[2] > b[3] - b[2] else b
+    sa, sb = list(a), list(b)  # [ids, labels, start, end], shrunk below
+    while (sa[3] - sa[2]) + (sb[3] - sb[2]) > spec.max_seq_len - 3:
+        longer = sa if sa[3] - sa[2] > sb[3] - sb[2] else sb
         if rng.random() < 0.5:
             longer[2] += 1
         else:
             longer[3] -= 1
-    a_ids, a_labels = a[0][a[2]:a[3]], a[1][a[2]:a[3]]
-    b_ids, b_labels = b[0][b[2]:b[3]], b[1][b[2]:b[3]]
+    a_ids, a_labels = sa[0][sa[2]:sa[3]], sa[1][sa[2]:sa[3]]
+    b_ids, b_labels = sb[0][sb[2]:sb[3]], sb[1][sb[2]:sb[3]]
     out["input_ids"].append([spec.cls_id, *a_ids, spec.sep_id, *b_ids, spec.sep_id])
     out["token_type_ids"].append([0] * (len(a_ids) + 2) + [1] * (len(b_ids) + 1))
     out["word_labels"].append([NOT_A_WORD, *_starting(a_labels), NOT_A_WORD, *_starting(b_labels), NOT_A_WORD])
     out["sentence_label"].append(label)
-    return [(seg[0], start, end) for seg, old in zip((a, b), original)
+    return [(seg[0], start, end) for seg, old in zip((sa, sb), (a, b))
             for start, end in ((old[2], seg[2]), (seg[3], old[3])) if end > start]
 
 

@@ -20,22 +20,21 @@ class WordIds:
     """Texts as word-id arrays (ragged) with their class ids, and the share of words that were unknown."""
 
     ids: list[np.ndarray]
-    labels: np.ndarray | None
+    labels: np.ndarray  # class ids; -1 for unlabelled texts
     oov_rate: float
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
-        return self.ids[i], -1 if self.labels is None else int(self.labels[i])
+        return self.ids[i], int(self.labels[i])
 
     @property
     def lengths(self) -> np.ndarray:
         return np.fromiter((len(r) for r in self.ids), dtype=np.int64, count=len(self.ids))
 
-    def select(self, index: Sequence[int]) -> WordIds:
-        return WordIds([self.ids[i] for i in index], None if self.labels is None else self.labels[np.asarray(index, dtype=np.int64)],
-                       self.oov_rate)
+    def select(self, index: Sequence[int] | np.ndarray) -> WordIds:
+        return WordIds([self.ids[i] for i in index], self.labels[np.asarray(index, dtype=np.int64)], self.oov_rate)
 
 
 def encode(texts: Sequence[Sequence[str]], index: dict[str, int], max_len: int, labels: np.ndarray | None = None) -> WordIds:
@@ -47,6 +46,7 @@ def encode(texts: Sequence[Sequence[str]], index: dict[str, int], max_len: int, 
         total += len(ids)
         unknown += int((ids == UNK_ID).sum())
         rows.append(ids)
+    labels = np.full(len(rows), -1, dtype=np.int64) if labels is None else labels
     return WordIds(rows, labels, unknown / total if total else 0.0)
 
 

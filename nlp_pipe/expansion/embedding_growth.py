@@ -140,7 +140,7 @@ def grow(model: Any, old_size: int, rows: torch.Tensor, biases: torch.Tensor) ->
         params["decoder_bias"][old_size:] = biases.to(params["decoder_bias"].dtype)
 
 
-def check_saved(model_cls: type, out: Path, before: dict[str, torch.Tensor], old_size: int, size: int) -> str:
+def check_saved(model_cls: Any, out: Path, before: dict[str, torch.Tensor], old_size: int, size: int) -> str:
     """Reload the saved model: vocabulary-sized tensors have `size` rows with the old rows bit-identical,
     the decoder is still tied, every other tensor (position/segment embeddings included) is unchanged."""
     reloaded = model_cls.from_pretrained(str(out), local_files_only=True)

@@ -6,7 +6,7 @@
     expanded = write_expanded(tokenizer, planner, out)  # tokenizer.json + vocab.txt, reloaded and checked
 
 Appending words to vocab.txt changes nothing: the Chinese BERT normalizer puts spaces around every
-CJK character before WordPiece sees the text, so an entry "机器学习" can never match (docs/performance.md).
+CJK character before WordPiece sees the text, so an entry "机器学习" can never match (docs/library-notes.md).
 What survives that split:
 
 - A word the pre-tokenizer keeps in one piece (a Latin word, a number, one character) only needs a
@@ -91,7 +91,8 @@ class WordPlanner:
             self.activated[word] = self._vocab[word]
             return "activated"
         pieces = pre_tokenize(tok, word)
-        token, kind = (pieces[0], "piece") if len(pieces) == 1 else (word, "added")
+        kind: Kind = "piece" if len(pieces) == 1 else "added"
+        token = pieces[0] if kind == "piece" else word
         if token in self._tokens:  # "COVID" after "covid": one token, already planned
             return "duplicate"
         self._tokens[token] = word

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.config import option
 from ..core.errors import UserError
 from ..core.files import CORPUS_TXT, PHRASES_TSV
-from ..core.config import option
 from ..text.corpus import Counts, ReadOptions, read_rows
 from ..text.segmenter import SegmenterSpec, cut_parallel, default_workers
 from .tokenizer_growth import WordPlanner

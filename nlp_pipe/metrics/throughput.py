@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import statistics
 import time
+from typing import Any
 
 import torch
 from torch import nn
 
 
-def texts_per_second(model: nn.Module, batch_size: int = 32, seq_len: int = 128, vocab_size: int | None = None,
+def texts_per_second(model: Any, batch_size: int = 32, seq_len: int = 128, vocab_size: int | None = None,
                      repeats: int = 5, threads: int | None = None) -> float:
     """Inference speed on random full-length ids: batch_size / median seconds per forward (fp32,
     inference_mode, one warm-up forward not counted). `threads` sets torch's intra-op threads meanwhile."""

@@ -33,9 +33,9 @@ depend on how much padding a batch has. On packed batches without padding both a
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -178,7 +178,7 @@ class Distiller(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
         if self.intermediate:
             inputs.update(output_hidden_states=True, output_attentions=True)
         with torch.no_grad():
@@ -188,17 +188,17 @@ class Distiller(nn.Module):
         if self.intermediate:
             real = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).bool()
             losses["embedding_loss"] = _token_mse(self._project(0, student_out.hidden_states[0]), teacher_out.hidden_states[0], real)
-            losses["hidden_loss"] = sum(_token_mse(self._project(m, student_out.hidden_states[m]), teacher_out.hidden_states[g], real)
+            losses["hidden_loss"] = _total(_token_mse(self._project(m, student_out.hidden_states[m]), teacher_out.hidden_states[g], real)
                                         for m, g in enumerate(self.layers, start=1))
             pairs = (real[:, None, :, None] & real[:, None, None, :]).expand_as(student_out.attentions[0])
-            losses["attention_loss"] = sum(_score_mse(student_out.attentions[m - 1], teacher_out.attentions[g - 1], pairs)
+            losses["attention_loss"] = _total(_score_mse(student_out.attentions[m - 1], teacher_out.attentions[g - 1], pairs)
                                            for m, g in enumerate(self.layers, start=1))
         if self.prediction:
             losses["prediction_loss"] = soft_cross_entropy(student_out.logits, teacher_out.logits, self.temperature)
             if self.weights["hard"] > 0 and labels is not None:
                 logits = student_out.logits.float()
                 losses["hard_loss"] = F.cross_entropy(logits.view(-1, logits.size(-1)), labels.view(-1))
-        total = sum(self.weights[name.removesuffix("_loss")] * value for name, value in losses.items())
+        total = _total(self.weights[name.removesuffix("_loss")] * value for name, value in losses.items())
         return {"loss": total, **losses}
 
     def _run(self, model: PreTrainedModel, inputs: dict):
@@ -208,6 +208,11 @@ class Distiller(nn.Module):
         if not self.projections:
             return hidden
         return self.projections[min(index, len(self.projections) - 1)](hidden)
+
+
+def _total(values: Iterable[torch.Tensor]) -> torch.Tensor:
+    """The sum of loss tensors (per-layer losses add up, as in the official code)."""
+    return torch.stack(list(values)).sum()
 
 
 def _token_mse(student: torch.Tensor, teacher: torch.Tensor, real: torch.Tensor) -> torch.Tensor:

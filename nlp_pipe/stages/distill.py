@@ -35,7 +35,8 @@ from ..core.errors import UserError
 from ..core.files import CONFIG_JSON, WEIGHTS
 from ..data import bert_inputs
 from ..data.labelled import Splits, load_dataset, load_splits
-from ..metrics.scores import confusion_sums, summarize as summarize_scores
+from ..metrics.scores import confusion_sums
+from ..metrics.scores import summarize as summarize_scores
 from ..metrics.throughput import param_count, texts_per_second
 from ..models import tinybert as kd
 from ..models.int8 import quantize_int8, save_int8
@@ -68,7 +69,8 @@ class Config(ReadOptions, TrainOptions):
     student_shape: str = option("tinybert4", "student preset (tinybert4: 4x312, tinybert6: 6x768) or a BertConfig JSON file; "
                                               "ignored with --student")
     mapping: tuple[int, ...] = option((), "teacher layer for each student layer (1-based); empty = uniform g(m) = m*N/M")
-    projection: Literal["shared", "per_layer"] = option("shared", "student -> teacher hidden projection: one for all layers (TinyBERT) or one each")
+    projection: Literal["shared", "per_layer"] = option("shared",
+                                                        "student -> teacher hidden projection: one for all layers (TinyBERT) or one each")
     temperature: float = option(1.0, "softmax temperature of the prediction-layer loss", min=0.01)
     w_embedding: float = option(1.0, "weight of the embedding-layer MSE", min=0.0)
     w_hidden: float = option(1.0, "weight of the hidden-state MSE", min=0.0)
@@ -76,7 +78,8 @@ class Config(ReadOptions, TrainOptions):
     w_prediction: float = option(1.0, "weight of the soft cross-entropy on the teacher's logits", min=0.0)
     w_hard: float = option(0.0, "weight of the cross-entropy on the gold labels (task mode)", min=0.0)
     steps: int = option(0, "optimizer steps of each step (intermediate, prediction); 0 = from epochs", min=0)
-    epochs: float = option(3.0, "passes over the data learning the intermediate layers (general mode: all of it; 0 = skip in task mode)", min=0.0)
+    epochs: float = option(3.0, "passes over the data learning the intermediate layers (general mode: all of it; 0 = skip in task mode)",
+                           min=0.0)
     prediction_epochs: float = option(3.0, "task mode: passes learning the teacher's predictions", min=0.0)
     batch_size: int = option(32, "texts per batch", min=1)
     lr: float = option(1e-4, "peak learning rate (AdamW)", min=0.0)
@@ -152,7 +155,7 @@ def _task(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dic
     first = lambda name: inputs[name][0] if inputs[name] else None  # noqa: E731
     splits = _teacher_labels(load_splits(inputs["train"][0], first("dev"), first("test"), config.seed), teacher)
     train_ds, augmented = _training_texts(splits, first("augmented"), inputs["train"][0])
-    teacher_meta = LabelInfo.load(teacher_dir, required=False) or LabelInfo(splits.labels)
+    teacher_meta = LabelInfo.find(teacher_dir) or LabelInfo(splits.labels)
     max_len = min(config.max_seq_len or teacher_meta.max_seq_len or 512, teacher.config.max_position_embeddings)
     train, _ = bert_inputs.encode(train_ds, tokenizer, splits.labels, max_len)
     dev, _ = bert_inputs.encode(splits.dev, tokenizer, splits.labels, max_len)
@@ -201,7 +204,7 @@ def _fit(trainer: Trainer, distiller: kd.Distiller, train, dev, pad_id: int, num
     picks the best epoch and stops early."""
     per_epoch = trainer.steps_per_epoch(len(train))
 
-    def forward(model: kd.Distiller, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         losses = model(**batch)
         if num_labels and not model.training:  # dev: how well the student itself classifies
             logits = model.student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -213,14 +216,14 @@ def _fit(trainer: Trainer, distiller: kd.Distiller, train, dev, pad_id: int, num
         return out | ({k: v for k, v in summarize_scores(sums, num_labels).items() if k != "loss"}
                       if num_labels and "count" in sums else {})
 
-    monitor = config.monitor if (config and dev is not None) else None
+    monitor, patience = (config.monitor, config.patience) if (config and dev is not None) else (None, 0)
     return trainer.fit(distiller, train, collate=bert_inputs.Collator(pad_id), forward=forward,
                        eval_data=None if dev is None else dev.select(np.argsort(dev["length"], kind="stable")),
-                       summarize=summarize, best_metric=monitor, patience=config.patience if monitor else 0,
+                       summarize=summarize, best_metric=monitor, patience=patience,
                        eval_steps=per_epoch, lengths=train["length"])
 
 
-def _distiller(teacher: Any, student: Any, mode: str, config: Config) -> kd.Distiller:
+def _distiller(teacher: Any, student: Any, mode: kd.Mode, config: Config) -> kd.Distiller:
     return kd.Distiller(teacher, student, mode=mode, mapping=config.mapping or None, projection=config.projection,
                         temperature=config.temperature, weights=config.weights)
 

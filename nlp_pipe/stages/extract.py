@@ -46,7 +46,8 @@ class Config(ReadOptions):
     pooling: Literal["cls", "mean", "tokens"] = option(
         "cls", "cls: the [CLS] vector; mean: average over the text's real tokens ([CLS] and [SEP] included, padding "
                "excluded); tokens: every token's vector")
-    layer: int = option(-1, "hidden layer: -1 = last, 0 = embedding output, k = output of encoder layer k (negative counts back from the last)")
+    layer: int = option(-1, "hidden layer: -1 = last, 0 = embedding output, k = output of encoder layer k (negative counts back from the "
+                        "last)")
     max_seq_len: int = option(128, "tokens per text, [CLS] and [SEP] included; longer texts are cut and counted as truncated", min=2)
     batch_size: int = option(64, "texts per forward pass", min=1)
     output_format: Literal["npy", "dataset"] = option("npy", "features.npy (+ offsets.npy for tokens) or a datasets dataset under dataset/")
@@ -71,13 +72,14 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     lengths = np.array([len(x) for x in ids], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     shape = (int(offsets[-1]) if config.pooling == "tokens" else len(texts), model.config.hidden_size)
+    features: np.ndarray
     if config.output_format == "npy":  # written in place: a tokens matrix need not fit in memory
         features = np.lib.format.open_memmap(out / FEATURES_NPY, mode="w+", dtype=np.float32, shape=shape)
     else:
         features = np.empty(shape, dtype=np.float32)
     padded = _encode(model.to(device), config, ids, lengths, offsets, features, tokenizer.pad_token_id or 0, device)
     seconds = time.perf_counter() - t0
-    if config.output_format == "npy":
+    if isinstance(features, np.memmap):
         features.flush()
         if config.pooling == "tokens":
             np.save(out / OFFSETS_NPY, offsets)

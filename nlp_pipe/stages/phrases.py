@@ -83,7 +83,8 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
         fh.writelines(f"{p}\t{s:.4f}\t{c}\t{parts}\n" for p, s, c, parts in rows)
     write_userdict(out / USERDICT_TXT, [(p, c) for p, _, c, _ in rows])
     table = "\n".join(f"| {p} | {s:.3f} | {c} |" for p, s, c, _ in rows[:40])
-    report = f"## Phrases\n{len(rows)} phrases ({config.scoring} scoring, threshold {config.threshold}).\n\n| phrase | score | count |\n| --- | --- | --- |\n{table}"
+    report = (f"## Phrases\n{len(rows)} phrases ({config.scoring} scoring, threshold {config.threshold}).\n\n"
+              f"| phrase | score | count |\n| --- | --- | --- |\n{table}")
     return Result(counts.as_dict(), {"phrases": len(rows), "merged_tokens": counts.merged}, report)
 
 

@@ -127,9 +127,12 @@ def _tokenizer(inputs: dict[str, list[Path]]) -> tuple[Any, Path]:
     """The fast tokenizer from --tokenizer, else from --init; offsets are needed for word boundaries."""
     from transformers import AutoTokenizer, BertTokenizer
 
-    source = (inputs["tokenizer"] or inputs["init"] or [None])[0]
-    if source is None:
-        raise UserError("pretrain: needs --tokenizer (a vocab artifact: nlp-pipe vocab --kind bert ...) or --init (a checkpoint with its tokenizer)")
+    given = inputs["tokenizer"] or inputs["init"]
+    if not given:
+        raise UserError("pretrain: needs --tokenizer (a vocab artifact: nlp-pipe vocab --kind bert ...) or --init (a checkpoint with its "
+                        "tokenizer)")
+    source = given[0]
+    tokenizer: Any
     if source.is_file():  # a bare vocab.txt, e.g. Google's Chinese BERT vocabulary
         # not BertTokenizerFast(vocab_file=): it ignores the file in transformers 5 (docs/library-notes.md)
         tokenizer, vocab_txt = BertTokenizer(vocab=str(source)), source

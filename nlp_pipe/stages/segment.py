@@ -55,9 +55,11 @@ class Config(ReadOptions):
     hmm: bool = option(True, "let jieba's HMM find words missing from its dictionary")
     mode: Literal["accurate", "search"] = option("accurate", "jieba accurate mode, or search mode (long words also cut into their parts)")
     userdict_freq: Literal["file", "multiply", "force"] = option(
-        "force", "user-dictionary frequency policy: the file's own counts, counts x userdict_multiplier, or force every word to stay whole (jieba suggest_freq)")
+        "force", "user-dictionary frequency policy: the file's own counts, counts x userdict_multiplier, or force every word to stay "
+            "whole (jieba suggest_freq)")
     userdict_multiplier: float = option(1000.0, "multiplier for userdict_freq=multiply", min=0.0)
-    label_per_file: tuple[str, ...] = option((), "one label per corpus file, in order (for one-file-per-class corpora such as pos.txt/neg.txt)")
+    label_per_file: tuple[str, ...] = option((), "one label per corpus file, in order (for one-file-per-class corpora such as "
+                                             "pos.txt/neg.txt)")
     workers: int = option(0, "processes for segmentation; 0 = one per core for inputs over 1 MB", min=0)
     chunk_rows: int = option(500, "rows sent to a worker at a time", min=1)
 

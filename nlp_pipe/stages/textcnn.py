@@ -57,7 +57,9 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class Config(TrainOptions):
-    mode: Literal["static", "non-static", "multichannel"] = option("static", "embeddings frozen (static), fine-tuned (non-static), or both channels (Kim 2014)")
+    mode: Literal["static", "non-static", "multichannel"] = option("static",
+                                                                   "embeddings frozen (static), fine-tuned (non-static), or both channels "
+                                                                       "(Kim 2014)")
     kernel_sizes: tuple[int, ...] = option((3, 4, 5), "convolution widths in words", min=1)
     filters: int = option(100, "filters per kernel size", min=1)
     dropout: float = option(0.5, "dropout before the output layer", min=0.0, max=0.95)
@@ -151,9 +153,8 @@ def _probabilities(model: TextCNN, data: WordIds) -> np.ndarray:
 def _cross_validate(config: Config, model_config: TextCNNConfig, matrix: np.ndarray, data: dict[str, WordIds],
                     out: Path) -> dict:
     """Mean and standard deviation of held-out metrics over K stratified folds of train+dev."""
-    pooled = WordIds(data["train"].ids + data["dev"].ids, np.concatenate([data["train"].labels, data["dev"].labels]),
-                     data["train"].oov_rate)
-    gold = pooled.labels
+    gold = np.concatenate([data["train"].labels, data["dev"].labels])
+    pooled = WordIds(data["train"].ids + data["dev"].ids, gold, data["train"].oov_rate)
     fold_config = dataclasses.replace(config, save_every=10**9, resume=False)  # folds are short: no checkpoints
     results = []
     for k, (train_idx, held_idx) in enumerate(stratified_folds(gold, config.folds, config.seed)):

@@ -47,7 +47,8 @@ class Config:
     kind: Literal["word", "bert"] = option("word", "word: jieba words; bert: characters (+ ## pieces) for a Chinese BERT tokenizer")
     min_freq: int = option(2, "drop tokens seen fewer times", min=1)
     max_size: int = option(0, "cap the vocabulary at this many entries, specials included (0 = no cap)", min=0)
-    specials: tuple[str, ...] = option((), "special tokens first in the vocab; empty = [PAD] [UNK] (word) or [PAD] [UNK] [CLS] [SEP] [MASK] (bert)")
+    specials: tuple[str, ...] = option((), "special tokens first in the vocab; empty = [PAD] [UNK] (word) or [PAD] [UNK] [CLS] [SEP] "
+                                       "[MASK] (bert)")
     lowercase: bool = option(True, "lower-case tokens (bert kind; matches do_lower_case of Chinese BERT)")
     wordpiece: bool = option(False, "bert kind: train a WordPiece vocabulary with tokenizers instead of characters")
     wordpiece_size: int = option(21128, "vocabulary size for --wordpiece", min=100)
@@ -70,6 +71,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     files = [corpus_txt(p, NAME) for p in inputs["corpus"]]
     counts = _count_words(files)
     forced = _forced_words(inputs["phrases"], inputs["words"])
+    freq: Counter
     if config.kind == "bert" and config.wordpiece:
         tokens, freq = _train_wordpiece(config, files, out), counts
     elif config.kind == "bert":
@@ -77,7 +79,9 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
         tokens = _select(freq, {}, config)
     else:
         tokens = _select(counts, forced, config)
-        freq = counts | Counter(forced)  # a forced word keeps the count its list gave (not 0 -> 1 in the userdict)
+        freq = counts.copy()
+        for word, n in forced.items():  # a forced word keeps the count its list gave (not 0 -> 1 in the userdict)
+            freq[word] = max(freq[word], n)
     _write(out, tokens, freq, config)
     collided = sorted(set(config.special_tokens) & set(counts))
     metrics = {"size": len(tokens), "corpus_tokens": sum(counts.values()), "corpus_types": len(counts),

@@ -15,10 +15,10 @@ import gzip
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, cast
 
 import charset_normalizer
 
@@ -56,8 +56,11 @@ class Counts:
 class ReadOptions:
     """How to read a corpus file; stage configs that read raw text inherit these fields."""
 
-    format: Literal["auto", "txt", "jsonl", "csv", "tsv"] = option("auto", "file format; auto = from the extension (.txt .jsonl .csv .tsv, optionally .gz/.bz2)")
-    text_column: str = option("", "column (name, or 0-based index without header) holding the text; empty = auto (text, text_a, review, ...)")
+    format: Literal["auto", "txt", "jsonl", "csv", "tsv"] = option("auto",
+                                                                   "file format; auto = from the extension (.txt .jsonl .csv .tsv, "
+                                                                       "optionally .gz/.bz2)")
+    text_column: str = option("", "column (name, or 0-based index without header) holding the text; empty = auto (text, text_a, review, "
+                              "...)")
     label_column: str = option("", "column holding the label; empty = auto ('label' when present), 'none' = unlabelled")
     header: bool = option(True, "csv/tsv files start with a header row")
     encoding: str = option("auto", "file encoding; auto detects UTF-8 (with or without BOM) and GB18030/GBK")
@@ -132,7 +135,8 @@ def read_rows(path: Path, opts: ReadOptions, counts: Counts, label: str | None =
         raise UserError(f"{path}: unknown encoding '{encoding}'") from None
     log.info("reading %s as %s (%s)", path, fmt, encoding)
     lines = _decoded_lines(path, encoding, opts.on_decode_error, counts)
-    readers = {"txt": _txt_rows, "jsonl": _jsonl_rows, "csv": _table_rows, "tsv": _table_rows}
+    readers: dict[str, Callable[..., Iterator[Row]]] = {"txt": _txt_rows, "jsonl": _jsonl_rows, "csv": _table_rows,
+                                                        "tsv": _table_rows}
     table = {"fmt": fmt} if fmt in ("csv", "tsv") else {}
     for row in readers[fmt](lines, path, opts, counts, **table):
         counts.rows_in += 1
@@ -158,9 +162,9 @@ def _format_from_name(path: Path) -> str:
 def _open(path: Path) -> IO[bytes]:
     name = path.name.lower()
     if name.endswith(".gz"):
-        return gzip.open(path, "rb")
+        return cast(IO[bytes], gzip.open(path, "rb"))
     if name.endswith(".bz2"):
-        return bz2.open(path, "rb")
+        return cast(IO[bytes], bz2.open(path, "rb"))
     try:
         return open(path, "rb")
     except OSError as exc:

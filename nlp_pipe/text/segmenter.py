@@ -10,10 +10,10 @@ input order.
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
-import json
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor

@@ -29,9 +29,10 @@ _CANDIDATES = 5  # gensim looks at the top 5 answers, skipping the question's ow
 def evaluate(kv: KeyedVectors, analogy: str | Path | None = None, similarity: str | Path | None = None, *,
              restrict_vocab: int = RESTRICT_VOCAB, case_insensitive: bool = True) -> dict[str, Any]:
     """{"analogy": ..., "similarity": ...} (None for a file not given): what eval.json holds."""
-    options = {"restrict_vocab": restrict_vocab, "case_insensitive": case_insensitive}
-    return {"analogy": evaluate_analogies(kv, analogy, **options) if analogy else None,
-            "similarity": evaluate_similarity(kv, similarity, **options) if similarity else None}
+    return {"analogy": evaluate_analogies(kv, analogy, restrict_vocab=restrict_vocab, case_insensitive=case_insensitive)
+            if analogy else None,
+            "similarity": evaluate_similarity(kv, similarity, restrict_vocab=restrict_vocab, case_insensitive=case_insensitive)
+            if similarity else None}
 
 
 def evaluate_analogies(kv: KeyedVectors, path: str | Path, *, restrict_vocab: int = RESTRICT_VOCAB,

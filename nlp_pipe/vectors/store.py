@@ -47,8 +47,8 @@ def _save_kv_and_check(kv: KeyedVectors, out: Path) -> None:
         header = fh.readline()
         first = last = fh.readline()
         rows = int(bool(first))
-        for last in fh:
-            rows += 1
+        for line in fh:
+            rows, last = rows + 1, line
     if header != f"{len(kv)} {kv.vector_size}\n" or rows != len(kv):
         raise OSError(f"{VECTORS_TXT} does not read back: header {header.strip()!r}, {rows} rows for {len(kv)} vectors")
     for line, i in ((first, 0), (last, len(kv) - 1)) if len(kv) else ():

@@ -10,7 +10,7 @@ import bz2
 import gzip
 from collections.abc import Collection, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 import numpy as np
 from gensim.models import KeyedVectors
@@ -92,9 +92,9 @@ def _open_binary(path: Path) -> IO[bytes]:
     name = path.name.lower()
     try:
         if name.endswith(".bz2"):
-            return bz2.open(path, "rb")
+            return cast(IO[bytes], bz2.open(path, "rb"))
         if name.endswith(".gz"):
-            return gzip.open(path, "rb")
+            return cast(IO[bytes], gzip.open(path, "rb"))
         return open(path, "rb")
     except OSError as exc:
         raise UserError(f"{path}: cannot open ({exc.strerror or exc})") from None

@@ -22,7 +22,6 @@ from nlp_pipe.core import artifacts
 from nlp_pipe.stages import segment as segment_stage
 
 
-
 def leftovers(parent: pathlib.Path) -> list[str]:
     return sorted(p.name for p in parent.iterdir() if p.name.startswith(".") and ".tmp-" in p.name)
 

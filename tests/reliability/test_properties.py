@@ -24,14 +24,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from conftest import FIXTURES, build
 from nlp_pipe.core import artifacts
-from nlp_pipe.text import segmenter
 from nlp_pipe.core.config import build as build_config
-from nlp_pipe.text.corpus import Counts, ReadOptions, read_rows
 from nlp_pipe.core.errors import UserError
+from nlp_pipe.text import segmenter
+from nlp_pipe.text.corpus import Counts, ReadOptions, read_rows
 
 FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 MANY = settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
