@@ -34,7 +34,7 @@ import textcnn as textcnn_bench  # noqa: E402  (stage() and vectors(): the same 
 
 import common  # noqa: E402
 from nlp_pipe import TextClassifier  # noqa: E402
-from nlp_pipe.core import artifacts  # noqa: E402
+from nlp_pipe.core import manifest as manifests
 
 QUICK_ROWS = {"train": 1500, "dev": 300, "test": 300}
 # Chosen by dev accuracy for pretrain_bert.yaml's BERT-mini (4x256, 300 steps) on the full train split,
@@ -57,7 +57,7 @@ TEXTCNN_QUICK = {"mode": "static", "epochs": 4}
 def main() -> None:
     args = _args()
     info = common.machine()
-    manifest = artifacts.read_manifest(args.checkpoint)
+    manifest = manifests.read_manifest(args.checkpoint)
     if manifest is None and not (args.checkpoint / "config.json").exists():
         sys.exit(f"{args.checkpoint}: no finished pretrain artifact; run `nlp-pipe run pipelines/pretrain_bert.yaml` "
                  "(add `--var steps=N` for a short run) or pass --checkpoint DIR")
@@ -181,7 +181,7 @@ def _sources(paths: list[str], top: bool = False) -> set[str]:
     checkpoint it started from (`init`, `checkpoint`), a directory without manifest as it is."""
     found: set[str] = set()
     for p in paths:
-        upstream = artifacts.read_manifest(p) if Path(p).is_dir() else None
+        upstream = manifests.read_manifest(p) if Path(p).is_dir() else None
         if upstream is None:
             if not top:
                 found.add(p)

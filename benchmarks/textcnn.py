@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from nlp_pipe import TextClassifier, runner  # noqa: E402
-from nlp_pipe.core import artifacts  # noqa: E402
+from nlp_pipe.core import manifest as manifests
 
 MODES = ("static", "non-static", "multichannel")
 
@@ -30,7 +30,7 @@ def stage(name: str, config: dict, inputs: dict, out: Path) -> dict:
     plan = runner.plan(name, config, inputs, out)
     if plan.fresh:
         print(f"[{name}] fresh: {out}", file=sys.stderr)
-        return artifacts.read_manifest(out)
+        return manifests.read_manifest(out)
     print(f"[{name}] running ({plan.reason})", file=sys.stderr)
     return runner.execute(plan)
 

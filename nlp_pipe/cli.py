@@ -22,8 +22,8 @@ import yaml
 
 from . import __version__, runner, stages
 from . import pipeline as pipelines
-from .core import artifacts
 from .core import config as configs
+from .core import manifest as manifests
 from .core.errors import UserError, did_you_mean
 
 log = logging.getLogger("nlp_pipe")
@@ -138,8 +138,8 @@ def status(pipeline_file, variables, overrides, workdir) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
 def inspect(artifact_dir: str, as_json: bool) -> None:
     """Summarise an artifact's manifest and check its files against the recorded hashes."""
-    manifest = artifacts.require_manifest(artifact_dir, "Is this an nlp-pipe artifact directory?")
-    problems = artifacts.verify(artifact_dir)
+    manifest = manifests.require_manifest(artifact_dir, "Is this an nlp-pipe artifact directory?")
+    problems = manifests.verify(artifact_dir)
     if as_json:
         click.echo(json.dumps(manifest, indent=2, ensure_ascii=False))
     else:
@@ -259,8 +259,14 @@ def _stage_command(name: str) -> click.Command:
             click.echo(f"rows: {c['rows_in']} in, {c['rows_out']} out, dropped {c.get('dropped') or {}}")
 
     doc = (module.__doc__ or name).strip()
-    return click.Command(name, params=params, callback=callback, help=doc, short_help=doc.splitlines()[0],
+    return click.Command(name, params=params, callback=callback, help=_keep_examples(doc), short_help=doc.splitlines()[0],
                          context_settings={"max_content_width": 110})
+
+
+def _keep_examples(doc: str) -> str:
+    """Mark indented paragraphs (example commands) with click's \\b so --help keeps their line breaks."""
+    paragraphs = doc.split("\n\n")
+    return "\n\n".join("\b\n" + p if any(line.startswith("    ") for line in p.splitlines()) else p for p in paragraphs)
 
 
 def _table(header: list[str], rows: list[tuple]) -> None:

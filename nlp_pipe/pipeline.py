@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from . import runner, stages
-from .core import artifacts
+from .core import manifest as manifests
 from .core.errors import UserError, did_you_mean
 
 _REF = re.compile(r"\$\{([^}]+)\}")
@@ -76,7 +76,7 @@ class Pipeline:
         """Resolve a step against the artifacts on disk, right before running it."""
         by_name = {s.name: s for s in self.steps}
         for up in step.upstream:
-            if artifacts.read_manifest(by_name[up].out) is None:
+            if manifests.read_manifest(by_name[up].out) is None:
                 raise UserError(
                     f"stage '{step.name}' needs {by_name[up].out} from stage '{up}', which has not finished. "
                     f"Run: nlp-pipe run {self.path} --only {up}"
@@ -96,7 +96,7 @@ def load(path: str | Path, variables: dict[str, Any] | None = None, overrides: d
     except OSError as exc:
         raise UserError(f"cannot read pipeline {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"{path}: not valid YAML ({yaml_problem(exc)})") from None
     if isinstance(doc, dict):  # a misspelt 'stages' gets its suggestion, not the generic message
         _no_unknown(doc, _TOP_KEYS, str(path))
     if not isinstance(doc, dict) or not isinstance(doc.get("stages"), list):
@@ -113,6 +113,15 @@ def load(path: str | Path, variables: dict[str, Any] | None = None, overrides: d
         steps.append(_step(raw, i, vars_, steps, root, path))
     _apply_overrides(steps, overrides or {}, path)
     return Pipeline(path, str(doc.get("name", path.stem)), root, steps)
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """'line L, column C: what' of a YAML error (PyYAML's message spans several lines)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if "'\\t'" in what:  # PyYAML names a tab as '\\t'
+        what += " (YAML indents with spaces, never tabs)"
+    return f"line {mark.line + 1}, column {mark.column + 1}: {what}" if mark is not None else what
 
 
 def _step(raw: Any, index: int, vars_: dict, earlier: list[Step], root: Path, path: Path) -> Step:

@@ -17,14 +17,15 @@ import socket
 import subprocess
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import __version__, stages
 from .core import artifacts
 from .core import config as configs
-from .core.contract import Input, Result
+from .core import manifest as manifests
+from .core.contract import Counts, Input, Result
 from .core.errors import UserError, did_you_mean
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class Plan:
     out: Path
     fingerprint: str
     reason: str  # why it must run; "" when the artifact is fresh
+    changed: list[str] = field(default_factory=list)  # files of the existing artifact that changed since it was written
 
     @property
     def fresh(self) -> bool:
@@ -56,18 +58,33 @@ def plan(stage: str, config: dict[str, Any], inputs: dict[str, Any], out: str | 
     module = stages.load(stage)
     where = where or f"stage '{stage}'"
     cfg = configs.build(module.Config, config, where)
-    resolved = resolve_inputs(module, inputs, where, set(expected or {}))
-    fps = {name: [artifacts.input_fingerprint(p, expected or {}) for p in paths] for name, paths in resolved.items()}
     out = Path(out)
+    resolved = resolve_inputs(module, inputs, where, set(expected or {}))
+    _refuse_overlap(out, resolved, where)
+    fps = {name: [artifacts.input_fingerprint(p, expected or {}) for p in paths] for name, paths in resolved.items()}
     fp = artifacts.fingerprint(stage, module.VERSION, configs.to_dict(cfg), fps)
-    manifest = artifacts.read_manifest(out)
+    manifest, problem = manifests.manifest_status(out)
+    changed: list[str] = []
     if manifest is None:
-        reason = "no artifact yet" if not out.exists() else "no finished artifact (no manifest.json)"
+        reason = "no artifact yet" if not out.exists() else f"no finished artifact ({out.name} {problem})"
     elif manifest.get("fingerprint") != fp:
         reason = _why_changed(manifest, stage, cfg, fps)
     else:
-        reason = ""
-    return Plan(stage, cfg, resolved, fps, out, fp, reason)
+        changed = manifests.check_files(out, manifest)
+        reason = f"changed on disk: {'; '.join(changed[:2])}" if changed else ""
+    return Plan(stage, cfg, resolved, fps, out, fp, reason, changed)
+
+
+def _refuse_overlap(out: Path, inputs: dict[str, list[Path]], where: str) -> None:
+    """--out must not be, hold, or lie inside an input: publishing it would replace or delete that input."""
+    target = out.resolve()
+    for name, paths in inputs.items():
+        for path in paths:
+            source = path.resolve()
+            if target == source or source in target.parents or target in source.parents:
+                how = "is" if target == source else "lies inside" if source in target.parents else "contains"
+                raise UserError(f"{where}: --out {out} {how} input '{name}' ({path}); writing there would replace "
+                                "or delete that input. Choose another --out")
 
 
 def resolve_inputs(module: Any, given: dict[str, Any], where: str, planned: Collection[Path] = frozenset()) -> dict[str, list[Path]]:
@@ -79,6 +96,7 @@ def resolve_inputs(module: Any, given: dict[str, Any], where: str, planned: Coll
         name = sorted(unknown)[0]
         raise UserError(f"{where}: unknown input '{name}'{did_you_mean(name, specs)}; inputs: {', '.join(specs)}")
     resolved = {}
+    verified: set[Path] = set()
     for name, spec in specs.items():
         value = given.get(name)
         values = [] if value in (None, "", []) else list(value) if isinstance(value, (list, tuple)) else [value]
@@ -87,7 +105,7 @@ def resolve_inputs(module: Any, given: dict[str, Any], where: str, planned: Coll
         if len(values) > 1 and not spec.multiple:
             raise UserError(f"{where}: input '{name}' takes one path, got {len(values)}")
         paths = [resolve_path(str(v)).resolve() for v in values]
-        resolved[name] = [p if _is_planned(p, planned) else _check_path(p, spec, name, where) for p in paths]
+        resolved[name] = [p if _is_planned(p, planned) else _check_path(p, spec, name, where, verified) for p in paths]
     return resolved
 
 
@@ -106,14 +124,14 @@ def _is_planned(path: Path, planned: Collection[Path]) -> bool:
     return any(parent in planned for parent in (path, *path.parents[:2]))
 
 
-def _check_path(path: Path, spec: Input, name: str, where: str) -> Path:
+def _check_path(path: Path, spec: Input, name: str, where: str, verified: set[Path]) -> Path:
     if not path.exists():
         hint = f" Run the stage that makes it first ({' or '.join(spec.stages)})." if spec.stages else ""
         raise UserError(f"{where}: input '{name}' points to {path}, which does not exist.{hint}")
     if path.is_dir():
         if spec.kind == "file":
             raise UserError(f"{where}: input '{name}' must be a file, {path} is a directory")
-        manifest = artifacts.read_manifest(path)
+        manifest = manifests.read_manifest(path)
         if manifest is not None and spec.stages and manifest.get("stage") not in spec.stages:
             raise UserError(
                 f"{where}: input '{name}' must be a {' or '.join(spec.stages)} artifact, "
@@ -123,7 +141,24 @@ def _check_path(path: Path, spec: Input, name: str, where: str) -> Path:
             raise UserError(f"{where}: input '{name}' points to {path}, which has no manifest.json (not a finished artifact)")
     elif spec.kind == "artifact":
         raise UserError(f"{where}: input '{name}' must be an artifact directory, {path} is a file")
+    _verify_input(path, name, where, verified)
     return path
+
+
+def _verify_input(path: Path, name: str, where: str, verified: set[Path]) -> None:
+    """An input artifact (or a file inside one) must still hold exactly what its manifest lists."""
+    for directory in (path, *path.parents[:2]):
+        manifest = manifests.read_manifest(directory)
+        if manifest is None:
+            continue
+        if directory not in verified:
+            changed = manifests.check_files(directory, manifest)
+            if changed:
+                raise UserError(f"{where}: input '{name}' {directory} changed on disk since it was written "
+                                f"({'; '.join(changed[:2])}); `nlp-pipe inspect {directory}` shows what changed. "
+                                "Rebuild it (rerun its stage with --force) or restore it")
+            verified.add(directory)
+        return
 
 
 def _why_changed(manifest: dict[str, Any], stage: str, cfg: Any, fps: dict[str, list[str]]) -> str:
@@ -146,8 +181,12 @@ def execute(p: Plan, force: bool = False) -> dict[str, Any]:
         return _execute_secondary(p)
     try:
         with artifacts.locked(p.out):
-            current = artifacts.read_manifest(p.out)
+            current = manifests.read_manifest(p.out)
             if not force and current is not None and current.get("fingerprint") == p.fingerprint:
+                changed = manifests.check_files(p.out, current)
+                if changed:
+                    raise UserError(f"{p.stage}: {p.out} changed on disk since it was written ({'; '.join(changed[:2])}); "
+                                    f"`nlp-pipe inspect {p.out}` shows what changed. Rebuild it with --force, or restore it")
                 log.info("%s: fresh, skipped (%s)", p.stage, p.out)
                 return current
             with artifacts.staging(p.out) as tmp:
@@ -155,7 +194,7 @@ def execute(p: Plan, force: bool = False) -> dict[str, Any]:
                 artifacts.publish(tmp, p.out, manifest)
     except OSError as exc:  # disk full, read-only or missing directory: the user's to fix, in one line
         raise UserError(_os_error(p, exc)) from exc
-    problems = artifacts.verify(p.out)  # re-read what we published: hashes must match
+    problems = manifests.verify(p.out)  # re-read what we published: hashes must match
     if problems:
         raise UserError(f"{p.stage}: {p.out} does not read back as written ({'; '.join(problems[:3])}); "
                         "is the disk healthy? Rerun with --force")
@@ -167,6 +206,10 @@ def execute(p: Plan, force: bool = False) -> dict[str, Any]:
 def _os_error(p: Plan, exc: OSError) -> str:
     cause = exc.strerror or str(exc) or type(exc).__name__
     path = f": {exc.filename}" if exc.filename and str(exc.filename) != str(p.out) else ""
+    inputs = [i for paths in p.inputs.values() for i in paths]
+    if exc.filename and any(Path(str(exc.filename)).resolve().is_relative_to(i.resolve()) for i in inputs):
+        return (f"{p.stage}: reading input {exc.filename} failed: {cause}. The input is damaged or unreadable; "
+                "check it (nlp-pipe inspect for an artifact) or rebuild it. Nothing was published")
     return (f"{p.stage}: building {p.out} failed: {cause}{path}. Nothing was published (an earlier artifact "
             f"there is unchanged); fix the cause (free space? permissions?) and rerun, or choose another --out")
 
@@ -185,7 +228,8 @@ def _execute_secondary(p: Plan) -> dict[str, Any]:
         raise UserError(f"stage '{p.stage}' runs in one process; run it without accelerate launch / torchrun")
     t0 = time.perf_counter()
     result: Result = module.run(p.config, p.inputs, p.out.parent / f".{p.out.name}.tmp-rank{process_rank()}")
-    return {"stage": p.stage, "wall_time_s": round(time.perf_counter() - t0, 3), "counts": result.counts,
+    counts = result.counts.as_dict() if isinstance(result.counts, Counts) else result.counts
+    return {"stage": p.stage, "wall_time_s": round(time.perf_counter() - t0, 3), "counts": counts,
             "metrics": result.metrics}
 
 
@@ -212,7 +256,10 @@ def _build(p: Plan, tmp: Path) -> tuple[dict[str, Any], Result]:
         root.setLevel(level)
         root.removeHandler(handler)
         handler.close()
+    counts = result.counts
+    reading = counts.details() if isinstance(counts, Counts) else {}
     manifest = {
+        "schema": manifests.SCHEMA,
         "stage": p.stage,
         "stage_version": module.VERSION,
         "fingerprint": p.fingerprint,
@@ -221,7 +268,8 @@ def _build(p: Plan, tmp: Path) -> tuple[dict[str, Any], Result]:
         "config": configs.to_dict(p.config),
         "inputs": {k: {"paths": [str(v) for v in p.inputs[k]], "fingerprints": p.input_fingerprints[k]}
                    for k in p.inputs},
-        "counts": result.counts,
+        "counts": counts.as_dict() if isinstance(counts, Counts) else counts,
+        **({"reading": reading} if reading else {}),
         "metrics": result.metrics,
         **result.extra,
         "wall_time_s": round(wall, 3),
@@ -232,16 +280,23 @@ def _build(p: Plan, tmp: Path) -> tuple[dict[str, Any], Result]:
                  "packages": _package_versions()},
     }
     _write_report(tmp, p, result, wall)
-    manifest["files"] = artifacts.list_files(tmp)
+    manifest["files"] = manifests.list_files(tmp)
     return manifest, result
 
 
 def _write_report(tmp: Path, p: Plan, result: Result, wall: float) -> None:
     lines = [f"# {p.stage}: `{p.out.name}`", "", f"- wall time: {wall:.1f} s", f"- fingerprint: `{p.fingerprint[:16]}`"]
-    if result.counts:
-        c = result.counts
-        dropped = ", ".join(f"{k}: {v}" for k, v in sorted(c.get("dropped", {}).items())) or "none"
-        lines.append(f"- rows: {c.get('rows_in')} in, {c.get('rows_out')} out; dropped: {dropped}")
+    counts = result.counts.as_dict() if isinstance(result.counts, Counts) else result.counts
+    if counts:
+        dropped = ", ".join(f"{k}: {v}" for k, v in sorted(counts.get("dropped", {}).items())) or "none"
+        lines.append(f"- rows: {counts.get('rows_in')} in, {counts.get('rows_out')} out; dropped: {dropped}")
+    if isinstance(result.counts, Counts):
+        details = result.counts
+        for name, used in details.columns.items():
+            lines.append(f"- columns of {name}: text `{used['text']}`, label " + (f"`{used['label']}`" if used["label"] else "none"))
+        for reason, places in details.where.items():
+            lines.append(f"- {reason} rows at {', '.join(places)}{' ...' if details.dropped[reason] > len(places) else ''}")
+        lines += [f"- **notice**: {text}" for text in details.notices]
     for key, value in result.metrics.items():
         if isinstance(value, (int, float, str)):
             lines.append(f"- {key}: {value}")

@@ -17,6 +17,7 @@ from conftest import FIXTURES, VENV_BIN, build, fixture_lines, lines
 from nlp_pipe import runner, stages
 from nlp_pipe.core import artifacts
 from nlp_pipe.core import config as configs
+from nlp_pipe.core import manifest as manifests
 from nlp_pipe.core.errors import UserError
 from nlp_pipe.stages import vocab as vocab_stage
 
@@ -37,7 +38,7 @@ def leftovers(parent):
 
 
 def test_manifest_records_everything(seg):
-    manifest = json.loads((seg / artifacts.MANIFEST).read_text(encoding="utf-8"))
+    manifest = json.loads((seg / manifests.MANIFEST).read_text(encoding="utf-8"))
     assert MANIFEST_KEYS <= manifest.keys()
     assert manifest["stage"] == "segment" and manifest["stage_version"] == stages.load("segment").VERSION
     assert manifest["config"]["workers"] == 1 and manifest["config"]["label_per_file"] == ["pos", "neg"]
@@ -45,7 +46,7 @@ def test_manifest_records_everything(seg):
     assert manifest["config"] == configs.to_dict(configs.build(module.Config, manifest["config"], "x"))  # fully resolved
     corpus = manifest["inputs"]["corpus"]
     assert corpus["paths"] == [str(FIXTURES / "pos.txt"), str(FIXTURES / "neg.txt")]
-    assert corpus["fingerprints"] == [artifacts.sha256_file(FIXTURES / "pos.txt"), artifacts.sha256_file(FIXTURES / "neg.txt")]
+    assert corpus["fingerprints"] == [manifests.sha256_file(FIXTURES / "pos.txt"), manifests.sha256_file(FIXTURES / "neg.txt")]
     assert manifest["inputs"]["userdict"] == {"paths": [], "fingerprints": []}
     inputs = {k: v["fingerprints"] for k, v in manifest["inputs"].items()}
     assert manifest["fingerprint"] == artifacts.fingerprint("segment", manifest["stage_version"], manifest["config"], inputs)
@@ -55,38 +56,38 @@ def test_manifest_records_everything(seg):
     started, finished = dt.datetime.fromisoformat(manifest["started"]), dt.datetime.fromisoformat(manifest["finished"])
     assert started.tzinfo is not None and started <= finished
     names = [f["name"] for f in manifest["files"]]
-    assert names == sorted(names) and artifacts.MANIFEST not in names
+    assert names == sorted(names) and manifests.MANIFEST not in names
     assert {"corpus.txt", "report.md", "stage.log", "dataset/dataset_info.json"} <= set(names)
     for f in manifest["files"]:
         path = seg / f["name"]
-        assert f["bytes"] == path.stat().st_size and f["sha256"] == artifacts.sha256_file(path)
+        assert f["bytes"] == path.stat().st_size and f["sha256"] == manifests.sha256_file(path)
     report = (seg / artifacts.REPORT).read_text(encoding="utf-8")
     assert "rows: 160 in, 160 out" in report and "| pos | 80 |" in report
 
 
 def test_downstream_input_fingerprint_is_the_upstream_fingerprint(seg, tmp_path):
     manifest = build("vocab", tmp_path / "voc", {"corpus": [seg]}, min_freq=1)
-    assert manifest["inputs"]["corpus"]["fingerprints"] == [artifacts.read_manifest(seg)["fingerprint"]]
+    assert manifest["inputs"]["corpus"]["fingerprints"] == [manifests.read_manifest(seg)["fingerprint"]]
     assert manifest["counts"] is None and manifest["metrics"]["size"] > 2
 
 
 def test_verify_finds_tampering(seg):
-    assert artifacts.verify(seg) == []
+    assert manifests.verify(seg) == []
     with open(seg / "corpus.txt", "a", encoding="utf-8") as fh:
         fh.write("多 一 行\n")
     (seg / "report.md").unlink()
     (seg / "extra.bin").write_bytes(b"\0")
-    assert artifacts.verify(seg) == ["missing file report.md", "sha256 mismatch in corpus.txt", "unrecorded file extra.bin"]
+    assert manifests.verify(seg) == ["missing file report.md", "sha256 mismatch in corpus.txt", "unrecorded file extra.bin"]
 
 
 def test_fresh_plan_skips_and_changes_are_explained(seg, tmp_path):
     inputs = {"corpus": [FIXTURES / "pos.txt", FIXTURES / "neg.txt"]}
     config = {"workers": 1, "label_per_file": "pos,neg"}
     plan = runner.plan("segment", config, inputs, seg)
-    assert plan.fresh and plan.fingerprint == artifacts.read_manifest(seg)["fingerprint"]
-    before = (seg / artifacts.MANIFEST).stat().st_mtime_ns
-    assert runner.execute(plan)["finished"] == artifacts.read_manifest(seg)["finished"]
-    assert (seg / artifacts.MANIFEST).stat().st_mtime_ns == before  # skipped, nothing rewritten
+    assert plan.fresh and plan.fingerprint == manifests.read_manifest(seg)["fingerprint"]
+    before = (seg / manifests.MANIFEST).stat().st_mtime_ns
+    assert runner.execute(plan)["finished"] == manifests.read_manifest(seg)["finished"]
+    assert (seg / manifests.MANIFEST).stat().st_mtime_ns == before  # skipped, nothing rewritten
     assert runner.plan("segment", {**config, "hmm": False}, inputs, seg).reason == "config changed: hmm"
     assert runner.plan("segment", {**config, "workers": 2}, inputs, seg).reason == "config changed: workers"
 
@@ -106,13 +107,13 @@ def test_input_content_not_mtime_decides_freshness(tmp_path):
 
 
 def test_force_rebuilds_a_fresh_artifact(seg):
-    old = artifacts.read_manifest(seg)
+    old = manifests.read_manifest(seg)
     plan = runner.plan("segment", {"workers": 1, "label_per_file": "pos,neg"},
                        {"corpus": [FIXTURES / "pos.txt", FIXTURES / "neg.txt"]}, seg)
     assert plan.fresh
     new = runner.execute(plan, force=True)
     assert new["fingerprint"] == old["fingerprint"] and new["started"] >= old["started"]
-    assert artifacts.read_manifest(seg) == new and artifacts.verify(seg) == []
+    assert manifests.read_manifest(seg) == new and manifests.verify(seg) == []
 
 
 def _failing_run(config, inputs, out):
@@ -126,7 +127,7 @@ def test_a_failing_stage_leaves_nothing_and_keeps_the_old_artifact(seg, tmp_path
     monkeypatch.setattr(vocab_stage, "run", _failing_run)
     with pytest.raises(RuntimeError, match="boom"):
         build("vocab", out, {"corpus": [seg]}, min_freq=2)  # a changed config: must rebuild, and fails
-    assert artifacts.read_manifest(out) == good and artifacts.verify(out) == []
+    assert manifests.read_manifest(out) == good and manifests.verify(out) == []
     assert not (out / "half.txt").exists()
     assert leftovers(tmp_path) == []
     with pytest.raises(RuntimeError, match="boom"):
@@ -187,13 +188,13 @@ def test_leftover_temporary_is_never_taken_as_finished(tmp_path):
     out = tmp_path / "seg"
     dead = tmp_path / ".seg.tmp-dead0000"
     shutil.copytree(FIXTURES, dead / "junk")
-    (dead / artifacts.MANIFEST).write_text('{"stage": "segment", "fingerprint": "x"}', encoding="utf-8")
+    (dead / manifests.MANIFEST).write_text('{"stage": "segment", "fingerprint": "x"}', encoding="utf-8")
     old = tmp_path / ".seg.tmp-old-dead0000"  # killed between the two renames of publish
     old.mkdir()
     plan = runner.plan("segment", {"workers": 1}, {"corpus": [FIXTURES / "bom.txt"]}, out)
     assert not plan.fresh and plan.reason == "no artifact yet"
     manifest = runner.execute(plan)
-    assert manifest["counts"]["rows_out"] == 10 and artifacts.verify(out) == []
+    assert manifest["counts"]["rows_out"] == 10 and manifests.verify(out) == []
     assert leftovers(tmp_path) == []  # cleaned up under the lock
 
 
@@ -201,11 +202,11 @@ def test_directory_without_manifest_is_not_finished(tmp_path):
     out = tmp_path / "seg"
     out.mkdir()
     plan = runner.plan("segment", {"workers": 1}, {"corpus": [FIXTURES / "bom.txt"]}, out)
-    assert plan.reason == "no finished artifact (no manifest.json)"
-    with pytest.raises(UserError, match="has no readable manifest.json"):
-        artifacts.require_manifest(out)
+    assert plan.reason == "no finished artifact (seg has no manifest.json)"
+    with pytest.raises(UserError, match="has no manifest.json: not a finished nlp-pipe artifact"):
+        manifests.require_manifest(out)
     with pytest.raises(UserError, match="does not exist"):
-        artifacts.require_manifest(tmp_path / "nothing")
+        manifests.require_manifest(tmp_path / "nothing")
 
 
 def _big_corpus(path, megabytes: float) -> int:
@@ -244,11 +245,11 @@ def test_sigkill_midway_then_rerun_completes(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    assert not out.exists() and artifacts.read_manifest(out) is None
+    assert not out.exists() and manifests.read_manifest(out) is None
     assert leftovers(tmp_path)  # the killed run's temporary is still there ...
     plan = runner.plan("segment", {"workers": 1, "chunk_rows": 200}, {"corpus": [corpus]}, out)
     assert not plan.fresh  # ... and is not taken for a finished artifact
     manifest = runner.execute(plan)
     assert manifest["counts"] == {"rows_in": rows, "rows_out": rows, "dropped": {}}
-    assert len(lines(out / "corpus.txt")) == rows and artifacts.verify(out) == []
+    assert len(lines(out / "corpus.txt")) == rows and manifests.verify(out) == []
     assert leftovers(tmp_path) == []

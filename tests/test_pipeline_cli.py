@@ -10,7 +10,7 @@ import pytest
 
 from conftest import FIXTURES, VENV_BIN, build, run_cli
 from nlp_pipe import stages
-from nlp_pipe.core import artifacts
+from nlp_pipe.core import manifest as manifests
 
 PIPELINE = """\
 name: test
@@ -51,7 +51,7 @@ def table(out: str) -> dict[str, list[str]]:
 
 def stamps(workdir) -> dict[str, tuple[int, str]]:
     """(manifest mtime, finished) per stage: changes exactly when the stage is rebuilt."""
-    return {s: ((workdir / s / artifacts.MANIFEST).stat().st_mtime_ns, artifacts.read_manifest(workdir / s)["finished"])
+    return {s: ((workdir / s / manifests.MANIFEST).stat().st_mtime_ns, manifests.read_manifest(workdir / s)["finished"])
             for s in STEPS}
 
 
@@ -79,8 +79,8 @@ def test_first_run_runs_every_stage(first_run):
     assert {name: row[0] for name, row in table(result.out).items()} == {s: "ran" for s in STEPS}
     for step in STEPS:
         assert f"[{step}] running: no artifact yet" in result.err
-        assert artifacts.verify(workdir / step) == []
-    seg, phr, voc = (artifacts.read_manifest(workdir / s) for s in STEPS)
+        assert manifests.verify(workdir / step) == []
+    seg, phr, voc = (manifests.read_manifest(workdir / s) for s in STEPS)
     assert seg["counts"]["rows_out"] == 160 and seg["metrics"]["labels"] == {"neg": 80, "pos": 80}
     assert phr["inputs"]["corpus"]["fingerprints"] == [seg["fingerprint"]]
     assert voc["inputs"]["corpus"]["fingerprints"] == [phr["fingerprint"]]
@@ -117,7 +117,7 @@ def test_changed_config_reruns_the_stage_and_what_depends_on_it(tmp_path):
     after = stamps(workdir)
     assert after["segment"] == before["segment"]
     assert after["phrases"][0] > before["phrases"][0] and after["vocab"][0] > before["vocab"][0]
-    assert artifacts.read_manifest(workdir / "phrases")["config"]["threshold"] == 0.5
+    assert manifests.read_manifest(workdir / "phrases")["config"]["threshold"] == 0.5
     # without --set the file's value is back: phrases and vocab are stale again, segment is not
     rows = table(run_cli("status", path).out)
     assert [rows[s][0] for s in STEPS] == ["fresh", "will run", "will run"]
@@ -163,7 +163,7 @@ def test_var_override_and_workdir_option(tmp_path):
     other = tmp_path / "elsewhere"
     result = run_cli("run", path, "--var", f"corpus={FIXTURES / 'neg.txt'}", "--workdir", other, "--only", "segment")
     assert result.code == 0, result.err
-    manifest = artifacts.read_manifest(other / "segment")
+    manifest = manifests.read_manifest(other / "segment")
     assert manifest["inputs"]["corpus"]["paths"] == [str(FIXTURES / "neg.txt")] and manifest["counts"]["rows_out"] == 80
     assert not (tmp_path / "runs").exists()
 
@@ -261,7 +261,7 @@ def test_stage_command_runs_reports_and_skips(tmp_path):
     result = run_cli(*args)
     assert result.code == 0, result.err
     assert f"segment: wrote {out}" in result.out and "rows: 160 in, 160 out" in result.out
-    manifest = artifacts.read_manifest(out)
+    manifest = manifests.read_manifest(out)
     assert manifest["config"]["hmm"] is False and manifest["config"]["label_per_file"] == ["pos", "neg"]
     assert manifest["config"]["mode"] == "accurate"  # unset flags keep their defaults
     result = run_cli(*args)
@@ -285,7 +285,7 @@ def test_stage_command_mistakes_exit_2(tmp_path, args, message):
 def test_stage_command_wrong_kind_of_input(tmp_path):
     seg = tmp_path / "seg"
     assert run_cli("segment", "--corpus", FIXTURES / "bom.txt", "--workers", "1", "--out", seg).code == 0
-    assert artifacts.read_manifest(seg)["config"]["hmm"] is True  # a flag not given keeps its default
+    assert manifests.read_manifest(seg)["config"]["hmm"] is True  # a flag not given keeps its default
     result = run_cli("phrases", "--corpus", FIXTURES / "pos.txt", "--out", tmp_path / "p")
     assert result.code == 2 and "must be an artifact directory" in result.err_lines[0]
     voc = tmp_path / "voc"
@@ -306,7 +306,7 @@ def test_inspect_checks_hashes(tmp_path):
     assert "stage:       segment" in result.out and "rows:        160 in, 160 out" in result.out
     assert "all files match the manifest" in result.out
     result = run_cli("inspect", seg, "--json")
-    assert result.code == 0 and json.loads(result.out) == artifacts.read_manifest(seg)
+    assert result.code == 0 and json.loads(result.out) == manifests.read_manifest(seg)
     with open(seg / "corpus.txt", "a", encoding="utf-8") as fh:
         fh.write("篡改\n")
     result = run_cli("inspect", seg)

@@ -7,7 +7,7 @@ import jieba
 import pytest
 
 from conftest import FIXTURES, build, fixture_lines, lines
-from nlp_pipe.core import artifacts
+from nlp_pipe.core import manifest as manifests
 from nlp_pipe.core.errors import UserError
 
 POS, NEG = fixture_lines("pos.txt"), fixture_lines("neg.txt")
@@ -53,7 +53,7 @@ def test_dataset_loads_with_text_words_label(seg_reviews):
     corpus = lines(seg_reviews / "corpus.txt")
     assert corpus == [" ".join(words) for words in ds["words"]]  # line-aligned with the dataset
     assert all(words and all(w and not w.isspace() for w in words) for words in ds["words"])
-    manifest = artifacts.read_manifest(seg_reviews)
+    manifest = manifests.read_manifest(seg_reviews)
     assert manifest["metrics"]["labels"] == {"neg": 80, "pos": 80}
     assert manifest["metrics"]["chars"] == sum(map(len, POS + NEG))
 
@@ -61,7 +61,7 @@ def test_dataset_loads_with_text_words_label(seg_reviews):
 def test_unlabelled_corpus_has_no_label_column(seg_news):
     ds = load(seg_news)
     assert ds.column_names == ["text", "words"] and ds["text"] == NEWS
-    manifest = artifacts.read_manifest(seg_news)
+    manifest = manifests.read_manifest(seg_news)
     assert manifest["counts"] == {"rows_in": 59, "rows_out": len(NEWS), "dropped": {"empty": 59 - len(NEWS)}}
 
 
@@ -137,7 +137,7 @@ def test_userdict_from_a_vocab_artifact(tmp_path, seg_reviews):
     out = tmp_path / "seg"
     manifest = build("segment", out, {"corpus": [_domain_corpus(tmp_path)], "userdict": [vocab]}, workers=1)
     assert [w.count(DOMAIN_WORD) for w in load(out)["words"]] == [2, 1]
-    assert manifest["inputs"]["userdict"]["fingerprints"] == [artifacts.read_manifest(vocab)["fingerprint"]]
+    assert manifest["inputs"]["userdict"]["fingerprints"] == [manifests.read_manifest(vocab)["fingerprint"]]
     assert manifest["segmenter"]["userdict_words"] == len(lines(vocab / "jieba_userdict.txt"))
 
 

@@ -11,7 +11,7 @@ import pytest
 from gensim.models import KeyedVectors
 
 from conftest import build, run_cli
-from nlp_pipe.core import artifacts
+from nlp_pipe.core import manifest as manifests
 from nlp_pipe.core.errors import UserError
 from nlp_pipe.vectors.embedding import embedding_matrix
 from nlp_pipe.vectors.store import load_keyed_vectors
@@ -58,10 +58,10 @@ def w2v(seg, eval_files, tmp_path_factory):
 
 
 def test_stage_writes_a_verified_artifact(w2v):
-    assert artifacts.verify(w2v) == []
-    names = {f["name"] for f in artifacts.read_manifest(w2v)["files"]}
+    assert manifests.verify(w2v) == []
+    names = {f["name"] for f in manifests.read_manifest(w2v)["files"]}
     assert {"vectors.txt", "vectors.kv", "vectors.kv.vectors.npy", "eval.json", "report.md"} <= names
-    manifest = artifacts.read_manifest(w2v)
+    manifest = manifests.read_manifest(w2v)
     kv = load_keyed_vectors(w2v)
     counts = manifest["counts"]
     assert counts["rows_out"] == len(kv) and counts["rows_in"] == counts["rows_out"] + counts["dropped"]["below_min_count"]
@@ -89,7 +89,7 @@ def test_eval_json_agrees_with_gensim(w2v, eval_files):
     _, spearman, _ = kv.evaluate_word_pairs(str(similarity))
     assert result["similarity"]["spearman"] == pytest.approx(spearman.statistic, abs=1e-6)
     assert result["similarity"]["oov_skipped"] == 1
-    assert artifacts.read_manifest(w2v)["metrics"]["analogy_oov_skipped"] == 6
+    assert manifests.read_manifest(w2v)["metrics"]["analogy_oov_skipped"] == 6
 
 
 def test_import_round_trips_unchanged(w2v, tmp_path):
@@ -97,7 +97,7 @@ def test_import_round_trips_unchanged(w2v, tmp_path):
     source.write_bytes(bz2.compress((w2v / "vectors.txt").read_bytes()))
     manifest = build("import-vectors", tmp_path / "imported", {"vectors": source})
     assert (tmp_path / "imported" / "vectors.txt").read_bytes() == (w2v / "vectors.txt").read_bytes()
-    assert artifacts.verify(tmp_path / "imported") == []
+    assert manifests.verify(tmp_path / "imported") == []
     assert manifest["counts"] == {"rows_in": manifest["counts"]["rows_out"], "rows_out": len(load_keyed_vectors(w2v)), "dropped": {}}
     assert np.array_equal(load_keyed_vectors(tmp_path / "imported").vectors, load_keyed_vectors(w2v).vectors)
 
@@ -141,7 +141,7 @@ def test_embedding_matrix_from_an_artifact(w2v, seg, tmp_path):
 def test_fasttext_gives_unseen_words_vectors(seg, tmp_path):
     out = tmp_path / "ft"
     manifest = build("word2vec", out, {"corpus": seg}, algorithm="fasttext", bucket=2000, query=("国王们",), **W2V)
-    assert artifacts.verify(out) == [] and manifest["metrics"]["vocab_size"] > 10
+    assert manifests.verify(out) == [] and manifest["metrics"]["vocab_size"] > 10
     assert "国王们 (unseen: from n-grams)" in (out / "report.md").read_text(encoding="utf-8")
     _, stats = embedding_matrix(out, ["[PAD]", "国王", "国王们"])
     assert (stats["found"], stats["ngram"], stats["oov"]) == (1, 1, 0)
@@ -177,5 +177,5 @@ def test_report_compares_with_other_vectors(w2v, seg, eval_files, tmp_path):
     report = (tmp_path / "other" / "report.md").read_text(encoding="utf-8")
     table = report.split("## Comparison", 1)[1]
     assert f"| this run | {w2v.name} |" in table
-    earlier = artifacts.read_manifest(w2v)["metrics"]
+    earlier = manifests.read_manifest(w2v)["metrics"]
     assert f"| analogy_accuracy | {manifest['metrics']['analogy_accuracy']} | {earlier['analogy_accuracy']} |" in table

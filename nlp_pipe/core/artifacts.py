@@ -1,17 +1,17 @@
-"""The artifact directory contract: manifest, fingerprint, atomic publish, lock.
+"""The artifact directory contract: fingerprint, atomic publish, ownership, lock.
 
 An artifact is a directory written by one stage. It is built in a hidden temporary
 sibling (`.NAME.tmp-*`) and renamed into place only after `manifest.json` has been
 written into it, so `manifest.json` present in `NAME/` means the artifact is complete.
-A per-artifact lock file (`.NAME.lock`, fcntl) keeps two processes from writing
-the same artifact at once.
+Only a directory whose manifest is ours and lists everything in it is ever replaced
+(nlp_pipe.core.manifest). A per-artifact lock file (`.NAME.lock`, fcntl) keeps two
+processes from writing the same artifact at once; it is removed when released.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -20,26 +20,13 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .errors import UserError
+from .manifest import MANIFEST, list_files, manifest_status, read_manifest, sha256_file, sha256_json, unlisted
 
-MANIFEST = "manifest.json"
 REPORT = "report.md"
 LOG = "stage.log"
-_CHUNK = 1 << 20
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def sha256_json(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 def fingerprint(stage: str, version: int, config: dict[str, Any], inputs: dict[str, list[str]]) -> str:
@@ -49,49 +36,6 @@ def fingerprint(stage: str, version: int, config: dict[str, Any], inputs: dict[s
     so a docs edit does not retrain a model; a stage bumps VERSION when its output changes.
     """
     return sha256_json({"stage": stage, "version": version, "config": config, "inputs": inputs})
-
-
-def read_manifest(directory: str | Path) -> dict[str, Any] | None:
-    """The manifest of a finished artifact, or None when there is none (or it is unreadable)."""
-    path = Path(directory) / MANIFEST
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def require_manifest(directory: str | Path, hint: str = "") -> dict[str, Any]:
-    manifest = read_manifest(directory)
-    if manifest is None:
-        reason = "does not exist" if not Path(directory).exists() else f"has no readable {MANIFEST} (not a finished artifact)"
-        raise UserError(f"{directory} {reason}.{' ' + hint if hint else ''}")
-    return manifest
-
-
-def list_files(directory: Path) -> list[dict[str, Any]]:
-    """Every file of an artifact (but the manifest) with its size and sha256, sorted by name."""
-    files = []
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        rel = path.relative_to(directory).as_posix()
-        if rel != MANIFEST:
-            files.append({"name": rel, "bytes": path.stat().st_size, "sha256": sha256_file(path)})
-    return files
-
-
-def verify(directory: str | Path) -> list[str]:
-    """Problems found when comparing an artifact's files with its manifest ([] = intact)."""
-    directory = Path(directory)
-    manifest = require_manifest(directory)
-    recorded = {f["name"]: f for f in manifest.get("files", [])}
-    actual = {f["name"]: f for f in list_files(directory)}
-    problems = [f"missing file {name}" for name in recorded.keys() - actual.keys()]
-    problems += [f"unrecorded file {name}" for name in actual.keys() - recorded.keys()]
-    problems += [
-        f"sha256 mismatch in {name}"
-        for name in recorded.keys() & actual.keys()
-        if recorded[name]["sha256"] != actual[name]["sha256"]
-    ]
-    return sorted(problems)
 
 
 def input_fingerprint(path: Path, expected: dict[Path, str]) -> str:
@@ -114,26 +58,57 @@ def now() -> str:
 
 @contextmanager
 def locked(out: Path) -> Iterator[None]:
-    """Hold the artifact's lock; a second writer gets a one-line error instead of waiting silently."""
+    """Hold the artifact's lock; a second writer gets a one-line error instead of waiting silently.
+    The lock file goes when released; one left by a killed process is taken over (the kernel freed it)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     lock_path = out.parent / f".{out.name}.lock"
-    fh = open(lock_path, "a+")
-    try:
+    while True:
+        fh = open(lock_path, "a+")
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.seek(0)
             owner = fh.read().strip() or "another process"
-            raise UserError(
-                f"{out} is being written by {owner}; wait for it to finish (or write to another --out)"
-            ) from None
+            fh.close()
+            raise UserError(f"{out} is being written by {owner}; wait for it to finish (or write to another --out)") from None
+        if _same_file(fh, lock_path):
+            break
+        fh.close()  # the holder removed this lock file after we opened it: take the one that is there now
+    try:
         fh.seek(0)
         fh.truncate()
         fh.write(f"pid {os.getpid()}")
         fh.flush()
         yield
     finally:
+        lock_path.unlink(missing_ok=True)  # while still holding it: whoever opened it meanwhile retries
         fh.close()
+
+
+def _same_file(fh: IO[str], path: Path) -> bool:
+    try:
+        return os.fstat(fh.fileno()).st_ino == path.stat().st_ino
+    except FileNotFoundError:
+        return False
+
+
+def check_ownership(out: Path) -> None:
+    """Refuse to replace anything at `out` that nlp-pipe cannot prove it wrote: a file, a link, a directory of
+    other files, a manifest that is not ours, or an artifact holding files its manifest does not list."""
+    if out.is_symlink() or out.is_file():
+        raise UserError(f"{out} is a {'link' if out.is_symlink() else 'file'}, not an artifact directory; "
+                        "nlp-pipe will not replace it. Choose another --out")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    manifest, problem = manifest_status(out)
+    if manifest is None:
+        raise UserError(f"{out} is not an nlp-pipe artifact (it {problem}) and holds other files; nlp-pipe replaces only "
+                        "artifacts it wrote, whatever --force says. Choose another --out, or move those files away")
+    extra = unlisted(out, manifest)
+    if extra:
+        shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+        raise UserError(f"{out} holds files its manifest does not list ({shown}); nlp-pipe will not delete them. "
+                        f"Move them out of {out} (or delete them yourself), then rerun")
 
 
 @contextmanager
@@ -143,11 +118,7 @@ def staging(out: Path) -> Iterator[Path]:
     Must be used under `locked(out)`: temporaries left by killed runs are removed here,
     which is only safe while no other writer can own them.
     """
-    # publish() replaces `out` wholesale: never do that to a file or to a directory of the user's
-    # own files (`--out ~/data` would delete them); an empty directory or an artifact is fine.
-    if out.is_file() or (out.is_dir() and read_manifest(out) is None and any(out.iterdir())):
-        raise UserError(f"{out} exists and is not an nlp-pipe artifact (no {MANIFEST}); refusing to replace it. "
-                        "Choose another --out, or remove it first.")
+    check_ownership(out)  # publish() replaces `out` wholesale
     for stale in out.parent.glob(f".{out.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -180,6 +151,7 @@ def publish(tmp: Path, out: Path, manifest: dict[str, Any]) -> None:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
+    check_ownership(out)  # again: files may have been added to the old artifact while this one was built
     old = None
     if out.exists():
         old = out.parent / f".{out.name}.tmp-old-{uuid.uuid4().hex[:8]}"

@@ -21,9 +21,9 @@ _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
 
-def option(default: Any, help: str, *, min: float | None = None, max: float | None = None) -> Any:
-    """A config field with a default, a one-line help and an optional numeric range."""
-    return dataclasses.field(default=default, metadata={"help": help, "min": min, "max": max})
+def option(default: Any, help: str, *, min: float | None = None, max: float | None = None, min_items: int = 0) -> Any:
+    """A config field with a default, a one-line help, an optional numeric range and, for lists, a least length."""
+    return dataclasses.field(default=default, metadata={"help": help, "min": min, "max": max, "min_items": min_items})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +131,10 @@ def _coerce(value: Any, hint: Any, label: str) -> Any:
 
 def _check_range(value: Any, field: dataclasses.Field, where: str) -> Any:
     lo, hi = field.metadata.get("min"), field.metadata.get("max")
+    least = field.metadata.get("min_items") or 0
+    if isinstance(value, tuple) and len(value) < least:
+        raise UserError(f"{where}: {field.name} needs at least {least} value{'s' if least > 1 else ''} (comma-separated), "
+                        f"got {len(value)}; its default is {','.join(map(str, field.default if isinstance(field.default, tuple) else ()))}")
     for v in value if isinstance(value, tuple) else (value,):
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             if lo is not None and v < lo:

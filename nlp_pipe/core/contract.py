@@ -9,9 +9,14 @@ in every process; only the main one writes the artifact).
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+log = logging.getLogger(__name__)
+_SHOWN_LINES = 10  # places kept per drop reason for the manifest and the report
 
 
 @dataclass(frozen=True)
@@ -25,11 +30,51 @@ class Input:
     stages: tuple[str, ...] = ()  # upstream stages whose artifacts fit here (empty = any)
 
 
+class Counts:
+    """Rows in, rows out and rows dropped by reason (with the first lines where it happened): what every
+    stage records in its manifest, with the columns read from each file and notices for the report."""
+
+    def __init__(self) -> None:
+        self.rows_in = 0
+        self.rows_out = 0
+        self.dropped: Counter[str] = Counter()
+        self.where: dict[str, list[str]] = {}
+        self.columns: dict[str, dict[str, Any]] = {}
+        self.notices: list[str] = []
+
+    def drop(self, reason: str, n: int = 1, where: str | None = None) -> None:
+        self.dropped[reason] += n
+        if where is not None and len(shown := self.where.setdefault(reason, [])) < _SHOWN_LINES:
+            shown.append(where)
+
+    def notice(self, text: str) -> None:
+        log.warning(text)
+        self.notices.append(text)
+
+    def bad(self, reasons: tuple[str, ...]) -> int:
+        return sum(self.dropped[r] for r in reasons)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The manifest's `counts`."""
+        return {"rows_in": self.rows_in, "rows_out": self.rows_out, "dropped": dict(sorted(self.dropped.items()))}
+
+    def details(self) -> dict[str, Any]:
+        """The manifest's `reading`: columns used per file, where rows were dropped, notices."""
+        out: dict[str, Any] = {}
+        if self.columns:
+            out["columns"] = self.columns
+        if self.where:
+            out["dropped_at"] = dict(sorted(self.where.items()))
+        if self.notices:
+            out["notices"] = self.notices
+        return out
+
+
 @dataclass
 class Result:
     """What a stage hands back to the runner for the manifest and report."""
 
-    counts: dict[str, Any] | None = None  # rows_in, rows_out, dropped {reason: n}
+    counts: Counts | dict[str, Any] | None = None  # rows_in, rows_out, dropped {reason: n} (a Counts adds its details)
     metrics: dict[str, Any] = field(default_factory=dict)
     report: str = ""  # markdown body appended under the runner's summary
     extra: dict[str, Any] = field(default_factory=dict)  # stage-specific manifest fields

@@ -53,12 +53,24 @@ def load_splits(train: Path, dev: Path | None, test: Path | None, seed: int,
         train_ds, dev_ds, carved_test = (train_ds.select(p) for p in parts)
         train_rows = parts[0]
         test_ds = test_ds if test_ds is not None else carved_test
+    _enough_per_class(np.array(train_ds["label"]), labels, train)
     for name, ds in (("dev", dev_ds), ("test", test_ds)):
         if ds is not None:
             unseen = sorted(set(ds["label"]) - set(labels))
             if unseen:
                 raise UserError(f"{name} data has label '{unseen[0]}' never seen in training (training labels: {', '.join(labels)})")
     return Splits(train_ds, dev_ds, test_ds if test_ds is not None and len(test_ds) else None, labels, origin, train_rows)
+
+
+def _enough_per_class(train_labels: np.ndarray, labels: list[str], source: Path) -> None:
+    """A class with fewer than 2 training examples cannot be learnt or scored; say which, before training."""
+    names, counts = np.unique(train_labels, return_counts=True)
+    rare = {str(n): int(c) for n, c in zip(names, counts) if c < 2}
+    rare.update({label: 0 for label in labels if label not in set(names.tolist())})
+    if rare:
+        shown = ", ".join(f"'{k}' ({v})" for k, v in list(rare.items())[:5])
+        raise UserError(f"train data {source}: class(es) with fewer than 2 training examples after the split: {shown}; "
+                        "add examples of them, or drop those rows")
 
 
 def stratified_split(labels: np.ndarray, ratios: tuple[float, ...], seed: int) -> list[np.ndarray]:

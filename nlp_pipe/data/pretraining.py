@@ -22,7 +22,7 @@ import datasets
 import numpy as np
 import pyarrow.compute as pc
 
-from ..core import artifacts
+from ..core import manifest as manifests
 from ..core.errors import UserError
 from ..text.corpus import Counts, ReadOptions
 from .blocks import IGNORE, BlockSpec, build_blocks, tokenize_documents
@@ -59,7 +59,7 @@ class Built:
 def build(paths: list[Path], input_key: str, tokenizer: Any, spec: BuildSpec, cache_root: Path,
           num_proc: int) -> Built:
     """The train/eval blocks for `paths`, from the cache when an identical build exists."""
-    key = artifacts.sha256_json({"version": DATA_VERSION, "inputs": input_key, "vocab": _vocab_hash(tokenizer),
+    key = manifests.sha256_json({"version": DATA_VERSION, "inputs": input_key, "vocab": _vocab_hash(tokenizer),
                                  "spec": asdict(spec)})[:16]
     folder = cache_root / key
     if (folder / STATS).exists():
@@ -151,4 +151,4 @@ def block_stats(blocks: datasets.Dataset, max_seq_len: int) -> dict[str, Any]:
 
 def _vocab_hash(tokenizer: Any) -> str:
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
-    return artifacts.sha256_json([vocab, type(tokenizer).__name__, getattr(tokenizer, "do_lower_case", None)])
+    return manifests.sha256_json([vocab, type(tokenizer).__name__, getattr(tokenizer, "do_lower_case", None)])

@@ -92,7 +92,10 @@ def layer_map(student_layers: int, teacher_layers: int, mapping: Sequence[int] |
     divide N the floor spreads the gaps unevenly (3 -> 8 gives [2, 5, 8]); the last student layer
     always learns from the last teacher layer. `mapping` overrides it: M increasing layers in 1..N."""
     if not 1 <= student_layers <= teacher_layers:
-        raise UserError(f"a student of {student_layers} layers cannot be mapped onto a teacher of {teacher_layers}")
+        raise UserError(f"a student of {student_layers} layers cannot be mapped onto a teacher of {teacher_layers}: give a "
+                        f"student with at most {teacher_layers} layers, e.g. --student-shape FILE.json holding "
+                        f'{{"num_hidden_layers": {teacher_layers}, "hidden_size": ..., "intermediate_size": ...}} '
+                        "(pipelines/students/ has one), or a larger teacher")
     if mapping is None:
         return [m * teacher_layers // student_layers for m in range(1, student_layers + 1)]
     mapping = [int(layer) for layer in mapping]

@@ -141,7 +141,7 @@ def _general(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: 
                         f"{summary.steps} steps; last losses: " + ", ".join(f"{k} {v:.4f}" for k, v in summary.last_train.items()
                                                                               if k.endswith("loss")),
                         "", "![training curves](training_curves.png)"])
-    return Result(counts.as_dict(), metrics, report, cleanup=trainer.cleanup)
+    return Result(counts, metrics, report, cleanup=trainer.cleanup)
 
 
 def _task(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dict) -> Result:

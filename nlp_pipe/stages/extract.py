@@ -89,7 +89,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     metrics = {"rows": len(texts), "dim": shape[1], "pooling": config.pooling, "layer": config.layer,
                "texts_per_s": round(len(texts) / seconds, 1), "truncated": truncated, "tokens": int(offsets[-1]),
                "padding_fraction": round(padded / (padded + int(offsets[-1])), 5)}
-    return Result(counts.as_dict(), metrics, _report(config, metrics, shape), {"device": str(device)})
+    return Result(counts, metrics, _report(config, metrics, shape), {"device": str(device)})
 
 
 def _load(checkpoint: Path) -> tuple[Any, Any]:

@@ -65,7 +65,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
         metrics["vocab_coverage"] = round(1 - len(missing) / len(keep), 6)
         head += (f" The vocab has {len(keep):,} tokens; {len(keep) - len(missing):,} have a vector "
                  f"({metrics['vocab_coverage']:.1%}). Without one: {' '.join(missing[:40])}")
-    return Result(counts.as_dict(), metrics, head + "\n\n" + report, {"source": str(source)})
+    return Result(counts, metrics, head + "\n\n" + report, {"source": str(source)})
 
 
 def _vocab_words(vocab_dir: Path) -> dict[str, None]:

@@ -85,7 +85,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     table = "\n".join(f"| {p} | {s:.3f} | {c} |" for p, s, c, _ in rows[:40])
     report = (f"## Phrases\n{len(rows)} phrases ({config.scoring} scoring, threshold {config.threshold}).\n\n"
               f"| phrase | score | count |\n| --- | --- | --- |\n{table}")
-    return Result(counts.as_dict(), {"phrases": len(rows), "merged_tokens": counts.merged}, report)
+    return Result(counts, {"phrases": len(rows), "merged_tokens": counts.merged}, report)
 
 
 class _MergeCounts(Counts):

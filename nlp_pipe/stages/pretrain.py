@@ -27,6 +27,7 @@ import torch
 
 from ..checkpoints import loading
 from ..core import artifacts
+from ..core import manifest as manifests
 from ..core.config import option, to_dict
 from ..core.contract import Input, Result
 from ..core.errors import UserError
@@ -91,7 +92,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     with Trainer(config, out, run_config=run_key, name=NAME) as trainer:
         hf_model = _model(config, inputs, tokenizer)  # after Trainer(): seeded, identical on every process
         with trainer.accelerator.main_process_first():  # the main process builds the cache, the others load it
-            built = blocks_data.build(inputs["corpus"], artifacts.sha256_json(run_key["inputs"]["corpus"]), tokenizer,
+            built = blocks_data.build(inputs["corpus"], manifests.sha256_json(run_key["inputs"]["corpus"]), tokenizer,
                                       _build_spec(config, tokenizer), artifacts.work_dir(out, "cache"),
                                       config.num_proc or min(4, default_workers()))
         collator = MaskingCollator(tokenizer.pad_token_id, tokenizer.mask_token_id, len(tokenizer),
@@ -136,8 +137,11 @@ def _tokenizer(inputs: dict[str, list[Path]]) -> tuple[Any, Path]:
     if source.is_file():  # a bare vocab.txt, e.g. Google's Chinese BERT vocabulary
         # not BertTokenizerFast(vocab_file=): it ignores the file in transformers 5 (docs/library-notes.md)
         tokenizer, vocab_txt = BertTokenizer(vocab=str(source)), source
+    elif (manifests.read_manifest(source) or {}).get("config", {}).get("kind") == "word":
+        raise UserError(f"pretrain: {source} is a word vocabulary (vocab --kind word); BERT pretraining needs characters: "
+                        f"nlp-pipe vocab --kind bert --corpus SEGMENTED --out DIR (or a BERT vocab.txt / checkpoint)")
     elif any((source / f).exists() for f in loading.TOKENIZER_FILES):
-        tokenizer, vocab_txt = AutoTokenizer.from_pretrained(str(source)), source / VOCAB_TXT
+        tokenizer, vocab_txt = loading.load_tokenizer(source), source / VOCAB_TXT
     else:
         raise UserError(f"pretrain: {source} holds no tokenizer; make one with: nlp-pipe vocab --kind bert --corpus SEGMENTED --out DIR")
     if not tokenizer.is_fast or tokenizer.mask_token_id is None or tokenizer.cls_token_id is None:

@@ -101,7 +101,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
         "words_per_text": round(stats["words"] / counts.rows_out, 2), "workers": workers,
         "labels": stats["labels"],
     }
-    return Result(counts.as_dict(), metrics, _report(stats, dict_info), {"segmenter": dict_info})
+    return Result(counts, metrics, _report(stats, dict_info), {"segmenter": dict_info})
 
 
 def _segmented_chunks(config, files, spec, workers, counts) -> Iterator[tuple[list[str], list, list[str]]]:

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 from gensim.models import KeyedVectors
 
-from .store import has_ngrams, load_keyed_vectors
+from ..core.errors import UserError
+from .store import has_ngrams, load_keyed_vectors, zero_rows
 
 
 def embedding_matrix(vectors: str | Path | KeyedVectors, tokens: list[str], seed: int = 0, *, pad_token: str = "[PAD]",
@@ -35,7 +36,11 @@ def embedding_matrix(vectors: str | Path | KeyedVectors, tokens: list[str], seed
     sample = matrix[[r for r, _ in found]] if found else np.asarray(kv.vectors[:10_000])
     scale = float(np.sqrt(3.0) * sample.std()) if scale is None else scale
     matrix[oov] = np.random.default_rng(seed).uniform(-scale, scale, (len(oov), kv.vector_size)).astype(np.float32)
-    stats = {"tokens": len(tokens), "dim": kv.vector_size, "found": len(found), "ngram": len(ngram), "oov": len(oov),
+    zero = zero_rows(matrix[[r for r, _ in found]]) if found else 0
+    if found and zero == len(found):
+        raise UserError(f"every one of the {len(found)} vectors found for the vocabulary is all zeros; rebuild the vectors")
+    stats = {"tokens": len(tokens), "dim": kv.vector_size, "found": len(found), "zero_vectors": zero, "ngram": len(ngram),
+             "oov": len(oov),
              "pad": sum(t == pad_token for t in tokens), "oov_rate": round(len(oov) / max(len(tokens), 1), 6),
              "init_scale": round(scale, 6), "oov_examples": [tokens[i] for i in oov[:20]]}
     return matrix, stats

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from gensim.models import KeyedVectors
 
-from ..core import artifacts
+from ..core import manifest as manifests
 from ..core.config import option
 from ..core.errors import UserError
 from ..core.files import EVAL_JSON, VECTORS_KV, VECTORS_TXT
@@ -64,13 +64,13 @@ def load_keyed_vectors(path: str | Path, *, mmap: bool = True) -> KeyedVectors:
     """Vectors from a word2vec/import-vectors artifact dir, or a word2vec text file (.txt, .bz2, .gz)."""
     path = Path(path)
     if path.is_dir():
-        manifest = artifacts.require_manifest(path, "Pass a word2vec or import-vectors artifact, or a word2vec text file.")
+        manifest = manifests.require_manifest(path, "Pass a word2vec or import-vectors artifact, or a word2vec text file.")
         if manifest.get("stage") not in VECTOR_STAGES:
             raise UserError(f"{path} is a '{manifest.get('stage')}' artifact, not word vectors (word2vec or import-vectors)")
-        recorded = {f["name"]: f["sha256"] for f in manifest.get("files", [])}
-        kv_file = path / VECTORS_KV
-        if not kv_file.is_file() or recorded.get(VECTORS_KV) != artifacts.sha256_file(kv_file):  # a pickle: only our own
-            raise UserError(f"{path / VECTORS_KV} does not match its manifest; rebuild the artifact (--force)")
+        changed = manifests.check_files(path, manifest)  # vectors.kv is a pickle: only our own, unchanged
+        if changed or VECTORS_KV not in {f["name"] for f in manifest["files"]}:
+            raise UserError(f"{path} changed on disk since it was written ({'; '.join(changed[:3]) or 'no ' + VECTORS_KV}); "
+                            f"`nlp-pipe inspect {path}` shows what; rebuild it with --force")
         return KeyedVectors.load(str(path / VECTORS_KV), mmap="r" if mmap else None)
     if not path.exists():
         raise UserError(f"{path} does not exist; pass a vectors artifact dir or a word2vec text file")
@@ -107,6 +107,9 @@ class ReportOptions:
 def finish_artifact(kv: KeyedVectors, out: Path, options: ReportOptions, analogy: list[Path],
                     similarity: list[Path]) -> tuple[dict[str, Any], str]:
     """Save vectors.txt, vectors.kv and eval.json into `out`; returns (metrics, report.md body)."""
+    zero = zero_rows(kv.vectors)
+    if len(kv) and zero == len(kv):
+        raise UserError(f"every one of the {len(kv)} vectors is all zeros: nothing to learn from; check the source")
     # Writing text holds the GIL, evaluation is mostly numpy that releases it: overlap the two, which
     # only read kv. kv.save comes after (it detaches arrays while pickling), neighbours_table last
     # (most_similar caches norms in kv, which kv.save would pickle).
@@ -126,7 +129,7 @@ def finish_artifact(kv: KeyedVectors, out: Path, options: ReportOptions, analogy
     if not analogy and not similarity:
         parts.append("No evaluation files given (inputs analogy / similarity; shipped: vocab/analogy_zh.txt, vocab/similarity_zh.txt).")
     parts.append("## Nearest neighbours\n" + neighbours_table(kv, [*frequent, *options.query], options.neighbours))
-    return {"vocab_size": len(kv), "vector_size": kv.vector_size, **eval_metrics(result)}, "\n\n".join(parts)
+    return {"vocab_size": len(kv), "vector_size": kv.vector_size, "zero_vectors": zero, **eval_metrics(result)}, "\n\n".join(parts)
 
 
 def _spread_words(kv: KeyedVectors, ranks: tuple[int, ...] = (20, 50, 100, 200, 500, 1000, 2000, 5000)) -> list[str]:
@@ -137,6 +140,11 @@ def _spread_words(kv: KeyedVectors, ranks: tuple[int, ...] = (20, 50, 100, 200, 
         if word:
             words.append(word)
     return words
+
+
+def zero_rows(matrix: np.ndarray) -> int:
+    """Rows that are all zeros (a word without information), counted in blocks so a memory map stays flat."""
+    return sum(int((~np.any(matrix[i:i + 65536], axis=1)).sum()) for i in range(0, len(matrix), 65536))
 
 
 def has_ngrams(kv: KeyedVectors) -> bool:

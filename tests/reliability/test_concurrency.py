@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import FIXTURES, run_cli
-from nlp_pipe.core import artifacts
+from nlp_pipe.core import manifest as manifests
 
 STEPS = ("segment", "vocab")
 
@@ -68,7 +68,7 @@ def built(stderr: str) -> set[str]:
 
 def assert_all_fresh_and_intact(pipe: Path, workdir: Path) -> None:
     for step in STEPS:
-        assert artifacts.verify(workdir / step) == []
+        assert manifests.verify(workdir / step) == []
     assert sorted(p.name for p in workdir.iterdir() if ".tmp-" in p.name) == []
     status = run_cli("status", pipe)
     assert status.code == 0 and "will run" not in status.out, status.out

@@ -19,6 +19,7 @@ import pytest
 
 from conftest import FIXTURES, run_cli
 from nlp_pipe.core import artifacts
+from nlp_pipe.core import manifest as manifests
 from nlp_pipe.stages import segment as segment_stage
 
 
@@ -32,7 +33,7 @@ def good(tmp_path, seg_reviews):
     out = tmp_path / "runs" / "voc"
     result = run_cli("vocab", "--corpus", seg_reviews, "--min-freq", "1", "--out", out)
     assert result.code == 0, result.err
-    return out, artifacts.read_manifest(out)
+    return out, manifests.read_manifest(out)
 
 
 def rerun(out, seg_reviews):
@@ -46,9 +47,9 @@ def assert_clean_failure(result, out, manifest, cause: str) -> None:
     assert [x for x in result.err_lines if x.startswith("error")] == [line], result.err
     assert line.startswith("error: ") and str(out) in line and cause in line, line
     if manifest is None:
-        assert artifacts.read_manifest(out) is None
+        assert manifests.read_manifest(out) is None
     else:
-        assert artifacts.read_manifest(out) == manifest and artifacts.verify(out) == []
+        assert manifests.read_manifest(out) == manifest and manifests.verify(out) == []
     if out.parent.is_dir():
         assert leftovers(out.parent) == []
 
@@ -109,7 +110,7 @@ def test_disk_full_while_publish_writes_the_manifest(good, seg_reviews, monkeypa
 
     def open_(file, mode="r", *args, **kwargs):
         fh = real_open(file, mode, *args, **kwargs)
-        return FullDisk(fh, 10) if pathlib.Path(file).name == artifacts.MANIFEST and "w" in mode else fh
+        return FullDisk(fh, 10) if pathlib.Path(file).name == manifests.MANIFEST and "w" in mode else fh
 
     monkeypatch.setattr(artifacts, "open", open_, raising=False)
     assert_clean_failure(rerun(out, seg_reviews), out, manifest, "No space left on device")
@@ -188,4 +189,4 @@ def test_pipeline_run_reports_a_full_disk_the_same_way(tmp_path, seg_reviews, mo
     monkeypatch.setattr(pathlib.Path, "write_text", write_text)
     assert_clean_failure(run_cli("run", pipe), out, None, "No space left on device")
     monkeypatch.undo()
-    assert run_cli("run", pipe).code == 0 and artifacts.verify(out) == []
+    assert run_cli("run", pipe).code == 0 and manifests.verify(out) == []

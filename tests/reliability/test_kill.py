@@ -34,7 +34,7 @@ import yaml
 
 from conftest import FIXTURES, build, run_cli
 from nlp_pipe import runner
-from nlp_pipe.core import artifacts
+from nlp_pipe.core import manifest as manifests
 
 SEED = 20240607
 KILLED = -signal.SIGKILL
@@ -145,8 +145,8 @@ def clean_run(work: dict, stage: str) -> tuple[Path, dict]:
         config, _ = STAGES[stage]
         out = work["root"] / f"clean_{stage}"
         run_stage(stage, stage_inputs(work, stage), config, out)
-        assert artifacts.verify(out) == []
-        work["clean"][stage] = (out, artifacts.read_manifest(out))
+        assert manifests.verify(out) == []
+        work["clean"][stage] = (out, manifests.read_manifest(out))
     return work["clean"][stage]
 
 
@@ -228,13 +228,13 @@ def check_kill(work: dict, tmp_path: Path, stage: str, point: str) -> None:
 
     # 1. nothing half-written is taken as finished
     plan = runner.plan(stage, config, inputs, out)
-    manifest = artifacts.read_manifest(out)
+    manifest = manifests.read_manifest(out)
     if manifest is None:
-        assert not plan.fresh and plan.reason in ("no artifact yet", "no finished artifact (no manifest.json)")
+        assert not plan.fresh and plan.reason in ("no artifact yet", f"no finished artifact ({out.name} has no manifest.json)")
         status = run_cli("status", pipeline_file(tmp_path / "pipe.yaml", stage, inputs, config, out))
         assert status.code == 0 and "will run" in status.out and plan.reason in status.out, status
     else:  # only ever the complete previous artifact, untouched
-        assert previous and manifest == clean and artifacts.verify(out) == [] and plan.fresh
+        assert previous and manifest == clean and manifests.verify(out) == [] and plan.fresh
     for entry in parent.iterdir():  # whatever else is there is hidden, never a finished-looking artifact
         assert entry.name.startswith(".") or entry == out, entry
     if point == "publish-1" and not previous:
@@ -242,9 +242,9 @@ def check_kill(work: dict, tmp_path: Path, stage: str, point: str) -> None:
 
     # 2. the rerun completes and equals a clean run
     run_stage(stage, inputs, config, out)
-    assert artifacts.verify(out) == []
-    assert artifacts.read_manifest(out)["fingerprint"] == clean["fingerprint"]
-    assert artifacts.read_manifest(out)["counts"] == clean["counts"]
+    assert manifests.verify(out) == []
+    assert manifests.read_manifest(out)["fingerprint"] == clean["fingerprint"]
+    assert manifests.read_manifest(out)["counts"] == clean["counts"]
     assert digests(out, compared) == digests(clean_dir, compared)
     if manifest is None:  # the rerun built: it removed the killed run's temporaries under the lock
         assert leftovers(parent) == []
@@ -279,9 +279,9 @@ def test_repeated_kills_at_random_points(work, tmp_path, stage):
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(0.3, 3.0 + clean["wall_time_s"]))  # start-up is 0.5-3 s here
         kill_group(proc)
-        manifest = artifacts.read_manifest(out)  # a run may have finished before its kill: then it is complete
-        assert manifest is None or (manifest["fingerprint"] == clean["fingerprint"] and artifacts.verify(out) == [])
+        manifest = manifests.read_manifest(out)  # a run may have finished before its kill: then it is complete
+        assert manifest is None or (manifest["fingerprint"] == clean["fingerprint"] and manifests.verify(out) == [])
         assert runner.plan(stage, config, inputs, out).fresh == (manifest is not None)
     run_stage(stage, inputs, config, out)
-    assert artifacts.verify(out) == [] and digests(out, compared) == digests(clean_dir, compared)
+    assert manifests.verify(out) == [] and digests(out, compared) == digests(clean_dir, compared)
     assert leftovers(out.parent) == []  # removed by whichever run built the artifact
