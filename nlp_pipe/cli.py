@@ -278,6 +278,11 @@ def _table(header: list[str], rows: list[tuple]) -> None:
             click.echo("  ".join("-" * w for w in widths))
 
 
+def _allocation(exc: RuntimeError) -> str:
+    words = str(exc).split("you tried to allocate ")
+    return f"tried to allocate {words[1].split('.')[0]}" if len(words) > 1 else "an allocation failed"
+
+
 def main(argv: list[str] | None = None) -> None:
     verbose = "-v" in (argv or sys.argv) or "--verbose" in (argv or sys.argv)
     try:
@@ -286,6 +291,18 @@ def main(argv: list[str] | None = None) -> None:
         if verbose:
             raise
         click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except MemoryError as exc:  # a size in the config beyond this machine: the user's to lower, in one line
+        if verbose:
+            raise
+        click.echo(f"error: out of memory{': ' + str(exc).splitlines()[0][:200] if str(exc) else ''}; lower the sizes "
+                   "in the config (batch, vocabulary, filters, dimensions) or use a machine with more memory", err=True)
+        sys.exit(2)
+    except RuntimeError as exc:
+        if verbose or "can't allocate memory" not in str(exc):  # torch reports failed allocations as RuntimeError
+            raise
+        click.echo(f"error: out of memory ({_allocation(exc)}); lower the sizes in the config (batch, vocabulary, filters, "
+                   "dimensions) or use a machine with more memory", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

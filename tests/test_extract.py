@@ -126,7 +126,9 @@ def test_cli_help_and_bad_checkpoint(tmp_path, tiny_bert, corpus):
     no_tokenizer = tmp_path / "no_tokenizer"
     no_tokenizer.mkdir()
     (no_tokenizer / "config.json").write_bytes((tiny_bert / "config.json").read_bytes())
-    cases = [(no_tokenizer, "has no tokenizer"), (tmp_path, "has no config.json and no tokenizer")]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [(no_tokenizer, "has no tokenizer"), (empty, "has no config.json and no tokenizer")]
     for checkpoint, message in cases:
         bad = run_cli("extract", "--checkpoint", checkpoint, "--corpus", corpus, "--out", tmp_path / "bad")
         assert bad.code == 2 and len(bad.err_lines) == 1, bad.err

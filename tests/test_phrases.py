@@ -57,7 +57,7 @@ def test_finds_a_planted_collocation(tmp_path):
     assert found[0]["parts"] == "量子 纠缠" and int(found[0]["count"]) == PLANTED_LINES
     assert float(found[0]["score"]) == pytest.approx(1.0, abs=1e-3)  # npmi of words never seen apart
     assert lines(tmp_path / "out" / "jieba_userdict.txt") == [f"量子纠缠 {PLANTED_LINES}"]
-    assert result.counts == {"rows_in": 240, "rows_out": 240, "dropped": {}}
+    assert result.counts.as_dict() == {"rows_in": 240, "rows_out": 240, "dropped": {}}
     assert result.metrics == {"phrases": 1, "merged_tokens": PLANTED_LINES}
 
 

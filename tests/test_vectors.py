@@ -139,7 +139,8 @@ def test_load_refuses_what_is_not_vectors(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         load_keyed_vectors(tmp_path / "missing.txt")
     (tmp_path / "art").mkdir()
-    (tmp_path / "art" / "manifest.json").write_text(json.dumps({"stage": "segment"}), encoding="utf-8")
+    (tmp_path / "art" / "manifest.json").write_text(json.dumps({"schema": "nlp-pipe.artifact/1", "stage": "segment", "files": []}),
+                                                    encoding="utf-8")
     with pytest.raises(UserError, match="'segment' artifact, not word vectors"):
         load_keyed_vectors(tmp_path / "art")
 

@@ -17,6 +17,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from .errors import UserError, did_you_mean
 
+SEED_MAX = 2**32 - 1  # numpy and torch generators take seeds below 2**32 on every platform
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 

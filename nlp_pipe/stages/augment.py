@@ -21,7 +21,7 @@ import datasets
 
 from ..augmentation.word_substitution import augment
 from ..checkpoints import loading
-from ..core.config import option
+from ..core.config import SEED_MAX, option
 from ..core.contract import Input, Result
 from ..core.files import AUGMENT_STATS_JSON, DATASET_DIR, SEGMENTER_JSON
 from ..data.labelled import load_dataset
@@ -49,7 +49,7 @@ class Config:
     top_k: int = option(15, "candidates per word: the MLM's top K characters, or the K nearest vector neighbours", min=1)
     max_seq_len: int = option(128, "tokens the MLM sees per text; characters beyond stay unchanged", min=8, max=512)
     batch_size: int = option(64, "MLM rows per forward", min=1)
-    seed: int = option(42, "seed for the replacements")
+    seed: int = option(42, "seed for the replacements", min=0, max=SEED_MAX)
 
 
 def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..core.config import option
+from ..core.config import SEED_MAX, option
 from ..core.contract import Input, Result
 from ..core.errors import UserError
 from ..core.files import USERDICT_TXT, VOCAB_TXT, WORDS_TSV
@@ -57,7 +57,7 @@ class Config(DiscoveryOptions):
         "mapped into the embedding space (needs --vectors)")
     bias_shift: float = option(1.0, "mean-chars/vectors: a new word's decoder bias is its pieces' mean bias minus this per "
                                     "extra piece (keeps new words from taking the characters' probability; 0 = plain mean)", min=0.0)
-    seed: int = option(0, "seed for --init random")
+    seed: int = option(0, "seed for --init random", min=0, max=SEED_MAX)
 
 
 def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:

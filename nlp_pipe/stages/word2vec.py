@@ -25,7 +25,7 @@ from gensim.models import FastText, Word2Vec
 from gensim.models.callbacks import CallbackAny2Vec
 
 from ..core.artifacts import read_manifest
-from ..core.config import option
+from ..core.config import SEED_MAX, option
 from ..core.contract import Input, Result
 from ..core.errors import UserError
 from ..core.files import EVAL_JSON, VECTORS_KV, VECTORS_TXT, corpus_txt
@@ -63,13 +63,13 @@ class Config(ReportOptions):
     epochs: int = option(5, "passes of training over the corpus", min=1, max=1000)
     sample: float = option(1e-3, "down-sampling threshold for frequent words; 0 = off", min=0.0, max=1.0)
     alpha: float = option(0.025, "initial learning rate, decaying linearly to 0.0001", min=1e-6, max=1.0)
-    seed: int = option(1, "random seed (a run repeats exactly only with workers = 1 and a fixed PYTHONHASHSEED)", min=0)
+    seed: int = option(1, "random seed (a run repeats exactly only with workers = 1 and a fixed PYTHONHASHSEED)", min=0, max=SEED_MAX)
     workers: int = option(0, "training threads; 0 = one per core", min=0)
     min_n: int = option(1, "fasttext: shortest character n-gram (Chinese words are short: 1-3; gensim's 3-6 suits English)", min=1)
     max_n: int = option(3, "fasttext: longest character n-gram; 0 = no n-grams", min=0)
     # Chinese 1-3 character n-grams are far fewer than English 3-6 grams: gensim's 2,000,000
     # buckets would make an 800 MB vectors.kv at dim 100 for no gain
-    bucket: int = option(200_000, "fasttext: n-gram hash buckets; vectors.kv holds bucket x vector_size floats", min=1)
+    bucket: int = option(200_000, "fasttext: n-gram hash buckets; vectors.kv holds bucket x vector_size floats", min=1, max=50_000_000)
 
     def __post_init__(self) -> None:
         if not self.hs and self.negative == 0:

@@ -20,7 +20,7 @@ import torch
 from accelerate.logging import get_logger
 
 from ..core.artifacts import input_fingerprint
-from ..core.config import option, to_dict
+from ..core.config import SEED_MAX, option, to_dict
 
 log = get_logger(__name__)
 
@@ -50,7 +50,7 @@ class TrainOptions:
     keep_checkpoints: bool = option(False, "keep NAME.checkpoints/ after the artifact is published")
     resume: bool = option(True, "resume from NAME.checkpoints/ when a killed run left checkpoints there")
     tensorboard: bool = option(False, "also log to TensorBoard (accelerate tracker) under tensorboard/")
-    seed: int = option(42, "seed for initial weights, batch order, masking and dropout")
+    seed: int = option(42, "seed for initial weights, batch order, masking and dropout", min=0, max=SEED_MAX)
 
     def __post_init__(self) -> None:
         if self.steps == 0 and self.epochs == 0:
