@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, stages
+from .checkpoints import references
 from .core import artifacts
 from .core import config as configs
 from .core import manifest as manifests
@@ -44,6 +45,7 @@ class Plan:
     out: Path
     fingerprint: str
     reason: str  # why it must run; "" when the artifact is fresh
+    models: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # Hub ids of model inputs, resolved
     changed: list[str] = field(default_factory=list)  # files of the existing artifact that changed since it was written
 
     @property
@@ -59,7 +61,8 @@ def plan(stage: str, config: dict[str, Any], inputs: dict[str, Any], out: str | 
     where = where or f"stage '{stage}'"
     cfg = configs.build(module.Config, config, where)
     out = Path(out)
-    resolved = resolve_inputs(module, inputs, where, set(expected or {}))
+    hub: dict[str, list[dict[str, str]]] = {}
+    resolved = resolve_inputs(module, inputs, where, set(expected or {}), hub)
     _refuse_overlap(out, resolved, where)
     fps = {name: [artifacts.input_fingerprint(p, expected or {}) for p in paths] for name, paths in resolved.items()}
     fp = artifacts.fingerprint(stage, module.VERSION, configs.to_dict(cfg), fps)
@@ -72,7 +75,7 @@ def plan(stage: str, config: dict[str, Any], inputs: dict[str, Any], out: str | 
     else:
         changed = manifests.check_files(out, manifest)
         reason = f"changed on disk: {'; '.join(changed[:2])}" if changed else ""
-    return Plan(stage, cfg, resolved, fps, out, fp, reason, changed)
+    return Plan(stage, cfg, resolved, fps, out, fp, reason, hub, changed)
 
 
 def _refuse_overlap(out: Path, inputs: dict[str, list[Path]], where: str) -> None:
@@ -87,9 +90,11 @@ def _refuse_overlap(out: Path, inputs: dict[str, list[Path]], where: str) -> Non
                                 "or delete that input. Choose another --out")
 
 
-def resolve_inputs(module: Any, given: dict[str, Any], where: str, planned: Collection[Path] = frozenset()) -> dict[str, list[Path]]:
+def resolve_inputs(module: Any, given: dict[str, Any], where: str, planned: Collection[Path] = frozenset(),
+                   hub: dict[str, list[dict[str, str]]] | None = None) -> dict[str, list[Path]]:
     """Input paths by name, checked against the stage's INPUTS; paths inside `planned` artifact
-    directories (to be written by earlier pipeline steps) are not required to exist yet."""
+    directories (to be written by earlier pipeline steps) are not required to exist yet. A model input
+    that is no local path but a Hub id becomes its snapshot in the Hugging Face cache (recorded in `hub`)."""
     specs: dict[str, Input] = module.INPUTS
     unknown = set(given) - set(specs)
     if unknown:
@@ -104,7 +109,7 @@ def resolve_inputs(module: Any, given: dict[str, Any], where: str, planned: Coll
             raise UserError(f"{where}: input '{name}' is required ({spec.help})")
         if len(values) > 1 and not spec.multiple:
             raise UserError(f"{where}: input '{name}' takes one path, got {len(values)}")
-        paths = [resolve_path(str(v)).resolve() for v in values]
+        paths = [_model_path(str(v), name, hub) if spec.hub else resolve_path(str(v)).resolve() for v in values]
         resolved[name] = [p if _is_planned(p, planned) else _check_path(p, spec, name, where, verified) for p in paths]
     return resolved
 
@@ -118,6 +123,16 @@ def resolve_path(text: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise UserError(f"{text}: package '{package}' is not installed (for the demo: pip install -e '.[demo]')")
     return Path(list(spec.submodule_search_locations)[0]) / rel
+
+
+def _model_path(text: str, name: str, hub: dict[str, list[dict[str, str]]] | None) -> Path:
+    local = resolve_path(text)
+    if local.exists() or not references.looks_like_hub_id(text):
+        return local.resolve()
+    model = references.resolve(text)
+    if hub is not None:
+        hub.setdefault(name, []).append(model.record())
+    return model.path
 
 
 def _is_planned(path: Path, planned: Collection[Path]) -> bool:
@@ -266,8 +281,8 @@ def _build(p: Plan, tmp: Path) -> tuple[dict[str, Any], Result]:
         "nlp_pipe_version": __version__,
         "git_commit": _git_commit(),
         "config": configs.to_dict(p.config),
-        "inputs": {k: {"paths": [str(v) for v in p.inputs[k]], "fingerprints": p.input_fingerprints[k]}
-                   for k in p.inputs},
+        "inputs": {k: {"paths": [str(v) for v in p.inputs[k]], "fingerprints": p.input_fingerprints[k],
+                       **({"hub": p.models[k]} if k in p.models else {})} for k in p.inputs},
         "counts": counts.as_dict() if isinstance(counts, Counts) else counts,
         **({"reading": reading} if reading else {}),
         "metrics": result.metrics,

@@ -41,7 +41,9 @@ def fingerprint(stage: str, version: int, config: dict[str, Any], inputs: dict[s
 def input_fingerprint(path: Path, expected: dict[Path, str]) -> str:
     """An artifact contributes its fingerprint, a file inside one its fingerprint plus its name, a plain
     file or directory its content hash. `expected` maps artifact dirs a pipeline is about to (re)build
-    to the fingerprint they will have."""
+    to the fingerprint they will have. A snapshot in the Hugging Face cache is its repo id and commit."""
+    if path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
+        return f"hf:{path.parent.parent.name[len('models--'):].replace('--', '/')}@{path.name}"
     for parent in (path, *path.parents[:2]):
         fp = expected.get(parent) or (read_manifest(parent) or {}).get("fingerprint")
         if fp:

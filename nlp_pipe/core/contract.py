@@ -28,6 +28,7 @@ class Input:
     multiple: bool = False
     required: bool = True
     stages: tuple[str, ...] = ()  # upstream stages whose artifacts fit here (empty = any)
+    hub: bool = False  # a model or tokenizer: a Hugging Face Hub id (org/name[@revision]) is accepted too
 
 
 class Counts:

@@ -36,7 +36,7 @@ OUTPUTS = (DATASET_DIR, AUGMENT_STATS_JSON)
 INPUTS = {
     "corpus": Input("labelled texts to augment (segment artifact)", kind="artifact", stages=("segment",)),
     "mlm": Input("a BERT checkpoint with its MLM head (pretrain or expand artifact, or a local HF model)",
-                 kind="any", stages=("pretrain", "expand")),
+                 kind="any", stages=("pretrain", "expand"), hub=True),
     "vectors": Input("word vectors for multi-character words (word2vec or import-vectors artifact)",
                      kind="artifact", stages=("word2vec", "import-vectors")),
 }

@@ -52,14 +52,15 @@ OUTPUTS = (CONFIG_JSON, WEIGHTS)
 
 INPUTS = {
     "teacher": Input("general: a pretrained BERT (pretrain/expand artifact); task: a finetune artifact",
-                     kind="any", stages=("pretrain", "expand", "finetune")),
+                     kind="any", stages=("pretrain", "expand", "finetune"), hub=True),
     "corpus": Input("general mode: text files or segment artifacts", kind="any", multiple=True, required=False, stages=("segment",)),
     "train": Input("task mode: labelled training data (segment artifact)", kind="artifact", required=False, stages=("segment",)),
     "dev": Input("task mode: labelled dev data", kind="artifact", required=False, stages=("segment",)),
     "test": Input("task mode: labelled test data", kind="artifact", required=False, stages=("segment",)),
     "augmented": Input("task mode: augmented training texts (augment artifact of the train input)", kind="artifact",
                        required=False, stages=("augment",)),
-    "student": Input("a general-distilled student to start from (distill artifact)", kind="any", required=False, stages=("distill",)),
+    "student": Input("a general-distilled student to start from (distill artifact or Hub id)", kind="any", required=False,
+                     stages=("distill",), hub=True),
 }
 
 

@@ -35,7 +35,7 @@ OUTPUTS = (WORDS_TSV, USERDICT_TXT, VOCAB_TXT)
 
 INPUTS = {
     "checkpoint": Input("a BERT checkpoint: a HuggingFace model directory with its tokenizer (pretrain artifact or "
-                        "any local BERT dir)", kind="any", stages=("pretrain", "expand", "distill")),
+                        "any local BERT dir) or a Hub id", kind="any", stages=("pretrain", "expand", "distill"), hub=True),
     "words": Input("word list files: one word a line, optional count after a space; added whatever their count",
                    kind="file", multiple=True, required=False),
     "corpus": Input("domain corpus for frequent words the vocabulary lacks: segment/phrases artifacts or text files",

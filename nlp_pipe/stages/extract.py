@@ -36,7 +36,7 @@ OUTPUTS = (INDEX_JSONL,)
 INPUTS = {
     "checkpoint": Input("a BERT-family HuggingFace directory with its tokenizer (pretrain, expand, finetune or distill "
                         "artifact, or any local BERT dir); its base encoder is used", kind="any",
-                        stages=("pretrain", "expand", "finetune", "distill")),
+                        stages=("pretrain", "expand", "finetune", "distill"), hub=True),
     "corpus": Input("texts: txt/jsonl/csv/tsv files or segment artifacts", kind="any", multiple=True, stages=("segment",)),
 }
 

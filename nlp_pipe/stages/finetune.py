@@ -49,7 +49,7 @@ _LAYER = re.compile(r"\.layer\.(\d+)\.")
 
 INPUTS = {
     "checkpoint": Input("a BERT-family model directory (pretrain, expand, distill, finetune artifact or any local HF model)",
-                        kind="any", stages=("pretrain", "expand", "distill", "finetune")),
+                        kind="any", stages=("pretrain", "expand", "distill", "finetune"), hub=True),
     "train": Input("labelled training data (segment artifact)", kind="artifact", stages=("segment",)),
     "dev": Input("labelled dev data for early stopping and the threshold", kind="artifact", required=False, stages=("segment",)),
     "test": Input("labelled test data", kind="artifact", required=False, stages=("segment",)),

@@ -50,9 +50,9 @@ INPUTS = {
     "corpus": Input("text files (one document a line, or one sentence a line with blank lines between documents) "
                     "or segment artifacts", kind="any", multiple=True, stages=("segment",)),
     "tokenizer": Input("a vocab artifact made with --kind bert, a directory AutoTokenizer loads, or a BERT vocab.txt",
-                       kind="any", required=False, stages=("vocab",)),
-    "init": Input("a BERT checkpoint directory to continue pretraining from", kind="any", required=False,
-                  stages=("pretrain", "expand", "distill")),
+                       kind="any", required=False, stages=("vocab",), hub=True),
+    "init": Input("a BERT-family checkpoint (directory or Hub id) to continue pretraining from", kind="any", required=False,
+                  stages=("pretrain", "expand", "distill"), hub=True),
 }
 
 
