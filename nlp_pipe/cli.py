@@ -15,6 +15,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -23,6 +24,7 @@ import yaml
 from . import __version__, runner, stages
 from . import pipeline as pipelines
 from .core import config as configs
+from .core import console
 from .core import manifest as manifests
 from .core.errors import UserError, did_you_mean
 
@@ -57,15 +59,15 @@ class StageGroup(click.Group):
 
 @click.group(cls=StageGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="nlp-pipe")
-@click.option("-v", "--verbose", is_flag=True, help="Debug logging and full tracebacks.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging, the libraries' own output, full tracebacks.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors: no stage lines, no progress bars.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning", show_default=True,
+              help="What else reaches the terminal beside the stage lines; stage.log always keeps INFO.")
 @click.pass_context
-def cli(ctx: click.Context, verbose: bool) -> None:
+def cli(ctx: click.Context, verbose: bool, quiet: bool, log_level: str) -> None:
     """Chinese text pipeline: segmentation, vocabularies, vectors, BERT pretraining, classifiers."""
     ctx.obj = {"verbose": verbose}
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname).1s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("datasets", "filelock", "fsspec", "urllib3", "matplotlib", "gensim"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    console.configure(log_level, quiet=quiet, verbose=verbose)
 
 
 def _pipeline_options(fn):
@@ -76,7 +78,7 @@ def _pipeline_options(fn):
 
 
 def _load_pipeline(pipeline_file: str, variables: tuple[str, ...], overrides: tuple[str, ...], workdir: str | None):
-    parsed_vars = dict(_key_value(v, "--var") for v in variables)
+    parsed_vars = {k: pipelines.from_command_line(v) for k, v in (_key_value(item, "--var") for item in variables)}
     parsed_sets: dict[str, dict[str, Any]] = {}
     for item in overrides:
         key, value = _key_value(item, "--set")
@@ -112,10 +114,10 @@ def run(pipeline_file, variables, overrides, workdir, only, start, force) -> Non
     for step in selected:
         plan = pipe.plan_now(step)
         if plan.fresh and not force:
-            click.echo(f"[{step.name}] fresh, skipped ({plan.out})", err=True)
+            _say(f"[{step.name}] fresh, skipped ({plan.out})")
             rows.append((step.name, "skipped (fresh)", "", plan.out))
             continue
-        click.echo(f"[{step.name}] running: {'forced' if force and plan.fresh else plan.reason}", err=True)
+        _say(f"[{step.name}] running: {'forced' if force and plan.fresh else plan.reason}")
         t0 = time.perf_counter()
         runner.execute(plan, force=force)
         rows.append((step.name, "ran", f"{time.perf_counter() - t0:.1f}s", plan.out))
@@ -231,6 +233,9 @@ def _stage_command(name: str) -> click.Command:
     params: list[click.Parameter] = [
         click.Option(["--out"], required=True, type=click.Path(file_okay=False), help="Artifact directory to write."),
         click.Option(["--force"], is_flag=True, help="Rebuild even when the artifact is fresh."),
+        click.Option(["--config", "config_file"], type=click.Path(dir_okay=False), default=None,
+                     help="YAML file of this stage's inputs and options (flags given here override it); an artifact's "
+                          "stage_config.yaml reruns that stage"),
     ]
     for input_name, spec in module.INPUTS.items():
         kind = "PATH..." if spec.multiple else "PATH"
@@ -245,9 +250,10 @@ def _stage_command(name: str) -> click.Command:
             metavar = "|".join(f.choices) if f.choices else "LIST" if isinstance(f.default, tuple) else type(f.default).__name__.upper()
             params.append(click.Option([flag, f.name], default=None, metavar=metavar, help=f"{f.help} [default: {default}]"))
 
-    def callback(out: str, force: bool, **values: Any) -> None:
-        inputs = {k: v for k, v in values.items() if k in module.INPUTS}
-        config = {k: v for k, v in values.items() if k not in module.INPUTS and v is not None}
+    def callback(out: str, force: bool, config_file: str | None, **values: Any) -> None:
+        inputs, config = _config_file(name, config_file) if config_file else ({}, {})
+        inputs.update({k: v for k, v in values.items() if k in module.INPUTS and v not in (None, ())})
+        config.update({k: v for k, v in values.items() if k not in module.INPUTS and v is not None})
         plan = runner.plan(name, config, inputs, out, where=name)
         if plan.fresh and not force:
             click.echo(f"{out} is fresh (same config and inputs); nothing to do. Use --force to rebuild.")
@@ -263,10 +269,40 @@ def _stage_command(name: str) -> click.Command:
                          context_settings={"max_content_width": 110})
 
 
+def _config_file(stage: str, path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(inputs, config) of a stage's YAML file: `{stage, inputs, config}` as stage_config.yaml holds them, or one flat
+    mapping of input and option names (HF's parse_yaml_file style). Relative paths are taken from the file's folder."""
+    module = stages.load(stage)
+    try:
+        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UserError(f"--config {path}: cannot read it ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"--config {path}: not valid YAML ({pipelines.yaml_problem(exc)})") from None
+    if not isinstance(doc, dict):
+        raise UserError(f"--config {path}: expected a mapping of option names to values")
+    if "inputs" in doc or "config" in doc or "stage" in doc:
+        if doc.get("stage", stage) != stage:
+            raise UserError(f"--config {path} is the config of stage '{doc.get('stage')}', not '{stage}'; run: "
+                            f"nlp-pipe {doc.get('stage')} --config {path} --out DIR")
+        inputs, config = dict(doc.get("inputs") or {}), dict(doc.get("config") or {})
+    else:
+        inputs = {k: v for k, v in doc.items() if str(k).replace("-", "_") in module.INPUTS}
+        config = {k: v for k, v in doc.items() if str(k).replace("-", "_") not in module.INPUTS}
+    base = Path(path).absolute().parent
+    return pipelines.anchor_inputs(stage, inputs, base), pipelines.anchor_config(stage, config, base)
+
+
 def _keep_examples(doc: str) -> str:
     """Mark indented paragraphs (example commands) with click's \\b so --help keeps their line breaks."""
     paragraphs = doc.split("\n\n")
     return "\n\n".join("\b\n" + p if any(line.startswith("    ") for line in p.splitlines()) else p for p in paragraphs)
+
+
+def _say(text: str) -> None:
+    """A stage line on stderr (not with -q)."""
+    if not console.quiet():
+        click.echo(text, err=True)
 
 
 def _table(header: list[str], rows: list[tuple]) -> None:

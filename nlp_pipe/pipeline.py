@@ -10,12 +10,16 @@
       - stage: vocab
         inputs: {corpus: "${segment}"}  # ${NAME} is stage NAME's artifact directory
 
-Relative paths are taken from the current directory. `${...}` that is the whole value is
-replaced by the value itself (so a var may hold a list); inside a longer string by its text.
+Relative paths written in the file (workdir, inputs, `out`, config fields that name files) are taken
+from the file's own folder, so a pipeline runs the same from any directory; values given on the command
+line (`--var`, `--workdir`) are taken from the current directory, as shells do. A model input that is
+no path there but a Hub id (`org/name`) stays a Hub id. `${...}` that is the whole value is replaced by
+the value itself (so a var may hold a list); inside a longer string by its text.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +28,8 @@ from typing import Any
 import yaml
 
 from . import runner, stages
+from .checkpoints import references
+from .core import config as configs
 from .core import manifest as manifests
 from .core.errors import UserError, did_you_mean
 
@@ -107,7 +113,9 @@ def load(path: str | Path, variables: dict[str, Any] | None = None, overrides: d
         name = sorted(unknown_vars)[0]
         raise UserError(f"{path}: unknown var '{name}'{did_you_mean(name, doc.get('vars') or {})}; vars: "
                         f"{', '.join(doc.get('vars') or {})}")
-    root = Path(workdir or _substitute(doc.get("workdir", f"runs/{path.stem}"), vars_, {}, str(path)))
+    written = doc.get("workdir")
+    root = Path(workdir) if workdir else anchor(_substitute(written, vars_, {}, str(path)), _folder(path)) if written \
+        else Path(f"runs/{path.stem}")
     steps: list[Step] = []
     for i, raw in enumerate(doc["stages"]):
         steps.append(_step(raw, i, vars_, steps, root, path))
@@ -142,8 +150,56 @@ def _step(raw: Any, index: int, vars_: dict, earlier: list[Step], root: Path, pa
     for section, value in (("inputs", inputs), ("config", config)):
         if not isinstance(value, dict):
             raise UserError(f"{path}: stage '{name}': '{section}' must be a mapping")
-    out = Path(_substitute(raw["out"], vars_, outs, where)) if raw.get("out") else root / name
-    return Step(name, str(raw["stage"]), inputs, config, out, sorted(used))
+    base = _folder(path)
+    out = anchor(_substitute(raw["out"], vars_, outs, where), base) if raw.get("out") else root / name
+    stage = str(raw["stage"])
+    return Step(name, stage, anchor_inputs(stage, inputs, base), anchor_config(stage, config, base), out, sorted(used))
+
+
+def _folder(path: Path) -> Path:
+    return path.absolute().parent
+
+
+class CommandLine(str):
+    """A value typed on the command line: a relative path in it stays relative to the current directory."""
+
+
+def from_command_line(value: Any) -> Any:
+    if isinstance(value, str):
+        return CommandLine(value)
+    if isinstance(value, list):
+        return [from_command_line(v) for v in value]
+    return value
+
+
+def anchor(value: Any, base: Path) -> Path:
+    """A path written in a file, taken from that file's folder."""
+    text = str(value)
+    if isinstance(value, CommandLine) or text.startswith(("pkg:", "~")) or Path(text).is_absolute():
+        return Path(text)
+    return Path(os.path.normpath(base / text))
+
+
+def anchor_inputs(stage: str, inputs: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Input values of a file, each taken from `base` (a model input that is a Hub id there stays one)."""
+    specs = stages.load(stage).INPUTS
+
+    def one(name: str, value: Any) -> Any:
+        if not isinstance(value, str) or isinstance(value, CommandLine) or value.startswith("pkg:"):
+            return value
+        spec = specs.get(name)
+        if spec is not None and spec.hub and not (base / value).exists() and references.looks_like_hub_id(value):
+            return value
+        return str(anchor(value, base))
+
+    return {k: [one(k, v) for v in vs] if isinstance(vs, list) else one(k, vs) for k, vs in inputs.items()}
+
+
+def anchor_config(stage: str, config: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Config values of a file that name files (fields declared with path=True), taken from `base`."""
+    paths = {f.name for f in configs.fields(stages.load(stage).Config) if f.is_path}
+    return {k: str(anchor(v, base)) if k in paths and isinstance(v, str) and ("/" in v or "." in v) else v
+            for k, v in config.items()}
 
 
 def _substitute(value: Any, vars_: dict, outs: dict[str, Path], where: str, used: set[str] | None = None) -> Any:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from . import __version__, stages
 from .checkpoints import references
 from .core import artifacts
@@ -29,7 +31,9 @@ from .core import manifest as manifests
 from .core.contract import Counts, Input, Result
 from .core.errors import UserError, did_you_mean
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__name__)  # its INFO lines (stage finished, fresh) are what the terminal shows
+config_log = logging.getLogger(f"{__name__}.config")  # the resolved config: stage.log, not the terminal
+STAGE_CONFIG = "stage_config.yaml"  # config + inputs of the run, the file `nlp-pipe STAGE --config` reads
 
 _PACKAGES = ("torch", "transformers", "tokenizers", "datasets", "accelerate", "jieba", "gensim")
 
@@ -259,8 +263,10 @@ def _build(p: Plan, tmp: Path) -> tuple[dict[str, Any], Result]:
         root.setLevel(logging.INFO)
     started, t0 = artifacts.now(), time.perf_counter()
     try:
-        log.info("%s -> %s\nconfig: %s\ninputs: %s", p.stage, p.out, configs.to_dict(p.config),
-                 {k: [str(v) for v in vs] for k, vs in p.inputs.items()})
+        described = stage_config(p)
+        config_log.info("%s -> %s\n%s", p.stage, p.out, yaml.safe_dump(described, allow_unicode=True, sort_keys=False))
+        (tmp / STAGE_CONFIG).write_text(f"# rerun: nlp-pipe {p.stage} --config {STAGE_CONFIG} --out DIR\n"
+                                        + yaml.safe_dump(described, allow_unicode=True, sort_keys=False), encoding="utf-8")
         result: Result = module.run(p.config, p.inputs, tmp)
         missing = [name for name in module.OUTPUTS if not (tmp / name).exists()]
         if missing:  # a stage that forgot a declared output is a bug: never publish it as complete
@@ -297,6 +303,12 @@ def _build(p: Plan, tmp: Path) -> tuple[dict[str, Any], Result]:
     _write_report(tmp, p, result, wall)
     manifest["files"] = manifests.list_files(tmp)
     return manifest, result
+
+
+def stage_config(p: Plan) -> dict[str, Any]:
+    """The stage, its inputs and its resolved config, as `nlp-pipe STAGE --config FILE` reads them."""
+    return {"stage": p.stage, "inputs": {k: [str(v) for v in vs] for k, vs in p.inputs.items() if vs},
+            "config": configs.to_dict(p.config)}
 
 
 def _write_report(tmp: Path, p: Plan, result: Result, wall: float) -> None:

@@ -55,7 +55,7 @@ def records(artifact: Path, split: str) -> list[dict]:
 
 def test_artifact_loads_with_auto_classes_and_round_trips(tmp_path, bert_vocab, seg_reviews, settings):
     out = tmp_path / "bert"
-    manifest = build("pretrain", out, {"corpus": corpus(seg_reviews), "tokenizer": bert_vocab}, **settings, tensorboard=True)
+    manifest = build("pretrain", out, {"corpus": corpus(seg_reviews), "tokenizer": bert_vocab}, **settings, report_to="tensorboard")
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))
     assert config["architectures"] == ["BertForPreTraining"]
     tokenizer = AutoTokenizer.from_pretrained(out)
@@ -74,7 +74,7 @@ def test_artifact_loads_with_auto_classes_and_round_trips(tmp_path, bert_vocab, 
     assert "logits match" in metrics["reload_check"]
     for name in ("metrics.jsonl", "training_curves.png", "pretraining.json", "vocab.txt", "report.md"):
         assert (out / name).is_file(), name
-    assert list((out / "tensorboard").rglob("events.out.tfevents.*"))
+    assert list((out / "tracking").rglob("events.out.tfevents.*"))
     assert not (tmp_path / "bert.checkpoints").exists()  # removed once the artifact was published
     assert manifest["counts"]["rows_out"] > 0
 

@@ -33,6 +33,7 @@ from gensim.models import KeyedVectors
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..core.errors import UserError
+from ..models.bert_pretraining import heads
 from ..text.segmenter import Segmenter, SegmenterSpec
 
 _HANZI = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
@@ -94,8 +95,7 @@ def augment(texts: Sequence[str], labels: Sequence[Any], *, n_copies: int, p: fl
         raise UserError(f"augment: {len(texts)} texts but {len(labels)} labels")
     if not tokenizer.is_fast:
         raise UserError("augment needs a fast tokenizer (offset mappings); load it with AutoTokenizer.from_pretrained")
-    if not hasattr(teacher_mlm, "cls") or not hasattr(teacher_mlm.cls, "predictions"):
-        raise UserError("augment: teacher_mlm must be a BertForMaskedLM or BertForPreTraining (an MLM head)")
+    mlm_head = heads(teacher_mlm)[0]  # a one-line error for a model without one
     if n_copies < 0 or not 0 <= p <= 1 or top_k < 1:
         raise UserError(f"augment: need n_copies >= 0, 0 <= p <= 1 and top_k >= 1 (got {n_copies}, {p}, {top_k})")
     start = time.perf_counter()
@@ -134,7 +134,7 @@ def augment(texts: Sequence[str], labels: Sequence[Any], *, n_copies: int, p: fl
             text_copies.append(words)
         copies.append(text_copies)
 
-    predicted = _predict(mlm_rows, parsed, teacher_mlm, tokenizer, top_k, batch_size, bf16)
+    predicted = _predict(mlm_rows, parsed, teacher_mlm, mlm_head, tokenizer, top_k, batch_size, bf16)
     for row, chars in zip(mlm_rows, predicted):
         for j, char in zip(row.words, chars):
             copies[row.text][row.copy][j] = char
@@ -218,7 +218,7 @@ def _neighbours(words: set[str], vectors: KeyedVectors, top_k: int, restrict_voc
     return found
 
 
-def _predict(mlm_rows: list[_MaskedCopy], parsed: list[_Text], model: Any, tokenizer: PreTrainedTokenizerBase,
+def _predict(mlm_rows: list[_MaskedCopy], parsed: list[_Text], model: Any, mlm_head: Any, tokenizer: PreTrainedTokenizerBase,
              top_k: int, batch_size: int, bf16: bool) -> list[list[str]]:
     """For each row (one copy of a text), the replacement of each masked character: the draw-th of the
     MLM's top-K single Chinese characters at that position, excluding the original character."""
@@ -248,7 +248,7 @@ def _predict(mlm_rows: list[_MaskedCopy], parsed: list[_Text], model: Any, token
             original = ids[rows_at, cols_at]
             ids[rows_at, cols_at] = tokenizer.mask_token_id
             hidden = model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device))[0]
-            logits = model.cls.predictions(hidden[rows_at.to(device), cols_at.to(device)]).float().cpu()
+            logits = mlm_head(hidden[rows_at.to(device), cols_at.to(device)]).float().cpu()
             logits[:, banned] = float("-inf")
             logits[torch.arange(len(original)), original] = float("-inf")
             top = logits.topk(k, dim=-1).indices

@@ -22,9 +22,12 @@ _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
 
-def option(default: Any, help: str, *, min: float | None = None, max: float | None = None, min_items: int = 0) -> Any:
-    """A config field with a default, a one-line help, an optional numeric range and, for lists, a least length."""
-    return dataclasses.field(default=default, metadata={"help": help, "min": min, "max": max, "min_items": min_items})
+def option(default: Any, help: str, *, min: float | None = None, max: float | None = None, min_items: int = 0,
+           path: bool = False) -> Any:
+    """A config field with a default, a one-line help, an optional numeric range, for lists a least length, and
+    `path` for a field that names a file (a relative one in a pipeline or --config file is taken from its folder)."""
+    return dataclasses.field(default=default, metadata={"help": help, "min": min, "max": max, "min_items": min_items,
+                                                        "path": path})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +38,7 @@ class FieldInfo:
     help: str
     choices: tuple[str, ...] | None
     is_bool: bool
+    is_path: bool = False
 
 
 def fields(cls: type) -> list[FieldInfo]:
@@ -44,7 +48,8 @@ def fields(cls: type) -> list[FieldInfo]:
     for f in dataclasses.fields(cls):
         hint = _strip_optional(hints[f.name])
         choices = tuple(str(c) for c in get_args(hint)) if get_origin(hint) is Literal else None
-        out.append(FieldInfo(f.name, hints[f.name], f.default, f.metadata.get("help", ""), choices, hint is bool))
+        out.append(FieldInfo(f.name, hints[f.name], f.default, f.metadata.get("help", ""), choices, hint is bool,
+                             bool(f.metadata.get("path"))))
     return out
 
 

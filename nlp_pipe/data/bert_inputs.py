@@ -16,11 +16,37 @@ import torch
 
 from ..core.errors import UserError
 
+UNK_NOTICE = 0.01  # a share of [UNK] tokens above this gets a notice: the vocabulary lacks the text's characters
+
 
 @dataclass(frozen=True)
 class Encoding:
     max_len: int  # tokens per text, [CLS] and [SEP] included
     truncated: int  # texts longer than max_len, cut at its end
+    texts: int = 0
+    tokens: int = 0  # real tokens after truncation, specials included
+    unknown: int = 0  # of which [UNK]
+
+    def coverage(self) -> dict[str, float]:
+        """How well the tokenizer covers the text: [UNK] share of tokens, share of texts cut at max_len."""
+        return {"unk_share": round(self.unknown / max(self.tokens, 1), 5), "truncated_share": round(self.truncated / max(self.texts, 1), 5)}
+
+
+def coverage(encodings: dict[str, Encoding], checkpoint: Any, stage: str) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """Per split coverage, and notices for splits whose [UNK] share is above 1%, naming the fix."""
+    figures = {name: enc.coverage() for name, enc in encodings.items()}
+    notices = [f"{stage}: {f['unk_share']:.1%} of the {name} tokens are [UNK] under {checkpoint}'s tokenizer: its vocabulary "
+               "lacks characters of this text; grow it with `nlp-pipe expand --checkpoint ... --corpus ...` or start from a "
+               "checkpoint with a fuller vocabulary (the 21,128-entry Chinese BERT vocabulary in vocab/)"
+               for name, f in figures.items() if f["unk_share"] > UNK_NOTICE]
+    return figures, notices
+
+
+def encoding_of(tokenizer: Any, ids: Sequence[Any], truncated: int, max_len: int) -> Encoding:
+    """The Encoding of texts already tokenised (id arrays after truncation, how many texts were cut)."""
+    unk = tokenizer.unk_token_id
+    unknown = sum(int((np.asarray(x) == unk).sum()) for x in ids) if unk is not None else 0
+    return Encoding(max_len, truncated, len(ids), sum(len(x) for x in ids), unknown)
 
 
 def token_lengths(tokenizer: Any, texts: Sequence[str]) -> np.ndarray:
@@ -48,7 +74,9 @@ def encode(ds: datasets.Dataset, tokenizer: Any, labels: list[str], max_len: int
 
     def tokenize_batch(batch: dict[str, list]) -> dict[str, list]:
         ids, cut = tokenize(tokenizer, batch["text"], max_len)
-        out: dict[str, list] = {"input_ids": ids, "length": [len(x) for x in ids], "cut": cut}
+        unk = tokenizer.unk_token_id
+        out: dict[str, list] = {"input_ids": ids, "length": [len(x) for x in ids], "cut": cut,
+                                "unknown": [sum(1 for t in x if t == unk) for x in ids]}
         if "label" in batch:
             out["label"] = [index[v] for v in batch["label"]]
         return out
@@ -59,8 +87,9 @@ def encode(ds: datasets.Dataset, tokenizer: Any, labels: list[str], max_len: int
             raise UserError(f"label '{unseen[0]}' is not among the model's labels ({', '.join(labels)})")
     # kept in memory: the datasets cache would key on the tokenizer's pickle, which is not stable
     encoded = ds.map(tokenize_batch, batched=True, batch_size=1000, remove_columns=ds.column_names, keep_in_memory=True)
-    truncated = int(np.sum(encoded["cut"]))
-    return encoded.remove_columns("cut"), Encoding(max_len, truncated)
+    found = Encoding(max_len, int(np.sum(encoded["cut"])), len(encoded), int(np.sum(encoded["length"])),
+                     int(np.sum(encoded["unknown"])))
+    return encoded.remove_columns(["cut", "unknown"]), found
 
 
 class Collator:

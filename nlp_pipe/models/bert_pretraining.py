@@ -1,6 +1,6 @@
 """BERT pretraining model whose MLM head projects onto the vocabulary only at masked positions.
 
-HF's BertForMaskedLM / BertForPreTraining compute the 21k-way vocabulary projection for every
+HF's BertForMaskedLM / BertForPreTraining (and the other families' MLM models) compute the 21k-way vocabulary projection for every
 position and then ignore 85% of it; on a 4-layer model that projection costs more than the
 encoder. `MaskedOnlyPretraining` wraps the HF model (its `bert` encoder and `cls` heads, same
 weights, same names) and runs the head on the gathered masked positions only, as Google BERT
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -57,14 +58,32 @@ def create(config: BertConfig, sentence_task: str, attention: str) -> PreTrained
 
 
 def load(init: Path, sentence_task: str, attention: str) -> PreTrainedModel:
-    """Continue from a checkpoint; a missing NSP/SOP head or pooler is initialised fresh."""
+    """Continue from a checkpoint of any family with an MLM head (nlp_pipe.checkpoints.families); a missing
+    NSP/SOP head or pooler is initialised fresh. A family without SDPA support runs eager attention."""
+    from transformers import AutoModelForMaskedLM, AutoModelForPreTraining
+
+    cls = AutoModelForMaskedLM if sentence_task == "none" else AutoModelForPreTraining
     try:
-        config = BertConfig.from_pretrained(str(init))
+        try:
+            return cls.from_pretrained(str(init), attn_implementation=attention)
+        except ValueError as exc:
+            if "attn_implementation" not in str(exc) and "sdpa" not in str(exc).lower():
+                raise
+            return cls.from_pretrained(str(init), attn_implementation="eager")
     except (OSError, ValueError) as exc:
-        raise UserError(f"pretrain: init {init} is not a BERT checkpoint directory ({exc})") from None
-    if config.model_type != "bert":
-        raise UserError(f"pretrain: init {init} is a '{config.model_type}' model; pretrain continues BERT checkpoints only")
-    return hf_class(sentence_task).from_pretrained(str(init), attn_implementation=attention)
+        raise UserError(f"pretrain: init {init} cannot be loaded as {cls.__name__} ({str(exc).splitlines()[0]})") from None
+
+
+def heads(hf_model: Any) -> tuple[Any, Any]:
+    """(MLM prediction head: hidden -> vocabulary logits, sentence head: pooled -> 2 logits or None) of a
+    BERT-family pretraining model: `cls.predictions`/`cls.seq_relationship` (BERT, ERNIE, MegatronBERT) or
+    `predictions`/`sop_classifier` (ALBERT)."""
+    if hasattr(hf_model, "cls") and hasattr(hf_model.cls, "predictions"):
+        return hf_model.cls.predictions, getattr(hf_model.cls, "seq_relationship", None)
+    if hasattr(hf_model, "predictions"):
+        return hf_model.predictions, getattr(hf_model, "sop_classifier", None)
+    raise UserError(f"{type(hf_model).__name__} has no MLM head this pretraining can drive "
+                    "(BERT, ERNIE, MegatronBERT and ALBERT have one)")
 
 
 class MaskedOnlyPretraining(nn.Module):
@@ -73,14 +92,14 @@ class MaskedOnlyPretraining(nn.Module):
     def __init__(self, hf_model: BertForMaskedLM | BertForPreTraining) -> None:
         super().__init__()
         self.hf_model = hf_model
-        self.sentence_head = getattr(hf_model.cls, "seq_relationship", None)
+        self.mlm_head, self.sentence_head = heads(hf_model)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor,
                 labels: torch.Tensor, sentence_label: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        encoded = self.hf_model.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        encoded = self.hf_model.base_model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
         where = labels != -100
         hidden = encoded.last_hidden_state[where]  # (n_masked, hidden): the only rows worth projecting
-        logits = self.hf_model.cls.predictions(hidden).float()
+        logits = self.mlm_head(hidden).float()
         targets = labels[where]
         mlm_loss = F.cross_entropy(logits, targets, reduction="sum")
         out = {"mlm_loss_sum": mlm_loss.detach(), "mlm_count": where.sum()}

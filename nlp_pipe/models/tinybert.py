@@ -169,8 +169,12 @@ class Distiller(nn.Module):
                 raise UserError(f"projection '{projection}': choose shared, per_layer or identity")
             count = {"shared": 1, "per_layer": len(self.layers) + 1, "identity": 0}[projection]
             self.projections.extend(nn.Linear(s.hidden_size, t.hidden_size) for _ in range(count))
-            teacher.set_attn_implementation(SCORES_ATTENTION)
-            student.set_attn_implementation(SCORES_ATTENTION)
+            for model in (teacher, student):
+                model.set_attn_implementation(SCORES_ATTENTION)
+                if model.config._attn_implementation != SCORES_ATTENTION:  # the family ignores AttentionInterface
+                    raise UserError(f"{type(model).__name__} does not report attention scores through transformers' "
+                                    "AttentionInterface; attention distillation needs a family that does (bert, ernie, "
+                                    "albert, electra)")
         self.register_state_dict_post_hook(_drop_teacher)
         self.register_load_state_dict_post_hook(_teacher_not_missing)
 

@@ -20,7 +20,7 @@ from typing import Any
 import datasets
 
 from ..augmentation.word_substitution import augment
-from ..checkpoints import loading
+from ..checkpoints import families, loading
 from ..core.config import SEED_MAX, option
 from ..core.contract import Input, Result
 from ..core.files import AUGMENT_STATS_JSON, DATASET_DIR, SEGMENTER_JSON
@@ -79,6 +79,7 @@ def _mlm(checkpoint: Path) -> tuple[Any, Any]:
     from transformers import AutoModelForMaskedLM
 
     loading.require(checkpoint, NAME)
+    families.require(checkpoint, NAME, "mlm")
     return loading.load_tokenizer(checkpoint), loading.load_model(AutoModelForMaskedLM, checkpoint).eval()
 
 

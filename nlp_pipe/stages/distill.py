@@ -25,7 +25,7 @@ import datasets
 import numpy as np
 import torch
 
-from ..checkpoints import loading
+from ..checkpoints import families, loading
 from ..classifiers.labels import LabelInfo
 from ..classifiers.loaded import BertClassifier
 from ..classifiers.results import Evaluation, check_saved, final_metrics, write_classifier_files
@@ -68,7 +68,7 @@ INPUTS = {
 class Config(ReadOptions, TrainOptions):
     mode: Literal["general", "task"] = option("task", "general: intermediate layers on unlabelled text; task: a fine-tuned teacher")
     student_shape: str = option("tinybert4", "student preset (tinybert4: 4x312, tinybert6: 6x768) or a BertConfig JSON file; "
-                                              "ignored with --student")
+                                              "ignored with --student", path=True)
     mapping: tuple[int, ...] = option((), "teacher layer for each student layer (1-based); empty = uniform g(m) = m*N/M")
     projection: Literal["shared", "per_layer"] = option("shared",
                                                         "student -> teacher hidden projection: one for all layers (TinyBERT) or one each")
@@ -115,10 +115,10 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
 
 
 def _general(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dict) -> Result:
-    from transformers import BertModel
+    from transformers import AutoModel, BertModel
 
     tokenizer = _tokenizer(inputs["teacher"][0])
-    teacher = loading.load_model(BertModel, inputs["teacher"][0])
+    teacher = loading.load_model(AutoModel, inputs["teacher"][0])  # its own family's encoder, not BERT weights by name
     counts = Counts()
     texts = [t for t, _, _ in read_texts(inputs["corpus"], config, counts, NAME)]
     held = min(config.eval_docs, len(texts) // 5)
@@ -246,6 +246,7 @@ def _student_config(teacher_config: Any, config: Config) -> Any:
 
 def _tokenizer(checkpoint: Path) -> Any:
     loading.require(checkpoint, NAME)
+    families.require(checkpoint, NAME, "teacher")
     return loading.load_tokenizer(checkpoint)
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ..checkpoints import families
 from ..core.config import SEED_MAX, option
 from ..core.contract import Input, Result
 from ..core.errors import UserError
@@ -66,6 +67,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     if config.init == "vectors" and not inputs["vectors"]:
         raise UserError("expand: --init vectors needs --vectors (a word2vec artifact or word2vec text file)")
     checkpoint = inputs["checkpoint"][0]
+    families.require(checkpoint, NAME)
     tokenizer = load_tokenizer(checkpoint)
     planner = WordPlanner(tokenizer)
     found = gather_words(config, inputs, planner)

@@ -19,14 +19,14 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from ..checkpoints import loading
+from ..checkpoints import families, loading
+from ..core import console
 from ..core.config import option
 from ..core.contract import Input, Result
 from ..core.errors import UserError
 from ..core.files import DATASET_DIR, FEATURES_NPY, INDEX_JSONL, OFFSETS_NPY
-from ..data.bert_inputs import tokenize
+from ..data.bert_inputs import coverage, encoding_of, tokenize
 from ..text.corpus import Counts, ReadOptions, read_texts
 
 NAME = "extract"
@@ -69,6 +69,10 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     t0 = time.perf_counter()
     ids, truncated = _tokenize(tokenizer, texts, config.max_seq_len)
+    vocabulary, notices = coverage({"corpus": encoding_of(tokenizer, ids, truncated, config.max_seq_len)},
+                                   inputs["checkpoint"][0], NAME)
+    for text in notices:
+        counts.notice(text)
     lengths = np.array([len(x) for x in ids], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     shape = (int(offsets[-1]) if config.pooling == "tokens" else len(texts), model.config.hidden_size)
@@ -88,7 +92,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     _write_index(out / INDEX_JSONL, texts, labels, sources, lengths)
     metrics = {"rows": len(texts), "dim": shape[1], "pooling": config.pooling, "layer": config.layer,
                "texts_per_s": round(len(texts) / seconds, 1), "truncated": truncated, "tokens": int(offsets[-1]),
-               "padding_fraction": round(padded / (padded + int(offsets[-1])), 5)}
+               "padding_fraction": round(padded / (padded + int(offsets[-1])), 5), **vocabulary["corpus"]}
     return Result(counts, metrics, _report(config, metrics, shape), {"device": str(device)})
 
 
@@ -96,6 +100,7 @@ def _load(checkpoint: Path) -> tuple[Any, Any]:
     from transformers import AutoModel
 
     loading.require(checkpoint, NAME)
+    families.require(checkpoint, NAME)
     return loading.load_tokenizer(checkpoint), loading.load_model(AutoModel, checkpoint).eval()
 
 
@@ -115,7 +120,7 @@ def _encode(model: Any, config: Config, ids: list[np.ndarray], lengths: np.ndarr
     """Fill `features` in input order; returns the padding positions computed."""
     order = np.argsort(-lengths, kind="stable")  # longest first: an out-of-memory batch fails at once
     padded = 0
-    for start in tqdm(range(0, len(order), config.batch_size), desc="extract", unit=" batch", mininterval=1.0):
+    for start in console.progress(iterable=range(0, len(order), config.batch_size), desc="extract", unit=" batch"):
         rows = order[start:start + config.batch_size]
         width = int(lengths[rows].max())
         input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)

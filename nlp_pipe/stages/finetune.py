@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ..checkpoints import loading
+from ..checkpoints import families, loading
 from ..classifiers.labels import LabelInfo
 from ..classifiers.loaded import BertClassifier
 from ..classifiers.results import Evaluation, check_saved, final_metrics, fold_summary, scores_table, write_classifier_files
@@ -160,6 +160,7 @@ def _layer_decay(layers: int, decay: float):
 
 def _tokenizer(checkpoint: Path) -> Any:
     loading.require(checkpoint, NAME)
+    families.require(checkpoint, NAME)
     tokenizer = loading.load_tokenizer(checkpoint)
     if tokenizer.pad_token_id is None:
         raise UserError(f"finetune: the tokenizer in {checkpoint} has no padding token")

@@ -16,8 +16,8 @@ from typing import Literal
 
 from gensim.models.phrases import Phrases
 from gensim.models.word2vec import LineSentence
-from tqdm.auto import tqdm
 
+from ..core import console
 from ..core.config import option
 from ..core.contract import Input, Result
 from ..core.files import CORPUS_TXT, PHRASES_TSV, USERDICT_TXT, corpus_txt
@@ -96,7 +96,7 @@ def _merge(source: Path, target: Path, frozen, delimiter: str) -> _MergeCounts:
     """Rewrite the corpus with each phrase joined; a line stays a line so row alignment holds."""
     counts = _MergeCounts()
     with open(source, encoding="utf-8") as src, open(target, "w", encoding="utf-8") as dst:
-        for line in tqdm(src, desc="phrases", unit=" lines", mininterval=1.0):
+        for line in console.progress(iterable=src, desc="phrases", unit=" lines"):
             counts.rows_in += 1
             words = line.split()
             merged = frozen[words]

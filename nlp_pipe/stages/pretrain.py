@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ..checkpoints import loading
+from ..checkpoints import families, loading
 from ..core import artifacts
 from ..core import manifest as manifests
 from ..core.config import option, to_dict
@@ -62,7 +62,7 @@ class Config(ReadOptions, TrainOptions):
         "auto", "text files: one document a line (line), one sentence a line with blank lines between documents (blank), or detect (auto)")
     size: Literal["tiny", "mini", "small", "medium", "base"] = option(
         "mini", "model from scratch: tiny 2x128, mini 4x256, small 4x512, medium 8x512, base 12x768 (layers x hidden)")
-    model_config: str = option("", "BertConfig JSON file for a model from scratch (overrides size)")
+    model_config: str = option("", "BertConfig JSON file for a model from scratch (overrides size)", path=True)
     max_seq_len: int = option(128, "tokens per block, [CLS] and [SEP] included", min=16, max=512)
     sentence_task: Literal["sop", "nsp", "none"] = option(
         "sop", "sentence-pair task: sop (ALBERT order prediction), nsp (BERT next sentence), none (MLM only)")
@@ -160,6 +160,7 @@ def _tokenizer(inputs: dict[str, list[Path]]) -> tuple[Any, Path]:
 
 def _model(config: Config, inputs: dict[str, list[Path]], tokenizer: Any) -> Any:
     if inputs["init"]:
+        families.require(inputs["init"][0], NAME, "init")
         model = bert.load(inputs["init"][0], config.sentence_task, config.attention)
         if model.config.vocab_size != len(tokenizer):
             raise UserError(f"pretrain: init {inputs['init'][0]} has a vocabulary of {model.config.vocab_size}, the tokenizer "

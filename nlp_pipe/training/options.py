@@ -25,7 +25,9 @@ from ..core.config import SEED_MAX, option, to_dict
 log = get_logger(__name__)
 
 # TrainOptions fields that do not change the training trajectory
-NOT_RUN_IDENTITY = ("resume", "keep_checkpoints", "tensorboard", "log_every", "save_every", "checkpoint_limit")
+NOT_RUN_IDENTITY = ("resume", "keep_checkpoints", "report_to", "log_every", "save_every", "checkpoint_limit")
+# accelerate tracker name -> the package it needs
+TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "aim": "aim"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +51,8 @@ class TrainOptions:
     checkpoint_limit: int = option(2, "checkpoints kept while training (oldest removed first)", min=1)
     keep_checkpoints: bool = option(False, "keep NAME.checkpoints/ after the artifact is published")
     resume: bool = option(True, "resume from NAME.checkpoints/ when a killed run left checkpoints there")
-    tensorboard: bool = option(False, "also log to TensorBoard (accelerate tracker) under tensorboard/")
+    report_to: Literal["none", "tensorboard", "wandb", "mlflow", "aim"] = option(
+        "none", "also log metrics to this tracker (through accelerate); tensorboard and aim write under tracking/ in the artifact")
     seed: int = option(42, "seed for initial weights, batch order, masking and dropout", min=0, max=SEED_MAX)
 
     def __post_init__(self) -> None:

@@ -24,7 +24,7 @@ the runner builds each attempt in a fresh temporary directory:
     NAME.checkpoints/metrics.jsonl      every logged record; copied into the artifact at the end
     NAME.checkpoints/step_000500/       accelerator.save_state: model, optimizer, RNG, scheduler, trainer
                                         state; data_position.json says where the data stood
-    NAME.checkpoints/tensorboard/       with tensorboard=true; copied into the artifact at the end
+    NAME.checkpoints/tracking/          with report_to tensorboard or aim; copied into the artifact at the end
 
 `trainer.cleanup` is that directory unless keep_checkpoints: the stage hands it to the runner in its
 Result, and the runner removes it once the artifact is published.
@@ -47,14 +47,13 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.state import AcceleratorState
 from accelerate.utils import ProjectConfiguration, set_seed
-from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from ..core import artifacts
+from ..core import artifacts, console
 from ..core.contract import Result
 from ..core.errors import UserError
 from .loop import EarlyStop, Forward, StepLoop, TrainState, add_sums, call_model, mean_loss, reduce_sums, rows, to_device
-from .options import TrainOptions, cpu_processes, cpu_threads, resolve_precision
+from .options import TRACKERS, TrainOptions, cpu_processes, cpu_threads, resolve_precision
 from .records import MetricsLog, plot_curves
 
 log = get_logger(__name__)
@@ -63,7 +62,7 @@ METRICS = "metrics.jsonl"
 CURVES_PNG = "training_curves.png"
 RUN_JSON = "run.json"
 POSITION_JSON = "data_position.json"
-TENSORBOARD = "tensorboard"
+TRACKING = "tracking"
 
 
 @dataclasses.dataclass
@@ -98,12 +97,14 @@ class Trainer:
         # accelerate keeps one global state per process; a second training stage in the same process
         # (a pipeline, a test) with another precision must start from a clean one
         AcceleratorState._reset_state()
-        if options.tensorboard and not importlib.util.find_spec("tensorboard"):
-            raise UserError(f"{name}: tensorboard=true needs the tensorboard package (pip install tensorboard)")
-        project = ProjectConfiguration(project_dir=str(self.work), logging_dir=str(self.work / TENSORBOARD))
+        self.tracker = None if options.report_to == "none" else options.report_to
+        if self.tracker and not importlib.util.find_spec(TRACKERS[self.tracker]):
+            raise UserError(f"{name}: report_to {self.tracker} needs the {TRACKERS[self.tracker]} package "
+                            f"(pip install {TRACKERS[self.tracker]})")
+        project = ProjectConfiguration(project_dir=str(self.work), logging_dir=str(self.work / TRACKING))
         try:
             self.accelerator = Accelerator(mixed_precision=self.precision, project_config=project, cpu=cpu_processes(),
-                                           log_with="tensorboard" if options.tensorboard else None)
+                                           log_with=self.tracker)
         except ValueError as exc:  # e.g. fp16 without a GPU
             raise UserError(f"{name}: precision {options.precision}: {exc}") from None
         self.run_config = {"config": run_config, "processes": self.accelerator.num_processes}
@@ -180,7 +181,7 @@ class Trainer:
         acc.register_for_checkpointing(scheduler, state)  # our scheduler steps once per step, not once per process
         resumed = self._resume(state)
         metrics_log = MetricsLog(self.work / METRICS, self.is_main, keep_until=state.step)
-        if o.tensorboard:
+        if self.tracker:
             acc.init_trackers(self.name, config=_flat(self.run_config["config"]))
         loop = StepLoop(acc, o, model, optimizer, scheduler, train, collate, forward or call_model, transform,
                         summarize or mean_loss, per_epoch, None if lengths is None else np.asarray(lengths))
@@ -192,7 +193,7 @@ class Trainer:
         if eval_data is not None and state.step == 0:  # where the curve starts
             self._log(metrics_log, {"split": "eval", "step": 0, **evaluate()})
         model.train()  # from_pretrained returns eval mode: without this, dropout would stay off after a resume
-        progress = tqdm(total=total, initial=state.step, desc=self.name, unit="step", disable=not self.is_main)
+        progress = console.progress(total=total, initial=state.step, desc=self.name, unit="step", disable=not self.is_main)
         while state.step < total and not stopper.stop(state):
             loop.step(state)
             progress.update(1)
@@ -268,7 +269,7 @@ class Trainer:
                     shutil.rmtree(old)
                 for stale in (self.work / METRICS, self.work / "best.pt"):
                     stale.unlink(missing_ok=True)
-                shutil.rmtree(self.work / TENSORBOARD, ignore_errors=True)
+                shutil.rmtree(self.work / TRACKING, ignore_errors=True)
             run_file.write_text(json.dumps(self.run_config, indent=2, ensure_ascii=False), encoding="utf-8")
         acc.wait_for_everyone()
         found = saved_steps(self.work)
@@ -301,20 +302,20 @@ class Trainer:
 
     def _log(self, metrics_log: MetricsLog, record: dict[str, Any]) -> None:
         metrics_log.write(record)
-        if self.options.tensorboard:
+        if self.tracker:
             self.accelerator.log({f"{record['split']}/{k}": v for k, v in record.items()
                                   if isinstance(v, (int, float)) and k != "step"}, step=record["step"])
 
     def _finish(self, metrics_log: MetricsLog) -> None:
         acc = self.accelerator
-        if self.options.tensorboard:
+        if self.tracker:
             acc.end_training()
         acc.wait_for_everyone()
         if self.is_main:
             shutil.copy(self.work / METRICS, self.out / self.metrics_name)
             plot_curves(metrics_log.records(), self.out / self.curves_name, self.name)
-            if (self.work / TENSORBOARD).exists():
-                shutil.copytree(self.work / TENSORBOARD, self.out / TENSORBOARD, dirs_exist_ok=True)
+            if (self.work / TRACKING).exists():
+                shutil.copytree(self.work / TRACKING, self.out / TRACKING, dirs_exist_ok=True)
 
 
 def make_optimizer(model: torch.nn.Module, options: TrainOptions,

@@ -263,6 +263,11 @@ def check_gb_detected(case: Case) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "gb.txt"
         write(case, path)
+        try:  # a few GB18030 characters can also be valid UTF-8 (也刷 = d2b2 cba2): no reader can tell those apart
+            path.read_bytes().decode("utf-8")
+            return
+        except UnicodeDecodeError:
+            pass
         rows, counts = read(path, replace(case, encoding="auto"))
     kept, dropped, rows_in = expected(case)
     assert rows == kept and counts.rows_in == rows_in and dict(counts.dropped) == dict(dropped)

@@ -1,0 +1,100 @@
+"""Terminal output, stage config files, paths in pipeline files, trackers: the conventions users expect."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from conftest import FIXTURES, run_cli
+from nlp_pipe.core import manifest as manifests
+
+
+def cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """A real process, so the terminal setup (logging handlers, library switches) is the user's."""
+    return subprocess.run([sys.executable, "-m", "nlp_pipe", *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          timeout=300, env={**os.environ, "TQDM_DISABLE": "0"})
+
+
+def test_default_output_is_a_line_per_stage_and_the_config_goes_to_stage_log(tmp_path):
+    done = cli("segment", "--corpus", FIXTURES / "reviews.tsv", "--out", tmp_path / "seg", "--workers", "1")
+    assert done.returncode == 0, done.stderr
+    assert "segment finished in" in done.stderr
+    assert "userdict_multiplier" not in done.stderr and "reading " not in done.stderr  # config and INFO lines: not shown
+    log = (tmp_path / "seg" / "stage.log").read_text(encoding="utf-8")
+    assert "userdict_multiplier: 1000.0" in log and "text column 'text'" in log  # YAML config and INFO lines: kept
+    quiet = cli("-q", "segment", "--corpus", FIXTURES / "reviews.tsv", "--out", tmp_path / "seg2", "--workers", "1")
+    assert quiet.returncode == 0 and quiet.stderr.strip() == "", quiet.stderr
+    verbose = cli("--log-level", "info", "segment", "--corpus", FIXTURES / "reviews.tsv", "--out", tmp_path / "seg3",
+                  "--workers", "1")
+    assert "text column 'text'" in verbose.stderr
+
+
+def test_stage_config_yaml_reruns_the_stage_and_flags_override_it(tmp_path):
+    first = run_cli("segment", "--corpus", FIXTURES / "reviews.tsv", "--out", tmp_path / "a", "--workers", "1", "--mode", "search")
+    assert first.code == 0
+    again = run_cli("segment", "--config", tmp_path / "a" / "stage_config.yaml", "--out", tmp_path / "b")
+    assert again.code == 0, again
+    a, b = manifests.read_manifest(tmp_path / "a"), manifests.read_manifest(tmp_path / "b")
+    assert a["fingerprint"] == b["fingerprint"] and b["config"]["mode"] == "search"
+    changed = run_cli("segment", "--config", tmp_path / "a" / "stage_config.yaml", "--out", tmp_path / "c", "--mode", "accurate")
+    assert changed.code == 0 and manifests.read_manifest(tmp_path / "c")["config"]["mode"] == "accurate"
+
+
+def test_a_flat_config_file_with_relative_paths_from_its_folder(tmp_path):
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    (folder / "data.tsv").write_bytes((FIXTURES / "reviews.tsv").read_bytes())
+    (folder / "seg.yaml").write_text("corpus: data.tsv\nmode: search\nworkers: 1\n", encoding="utf-8")
+    result = run_cli("segment", "--config", folder / "seg.yaml", "--out", tmp_path / "seg")
+    assert result.code == 0, result
+    manifest = manifests.read_manifest(tmp_path / "seg")
+    assert manifest["inputs"]["corpus"]["paths"] == [str(folder / "data.tsv")] and manifest["config"]["mode"] == "search"
+    (folder / "bad.yaml").write_text("corpus: data.tsv\nmoed: search\n", encoding="utf-8")
+    bad = run_cli("segment", "--config", folder / "bad.yaml", "--out", tmp_path / "x")
+    assert bad.code == 2 and "unknown config key 'moed'" in bad.err and "did you mean 'mode'" in bad.err
+    (folder / "other.yaml").write_text("stage: vocab\nconfig: {min_freq: 1}\n", encoding="utf-8")
+    wrong = run_cli("segment", "--config", folder / "other.yaml", "--out", tmp_path / "x")
+    assert wrong.code == 2 and "config of stage 'vocab'" in wrong.err
+
+
+def test_pipeline_paths_are_taken_from_the_files_folder_and_vars_from_the_current_one(tmp_path):
+    project = tmp_path / "project"
+    (project / "pipes").mkdir(parents=True)
+    (project / "data").mkdir()
+    (project / "data" / "a.tsv").write_bytes((FIXTURES / "reviews.tsv").read_bytes())
+    (project / "pipes" / "p.yaml").write_text(
+        "name: p\nworkdir: ../runs\nvars: {corpus: ../data/a.tsv}\nstages:\n"
+        "  - stage: segment\n    inputs: {corpus: '${vars.corpus}'}\n    config: {workers: 1}\n", encoding="utf-8")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = cli("run", project / "pipes" / "p.yaml", cwd=elsewhere)
+    assert done.returncode == 0, done.stderr
+    assert manifests.read_manifest(project / "runs" / "segment")["inputs"]["corpus"]["paths"] == [str(project / "data" / "a.tsv")]
+    (elsewhere / "mine.tsv").write_bytes((FIXTURES / "reviews.tsv").read_bytes())
+    mine = cli("run", project / "pipes" / "p.yaml", "--var", "corpus=mine.tsv", "--workdir", "out", cwd=elsewhere)
+    assert mine.returncode == 0, mine.stderr
+    assert manifests.read_manifest(elsewhere / "out" / "segment")["inputs"]["corpus"]["paths"] == [str(elsewhere / "mine.tsv")]
+
+
+def test_shipped_pipelines_resolve_from_any_directory(tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    for name in ("demo.yaml", "ngram2vec.yaml"):
+        done = cli("status", root / "pipelines" / name, cwd=tmp_path)
+        assert done.returncode == 0, (name, done.stderr)
+        assert str(root / "runs") in done.stdout
+
+
+def test_a_tracker_that_is_not_installed_says_what_to_install(tmp_path, seg_reviews, tiny_bert):
+    result = run_cli("finetune", "--checkpoint", tiny_bert, "--train", seg_reviews, "--out", tmp_path / "x", "--steps", "1",
+                     "--report-to", "aim")
+    assert result.code == 2 and "pip install aim" in result.err, result
+
+
+def test_stage_config_lists_inputs_and_config(tmp_path):
+    run_cli("segment", "--corpus", FIXTURES / "reviews.tsv", "--out", tmp_path / "s", "--workers", "1")
+    doc = yaml.safe_load((tmp_path / "s" / "stage_config.yaml").read_text(encoding="utf-8"))
+    assert doc["stage"] == "segment" and doc["inputs"] == {"corpus": [str(FIXTURES / "reviews.tsv")]}
