@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..text.segmenter import Segmenter, SegmenterSpec
+from .masking import NOT_A_WORD, WORD_INSIDE, WORD_START
 
-WORD_START, WORD_INSIDE, NOT_A_WORD = 0, 1, -1
 IGNORE = -100  # sentence label of MLM-only blocks; the loss ignores it
 SentenceTask = Literal["nsp", "sop", "none"]
 

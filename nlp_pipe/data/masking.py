@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .blocks import NOT_A_WORD, WORD_START
-
 IGNORE_INDEX = -100
+# word-boundary labels, one per token (data/blocks.py writes them): kept here so masking needs no segmenter
+WORD_START, WORD_INSIDE, NOT_A_WORD = 0, 1, -1
 
 
 @dataclass

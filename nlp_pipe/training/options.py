@@ -25,7 +25,7 @@ from ..core.config import SEED_MAX, option, to_dict
 log = get_logger(__name__)
 
 # TrainOptions fields that do not change the training trajectory
-NOT_RUN_IDENTITY = ("resume", "keep_checkpoints", "report_to", "log_every", "save_every", "checkpoint_limit")
+NOT_RUN_IDENTITY = ("resume", "keep_checkpoints", "report_to", "log_every", "save_every", "checkpoint_limit", "compile")
 # accelerate tracker name -> the package it needs
 TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "aim": "aim"}
 
@@ -53,6 +53,8 @@ class TrainOptions:
     resume: bool = option(True, "resume from NAME.checkpoints/ when a killed run left checkpoints there")
     report_to: Literal["none", "tensorboard", "wandb", "mlflow", "aim"] = option(
         "none", "also log metrics to this tracker (through accelerate); tensorboard and aim write under tracking/ in the artifact")
+    compile: bool = option(False, "torch.compile the model: off by default, measured slower on CPU for these models "
+                                  "(docs/performance.md); try it on GPUs")
     seed: int = option(42, "seed for initial weights, batch order, masking and dropout", min=0, max=SEED_MAX)
 
     def __post_init__(self) -> None:

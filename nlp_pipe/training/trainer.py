@@ -104,7 +104,7 @@ class Trainer:
         project = ProjectConfiguration(project_dir=str(self.work), logging_dir=str(self.work / TRACKING))
         try:
             self.accelerator = Accelerator(mixed_precision=self.precision, project_config=project, cpu=cpu_processes(),
-                                           log_with=self.tracker)
+                                           log_with=self.tracker, dynamo_backend="inductor" if options.compile else "no")
         except ValueError as exc:  # e.g. fp16 without a GPU
             raise UserError(f"{name}: precision {options.precision}: {exc}") from None
         self.run_config = {"config": run_config, "processes": self.accelerator.num_processes}
@@ -176,7 +176,7 @@ class Trainer:
         optimizer = make_optimizer(model, o, lr_scale)
         scheduler = get_scheduler("constant_with_warmup" if o.schedule == "constant" else o.schedule, optimizer,
                                   num_warmup_steps=_warmup_steps(o.warmup, total), num_training_steps=total)
-        model, optimizer = acc.prepare(model, optimizer)
+        model, optimizer = acc.prepare(model, optimizer)  # compiled here with compile=true (dynamo_backend)
         state = TrainState()
         acc.register_for_checkpointing(scheduler, state)  # our scheduler steps once per step, not once per process
         resumed = self._resume(state)
