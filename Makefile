@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 
-.PHONY: install demo lint test test-all bench clean
+.PHONY: install demo lint test test-all bench bench-quick clean
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ test: lint
 
 test-all: install
 	$(BIN)/python -m pytest -x -q -m ""
+
+bench: install
+	$(BIN)/python benchmarks/run_all.py
+
+bench-quick: install
+	$(BIN)/python benchmarks/run_all.py --quick
 
 clean:
 	rm -rf runs .pytest_cache

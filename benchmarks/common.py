@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 _VERSIONS = ("torch", "jieba", "gensim", "datasets", "transformers")
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_RUNS = Path("runs/bench")  # every artifact the benchmarks build, reused as fresh by the next run
 QUIET_CORES = 0.1  # a run during which other processes used less than this counts as quiet
 
 
@@ -156,3 +158,33 @@ def _num(x: float | None, suffix: str = "") -> str:
     if x is None:
         return "-"
     return f"{x:.3g}{suffix}" if abs(x) < 1000 else f"{x:,.0f}{suffix}"
+
+
+def bench_dir(args: argparse.Namespace, name: str) -> Path:
+    """runs/bench/{quick,full}/NAME: where a benchmark keeps the artifacts it builds."""
+    return BENCH_RUNS / ("quick" if args.quick else "full") / name
+
+
+def run_pipeline(pipeline_file: Path, workdir: Path, variables: dict[str, Any]) -> None:
+    """Every stage of a pipeline file into `workdir`, each skipped when fresh (as `nlp-pipe run` does)."""
+    from nlp_pipe import pipeline, runner
+
+    pipe = pipeline.load(pipeline_file, variables, None, str(workdir))
+    for step in pipe.steps:
+        plan = pipe.plan_now(step)
+        print(f"[{step.name}] {'fresh' if plan.fresh else 'running: ' + plan.reason} ({plan.out})", file=sys.stderr)
+        if not plan.fresh:
+            runner.execute(plan)
+
+
+PRETRAIN_STEPS = {"quick": 20, "full": 300}
+
+
+def pretrained(args: argparse.Namespace) -> Path:
+    """The BERT-mini of pipelines/pretrain_bert.yaml (PRETRAIN_STEPS steps), built under runs/bench/ unless fresh."""
+    workdir = bench_dir(args, "pretrain_bert")
+    steps = PRETRAIN_STEPS["quick" if args.quick else "full"]
+    run_pipeline(ROOT / "pipelines" / "pretrain_bert.yaml", workdir,
+                 {"corpus": str(data_path(args, "corpora", "CLUECorpusSmall_bert_sampled.txt").resolve()),
+                  "reviews": str(data_path(args, "corpora", "book_review_cls.txt").resolve()), "steps": steps})
+    return workdir / "pretrain"

@@ -1,7 +1,10 @@
 """TinyBERT-4 distilled from the fine-tuned ChnSentiCorp classifier, with and without augmentation, against
 the same student shape fine-tuned directly; and the CPU speed-up of TinyBERT-4 over a BERT-base shape.
 
-    python benchmarks/distill.py [--quick] [--out bench-distill.json] [--teacher DIR] [--work runs/bench_distill]
+    python benchmarks/distill.py [--quick] [--out bench-distill.json] [--teacher DIR] [--pretrained DIR] [--work DIR]
+
+Without --teacher / --pretrained, both are built first (benchmarks/finetune.py's classifier and
+pipelines/pretrain_bert.yaml's BERT-mini, under runs/bench/) and reused while fresh.
 
 --quick: 1,500/300/300 ChnSentiCorp rows, 1,000 reviews for general distillation.
 Teacher: the fine-tuned classifier of benchmarks/finetune.py (--teacher, default its artifact); the MLM
@@ -21,6 +24,7 @@ cpu_speedup_base_to_tiny4 (value = TinyBERT-4 texts/s, baseline = 12x768 texts/s
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -29,6 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import finetune as finetune_bench  # noqa: E402
 from textcnn import stage, vectors  # noqa: E402
 
 import common  # noqa: E402
@@ -86,10 +91,13 @@ def student_init(work: Path, teacher: Path) -> Path:
 def main() -> None:
     args = _args()
     info = common.machine()
-    for path, what in ((args.teacher, "benchmarks/finetune.py"), (args.pretrained, "nlp-pipe run pipelines/pretrain_bert.yaml")):
-        if not (path / "manifest.json").exists():
-            sys.exit(f"error: {path} is not there; run `{what}` first (or pass its artifact)")
-    work = args.work
+    args.pretrained = args.pretrained or common.pretrained(args)
+    args.teacher = args.teacher or finetune_bench.classifier(argparse.Namespace(
+        data_dir=args.data_dir, quick=args.quick, checkpoint=args.pretrained, work=None))
+    for path in (args.teacher, args.pretrained):
+        if not (path / "manifest.json").exists() and not (path / "config.json").exists():
+            sys.exit(f"error: {path} is neither an artifact nor a model directory")
+    work = args.work or common.bench_dir(args, "distill")
     fast = {"speed_batch": 8, "speed_seq_len": 64}  # the stage's own speed table; the figure is measured below
     splits = {}
     for split, rows in (("train", 1500), ("dev", 300), ("test", 300)):
@@ -144,9 +152,9 @@ def main() -> None:
 
 def _args():
     p = common.parser("TinyBERT-4 distillation on ChnSentiCorp vs its teacher and direct fine-tuning; CPU speed-up")
-    p.add_argument("--teacher", type=Path, default=Path("runs/bench_finetune/finetune"), help="fine-tuned teacher (finetune artifact)")
-    p.add_argument("--pretrained", type=Path, default=Path("runs/pretrain_bert/pretrain"), help="pretrained BERT (pretrain artifact)")
-    p.add_argument("--work", type=Path, default=Path("runs/bench_distill"), help="artifact directory (reused when fresh)")
+    p.add_argument("--teacher", type=Path, default=None, help="fine-tuned teacher (default: benchmarks/finetune.py's, built)")
+    p.add_argument("--pretrained", type=Path, default=None, help="pretrained BERT (default: pretrain_bert.yaml's, built)")
+    p.add_argument("--work", type=Path, default=None, help="artifact directory (default runs/bench/{full,quick}/distill)")
     p.add_argument("--max-seq-len", type=int, default=128, help="tokens per text for teacher and students")
     p.add_argument("--copies", type=int, default=2, help="augmented copies per training text")
     p.add_argument("--general-rows", type=int, default=10000, help="Douban book reviews for general distillation")

@@ -1,7 +1,9 @@
 """Fine-tuned BERT (the checkpoint pipelines/pretrain_bert.yaml pretrains) against TextCNN on ChnSentiCorp.
 
-    python benchmarks/finetune.py [--quick] [--out bench-finetune.json] [--checkpoint runs/pretrain_bert/pretrain]
-                                  [--work runs/bench_finetune]
+    python benchmarks/finetune.py [--quick] [--out bench-finetune.json] [--checkpoint DIR] [--work DIR]
+
+Without --checkpoint, the BERT-mini of pipelines/pretrain_bert.yaml is built first through that pipeline
+(300 steps; 20 with --quick) under runs/bench/{full,quick}/pretrain_bert, and reused while fresh.
 
 The checkpoint is pretrained from scratch on the CLUE sample and Douban book reviews, text that holds no
 ChnSentiCorp dev/test rows (leakage note in the data README); its size, pretraining budget and corpora
@@ -57,10 +59,10 @@ TEXTCNN_QUICK = {"mode": "static", "epochs": 4}
 def main() -> None:
     args = _args()
     info = common.machine()
+    args.checkpoint = args.checkpoint or common.pretrained(args)
     manifest = manifests.read_manifest(args.checkpoint)
     if manifest is None and not (args.checkpoint / "config.json").exists():
-        sys.exit(f"{args.checkpoint}: no finished pretrain artifact; run `nlp-pipe run pipelines/pretrain_bert.yaml` "
-                 "(add `--var steps=N` for a short run) or pass --checkpoint DIR")
+        sys.exit(f"{args.checkpoint}: neither an artifact nor a model directory; pass a pretrain artifact or HF model directory")
     ckpt = checkpoint_info(args.checkpoint, manifest or {})  # no manifest: a downloaded model, budget and corpora unknown
     splits = data_files(args)
     ckpt["leak_check"] = leak_check(ckpt["corpora"], [splits["dev"], splits["test"]]) if ckpt["corpora"] else \
@@ -76,7 +78,7 @@ def main() -> None:
         sys.exit(f"{args.checkpoint} was pretrained on text holding ChnSentiCorp dev/test rows "
                  f"({ckpt['leak_check']['found']} found, e.g. {ckpt['leak_check']['examples'][:1]}): its scores would leak")
 
-    work = args.work / "quick" if args.quick else args.work
+    work = work_dir(args)
     for split, path in splits.items():
         textcnn_bench.stage("segment", {}, {"corpus": [str(path)]}, work / f"seg_{split}")
     data = {s: str(work / f"seg_{s}") for s in splits}
@@ -230,7 +232,7 @@ def data_files(args) -> dict[str, Path]:
         lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
         rows = lines[1:]
         sample = sorted(random.Random(f"quick-{split}").sample(range(len(rows)), min(QUICK_ROWS[split], len(rows))))
-        target = args.work / "quick" / "data" / f"{split}.tsv"
+        target = work_dir(args) / "data" / f"{split}.tsv"
         text = lines[0] + "".join(rows[i] for i in sample)
         if not target.exists() or target.read_text(encoding="utf-8") != text:  # unchanged: the segments stay fresh
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -258,11 +260,29 @@ def _print_table(results: dict[str, dict[str, Any]], threads: int, n_test: int) 
     print(f"predict: {n_test} test texts, batch 64, median of 3 after one warm-up, {threads} torch thread(s)")
 
 
+def work_dir(args) -> Path:
+    return args.work or common.bench_dir(args, "finetune")
+
+
+def classifier(args) -> Path:
+    """The fine-tuned BERT of this benchmark (distill's teacher), built through the stages unless fresh."""
+    args.checkpoint = args.checkpoint or common.pretrained(args)
+    splits = data_files(args)
+    work = work_dir(args)
+    data = {}
+    for split, path in splits.items():
+        textcnn_bench.stage("segment", {}, {"corpus": [str(path)]}, work / f"seg_{split}")
+        data[split] = str(work / f"seg_{split}")
+    textcnn_bench.stage("finetune", FINETUNE_QUICK if args.quick else FINETUNE, {"checkpoint": str(args.checkpoint), **data},
+                        work / "finetune")
+    return work / "finetune"
+
+
 def _args():
     p = common.parser("Fine-tuned BERT (pretrain_bert.yaml's checkpoint) vs TextCNN on ChnSentiCorp")
-    p.add_argument("--checkpoint", type=Path, default=Path("runs/pretrain_bert/pretrain"),
-                   help="the BERT to fine-tune: a pretrain artifact (default: pipelines/pretrain_bert.yaml's)")
-    p.add_argument("--work", type=Path, default=Path("runs/bench_finetune"), help="artifact directory (reused when fresh)")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="the BERT to fine-tune (default: pipelines/pretrain_bert.yaml's, built under runs/bench/)")
+    p.add_argument("--work", type=Path, default=None, help="artifact directory (default runs/bench/{full,quick}/finetune)")
     return p.parse_args()
 
 
