@@ -6,17 +6,16 @@ Read as a stream (only the vectors are held in memory, never the text), every ro
 
 from __future__ import annotations
 
-import bz2
-import gzip
 from collections.abc import Collection, Iterator
 from pathlib import Path
-from typing import IO, cast
+from typing import IO
 
 import numpy as np
 from gensim.models import KeyedVectors
 
 from ..core.errors import UserError
 from ..text.corpus import Counts
+from ..text.encoding import open_binary
 
 _BATCH_ROWS = 4096
 
@@ -32,7 +31,7 @@ def read_word2vec_text(path: str | Path, *, keep: Collection[str] | None = None,
     """
     path = Path(path)
     counts = counts if counts is not None else Counts()
-    with _open_binary(path) as fh:
+    with open_binary(path) as fh:
         lines = _decoded(fh, path, on_decode_error, counts)
         n_rows, dim = _header(next(lines, (1, ""))[1], path)
         capacity = min(n_rows, limit or n_rows, len(keep) if keep is not None else n_rows)
@@ -86,18 +85,6 @@ def write_word2vec_text(kv: KeyedVectors, path: Path) -> None:
             rows = np.asarray(kv.vectors[start:start + _BATCH_ROWS], dtype=np.float32).tolist()
             keys = kv.index_to_key[start:start + _BATCH_ROWS]
             fh.write("".join(f"{w} {row_format % tuple(r)}\n" for w, r in zip(keys, rows)))
-
-
-def _open_binary(path: Path) -> IO[bytes]:
-    name = path.name.lower()
-    try:
-        if name.endswith(".bz2"):
-            return cast(IO[bytes], bz2.open(path, "rb"))
-        if name.endswith(".gz"):
-            return cast(IO[bytes], gzip.open(path, "rb"))
-        return open(path, "rb")
-    except OSError as exc:
-        raise UserError(f"{path}: cannot open ({exc.strerror or exc})") from None
 
 
 def _decoded(fh: IO[bytes], path: Path, on_error: str, counts: Counts) -> Iterator[tuple[int, str]]:
