@@ -58,7 +58,11 @@ def detect_encoding(path: Path) -> str:
     multibyte = sum(1 for ch in text if ord(ch) > 0x7F) - bad
     # A few bad bytes inside otherwise valid multi-byte UTF-8 mean a damaged UTF-8 file (reported
     # line by line later), not another encoding: GBK text decoded as UTF-8 fails almost everywhere.
-    if bad == 0 or multibyte > 20 * bad or (bad <= 4 and multibyte > 2 * bad):
+    if bad == 0 or (multibyte > 20 * bad and multibyte >= 20):
+        return "utf-8"
+    if _reads_as_common_gb(sample):  # before the looser rule below: a short GB text can hold a few valid UTF-8 pairs
+        return "gb18030"
+    if bad <= 4 and multibyte > 2 * bad:
         return "utf-8"
     if b"\x00" in sample:  # not UTF-8 and NUL bytes: no text encoding this reader supports
         raise UserError(f"{path} holds NUL bytes and is not UTF-8: a binary file, not text (UTF-16 text needs converting "
