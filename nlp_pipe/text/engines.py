@@ -77,7 +77,7 @@ PROVEN_VERSIONS = {"rjieba": ("0.2.2",), "jieba": ("0.42.1",)}
 _HAN = "\u4E00-\u9FD5a-zA-Z0-9+#&._%\\-"  # jieba's re_han_default character class
 # jieba-rs counts these as hanzi, jieba does not; surrogates cannot cross into Rust; \x01 and \x02 are
 # the adapter's own separators. All are single tokens in jieba, so the text is split at them.
-_ODD = re.compile("([\u3400-\u4DBF\u9FD6-\u9FFF\uF900-\uFAFF\U00020000-\U0003FFFF\ud800-\udfff\x01\x02])")
+_ODD = re.compile("([\u3400-\u4DBF\u9FD6-\u9FFF\uF900-\uFAFF\U00020000-\U0003FFFF\ud800-\udfff\x00\x01\x02])")
 _STEP = "(?:[a-zA-Z0-9]+|[\u4E00-\u9FD5+#&._%\\-])"  # a token made of single-character route steps
 _RUN = re.compile(f"\x01({_STEP}(?:\x01{_STEP})+)(?=\x01)")  # two or more in a row, between separators
 _ASCII_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
@@ -240,14 +240,24 @@ class RjiebaEngine:
             self._ascii_words_multi()  # now, so that forked workers inherit it
 
     def words(self, text: str) -> list[str]:
-        joined = self._joined(text)
-        words = joined.split("\x01") if joined else []
+        if _ODD.search(text):
+            words = self._around_odd(text)
+        else:
+            joined = self._joined(text)
+            words = joined.split("\x01") if joined else []
         return self._search_grams(words) if self._search else words
 
     def lines(self, texts: list[str]) -> list[str]:
-        """Each text's words joined by spaces, whitespace tokens dropped; one rjieba call for them all."""
-        if self._search or any("\x00" in t or not t or t.isspace() for t in texts):
+        """Each text's words joined by spaces, whitespace tokens dropped; one rjieba call for them all
+        (a text that needs care, holding the adapter's separators or odd characters, is cut on its own)."""
+        if self._search:
             return [_line(self.words(t)) for t in texts]
+        alone = [i for i, t in enumerate(texts) if not t or t.isspace() or _ODD.search(t)]
+        if alone:
+            single = {i: _line(self.words(texts[i])) for i in alone}
+            rest = [t for i, t in enumerate(texts) if i not in single]
+            lines = iter(self.lines(rest) if rest else [])
+            return [single[i] if i in single else next(lines) for i in range(len(texts))]
         joined = f"\x01{self._joined(chr(0).join(texts))}\x01"
         if _WHITESPACE.search(joined):  # whitespace characters only ever form whitespace tokens
             joined = _WHITESPACE_TOKEN.sub("", joined)
@@ -257,18 +267,22 @@ class RjiebaEngine:
         return lines
 
     def _joined(self, text: str) -> str:
-        if _ODD.search(text):
-            return self._around_odd(text)
+        """The tokens of `text` (free of odd characters) joined by \x01."""
         try:
             return self._route(text)
         except _NeedJieba:
             return "\x01".join(self._fallback().words(text))
 
-    def _around_odd(self, text: str) -> str:
+    def _around_odd(self, text: str) -> list[str]:
         """Characters that end a block in jieba but not in jieba-rs are one token each; the text
         between them is cut on its own (cutting is block by block, so this changes nothing)."""
-        return "\x01".join(piece if i % 2 else self._joined(piece)
-                           for i, piece in enumerate(_ODD.split(text)) if piece)
+        words: list[str] = []
+        for i, piece in enumerate(_ODD.split(text)):
+            if i % 2:
+                words.append(piece)
+            elif piece:
+                words.extend(self._joined(piece).split("\x01"))
+        return words
 
     def _route(self, text: str) -> str:
         tokens = self._cut(text, False)
