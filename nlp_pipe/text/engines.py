@@ -256,8 +256,8 @@ class RjiebaEngine:
         if alone:
             single = {i: _line(self.words(texts[i])) for i in alone}
             rest = [t for i, t in enumerate(texts) if i not in single]
-            lines = iter(self.lines(rest) if rest else [])
-            return [single[i] if i in single else next(lines) for i in range(len(texts))]
+            others = iter(self.lines(rest) if rest else [])
+            return [single[i] if i in single else next(others) for i in range(len(texts))]
         joined = f"\x01{self._joined(chr(0).join(texts))}\x01"
         if _WHITESPACE.search(joined):  # whitespace characters only ever form whitespace tokens
             joined = _WHITESPACE_TOKEN.sub("", joined)
