@@ -30,7 +30,7 @@ from ..core.contract import Input, Result
 from ..core.errors import UserError
 from ..core.files import CORPUS_TXT, DATASET_DIR, SEGMENTER_JSON
 from ..text.corpus import Counts, ReadOptions, read_rows
-from ..text.engines import ENGINES
+from ..text.engines import proven
 from ..text.segmenter import LoadProbe, Segmenter, SegmenterSpec, cut_parallel
 from ..text.userdict import read_userdict, userdict_file
 
@@ -92,7 +92,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     with open(out / CORPUS_TXT, "w", encoding="utf-8") as corpus_txt, \
             ArrowWriter(features=_FEATURES, path=arrow_file) as writer:
         for texts, labels, lines in _segmented_chunks(config, files, segmenter, workers, counts):
-            if not ENGINES[spec.engine].exact and len(sample) < _AGREEMENT_ROWS:
+            if not dict_info["engine_exact"] and len(sample) < _AGREEMENT_ROWS:
                 sample += zip(texts[:_AGREEMENT_ROWS - len(sample)], lines)
             corpus_txt.write("\n".join(lines) + "\n")
             words = pc.split_pattern(pa.array(lines, pa.string()), " ")
@@ -201,7 +201,7 @@ def _segmenter_spec(config: Config, userdicts: list[Path]) -> tuple[SegmenterSpe
     spec = SegmenterSpec(hmm=config.hmm, mode=config.mode, userdict=tuple(entries.items()),
                          policy=config.userdict_freq, multiplier=config.userdict_multiplier,
                          engine=config.engine).with_engine()
-    info: dict[str, Any] = {"engine": spec.engine, "engine_version": spec.engine_version, "engine_exact": ENGINES[spec.engine].exact,
+    info: dict[str, Any] = {"engine": spec.engine, "engine_version": spec.engine_version, "engine_exact": proven(spec.engine),
             "dictionary": "jieba default dict.txt", "hmm": config.hmm, "mode": config.mode,
             "userdict": sources, "userdict_words": len(entries), "userdict_freq": config.userdict_freq}
     if config.userdict_freq == "multiply":

@@ -15,12 +15,14 @@ process-wide "force split" of what its HMM finds).
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from .segmenter import Segmenter, SegmenterSpec
 
-MODES = tuple((mode, hmm) for mode in ("accurate", "search") for hmm in (True, False))
+MODES: tuple[tuple[Literal["accurate", "search"], bool], ...] = (
+    ("accurate", True), ("accurate", False), ("search", True), ("search", False))
 POLICIES = ("file", "multiply", "force")
 
 EDGE_USERDICT: tuple[tuple[str, int | None], ...] = (
@@ -66,8 +68,9 @@ class Agreement:
         return 100.0 * self.identical / self.rows if self.rows else 100.0
 
 
-def edge_case_texts(seed: int = 0, count: int = 3000) -> list[str]:
-    """`count` mixed texts plus every code point up to U+2FFFF in windows, repeats and very long lines."""
+def edge_case_texts(seed: int = 0, count: int = 3000, quick: bool = False) -> list[str]:
+    """`count` mixed texts, code points, repeats and very long lines. `quick` (for the test suite):
+    the code points at every class boundary plus a sample of the rest, and shorter long lines."""
     rng = random.Random(seed)
     pieces = [_WORDS, _LATIN, tuple(_PUNCT), tuple(_FULLWIDTH), _SPACES, _EMOJI, _ODD, tuple(_HANZI)]
     weights = (6, 4, 3, 1, 2, 1, 1, 6)
@@ -75,18 +78,27 @@ def edge_case_texts(seed: int = 0, count: int = 3000) -> list[str]:
     for _ in range(count):
         n = rng.choice((1, 2, 3, 5, 8, 13, 30, 80))
         texts.append("".join(rng.choice(rng.choices(pieces, weights)[0]) for _ in range(n)))
-    texts += _every_code_point(rng)
+    texts += _code_point_texts(rng, quick)
     texts += [c * n for c in "赞哈啊差好一" for n in (2, 3, 4, 5, 7, 12)]  # exact ties in the Viterbi
     texts += [f"第{a}{sep}{b}名" for a in ("3", "a", "1.5", "x1") for sep in "+#&_%-." for b in ("5", "b", "2.5")]
     texts += [word + tail for word, _ in EDGE_USERDICT for tail in ("", "了", "的价格是100元", " ")]
-    long_line = "".join(rng.choice(texts[:count]) for _ in range(2000))
-    texts += [long_line, "".join(rng.choice(_HANZI) for _ in range(20000)), "a1" * 5000, "中" + "-1" * 3000]
+    scale = 10 if quick else 1
+    long_line = "".join(rng.choice(texts[:count]) for _ in range(2000 // scale))
+    texts += [long_line, "".join(rng.choice(_HANZI) for _ in range(20000 // scale)), "a1" * (5000 // scale),
+              "中" + "-1" * (3000 // scale)]
     return texts
 
 
-def _every_code_point(rng: random.Random) -> list[str]:
-    """Every code point below U+30000 but the surrogates, 100 a text, each between two hanzi words."""
-    chars = [chr(c) for c in range(0x30000) if not 0xD800 <= c <= 0xDFFF]
+def _code_point_texts(rng: random.Random, quick: bool) -> list[str]:
+    """Code points below U+30000 but the surrogates, 100 a text, each between two hanzi words: all of
+    them, or (`quick`) 20 on each side of every edge of the classes jieba and jieba-rs use and 2,000 more."""
+    every = [c for c in range(0x30000) if not 0xD800 <= c <= 0xDFFF]
+    if quick:
+        edges = (0x30, 0x41, 0x61, 0x80, 0x3000, 0x3400, 0x4DC0, 0x4E00, 0x9FD6, 0xA000, 0xF900, 0xFB00, 0xFF01,
+                 0xFF5F, 0x10000, 0x20000, 0x2A6E0, 0x2B740, 0x2CEB0, 0x2EBF0, 0x2F800, 0x2FA20)
+        near = {c for e in edges for c in range(e - 20, e + 20)}
+        every = sorted((near | set(rng.sample(every, 2000))) - set(range(0xD800, 0xE000)))
+    chars = [chr(c) for c in every]
     texts = []
     for i in range(0, len(chars), 100):
         window = chars[i:i + 100]
@@ -95,25 +107,34 @@ def _every_code_point(rng: random.Random) -> list[str]:
 
 
 def userdict_spec(policy: str, mode: str = "accurate", hmm: bool = True, engine: str = "rjieba") -> SegmenterSpec:
+    """A spec with `EDGE_USERDICT` under frequency policy `policy`."""
     return SegmenterSpec(hmm=hmm, mode=mode, userdict=EDGE_USERDICT, policy=policy, multiplier=7.5,  # type: ignore[arg-type]
                          engine=engine)
 
 
-def compare(spec: SegmenterSpec, texts: Iterable[str], chunk_rows: int = 500, keep: int = 5,
-            reference: Segmenter | None = None) -> Agreement:
-    """Cut `texts` with `spec`'s engine (chunk by chunk, as the segment stage does, and one text at a
-    time, as predict does) and with jieba; count the texts where all three agree."""
-    engine = Segmenter(spec)
-    jieba = reference or Segmenter(replace(spec, engine="jieba"))
+def mode_pairs(base: SegmenterSpec) -> Iterator[tuple[str, Segmenter, Segmenter]]:
+    """(label, engine segmenter, jieba segmenter) for every mode of `base`; the jieba tokenizer holding
+    its dictionaries is built once and shared (building it is the slow part)."""
+    tokenizer = Segmenter(replace(base, engine="jieba")).tokenizer
+    for mode, hmm in MODES:
+        spec = replace(base, mode=mode, hmm=hmm)
+        label = f"{mode}, HMM {'on' if hmm else 'off'}"
+        yield label, Segmenter(spec, tokenizer), Segmenter(replace(spec, engine="jieba"), tokenizer)
+
+
+def compare(engine: Segmenter, reference: Segmenter, texts: Iterable[str], chunk_rows: int = 500,
+            keep: int = 5) -> Agreement:
+    """Cut `texts` with `engine` (chunk by chunk, as the segment stage does, and one text at a time, as
+    predict does) and with `reference` (jieba); count the texts where all three agree."""
     result = Agreement(engine.engine.name)
     batch: list[str] = []
     for text in texts:
         batch.append(text)
         if len(batch) >= chunk_rows:
-            _compare_batch(engine, jieba, batch, result, keep)
+            _compare_batch(engine, reference, batch, result, keep)
             batch = []
     if batch:
-        _compare_batch(engine, jieba, batch, result, keep)
+        _compare_batch(engine, reference, batch, result, keep)
     return result
 
 

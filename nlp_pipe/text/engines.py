@@ -36,6 +36,7 @@ on; it is only used when asked for, and the segment stage then measures and repo
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import logging
@@ -85,6 +86,7 @@ _BLOCK_CHARS = re.compile(f"[{_HAN}]+")
 _WHITESPACE = re.compile(r"\s")
 _WHITESPACE_TOKEN = re.compile("\x01\\s+(?=\x01)")
 _ALNUM_TOKEN = re.compile("(?<=\x01)[a-zA-Z0-9]{2,}(?=\x01)")
+_TIE_TOLERANCE = 1e-13  # relative: 450x the rounding a sum of jieba's route can carry
 _TOTAL_KEY = "\ue000nlp_pipe total\ue000"  # holds jieba's extra total; no block can contain it
 
 # jieba 0.42.1's dict.txt: its sha256, jieba's total for it (B超 is listed twice), and the sum of its
@@ -102,32 +104,44 @@ class Engine(Protocol):
 
 
 def package_version(name: str) -> str | None:
-    """The installed version of engine `name`'s package, None when it is not installed."""
+    """The installed version of engine `name`'s package, None when it is not installed (or does not import)."""
+    package = ENGINES[name].package
     try:
-        return importlib.metadata.version(ENGINES[name].package)
-    except importlib.metadata.PackageNotFoundError:
+        importlib.import_module(package)
+        return importlib.metadata.version(package)
+    except (ImportError, importlib.metadata.PackageNotFoundError):
         return None
 
 
 def resolve(requested: str) -> str:
     """The engine to use for `requested`: `auto` = the fastest installed engine proven identical to
-    jieba; a named engine whose package is missing falls back to jieba, with a notice."""
+    jieba; a named engine whose package is missing falls back to jieba, with a notice (never a
+    different segmentation without one)."""
     if requested not in ENGINE_CHOICES:
         raise UserError(f"unknown segmentation engine '{requested}'; choose one of {', '.join(ENGINE_CHOICES)}")
     if requested == "auto":
-        for name in AUTO_ORDER:
+        for name in AUTO_ORDER[:-1]:
             version = package_version(name)
             if version in PROVEN_VERSIONS[name]:
                 return name
-            if name != "jieba":
-                log.info("segmentation engine %s %s: %s", name, version or "not installed",
-                         "not proven identical to jieba for this version" if version else "using jieba")
-        return "jieba"
+            log.warning("segmentation engine %s %s, so jieba cuts (same words, %s)", name,
+                        f"{version} is not a version proven identical to jieba" if version else
+                        f"is not installed (pip install '{ENGINES[name].package}')", "slower")
+        return AUTO_ORDER[-1]
     if package_version(requested) is None:
-        log.warning("segmentation engine %s is not installed (pip install %s); cutting with jieba instead",
-                    requested, ENGINES[requested].package)
+        differs = "" if ENGINES[requested].exact else f", whose words differ from {requested}'s on some texts"
+        log.warning("segmentation engine %s is not installed (pip install '%s'): cutting with jieba instead%s",
+                    requested, ENGINES[requested].package, differs)
         return "jieba"
+    if not proven(requested) and ENGINES[requested].exact:
+        log.warning("segmentation engine %s %s is not a version proven identical to jieba (proven: %s)", requested,
+                    package_version(requested), ", ".join(PROVEN_VERSIONS[requested]))
     return requested
+
+
+def proven(name: str) -> bool:
+    """Is engine `name`, as installed, proven to cut exactly as jieba (the reference itself always is)?"""
+    return name == "jieba" or (ENGINES[name].exact and package_version(name) in PROVEN_VERSIONS[name])
 
 
 class JiebaEngine:
@@ -173,7 +187,7 @@ class RjiebaDictionary:
     @staticmethod
     def _mirror(rjieba: Any, tokenizer: jieba.Tokenizer, changed: list[str]) -> Any:
         freq = tokenizer.FREQ
-        if tokenizer.dictionary is None and _dict_sha256() == _DICT_SHA256:
+        if tokenizer.dictionary is None and builtin_dictionary_proven():
             fast = rjieba.Jieba()  # the default dictionary, then only what the user dictionary changed
             if not any(freq.get(w, 0) <= 0 and fast.has_word(w) for w in changed):  # rjieba cannot delete
                 for word in changed:
@@ -201,13 +215,18 @@ def _default_dict_path() -> Path:
     return Path(jieba.__file__).resolve().parent / jieba.DEFAULT_DICT_NAME
 
 
-def _dict_sha256() -> str:
-    return hashlib.sha256(_default_dict_path().read_bytes()).hexdigest()
+@functools.cache
+def builtin_dictionary_proven() -> bool:
+    """Is rjieba's built-in dictionary proven to be jieba's dict.txt (same words, same frequencies)?
+    Checked for rjieba 0.2.2 against jieba 0.42.1's file, which is recognised by its sha256."""
+    sha = hashlib.sha256(_default_dict_path().read_bytes()).hexdigest()
+    return sha == _DICT_SHA256 and package_version("rjieba") in PROVEN_VERSIONS["rjieba"]
 
 
 def _default_dict_total() -> int:
-    if _dict_sha256() != _DICT_SHA256:
-        raise RuntimeError(f"{_default_dict_path()} is not jieba 0.42.1's dict.txt; rjieba's built-in copy would differ")
+    if not builtin_dictionary_proven():
+        raise RuntimeError("rjieba's built-in dictionary is not proven to be this jieba's dict.txt; "
+                           "mirror a loaded jieba tokenizer instead")
     return _DICT_TOTAL
 
 
@@ -350,7 +369,7 @@ class RjiebaEngine:
             singles += math.log(words.get(char) or 1) - self._dict.log_total
         whole = math.log(words[token]) - self._dict.log_total
         # jieba's own sums along the block carry rounding of up to ~1e-16 per step of size <= log(total)
-        tolerance = 1e-13 * (len(token) + 2) * (bound + 1) * (self._dict.log_total + 1)
+        tolerance = _TIE_TOLERANCE * (len(token) + 2) * (bound + 1) * (self._dict.log_total + 1)
         if abs(whole - singles) <= tolerance:
             raise _NeedJieba
         return whole > singles

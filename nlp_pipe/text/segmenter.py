@@ -82,18 +82,22 @@ class SegmenterSpec:
 
 
 class Segmenter:
-    """Cuts text as `spec` says; `engine` is the engine really used (a missing package falls back to jieba)."""
+    """Cuts text as `spec` says; `engine` is the engine really used (a missing package falls back to jieba).
 
-    def __init__(self, spec: SegmenterSpec) -> None:
+    `tokenizer`, when given, is a jieba tokenizer already holding the spec's dictionaries: segmenters
+    that differ only in mode or HMM can share one instead of each loading and tuning their own.
+    """
+
+    def __init__(self, spec: SegmenterSpec, tokenizer: jieba.Tokenizer | None = None) -> None:
         self.spec = spec
         name = engines.resolve(spec.engine)
-        if name != spec.engine and spec.engine != "auto" and not engines.ENGINES[spec.engine].exact:
-            log.warning("segmentation engine %s was asked for; jieba's words differ from its words on some texts",
-                        spec.engine)
         # jieba's own tokenizer holds a user dictionary (its frequency policies are jieba's arithmetic);
-        # with the default dictionary alone a fast engine needs no jieba tokenizer at all
-        needs_jieba = name == "jieba" or spec.userdict or spec.dictionary
-        self.tokenizer: jieba.Tokenizer | None = self._jieba_tokenizer() if needs_jieba else None
+        # with the default dictionary alone a proven fast engine needs no jieba tokenizer at all
+        needs_jieba = (name == "jieba" or bool(spec.userdict) or spec.dictionary is not None
+                       or not engines.builtin_dictionary_proven())
+        self.tokenizer: jieba.Tokenizer | None = tokenizer
+        if needs_jieba:
+            self._jieba_tokenizer()
         self.engine = self._engine(name)
 
     def _engine(self, name: str) -> engines.Engine:
@@ -108,7 +112,7 @@ class Segmenter:
 
     def _jieba_tokenizer(self) -> jieba.Tokenizer:
         """jieba's tokenizer with the spec's dictionaries, built on first use."""
-        if getattr(self, "tokenizer", None) is None:
+        if self.tokenizer is None:
             self.tokenizer = jieba.Tokenizer(self.spec.dictionary or jieba.DEFAULT_DICT)
             self.tokenizer.initialize()
             for word, freq in self.spec.userdict:
