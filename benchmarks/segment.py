@@ -279,7 +279,7 @@ def _verify_case(case: tuple[str | None, list[str]]) -> list[dict]:
 def verify(args) -> None:
     info = common.machine()
     texts, real_bytes = verification_texts(args)
-    total = sum(len(t.encode("utf-8")) for t in texts)
+    total = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
     print(f"verifying rjieba against jieba on {len(texts):,} texts, {total / 1e6:.1f} MB "
           f"({real_bytes / 1e6:.1f} MB real, the rest generated edge cases); every mode, 4 user-dictionary cases")
     cases = [(policy, texts) for policy in (None, *engine_check.POLICIES)]

@@ -1,10 +1,12 @@
 """Stage `segment`: raw text files -> jieba words.
 
-    nlp-pipe segment --corpus reviews.tsv --out runs/seg [--userdict words.txt]
+    nlp-pipe segment --corpus reviews.tsv --out runs/seg [--userdict words.txt] [--engine auto]
 
 Writes `dataset/` (a `datasets` dataset with text, words and label when present,
 `datasets.load_from_disk`) and `corpus.txt` (space-separated words, one kept row a line,
-aligned with the dataset). Large inputs are cut in parallel worker processes.
+aligned with the dataset). The words are jieba's; the engine (`text.engines`) and its version
+go to segmenter.json and the manifest. Large inputs are cut by as many processes as there are
+cores other processes leave free (this one included: it cuts too whenever its helpers are busy).
 """
 
 from __future__ import annotations

@@ -5,10 +5,12 @@ or rjieba made to give jieba's exact output; `auto` picks the fastest proven one
 user dictionary goes into the segmenter's own `jieba.Tokenizer`, never the global default, so
 loading one never changes jieba behind the user's back; a fast engine then mirrors that
 tokenizer's words and frequencies.
-`cut_parallel` fans chunks of texts out to worker processes (forked from a process that has
-built the tokenizer once, or each building their own where fork is not the start method),
-keeps only a bounded number of chunks in flight (memory stays flat) and yields results in
-input order.
+
+`cut_parallel` fans chunks of texts out to helper processes (forked from this one once the
+dictionary is loaded, or each building their own where fork is not the start method) and cuts a
+chunk itself whenever they are all busy; it keeps a bounded number of chunks in flight (memory
+stays flat) and yields results in input order. `LoadProbe` tells how many cores other processes
+leave free, so a stage starts no more processes than there are cores to run them.
 """
 
 from __future__ import annotations
