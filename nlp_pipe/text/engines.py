@@ -1,7 +1,6 @@
 """Segmentation engines: jieba itself, and rjieba (jieba-rs, ~15x faster) made to cut exactly as jieba 0.42.1.
 
-    engine = make_engine("rjieba", hmm=True, search=False, tokenizer=None)   # None: jieba's default dictionary
-    engine.words("iPhone 15的电池") == jieba.lcut("iPhone 15的电池")
+    Segmenter(SegmenterSpec(engine="rjieba")).engine.words(text) == jieba.lcut(text)   # text.segmenter
 
 `rjieba` is an adapter. Measured against `jieba.lcut` on 30.8 MB of real text, plain rjieba 0.2.2
 agrees on every line with the HMM off and differs on 1.25% of lines with it on, for two reasons:
@@ -16,11 +15,8 @@ does the HMM step in Python with jieba's own tables (`text.hmm`): the runs of si
 steps are found by one regex over the route's tokens, and only those runs are re-cut. Further
 details jieba and jieba-rs handle differently, and how each is met:
 
-- The route: jieba's `total` counts duplicate dictionary lines and every `add_word` (old
-  frequencies are never subtracted); jieba-rs keeps the sum of current frequencies. A
-  placeholder word that no block can contain carries the difference, so log(total) is jieba's.
-- Words of frequency 0 (prefixes, deleted words) are DAG edges and "known words" in jieba-rs but
-  not in jieba: they are never given to rjieba.
+- The route needs jieba's dictionary exactly: words of frequency 0 and jieba's peculiar total
+  (`text.rjieba_dict` says how they are mirrored).
 - Characters jieba-rs counts as hanzi and jieba does not (CJK extension A, U+9FD6-U+9FFF,
   compatibility ideographs, the supplementary planes) and lone surrogates end a block in jieba:
   the text is split at them before rjieba sees it, and each is one token, as in jieba.
@@ -37,21 +33,20 @@ on; it is only used when asked for, and the segment stage then measures and repo
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.metadata
 import logging
 import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 import jieba
 from jieba import finalseg
 
 from ..core.errors import UserError
 from .hmm import cut_buffer
+from .rjieba_dict import RjiebaDictionary, is_jieba_dict_txt
 
 log = logging.getLogger(__name__)
 
@@ -81,19 +76,11 @@ _HAN = "\u4E00-\u9FD5a-zA-Z0-9+#&._%\\-"  # jieba's re_han_default character cla
 _ODD = re.compile("([\u3400-\u4DBF\u9FD6-\u9FFF\uF900-\uFAFF\U00020000-\U0003FFFF\ud800-\udfff\x00\x01\x02])")
 _STEP = "(?:[a-zA-Z0-9]+|[\u4E00-\u9FD5+#&._%\\-])"  # a token made of single-character route steps
 _RUN = re.compile(f"\x01({_STEP}(?:\x01{_STEP})+)(?=\x01)")  # two or more in a row, between separators
-_ASCII_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 _BLOCK_CHARS = re.compile(f"[{_HAN}]+")
 _WHITESPACE = re.compile(r"\s")
 _WHITESPACE_TOKEN = re.compile("\x01\\s+(?=\x01)")
 _ALNUM_TOKEN = re.compile("(?<=\x01)[a-zA-Z0-9]{2,}(?=\x01)")
 _TIE_TOLERANCE = 1e-13  # relative: 450x the rounding a sum of jieba's route can carry
-_TOTAL_KEY = "\ue000nlp_pipe total\ue000"  # holds jieba's extra total; no block can contain it
-
-# jieba 0.42.1's dict.txt: its sha256, jieba's total for it (B超 is listed twice), and the sum of its
-# distinct words' frequencies, which is what rjieba's built-in copy of it totals.
-_DICT_SHA256 = "7197c3211ddd98962b036cdf40324d1ea2bfaa12bd028e68faa70111a88e12a8"
-_DICT_TOTAL, _DICT_DISTINCT_TOTAL = 60101967, 60101964
-
 
 class Engine(Protocol):
     name: str
@@ -157,77 +144,15 @@ class JiebaEngine:
         return self._cut(text, HMM=self._hmm)
 
 
-class RjiebaDictionary:
-    """An `rjieba.Jieba` holding exactly the words a jieba tokenizer knows with a frequency above 0,
-    and jieba's total, so its route is jieba's; plus the ASCII words' frequencies, for the one
-    route choice the adapter recomputes itself."""
-
-    def __init__(self, tokenizer: jieba.Tokenizer | None, changed: list[str]) -> None:
-        """`tokenizer` None: jieba's default dictionary untouched (rjieba's built-in copy of it);
-        otherwise `changed` lists the words added or re-weighted after jieba loaded its dictionary."""
-        import rjieba
-
-        self._tokenizer = tokenizer
-        self._ascii: dict[str, int] | None = None
-        if tokenizer is None:
-            self.total = _default_dict_total()
-            self.rjieba = rjieba.Jieba()
-            distinct_total = _DICT_DISTINCT_TOTAL
-        else:
-            self.total = tokenizer.total
-            self.rjieba = self._mirror(rjieba, tokenizer, changed)
-            distinct_total = sum(tokenizer.FREQ.values())  # prefixes count 0
-        extra = self.total - distinct_total
-        if extra < 0 or (tokenizer is not None and _TOTAL_KEY in tokenizer.FREQ):
-            raise RuntimeError(f"cannot mirror jieba's total {self.total} in rjieba (words sum to {distinct_total})")
-        if extra:
-            self.rjieba.add_word(_TOTAL_KEY, extra, None)
-        self.log_total = math.log(self.total)
-
-    @staticmethod
-    def _mirror(rjieba: Any, tokenizer: jieba.Tokenizer, changed: list[str]) -> Any:
-        freq = tokenizer.FREQ
-        if tokenizer.dictionary is None and builtin_dictionary_proven():
-            fast = rjieba.Jieba()  # the default dictionary, then only what the user dictionary changed
-            if not any(freq.get(w, 0) <= 0 and fast.has_word(w) for w in changed):  # rjieba cannot delete
-                for word in changed:
-                    if freq.get(word, 0) > 0:
-                        fast.add_word(word, freq[word], None)
-                return fast
-        full = rjieba.Jieba.empty()
-        for word, count in freq.items():
-            if count > 0:
-                full.add_word(word, count, None)
-        return full
-
-    def ascii_words(self) -> dict[str, int]:
-        """{word: frequency} of the words that start with an ASCII letter or digit (built on first use)."""
-        if self._ascii is None:
-            if self._tokenizer is not None:
-                self._ascii = {w: f for w, f in self._tokenizer.FREQ.items() if f > 0 and w[0] in _ASCII_ALNUM}
-            else:
-                text = _default_dict_path().read_text(encoding="utf-8")
-                self._ascii = {m[1]: int(m[2]) for m in re.finditer(r"^([0-9A-Za-z][^ \r\n]*) ([0-9]+)", text, re.M)}
-        return self._ascii
-
-
-def _default_dict_path() -> Path:
-    return Path(jieba.__file__).resolve().parent / jieba.DEFAULT_DICT_NAME
-
-
 @functools.cache
 def builtin_dictionary_proven() -> bool:
-    """Is rjieba's built-in dictionary proven to be jieba's dict.txt (same words, same frequencies)?
-    Checked for rjieba 0.2.2 against jieba 0.42.1's file, which is recognised by its sha256."""
-    sha = hashlib.sha256(_default_dict_path().read_bytes()).hexdigest()
-    return sha == _DICT_SHA256 and package_version("rjieba") in PROVEN_VERSIONS["rjieba"]
+    """Is the installed rjieba's built-in dictionary proven to be this jieba's dict.txt?"""
+    return is_jieba_dict_txt() and package_version("rjieba") in PROVEN_VERSIONS["rjieba"]
 
 
-def _default_dict_total() -> int:
-    if not builtin_dictionary_proven():
-        raise RuntimeError("rjieba's built-in dictionary is not proven to be this jieba's dict.txt; "
-                           "mirror a loaded jieba tokenizer instead")
-    return _DICT_TOTAL
+def mirror(tokenizer: jieba.Tokenizer | None, changed: list[str]) -> RjiebaDictionary:
+    """jieba's dictionary state in rjieba: the default one (`tokenizer` None) or `tokenizer`'s."""
+    return RjiebaDictionary(tokenizer, changed, builtin_dictionary_proven())
 
 
 class _NeedJieba(Exception):

@@ -106,7 +106,7 @@ class Segmenter:
         search = self.spec.mode == "search"
         if name == "jieba":
             return engines.JiebaEngine(self._jieba_tokenizer(), self.spec.hmm, search)
-        dictionary = engines.RjiebaDictionary(self.tokenizer, [w for w, _ in self.spec.userdict])
+        dictionary = engines.mirror(self.tokenizer, [w for w, _ in self.spec.userdict])
         if name == "rjieba-native":
             return engines.RjiebaNativeEngine(dictionary, self.spec.hmm, search)
         return engines.RjiebaEngine(dictionary, self.spec.hmm, search,
