@@ -248,7 +248,7 @@ class RjiebaEngine:
         memo = self._memo
         found = list(map(memo.get, runs))
         if None in found:
-            if len(memo) > 500_000:  # a few hundred bytes each
+            if len(memo) > 200_000:  # about 200 bytes each
                 memo.clear()
             for i, words in enumerate(found):
                 if words is None:
