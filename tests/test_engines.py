@@ -184,3 +184,28 @@ def test_free_cores_follow_what_others_use(monkeypatch):
     for others, free in [(0.0, 2), (0.3, 2), (0.7, 1), (1.0, 1), (5.0, 1)]:
         monkeypatch.setattr(LoadProbe, "others", lambda self, o=others: o)
         assert probe.free_cores() == free
+
+
+def test_rjiebas_builtin_dictionary_is_jiebas():
+    """What the fast default path relies on: rjieba's built-in dictionary holds exactly jieba's words
+    of frequency > 0 with their frequencies, and the constants for jieba's total hold."""
+    import rjieba
+
+    from nlp_pipe.text import rjieba_dict
+
+    tokenizer = Segmenter(SegmenterSpec(engine="jieba")).tokenizer
+    assert tokenizer is not None and rjieba_dict.is_jieba_dict_txt()
+    assert tokenizer.total == rjieba_dict._DICT_TOTAL
+    assert sum(tokenizer.FREQ.values()) == rjieba_dict._DICT_DISTINCT_TOTAL
+    builtin, mirrored = rjieba.Jieba(), rjieba.Jieba.empty()
+    positive = [w for w, f in tokenizer.FREQ.items() if f > 0]
+    assert len(positive) == 349_045 and all(builtin.has_word(w) for w in positive)
+    assert not any(builtin.has_word(w) for w, f in tokenizer.FREQ.items() if f == 0)
+    for word in positive:
+        mirrored.add_word(word, tokenizer.FREQ[word], None)
+    sample = random.Random(0).sample(positive, 20_000)
+    assert [builtin.suggest_freq(w) for w in sample] == [mirrored.suggest_freq(w) for w in sample]
+    default, from_tokenizer = engines.mirror(None, []), rjieba_dict.RjiebaDictionary(tokenizer, [], True)
+    assert default.ascii_words() == from_tokenizer.ascii_words()
+    assert default.ascii_alnum_words() == from_tokenizer.ascii_alnum_words() == frozenset()
+    assert default.log_total == from_tokenizer.log_total

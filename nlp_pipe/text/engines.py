@@ -260,15 +260,15 @@ class RjiebaEngine:
 
     def _ascii_words_multi(self) -> frozenset[str]:
         if self._ascii_multi is None:
-            words = self._dict.ascii_words()
-            self._longest_ascii = max(map(len, words), default=1)
-            self._ascii_multi = frozenset(w for w in words if len(w) > 1 and w.isascii() and w.isalnum())
+            self._ascii_multi = self._dict.ascii_alnum_words()
         return self._ascii_multi
 
     def _resolve_ascii(self, joined: str) -> str:
         """`joined` (tokens between \x01s) with each ASCII letter/digit token that is also a dictionary
         word marked as one route step (\x02 prefix) or split into its single-character steps."""
         ambiguous = self._ascii_words_multi()
+        if not ambiguous:  # jieba's own dictionary has no such word
+            return joined
         pieces, done = [], 0
         for match in _ALNUM_TOKEN.finditer(joined):
             token = match.group()
@@ -285,6 +285,8 @@ class RjiebaEngine:
         `calc` does (the rest of the route adds the same to both). `following` is the joined text from
         the token on, `bound` a bound on the length of its block."""
         words = self._dict.ascii_words()
+        if self._longest_ascii == 1:
+            self._longest_ascii = max(map(len, words), default=1)
         block = cast(re.Match[str], _BLOCK_CHARS.match(following.replace("\x01", ""))).group()
         singles = 0.0
         for i, char in enumerate(token):

@@ -27,6 +27,7 @@ _TOTAL_KEY = "\ue000nlp_pipe total\ue000"  # holds jieba's extra total; no block
 # distinct words' frequencies, which is what rjieba's built-in copy of it totals.
 _DICT_SHA256 = "7197c3211ddd98962b036cdf40324d1ea2bfaa12bd028e68faa70111a88e12a8"
 _DICT_TOTAL, _DICT_DISTINCT_TOTAL = 60101967, 60101964
+_DICT_ASCII_ALNUM_WORDS: frozenset[str] = frozenset()  # it has B超, C++, AT&T, but no `ok` or `mp3`
 
 
 class RjiebaDictionary:
@@ -75,6 +76,13 @@ class RjiebaDictionary:
             if count > 0:
                 full.add_word(word, count, None)
         return full
+
+    def ascii_alnum_words(self) -> frozenset[str]:
+        """The words of two or more ASCII letters and digits: those HMM-off output cannot tell from
+        single-character steps. jieba's own dictionary has none."""
+        if self._tokenizer is None:
+            return _DICT_ASCII_ALNUM_WORDS
+        return frozenset(w for w in self.ascii_words() if len(w) > 1 and w.isascii() and w.isalnum())
 
     def ascii_words(self) -> dict[str, int]:
         """{word: frequency} of the words that start with an ASCII letter or digit (built on first use)."""
