@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import sys
+from dataclasses import replace
 
 import pytest
 from jieba import finalseg
@@ -41,6 +42,29 @@ def test_rjieba_cuts_exactly_as_jieba_in_every_mode(policy):
         assert (result.rows, result.identical) == (len(TEXTS), len(TEXTS)), (label, result.examples)
         labels.append(label)
     assert len(labels) == len(MODES) == 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", [None, "file", "multiply", "force"])
+def test_rjieba_cuts_exactly_as_jieba_on_all_edge_cases(policy):
+    """The full generated set of `benchmarks/segment.py --verify` (2.3 MB), without the shared data."""
+    texts = edge_case_texts()
+    base = SegmenterSpec(engine="rjieba") if policy is None else userdict_spec(policy)
+    for label, engine, jieba_segmenter in mode_pairs(base):
+        result = compare(engine, jieba_segmenter, texts)
+        assert result.identical == result.rows == len(texts), (label, result.examples)
+
+
+def test_deleting_a_word_of_jiebas_dictionary():
+    """rjieba cannot delete a word, so a user dictionary that deletes one of jieba's (frequency 0)
+    makes the mirror load every word from jieba's tokenizer instead of starting from its own copy."""
+    spec = SegmenterSpec(engine="rjieba", userdict=(("中国", 0), ("人民", 5)), policy="file")
+    jieba_segmenter = Segmenter(replace(spec, engine="jieba"))
+    engine = Segmenter(spec, jieba_segmenter.tokenizer)
+    assert not engine.engine._dict.rjieba.has_word("中国")  # type: ignore[attr-defined]
+    texts = ["中国人民站起来了", "我爱中国", "中国中国中国"] + TEXTS[:300]
+    assert engine.cut_lines(texts) == [" ".join(jieba_segmenter.cut(t)) for t in texts]
+    assert "中国" not in engine.cut("我爱中国")
 
 
 def test_plain_rjieba_differs_where_the_adapter_does_not():
