@@ -77,6 +77,7 @@ _ODD = re.compile("([\u3400-\u4DBF\u9FD6-\u9FFF\uF900-\uFAFF\U00020000-\U0003FFF
 _STEP = "(?:[a-zA-Z0-9]+|[\u4E00-\u9FD5+#&._%\\-])"  # a token made of single-character route steps
 _RUN = re.compile(f"\x01({_STEP}(?:\x01{_STEP})+)(?=\x01)")  # two or more in a row, between separators
 _BLOCK_CHARS = re.compile(f"[{_HAN}]+")
+_SURROGATE = re.compile("([\ud800-\udfff])")
 _WHITESPACE = re.compile(r"\s")
 _WHITESPACE_TOKEN = re.compile("\x01\\s+(?=\x01)")
 _ALNUM_TOKEN = re.compile("(?<=\x01)[a-zA-Z0-9]{2,}(?=\x01)")
@@ -330,7 +331,11 @@ class RjiebaNativeEngine:
         self._hmm = hmm
 
     def words(self, text: str) -> list[str]:
-        return self._cut(text, self._hmm)
+        if not _SURROGATE.search(text):
+            return self._cut(text, self._hmm)
+        # a lone surrogate cannot cross into Rust: one token of its own, as in jieba
+        return [w for i, piece in enumerate(_SURROGATE.split(text)) if piece
+                for w in ([piece] if i % 2 else self._cut(piece, self._hmm))]
 
 
 def engine_lines(engine: Engine, texts: list[str]) -> list[str]:
