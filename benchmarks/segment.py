@@ -1,21 +1,38 @@
-"""`nlp-pipe segment` against a plain one-process jieba loop, on the same corpus, same run.
+"""`nlp-pipe segment` against a plain one-process jieba loop, on the same corpus, same run; and the engines.
 
     python benchmarks/segment.py [--quick] [--out bench-segment.json] [--repeats 3]
+    python benchmarks/segment.py --verify [--out verify-segment.json]      # identity proof, 15-30 min
 
 The corpus (10 MB; 2 MB with --quick) interleaves real lines from --data-dir: CLUE news/web
 documents (some very long), CLUE sentences with empty lines between documents, and Douban
 book reviews, repeated as needed. Both sides include dictionary loading and writing their
 output file: the stage runs end to end through the runner (plan + execute: input hashing,
-worker start-up, corpus.txt, the `datasets` dataset, manifest, verification) on all cores;
-the baseline initialises a fresh `jieba.Tokenizer()` and writes `" ".join(words)` a line.
-Figures: throughput (MB/s of input, median over repeats) and the share of lines identical.
+load probe, worker start-up, corpus.txt, the `datasets` dataset, manifest, verification) with
+its default engine and worker choice; the baseline initialises a fresh `jieba.Tokenizer()` and
+writes `" ".join(words)` a line. Sides alternate each repeat (fair to a drifting load), first
+on the idle machine (`segment_mb_per_s`), then again with a busy-loop process keeping one core
+busy during both sides (`segment_mb_per_s_loaded`). `identical_lines_pct`: the stage's lines
+equal to the baseline's.
+
+The engine table cuts a 4 MB (1 MB) slice in one process with each engine in each mode (accurate /
+search, HMM on / off): MB/s against jieba in the same mode, and the share of lines identical to it.
+
+--verify proves identity instead of timing: every text of every set in --data-dir (corpora,
+chnsenticorp, book_review, smp2020-ewect, online_shopping_10_cats, waimai_10k: 30.8 MB) plus
+the generated edge cases of `nlp_pipe.text.engine_check` (3.4 MB), cut by rjieba and by jieba
+in every mode, without a user dictionary and with one under each frequency policy.
 """
 
 from __future__ import annotations
 
+import csv
 import itertools
+import multiprocessing
+import subprocess
 import sys
 import tempfile
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import jieba
@@ -23,8 +40,13 @@ import jieba
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from nlp_pipe import runner  # noqa: E402
+from nlp_pipe.text import engine_check  # noqa: E402
+from nlp_pipe.text.engines import ENGINES  # noqa: E402
+from nlp_pipe.text.segmenter import Segmenter, SegmenterSpec  # noqa: E402
 
 FULL_MB, QUICK_MB = 10, 2
+TABLE_MB, QUICK_TABLE_MB = 4, 1
+TABLE_CHUNK = 500  # rows per cut_lines call, as the stage sends them
 
 
 def build_corpus(args, path: Path, target_bytes: int) -> int:
@@ -88,45 +110,186 @@ def check_dataset(artifact: Path, rows: int) -> None:
     import datasets
 
     ds = datasets.load_from_disk(str(artifact / "dataset"))
-    assert len(ds) == rows, f"dataset has {len(ds)} rows, corpus.txt {rows}"
+    if len(ds) != rows:
+        sys.exit(f"dataset has {len(ds)} rows, corpus.txt {rows}")
     with open(artifact / "corpus.txt", encoding="utf-8") as fh:
         for batch in ds.iter(batch_size=10_000):
             for words in batch["words"]:
-                assert words == next(fh).rstrip("\n").split(" "), "dataset and corpus.txt disagree"
+                if words != next(fh).rstrip("\n").split(" "):
+                    sys.exit("dataset and corpus.txt disagree")
     print(f"dataset: {len(ds)} rows, columns {ds.column_names}, aligned with corpus.txt")
+
+
+def timed_sides(corpus: Path, tmp: Path, repeats: int, label: str) -> dict[str, list[tuple[float, float | None]]]:
+    """`repeats` runs of the stage and of the baseline, alternating which goes first."""
+    size = corpus.stat().st_size
+    runs: dict[str, list[tuple[float, float | None]]] = {"stage": [], "plain": []}  # (s, others' cores)
+    for r in range(repeats):
+        for side in (("stage", "plain") if r % 2 == 0 else ("plain", "stage")):
+            if side == "stage":
+                t, others, _ = common.timed(lambda: run_stage(corpus, tmp / "artifact"))
+                workers = _manifest_workers(tmp / "artifact")
+            else:
+                t, others, _ = common.timed(lambda: run_plain(corpus, tmp / "plain.txt"))
+                workers = 1
+            runs[side].append((t, others))
+            print(f"  {label} repeat {r + 1}: {side:5s} {t:6.2f} s  {size / 1e6 / t:5.2f} MB/s  {workers} process(es) "
+                  f"(other processes used {common.cores(others)} meanwhile)", flush=True)
+    return runs
+
+
+def _manifest_workers(artifact: Path) -> int:
+    import json
+
+    return json.loads((artifact / "manifest.json").read_text(encoding="utf-8"))["metrics"]["workers"]
+
+
+def engine_table(corpus: Path, megabytes: int) -> list[dict]:
+    """Each engine in each mode on the first `megabytes` of the corpus, in this process: MB/s and lines
+    identical to jieba's in the same mode (jieba's own row is the baseline)."""
+    texts, size = [], 0
+    with open(corpus, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                texts.append(line.rstrip("\n"))
+                size += len(line.encode("utf-8"))
+                if size >= megabytes * 1_000_000:
+                    break
+    rows = []
+    for mode, hmm in engine_check.MODES:
+        base = SegmenterSpec(mode=mode, hmm=hmm, engine="jieba")
+        reference = None
+        for name in ENGINES:
+            segmenter = Segmenter(replace(base, engine=name))
+            t0 = time.perf_counter()
+            lines = [line for i in range(0, len(texts), TABLE_CHUNK) for line in segmenter.cut_lines(texts[i:i + TABLE_CHUNK])]
+            seconds = time.perf_counter() - t0
+            if reference is None:
+                reference = (lines, seconds)
+            same = sum(a == b for a, b in zip(lines, reference[0]))
+            rows.append({"engine": segmenter.engine.name, "mode": mode, "hmm": hmm, "mb_per_s": size / 1e6 / seconds,
+                         "speedup": reference[1] / seconds, "identical_pct": 100.0 * same / len(texts)})
+            print(f"  {mode:8s} HMM {'on ' if hmm else 'off'} {segmenter.engine.name:13s} {size / 1e6 / seconds:6.2f} MB/s "
+                  f"{reference[1] / seconds:5.1f}x  identical {100.0 * same / len(texts):7.3f}%", flush=True)
+    return rows
+
+
+def print_engine_table(rows: list[dict], megabytes: float) -> None:
+    print(f"\nengines, one process, {megabytes:.1f} MB: speed against jieba in the same mode, lines identical to jieba's")
+    modes = [(m, h) for m, h in engine_check.MODES]
+    print("| engine | " + " | ".join(f"{m}, HMM {'on' if h else 'off'} | identical" for m, h in modes) + " |")
+    print("| --- |" + " --- | --- |" * len(modes))
+    for name in ENGINES:
+        cells = []
+        for m, h in modes:
+            row = next(r for r in rows if r["engine"] == name and r["mode"] == m and r["hmm"] == h)
+            speed = f"{row['mb_per_s']:.2f} MB/s" if name == "jieba" else f"{row['speedup']:.1f}x"
+            cells += [speed, "-" if name == "jieba" else f"{row['identical_pct']:.2f}%"]
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
     p = common.parser(__doc__.split("\n")[0])
-    p.add_argument("--repeats", type=int, default=3, help="full runs of each side (median reported)")
+    p.add_argument("--repeats", type=int, default=3, help="full runs of each side, idle and loaded (median reported)")
+    p.add_argument("--verify", action="store_true", help="prove identity on all of --data-dir instead of timing")
     args = p.parse_args()
+    if args.verify:
+        return verify(args)
     info = common.machine()
-    with tempfile.TemporaryDirectory(prefix="bench-segment-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="bench-segment-") as tmp_name:
+        tmp = Path(tmp_name)
         corpus = tmp / "corpus.txt"
         size = build_corpus(args, corpus, (QUICK_MB if args.quick else FULL_MB) * 1_000_000)
         print(f"corpus: {size / 1e6:.1f} MB, {sum(1 for _ in open(corpus, encoding='utf-8'))} lines; "
               f"load average {info['load_avg']}")
-        runs: dict[str, list[tuple[float, float | None]]] = {"stage": [], "plain": []}  # (s, others' cores)
-        for r in range(args.repeats):
-            order = ("stage", "plain") if r % 2 == 0 else ("plain", "stage")  # fair to drifting load
-            for side in order:
-                if side == "stage":
-                    t, others, _ = common.timed(lambda: run_stage(corpus, tmp / "artifact"))
-                else:
-                    t, others, _ = common.timed(lambda: run_plain(corpus, tmp / "plain.txt"))
-                runs[side].append((t, others))
-                print(f"  repeat {r + 1}: {side:5s} {t:6.2f} s  {size / 1e6 / t:5.2f} MB/s  "
-                      f"(other processes used {common.cores(others)} meanwhile)", flush=True)
+        idle = timed_sides(corpus, tmp, args.repeats, "idle")
         pct, rows = identical_pct(corpus, tmp / "artifact" / "corpus.txt", tmp / "plain.txt")
         check_dataset(tmp / "artifact", rows)
-    common.note_quiet_ratio(info, runs["stage"], runs["plain"], higher_is_better=False)
-    stage_mbs = size / 1e6 / common.median([t for t, _ in runs["stage"]])
-    plain_mbs = size / 1e6 / common.median([t for t, _ in runs["plain"]])
-    common.report("segment", args, {
-        "segment_mb_per_s": common.figure(stage_mbs, "MB/s", plain_mbs),
+        spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # keeps one core busy
+        try:
+            time.sleep(1.0)
+            loaded = timed_sides(corpus, tmp, args.repeats, "loaded")
+        finally:
+            spinner.kill()
+            spinner.wait()
+        table_mb = QUICK_TABLE_MB if args.quick else TABLE_MB
+        table = engine_table(corpus, table_mb)
+    common.note_quiet_ratio(info, idle["stage"], idle["plain"], higher_is_better=False)
+    figures = {
+        "segment_mb_per_s": _throughput(size, idle),
+        "segment_mb_per_s_loaded": _throughput(size, loaded),
         "identical_lines_pct": common.figure(pct, "%"),
-    }, info)
+    }
+    jieba_speed = {(r["mode"], r["hmm"]): r["mb_per_s"] for r in table if r["engine"] == "jieba"}
+    for r in table:
+        if r["engine"] != "jieba":
+            key = f"{r['engine']}_{r['mode']}_hmm_{'on' if r['hmm'] else 'off'}"
+            figures[f"{key}_mb_per_s"] = common.figure(r["mb_per_s"], "MB/s", jieba_speed[(r["mode"], r["hmm"])])
+            figures[f"{key}_identical_pct"] = common.figure(r["identical_pct"], "%")
+    print_engine_table(table, table_mb)
+    common.report("segment", args, figures, info)
+
+
+def _throughput(size: int, runs: dict[str, list[tuple[float, float | None]]]) -> dict:
+    stage = size / 1e6 / common.median([t for t, _ in runs["stage"]])
+    plain = size / 1e6 / common.median([t for t, _ in runs["plain"]])
+    return common.figure(stage, "MB/s", plain)
+
+
+# ---------------------------------------------------------------- --verify
+
+def verification_texts(args) -> tuple[list[str], int]:
+    """Every text of every shared data set (lines of the corpora, the text column of the others)."""
+    texts: list[str] = []
+    for name in ("CLUECorpusSmall_sampled.txt", "CLUECorpusSmall_bert_sampled.txt"):
+        texts += common.data_path(args, "corpora", name).read_text(encoding="utf-8").split("\n")
+    texts += [line.split("\t", 1)[-1]
+              for line in common.data_path(args, "corpora", "book_review_cls.txt").read_text(encoding="utf-8").split("\n")]
+    for folder in ("chnsenticorp", "book_review", "smp2020-ewect/usual"):
+        for path in sorted(common.data_path(args, *folder.split("/")).glob("*.tsv")):
+            with open(path, encoding="utf-8", newline="") as fh:
+                texts += [row[-1] for row in list(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]]
+    for parts in (("online_shopping_10_cats", "online_shopping_10_cats.csv"), ("waimai_10k", "waimai_10k.csv")):
+        with open(common.data_path(args, *parts), encoding="utf-8", newline="") as fh:
+            texts += [row[-1] for row in list(csv.reader(fh))[1:]]
+    real = sum(len(t.encode("utf-8")) for t in texts)
+    return texts + engine_check.edge_case_texts(), real
+
+
+def _verify_case(case: tuple[str | None, list[str]]) -> list[dict]:
+    """One user-dictionary case (None: none), every mode: rjieba against jieba."""
+    policy, texts = case
+    base = SegmenterSpec(engine="rjieba") if policy is None else engine_check.userdict_spec(policy)
+    rows = []
+    for label, engine, reference in engine_check.mode_pairs(base):
+        t0 = time.perf_counter()
+        result = engine_check.compare(engine, reference, texts)
+        rows.append({"userdict": policy or "none", "mode": label, "rows": result.rows, "identical": result.identical,
+                     "identical_pct": result.identical_pct, "examples": result.examples, "seconds": time.perf_counter() - t0})
+        print(f"  user dictionary {policy or 'none':8s} {label:17s} {result.identical:,}/{result.rows:,} identical "
+              f"({result.identical_pct:.4f}%) in {time.perf_counter() - t0:.0f} s", flush=True)
+    return rows
+
+
+def verify(args) -> None:
+    info = common.machine()
+    texts, real_bytes = verification_texts(args)
+    total = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
+    print(f"verifying rjieba against jieba on {len(texts):,} texts, {total / 1e6:.1f} MB "
+          f"({real_bytes / 1e6:.1f} MB real, the rest generated edge cases); every mode, 4 user-dictionary cases")
+    cases = [(policy, texts) for policy in (None, *engine_check.POLICIES)]
+    # a fresh process per case: a deleted user word is force-split process-wide by jieba
+    with multiprocessing.get_context("fork").Pool(common.machine()["cpus_usable"], maxtasksperchild=1) as pool:
+        rows = [row for case_rows in pool.imap(_verify_case, cases) for row in case_rows]
+    for row in rows:
+        for text, expected, got in row["examples"]:
+            print(f"  DIFFERS ({row['userdict']}, {row['mode']}): {text[:80]!r}\n    jieba:  {expected[:160]}\n    rjieba: {got[:160]}")
+    figures = {"verified_mb": common.figure(total / 1e6, "MB"),
+               "verified_identical_lines_pct": common.figure(min(r["identical_pct"] for r in rows), "% (worst case)")}
+    for row in rows:
+        key = f"identical_pct_{row['userdict']}_{row['mode'].replace(', ', '_').replace(' ', '_')}"
+        figures[key] = common.figure(row["identical_pct"], "%")
+    common.report("segment-verify", args, figures, info)
 
 
 if __name__ == "__main__":

@@ -24,19 +24,21 @@ def load(out):
     return datasets.load_from_disk(str(out / "dataset"))
 
 
-@pytest.mark.parametrize("hmm", [True, False])
-def test_words_are_plain_jieba(tmp_path, hmm):
+@pytest.mark.parametrize("hmm,engine", [(True, "auto"), (False, "auto"), (True, "jieba")])
+def test_words_are_plain_jieba(tmp_path, hmm, engine):
     corpus = tmp_path / "mixed.txt"  # spaces, Latin, digits and punctuation as well as hanzi
     extra = ["iPhone 15 Pro 的 电池 一般", "价格：￥2999，  比 京东 便宜 100 元！", "Wi-Fi 信号 很 弱……"]
     corpus.write_text("\n".join(NEWS + POS[:40] + extra) + "\n", encoding="utf-8")
     out = tmp_path / "seg"
-    manifest = build("segment", out, {"corpus": [corpus]}, workers=1, hmm=hmm)
+    manifest = build("segment", out, {"corpus": [corpus]}, workers=1, hmm=hmm, engine=engine)
     texts = NEWS + POS[:40] + extra
     expected = [jieba_words(t, hmm) for t in texts]
     ds = load(out)
     assert ds["text"] == texts and ds["words"] == expected
     assert lines(out / "corpus.txt") == [" ".join(w) for w in expected]
     assert manifest["segmenter"]["hmm"] is hmm
+    assert manifest["segmenter"]["engine"] == ("rjieba" if engine == "auto" else "jieba")
+    assert manifest["segmenter"]["engine_exact"] is True
     assert manifest["metrics"]["words"] == sum(map(len, expected))
 
 

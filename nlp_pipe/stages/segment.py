@@ -1,10 +1,12 @@
 """Stage `segment`: raw text files -> jieba words.
 
-    nlp-pipe segment --corpus reviews.tsv --out runs/seg [--userdict words.txt]
+    nlp-pipe segment --corpus reviews.tsv --out runs/seg [--userdict words.txt] [--engine auto]
 
 Writes `dataset/` (a `datasets` dataset with text, words and label when present,
 `datasets.load_from_disk`) and `corpus.txt` (space-separated words, one kept row a line,
-aligned with the dataset). Large inputs are cut in parallel worker processes.
+aligned with the dataset). The words are jieba's; the engine (`text.engines`) and its version
+go to segmenter.json and the manifest. Large inputs are cut by as many processes as there are
+cores other processes leave free (this one included: it cuts too whenever its helpers are busy).
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ import shutil
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import datasets
 import pyarrow as pa
@@ -30,7 +32,8 @@ from ..core.contract import Input, Result
 from ..core.errors import UserError
 from ..core.files import CORPUS_TXT, DATASET_DIR, SEGMENTER_JSON
 from ..text.corpus import Counts, ReadOptions, read_rows
-from ..text.segmenter import SegmenterSpec, cut_parallel, default_workers
+from ..text.engines import proven
+from ..text.segmenter import LoadProbe, Segmenter, SegmenterSpec, cut_parallel
 from ..text.userdict import read_userdict, userdict_file
 
 NAME = "segment"
@@ -38,6 +41,7 @@ VERSION = 2
 OUTPUTS = (CORPUS_TXT, DATASET_DIR, SEGMENTER_JSON)
 _PARALLEL_MIN_BYTES = 1 << 20  # below this, starting workers costs more than it saves
 _CHUNK_CHARS = 50_000  # about 0.15 s of jieba: small enough to even out the workers' last chunks
+_AGREEMENT_ROWS = 2000  # rows re-cut by jieba to measure an inexact engine's agreement
 
 INPUTS = {
     "corpus": Input("text files: txt (one text a line), jsonl, csv or tsv", kind="file", multiple=True),
@@ -60,7 +64,11 @@ class Config(ReadOptions):
     userdict_multiplier: float = option(1000.0, "multiplier for userdict_freq=multiply", min=0.0)
     label_per_file: tuple[str, ...] = option((), "one label per corpus file, in order (for one-file-per-class corpora such as "
                                              "pos.txt/neg.txt)")
-    workers: int = option(0, "processes for segmentation; 0 = one per core for inputs over 1 MB", min=0)
+    engine: Literal["auto", "jieba", "rjieba", "rjieba-native"] = option(
+        "auto", "segmentation engine: auto = the fastest installed engine proven to give jieba's exact words (rjieba, else "
+                "jieba); rjieba-native is faster but differs from jieba with the HMM on (its agreement goes to the report)")
+    workers: int = option(0, "processes that cut (this one included); 0 = one per core not busy with other processes, "
+                                 "for inputs over 1 MB", min=0)
     chunk_rows: int = option(500, "rows sent to a worker at a time", min=1)
 
 
@@ -70,7 +78,12 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
         raise UserError(f"segment: label_per_file has {len(config.label_per_file)} labels for {len(files)} corpus files")
     spec, dict_info = _segmenter_spec(config, inputs["userdict"])
     spec.save(out)
-    workers = config.workers or (default_workers() if sum(f.stat().st_size for f in files) >= _PARALLEL_MIN_BYTES else 1)
+    probe = LoadProbe()  # measures what other processes use while the dictionary loads
+    segmenter = Segmenter(spec)
+    big = sum(f.stat().st_size for f in files) >= _PARALLEL_MIN_BYTES
+    workers = config.workers or (probe.free_cores() if big else 1)
+    log.info("segmenting with %s %s in %d process(es)", spec.engine, spec.engine_version or "", workers)
+    sample: list[tuple[str, str]] = []  # (text, line) of the first rows, for an inexact engine's agreement
     counts = Counts()
     cache = out / ".hf_cache"
     cache.mkdir()
@@ -80,7 +93,9 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     # main process's time, and the main process shares the cores with the workers.
     with open(out / CORPUS_TXT, "w", encoding="utf-8") as corpus_txt, \
             ArrowWriter(features=_FEATURES, path=arrow_file) as writer:
-        for texts, labels, lines in _segmented_chunks(config, files, spec, workers, counts):
+        for texts, labels, lines in _segmented_chunks(config, files, segmenter, workers, counts):
+            if not dict_info["engine_exact"] and len(sample) < _AGREEMENT_ROWS:
+                sample += zip(texts[:_AGREEMENT_ROWS - len(sample)], lines)
             corpus_txt.write("\n".join(lines) + "\n")
             words = pc.split_pattern(pa.array(lines, pa.string()), " ")
             writer.write_table(pa.table({"text": pa.array(texts, pa.string()), "words": words,
@@ -96,6 +111,8 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
         ds.save_to_disk(str(out / DATASET_DIR))
         del ds
     shutil.rmtree(cache, ignore_errors=True)
+    if sample:
+        dict_info["engine_agreement"] = _agreement(spec, sample)
     metrics = {
         "words": stats["words"], "chars": stats["chars"], "distinct_words": stats["distinct_words"],
         "words_per_text": round(stats["words"] / counts.rows_out, 2), "workers": workers,
@@ -104,7 +121,16 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     return Result(counts, metrics, _report(stats, dict_info), {"segmenter": dict_info})
 
 
-def _segmented_chunks(config, files, spec, workers, counts) -> Iterator[tuple[list[str], list, list[str]]]:
+def _agreement(spec: SegmenterSpec, sample: list[tuple[str, str]]) -> dict:
+    """Share of `sample` rows an inexact engine cut exactly as jieba does (same dictionaries and modes)."""
+    jieba_lines = Segmenter(replace(spec, engine="jieba")).cut_lines([text for text, _ in sample])
+    same = sum(a == b for (_, a), b in zip(sample, jieba_lines))
+    pct = round(100.0 * same / len(sample), 3)
+    log.warning("engine %s cut %.3f%% of the first %d rows as jieba does", spec.engine, pct, len(sample))
+    return {"rows": len(sample), "identical_rows": same, "identical_pct": pct}
+
+
+def _segmented_chunks(config, files, segmenter, workers, counts) -> Iterator[tuple[list[str], list, list[str]]]:
     """(texts, labels, space-joined words) for each chunk of rows, in input order."""
     rows = itertools.chain.from_iterable(
         read_rows(path, config, counts, config.label_per_file[i] if config.label_per_file else None)
@@ -121,7 +147,7 @@ def _segmented_chunks(config, files, spec, workers, counts) -> Iterator[tuple[li
     # Workers send each text back as one space-joined string (cheap to pickle); jieba never emits
     # a word that contains whitespace (whitespace-only tokens are dropped), so corpus.txt lines
     # are exactly that and splitting them on " " gives the words back.
-    for lines in cut_parallel(spec, texts(), workers, join=" "):
+    for lines in cut_parallel(segmenter, texts(), workers, join=" "):
         chunk = buffered.popleft()
         yield [row.text for row in chunk], [row.label for row in chunk], lines
         progress.update(len(chunk))
@@ -175,8 +201,10 @@ def _segmenter_spec(config: Config, userdicts: list[Path]) -> tuple[SegmenterSpe
         entries.update(words)
         sources.append({"path": str(file), "words": len(words)})
     spec = SegmenterSpec(hmm=config.hmm, mode=config.mode, userdict=tuple(entries.items()),
-                         policy=config.userdict_freq, multiplier=config.userdict_multiplier)
-    info = {"engine": "jieba", "dictionary": "jieba default dict.txt", "hmm": config.hmm, "mode": config.mode,
+                         policy=config.userdict_freq, multiplier=config.userdict_multiplier,
+                         engine=config.engine).with_engine()
+    info: dict[str, Any] = {"engine": spec.engine, "engine_version": spec.engine_version, "engine_exact": proven(spec.engine),
+            "dictionary": "jieba default dict.txt", "hmm": config.hmm, "mode": config.mode,
             "userdict": sources, "userdict_words": len(entries), "userdict_freq": config.userdict_freq}
     if config.userdict_freq == "multiply":
         info["userdict_multiplier"] = config.userdict_multiplier
@@ -185,12 +213,18 @@ def _segmenter_spec(config: Config, userdicts: list[Path]) -> tuple[SegmenterSpe
 
 def _report(stats: dict, dict_info: dict) -> str:
     top = ", ".join(f"{w} ({n})" for w, n in stats["top"])
+    engine = f"{dict_info['engine']} {dict_info['engine_version'] or ''}".strip()
+    exactness = "jieba's exact words" if dict_info["engine_exact"] else "NOT jieba's exact words"
     lines = [
         "## Segmentation",
         f"jieba {dict_info['mode']} mode, HMM {'on' if dict_info['hmm'] else 'off'}; "
         f"user dictionary: {dict_info['userdict_words']} words (policy: {dict_info['userdict_freq']}).",
-        "", f"Most frequent words: {top}",
+        f"Engine: {engine} ({exactness}).",
     ]
+    if "engine_agreement" in dict_info:
+        a = dict_info["engine_agreement"]
+        lines.append(f"Agreement with jieba: {a['identical_pct']}% of the first {a['rows']} rows cut identically.")
+    lines += ["", f"Most frequent words: {top}"]
     if stats["labels"]:
         lines += ["", "| label | rows |", "| --- | --- |"]
         lines += [f"| {k} | {v} |" for k, v in stats["labels"].items()]

@@ -1,23 +1,30 @@
 """jieba word segmentation shared by every stage that needs words (segment, predict, whole-word masking).
 
-A `Segmenter` owns its own `jieba.Tokenizer` built from a picklable `SegmenterSpec`, never
-the global default, so loading a user dictionary never changes jieba behind the user's back.
-`cut_parallel` fans chunks of texts out to worker processes (forked from a process that has
-built the tokenizer once, or each building their own where fork is not the start method),
-keeps only a bounded number of chunks in flight (memory stays flat) and yields results in
-input order.
+A `Segmenter` cuts with the engine its picklable `SegmenterSpec` names (`text.engines`: jieba,
+or rjieba made to give jieba's exact output; `auto` picks the fastest proven one installed). A
+user dictionary goes into the segmenter's own `jieba.Tokenizer`, never the global default, so
+loading one never changes jieba behind the user's back; a fast engine then mirrors that
+tokenizer's words and frequencies.
+
+`cut_parallel` fans chunks of texts out to helper processes (forked from this one once the
+dictionary is loaded, or each building their own where fork is not the start method) and cuts a
+chunk itself whenever they are all busy; it keeps a bounded number of chunks in flight (memory
+stays flat) and yields results in input order. `LoadProbe` tells how many cores other processes
+leave free, so a stage starts no more processes than there are cores to run them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import multiprocessing
 import os
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Literal
 
@@ -25,6 +32,7 @@ import jieba
 
 from ..core.errors import UserError
 from ..core.files import SEGMENTER_JSON
+from . import engines
 
 jieba.setLogLevel(logging.WARNING)
 log = logging.getLogger(__name__)
@@ -42,6 +50,13 @@ class SegmenterSpec:
     policy: FreqPolicy = "force"
     multiplier: float = 1000.0
     dictionary: str | None = None  # main dictionary file; None = jieba's bundled dict.txt
+    engine: str = "auto"  # one of engines.ENGINE_CHOICES; a saved spec names the engine that cut
+    engine_version: str | None = None  # that engine's package version, recorded for the reader
+
+    def with_engine(self) -> SegmenterSpec:
+        """This spec with `auto` (or a missing engine) resolved to the engine that will really cut, and its version."""
+        name = engines.resolve(self.engine)
+        return replace(self, engine=name, engine_version=engines.package_version(name))
 
     def save(self, directory: Path) -> None:
         """segmenter.json: the exact cut (user-dictionary words included) travels with the data, so a
@@ -61,19 +76,55 @@ class SegmenterSpec:
         known = {f.name for f in fields(SegmenterSpec)}
         spec = {k: v for k, v in raw.items() if k in known}
         spec["userdict"] = tuple((w, f) for w, f in spec.get("userdict", ()))
+        spec.setdefault("engine", "jieba")  # written before engines existed: it was cut by jieba
+        if spec["engine"] not in engines.ENGINE_CHOICES:
+            raise UserError(f"{path} names segmentation engine '{spec['engine']}', which this nlp_pipe version "
+                            f"does not know (known: {', '.join(engines.ENGINES)}); re-run its segment stage")
         return SegmenterSpec(**spec)
 
 
 class Segmenter:
-    def __init__(self, spec: SegmenterSpec) -> None:
+    """Cuts text as `spec` says; `engine` is the engine really used (a missing package falls back to jieba).
+
+    `tokenizer`, when given, is a jieba tokenizer already holding the spec's dictionaries: segmenters
+    that differ only in mode or HMM can share one instead of each loading and tuning their own.
+    """
+
+    def __init__(self, spec: SegmenterSpec, tokenizer: jieba.Tokenizer | None = None) -> None:
         self.spec = spec
-        self.tokenizer = jieba.Tokenizer(spec.dictionary or jieba.DEFAULT_DICT)
-        self.tokenizer.initialize()
-        for word, freq in spec.userdict:
-            self._add(word, freq)
+        name = engines.resolve(spec.engine)
+        # jieba's own tokenizer holds a user dictionary (its frequency policies are jieba's arithmetic);
+        # with the default dictionary alone a proven fast engine needs no jieba tokenizer at all
+        needs_jieba = (name == "jieba" or bool(spec.userdict) or spec.dictionary is not None
+                       or not engines.builtin_dictionary_proven())
+        self.tokenizer: jieba.Tokenizer | None = tokenizer
+        if needs_jieba:
+            self._jieba_tokenizer()
+        self.engine = self._engine(name)
+
+    def _engine(self, name: str) -> engines.Engine:
+        search = self.spec.mode == "search"
+        if name == "jieba":
+            return engines.JiebaEngine(self._jieba_tokenizer(), self.spec.hmm, search)
+        dictionary = engines.mirror(self.tokenizer, [w for w, _ in self.spec.userdict])
+        if name == "rjieba-native":
+            return engines.RjiebaNativeEngine(dictionary, self.spec.hmm, search)
+        return engines.RjiebaEngine(dictionary, self.spec.hmm, search,
+                                    lambda: engines.JiebaEngine(self._jieba_tokenizer(), self.spec.hmm, search))
+
+    def _jieba_tokenizer(self) -> jieba.Tokenizer:
+        """jieba's tokenizer with the spec's dictionaries, built on first use."""
+        if self.tokenizer is None:
+            self.tokenizer = jieba.Tokenizer(self.spec.dictionary or jieba.DEFAULT_DICT)
+            self.tokenizer.initialize()
+            for word, freq in self.spec.userdict:
+                self._add(word, freq)
+        return self.tokenizer
 
     def _add(self, word: str, freq: int | None) -> None:
         tok, spec = self.tokenizer, self.spec
+        if tok is None:
+            raise RuntimeError("user-dictionary word added before the tokenizer was built")
         if spec.policy == "file":
             tok.add_word(word, freq)
         elif spec.policy == "multiply":
@@ -85,11 +136,11 @@ class Segmenter:
 
     def cut(self, text: str) -> list[str]:
         """jieba's words for `text`, without the whitespace tokens jieba emits for spaces."""
-        if self.spec.mode == "search":
-            words = self.tokenizer.lcut_for_search(text, HMM=self.spec.hmm)
-        else:
-            words = self.tokenizer.lcut(text, HMM=self.spec.hmm)
-        return [w for w in words if not w.isspace()]
+        return [w for w in self.engine.words(text) if not w.isspace()]
+
+    def cut_lines(self, texts: list[str]) -> list[str]:
+        """`[" ".join(self.cut(t)) for t in texts]`, done a chunk at a time (much faster with rjieba)."""
+        return engines.engine_lines(self.engine, texts)
 
 
 _worker: Segmenter | None = None
@@ -104,35 +155,91 @@ def _init_worker(spec_or_segmenter: SegmenterSpec | Segmenter) -> None:
 def _cut_chunk(texts: list[str], join: str | None) -> list:
     if _worker is None:
         raise RuntimeError("segmenter worker used before its initializer ran")
+    return _cut_texts(_worker, texts, join)
+
+
+def _cut_texts(segmenter: Segmenter, texts: list[str], join: str | None) -> list:
     if join is None:
-        return [_worker.cut(t) for t in texts]
-    return [join.join(_worker.cut(t)) for t in texts]
+        return [segmenter.cut(t) for t in texts]
+    if join == " ":
+        return segmenter.cut_lines(texts)
+    return [join.join(segmenter.cut(t)) for t in texts]
 
 
-def cut_parallel(spec: SegmenterSpec, chunks: Iterable[list[str]], workers: int,
+def cut_parallel(segmenter: Segmenter | SegmenterSpec, chunks: Iterable[list[str]], workers: int,
                  join: str | None = None) -> Iterator[list]:
-    """Segment chunks of texts in `workers` processes (1 = in this process), results in order.
+    """Segment chunks of texts in `workers` processes, this one included, results in input order.
 
+    `workers - 1` helper processes are started; whenever they all have enough queued, this process
+    cuts the next chunk itself instead of waiting, so with a fast engine the reading and writing it
+    also does never leaves a core idle, and a busy machine never makes it slower than one process.
     Each text comes back as its list of words or, with `join`, as one string of its words joined
     by `join`: a string is about 10x cheaper to pickle between processes than a list of words.
     """
+    seg = segmenter if isinstance(segmenter, Segmenter) else Segmenter(segmenter)
     if workers <= 1:
-        seg = Segmenter(spec)
         for chunk in chunks:
-            yield [seg.cut(t) if join is None else join.join(seg.cut(t)) for t in chunk]
+            yield _cut_texts(seg, chunk, join)
         return
+    helpers = workers - 1
     context = multiprocessing.get_context()  # the platform default: fork on Linux before Python 3.14
-    # With fork, load the dictionary once, here: the workers inherit it (copy-on-write, nothing
-    # pickled) instead of each spending a CPU-second loading its own while sharing the cores.
-    init = Segmenter(spec) if context.get_start_method() == "fork" else spec
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(init,)) as pool:
-        pending: deque = deque()
+    # With fork the helpers inherit this process's loaded dictionary (copy-on-write, nothing
+    # pickled) instead of each spending CPU time loading their own while sharing the cores.
+    init = seg if context.get_start_method() == "fork" else seg.spec
+    with ProcessPoolExecutor(helpers, mp_context=context, initializer=_init_worker, initargs=(init,)) as pool:
+        pending: deque[Future | list] = deque()  # in input order: a helper's future or a chunk cut here
+        balance = _Balance(helpers)
         for chunk in chunks:
-            pending.append(pool.submit(_cut_chunk, chunk, join))
-            if len(pending) >= 3 * workers:  # bounded: reading never runs far ahead of segmenting
-                yield pending.popleft().result()
+            while True:
+                while pending and _ready(pending[0]):
+                    yield _result(pending.popleft())
+                if sum(1 for p in pending if isinstance(p, Future) and not p.done()) < 2 * helpers:
+                    pending.append(pool.submit(_cut_chunk, chunk, join))
+                    break
+                if balance.steal():
+                    start = time.perf_counter()
+                    pending.append(_cut_texts(seg, chunk, join))
+                    balance.cut_s += time.perf_counter() - start
+                    balance.cut_n += 1
+                    break
+                start = time.perf_counter()
+                head = _result(pending.popleft())  # the helpers are behind and this process is ahead: wait
+                balance.wait_s += time.perf_counter() - start
+                yield head
+            balance.chunks += 1
+            if len(pending) >= 4 * workers:  # bounded: reading never runs far ahead of writing
+                yield _result(pending.popleft())
         while pending:
-            yield pending.popleft().result()
+            yield _result(pending.popleft())
+
+
+class _Balance:
+    """When this process should cut a chunk itself. Per chunk it spends `other` seconds reading and
+    writing and would spend `c` cutting; its helpers cut the rest. All finish together when it cuts a
+    share f = (c - helpers * other) / (c * (helpers + 1)) of the chunks; cutting every other chunk,
+    as a plain "cut when the queue is full" rule ends up doing, makes it the slowest process."""
+
+    def __init__(self, helpers: int) -> None:
+        self.helpers = helpers
+        self.start = time.perf_counter()
+        self.chunks = self.cut_n = 0
+        self.cut_s = self.wait_s = 0.0
+
+    def steal(self) -> bool:
+        if self.cut_n == 0:
+            return True  # measure what a chunk costs here
+        c = self.cut_s / self.cut_n
+        other = max(0.0, time.perf_counter() - self.start - self.cut_s - self.wait_s) / max(1, self.chunks)
+        share = max(0.0, (c - self.helpers * other) / (c * (self.helpers + 1)))
+        return self.cut_n < share * self.chunks
+
+
+def _ready(item: Future | list) -> bool:
+    return not isinstance(item, Future) or item.done()
+
+
+def _result(item: Future | list) -> list:
+    return item.result() if isinstance(item, Future) else item
 
 
 def default_workers() -> int:
@@ -140,3 +247,43 @@ def default_workers() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+class LoadProbe:
+    """How many cores other processes keep busy, measured over the time between `__init__` and
+    `free_cores()` (Linux /proc/stat minus this process's own CPU time); elsewhere the 1-minute
+    load average stands in. Wrapping work this process does anyway (loading the dictionary) makes
+    the measurement free."""
+
+    def __init__(self) -> None:
+        self._start = (_busy_cpu_s(), _own_cpu_s(), time.perf_counter())
+
+    def others(self) -> float:
+        busy0, own0, t0 = self._start
+        busy1, own1, t1 = _busy_cpu_s(), _own_cpu_s(), time.perf_counter()
+        if busy0 is None or busy1 is None or t1 - t0 < 0.05:
+            try:
+                return os.getloadavg()[0]
+            except (AttributeError, OSError):
+                return 0.0
+        return max(0.0, (busy1 - busy0) - (own1 - own0)) / (t1 - t0)
+
+    def free_cores(self) -> int:
+        """Usable cores minus those others use, rounded; at least 1."""
+        cores = default_workers()
+        return max(1, min(cores, math.floor(cores - self.others() + 0.5)))
+
+
+def _busy_cpu_s() -> float | None:
+    """CPU seconds all processes have used since boot (all but idle and iowait); None off Linux."""
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            ticks = [int(x) for x in fh.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system

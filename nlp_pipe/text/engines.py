@@ -1,0 +1,344 @@
+"""Segmentation engines: jieba itself, and rjieba (jieba-rs, ~15x faster) made to cut exactly as jieba 0.42.1.
+
+    Segmenter(SegmenterSpec(engine="rjieba")).engine.words(text) == jieba.lcut(text)   # text.segmenter
+
+`rjieba` is an adapter. Measured against `jieba.lcut` on 30.8 MB of real text, plain rjieba 0.2.2
+agrees on every line with the HMM off and differs on 1.25% of lines with it on, for two reasons:
+
+1. Inside an HMM buffer (a run of single-character route steps), jieba splits the non-hanzi part
+   with `re_skip` = `[a-zA-Z0-9]+(?:\\.\\d+)?%?` and yields the rest whole; jieba-rs keeps runs such
+   as `inside-out`, `10.4.5`, `3.5mm` whole (jieba: `inside - out`, `10.4 . 5`, `3.5 mm`).
+2. jieba-rs's HMM tables are jieba's rounded to 6 decimals, which flips near-ties of the Viterbi.
+
+So the adapter asks rjieba only for what is proven identical (the dictionary route, HMM off) and
+does the HMM step in Python with jieba's own tables (`text.hmm`): the runs of single-character
+steps are found by one regex over the route's tokens, and only those runs are re-cut. Further
+details jieba and jieba-rs handle differently, and how each is met:
+
+- The route needs jieba's dictionary exactly: words of frequency 0 and jieba's peculiar total
+  (`text.rjieba_dict` says how they are mirrored).
+- Characters jieba-rs counts as hanzi and jieba does not (CJK extension A, U+9FD6-U+9FFF,
+  compatibility ideographs, the supplementary planes) and lone surrogates end a block in jieba:
+  the text is split at them before rjieba sees it, and each is one token, as in jieba.
+- With the HMM off, jieba joins single-character ASCII letter/digit steps into one token, so a
+  token such as `ok` may be a dictionary word or two steps. With the HMM on this matters (two
+  steps form a buffer that jieba then cuts char by char): the route choice is recomputed from the
+  dictionary frequencies; a choice within rounding distance of a tie is left to jieba itself.
+- Search mode adds the dictionary 2- and 3-grams of longer words in Python, after the exact cut.
+
+`rjieba-native` is plain rjieba on the same dictionary: faster still, not identical with the HMM
+on; it is only used when asked for, and the segment stage then measures and reports its agreement.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import logging
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, cast
+
+import jieba
+from jieba import finalseg
+
+from ..core.errors import UserError
+from .hmm import cut_buffer
+from .rjieba_dict import RjiebaDictionary, is_jieba_dict_txt
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    name: str
+    package: str  # the PyPI distribution that provides it
+    exact: bool  # proven to give jieba 0.42.1's output in every mode (benchmarks/segment.py --verify)
+    about: str
+
+
+ENGINES = {
+    "jieba": EngineInfo("jieba", "jieba", True, "jieba 0.42.1 itself (pure Python)"),
+    "rjieba": EngineInfo("rjieba", "rjieba", True, "jieba-rs route + jieba's own HMM: jieba's output, 4-12x faster"),
+    "rjieba-native": EngineInfo("rjieba-native", "rjieba", False, "plain jieba-rs: fastest, differs with the HMM on"),
+}
+ENGINE_CHOICES = ("auto", *ENGINES)
+# `auto` takes the first of these whose package is installed and proven for this version
+AUTO_ORDER = ("rjieba", "jieba")
+# Versions the identity check (benchmarks/segment.py --verify, tests/test_engines.py) was run on.
+PROVEN_VERSIONS = {"rjieba": ("0.2.2",), "jieba": ("0.42.1",)}
+
+_HAN = "\u4E00-\u9FD5a-zA-Z0-9+#&._%\\-"  # jieba's re_han_default character class
+# jieba-rs counts these as hanzi, jieba does not; surrogates cannot cross into Rust; \x00, \x01 and \x02
+# are the adapter's own separators. All are single tokens in jieba, so a text is split at them.
+_ODD = re.compile("([\u3400-\u4DBF\u9FD6-\u9FFF\uF900-\uFAFF\U00020000-\U0003FFFF\ud800-\udfff\x00\x01\x02])")
+_STEP = "(?:[a-zA-Z0-9]+|[\u4E00-\u9FD5+#&._%\\-])"  # a token made of single-character route steps
+_RUN = re.compile(f"\x01({_STEP}(?:\x01{_STEP})+)(?=\x01)")  # two or more in a row, between separators
+_BLOCK_CHARS = re.compile(f"[{_HAN}]+")
+_SURROGATE = re.compile("([\ud800-\udfff])")
+_WHITESPACE = re.compile(r"\s")
+_WHITESPACE_TOKEN = re.compile("\x01\\s+(?=\x01)")
+_ALNUM_TOKEN = re.compile("(?<=\x01)[a-zA-Z0-9]{2,}(?=\x01)")
+_TIE_TOLERANCE = 1e-13  # relative: 450x the rounding a sum of jieba's route can carry
+
+
+class Engine(Protocol):
+    name: str
+
+    def words(self, text: str) -> list[str]:
+        """jieba's tokens for `text`, whitespace tokens included (as `jieba.lcut`)."""
+        ...
+
+
+def package_version(name: str) -> str | None:
+    """The installed version of engine `name`'s package, None when it is not installed (or does not import)."""
+    package = ENGINES[name].package
+    try:
+        importlib.import_module(package)
+        return importlib.metadata.version(package)
+    except (ImportError, importlib.metadata.PackageNotFoundError):
+        return None
+
+
+def resolve(requested: str) -> str:
+    """The engine to use for `requested`: `auto` = the fastest installed engine proven identical to
+    jieba; a named engine whose package is missing falls back to jieba, with a notice (never a
+    different segmentation without one)."""
+    if requested not in ENGINE_CHOICES:
+        raise UserError(f"unknown segmentation engine '{requested}'; choose one of {', '.join(ENGINE_CHOICES)}")
+    if requested == "auto":
+        for name in AUTO_ORDER[:-1]:
+            version = package_version(name)
+            if version in PROVEN_VERSIONS[name]:
+                return name
+            log.warning("segmentation engine %s %s, so jieba cuts (same words, %s)", name,
+                        f"{version} is not a version proven identical to jieba" if version else
+                        f"is not installed (pip install '{ENGINES[name].package}')", "slower")
+        return AUTO_ORDER[-1]
+    if package_version(requested) is None:
+        differs = "" if ENGINES[requested].exact else f", whose words differ from {requested}'s on some texts"
+        log.warning("segmentation engine %s is not installed (pip install '%s'): cutting with jieba instead%s",
+                    requested, ENGINES[requested].package, differs)
+        return "jieba"
+    if not proven(requested) and ENGINES[requested].exact:
+        log.warning("segmentation engine %s %s is not a version proven identical to jieba (proven: %s)", requested,
+                    package_version(requested), ", ".join(PROVEN_VERSIONS[requested]))
+    return requested
+
+
+def proven(name: str) -> bool:
+    """Is engine `name`, as installed, proven to cut exactly as jieba (the reference itself always is)?"""
+    return name == "jieba" or (ENGINES[name].exact and package_version(name) in PROVEN_VERSIONS[name])
+
+
+class JiebaEngine:
+    """jieba itself, on a tokenizer that already holds the user dictionary."""
+
+    name = "jieba"
+
+    def __init__(self, tokenizer: jieba.Tokenizer, hmm: bool, search: bool) -> None:
+        self._cut = tokenizer.lcut_for_search if search else tokenizer.lcut
+        self._hmm = hmm
+
+    def words(self, text: str) -> list[str]:
+        return self._cut(text, HMM=self._hmm)
+
+
+@functools.cache
+def builtin_dictionary_proven() -> bool:
+    """Is the installed rjieba's built-in dictionary proven to be this jieba's dict.txt?"""
+    return is_jieba_dict_txt() and package_version("rjieba") in PROVEN_VERSIONS["rjieba"]
+
+
+def mirror(tokenizer: jieba.Tokenizer | None, changed: list[str]) -> RjiebaDictionary:
+    """jieba's dictionary state in rjieba: the default one (`tokenizer` None) or `tokenizer`'s."""
+    return RjiebaDictionary(tokenizer, changed, builtin_dictionary_proven())
+
+
+class _NeedJieba(Exception):
+    """A route choice too close to a tie to decide without jieba's own floating-point sums."""
+
+
+class RjiebaEngine:
+    """rjieba's route and jieba's HMM, buffers and search n-grams: jieba's output (see the module doc).
+
+    Internally a cut is one string, the tokens joined by \\x01: the runs of single-character steps
+    are then found by one regex pass, and a whole chunk of texts (joined by \\x00, which ends a
+    block like any other non-hanzi character) goes through rjieba in one call."""
+
+    name = "rjieba"
+
+    def __init__(self, dictionary: RjiebaDictionary, hmm: bool, search: bool,
+                 jieba_fallback: Callable[[], JiebaEngine]) -> None:
+        self._dict = dictionary
+        self._cut = dictionary.rjieba.cut
+        self._has_word = dictionary.rjieba.has_word
+        self._hmm = hmm
+        self._search = search
+        self._fallback = jieba_fallback
+        self._memo: dict[str, str] = {}  # a run of steps -> \x01 + its words joined by \x01
+        self._force_split_seen = -1
+        self._ascii_multi: frozenset[str] | None = None
+        self._longest_ascii = 1
+        if hmm:
+            self._ascii_words_multi()  # now, so that forked workers inherit it
+
+    def words(self, text: str) -> list[str]:
+        if _ODD.search(text):
+            words = self._around_odd(text)
+        else:
+            joined = self._joined(text)
+            words = joined.split("\x01") if joined else []
+        return self._search_grams(words) if self._search else words
+
+    def lines(self, texts: list[str]) -> list[str]:
+        """Each text's words joined by spaces, whitespace tokens dropped; one rjieba call for them all
+        (a text that needs care, holding the adapter's separators or odd characters, is cut on its own)."""
+        if self._search:
+            return [_line(self.words(t)) for t in texts]
+        alone = [i for i, t in enumerate(texts) if not t or t.isspace() or _ODD.search(t)]
+        if alone:
+            single = {i: _line(self.words(texts[i])) for i in alone}
+            rest = [t for i, t in enumerate(texts) if i not in single]
+            others = iter(self.lines(rest) if rest else [])
+            return [single[i] if i in single else next(others) for i in range(len(texts))]
+        joined = f"\x01{self._joined(chr(0).join(texts))}\x01"
+        if _WHITESPACE.search(joined):  # whitespace characters only ever form whitespace tokens
+            joined = _WHITESPACE_TOKEN.sub("", joined)
+        lines = joined[1:-1].replace("\x01", " ").split(" \x00 ")
+        if len(lines) != len(texts):
+            raise RuntimeError(f"cut {len(texts)} texts into {len(lines)} lines")
+        return lines
+
+    def _joined(self, text: str) -> str:
+        """The tokens of `text` (free of odd characters) joined by \\x01."""
+        try:
+            return self._route(text)
+        except _NeedJieba:
+            return "\x01".join(self._fallback().words(text))
+
+    def _around_odd(self, text: str) -> list[str]:
+        """Characters that end a block in jieba but not in jieba-rs are one token each; the text
+        between them is cut on its own (cutting is block by block, so this changes nothing)."""
+        words: list[str] = []
+        for i, piece in enumerate(_ODD.split(text)):
+            if i % 2:
+                words.append(piece)
+            elif piece:
+                words.extend(self._joined(piece).split("\x01"))
+        return words
+
+    def _route(self, text: str) -> str:
+        tokens = self._cut(text, False)
+        if not self._hmm or not tokens:
+            return "\x01".join(tokens)
+        joined = self._resolve_ascii(f"\x01{chr(1).join(tokens)}\x01")
+        parts = _RUN.split(joined)
+        if len(parts) > 1:
+            parts[1::2] = self._buffers(parts[1::2])
+        joined = "".join(parts)[1:-1]
+        return joined.replace("\x02", "") if "\x02" in joined else joined
+
+    def _buffers(self, runs: list[str]) -> list[str]:
+        """The words jieba makes of each buffer of single-character steps (`Tokenizer.__cut_DAG`)."""
+        force_split = finalseg.Force_Split_Words
+        if len(force_split) != self._force_split_seen:  # only grows, so its size tells a change
+            self._memo.clear()
+            self._force_split_seen = len(force_split)
+        memo = self._memo
+        found = list(map(memo.get, runs))
+        if None in found:
+            if len(memo) > 200_000:  # about 200 bytes each
+                memo.clear()
+            for i, words in enumerate(found):
+                if words is None:
+                    buffer = runs[i].replace("\x01", "")
+                    # a buffer that is itself a dictionary word stays single characters; otherwise the HMM
+                    cut = buffer if self._has_word(buffer) else cut_buffer(buffer, force_split)
+                    found[i] = memo[runs[i]] = "\x01" + "\x01".join(cut)
+        return cast(list[str], found)
+
+    def _ascii_words_multi(self) -> frozenset[str]:
+        if self._ascii_multi is None:
+            self._ascii_multi = self._dict.ascii_alnum_words()
+        return self._ascii_multi
+
+    def _resolve_ascii(self, joined: str) -> str:
+        """`joined` (tokens between \\x01s) with each ASCII letter/digit token that is also a dictionary
+        word marked as one route step (\\x02 prefix) or split into its single-character steps."""
+        ambiguous = self._ascii_words_multi()
+        if not ambiguous:  # jieba's own dictionary has no such word
+            return joined
+        pieces, done = [], 0
+        for match in _ALNUM_TOKEN.finditer(joined):
+            token = match.group()
+            if token in ambiguous:
+                start = match.start()
+                one_step = self._is_one_step(token, joined[start:start + 4 * self._longest_ascii + 8], len(joined))
+                pieces += [joined[done:start], "\x02" + token if one_step else "\x01".join(token)]
+                done = match.end()
+        return "".join(pieces) + joined[done:] if pieces else joined
+
+    def _is_one_step(self, token: str, following: str, bound: int) -> bool:
+        """Did jieba's route take `token` as one word, or as single characters? HMM-off output merges
+        letter/digit steps, so the token is one of the two; compare their log-probabilities as jieba's
+        `calc` does (the rest of the route adds the same to both). `following` is the joined text from
+        the token on, `bound` a bound on the length of its block."""
+        words = self._dict.ascii_words()
+        if self._longest_ascii == 1:
+            self._longest_ascii = max(map(len, words), default=1)
+        block = cast(re.Match[str], _BLOCK_CHARS.match(following.replace("\x01", ""))).group()
+        singles = 0.0
+        for i, char in enumerate(token):
+            starts_word = any(block[i:i + n] in words for n in range(2, self._longest_ascii + 1))
+            if starts_word and not words.get(char):
+                return True  # no single-character edge here: the route must take the whole word
+            singles += math.log(words.get(char) or 1) - self._dict.log_total
+        whole = math.log(words[token]) - self._dict.log_total
+        # jieba's own sums along the block carry rounding of up to ~1e-16 per step of size <= log(total)
+        tolerance = _TIE_TOLERANCE * (len(token) + 2) * (bound + 1) * (self._dict.log_total + 1)
+        if abs(whole - singles) <= tolerance:
+            raise _NeedJieba
+        return whole > singles
+
+    def _search_grams(self, words: list[str]) -> list[str]:
+        """`Tokenizer.cut_for_search`: before each word longer than 2 (3), its dictionary 2-grams (3-grams)."""
+        has_word = self._has_word
+        out: list[str] = []
+        for word in words:
+            n = len(word)
+            if n > 2:
+                out.extend(g for g in (word[i:i + 2] for i in range(n - 1)) if has_word(g))
+                if n > 3:
+                    out.extend(g for g in (word[i:i + 3] for i in range(n - 2)) if has_word(g))
+            out.append(word)
+        return out
+
+
+def _line(words: list[str]) -> str:
+    return " ".join(w for w in words if not w.isspace())
+
+
+class RjiebaNativeEngine:
+    """Plain rjieba on jieba's dictionary: not jieba's output with the HMM on (see the module doc)."""
+
+    name = "rjieba-native"
+
+    def __init__(self, dictionary: RjiebaDictionary, hmm: bool, search: bool) -> None:
+        self._cut = dictionary.rjieba.cut_for_search if search else dictionary.rjieba.cut
+        self._hmm = hmm
+
+    def words(self, text: str) -> list[str]:
+        if not _SURROGATE.search(text):
+            return self._cut(text, self._hmm)
+        # a lone surrogate cannot cross into Rust: one token of its own, as in jieba
+        return [w for i, piece in enumerate(_SURROGATE.split(text)) if piece
+                for w in ([piece] if i % 2 else self._cut(piece, self._hmm))]
+
+
+def engine_lines(engine: Engine, texts: list[str]) -> list[str]:
+    """Each text's words joined by single spaces, jieba's whitespace tokens left out."""
+    lines = getattr(engine, "lines", None)
+    return lines(texts) if lines else [_line(engine.words(t)) for t in texts]

@@ -1,0 +1,238 @@
+"""Segmentation engines: rjieba's adapter cuts exactly as jieba in every mode and under every user-dictionary
+policy, falls back to jieba when missing, is recorded in segmenter.json, and cuts the same in parallel."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from dataclasses import replace
+
+import pytest
+from jieba import finalseg
+
+from conftest import FIXTURES, build, fixture_lines
+from nlp_pipe.core import artifacts
+from nlp_pipe.core.errors import UserError
+from nlp_pipe.text import engines, segmenter
+from nlp_pipe.text.engine_check import MODES, compare, edge_case_texts, mode_pairs, userdict_spec
+from nlp_pipe.text.hmm import viterbi_words
+from nlp_pipe.text.segmenter import LoadProbe, Segmenter, SegmenterSpec, cut_parallel
+
+TEXTS = (fixture_lines("pos.txt") + fixture_lines("neg.txt") + fixture_lines("news.txt")
+         + [line.split("\t", 1)[-1] for line in fixture_lines("reviews.tsv")[1:]] + edge_case_texts(count=1000, quick=True))
+
+
+@pytest.fixture(autouse=True)
+def force_split_restored():
+    """A user word of frequency 0 makes jieba force-split it process-wide (jieba.finalseg); undo that."""
+    saved = set(finalseg.Force_Split_Words)
+    yield
+    finalseg.Force_Split_Words.clear()
+    finalseg.Force_Split_Words.update(saved)
+
+
+@pytest.mark.parametrize("policy", [None, "file", "multiply", "force"])
+def test_rjieba_cuts_exactly_as_jieba_in_every_mode(policy):
+    base = SegmenterSpec(engine="rjieba") if policy is None else userdict_spec(policy)
+    labels = []
+    for label, engine, jieba_segmenter in mode_pairs(base):
+        assert engine.engine.name == "rjieba" and jieba_segmenter.engine.name == "jieba"
+        result = compare(engine, jieba_segmenter, TEXTS)
+        assert (result.rows, result.identical) == (len(TEXTS), len(TEXTS)), (label, result.examples)
+        labels.append(label)
+    assert len(labels) == len(MODES) == 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", [None, "file", "multiply", "force"])
+def test_rjieba_cuts_exactly_as_jieba_on_all_edge_cases(policy):
+    """The full generated set of `benchmarks/segment.py --verify` (2.3 MB), without the shared data."""
+    texts = edge_case_texts()
+    base = SegmenterSpec(engine="rjieba") if policy is None else userdict_spec(policy)
+    for label, engine, jieba_segmenter in mode_pairs(base):
+        result = compare(engine, jieba_segmenter, texts)
+        assert result.identical == result.rows == len(texts), (label, result.examples)
+
+
+def test_deleting_a_word_of_jiebas_dictionary():
+    """rjieba cannot delete a word, so a user dictionary that deletes one of jieba's (frequency 0)
+    makes the mirror load every word from jieba's tokenizer instead of starting from its own copy."""
+    spec = SegmenterSpec(engine="rjieba", userdict=(("中国", 0), ("人民", 5)), policy="file")
+    jieba_segmenter = Segmenter(replace(spec, engine="jieba"))
+    engine = Segmenter(spec, jieba_segmenter.tokenizer)
+    assert not engine.engine._dict.rjieba.has_word("中国")  # type: ignore[attr-defined]
+    texts = ["中国人民站起来了", "我爱中国", "中国中国中国"] + TEXTS[:300]
+    assert engine.cut_lines(texts) == [" ".join(jieba_segmenter.cut(t)) for t in texts]
+    assert "中国" not in engine.cut("我爱中国")
+
+
+def test_plain_rjieba_differs_where_the_adapter_does_not():
+    """What the adapter fixes: jieba-rs keeps `inside-out` and `3.5mm` whole inside an HMM buffer."""
+    text = "这是inside-out的设计，3.5mm耳机接口"
+    native, exact, jieba = (Segmenter(SegmenterSpec(engine=e)).cut(text) for e in ("rjieba-native", "rjieba", "jieba"))
+    assert exact == jieba and "inside" in jieba and "inside-out" not in jieba and "3.5" in jieba
+    assert native != jieba and "inside-out" in native
+    # it still cuts every edge case (lone surrogates included), just not always as jieba does
+    result = compare(Segmenter(SegmenterSpec(engine="rjieba-native")), Segmenter(SegmenterSpec(engine="jieba")), TEXTS)
+    assert result.rows == len(TEXTS) and 0 < result.identical < len(TEXTS)
+
+
+def test_user_dictionary_effects_are_jiebas():
+    text = "糖类抗原19-9偏高，我用喵窝智投买了*ST舜船，他叫张小明去了质量xy质量"
+    plain = Segmenter(SegmenterSpec(engine="rjieba")).cut(text)
+    assert "糖类抗原19-9" not in plain and "张小明" in plain
+    cut = {}
+    for policy in ("file", "multiply", "force"):
+        jieba_segmenter = Segmenter(userdict_spec(policy, engine="jieba"))
+        cut[policy] = Segmenter(userdict_spec(policy), jieba_segmenter.tokenizer).cut(text)
+        assert cut[policy] == jieba_segmenter.cut(text), policy
+    assert "张小明" not in cut["file"]  # listed with frequency 0: deleted, even from the HMM's words
+    # `xy 1` loses to its letters (x, y: 100000 each): two single-character steps, a buffer that is a word
+    assert cut["file"][-4:] == ["质量", "x", "y", "质量"]
+    forced = cut["force"]
+    assert "糖类抗原19-9" in forced and "喵窝智投" in forced
+    assert "*ST舜船" not in forced  # jieba never matches a word with "*": it ends a block
+    # jieba's quirk, kept: a deleted word is force-split by every tokenizer of the process from then on
+    assert "张小明" not in Segmenter(SegmenterSpec(engine="rjieba")).cut(text)
+
+
+def test_search_mode_adds_the_dictionary_ngrams():
+    text = "中华人民共和国成立了"
+    exact = Segmenter(SegmenterSpec(engine="rjieba", mode="search")).cut(text)
+    assert exact == Segmenter(SegmenterSpec(engine="jieba", mode="search")).cut(text)
+    assert exact[:6] == ["中华", "华人", "人民", "共和", "共和国", "中华人民共和国"]
+
+
+def test_a_near_tie_is_left_to_jieba(monkeypatch):
+    """Route choices the adapter recomputes (an ASCII user word or its letters) within rounding of a tie
+    go to jieba itself: with an absurd tolerance every such choice does, and the words stay jieba's."""
+    monkeypatch.setattr(engines, "_TIE_TOLERANCE", 1e6)
+    spec = userdict_spec("file")
+    texts = [t for t in TEXTS if "ok" in t or "xy" in t or "mp3" in t][:200]
+    assert len(texts) > 50
+    used = []
+    original = engines.JiebaEngine.words
+    monkeypatch.setattr(engines.JiebaEngine, "words", lambda self, text: used.append(text) or original(self, text))
+    engine = Segmenter(spec)
+    lines = engine.cut_lines(texts)
+    assert used  # jieba really cut them
+    reference = Segmenter(userdict_spec("file", engine="jieba"), engine.tokenizer)
+    assert lines == [" ".join(reference.cut(t)) for t in texts]
+
+
+def test_viterbi_is_jiebas():
+    rng = random.Random(3)
+    chars = [chr(c) for c in range(0x4E00, 0x9FD6)]  # jieba's hanzi, seen by its HMM or not
+    texts = [c * n for c in "赞哈啊" for n in range(1, 9)]
+    texts += ["".join(rng.choice(chars) for _ in range(rng.randint(1, 12))) for _ in range(3000)]
+    texts += ["鿖丂丄", "丂丄丅丆"]  # characters the HMM has never seen
+    jieba_cut = getattr(finalseg, "__cut")
+    assert [viterbi_words(t) for t in texts] == [list(jieba_cut(t)) for t in texts]
+
+
+@pytest.mark.parametrize("requested", ["auto", "rjieba"])
+def test_a_missing_engine_falls_back_to_jieba_with_a_notice(monkeypatch, caplog, tmp_path, requested):
+    monkeypatch.setitem(sys.modules, "rjieba", None)  # `import rjieba` now fails, as when it is not installed
+    assert engines.resolve(requested) == "jieba"
+    assert "not installed" in caplog.text and "jieba" in caplog.text
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(fixture_lines("pos.txt")[:20]) + "\n", encoding="utf-8")
+    manifest = build("segment", tmp_path / "seg", {"corpus": [corpus]}, workers=1, engine=requested)
+    assert manifest["segmenter"]["engine"] == "jieba" and manifest["segmenter"]["engine_exact"] is True
+    assert json.loads((tmp_path / "seg" / "segmenter.json").read_text(encoding="utf-8"))["engine"] == "jieba"
+
+
+def test_an_unproven_version_is_not_picked_by_auto_and_still_cuts_exactly(monkeypatch, caplog):
+    real = engines.package_version
+    monkeypatch.setattr(engines, "package_version", lambda name: "9.9.9" if name != "jieba" else real(name))
+    engines.builtin_dictionary_proven.cache_clear()
+    try:
+        assert engines.resolve("auto") == "jieba" and "not a version proven" in caplog.text
+        assert not engines.proven("rjieba") and engines.proven("jieba")
+        # asked for by name it runs, on a dictionary mirrored word by word from jieba's own tokenizer
+        seg = Segmenter(SegmenterSpec(engine="rjieba"))
+        assert seg.engine.name == "rjieba" and seg.tokenizer is not None
+        texts = TEXTS[:400]
+        reference = Segmenter(SegmenterSpec(engine="jieba"), seg.tokenizer)
+        assert seg.cut_lines(texts) == [" ".join(reference.cut(t)) for t in texts]
+    finally:
+        engines.builtin_dictionary_proven.cache_clear()
+
+
+def test_segmenter_json_records_the_engine(tmp_path):
+    out = tmp_path / "seg"
+    manifest = build("segment", out, {"corpus": [FIXTURES / "reviews.tsv"]}, workers=1)
+    saved = json.loads((out / "segmenter.json").read_text(encoding="utf-8"))
+    version = engines.package_version("rjieba")
+    assert (saved["engine"], saved["engine_version"]) == ("rjieba", version)
+    assert manifest["segmenter"]["engine"] == "rjieba" and manifest["segmenter"]["engine_version"] == version
+    assert "Engine: rjieba" in (out / "report.md").read_text(encoding="utf-8")
+    assert SegmenterSpec.load(out).engine == "rjieba"
+    # a segmenter.json written before engines existed was cut by jieba
+    del saved["engine"], saved["engine_version"]
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "segmenter.json").write_text(json.dumps(saved), encoding="utf-8")
+    assert SegmenterSpec.load(tmp_path / "old").engine == "jieba"
+    saved["engine"] = "hanlp"
+    (tmp_path / "old" / "segmenter.json").write_text(json.dumps(saved), encoding="utf-8")
+    with pytest.raises(UserError, match="engine 'hanlp'"):
+        SegmenterSpec.load(tmp_path / "old")
+
+
+def test_an_inexact_engine_reports_its_agreement(tmp_path):
+    corpus = tmp_path / "c.txt"
+    lines = fixture_lines("pos.txt")[:30] + ["这是inside-out的设计，3.5mm耳机接口", "第3-5名的成绩是10.4.5分"]
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    manifest = build("segment", tmp_path / "seg", {"corpus": [corpus]}, workers=1, engine="rjieba-native")
+    info = manifest["segmenter"]
+    assert info["engine"] == "rjieba-native" and info["engine_exact"] is False
+    agreement = info["engine_agreement"]
+    assert agreement["rows"] == len(lines) and agreement["identical_rows"] <= len(lines) - 2
+    assert f"{agreement['identical_pct']}% of the first {len(lines)} rows" in (tmp_path / "seg" / "report.md").read_text(
+        encoding="utf-8")
+    assert artifacts.verify(tmp_path / "seg") == []
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_parallel_cutting_keeps_order_and_words(workers):
+    spec = SegmenterSpec(engine="rjieba")
+    chunks = [TEXTS[i:i + 37] for i in range(0, 1200, 37)]
+    serial = list(cut_parallel(spec, chunks, 1, join=" "))
+    assert list(cut_parallel(spec, chunks, workers, join=" ")) == serial
+    assert list(cut_parallel(spec, chunks[:5], workers)) == [[s.split(" ") if s else [] for s in lines]
+                                                           for lines in serial[:5]]
+
+
+def test_free_cores_follow_what_others_use(monkeypatch):
+    monkeypatch.setattr(segmenter, "default_workers", lambda: 2)
+    probe = LoadProbe()
+    assert probe.others() >= 0.0
+    for others, free in [(0.0, 2), (0.3, 2), (0.7, 1), (1.0, 1), (5.0, 1)]:
+        monkeypatch.setattr(LoadProbe, "others", lambda self, o=others: o)
+        assert probe.free_cores() == free
+
+
+def test_rjiebas_builtin_dictionary_is_jiebas():
+    """What the fast default path relies on: rjieba's built-in dictionary holds exactly jieba's words
+    of frequency > 0 with their frequencies, and the constants for jieba's total hold."""
+    import rjieba
+
+    from nlp_pipe.text import rjieba_dict
+
+    tokenizer = Segmenter(SegmenterSpec(engine="jieba")).tokenizer
+    assert tokenizer is not None and rjieba_dict.is_jieba_dict_txt()
+    assert tokenizer.total == rjieba_dict._DICT_TOTAL
+    assert sum(tokenizer.FREQ.values()) == rjieba_dict._DICT_DISTINCT_TOTAL
+    builtin, mirrored = rjieba.Jieba(), rjieba.Jieba.empty()
+    positive = [w for w, f in tokenizer.FREQ.items() if f > 0]
+    assert len(positive) == 349_045 and all(builtin.has_word(w) for w in positive)
+    assert not any(builtin.has_word(w) for w, f in tokenizer.FREQ.items() if f == 0)
+    for word in positive:
+        mirrored.add_word(word, tokenizer.FREQ[word], None)
+    sample = random.Random(0).sample(positive, 20_000)
+    assert [builtin.suggest_freq(w) for w in sample] == [mirrored.suggest_freq(w) for w in sample]
+    default, from_tokenizer = engines.mirror(None, []), rjieba_dict.RjiebaDictionary(tokenizer, [], True)
+    assert default.ascii_words() == from_tokenizer.ascii_words()
+    assert default.ascii_alnum_words() == from_tokenizer.ascii_alnum_words() == frozenset()
+    assert default.log_total == from_tokenizer.log_total
