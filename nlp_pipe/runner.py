@@ -7,6 +7,7 @@ renames the directory into place.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import importlib.util
 import logging
@@ -331,6 +332,7 @@ def _write_report(tmp: Path, p: Plan, result: Result, wall: float) -> None:
     (tmp / artifacts.REPORT).write_text("\n".join(lines), encoding="utf-8")
 
 
+@functools.cache  # importlib.metadata reads dist-info folders: once per process, not per stage
 def _package_versions() -> dict[str, str]:
     versions = {}
     for name in _PACKAGES:

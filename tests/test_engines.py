@@ -12,7 +12,7 @@ import pytest
 from jieba import finalseg
 
 from conftest import FIXTURES, build, fixture_lines
-from nlp_pipe.core import artifacts
+from nlp_pipe.core import manifest as manifests
 from nlp_pipe.core.errors import UserError
 from nlp_pipe.text import engines, segmenter
 from nlp_pipe.text.engine_check import MODES, compare, edge_case_texts, mode_pairs, userdict_spec
@@ -191,7 +191,7 @@ def test_an_inexact_engine_reports_its_agreement(tmp_path):
     assert agreement["rows"] == len(lines) and agreement["identical_rows"] <= len(lines) - 2
     assert f"{agreement['identical_pct']}% of the first {len(lines)} rows" in (tmp_path / "seg" / "report.md").read_text(
         encoding="utf-8")
-    assert artifacts.verify(tmp_path / "seg") == []
+    assert manifests.verify(tmp_path / "seg") == []
 
 
 @pytest.mark.parametrize("workers", [2, 3])

@@ -25,8 +25,8 @@ import datasets
 import pyarrow as pa
 import pyarrow.compute as pc
 from datasets.arrow_writer import ArrowWriter
-from tqdm.auto import tqdm
 
+from ..core import console
 from ..core.config import option
 from ..core.contract import Input, Result
 from ..core.errors import UserError
@@ -136,7 +136,7 @@ def _segmented_chunks(config, files, segmenter, workers, counts) -> Iterator[tup
         read_rows(path, config, counts, config.label_per_file[i] if config.label_per_file else None)
         for i, path in enumerate(files)
     )
-    progress = tqdm(desc="segment", unit=" rows", mininterval=1.0)
+    progress = console.progress(desc="segment", unit=" rows")
     buffered: deque[list] = deque()  # chunks sent to the workers, waiting for their words
 
     def texts() -> Iterator[list[str]]:

@@ -55,7 +55,7 @@ def detect_encoding(path: Path) -> str:
         raise UserError(f"{path}: UTF-16 text is not supported; convert it to UTF-8 (iconv -f UTF-16 -t UTF-8)")
     text = sample.decode("utf-8", errors="replace")
     bad = text.count("\ufffd")
-    multibyte = sum(1 for ch in text if ord(ch) > 0x7F) - bad
+    multibyte = len(text) - len(text.encode("ascii", "ignore")) - bad  # non-ASCII characters, counted in C
     # A few bad bytes inside otherwise valid multi-byte UTF-8 mean a damaged UTF-8 file (reported
     # line by line later), not another encoding: GBK text decoded as UTF-8 fails almost everywhere.
     if bad == 0 or (multibyte > 20 * bad and multibyte >= 20):
