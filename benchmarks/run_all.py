@@ -57,7 +57,7 @@ def main() -> None:
     for name in names:
         row = run_one(name, args, out_dir / f"{name}.json")
         loads.append(os.getloadavg()[0])
-        failed |= row["status"] == "failed"
+        failed |= row["status"].startswith("failed")
         rows.append(row)
         print(f"== {name}: {row['status']} ({row['seconds']:.0f} s)", file=sys.stderr, flush=True)
     summary = {"mode": mode, "started": started.isoformat(timespec="seconds"), "commit": _commit(),

@@ -114,8 +114,9 @@ def load(path: str | Path, variables: dict[str, Any] | None = None, overrides: d
         raise UserError(f"{path}: unknown var '{name}'{did_you_mean(name, doc.get('vars') or {})}; vars: "
                         f"{', '.join(doc.get('vars') or {})}")
     written = doc.get("workdir")
-    root = Path(workdir) if workdir else anchor(_substitute(written, vars_, {}, str(path)), _folder(path)) if written \
-        else Path(f"runs/{path.stem}")
+    # absolute, so `${stage}` references stay right when anchored against the file's folder
+    root = Path(workdir).absolute() if workdir else anchor(_substitute(written, vars_, {}, str(path)), _folder(path)) \
+        if written else Path(f"runs/{path.stem}").absolute()
     steps: list[Step] = []
     for i, raw in enumerate(doc["stages"]):
         steps.append(_step(raw, i, vars_, steps, root, path))

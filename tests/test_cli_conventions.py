@@ -98,3 +98,13 @@ def test_stage_config_lists_inputs_and_config(tmp_path):
     run_cli("segment", "--corpus", FIXTURES / "reviews.tsv", "--out", tmp_path / "s", "--workers", "1")
     doc = yaml.safe_load((tmp_path / "s" / "stage_config.yaml").read_text(encoding="utf-8"))
     assert doc["stage"] == "segment" and doc["inputs"] == {"corpus": [str(FIXTURES / "reviews.tsv")]}
+
+
+def test_a_relative_workdir_from_the_command_line_keeps_stage_references_right(tmp_path):
+    pipe = tmp_path / "pipes" / "p.yaml"
+    pipe.parent.mkdir()
+    pipe.write_text(f"name: p\nstages:\n  - stage: segment\n    inputs: {{corpus: {FIXTURES / 'reviews.tsv'}}}\n"
+                    "    config: {workers: 1}\n  - stage: vocab\n    inputs: {corpus: '${segment}'}\n", encoding="utf-8")
+    done = cli("run", pipe, "--workdir", "w", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert manifests.read_manifest(tmp_path / "w" / "vocab")["inputs"]["corpus"]["paths"] == [str(tmp_path / "w" / "segment")]
