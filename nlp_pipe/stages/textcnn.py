@@ -60,8 +60,8 @@ class Config(TrainOptions):
     mode: Literal["static", "non-static", "multichannel"] = option("static",
                                                                    "embeddings frozen (static), fine-tuned (non-static), or both channels "
                                                                        "(Kim 2014)")
-    kernel_sizes: tuple[int, ...] = option((3, 4, 5), "convolution widths in words", min=1)
-    filters: int = option(100, "filters per kernel size", min=1)
+    kernel_sizes: tuple[int, ...] = option((3, 4, 5), "convolution widths in words", min=1, max=64, min_items=1)
+    filters: int = option(100, "filters per kernel size", min=1, max=4096)
     dropout: float = option(0.5, "dropout before the output layer", min=0.0, max=0.95)
     max_len: int = option(0, "words kept per text; 0 = the len_percentile of training lengths", min=0)
     len_percentile: float = option(95.0, "percentile of training text lengths used as max_len", min=1.0, max=100.0)

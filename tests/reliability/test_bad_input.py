@@ -159,3 +159,10 @@ def test_manifest_reading_details_survive_as_json(tmp_path):
     manifest = build("segment", tmp_path / "seg", {"corpus": [FIXTURES / "reviews.csv"]}, workers=1)
     assert manifests.verify(tmp_path / "seg") == []
     assert manifest["reading"]["columns"]["reviews.csv"]["text"] == "review"
+
+
+@pytest.mark.parametrize("value, part", [("", "at least 1"), ("3,100", "above its maximum 64")])
+def test_textcnn_kernel_sizes_out_of_range_is_one_line(tmp_path, value, part):
+    result = run_cli("textcnn", "--train", FIXTURES / "reviews.tsv", "--vectors", tmp_path / "none",
+                     "--out", tmp_path / "cnn", "--kernel-sizes", value)
+    one_line_error(result, "kernel_sizes", part)
