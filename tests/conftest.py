@@ -129,3 +129,19 @@ def die_after_first_checkpoint(monkeypatch) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Trainer, "_save_checkpoint", save_then_die)
+
+
+def assert_pipeline_agrees(artifact: Path, texts: list[str]) -> None:
+    """transformers.pipeline("text-classification") on a classifier artifact gives `nlp-pipe predict`'s labels."""
+    import json
+
+    from transformers import pipeline
+
+    classify = pipeline("text-classification", model=str(artifact), device="cpu")
+    theirs = [r["label"] for r in classify(texts, truncation=True)]
+    file = Path(tempfile.mkdtemp(prefix="nlp-pipe-parity-")) / "texts.txt"
+    file.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    result = run_cli("predict", artifact, "--file", file, "--json")
+    assert result.code == 0, result.err
+    ours = [json.loads(line)["label"] for line in result.out.splitlines()]
+    assert theirs == ours, [(t, a, b) for t, a, b in zip(texts, theirs, ours) if a != b]

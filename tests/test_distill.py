@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import AutoModel, AutoModelForSequenceClassification
 
-from conftest import build, run_cli
+from conftest import assert_pipeline_agrees, build, fixture_lines, run_cli
 from nlp_pipe import TextClassifier
 from nlp_pipe.models.int8 import load_int8
 
@@ -95,6 +95,7 @@ def test_task_distillation_from_the_general_student_with_augmented_data(work, te
     assert m["augmented_rows"] > 0.7 * 112  # copies of the 7/10 train rows only, not of dev/test
     assert 0 < m["retention"] and 0 <= m["student_test_accuracy"] <= 1 and m["cpu_speedup"] > 0
     assert m["student_params"] < m["teacher_params"]
+    assert set(m["vocabulary"]) == {"train", "dev"} and m["vocabulary"]["train"]["unk_share"] < 0.01
     model = AutoModelForSequenceClassification.from_pretrained(out)
     assert model.config.num_hidden_layers == 1 and model.config.id2label == {0: "neg", 1: "pos"}
     texts = ["质量很好，推荐", "太差了，不会再买"]
@@ -113,6 +114,8 @@ def test_task_distillation_from_the_general_student_with_augmented_data(work, te
     assert "retention" in report and "int8 student" in report
     assert (out / "training_curves_intermediate.png").exists() and (out / "training_curves_prediction.png").exists()
     assert not (work / "task.intermediate.checkpoints").exists() and not (work / "task.prediction.checkpoints").exists()
+    assert json.loads((out / "labels.json").read_text(encoding="utf-8"))["threshold"] is None  # folded into the head
+    assert_pipeline_agrees(out, fixture_lines("pos.txt")[:20] + fixture_lines("neg.txt")[:20])
 
 
 def test_augmented_data_of_another_corpus_is_refused(work, teacher, augmented, seg_news, tmp_path, fixtures):

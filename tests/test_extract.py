@@ -55,6 +55,7 @@ def test_cls_matches_one_text_at_a_time_in_input_order(tmp_path, tiny_bert, corp
         np.testing.assert_allclose(row, reference(text)[0], atol=1e-5)
     assert [r["text"] for r in index(out)] == TEXTS and [r["row"] for r in index(out)] == list(range(len(TEXTS)))
     assert manifest["metrics"]["truncated"] == 1 and manifest["metrics"]["rows"] == len(TEXTS)
+    assert 0 <= manifest["metrics"]["unk_share"] < 0.01 and manifest["metrics"]["truncated_share"] > 0
     assert "np.load" in (out / "report.md").read_text(encoding="utf-8")
 
 

@@ -11,9 +11,10 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from conftest import build, die_after_first_checkpoint, run_cli
+from conftest import assert_pipeline_agrees, build, die_after_first_checkpoint, run_cli
 from nlp_pipe import TextClassifier
 from nlp_pipe.data.bert_inputs import Collator, auto_max_len
+from nlp_pipe.data.labelled import load_splits
 from nlp_pipe.metrics import load as load_metric
 from nlp_pipe.metrics.scores import confusion_sums
 from nlp_pipe.metrics.scores import summarize as classification_summary
@@ -69,6 +70,20 @@ def test_artifact_loads_with_auto_classes_and_predicts_as_the_cli(finetuned, seg
     rows = [json.loads(line) for line in result.out.splitlines()]
     assert [r["label"] for r in rows] == [label for label, _ in clf.predict_labels(texts)]
     np.testing.assert_allclose([[r["probabilities"][n] for n in meta["labels"]] for r in rows], expected, atol=1e-5)
+
+
+def test_the_dev_threshold_is_folded_so_pipeline_and_argmax_decide_as_predict(finetuned, seg_reviews):
+    out, manifest = finetuned
+    meta = json.loads((out / "labels.json").read_text(encoding="utf-8"))
+    assert meta["threshold"] is None and 0 < meta["threshold_folded"] < 1
+    assert manifest["metrics"]["threshold"] == meta["threshold_folded"]
+    splits = load_splits(seg_reviews, None, None, SETTINGS["seed"])
+    test_texts = list(splits.test["text"])
+    labels = [label for label, _ in TextClassifier.load(out).predict_labels(test_texts)]
+    folded_accuracy = np.mean([a == b for a, b in zip(labels, splits.test["label"])])
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert folded_accuracy == pytest.approx(metrics["test"]["accuracy"])  # argmax of the folded head = thresholded
+    assert_pipeline_agrees(out, test_texts + list(splits.dev["text"]) + ["一般般吧，" * 200])
 
 
 def test_resume_after_a_kill_continues_exactly(tiny_bert, seg_reviews, tmp_path, monkeypatch):
@@ -171,3 +186,30 @@ def test_bf16_training_saves_what_it_evaluates(tiny_bert, seg_reviews, tmp_path)
     manifest = build("finetune", tmp_path / "bf16", {"checkpoint": tiny_bert, "train": seg_reviews},
                      **{**SETTINGS, "epochs": 1, "precision": "bf16"})
     assert manifest["metrics"]["reload_check"].endswith("(max diff 0.0e+00)")
+
+
+def test_unknown_characters_under_the_tokenizer_are_reported_with_the_fix(seg_reviews, tmp_path):
+    """A checkpoint whose vocabulary lacks most characters of the data: the [UNK] share is measured per split
+    and a notice names `expand`; a full vocabulary (the shared tiny BERT) stays below the notice."""
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizer
+
+    small = tmp_path / "small_vocab_bert"
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"的了是很好不差一"]) + "\n", encoding="utf-8")
+    config = BertConfig(vocab_size=13, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                        max_position_embeddings=128)
+    BertForMaskedLM(config).save_pretrained(small)
+    BertTokenizer(vocab=str(vocab)).save_pretrained(small)
+    manifest = build("finetune", tmp_path / "clf", {"checkpoint": small, "train": seg_reviews}, steps=2, batch_size=8,
+                     precision="fp32")
+    shares = manifest["metrics"]["vocabulary"]
+    assert set(shares) == {"train", "dev", "test"} and all(0.5 < f["unk_share"] < 1 for f in shares.values())
+    notices = manifest["reading"]["notices"]
+    assert len(notices) == 3 and all("[UNK]" in n and "nlp-pipe expand" in n for n in notices)
+    assert "[UNK] tokens" in (tmp_path / "clf" / "report.md").read_text(encoding="utf-8")
+
+
+def test_a_full_vocabulary_gets_no_unknown_notice(finetuned):
+    _, manifest = finetuned
+    assert all(f["unk_share"] < 0.01 for f in manifest["metrics"]["vocabulary"].values())
+    assert not manifest.get("reading", {}).get("notices")

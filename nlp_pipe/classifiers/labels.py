@@ -1,5 +1,8 @@
 """labels.json of a classifier artifact: class names in id order, the binary threshold, the training cut.
 
+BERT classifiers carry their threshold folded into the head (classifiers/decision.py), so `threshold` is
+null there and `threshold_folded` says what it was; textcnn keeps `threshold` and applies it on load.
+
 textcnn, finetune and distill write it; `TextClassifier.load` and distill (reading its teacher) read it.
 """
 
@@ -18,6 +21,7 @@ class LabelInfo:
     labels: list[str]  # class id -> label name
     threshold: float | None = None  # binary tasks: probability of class 1 above which it is predicted (dev F1-optimal)
     max_seq_len: int | None = None  # tokens per text in training (BERT classifiers); longer texts are cut alike
+    threshold_folded: float | None = None  # BERT classifiers: the dev threshold, folded into the head (argmax applies)
 
     def save(self, directory: Path) -> None:
         (directory / LABELS_JSON).write_text(json.dumps(asdict(self), ensure_ascii=False, indent=2), encoding="utf-8")
@@ -42,4 +46,5 @@ class LabelInfo:
             raise UserError(f"{path} is not valid JSON ({exc}); rebuild the artifact") from None
         if not isinstance(raw, dict) or not isinstance(raw.get("labels"), list):
             raise UserError(f"{path} holds no 'labels' list; rebuild the artifact")
-        return LabelInfo([str(v) for v in raw["labels"]], raw.get("threshold"), raw.get("max_seq_len"))
+        return LabelInfo([str(v) for v in raw["labels"]], raw.get("threshold"), raw.get("max_seq_len"),
+                         raw.get("threshold_folded"))

@@ -77,7 +77,7 @@ def scores_table(metrics: dict[str, Any]) -> list[str]:
     lines = ["| split | accuracy | macro F1 |", "| --- | --- | --- |"]
     lines += [f"| {s} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} |" for s, m in metrics.items() if s in ("dev", "test")]
     if "test_argmax" in metrics:
-        lines.append(f"| test (argmax, no threshold) | {metrics['test_argmax']['accuracy']:.4f} | "
+        lines.append(f"| test (trained head at p = 0.5, before the threshold) | {metrics['test_argmax']['accuracy']:.4f} | "
                      f"{metrics['test_argmax']['macro_f1']:.4f} |")
     if "cross_validation" in metrics:
         cv = metrics["cross_validation"]

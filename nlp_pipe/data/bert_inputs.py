@@ -42,6 +42,12 @@ def coverage(encodings: dict[str, Encoding], checkpoint: Any, stage: str) -> tup
     return figures, notices
 
 
+def coverage_line(figures: dict[str, dict[str, float]]) -> str:
+    """The report's sentence on vocabulary coverage and truncation per split."""
+    return ("Under the checkpoint's tokenizer: " + "; ".join(
+        f"{name} {f['unk_share']:.2%} [UNK] tokens, {f['truncated_share']:.1%} texts cut" for name, f in figures.items()) + ".")
+
+
 def encoding_of(tokenizer: Any, ids: Sequence[Any], truncated: int, max_len: int) -> Encoding:
     """The Encoding of texts already tokenised (id arrays after truncation, how many texts were cut)."""
     unk = tokenizer.unk_token_id

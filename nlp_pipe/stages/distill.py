@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..checkpoints import families, loading
+from ..classifiers.decision import save_with_decision
 from ..classifiers.labels import LabelInfo
 from ..classifiers.loaded import BertClassifier
 from ..classifiers.results import Evaluation, check_saved, final_metrics, write_classifier_files
@@ -125,7 +126,8 @@ def _general(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: 
     order = np.random.default_rng(config.seed).permutation(len(texts))
     table = datasets.Dataset.from_dict({"text": texts})
     max_len = config.max_seq_len or 128
-    train, _ = bert_inputs.encode(table.select(order[held:]), tokenizer, [], max_len)
+    train, encoding = bert_inputs.encode(table.select(order[held:]), tokenizer, [], max_len)
+    vocabulary = _coverage({"train": encoding}, inputs["teacher"][0], counts)
     evaluation = bert_inputs.encode(table.select(order[:held]), tokenizer, [], max_len)[0] if held else None
     with Trainer(_phase_options(config, config.epochs), out, run_config=run_key, name=NAME) as trainer:
         student = loading.load_model(BertModel, inputs["student"][0]) if inputs["student"] else BertModel(
@@ -136,9 +138,11 @@ def _general(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: 
         trainer.save_pretrained(student, tokenizer)
     sizes = _sizes(teacher, student, config)
     metrics = {"mode": "general", "steps": summary.steps, "resumed_from_step": summary.resumed_from, **sizes,
+               "vocabulary": vocabulary,
                **{f"train_{k}": round(v, 5) for k, v in summary.last_train.items() if k.endswith("loss")},
                **{f"eval_{k}": round(v, 5) for k, v in summary.last_eval.items() if k.endswith("loss")}}
-    report = "\n".join(["## General distillation", _shape_line(teacher, student, config), _sizes_table(sizes), "",
+    report = "\n".join(["## General distillation", _shape_line(teacher, student, config),
+                        bert_inputs.coverage_line(vocabulary), _sizes_table(sizes), "",
                         f"{summary.steps} steps; last losses: " + ", ".join(f"{k} {v:.4f}" for k, v in summary.last_train.items()
                                                                               if k.endswith("loss")),
                         "", "![training curves](training_curves.png)"])
@@ -158,8 +162,11 @@ def _task(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dic
     train_ds, augmented = _training_texts(splits, first("augmented"), inputs["train"][0])
     teacher_meta = LabelInfo.find(teacher_dir) or LabelInfo(splits.labels)
     max_len = min(config.max_seq_len or teacher_meta.max_seq_len or 512, teacher.config.max_position_embeddings)
-    train, _ = bert_inputs.encode(train_ds, tokenizer, splits.labels, max_len)
-    dev, _ = bert_inputs.encode(splits.dev, tokenizer, splits.labels, max_len)
+    tokenizer.model_max_length = max_len  # saved with the student: pipeline(..., truncation=True) cuts alike
+    train, train_encoding = bert_inputs.encode(train_ds, tokenizer, splits.labels, max_len)
+    dev, dev_encoding = bert_inputs.encode(splits.dev, tokenizer, splits.labels, max_len)
+    counts = Counts()
+    vocabulary = _coverage({"train": train_encoding, "dev": dev_encoding}, teacher_dir, counts)
     labels = {"num_labels": len(splits.labels), "id2label": dict(enumerate(splits.labels)),
               "label2id": {n: i for i, n in enumerate(splits.labels)}}
     with Trainer(_phase_options(config, config.epochs), out, run_config=run_key, name=NAME, phase="intermediate") as trainer:
@@ -181,19 +188,28 @@ def _task(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dic
     cleanup += trainer.cleanup
     student_clf = BertClassifier(student.float().eval(), tokenizer, splits.labels, None, max_len)
     metrics, threshold = final_metrics(lambda ds: student_clf.predict(list(ds["text"])), splits)
-    write_classifier_files(out, LabelInfo(splits.labels, threshold, max_len), metrics)
+    write_classifier_files(out, save_with_decision(out, student, LabelInfo(splits.labels, threshold, max_len)), metrics)
     texts = list(splits.dev.select(range(min(16, len(splits.dev))))["text"])
     check = check_saved(out, texts, student_clf.predict(texts))
     sizes = _sizes(teacher, student, config)
-    compared = _compare(teacher, student, tokenizer, splits, max_len, threshold, config, out, sizes["speed_seq_len"],
+    compared = _compare(teacher, student, tokenizer, splits, max_len, config, out, sizes["speed_seq_len"],
                         teacher_meta.threshold)
     summary = {"mode": "task", "labels": len(splits.labels), "train_rows": len(train_ds), "augmented_rows": augmented,
                "steps_intermediate": first_step.steps if first_step else 0, "steps_prediction": second.steps,
-               "best_step": (second.best or {}).get("step"), "reload_check": check, **sizes, **compared,
+               "best_step": (second.best or {}).get("step"), "reload_check": check, "vocabulary": vocabulary,
+               **sizes, **compared,
                **({"threshold": threshold} if threshold is not None else {})}
-    rows = len(train_ds) + len(splits.dev) + (len(splits.test) if splits.test is not None else 0)
+    counts.rows_in = counts.rows_out = len(train_ds) + len(splits.dev) + (len(splits.test) if splits.test is not None else 0)
     report = _task_report(teacher, student, config, sizes, compared, summary, splits)
-    return Result({"rows_in": rows, "rows_out": rows, "dropped": {}}, summary, report, cleanup=cleanup)
+    return Result(counts, summary, report, cleanup=cleanup)
+
+
+def _coverage(encodings: dict[str, bert_inputs.Encoding], teacher: Path, counts: Counts) -> dict[str, dict[str, float]]:
+    """[UNK] and truncated shares under the teacher's tokenizer (the student's too); notices go to `counts`."""
+    vocabulary, notices = bert_inputs.coverage(encodings, teacher, NAME)
+    for text in notices:
+        counts.notice(text)
+    return vocabulary
 
 
 def _phase_options(config: Config, epochs: float) -> Config:
@@ -296,14 +312,15 @@ def _sizes(teacher: Any, student: Any, config: Config) -> dict[str, Any]:
     return sizes
 
 
-def _compare(teacher: Any, student: Any, tokenizer: Any, splits: Splits, max_len: int, threshold: float | None,
-             config: Config, out: Path, speed_seq_len: int, teacher_threshold: float | None) -> dict[str, Any]:
+def _compare(teacher: Any, student: Any, tokenizer: Any, splits: Splits, max_len: int, config: Config, out: Path,
+             speed_seq_len: int, teacher_threshold: float | None) -> dict[str, Any]:
     """Teacher vs student (and the int8 student) on the test split, or dev without one; each model with
-    the binary threshold chosen on dev for it (the teacher's from its labels.json)."""
+    the binary threshold chosen on dev for it: the student's is folded into its head by now, the teacher's is
+    too when nlp-pipe fine-tuned it (otherwise its labels.json threshold applies)."""
     split = splits.test if splits.test is not None else splits.dev
     name = "test" if splits.test is not None else "dev"
     teacher_clf = BertClassifier(teacher.eval(), tokenizer, splits.labels, teacher_threshold, max_len)
-    student_clf = BertClassifier(student, tokenizer, splits.labels, threshold, max_len)
+    student_clf = BertClassifier(student, tokenizer, splits.labels, None, max_len)
     gold = splits.ids(split)
     scores = {who: Evaluation(clf.predict(list(split["text"])), gold).metrics(clf.threshold)["accuracy"]
               for who, clf in (("teacher", teacher_clf), ("student", student_clf))}
@@ -312,8 +329,8 @@ def _compare(teacher: Any, student: Any, tokenizer: Any, splits: Splits, max_len
     if config.quantize == "int8":
         int8 = quantize_int8(student.cpu().eval())
         save_int8(int8, out)
-        int8_clf = BertClassifier(int8, tokenizer, splits.labels, threshold, max_len)
-        result[f"int8_{name}_accuracy"] = Evaluation(int8_clf.predict(list(split["text"])), gold).metrics(threshold)["accuracy"]
+        int8_clf = BertClassifier(int8, tokenizer, splits.labels, None, max_len)
+        result[f"int8_{name}_accuracy"] = Evaluation(int8_clf.predict(list(split["text"])), gold).metrics(None)["accuracy"]
         result["cpu_int8_texts_per_s"] = round(texts_per_second(int8, config.speed_batch, speed_seq_len,
                                                                    vocab_size=student.config.vocab_size), 1)
     return result
@@ -346,7 +363,7 @@ def _task_report(teacher, student, config: Config, sizes, compared, summary, spl
     lines = ["## Task distillation", _shape_line(teacher, student, config),
              f"Training texts: {summary['train_rows']} ({summary['augmented_rows']} from the augment artifact); "
              f"{summary['steps_intermediate']} intermediate-layer steps, then {summary['steps_prediction']} prediction-layer steps "
-             f"(best dev at step {summary['best_step']}); data {splits.origin}.",
+             f"(best dev at step {summary['best_step']}); data {splits.origin}.", bert_inputs.coverage_line(summary["vocabulary"]),
              _sizes_table({**sizes, **compared}), "",
              f"| {name} accuracy | teacher | student | retention |", "| --- | --- | --- | --- |",
              f"| fp32 | {acc('teacher'):.4f} | {acc('student'):.4f} | {compared['retention']:.1%} |"]

@@ -28,11 +28,12 @@ import numpy as np
 import torch
 
 from ..checkpoints import families, loading
+from ..classifiers.decision import save_with_decision
 from ..classifiers.labels import LabelInfo
 from ..classifiers.loaded import BertClassifier
 from ..classifiers.results import Evaluation, check_saved, final_metrics, fold_summary, scores_table, write_classifier_files
 from ..core.config import option
-from ..core.contract import Input, Result
+from ..core.contract import Counts, Input, Result
 from ..core.errors import UserError
 from ..core.files import CONFIG_JSON, LABELS_JSON, METRICS_JSON, WEIGHTS
 from ..data import bert_inputs
@@ -92,6 +93,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     limit = min(512, _max_positions(checkpoint))
     lengths = bert_inputs.token_lengths(tokenizer, splits.train["text"])
     max_len = min(config.max_seq_len, limit) if config.max_seq_len else bert_inputs.auto_max_len(lengths, config.len_percentile, limit)
+    tokenizer.model_max_length = max_len  # saved with it: pipeline(..., truncation=True) then cuts as training did
     encoded = {name: bert_inputs.encode(ds, tokenizer, splits.labels, max_len)
                for name, ds in (("train", splits.train), ("dev", splits.dev), ("test", splits.test)) if ds is not None}
     with Trainer(config, out, run_config=run_identity(config, inputs), name=NAME) as trainer:
@@ -105,17 +107,22 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     if config.folds:
         metrics["cross_validation"] = _cross_validate(config, checkpoint, splits, tokenizer, max_len, out)
     truncated = {name: enc.truncated for name, (_, enc) in encoded.items()}
-    write_classifier_files(out, LabelInfo(splits.labels, threshold, max_len), metrics)
+    counts = Counts()
+    counts.rows_in = counts.rows_out = sum(len(ds) for ds, _ in encoded.values())
+    vocabulary, notices = bert_inputs.coverage({name: enc for name, (_, enc) in encoded.items()}, checkpoint, NAME)
+    for text in notices:
+        counts.notice(text)
+    write_classifier_files(out, save_with_decision(out, classifier.model, LabelInfo(splits.labels, threshold, max_len)), metrics)
     check = check_saved(out, *_sample(classifier, splits))
     summary_metrics = {"labels": len(splits.labels), "max_seq_len": max_len, "steps": summary.steps,
                        "resumed_from_step": summary.resumed_from, "best_step": (summary.best or {}).get("step"),
                        "padding_fraction": round(summary.padding_fraction, 4), "tokens_per_s": round(summary.tokens_per_s, 1),
-                       "truncated": truncated, "split": splits.origin, "head": head, "reload_check": check,
+                       "truncated": truncated, "vocabulary": vocabulary, "split": splits.origin, "head": head,
+                       "reload_check": check,
                        **{f"{s}_{k}": v for s in ("dev", "test") if s in metrics for k, v in metrics[s].items()
                           if k in ("accuracy", "macro_f1")}, **({"threshold": threshold} if threshold is not None else {})}
-    rows = sum(len(ds) for ds, _ in encoded.values())
-    return Result({"rows_in": rows, "rows_out": rows, "dropped": {}}, summary_metrics,
-                  _report(config, splits, metrics, summary, max_len, truncated, model), {"device": trainer.device},
+    return Result(counts, summary_metrics, _report(config, splits, metrics, summary, max_len, vocabulary, model),
+                  {"device": trainer.device},
                   trainer.cleanup)
 
 
@@ -214,7 +221,7 @@ def _cross_validate(config: Config, checkpoint: Path, splits: Splits, tokenizer:
     return fold_summary(results)
 
 
-def _report(config: Config, splits: Splits, metrics: dict, summary: Any, max_len: int, truncated: dict, model: Any) -> str:
+def _report(config: Config, splits: Splits, metrics: dict, summary: Any, max_len: int, vocabulary: dict, model: Any) -> str:
     c = model.config
     params = sum(p.numel() for p in model.parameters())
     best = summary.best or {}
@@ -222,9 +229,9 @@ def _report(config: Config, splits: Splits, metrics: dict, summary: Any, max_len
              f"{type(model).__name__}: {c.num_hidden_layers} layers x {c.hidden_size} hidden, {params:,} parameters; "
              f"labels {', '.join(splits.labels)}; data {splits.origin}.",
              f"{summary.steps} steps{f' (resumed at step {summary.resumed_from})' if summary.resumed_from else ''}, "
-             f"best dev {config.monitor} at step {best.get('step', '-')}; max_seq_len {max_len} "
-             f"(texts cut: {', '.join(f'{k} {v}' for k, v in truncated.items())}); padding {summary.padding_fraction:.1%}, "
-             f"{summary.tokens_per_s:,.0f} real tokens/s, {summary.precision}.",
+             f"best dev {config.monitor} at step {best.get('step', '-')}; max_seq_len {max_len}; padding "
+             f"{summary.padding_fraction:.1%}, {summary.tokens_per_s:,.0f} real tokens/s, {summary.precision}.",
+             bert_inputs.coverage_line(vocabulary),
              "", *scores_table(metrics)]
     lines += ["", "![training curves](training_curves.png)", "", "![confusion matrix](confusion_matrix.png)"]
     return "\n".join(lines)
