@@ -88,3 +88,13 @@ def baseline_section(ours: dict[str, Any], base: dict[str, Any], name: str) -> l
             a, b = ours[split], base["metrics"][split]
             lines.append(f"| {split} | {a['accuracy']:.4f} | {b['accuracy']:.4f} | {a['macro_f1']:.4f} | {b['macro_f1']:.4f} |")
     return lines
+
+
+def beside(report: str, figures: dict[str, Any], metrics: dict[str, Any], splits: Splits, name: str, enabled: bool) -> str:
+    """The one call a classifier stage makes: when `enabled`, fit the baseline on `splits`, add its flat figures
+    to `figures` (the manifest's metrics) and return `report` with the comparison section appended."""
+    if not enabled:
+        return report
+    base = baseline_scores(splits)
+    figures.update(summary(base))
+    return report + "\n\n" + "\n".join(baseline_section(metrics, base, name))
