@@ -8,7 +8,9 @@ is split 7:1:2, stratified) and a vectors artifact (`word2vec` or `import-vector
 Training runs on the shared Trainer (constant-lr Adam, one evaluation an epoch, early stopping
 with the best epoch restored, checkpoints and exact resume after a kill, length-grouped batches).
 Writes config.json + model.safetensors, vocab.txt, labels.json (with the F1-optimal threshold
-for binary tasks), segmenter.json, metrics.json, metrics.jsonl and report.md with PNG plots.
+for binary tasks), segmenter.json, metrics.json, metrics.jsonl and report.md with PNG plots; the report
+shows per-class F1, the test rows unseen in train, and the TF-IDF + LR baseline fitted on the same split
+in the same run (`--no-baseline` skips it).
 Load it with `nlp_pipe.TextClassifier.load(dir)` or `nlp-pipe predict dir --text ...`.
 """
 
@@ -49,7 +51,7 @@ from ..vectors.embedding import embedding_matrix
 from ..vectors.store import load_keyed_vectors
 
 NAME = "textcnn"
-VERSION = 3  # 3: trained through the shared Trainer (AdamW without decay, length-grouped batches)
+VERSION = 4  # 4: unseen-test figures, per-class F1 and the same-split TF-IDF + LR baseline in the report
 OUTPUTS = (CONFIG_JSON, WEIGHTS, VOCAB_TXT, LABELS_JSON, SEGMENTER_JSON, METRICS_JSON)
 SPECIALS = ("[PAD]", "[UNK]")
 _EVAL_BATCH = 256
