@@ -65,3 +65,10 @@ def test_numpy_prediction_equals_sklearn(labels):
 def test_word_features_need_words():
     config = NgramConfig(2, analyzer="char+word")
     assert features("好 的", ["好", "的"], config) == ["c:好", "c: ", "c:的", "c:好 ", "c: 的", "c:好 的", "w:好", "w:的", "w:好 的"]
+
+
+def test_nothing_left_after_min_df_is_a_user_error():
+    from nlp_pipe.core.errors import UserError
+
+    with pytest.raises(UserError, match="lower min_df"):
+        fit(["好", "差", "好"], None, np.array([0, 1, 0]), 2, BaselineOptions(min_df=10))

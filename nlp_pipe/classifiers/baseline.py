@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..core.errors import UserError
 from ..data.labelled import Splits
 from ..models.ngram import Analyzer, NgramConfig, NgramModel, features
 from .results import final_metrics
@@ -40,7 +41,10 @@ def fit(texts: list[str], words: list[list[str]] | None, gold: np.ndarray, num_l
     docs = [features(t, words[i] if words is not None else None, config) for i, t in enumerate(texts)]
     vectorizer = TfidfVectorizer(analyzer=lambda doc: doc, min_df=options.min_df, sublinear_tf=options.sublinear_tf,
                                  lowercase=False)
-    x = vectorizer.fit_transform(docs)
+    try:
+        x = vectorizer.fit_transform(docs)
+    except ValueError as exc:  # "After pruning, no terms remain" / "empty vocabulary"
+        raise UserError(f"baseline: no n-gram is left to learn from ({exc}); lower min_df or check the training texts") from None
     clf = LogisticRegression(C=options.C, max_iter=options.max_iter,
                              class_weight="balanced" if options.class_weight == "balanced" else None)
     clf.fit(x, gold)

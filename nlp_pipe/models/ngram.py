@@ -47,11 +47,11 @@ def features(text: str, words: Sequence[str] | None, config: NgramConfig) -> lis
     if config.analyzer in ("char", "char+word"):
         s = _SPACES.sub(" ", text.lower() if config.lowercase else text)
         lo, hi = config.char_ngrams
-        out += ["c:" + s[i:i + n] for n in range(lo, hi + 1) for i in range(len(s) - n + 1)]
+        out += ["c:" + s[i:i + n] for n in range(lo, min(hi, len(s)) + 1) for i in range(len(s) - n + 1)]
     if config.analyzer in ("word", "char+word"):
         ws = [w.lower() if config.lowercase else w for w in (words or [])]
         lo, hi = config.word_ngrams
-        out += ["w:" + " ".join(ws[i:i + n]) for n in range(lo, hi + 1) for i in range(len(ws) - n + 1)]
+        out += ["w:" + " ".join(ws[i:i + n]) for n in range(lo, min(hi, len(ws)) + 1) for i in range(len(ws) - n + 1)]
     return out
 
 
