@@ -78,6 +78,18 @@ def test_textcnn_artifact_and_static_embeddings_unchanged(textcnn, vectors):
     assert 0.0 <= manifest["metrics"]["test_accuracy"] <= 1.0
 
 
+def test_report_shows_the_baseline_from_the_same_split_and_per_class_f1(textcnn, seg_reviews, vectors, tmp_path):
+    out, manifest = textcnn
+    m = manifest["metrics"]
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert {"baseline_dev_accuracy", "baseline_test_accuracy", "baseline_test_unseen_accuracy", "test_unseen_accuracy"} <= set(m)
+    assert metrics["test_unseen"]["rows"] <= sum(metrics["test"]["per_class"]["support"])
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "Against the classical baseline" in report and "| pos |" in report
+    off = build("textcnn", tmp_path / "cnn", {"train": seg_reviews, "vectors": vectors}, epochs=1, filters=4, seed=1, baseline=False)
+    assert not any(k.startswith("baseline_") for k in off["metrics"])
+
+
 def test_non_static_embeddings_do_change(seg_reviews, vectors, tmp_path):
     build("textcnn", tmp_path / "cnn", {"train": seg_reviews, "vectors": vectors}, epochs=2, filters=8, mode="non-static", seed=1)
     tokens = (tmp_path / "cnn" / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]

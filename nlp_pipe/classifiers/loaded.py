@@ -1,4 +1,4 @@
-"""One inference interface for every classifier artifact (textcnn, finetune, distill).
+"""One inference interface for every classifier artifact (textcnn, baseline, finetune, distill).
 
     from nlp_pipe import TextClassifier
     clf = TextClassifier.load("runs/demo/textcnn")
@@ -22,6 +22,7 @@ import torch
 from ..core.errors import UserError
 from ..core.files import CONFIG_JSON, INT8_FILE, VOCAB_TXT, read_vocab
 from ..data.word_ids import encode, pad
+from ..models.ngram import NgramModel
 from ..models.textcnn import TextCNN
 from ..text.segmenter import Segmenter, SegmenterSpec
 from .labels import LabelInfo
@@ -43,8 +44,8 @@ class TextClassifier:
             raise UserError(f"{directory} does not exist" if not directory.exists() else
                             f"{directory} is a file; point to a textcnn, finetune or distill artifact directory")
         if not config_path.exists():
-            raise UserError(f"{directory} is not a classifier artifact (no {CONFIG_JSON}); point to a textcnn, finetune or "
-                            "distill output")
+            raise UserError(f"{directory} is not a classifier artifact (no {CONFIG_JSON}); point to a textcnn, baseline, "
+                            "finetune or distill output")
         try:
             config = json.loads(config_path.read_text(encoding="utf-8"))
         except ValueError as exc:
@@ -53,6 +54,10 @@ class TextClassifier:
             if int8:
                 raise UserError(f"{directory} is a TextCNN; int8 models come from distill --quantize int8")
             return TextCNNClassifier(directory)
+        if config.get("model_type") == "ngram-lr":
+            if int8:
+                raise UserError(f"{directory} is a TF-IDF + LR baseline; int8 models come from distill --quantize int8")
+            return NgramClassifier(directory)
         if any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or []):
             return BertClassifier.from_dir(directory, int8)
         raise UserError(f"{directory} holds a '{config.get('model_type')}' model, not a classifier (textcnn or *ForSequenceClassification)")
@@ -100,6 +105,21 @@ class TextCNNClassifier(TextClassifier):
         with torch.inference_mode():
             logits = self.model(pad(encoded.ids, min_len=max(config.kernel_sizes)))
         return torch.softmax(logits.float(), dim=-1).numpy()
+
+
+class NgramClassifier(TextClassifier):
+    """A baseline artifact (TF-IDF n-grams + logistic regression), predicted with numpy; word analyzers cut
+    the text with the training run's segmenter.json."""
+
+    def __init__(self, directory: Path) -> None:
+        meta = LabelInfo.load(directory)
+        super().__init__(meta.labels, meta.threshold)
+        self.model = NgramModel.load(directory)
+        self.segmenter = Segmenter(SegmenterSpec.load(directory)) if self.model.config.uses_words else None
+
+    def _probs(self, texts: list[str]) -> np.ndarray:
+        words = [self.segmenter.cut(t) for t in texts] if self.segmenter is not None else None
+        return self.model.probabilities(texts, words)
 
 
 class BertClassifier(TextClassifier):

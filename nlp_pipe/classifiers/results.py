@@ -54,7 +54,17 @@ def final_metrics(probabilities: Probabilities, splits: Splits) -> tuple[dict[st
         metrics["test"] = test.metrics(threshold)
         if threshold is not None:
             metrics["test_argmax"] = test.metrics(None)
+        unseen = unseen_rows(splits)
+        metrics["test_unseen"] = {**Evaluation(test.probs[unseen], test.gold[unseen]).metrics(threshold), "rows": int(len(unseen))}
     return metrics, threshold
+
+
+def unseen_rows(splits: Splits) -> np.ndarray:
+    """Indices of the test rows whose text does not occur in train: what a classifier has not memorised."""
+    if splits.test is None:
+        return np.zeros(0, dtype=np.int64)
+    seen = set(splits.train["text"])
+    return np.array([i for i, t in enumerate(splits.test["text"]) if t not in seen], dtype=np.int64)
 
 
 def write_classifier_files(out: Path, labels: LabelInfo, metrics: dict[str, Any]) -> None:
@@ -76,6 +86,9 @@ def scores_table(metrics: dict[str, Any]) -> list[str]:
     """Markdown rows of accuracy and macro-F1 per split (test at argmax too, for thresholded binary tasks)."""
     lines = ["| split | accuracy | macro F1 |", "| --- | --- | --- |"]
     lines += [f"| {s} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} |" for s, m in metrics.items() if s in ("dev", "test")]
+    if "test_unseen" in metrics:
+        m = metrics["test_unseen"]
+        lines.append(f"| test, rows unseen in train ({m['rows']}) | {m['accuracy']:.4f} | {m['macro_f1']:.4f} |")
     if "test_argmax" in metrics:
         lines.append(f"| test (trained head at p = 0.5, before the threshold) | {metrics['test_argmax']['accuracy']:.4f} | "
                      f"{metrics['test_argmax']['macro_f1']:.4f} |")
@@ -83,6 +96,16 @@ def scores_table(metrics: dict[str, Any]) -> list[str]:
         cv = metrics["cross_validation"]
         lines += ["", f"{len(cv['accuracy']['folds'])}-fold cross-validation: accuracy {cv['accuracy']['mean']:.4f} ± "
                   f"{cv['accuracy']['std']:.4f}, macro F1 {cv['macro_f1']['mean']:.4f} ± {cv['macro_f1']['std']:.4f}"]
+    return lines
+
+
+def per_class_table(metrics: dict[str, Any], labels: Sequence[str]) -> list[str]:
+    """Markdown rows of precision, recall, F1 and support per class on test (dev without test)."""
+    split = "test" if "test" in metrics else "dev"
+    pc = metrics[split]["per_class"]
+    lines = [f"Per class ({split}):", "", "| class | precision | recall | F1 | support |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {name} | {pc['precision'][i]:.4f} | {pc['recall'][i]:.4f} | {pc['f1'][i]:.4f} | {int(pc['support'][i])} |"
+              for i, name in enumerate(labels)]
     return lines
 
 

@@ -32,6 +32,7 @@ WEIGHTS = "model.safetensors"
 LABELS_JSON = "labels.json"  # classifiers: labels, threshold, max_seq_len (nlp_pipe.classifiers.labels)
 METRICS_JSON = "metrics.json"
 INT8_FILE = "model_int8.pt"
+NGRAMS_JSON = "ngrams.json"  # baseline: the n-gram features in column order with their idf (nlp_pipe.models.ngram)
 PRETRAINING_JSON = "pretraining.json"
 # augment / extract
 AUGMENT_STATS_JSON = "augment_stats.json"

@@ -17,6 +17,7 @@ STAGES = {
     "word2vec": "word2vec",
     "import-vectors": "import_vectors",
     "textcnn": "textcnn",
+    "baseline": "baseline",
     "pretrain": "pretrain",
     "expand": "expand",
     "finetune": "finetune",

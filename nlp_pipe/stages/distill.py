@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..checkpoints import families, loading
+from ..classifiers import baseline as classical
 from ..classifiers.decision import save_with_decision
 from ..classifiers.labels import LabelInfo
 from ..classifiers.loaded import BertClassifier
@@ -89,7 +90,8 @@ class Config(ReadOptions, TrainOptions):
                                  "128 in general mode", min=0, max=512)
     eval_docs: int = option(200, "general mode: texts held out for the evaluation loss", min=0)
     patience: int = option(3, "task mode: stop after this many dev evaluations without improvement (0 = never)", min=0)
-    monitor: Literal["macro_f1", "accuracy"] = option("accuracy", "task mode: dev figure for early stopping")
+    monitor: Literal["macro_f1", "accuracy"] = option("macro_f1", "task mode: dev figure for early stopping")
+    baseline: bool = option(True, "task mode: also fit the TF-IDF + LR baseline on the same split and report it beside the student")
     save_every: int = option(0, "checkpoint every N steps; 0 = once an epoch", min=0)
     quantize: Literal["none", "int8"] = option("none", "task mode: also write model_int8.pt (dynamic int8 linear layers, CPU)")
     speed_batch: int = option(32, "batch of the reported inference speed", min=1)
@@ -200,7 +202,8 @@ def _task(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dic
                **sizes, **compared,
                **({"threshold": threshold} if threshold is not None else {})}
     counts.rows_in = counts.rows_out = len(train_ds) + len(splits.dev) + (len(splits.test) if splits.test is not None else 0)
-    report = _task_report(teacher, student, config, sizes, compared, summary, splits)
+    report = classical.beside(_task_report(teacher, student, config, sizes, compared, summary, splits), summary, metrics, splits,
+                              "student", config.baseline)
     return Result(counts, summary, report, cleanup=cleanup)
 
 

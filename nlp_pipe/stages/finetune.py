@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..checkpoints import families, loading
+from ..classifiers import baseline as classical
 from ..classifiers.decision import save_with_decision
 from ..classifiers.labels import LabelInfo
 from ..classifiers.loaded import BertClassifier
@@ -76,6 +77,7 @@ class Config(TrainOptions):
     patience: int = option(3, "stop after this many evaluations without dev improvement (0 = never)", min=0)
     monitor: Literal["macro_f1", "accuracy", "loss"] = option("macro_f1", "dev figure for early stopping and the best checkpoint")
     folds: int = option(0, "K-fold cross-validation on train+dev, reported beside the model (0 = off)", min=0)
+    baseline: bool = option(True, "also fit the TF-IDF + LR baseline on the same split and report its scores beside these")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -121,8 +123,9 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
                        "reload_check": check,
                        **{f"{s}_{k}": v for s in ("dev", "test") if s in metrics for k, v in metrics[s].items()
                           if k in ("accuracy", "macro_f1")}, **({"threshold": threshold} if threshold is not None else {})}
-    return Result(counts, summary_metrics, _report(config, splits, metrics, summary, max_len, vocabulary, model),
-                  {"device": trainer.device},
+    report = classical.beside(_report(config, splits, metrics, summary, max_len, vocabulary, model), summary_metrics, metrics,
+                              splits, "BERT", config.baseline)
+    return Result(counts, summary_metrics, report, {"device": trainer.device},
                   trainer.cleanup)
 
 

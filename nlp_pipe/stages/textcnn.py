@@ -8,7 +8,9 @@ is split 7:1:2, stratified) and a vectors artifact (`word2vec` or `import-vector
 Training runs on the shared Trainer (constant-lr Adam, one evaluation an epoch, early stopping
 with the best epoch restored, checkpoints and exact resume after a kill, length-grouped batches).
 Writes config.json + model.safetensors, vocab.txt, labels.json (with the F1-optimal threshold
-for binary tasks), segmenter.json, metrics.json, metrics.jsonl and report.md with PNG plots.
+for binary tasks), segmenter.json, metrics.json, metrics.jsonl and report.md with PNG plots; the report
+shows per-class F1, the test rows unseen in train, and the TF-IDF + LR baseline fitted on the same split
+in the same run (`--no-baseline` skips it).
 Load it with `nlp_pipe.TextClassifier.load(dir)` or `nlp-pipe predict dir --text ...`.
 """
 
@@ -23,8 +25,17 @@ from typing import Literal
 import numpy as np
 import torch
 
+from ..classifiers import baseline as classical
 from ..classifiers.labels import LabelInfo
-from ..classifiers.results import Evaluation, check_saved, final_metrics, fold_summary, scores_table, write_classifier_files
+from ..classifiers.results import (
+    Evaluation,
+    check_saved,
+    final_metrics,
+    fold_summary,
+    per_class_table,
+    scores_table,
+    write_classifier_files,
+)
 from ..core import plots
 from ..core.config import option
 from ..core.contract import Input, Result
@@ -40,7 +51,7 @@ from ..vectors.embedding import embedding_matrix
 from ..vectors.store import load_keyed_vectors
 
 NAME = "textcnn"
-VERSION = 3  # 3: trained through the shared Trainer (AdamW without decay, length-grouped batches)
+VERSION = 4  # 4: unseen-test figures, per-class F1 and the same-split TF-IDF + LR baseline in the report
 OUTPUTS = (CONFIG_JSON, WEIGHTS, VOCAB_TXT, LABELS_JSON, SEGMENTER_JSON, METRICS_JSON)
 SPECIALS = ("[PAD]", "[UNK]")
 _EVAL_BATCH = 256
@@ -78,6 +89,7 @@ class Config(TrainOptions):
     save_every: int = option(0, "checkpoint every N steps; 0 = at each evaluation (a rerun after a kill resumes)", min=0)
     patience: int = option(3, "stop after this many evaluations without dev improvement (0 = never)", min=0)
     monitor: Literal["macro_f1", "accuracy", "loss"] = option("macro_f1", "dev figure for early stopping and the best checkpoint")
+    baseline: bool = option(True, "also fit the TF-IDF + LR baseline on the same split and report its scores beside these")
     folds: int = option(0, "K-fold cross-validation on train+dev (0 = off); the saved model still uses the normal split", min=0)
 
     def __post_init__(self) -> None:
@@ -112,15 +124,20 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     if config.folds:
         metrics["cross_validation"] = _cross_validate(config, model_config, matrix, data, out)
     check = _save(out, model, tokens, splits, threshold, inputs["train"][0], metrics)
+    base = classical.baseline_scores(splits) if config.baseline else None
     oov = {name: round(enc.oov_rate, 4) for name, enc in data.items()}
     rows = sum(len(d) for d in data.values())
     result = {"labels": len(splits.labels), "max_len": max_len, "vocab": len(tokens), "oov_rate": oov,
               "vectors": vector_stats, "steps": summary.steps, "resumed_from_step": summary.resumed_from,
               "best_step": (summary.best or {}).get("step"), "split": splits.origin, "reload_check": check,
               **{f"{s}_{k}": v for s in ("dev", "test") if s in metrics for k, v in metrics[s].items() if k in ("accuracy", "macro_f1")},
-              **({"threshold": threshold} if threshold is not None else {})}
-    return Result({"rows_in": rows, "rows_out": rows, "dropped": {}}, result,
-                  _report(config, splits, metrics, summary, max_len, oov), {"device": trainer.device}, trainer.cleanup)
+              **({"threshold": threshold} if threshold is not None else {}),
+              **({"test_unseen_accuracy": metrics["test_unseen"]["accuracy"]} if "test_unseen" in metrics else {}),
+              **(classical.summary(base) if base else {})}
+    report = _report(config, splits, metrics, summary, max_len, oov)
+    if base:
+        report += "\n\n" + "\n".join(classical.baseline_section(metrics, base, "TextCNN"))
+    return Result({"rows_in": rows, "rows_out": rows, "dropped": {}}, result, report, {"device": trainer.device}, trainer.cleanup)
 
 
 def _train(trainer: Trainer, model: TextCNN, config: Config, train: WordIds, dev: WordIds):
@@ -191,7 +208,7 @@ def _report(config: Config, splits: Splits, metrics: dict, summary, max_len: int
              f"max_len {max_len} words; data {splits.origin}; {summary.steps} steps, best dev {config.monitor} at step "
              f"{best.get('step', '-')}; {summary.precision}.",
              "OOV rate (tokens mapped to [UNK]): " + ", ".join(f"{k} {v:.1%}" for k, v in oov.items()), "",
-             *scores_table(metrics)]
+             *scores_table(metrics), "", *per_class_table(metrics, splits.labels)]
     lines += ["", "Labels (class id: name): " + ", ".join(f"{i}: {n}" for i, n in enumerate(splits.labels)), "",
               "![training curves](training_curves.png)", "", "![confusion matrix](confusion_matrix.png)", "",
               "![lengths](length_histogram.png)"]

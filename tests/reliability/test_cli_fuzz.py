@@ -59,6 +59,7 @@ def commands(w: dict) -> dict[str, dict[str, list[str]]]:
         "word2vec": {"--corpus": str(w["seg"]), "--min-count": "1", "--vector-size": "8", "--epochs": "1", "--workers": "1"},
         "import-vectors": {"--vectors": str(w["w2v"])},
         "textcnn": {"--train": str(w["seg"]), "--vectors": str(w["w2v"]), "--epochs": "1", "--filters": "4", **fast},
+        "baseline": {"--train": str(w["seg"]), "--min-df": "1"},
         "pretrain": {"--corpus": str(w["seg"]), "--tokenizer": str(w["bert"]), "--size": "tiny", "--steps": "2",
                      "--batch-size": "4", "--max-seq-len": "32", "--eval-docs": "0", **fast},
         "expand": {"--checkpoint": str(w["bert"]), "--corpus": str(w["seg"]), "--min-freq": "3", "--max-words": "5"},
