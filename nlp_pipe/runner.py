@@ -26,7 +26,7 @@ import yaml
 
 from . import __version__, stages
 from .checkpoints import references
-from .core import artifacts
+from .core import artifacts, distributed
 from .core import config as configs
 from .core import manifest as manifests
 from .core.contract import Counts, Input, Result
@@ -236,7 +236,7 @@ def _os_error(p: Plan, exc: OSError) -> str:
 
 def process_rank() -> int:
     """This process's rank under `accelerate launch` / torchrun (which set RANK); 0 when run plainly."""
-    return int(os.environ.get("RANK", "0") or 0)
+    return distributed.rank()
 
 
 def _execute_secondary(p: Plan) -> dict[str, Any]:
@@ -298,6 +298,7 @@ def _build(p: Plan, tmp: Path) -> tuple[dict[str, Any], Result]:
         "started": started,
         "finished": artifacts.now(),
         "device": result.extra.get("device", "cpu"),
+        "processes": distributed.world_size(),  # ranks of `accelerate launch` / torchrun that built it (1 = plain)
         "host": {"hostname": socket.gethostname(), "python": platform.python_version(), "cpus": os.cpu_count(),
                  "packages": _package_versions()},
     }
