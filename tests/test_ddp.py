@@ -35,6 +35,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _descendants(pid: int) -> list[int]:
+    children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout.split()
+    return [d for c in map(int, children) for d in (*_descendants(c), c)]
+
+
 def launch_command(*args: object) -> list[str]:
     return [str(VENV_BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
             "--main_process_port", str(_free_port()), "--mixed_precision", "no", "--dynamo_backend", "no",
@@ -80,14 +85,14 @@ def bert_no_dropout(tmp_path_factory) -> Path:
 
 
 def compare(stage: str, tmp_path: Path, inputs: dict, config: dict, batch: int, metrics_file: str = "metrics.jsonl",
-            atol: float = LOSS_ATOL) -> tuple[Path, Path]:
+            atol: float = LOSS_ATOL, key: str = "loss") -> tuple[Path, Path]:
     one, two = tmp_path / "one", tmp_path / "two"
     build(stage, one, inputs, batch_size=2 * batch, **config)
     flags = [a for name, paths in inputs.items() for p in (paths if isinstance(paths, list) else [paths])
              for a in (f"--{name}", p)]
     launch2(stage, *flags, "--out", two, *cli_args({**config, "batch_size": batch}))
     assert manifest(one)["processes"] == 1 and manifest(two)["processes"] == 2
-    a, b = train_losses(one / metrics_file), train_losses(two / metrics_file)
+    a, b = train_losses(one / metrics_file, key), train_losses(two / metrics_file, key)
     assert len(a) == len(b) > 3
     np.testing.assert_allclose(b, a, atol=atol, rtol=0)
     return one, two
@@ -102,11 +107,13 @@ def test_finetune_two_processes_match_one(tmp_path, bert_no_dropout, seg_reviews
 
 
 def test_finetune_folds_two_processes(tmp_path, bert_no_dropout, seg_reviews):
-    config = {**FINETUNE, "steps": 3, "folds": 2, "log_every": 3}
+    config = {**FINETUNE, "steps": 4, "folds": 2}
     one, two = compare("finetune", tmp_path, {"checkpoint": bert_no_dropout, "train": seg_reviews}, config, batch=8)
     folds = [manifest(d)["metrics"] for d in (one, two)]
     cv = [json.loads((d / "metrics.json").read_text(encoding="utf-8"))["cross_validation"] for d in (one, two)]
-    assert cv[0].keys() == cv[1].keys() and folds[1]["steps"] == 3
+    assert cv[0].keys() == cv[1].keys() and folds[1]["steps"] == 4
+    for key in cv[0]:  # each fold trained across 2 processes scores its held-out part as the 1-process fold does
+        np.testing.assert_allclose(cv[1][key]["folds"], cv[0][key]["folds"], atol=1e-6)
     assert not list(tmp_path.glob("two.fold*")) and not list(tmp_path.glob(".two*"))
 
 
@@ -122,7 +129,7 @@ def test_distill_general_two_processes_match_one(tmp_path, bert_no_dropout, seg_
     shape = tmp_path / "student.json"
     shape.write_text(json.dumps(STUDENT), encoding="utf-8")
     one, two = compare("distill", tmp_path, {"teacher": bert_no_dropout, "corpus": [seg_reviews]},
-                       dict(mode="general", student_shape=shape, steps=6, log_every=1, eval_every=3, lr=3e-3,
+                       dict(mode="general", student_shape=str(shape), steps=6, log_every=1, eval_every=3, lr=3e-3,
                             precision="fp32", seed=1, eval_docs=16, max_seq_len=48, speed_batch=2, speed_seq_len=16),
                        batch=8)
     from transformers import AutoModel
@@ -136,7 +143,7 @@ def test_distill_task_two_processes_match_one(tmp_path, bert_no_dropout, seg_rev
           lr=3e-3, precision="fp32", patience=0, seed=1, max_seq_len=48)
     shape = tmp_path / "student.json"
     shape.write_text(json.dumps(STUDENT), encoding="utf-8")
-    config = dict(mode="task", student_shape=shape, steps=4, log_every=1, lr=3e-3, precision="fp32", seed=1,
+    config = dict(mode="task", student_shape=str(shape), steps=4, log_every=1, lr=3e-3, precision="fp32", seed=1,
                   patience=0, speed_batch=2, speed_seq_len=16)
     one, two = compare("distill", tmp_path, {"teacher": teacher, "train": seg_reviews}, config, batch=8,
                        metrics_file="metrics_intermediate.jsonl")
@@ -144,7 +151,7 @@ def test_distill_task_two_processes_match_one(tmp_path, bert_no_dropout, seg_rev
                                atol=LOSS_ATOL, rtol=0)
 
 
-PRETRAIN = dict(max_seq_len=64, steps=8, log_every=1, save_every=4, eval_every=0, eval_docs=2, num_proc=1,
+PRETRAIN = dict(max_seq_len=64, steps=8, lr=2e-3, log_every=1, save_every=4, eval_every=0, eval_docs=2, num_proc=1,
                 precision="fp32", seed=1)
 
 
@@ -153,23 +160,25 @@ def _pretrain_inputs(bert_no_dropout: Path) -> dict:
 
 
 def test_pretrain_two_processes_match_one(tmp_path, bert_no_dropout):
-    config = {**PRETRAIN, "model_config": bert_no_dropout / "config.json"}
-    one, two = compare("pretrain", tmp_path, _pretrain_inputs(bert_no_dropout), config, batch=4, atol=PRETRAIN_ATOL)
+    config = {**PRETRAIN, "model_config": str(bert_no_dropout / "config.json")}
+    one, two = compare("pretrain", tmp_path, _pretrain_inputs(bert_no_dropout), config, batch=4, atol=PRETRAIN_ATOL,
+                       key="mlm_loss")
     assert manifest(two)["metrics"]["processes"] == 2
     assert AutoModelForMaskedLM.from_pretrained(two).config.hidden_size == 32
 
 
 def test_two_process_pretrain_killed_resumes(tmp_path, bert_no_dropout):
     """SIGKILL the whole launch once a checkpoint exists: no artifact is left; the relaunch resumes and finishes."""
-    config = {**PRETRAIN, "model_config": bert_no_dropout / "config.json", "steps": 40, "save_every": 5}
+    config = {**PRETRAIN, "model_config": str(bert_no_dropout / "config.json"), "steps": 40, "save_every": 5}
     out = tmp_path / "bert"
     flags = ["--corpus", FIXTURES / "news.txt", "--corpus", FIXTURES / "reviews.tsv", "--tokenizer", bert_no_dropout]
     command = launch_command("pretrain", *flags, "--out", out, *cli_args({**config, "batch_size": 4}))
-    proc = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 180
     while not list((tmp_path / "bert.checkpoints").glob("step_*")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks
+    for pid in [*_descendants(proc.pid), proc.pid]:  # both ranks (torchrun starts them in sessions of their own), then
+        os.kill(pid, signal.SIGKILL)                  # the launcher
     proc.wait()
     assert not out.exists() and list((tmp_path / "bert.checkpoints").glob("step_*"))
     launch2("pretrain", *flags, "--out", out, *cli_args({**config, "batch_size": 4}))
