@@ -3,6 +3,7 @@
     rank(), world_size(), is_main()            from the launcher's RANK / WORLD_SIZE (0 and 1 when run plainly)
     part = shard(n)                            this rank's contiguous block of n rows (rank order = input order)
     gathered = gather(obj)                     every rank's object, in rank order, on every rank (gloo)
+    value = broadcast(obj)                     the main rank's object on every rank
     barrier()
 
 Training stages get their process group from accelerate (training/); a corpus stage has no model
@@ -50,12 +51,16 @@ def _group() -> Any:
     return dist
 
 
-def gather(obj: Any) -> list[Any]:
-    """Every rank's `obj` (picklable), in rank order, on every rank."""
+def gather(obj: Any, to_main: bool = False) -> list[Any]:
+    """Every rank's `obj` (picklable), in rank order, on every rank; with `to_main` on the main rank only
+    (the others get [])."""
     if world_size() == 1:
         return [obj]
     dist = _group()
     out: list[Any] = [None] * world_size()
+    if to_main:
+        dist.gather_object(obj, out if is_main() else None, dst=0)
+        return out if is_main() else []
     dist.all_gather_object(out, obj)
     return out
 

@@ -1,0 +1,60 @@
+"""Corpus stages across the ranks of `accelerate launch --multi_gpu --num_processes 2` (gloo on CPU): each rank
+takes its share of the rows, the main rank merges the parts in input order; every file of the artifact
+but the timing ones (report.md, stage.log) is byte-identical to a one-process run, and so are the
+manifest's counts and metrics; the manifest records 2 processes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from test_ddp import launch2, manifest
+
+from conftest import FIXTURES, build
+from nlp_pipe.core import shards
+
+TIMING = {"report.md", "stage.log", "manifest.json"}  # wall times and timestamps
+
+
+def digests(out: Path) -> dict[str, str]:
+    return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out.rglob("*")) if p.is_file() and p.name not in TIMING}
+
+
+def assert_same_artifact(one: Path, two: Path, metrics_skip: tuple[str, ...] = ()) -> None:
+    assert digests(one) == digests(two)
+    a, b = manifest(one), manifest(two)
+    assert (a["processes"], b["processes"]) == (1, 2)
+    assert a["counts"] == b["counts"] and a.get("reading") == b.get("reading")
+    assert {k: v for k, v in a["metrics"].items() if k not in metrics_skip} == \
+        {k: v for k, v in b["metrics"].items() if k not in metrics_skip}
+    assert a["fingerprint"] == b["fingerprint"]
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 3, 5])
+def test_line_shards_cover_every_line_once_in_order(tmp_path, ranks):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("一 二\n三\n\n四 五 六\n", encoding="utf-8")
+    b.write_bytes("七\r\n八 九".encode())  # no final newline, CRLF
+    got = [line for r in range(ranks) for line in shards.lines([a, b], ranks, r)]
+    assert got == ["一 二\n", "三\n", "\n", "四 五 六\n", "七\r\n", "八 九"]
+
+
+def test_segment_two_processes_byte_identical(tmp_path):
+    corpus = [FIXTURES / "reviews.tsv", FIXTURES / "news.txt"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    build("segment", one, {"corpus": corpus}, workers=1, chunk_rows=16)
+    launch2("segment", "--corpus", corpus[0], "--corpus", corpus[1], "--out", two, "--workers", "1", "--chunk-rows", "16")
+    assert_same_artifact(one, two, metrics_skip=("workers",))
+    assert not list(two.rglob(shards.PARTS)) and not list(tmp_path.glob(".two*"))
+    launch2("segment", "--corpus", corpus[0], "--corpus", corpus[1], "--out", two, "--workers", "1", "--chunk-rows", "16")
+    assert manifest(two)["finished"] == json.loads((two / "manifest.json").read_text(encoding="utf-8"))["finished"]
+
+
+def test_vocab_two_processes_byte_identical(tmp_path, seg_reviews, seg_news):
+    one, two = tmp_path / "one", tmp_path / "two"
+    build("vocab", one, {"corpus": [seg_reviews, seg_news]}, min_freq=1)
+    launch2("vocab", "--corpus", seg_reviews, "--corpus", seg_news, "--out", two, "--min-freq", "1")
+    assert_same_artifact(one, two)
