@@ -31,6 +31,11 @@ def world_size() -> int:
     return max(1, int(os.environ.get(_WORLD, "1") or 1))
 
 
+def local_world_size() -> int:
+    """Ranks of the launch on this machine (torchrun's LOCAL_WORLD_SIZE): they share its cores."""
+    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+
+
 def is_main() -> bool:
     return rank() == 0
 

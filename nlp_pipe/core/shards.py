@@ -50,7 +50,7 @@ class PartWriter:
     def write(self, table: Any) -> None:
         import pyarrow as pa
 
-        batch = pa.RecordBatch.from_arrays(table.columns, schema=table.schema) if isinstance(table, pa.Table) else table
+        batch = table.combine_chunks().to_batches()[0] if isinstance(table, pa.Table) else table
         if self._writer is None:
             self._sink = pa.OSFile(str(self.path), "wb")
             self._writer = pa.ipc.new_stream(self._sink, batch.schema)
