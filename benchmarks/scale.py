@@ -8,8 +8,10 @@ end to end: `nlp-pipe STAGE ... --force` in one process against
 CPU), so the 2-process figure pays for the launcher, the rendezvous and a second interpreter. segment
 runs with `--workers 1` on both sides: the comparison is ranks, not the stage's own helper processes
 (which a one-process run would otherwise start on every free core). Sides alternate each repeat;
-medians. `identical`: every output file but report.md / stage.log (timings) has the same sha256 at 1
-and 2 processes. Pretraining: a 2-layer x 128 BERT on the corpus's first MB for 30 steps, real
+medians. `*_build_*` is the stage's own time (the manifest's wall_time_s, after start-up), `*_launch_s`
+the time of the same command when the artifact is fresh (start-up, imports, rendezvous, nothing built).
+`identical`: every output file but report.md / stage.log (timings) has the same sha256 at 1 and 2
+processes. Pretraining: a 2-layer x 128 BERT on the corpus's first MB for 30 steps, real
 tokens/s (the Trainer's figure, all processes) at batch 16 x 1 process vs 8 x 2 processes (the same
 global batch), with OMP_NUM_THREADS=1 per rank on both sides. On a 2-core machine two ranks can only
 win what one process leaves idle; the multi-machine case is what the sharding is for.
@@ -75,12 +77,20 @@ def compare_stage(name: str, args_for, size_mb: float, repeats: int, work: Path)
             seconds, others = run(p, *args_for(work / f"{name}{p}"))
             times[p].append(seconds)
             loads.append(others)
+    # the stage's own build time (the manifest's wall_time_s: no interpreter start, imports or rendezvous)
+    built = {p: float(json.loads((work / f"{name}{p}" / "manifest.json").read_text(encoding="utf-8"))["wall_time_s"])
+             for p in (1, 2)}
+    # what a launch costs before any row is read: the same command on the now fresh artifact (skipped)
+    fixed = {p: run(p, *[a for a in args_for(work / f"{name}{p}") if a != "--force"])[0] for p in (1, 2)}
     identical = digests(work / f"{name}1") == digests(work / f"{name}2")
     recorded = [processes_of(work / f"{name}{p}") for p in (1, 2)]
     print(f"{name}: 1 process {common.median(times[1]):.2f} s, 2 processes {common.median(times[2]):.2f} s, "
           f"identical {identical}, manifests record {recorded}", file=sys.stderr)
     one, two = size_mb / common.median(times[1]), size_mb / common.median(times[2])
     return {f"{name}_mb_per_s_2proc": common.figure(two, "MB/s", one),
+            f"{name}_build_mb_per_s_2proc": common.figure(size_mb / built[2], "MB/s inside the stage (manifest wall time)",
+                                                          size_mb / built[1]),
+            f"{name}_launch_s_2proc": common.figure(fixed[2], "s for a skipped (fresh) run: start-up cost", fixed[1]),
             f"{name}_identical": common.figure(float(identical and recorded == [1, 2]), "1 = byte-identical, processes recorded"),
             f"{name}_others_cores": common.figure(common.median([x or 0.0 for x in loads]), "cores busy with other work")}
 
