@@ -58,3 +58,13 @@ def test_vocab_two_processes_byte_identical(tmp_path, seg_reviews, seg_news):
     build("vocab", one, {"corpus": [seg_reviews, seg_news]}, min_freq=1)
     launch2("vocab", "--corpus", seg_reviews, "--corpus", seg_news, "--out", two, "--min-freq", "1")
     assert_same_artifact(one, two)
+
+
+def test_phrases_two_processes_byte_identical(tmp_path, seg_reviews):
+    one, two = tmp_path / "one", tmp_path / "two"
+    config = {"min_count": 2, "scoring": "npmi", "threshold": 0.3, "passes": 2}
+    build("phrases", one, {"corpus": seg_reviews}, **config)
+    assert manifest(one)["metrics"]["phrases"] > 5
+    launch2("phrases", "--corpus", seg_reviews, "--out", two, "--min-count", "2", "--scoring", "npmi", "--threshold", "0.3",
+            "--passes", "2")
+    assert_same_artifact(one, two)
