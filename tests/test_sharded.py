@@ -68,3 +68,13 @@ def test_phrases_two_processes_byte_identical(tmp_path, seg_reviews):
     launch2("phrases", "--corpus", seg_reviews, "--out", two, "--min-count", "2", "--scoring", "npmi", "--threshold", "0.3",
             "--passes", "2")
     assert_same_artifact(one, two)
+
+
+@pytest.mark.parametrize("pooling", [pytest.param("mean", marks=pytest.mark.slow), "tokens"])
+def test_extract_two_processes_byte_identical(tmp_path, tiny_bert, pooling):
+    """The ranks run the same length-sorted batches as one process (every R-th each): the same float bytes."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    build("extract", one, {"checkpoint": tiny_bert, "corpus": [FIXTURES / "reviews.tsv"]}, pooling=pooling, batch_size=16)
+    launch2("extract", "--checkpoint", tiny_bert, "--corpus", FIXTURES / "reviews.tsv", "--out", two, "--pooling", pooling,
+            "--batch-size", "16")
+    assert_same_artifact(one, two, metrics_skip=("texts_per_s",))
