@@ -163,6 +163,7 @@ def test_pretrain_two_processes_match_one(tmp_path, bert_no_dropout):
     assert AutoModelForMaskedLM.from_pretrained(two).config.hidden_size == 32
 
 
+@pytest.mark.slow  # about 40 s: two launches
 def test_two_process_pretrain_killed_resumes(tmp_path, bert_no_dropout):
     """SIGKILL the whole launch once a checkpoint exists: no artifact is left; the relaunch resumes and finishes."""
     config = {**PRETRAIN, "model_config": str(bert_no_dropout / "config.json"), "steps": 40, "save_every": 5}
