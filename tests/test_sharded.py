@@ -6,10 +6,12 @@ manifest's counts and metrics; the manifest records 2 processes."""
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
-from test_ddp import launch2, manifest
+from test_ddp import ENV, launch2, launch_command, manifest
 
 from conftest import FIXTURES, build
 from nlp_pipe.core import shards
@@ -75,3 +77,29 @@ def test_extract_two_processes_byte_identical(tmp_path, tiny_bert, pooling):
     launch2("extract", "--checkpoint", tiny_bert, "--corpus", FIXTURES / "reviews.tsv", "--out", two, "--pooling", pooling,
             "--batch-size", "16")
     assert_same_artifact(one, two, metrics_skip=("texts_per_s",))
+
+
+@pytest.mark.slow  # two launches, about 25 s
+def test_killed_rank_leaves_no_artifact_and_the_rerun_rebuilds(tmp_path):
+    """Rank 1 dies (os._exit, as a SIGKILL would end it) after writing its first chunk: the launch fails, nothing
+    is published at --out, and the rerun builds the same bytes as one process."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    import nlp_pipe.core.shards as s\n"
+        "    original = s.PartWriter.write\n"
+        "    def write(self, table):\n"
+        "        original(self, table)\n"
+        "        os._exit(9)\n"
+        "    s.PartWriter.write = write\n", encoding="utf-8")
+    one, two = tmp_path / "one", tmp_path / "two"
+    args = ("segment", "--corpus", FIXTURES / "reviews.tsv", "--out", two, "--workers", "1", "--chunk-rows", "16")
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(launch_command(*args), env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "exitcode  : 9" in done.stderr and not two.exists()  # rank 1 died as planned
+    launch2(*args)
+    build("segment", one, {"corpus": [FIXTURES / "reviews.tsv"]}, workers=1, chunk_rows=16)
+    assert_same_artifact(one, two, metrics_skip=("workers",))
+    assert not list(tmp_path.glob(".two.tmp-*"))
