@@ -22,8 +22,9 @@ from types import TracebackType
 from typing import Any
 
 from . import distributed
+from .files import PARTS_DIR
 
-PARTS = ".parts"
+PARTS = PARTS_DIR
 
 
 def owns(chunk: int) -> bool:
