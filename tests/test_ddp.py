@@ -3,9 +3,14 @@ torchrun with gloo) against a 1-process run at the same global batch (2 x B vs 1
 
 Models without dropout, fp32: both runs see the same batches in the same order (BatchOrder hands rank r
 the r-th half of each global batch), the same initial weights and a gradient that differs only by float
-summation order (the mean of two half-batch means is the global mean for per-example losses). The
-per-step training loss must match within LOSS_ATOL. Pretraining masks differ between the runs (the
-masking generator is seeded per process), so its curve is compared with PRETRAIN_ATOL.
+summation order (the mean of two half-batch means is the global mean for per-example losses).
+Per-step training losses (metrics.jsonl, 6 decimals), observed max differences in brackets:
+- finetune, textcnn: within LOSS_ATOL (observed 0: identical to 6 decimals);
+- distill: within DISTILL_ATOL (observed 6e-4 general, 2e-4 task): its MSE losses average over each
+  rank's tokens, and the mean of two per-rank token means is not the global token mean when the halves
+  hold different numbers of tokens;
+- pretrain: within PRETRAIN_ATOL (observed 0.024): the masks differ (the masking generator is seeded
+  per process), the batches are the same.
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ from transformers import AutoModelForMaskedLM
 
 from conftest import FIXTURES, VENV_BIN, build
 
-LOSS_ATOL = 2e-3  # per-step mean loss, same batches: only float summation order differs
-PRETRAIN_ATOL = 0.25  # MLM loss (ln 21128 = 10 at the start): other masks on the same batches
+LOSS_ATOL = 1e-5  # per-step mean loss, same batches: only float summation order differs
+DISTILL_ATOL = 2e-3  # token-averaged losses: the mean of per-rank means
+PRETRAIN_ATOL = 0.1  # MLM loss (ln 21128 = 10 at the start): other masks on the same batches
 STUDENT = {"num_hidden_layers": 1, "hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 32}
 
 
@@ -94,6 +100,7 @@ def compare(stage: str, tmp_path: Path, inputs: dict, config: dict, batch: int, 
     assert manifest(one)["processes"] == 1 and manifest(two)["processes"] == 2
     a, b = train_losses(one / metrics_file, key), train_losses(two / metrics_file, key)
     assert len(a) == len(b) > 3
+    print(f"{stage}: {len(a)} steps, max |2 processes - 1 process| = {np.abs(b - a).max():.2e} (tolerance {atol})")
     np.testing.assert_allclose(b, a, atol=atol, rtol=0)
     return one, two
 
@@ -127,7 +134,7 @@ def test_distill_general_two_processes_match_one(tmp_path, bert_no_dropout, seg_
     one, two = compare("distill", tmp_path, {"teacher": bert_no_dropout, "corpus": [seg_reviews]},
                        dict(mode="general", student_shape=str(shape), steps=6, log_every=1, eval_every=3, lr=3e-3,
                             precision="fp32", seed=1, eval_docs=16, max_seq_len=48, speed_batch=2, speed_seq_len=16),
-                       batch=8)
+                       batch=8, atol=DISTILL_ATOL)
     from transformers import AutoModel
 
     assert AutoModel.from_pretrained(two).config.hidden_size == STUDENT["hidden_size"]
@@ -142,9 +149,9 @@ def test_distill_task_two_processes_match_one(tmp_path, bert_no_dropout, seg_rev
     config = dict(mode="task", student_shape=str(shape), steps=4, log_every=1, lr=3e-3, precision="fp32", seed=1,
                   patience=0, speed_batch=2, speed_seq_len=16)
     one, two = compare("distill", tmp_path, {"teacher": teacher, "train": seg_reviews}, config, batch=8,
-                       metrics_file="metrics_intermediate.jsonl")
+                       metrics_file="metrics_intermediate.jsonl", atol=DISTILL_ATOL)
     np.testing.assert_allclose(train_losses(two / "metrics_prediction.jsonl"), train_losses(one / "metrics_prediction.jsonl"),
-                               atol=LOSS_ATOL, rtol=0)
+                               atol=DISTILL_ATOL, rtol=0)
 
 
 PRETRAIN = dict(max_seq_len=64, steps=8, lr=2e-3, log_every=1, save_every=4, eval_every=0, eval_docs=2, num_proc=1,
