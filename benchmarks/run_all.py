@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-ORDER = ("segment", "word2vec", "textcnn", "pretrain", "expand", "finetune", "distill", "verify", "gpu")
+ORDER = ("segment", "word2vec", "textcnn", "pretrain", "expand", "finetune", "distill", "verify", "scale", "gpu")
 # (benchmark, figure) -> (compare the ratio or the value, operator, bar, where the bar comes from)
 BARS: dict[tuple[str, str], tuple[str, str, float, str]] = {
     ("segment", "segment_mb_per_s"): ("ratio", ">=", 4.0, "issue 16"),
@@ -40,6 +40,8 @@ BARS: dict[tuple[str, str], tuple[str, str, float, str]] = {
     ("distill", "student_test_accuracy"): ("ratio", ">=", 0.96, "retention >= 96%"),
     ("distill", "cpu_speedup_base_to_tiny4"): ("ratio", ">=", 9.4, "TinyBERT-4 >= 9.4x BERT-base on CPU"),
     ("verify", "check_unchanged_s"): ("value", "<=", 1.0, "issue 14: an unchanged 1 GB artifact in under 1 s"),
+    ("scale", "segment_identical"): ("value", ">=", 1.0, "issue 17: 2 processes byte-identical to 1"),
+    ("scale", "vocab_identical"): ("value", ">=", 1.0, "issue 17: 2 processes byte-identical to 1"),
     ("gpu", "pretrain_mfu"): ("value", ">=", 0.40, "issue 17"),
     ("gpu", "parity_max_relative_difference"): ("value", "<=", 1e-3, "issue 17"),
 }

@@ -185,13 +185,16 @@ def list_stages() -> None:
 @click.option("--json", "as_json", is_flag=True, help="JSON lines with every class probability.")
 @click.option("--batch-size", default=64, show_default=True, help="Texts per forward pass.")
 @click.option("--int8", is_flag=True, help="Use the int8 model of a distill artifact made with --quantize int8 (CPU).")
+@click.option("--compile", "compiled", is_flag=True,
+              help="torch.compile a BERT classifier: ~20 s of compiling first, then 1.17x on CPU (docs/performance.md); "
+                   "for large inputs only.")
 def predict(model_dir: str, texts: tuple[str, ...], file: str | None, encoding: str, as_json: bool, batch_size: int,
-            int8: bool) -> None:
+            int8: bool, compiled: bool) -> None:
     """Classify texts with a textcnn, finetune or distill artifact: label and probability per line."""
     from . import predict as prediction
 
     items = prediction.read_texts(texts, file, encoding)
-    clf = prediction.TextClassifier.load(model_dir, int8)
+    clf = prediction.TextClassifier.load(model_dir, int8, compiled)
     for record in prediction.predict(clf, items, batch_size):
         if as_json:
             click.echo(json.dumps(record, ensure_ascii=False))

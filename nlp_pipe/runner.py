@@ -26,7 +26,7 @@ import yaml
 
 from . import __version__, stages
 from .checkpoints import references
-from .core import artifacts
+from .core import artifacts, distributed
 from .core import config as configs
 from .core import manifest as manifests
 from .core.contract import Counts, Input, Result
@@ -197,8 +197,10 @@ def _why_changed(manifest: dict[str, Any], stage: str, cfg: Any, fps: dict[str, 
 
 def execute(p: Plan, force: bool = False) -> dict[str, Any]:
     """Build the artifact unless it is fresh; returns its manifest."""
+    sharded = distributed.world_size() > 1 and getattr(stages.load(p.stage), "SHARDED", False)
     if process_rank() > 0:
-        return _execute_secondary(p)
+        return _execute_shard(p) if sharded else _execute_secondary(p)
+    told = False  # whether the other ranks of a sharded launch were told what to do
     try:
         with artifacts.locked(p.out):
             current = manifests.read_manifest(p.out)
@@ -208,12 +210,18 @@ def execute(p: Plan, force: bool = False) -> dict[str, Any]:
                     raise UserError(f"{p.stage}: {p.out} changed on disk since it was written ({'; '.join(changed[:2])}); "
                                     f"`nlp-pipe inspect {p.out}` shows what changed. Rebuild it with --force, or restore it")
                 log.info("%s: fresh, skipped (%s)", p.stage, p.out)
+                told = _tell_shards(sharded, ("fresh", None))
                 return current
             with artifacts.staging(p.out) as tmp:
+                told = _tell_shards(sharded, ("build", str(tmp)))
                 manifest, result = _build(p, tmp)
                 artifacts.publish(tmp, p.out, manifest)
-    except OSError as exc:  # disk full, read-only or missing directory: the user's to fix, in one line
-        raise UserError(_os_error(p, exc)) from exc
+    except BaseException as exc:
+        if sharded and not told:  # the other ranks wait for a word: let them stop instead of hanging
+            _tell_shards(sharded, ("error", str(exc) or type(exc).__name__))
+        if isinstance(exc, OSError):  # disk full, read-only or missing directory: the user's to fix, in one line
+            raise UserError(_os_error(p, exc)) from exc
+        raise
     problems = manifests.verify(p.out)  # re-read what we published: hashes must match
     if problems:
         raise UserError(f"{p.stage}: {p.out} does not read back as written ({'; '.join(problems[:3])}); "
@@ -236,7 +244,30 @@ def _os_error(p: Plan, exc: OSError) -> str:
 
 def process_rank() -> int:
     """This process's rank under `accelerate launch` / torchrun (which set RANK); 0 when run plainly."""
-    return int(os.environ.get("RANK", "0") or 0)
+    return distributed.rank()
+
+
+def _tell_shards(sharded: bool, word: tuple[str, str | None]) -> bool:
+    """The main rank of a sharded stage tells the others (blocked in `_execute_shard`) what to do."""
+    if sharded:
+        distributed.broadcast(word)
+    return True
+
+
+def _execute_shard(p: Plan) -> dict[str, Any]:
+    """A non-main rank of a SHARDED corpus stage: it waits for the main rank, which holds the lock, to say
+    whether the artifact is fresh, then runs the stage into the main rank's staging directory, where
+    it writes its part of the rows (core.shards); the main rank merges the parts and publishes."""
+    what, where = distributed.broadcast(None)
+    if what == "error":
+        raise UserError(f"{p.stage}: the main process stopped ({where}); nothing was published")
+    if what == "fresh":
+        return manifests.read_manifest(p.out) or {}
+    t0 = time.perf_counter()
+    result: Result = stages.load(p.stage).run(p.config, p.inputs, Path(str(where)))
+    counts = result.counts.as_dict() if isinstance(result.counts, Counts) else result.counts
+    return {"stage": p.stage, "wall_time_s": round(time.perf_counter() - t0, 3), "counts": counts,
+            "metrics": result.metrics}
 
 
 def _execute_secondary(p: Plan) -> dict[str, Any]:
@@ -298,6 +329,7 @@ def _build(p: Plan, tmp: Path) -> tuple[dict[str, Any], Result]:
         "started": started,
         "finished": artifacts.now(),
         "device": result.extra.get("device", "cpu"),
+        "processes": distributed.world_size(),  # ranks of `accelerate launch` / torchrun that built it (1 = plain)
         "host": {"hostname": socket.gethostname(), "python": platform.python_version(), "cpus": os.cpu_count(),
                  "packages": _package_versions()},
     }

@@ -36,8 +36,10 @@ class TextClassifier:
         self.threshold = threshold  # binary tasks: probability of class 1 above which it is predicted
 
     @staticmethod
-    def load(directory: str | Path, int8: bool = False) -> TextClassifier:
-        """The classifier in `directory`; int8=True takes a distill artifact's model_int8.pt (CPU)."""
+    def load(directory: str | Path, int8: bool = False, compile: bool = False) -> TextClassifier:
+        """The classifier in `directory`; int8=True takes a distill artifact's model_int8.pt (CPU). compile=True
+        runs a BERT classifier through torch.compile (inductor, dynamic shapes): the first batches pay the
+        compiling (about 20 s on CPU), later ones ran 1.17x faster at batch 32 x 128 (docs/performance.md)."""
         directory = Path(directory)
         config_path = directory / CONFIG_JSON
         if not directory.is_dir():
@@ -51,15 +53,16 @@ class TextClassifier:
         except ValueError as exc:
             raise UserError(f"{config_path} is not valid JSON ({exc})") from None
         if config.get("model_type") == "textcnn":
-            if int8:
-                raise UserError(f"{directory} is a TextCNN; int8 models come from distill --quantize int8")
+            if int8 or compile:
+                raise UserError(f"{directory} is a TextCNN; " + ("int8 models come from distill --quantize int8" if int8 else
+                                "--compile applies to BERT classifiers (a TextCNN is a few convolutions)"))
             return TextCNNClassifier(directory)
         if config.get("model_type") == "ngram-lr":
             if int8:
                 raise UserError(f"{directory} is a TF-IDF + LR baseline; int8 models come from distill --quantize int8")
             return NgramClassifier(directory)
         if any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or []):
-            return BertClassifier.from_dir(directory, int8)
+            return BertClassifier.from_dir(directory, int8, compile)
         raise UserError(f"{directory} holds a '{config.get('model_type')}' model, not a classifier (textcnn or *ForSequenceClassification)")
 
     def predict(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
@@ -131,7 +134,7 @@ class BertClassifier(TextClassifier):
         self.device = next(model.parameters()).device
 
     @classmethod
-    def from_dir(cls, directory: Path, int8: bool = False) -> BertClassifier:
+    def from_dir(cls, directory: Path, int8: bool = False, compile: bool = False) -> BertClassifier:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from ..models.int8 import load_int8
@@ -145,6 +148,8 @@ class BertClassifier(TextClassifier):
         max_len = (meta.max_seq_len if meta else None) or min(model.config.max_position_embeddings, 512)
         if torch.cuda.is_available() and not int8:  # int8 dynamic quantisation runs on CPU only
             model = model.cuda()
+        if compile:
+            model = torch.compile(model.eval(), dynamic=True)  # batches differ in length: one graph for all
         return cls(model, tokenizer, [id2label[i] for i in range(len(id2label))], meta.threshold if meta else None, max_len)
 
     def _probs(self, texts: list[str]) -> np.ndarray:

@@ -39,6 +39,8 @@ AUGMENT_STATS_JSON = "augment_stats.json"
 FEATURES_NPY = "features.npy"
 OFFSETS_NPY = "offsets.npy"
 INDEX_JSONL = "index.jsonl"
+# several processes (core.shards): each rank's part inside the staging directory, removed once merged
+PARTS_DIR = ".parts"
 
 
 def read_vocab(path: Path) -> list[str]:

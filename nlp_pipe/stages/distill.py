@@ -11,7 +11,9 @@ student (from --student, else a fresh one of --student-shape) first learns the i
 `epochs`, then the teacher's soft predictions for `prediction_epochs` with early stopping on dev. Its
 artifact is a classifier like finetune's (TextClassifier, `nlp-pipe predict`), plus model_int8.pt with
 --quantize int8. The report compares teacher and student: parameters, accuracy (retention) and
-measured inference speed on this machine. Runs in one process.
+measured inference speed on this machine. Trains across the processes of `accelerate launch` / torchrun
+like pretrain (DDP; the intermediate-layer step with find_unused_parameters, since the student's
+pooler and head get no gradient there); the main process evaluates and writes the artifact.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ log = logging.getLogger(__name__)
 
 NAME = "distill"
 VERSION = 1
+DISTRIBUTED = True  # every process of `accelerate launch` trains; the main one writes the artifact
+# the intermediate-layer loss leaves the student's pooler and classifier without gradients: DDP must look for them
+INTERMEDIATE_UNUSED = True
 OUTPUTS = (CONFIG_JSON, WEIGHTS)
 
 INPUTS = {
@@ -131,13 +136,16 @@ def _general(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: 
     train, encoding = bert_inputs.encode(table.select(order[held:]), tokenizer, [], max_len)
     vocabulary = _coverage({"train": encoding}, inputs["teacher"][0], counts)
     evaluation = bert_inputs.encode(table.select(order[:held]), tokenizer, [], max_len)[0] if held else None
-    with Trainer(_phase_options(config, config.epochs), out, run_config=run_key, name=NAME) as trainer:
+    with Trainer(_phase_options(config, config.epochs), out, run_config=run_key, name=NAME,
+                 unused_parameters=INTERMEDIATE_UNUSED) as trainer:
         student = loading.load_model(BertModel, inputs["student"][0]) if inputs["student"] else BertModel(
             _student_config(teacher.config, config), add_pooling_layer=False)
         distiller = _distiller(teacher, student, "intermediate", config)
         summary = _fit(trainer, distiller, train, evaluation, tokenizer.pad_token_id)
         student.set_attn_implementation("sdpa")  # the scores-reporting attention is for distillation only
         trainer.save_pretrained(student, tokenizer)
+    if not trainer.is_main:
+        return trainer.secondary_result()
     sizes = _sizes(teacher, student, config)
     metrics = {"mode": "general", "steps": summary.steps, "resumed_from_step": summary.resumed_from, **sizes,
                "vocabulary": vocabulary,
@@ -171,7 +179,8 @@ def _task(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dic
     vocabulary = _coverage({"train": train_encoding, "dev": dev_encoding}, teacher_dir, counts)
     labels = {"num_labels": len(splits.labels), "id2label": dict(enumerate(splits.labels)),
               "label2id": {n: i for i, n in enumerate(splits.labels)}}
-    with Trainer(_phase_options(config, config.epochs), out, run_config=run_key, name=NAME, phase="intermediate") as trainer:
+    with Trainer(_phase_options(config, config.epochs), out, run_config=run_key, name=NAME, phase="intermediate",
+                 unused_parameters=INTERMEDIATE_UNUSED) as trainer:
         if inputs["student"]:
             student = loading.load_model(BertForSequenceClassification, inputs["student"][0], **labels)
         else:
@@ -188,6 +197,8 @@ def _task(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dic
         second = _fit(trainer, distiller, train, dev, tokenizer.pad_token_id, len(splits.labels), config)
         trainer.save_pretrained(student, tokenizer)
     cleanup += trainer.cleanup
+    if not trainer.is_main:
+        return trainer.secondary_result()
     student_clf = BertClassifier(student.float().eval(), tokenizer, splits.labels, None, max_len)
     metrics, threshold = final_metrics(lambda ds: student_clf.predict(list(ds["text"])), splits)
     write_classifier_files(out, save_with_decision(out, student, LabelInfo(splits.labels, threshold, max_len)), metrics)

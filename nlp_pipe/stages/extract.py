@@ -6,13 +6,17 @@
 Writes features.npy (float32 [texts, hidden] for cls/mean; [tokens, hidden] plus offsets.npy for
 tokens pooling, text i = features[offsets[i]:offsets[i+1]]) or a `datasets` dataset under dataset/
 (text, label, features), and index.jsonl (row, text, label, source, tokens) in input order.
-Texts are batched by token length, so batches carry almost no padding.
+Texts are batched by token length, so batches carry almost no padding. Under `accelerate launch` /
+torchrun every process reads and tokenises all texts, encodes every R-th of the same length-sorted
+batches and writes them to its part (core.shards); the main one places them: the same bytes as one
+process.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +25,7 @@ import numpy as np
 import torch
 
 from ..checkpoints import families, loading
-from ..core import console
+from ..core import console, distributed, shards
 from ..core.config import option
 from ..core.contract import Input, Result
 from ..core.errors import UserError
@@ -31,6 +35,7 @@ from ..text.corpus import Counts, ReadOptions, read_texts
 
 NAME = "extract"
 VERSION = 1
+SHARDED = True  # the forward passes run across the processes of a launch
 OUTPUTS = (INDEX_JSONL,)
 
 INPUTS = {
@@ -76,12 +81,26 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     lengths = np.array([len(x) for x in ids], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     shape = (int(offsets[-1]) if config.pooling == "tokens" else len(texts), model.config.hidden_size)
+    batches = _batches(lengths, config.batch_size)
+    padded = sum(len(b) * int(lengths[b].max()) - int(lengths[b].sum()) for b in batches)
+    encoded = _encode(model.to(device), config, ids, lengths, batches, tokenizer.pad_token_id or 0, device)
+    if distributed.world_size() > 1:
+        encoded = _sharded(encoded, out, config.pooling, lengths)
+        if not distributed.is_main():
+            for _ in encoded:  # encodes this rank's batches into its part
+                pass
+            return Result(counts, {"rows": len(texts)})
     features: np.ndarray
     if config.output_format == "npy":  # written in place: a tokens matrix need not fit in memory
         features = np.lib.format.open_memmap(out / FEATURES_NPY, mode="w+", dtype=np.float32, shape=shape)
     else:
         features = np.empty(shape, dtype=np.float32)
-    padded = _encode(model.to(device), config, ids, lengths, offsets, features, tokenizer.pad_token_id or 0, device)
+    for batch_rows, hidden in encoded:
+        if config.pooling == "tokens":
+            for r, i in enumerate(batch_rows):
+                features[offsets[i]:offsets[i + 1]] = hidden[r, :lengths[i]]
+        else:
+            features[batch_rows] = hidden
     seconds = time.perf_counter() - t0
     if isinstance(features, np.memmap):
         features.flush()
@@ -114,20 +133,24 @@ def _tokenize(tokenizer: Any, texts: list[str], max_len: int) -> tuple[list[np.n
     return ids, truncated
 
 
+def _batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Rows of each forward pass, longest first (an out-of-memory batch fails at once): the same on every rank."""
+    order = np.argsort(-lengths, kind="stable")
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 @torch.inference_mode()
-def _encode(model: Any, config: Config, ids: list[np.ndarray], lengths: np.ndarray, offsets: np.ndarray,
-            features: np.ndarray, pad_id: int, device: torch.device) -> int:
-    """Fill `features` in input order; returns the padding positions computed."""
-    order = np.argsort(-lengths, kind="stable")  # longest first: an out-of-memory batch fails at once
-    padded = 0
-    for start in console.progress(iterable=range(0, len(order), config.batch_size), desc="extract", unit=" batch"):
-        rows = order[start:start + config.batch_size]
+def _encode(model: Any, config: Config, ids: list[np.ndarray], lengths: np.ndarray, batches: list[np.ndarray],
+            pad_id: int, device: torch.device) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(rows, their pooled vectors: [rows, dim], or [rows, width, dim] for tokens) for the batches this rank owns."""
+    for k, rows in enumerate(console.progress(iterable=batches, desc="extract", unit=" batch")):
+        if not shards.owns(k):
+            continue
         width = int(lengths[rows].max())
         input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
         for r, i in enumerate(rows):
             input_ids[r, :lengths[i]] = ids[i]
         mask = torch.from_numpy(np.arange(width) < lengths[rows][:, None]).to(device)
-        padded += int(mask.numel() - lengths[rows].sum())
         outputs = model(input_ids=torch.from_numpy(input_ids).to(device), attention_mask=mask.long(),
                         output_hidden_states=config.layer != -1)
         hidden = outputs.last_hidden_state if config.layer == -1 else outputs.hidden_states[config.layer]
@@ -137,13 +160,25 @@ def _encode(model: Any, config: Config, ids: list[np.ndarray], lengths: np.ndarr
             hidden = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
         if config.normalize:
             hidden = torch.nn.functional.normalize(hidden, dim=-1)
-        hidden = hidden.float().cpu().numpy()
-        if config.pooling == "tokens":
-            for r, i in enumerate(rows):
-                features[offsets[i]:offsets[i + 1]] = hidden[r, :lengths[i]]
-        else:
-            features[rows] = hidden
-    return padded
+        yield rows, hidden.float().cpu().numpy()
+
+
+def _sharded(encoded: Iterator[tuple[np.ndarray, np.ndarray]], out: Path, pooling: str,
+             lengths: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """This rank's batches into its part; then, on the main rank, every rank's batches in order."""
+    import pyarrow as pa
+
+    with shards.PartWriter(out, NAME) as part:
+        for rows, hidden in encoded:
+            part.write(pa.table({"rows": pa.array([rows.astype(np.int64).tobytes()], pa.binary()),
+                                 "hidden": pa.array([np.ascontiguousarray(hidden).tobytes()], pa.binary())}))
+    sizes = distributed.gather(part.batches)
+    if distributed.is_main():
+        for batch in shards.merged(out, NAME, sizes):
+            rows = np.frombuffer(batch.column(0)[0].as_py(), dtype=np.int64)
+            hidden = np.frombuffer(batch.column(1)[0].as_py(), dtype=np.float32)
+            width = int(lengths[rows].max())
+            yield rows, hidden.reshape((len(rows), width, -1) if pooling == "tokens" else (len(rows), -1))
 
 
 def _save_dataset(folder: Path, texts: list[str], labels: list[str | None], features: np.ndarray,

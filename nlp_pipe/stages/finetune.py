@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import re
 import shutil
 from pathlib import Path
@@ -33,6 +32,7 @@ from ..classifiers.decision import save_with_decision
 from ..classifiers.labels import LabelInfo
 from ..classifiers.loaded import BertClassifier
 from ..classifiers.results import Evaluation, check_saved, final_metrics, fold_summary, scores_table, write_classifier_files
+from ..core import artifacts
 from ..core.config import option
 from ..core.contract import Counts, Input, Result
 from ..core.errors import UserError
@@ -87,8 +87,6 @@ class Config(TrainOptions):
 
 def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     checkpoint = inputs["checkpoint"][0]
-    if config.folds and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise UserError("finetune: --folds runs in one process; launch it without accelerate launch")
     first = lambda name: inputs[name][0] if inputs[name] else None  # noqa: E731
     splits = load_splits(inputs["train"][0], first("dev"), first("test"), config.seed)
     tokenizer = _tokenizer(checkpoint)
@@ -102,12 +100,13 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
         model, head = _model(checkpoint, splits.labels, config)
         summary = _train(trainer, model, config, encoded["train"][0], encoded["dev"][0], tokenizer.pad_token_id, len(splits.labels))
         trainer.save_pretrained(model, tokenizer)
+    folds = _cross_validate(config, checkpoint, splits, tokenizer, max_len, out) if config.folds else None  # every process trains
     if not trainer.is_main:
         return trainer.secondary_result()
     classifier = BertClassifier(model.float(), tokenizer, splits.labels, None, max_len)
     metrics, threshold = final_metrics(_probabilities(classifier), splits)
-    if config.folds:
-        metrics["cross_validation"] = _cross_validate(config, checkpoint, splits, tokenizer, max_len, out)
+    if folds is not None:
+        metrics["cross_validation"] = folds
     truncated = {name: enc.truncated for name, (_, enc) in encoded.items()}
     counts = Counts()
     counts.rows_in = counts.rows_out = sum(len(ds) for ds, _ in encoded.values())
@@ -198,7 +197,9 @@ def _model(checkpoint: Path, labels: list[str], config: Config) -> tuple[Any, st
 
 def _cross_validate(config: Config, checkpoint: Path, splits: Splits, tokenizer: Any, max_len: int, out: Path) -> dict:
     """Mean and standard deviation of held-out scores over K stratified folds of train+dev, each fold a fresh
-    model from the checkpoint (a tenth of its training part for early stopping)."""
+    model from the checkpoint (a tenth of its training part for early stopping). Under `accelerate launch` every
+    process trains each fold (its checkpoint directory is beside the artifact, the same path on every
+    process); the main one scores the held-out part."""
     import datasets
 
     pooled = datasets.concatenate_datasets([splits.train, splits.dev])
@@ -211,17 +212,22 @@ def _cross_validate(config: Config, checkpoint: Path, splits: Splits, tokenizer:
         train, _ = bert_inputs.encode(part.select(inner_train), tokenizer, splits.labels, max_len)
         dev, _ = bert_inputs.encode(part.select(inner_dev), tokenizer, splits.labels, max_len)
         fold_out = out / f".fold{k}"
-        fold_out.mkdir()
-        with Trainer(fold_config, fold_out, run_config={"fold": k}, name=f"{NAME} fold {k + 1}/{config.folds}") as trainer:
+        with Trainer(fold_config, fold_out, run_config={"fold": k}, name=f"{NAME} fold {k + 1}/{config.folds}",
+                     work=artifacts.work_dir(out, f"fold{k}.checkpoints")) as trainer:
+            main = trainer.is_main
+            if main:
+                fold_out.mkdir()
             model, _ = _model(checkpoint, splits.labels, config)
             _train(trainer, model, fold_config, train, dev, tokenizer.pad_token_id, len(splits.labels))
+        if not main:
+            continue
         held = pooled.select(held_idx)
         classifier = BertClassifier(model.float(), tokenizer, splits.labels, None, max_len)
         results.append(Evaluation(classifier.predict(list(held["text"])), gold[held_idx]).metrics(None))
         log.info("fold %d/%d: accuracy %.4f, macro_f1 %.4f", k + 1, config.folds, results[-1]["accuracy"], results[-1]["macro_f1"])
         for path in (fold_out, trainer.work):
             shutil.rmtree(path, ignore_errors=True)
-    return fold_summary(results)
+    return fold_summary(results) if results else {}
 
 
 def _report(config: Config, splits: Splits, metrics: dict, summary: Any, max_len: int, vocabulary: dict, model: Any) -> str:

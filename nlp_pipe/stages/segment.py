@@ -7,6 +7,9 @@ Writes `dataset/` (a `datasets` dataset with text, words and label when present,
 aligned with the dataset). The words are jieba's; the engine (`text.engines`) and its version
 go to segmenter.json and the manifest. Large inputs are cut by as many processes as there are
 cores other processes leave free (this one included: it cuts too whenever its helpers are busy).
+Under `accelerate launch` / torchrun (any number of processes and machines) every process reads the
+rows, cuts every R-th chunk of them into its part (core.shards) and the main one merges the parts
+in input order: the artifact is byte-identical to a one-process run.
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets.arrow_writer import ArrowWriter
 
-from ..core import console
+from ..core import console, distributed, shards
 from ..core.config import option
 from ..core.contract import Input, Result
 from ..core.errors import UserError
 from ..core.files import CORPUS_TXT, DATASET_DIR, SEGMENTER_JSON
+from ..core.manifest import sha256_file
 from ..text.corpus import Counts, ReadOptions, read_rows
 from ..text.engines import proven
 from ..text.segmenter import LoadProbe, Segmenter, SegmenterSpec, cut_parallel
@@ -38,6 +42,7 @@ from ..text.userdict import read_userdict, userdict_file
 
 NAME = "segment"
 VERSION = 2
+SHARDED = True  # the rows are cut across the processes of a launch
 OUTPUTS = (CORPUS_TXT, DATASET_DIR, SEGMENTER_JSON)
 _PARALLEL_MIN_BYTES = 1 << 20  # below this, starting workers costs more than it saves
 _CHUNK_CHARS = 50_000  # about 0.15 s of jieba: small enough to even out the workers' last chunks
@@ -77,14 +82,22 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     if config.label_per_file and len(config.label_per_file) != len(files):
         raise UserError(f"segment: label_per_file has {len(config.label_per_file)} labels for {len(files)} corpus files")
     spec, dict_info = _segmenter_spec(config, inputs["userdict"])
-    spec.save(out)
+    if distributed.is_main():
+        spec.save(out)
     probe = LoadProbe()  # measures what other processes use while the dictionary loads
     segmenter = Segmenter(spec)
     big = sum(f.stat().st_size for f in files) >= _PARALLEL_MIN_BYTES
-    workers = config.workers or (probe.free_cores() if big else 1)
+    workers = config.workers or (max(1, probe.free_cores() // distributed.local_world_size()) if big else 1)
     log.info("segmenting with %s %s in %d process(es)", spec.engine, spec.engine_version or "", workers)
     sample: list[tuple[str, str]] = []  # (text, line) of the first rows, for an inexact engine's agreement
     counts = Counts()
+    chunks = _segmented_chunks(config, files, segmenter, workers, counts)
+    if distributed.world_size() > 1:
+        chunks = _sharded(chunks, out)
+        if not distributed.is_main():
+            for _ in chunks:  # cuts this rank's chunks into its part
+                pass
+            return Result(counts, {"workers": workers})
     cache = out / ".hf_cache"
     cache.mkdir()
     arrow_file = str(cache / "segment.arrow")
@@ -93,7 +106,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     # main process's time, and the main process shares the cores with the workers.
     with open(out / CORPUS_TXT, "w", encoding="utf-8") as corpus_txt, \
             ArrowWriter(features=_FEATURES, path=arrow_file) as writer:
-        for texts, labels, lines in _segmented_chunks(config, files, segmenter, workers, counts):
+        for texts, labels, lines in chunks:
             if not dict_info["engine_exact"] and len(sample) < _AGREEMENT_ROWS:
                 sample += zip(texts[:_AGREEMENT_ROWS - len(sample)], lines)
             corpus_txt.write("\n".join(lines) + "\n")
@@ -108,6 +121,9 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
         stats = _stats(ds.data)
         if not stats["labels"]:
             ds = ds.remove_columns("label")
+        # datasets derives the fingerprint from the cache file's path (a random staging dir): the rows' own
+        # digest instead makes dataset/state.json, like every other file, the same for the same rows
+        ds._fingerprint = f"{sha256_file(Path(arrow_file))[:16]}{'' if stats['labels'] else '-nolabel'}"
         ds.save_to_disk(str(out / DATASET_DIR))
         del ds
     shutil.rmtree(cache, ignore_errors=True)
@@ -130,8 +146,21 @@ def _agreement(spec: SegmenterSpec, sample: list[tuple[str, str]]) -> dict:
     return {"rows": len(sample), "identical_rows": same, "identical_pct": pct}
 
 
+def _sharded(chunks: Iterator[tuple[list[str], list, list[str]]], out: Path) -> Iterator[tuple[list[str], list, list[str]]]:
+    """This rank's chunks into its part; then, on the main rank, every rank's chunks in input order."""
+    with shards.PartWriter(out, NAME) as part:
+        for texts, labels, lines in chunks:
+            part.write(pa.table({"text": pa.array(texts, pa.string()), "line": pa.array(lines, pa.string()),
+                                 "label": pa.array(labels, pa.string())}))
+    sizes = distributed.gather(part.batches)
+    if distributed.is_main():
+        for batch in shards.merged(out, NAME, sizes):
+            yield batch.column(0).to_pylist(), batch.column(2).to_pylist(), batch.column(1).to_pylist()
+
+
 def _segmented_chunks(config, files, segmenter, workers, counts) -> Iterator[tuple[list[str], list, list[str]]]:
-    """(texts, labels, space-joined words) for each chunk of rows, in input order."""
+    """(texts, labels, space-joined words) for each chunk of rows, in input order; under a launch, only the
+    chunks this rank owns (every rank reads every row, so the counts and drops are everyone's)."""
     rows = itertools.chain.from_iterable(
         read_rows(path, config, counts, config.label_per_file[i] if config.label_per_file else None)
         for i, path in enumerate(files)
@@ -140,9 +169,10 @@ def _segmented_chunks(config, files, segmenter, workers, counts) -> Iterator[tup
     buffered: deque[list] = deque()  # chunks sent to the workers, waiting for their words
 
     def texts() -> Iterator[list[str]]:
-        for chunk in _chunks(rows, config.chunk_rows):
-            buffered.append(chunk)
-            yield [row.text for row in chunk]
+        for i, chunk in enumerate(_chunks(rows, config.chunk_rows)):
+            if shards.owns(i):
+                buffered.append(chunk)
+                yield [row.text for row in chunk]
 
     # Workers send each text back as one space-joined string (cheap to pickle); jieba never emits
     # a word that contains whitespace (whitespace-only tokens are dropped), so corpus.txt lines

@@ -36,7 +36,7 @@ from ..classifiers.results import (
     scores_table,
     write_classifier_files,
 )
-from ..core import plots
+from ..core import artifacts, distributed, plots
 from ..core.config import option
 from ..core.contract import Input, Result
 from ..core.files import CONFIG_JSON, LABELS_JSON, METRICS_JSON, SEGMENTER_JSON, VOCAB_TXT, WEIGHTS, write_vocab
@@ -52,6 +52,7 @@ from ..vectors.store import load_keyed_vectors
 
 NAME = "textcnn"
 VERSION = 4  # 4: unseen-test figures, per-class F1 and the same-split TF-IDF + LR baseline in the report
+DISTRIBUTED = True  # every process of `accelerate launch` trains; the main one writes the artifact
 OUTPUTS = (CONFIG_JSON, WEIGHTS, VOCAB_TXT, LABELS_JSON, SEGMENTER_JSON, METRICS_JSON)
 SPECIALS = ("[PAD]", "[UNK]")
 _EVAL_BATCH = 256
@@ -107,8 +108,9 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     index = {w: i for i, w in enumerate(tokens)}
     lengths = [len(w) for w in splits.train["words"]]
     max_len = config.max_len or max(max(config.kernel_sizes), int(np.ceil(np.percentile(lengths, config.len_percentile))))
-    plots.histogram(lengths, max_len, out / "length_histogram.png", "words per text",
-                    f"training lengths (cut at {config.len_percentile:g}th percentile)" if not config.max_len else "training lengths")
+    if distributed.is_main():  # the other processes of a launch have no artifact directory
+        plots.histogram(lengths, max_len, out / "length_histogram.png", "words per text",
+                        f"training lengths (cut at {config.len_percentile:g}th percentile)" if not config.max_len else "training lengths")
     data = {name: encode(ds["words"], index, max_len, splits.ids(ds))
             for name, ds in (("train", splits.train), ("dev", splits.dev), ("test", splits.test)) if ds is not None}
     model_config = TextCNNConfig(len(tokens), matrix.shape[1], len(splits.labels), config.mode, config.kernel_sizes,
@@ -117,12 +119,15 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
         model = TextCNN(model_config, torch.from_numpy(matrix))
         frozen_before = model.embedding.weight.detach().clone()
         summary = _train(trainer, model, config, data["train"], data["dev"])
+    folds = _cross_validate(config, model_config, matrix, data, out) if config.folds else None  # every process trains
+    if not trainer.is_main:
+        return trainer.secondary_result()
     model = model.cpu().eval()
     if config.mode == "static" and not torch.equal(frozen_before, model.embedding.weight):
         raise RuntimeError("static embeddings changed during training")  # the pretrained vectors must come out as they went in
     metrics, threshold = final_metrics(lambda ds: _probabilities(model, encode(ds["words"], index, max_len)), splits)
-    if config.folds:
-        metrics["cross_validation"] = _cross_validate(config, model_config, matrix, data, out)
+    if folds is not None:
+        metrics["cross_validation"] = folds
     check = _save(out, model, tokens, splits, threshold, inputs["train"][0], metrics)
     base = classical.baseline_scores(splits) if config.baseline else None
     oov = {name: round(enc.oov_rate, 4) for name, enc in data.items()}
@@ -178,16 +183,21 @@ def _cross_validate(config: Config, model_config: TextCNNConfig, matrix: np.ndar
         inner_train, inner_dev = stratified_folds(gold[train_idx], 9, config.seed)[0]  # a tenth for early stopping
         part = pooled.select(train_idx)
         fold_out = out / f".fold{k}"
-        fold_out.mkdir()
-        with Trainer(fold_config, fold_out, run_config={"fold": k}, name=f"{NAME} fold {k + 1}/{config.folds}") as trainer:
+        with Trainer(fold_config, fold_out, run_config={"fold": k}, name=f"{NAME} fold {k + 1}/{config.folds}",
+                     work=artifacts.work_dir(out, f"fold{k}.checkpoints")) as trainer:  # the same path on every process
+            main = trainer.is_main
+            if main:
+                fold_out.mkdir()
             model = TextCNN(model_config, torch.from_numpy(matrix))
             _train(trainer, model, fold_config, part.select(inner_train), part.select(inner_dev))
+        if not main:
+            continue
         held = pooled.select(held_idx)
         results.append(Evaluation(_probabilities(model.cpu().eval(), held), gold[held_idx]).metrics(None))
         log.info("fold %d/%d: accuracy %.4f, macro_f1 %.4f", k + 1, config.folds, results[-1]["accuracy"], results[-1]["macro_f1"])
         for path in (fold_out, trainer.work):
             shutil.rmtree(path, ignore_errors=True)
-    return fold_summary(results)
+    return fold_summary(results) if results else {}
 
 
 def _save(out: Path, model: TextCNN, tokens: list[str], splits: Splits, threshold: float | None, train_dir: Path,

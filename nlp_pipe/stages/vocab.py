@@ -7,6 +7,9 @@ Writes vocab.txt (one token a line, index = line number), vocab.freq.tsv (token,
 w2i.json and jieba_userdict.txt (`word count` for multi-character words: a user dictionary
 for `segment`). `--kind bert` also saves tokenizer files so `AutoTokenizer.from_pretrained`
 loads the directory; `--wordpiece` trains a WordPiece vocabulary with `tokenizers` instead.
+Under `accelerate launch` / torchrun each process counts its byte range of the corpus (core.shards)
+and the main one adds the counts up and writes the same files as one process would (WordPiece
+training stays on the main process).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ..core import distributed, shards
 from ..core.config import option
 from ..core.contract import Input, Result
 from ..core.errors import UserError
@@ -27,6 +31,7 @@ from ..text.userdict import read_userdict, userdict_file, write_userdict
 
 NAME = "vocab"
 VERSION = 1
+SHARDED = True  # the word count runs across the processes of a launch
 OUTPUTS = (VOCAB_TXT, FREQ_TSV, W2I_JSON, USERDICT_TXT)
 WORD_SPECIALS = ("[PAD]", "[UNK]")
 BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -70,6 +75,8 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
                         "(to give BERT whole-word tokens, use the expand stage)")
     files = [corpus_txt(p, NAME) for p in inputs["corpus"]]
     counts = _count_words(files)
+    if not distributed.is_main():
+        return Result(None, {"corpus_tokens": sum(counts.values())})
     forced = _forced_words(inputs["phrases"], inputs["words"])
     freq: Counter
     if config.kind == "bert" and config.wordpiece:
@@ -96,12 +103,24 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
 
 
 def _count_words(files: list[Path]) -> Counter:
+    """Word counts of the files; under a launch, this rank's share added to the others' on the main rank
+    (shares in rank order, so the Counter's first-seen order is the one-process order too)."""
     counts: Counter = Counter()
-    for path in files:
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                counts.update(line.split())
-    return counts
+    if distributed.world_size() == 1:
+        for path in files:
+            with open(path, encoding="utf-8") as fh:
+                for line in fh:
+                    counts.update(line.split())
+        return counts
+    for line in shards.lines(files):
+        counts.update(line.split())
+    parts = distributed.gather(counts, to_main=True)
+    if not distributed.is_main():
+        return counts
+    total: Counter = Counter()
+    for part in parts:
+        total.update(part)
+    return total
 
 
 def _forced_words(phrase_dirs: list[Path], word_files: list[Path]) -> dict[str, int]:

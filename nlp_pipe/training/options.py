@@ -53,8 +53,8 @@ class TrainOptions:
     resume: bool = option(True, "resume from NAME.checkpoints/ when a killed run left checkpoints there")
     report_to: Literal["none", "tensorboard", "wandb", "mlflow", "aim"] = option(
         "none", "also log metrics to this tracker (through accelerate); tensorboard and aim write under tracking/ in the artifact")
-    compile: bool = option(False, "torch.compile the model: off by default, measured slower on CPU for these models "
-                                  "(docs/performance.md); try it on GPUs")
+    compile: bool = option(False, "torch.compile the model: off by default; on CPU pretrain 0.77x, finetune 1.06x after "
+                                  "51 s of compiling, distill 0.34x, never bit-identical (docs/performance.md); try it on GPUs")
     seed: int = option(42, "seed for initial weights, batch order, masking and dropout", min=0, max=SEED_MAX)
 
     def __post_init__(self) -> None:

@@ -46,7 +46,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.state import AcceleratorState
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
 from transformers import get_scheduler
 
 from ..core import artifacts, console
@@ -84,13 +84,18 @@ class Summary:
 
 
 class Trainer:
-    def __init__(self, options: TrainOptions, out: Path, *, run_config: dict[str, Any], name: str, phase: str = "") -> None:
+    def __init__(self, options: TrainOptions, out: Path, *, run_config: dict[str, Any], name: str, phase: str = "",
+                 work: Path | None = None, unused_parameters: bool = False) -> None:
         """`run_config`: what makes two runs the same run (config without logging fields, input
         fingerprints); checkpoints of a different run are never resumed. `phase` names one of several
         trainings of one stage (e.g. distillation's intermediate and prediction steps): each gets its own
-        NAME.PHASE.checkpoints/, metrics_PHASE.jsonl and training_curves_PHASE.png."""
+        NAME.PHASE.checkpoints/, metrics_PHASE.jsonl and training_curves_PHASE.png. `work`: another
+        checkpoint directory (it must be the same path on every process, e.g. `artifacts.work_dir`).
+        `unused_parameters`: some trainable parameters get no gradient from the loss (a distilled student's
+        head while only its layers are distilled): DDP is then told to find them each step
+        (find_unused_parameters; without it a multi-process run fails in the first backward)."""
         self.options, self.out, self.name = options, out, name
-        self.work = artifacts.work_dir(out, f"{phase}.checkpoints" if phase else "checkpoints")
+        self.work = work or artifacts.work_dir(out, f"{phase}.checkpoints" if phase else "checkpoints")
         self.metrics_name = f"metrics_{phase}.jsonl" if phase else METRICS
         self.curves_name = f"training_curves_{phase}.png" if phase else CURVES_PNG
         self.precision = resolve_precision(options.precision)
@@ -104,7 +109,8 @@ class Trainer:
         project = ProjectConfiguration(project_dir=str(self.work), logging_dir=str(self.work / TRACKING))
         try:
             self.accelerator = Accelerator(mixed_precision=self.precision, project_config=project, cpu=cpu_processes(),
-                                           log_with=self.tracker, dynamo_backend="inductor" if options.compile else "no")
+                                           log_with=self.tracker, dynamo_backend="inductor" if options.compile else "no",
+                                           kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused_parameters)])
         except ValueError as exc:  # e.g. fp16 without a GPU
             raise UserError(f"{name}: precision {options.precision}: {exc}") from None
         self.run_config = {"config": run_config, "processes": self.accelerator.num_processes}

@@ -1,0 +1,85 @@
+"""Which process this is under `accelerate launch` / torchrun, and the one way corpus stages split work.
+
+    rank(), world_size(), is_main()            from the launcher's RANK / WORLD_SIZE (0 and 1 when run plainly)
+    part = shard(n)                            this rank's contiguous block of n rows (rank order = input order)
+    gathered = gather(obj)                     every rank's object, in rank order, on every rank (gloo)
+    value = broadcast(obj)                     the main rank's object on every rank
+    barrier()
+
+Training stages get their process group from accelerate (training/); a corpus stage has no model
+and no Accelerator, so the first `gather`/`barrier` here joins the launcher's rendezvous itself with
+torch.distributed's gloo backend (the variables torchrun sets: MASTER_ADDR, MASTER_PORT, RANK,
+WORLD_SIZE), on CPU and GPU machines alike: only small Python objects (counts, file names) travel
+through it, the rows themselves go through the shared filesystem as part files in the staging
+directory. One process and no launcher: every function is a no-op and touches no torch state.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+_RANK = "RANK"
+_WORLD = "WORLD_SIZE"
+
+
+def rank() -> int:
+    return int(os.environ.get(_RANK, "0") or 0)
+
+
+def world_size() -> int:
+    return max(1, int(os.environ.get(_WORLD, "1") or 1))
+
+
+def local_world_size() -> int:
+    """Ranks of the launch on this machine (torchrun's LOCAL_WORLD_SIZE): they share its cores."""
+    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def shard(n: int, ranks: int | None = None, index: int | None = None) -> range:
+    """Rows [n*r/R, n*(r+1)/R) for rank r of R: contiguous blocks, so concatenating the parts in rank order
+    restores the input order, and sizes differ by at most one row."""
+    ranks = world_size() if ranks is None else ranks
+    index = rank() if index is None else index
+    return range(n * index // ranks, n * (index + 1) // ranks)
+
+
+def _group() -> Any:
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")  # env:// rendezvous of torchrun / accelerate launch
+    return dist
+
+
+def gather(obj: Any, to_main: bool = False) -> list[Any]:
+    """Every rank's `obj` (picklable), in rank order, on every rank; with `to_main` on the main rank only
+    (the others get [])."""
+    if world_size() == 1:
+        return [obj]
+    dist = _group()
+    out: list[Any] = [None] * world_size()
+    if to_main:
+        dist.gather_object(obj, out if is_main() else None, dst=0)
+        return out if is_main() else []
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast(obj: Any) -> Any:
+    """The main rank's `obj` on every rank."""
+    if world_size() == 1:
+        return obj
+    dist = _group()
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        _group().barrier()

@@ -1,0 +1,105 @@
+"""Corpus stages across the ranks of `accelerate launch --multi_gpu --num_processes 2` (gloo on CPU): each rank
+takes its share of the rows, the main rank merges the parts in input order; every file of the artifact
+but the timing ones (report.md, stage.log) is byte-identical to a one-process run, and so are the
+manifest's counts and metrics; the manifest records 2 processes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from test_ddp import ENV, launch2, launch_command, manifest
+
+from conftest import FIXTURES, build
+from nlp_pipe.core import shards
+
+TIMING = {"report.md", "stage.log", "manifest.json"}  # wall times and timestamps
+
+
+def digests(out: Path) -> dict[str, str]:
+    return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out.rglob("*")) if p.is_file() and p.name not in TIMING}
+
+
+def assert_same_artifact(one: Path, two: Path, metrics_skip: tuple[str, ...] = ()) -> None:
+    assert digests(one) == digests(two)
+    a, b = manifest(one), manifest(two)
+    assert (a["processes"], b["processes"]) == (1, 2)
+    assert a["counts"] == b["counts"] and a.get("reading") == b.get("reading")
+    assert {k: v for k, v in a["metrics"].items() if k not in metrics_skip} == \
+        {k: v for k, v in b["metrics"].items() if k not in metrics_skip}
+    assert a["fingerprint"] == b["fingerprint"]
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 3, 5])
+def test_line_shards_cover_every_line_once_in_order(tmp_path, ranks):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("一 二\n三\n\n四 五 六\n", encoding="utf-8")
+    b.write_bytes("七\r\n八 九".encode())  # no final newline, CRLF
+    got = [line for r in range(ranks) for line in shards.lines([a, b], ranks, r)]
+    assert got == ["一 二\n", "三\n", "\n", "四 五 六\n", "七\r\n", "八 九"]
+
+
+def test_segment_two_processes_byte_identical(tmp_path):
+    corpus = [FIXTURES / "reviews.tsv", FIXTURES / "news.txt"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    build("segment", one, {"corpus": corpus}, workers=1, chunk_rows=16)
+    launch2("segment", "--corpus", corpus[0], "--corpus", corpus[1], "--out", two, "--workers", "1", "--chunk-rows", "16")
+    assert_same_artifact(one, two, metrics_skip=("workers",))
+    assert not list(two.rglob(shards.PARTS)) and not list(tmp_path.glob(".two*"))
+
+
+def test_vocab_two_processes_byte_identical(tmp_path, seg_reviews, seg_news):
+    one, two = tmp_path / "one", tmp_path / "two"
+    build("vocab", one, {"corpus": [seg_reviews, seg_news]}, min_freq=1)
+    launch2("vocab", "--corpus", seg_reviews, "--corpus", seg_news, "--out", two, "--min-freq", "1")
+    assert_same_artifact(one, two)
+
+
+def test_phrases_two_processes_byte_identical(tmp_path, seg_reviews):
+    one, two = tmp_path / "one", tmp_path / "two"
+    config = {"min_count": 2, "scoring": "npmi", "threshold": 0.3, "passes": 2}
+    build("phrases", one, {"corpus": seg_reviews}, **config)
+    assert manifest(one)["metrics"]["phrases"] > 5
+    launch2("phrases", "--corpus", seg_reviews, "--out", two, "--min-count", "2", "--scoring", "npmi", "--threshold", "0.3",
+            "--passes", "2")
+    assert_same_artifact(one, two)
+
+
+@pytest.mark.parametrize("pooling", [pytest.param("mean", marks=pytest.mark.slow), "tokens"])
+def test_extract_two_processes_byte_identical(tmp_path, tiny_bert, pooling):
+    """The ranks run the same length-sorted batches as one process (every R-th each): the same float bytes."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    build("extract", one, {"checkpoint": tiny_bert, "corpus": [FIXTURES / "reviews.tsv"]}, pooling=pooling, batch_size=16)
+    launch2("extract", "--checkpoint", tiny_bert, "--corpus", FIXTURES / "reviews.tsv", "--out", two, "--pooling", pooling,
+            "--batch-size", "16")
+    assert_same_artifact(one, two, metrics_skip=("texts_per_s",))
+
+
+@pytest.mark.slow  # two launches, about 25 s
+def test_killed_rank_leaves_no_artifact_and_the_rerun_rebuilds(tmp_path):
+    """Rank 1 dies (os._exit, as a SIGKILL would end it) after writing its first chunk: the launch fails, nothing
+    is published at --out, and the rerun builds the same bytes as one process."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    import nlp_pipe.core.shards as s\n"
+        "    original = s.PartWriter.write\n"
+        "    def write(self, table):\n"
+        "        original(self, table)\n"
+        "        os._exit(9)\n"
+        "    s.PartWriter.write = write\n", encoding="utf-8")
+    one, two = tmp_path / "one", tmp_path / "two"
+    args = ("segment", "--corpus", FIXTURES / "reviews.tsv", "--out", two, "--workers", "1", "--chunk-rows", "16")
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(launch_command(*args), env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "exitcode  : 9" in done.stderr and not two.exists()  # rank 1 died as planned
+    launch2(*args)
+    build("segment", one, {"corpus": [FIXTURES / "reviews.tsv"]}, workers=1, chunk_rows=16)
+    assert_same_artifact(one, two, metrics_skip=("workers",))
+    assert not list(tmp_path.glob(".two.tmp-*"))
