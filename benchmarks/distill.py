@@ -19,6 +19,7 @@ Speed: random-weight BertForSequenceClassification 12x768 (BERT-base shape) vs T
 fp32, batch 32 x 128 tokens, --threads intra-op threads, median of 5 forwards; plus the int8 student.
 Figures: student_test_accuracy (value = distilled student with augmentation, baseline = teacher; ratio =
 retention), student_test_accuracy_no_aug, direct_student_test_accuracy (baseline = teacher),
+student_test_accuracy_unseen (the test rows whose text is not in train; baseline = the directly fine-tuned student),
 cpu_speedup_base_to_tiny4 (value = TinyBERT-4 texts/s, baseline = 12x768 texts/s), cpu_speedup_int8.
 """
 
@@ -133,6 +134,8 @@ def main() -> None:
         noise = 1.96 * math.sqrt(2 * direct["test_accuracy"] * (1 - direct["test_accuracy"]) / n_test)
         print(f"distilled ({name}) - direct: {gap * 100:+.2f} points on {n_test} test texts "
               f"({'beyond' if abs(gap) > noise else 'within'} the ±{noise * 100:.1f}-point 95% noise band of two such accuracies)")
+    unseen = {name: json.loads((work / d / "metrics.json").read_text(encoding="utf-8")).get("test_unseen")
+              for name, d in (("aug", "task_aug"), ("direct", "direct"))}
     speeds = speed(args)
     teacher_acc = results["aug"]["teacher_test_accuracy"]
     figures = {
@@ -140,6 +143,8 @@ def main() -> None:
         "student_test_accuracy_no_aug": common.figure(results["no_aug"]["student_test_accuracy"], "accuracy", teacher_acc),
         "direct_student_test_accuracy": common.figure(direct["test_accuracy"], "accuracy", teacher_acc),
         "int8_student_test_accuracy": common.figure(results["aug"]["int8_test_accuracy"], "accuracy", teacher_acc),
+        **({"student_test_accuracy_unseen": common.figure(unseen["aug"]["accuracy"], "accuracy", unseen["direct"]["accuracy"])}
+           if unseen["aug"] and unseen["direct"] else {}),
         "cpu_speedup_base_to_tiny4": common.figure(speeds["tiny4"], "texts/s", speeds["base"]),
         "cpu_speedup_int8": common.figure(speeds["tiny4_int8"], "texts/s", speeds["base"]),
     }
