@@ -145,13 +145,7 @@ def _merge_sharded(source: Path, target: Path, frozen: Any, delimiter: str, out:
     part.parent.mkdir(parents=True, exist_ok=True)
     counts = _MergeCounts()
     with open(part, "w", encoding="utf-8") as dst:
-        for line in shards.lines([source]):
-            counts.rows_in += 1
-            words = line.split()
-            merged = frozen[words]
-            counts.merged += len(words) - len(merged)
-            dst.write(_join(" ".join(merged), delimiter) + "\n")
-            counts.rows_out += 1
+        _merge_lines(shards.lines([source]), dst, frozen, delimiter, counts)
     totals = distributed.gather((counts.rows_in, counts.rows_out, counts.merged))
     if distributed.is_main():
         with open(target, "wb") as joined:
@@ -173,14 +167,18 @@ def _merge(source: Path, target: Path, frozen, delimiter: str) -> _MergeCounts:
     """Rewrite the corpus with each phrase joined; a line stays a line so row alignment holds."""
     counts = _MergeCounts()
     with open(source, encoding="utf-8") as src, open(target, "w", encoding="utf-8") as dst:
-        for line in console.progress(iterable=src, desc="phrases", unit=" lines"):
-            counts.rows_in += 1
-            words = line.split()
-            merged = frozen[words]
-            counts.merged += len(words) - len(merged)
-            dst.write(_join(" ".join(merged), delimiter) + "\n")
-            counts.rows_out += 1
+        _merge_lines(console.progress(iterable=src, desc="phrases", unit=" lines"), dst, frozen, delimiter, counts)
     return counts
+
+
+def _merge_lines(lines, dst, frozen, delimiter: str, counts: _MergeCounts) -> None:
+    for line in lines:
+        counts.rows_in += 1
+        words = line.split()
+        merged = frozen[words]
+        counts.merged += len(words) - len(merged)
+        dst.write(_join(" ".join(merged), delimiter) + "\n")
+        counts.rows_out += 1
 
 
 def _join(text: str, delimiter: str) -> str:
