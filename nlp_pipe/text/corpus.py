@@ -12,16 +12,14 @@ from __future__ import annotations
 import codecs
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from ..core.config import option
 from ..core.contract import Counts
 from ..core.errors import UserError
 from ..core.files import DATASET_DIR
 from .encoding import check_forced, detect_encoding, open_binary, records
-from .formats import Row, jsonl_rows, table_rows, txt_rows
+from .formats import ReadOptions, Row, jsonl_rows, table_rows, txt_rows
 
 log = logging.getLogger(__name__)
 
@@ -29,24 +27,6 @@ __all__ = ["Counts", "ReadOptions", "Row", "detect_encoding", "read_rows", "read
 _HALFWIDTH = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
 _BAD = ("undecodable", "malformed", "invalid_unicode")
 _CHECK_EVERY = 10_000  # rows between two checks of the bad-row share while reading
-
-
-@dataclass(frozen=True)
-class ReadOptions:
-    """How to read a corpus file; stage configs that read raw text inherit these fields."""
-
-    format: Literal["auto", "txt", "jsonl", "csv", "tsv"] = option("auto",
-                                                                   "file format; auto = from the extension (.txt .jsonl .csv .tsv, "
-                                                                       "optionally .gz/.bz2)")
-    text_column: str = option("", "column (name, or 0-based index without header) holding the text; empty = auto (text, text_a, review, "
-                              "...)")
-    label_column: str = option("", "column holding the label; empty = auto ('label' when present), 'none' = unlabelled")
-    header: bool = option(True, "csv/tsv files start with a header row")
-    encoding: str = option("auto", "file encoding; auto detects UTF-8 (with or without BOM) and GB18030/GBK")
-    halfwidth: bool = option(False, "map full-width ASCII forms and the ideographic space to half-width")
-    on_decode_error: Literal["stop", "skip"] = option("stop", "an undecodable line stops the run (stop) or is dropped and counted (skip)")
-    max_bad_rows: float = option(0.05, "stop when more than this share of a file's rows (and more than 3) is undecodable or "
-                                       "malformed: a wrong format or encoding, not a few bad lines", min=0.0, max=1.0)
 
 
 def read_rows(path: Path, opts: ReadOptions, counts: Counts, label: str | None = None) -> Iterator[Row]:

@@ -15,13 +15,13 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from ..core.config import option
 from ..core.errors import UserError
 
-if TYPE_CHECKING:  # annotations only: corpus.py imports this module
+if TYPE_CHECKING:
     from ..core.contract import Counts
-    from .corpus import ReadOptions
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,24 @@ _MAX_QUOTED_LINES = 200  # a quoted field spanning more lines than this is an un
 csv.field_size_limit(1 << 30)  # real corpora have single fields far above csv's 128 KiB default
 
 Lines = Iterable[tuple[int, str]]
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read a corpus file; stage configs that read raw text inherit these fields."""
+
+    format: Literal["auto", "txt", "jsonl", "csv", "tsv"] = option("auto",
+                                                                   "file format; auto = from the extension (.txt .jsonl .csv .tsv, "
+                                                                       "optionally .gz/.bz2)")
+    text_column: str = option("", "column (name, or 0-based index without header) holding the text; empty = auto (text, text_a, review, "
+                              "...)")
+    label_column: str = option("", "column holding the label; empty = auto ('label' when present), 'none' = unlabelled")
+    header: bool = option(True, "csv/tsv files start with a header row")
+    encoding: str = option("auto", "file encoding; auto detects UTF-8 (with or without BOM) and GB18030/GBK")
+    halfwidth: bool = option(False, "map full-width ASCII forms and the ideographic space to half-width")
+    on_decode_error: Literal["stop", "skip"] = option("stop", "an undecodable line stops the run (stop) or is dropped and counted (skip)")
+    max_bad_rows: float = option(0.05, "stop when more than this share of a file's rows (and more than 3) is undecodable or "
+                                       "malformed: a wrong format or encoding, not a few bad lines", min=0.0, max=1.0)
 
 
 @dataclass(frozen=True)
