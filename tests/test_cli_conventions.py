@@ -108,3 +108,15 @@ def test_a_relative_workdir_from_the_command_line_keeps_stage_references_right(t
     done = cli("run", pipe, "--workdir", "w", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert manifests.read_manifest(tmp_path / "w" / "vocab")["inputs"]["corpus"]["paths"] == [str(tmp_path / "w" / "segment")]
+
+
+def test_textcnn_logs_to_a_tracker_like_the_bert_stages(tmp_path, seg_reviews):
+    from conftest import build
+
+    vectors = tmp_path / "w2v"
+    build("word2vec", vectors, {"corpus": seg_reviews}, min_count=1, epochs=1, vector_size=8, workers=1)
+    build("textcnn", tmp_path / "cnn", {"train": seg_reviews, "vectors": vectors}, epochs=1, filters=4, baseline=False,
+          report_to="tensorboard")
+    assert list((tmp_path / "cnn" / "tracking").rglob("events.out.tfevents.*"))
+    result = run_cli("textcnn", "--train", seg_reviews, "--vectors", vectors, "--out", tmp_path / "x", "--report-to", "wandb")
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1 and "pip install wandb" in result.err, result
