@@ -97,6 +97,34 @@ def test_non_static_embeddings_do_change(seg_reviews, vectors, tmp_path):
     assert not torch.equal(load_file(str(tmp_path / "cnn" / "model.safetensors"))["embedding.weight"], torch.from_numpy(expected))
 
 
+@pytest.mark.parametrize("kind", ["chars", "both"])
+def test_char_stream_trains_saves_and_reloads_with_identical_probabilities(kind, seg_reviews, vectors, tmp_path):
+    out = tmp_path / "cnn"
+    inputs = {"train": seg_reviews, **({"vectors": vectors} if kind == "both" else {})}  # chars need no vectors
+    manifest = build("textcnn", out, inputs, input=kind, epochs=2, filters=4, char_dim=8, embedding_dropout=0.2,
+                     seed=1, baseline=False)
+    m = manifest["metrics"]
+    assert m["input"] == kind and m["char_vocab"] > 2 and "train_chars" in m["oov_rate"]
+    assert ("train" in m["oov_rate"]) == (kind == "both")
+    assert m["reload_check"].startswith("TextClassifier.load reloads it")
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    assert config["input"] == kind and config["char_max_len"] == m["char_max_len"]
+    chars = (out / "chars.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    assert chars[:2] == ["[PAD]", "[UNK]"] and len(chars) == m["char_vocab"]
+    texts = ["房间干净，服务热情", "太差了，再也不来", "", "齉龘靐齾"]
+    first, again = TextClassifier.load(out).predict(texts), TextClassifier.load(out).predict(texts)
+    assert np.array_equal(first, again) and np.allclose(first.sum(axis=1), 1.0, atol=1e-5)
+    result = run_cli("predict", out, "--text", texts[0], "--json")
+    assert result.code == 0, result.err
+    row = json.loads(result.out.splitlines()[0])
+    assert np.allclose([row["probabilities"]["neg"], row["probabilities"]["pos"]], first[0], atol=1e-5)
+
+
+def test_word_input_needs_vectors(seg_reviews, tmp_path):
+    with pytest.raises(UserError, match="pass --vectors"):
+        build("textcnn", tmp_path / "cnn", {"train": seg_reviews}, epochs=1)
+
+
 def test_predict_handles_oov_empty_and_very_long_text(textcnn):
     clf = TextClassifier.load(textcnn[0])
     texts = ["齉龘靐齾", "", "好" * 20_000, "质量很好，推荐购买"]

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from ..core.errors import UserError
-from ..core.files import CONFIG_JSON, INT8_FILE, VOCAB_TXT, read_vocab
-from ..data.word_ids import encode, pad
+from ..core.files import CHARS_TXT, CONFIG_JSON, INT8_FILE, VOCAB_TXT, read_vocab
+from ..data.word_ids import TextEncoder, stream_batch
 from ..models.ngram import NgramModel
 from ..models.textcnn import TextCNN
 from ..text.segmenter import Segmenter, SegmenterSpec
@@ -93,20 +93,26 @@ class TextClassifier:
 
 
 class TextCNNClassifier(TextClassifier):
-    """A textcnn artifact: its segmenter.json cuts the text as in training, its vocab.txt indexes the words."""
+    """A textcnn artifact: its segmenter.json cuts the text as in training, its vocab.txt indexes the words
+    (and chars.txt the characters, for a char stream)."""
 
     def __init__(self, directory: Path) -> None:
         meta = LabelInfo.load(directory)
         super().__init__(meta.labels, meta.threshold)
         self.model = TextCNN.load(directory)
-        self.index = {t: i for i, t in enumerate(read_vocab(directory / VOCAB_TXT))}
-        self.segmenter = Segmenter(SegmenterSpec.load(directory))
+        config = self.model.config
+        words, chars = config.input in ("words", "both"), config.input in ("chars", "both")
+        self.encoder = TextEncoder({t: i for i, t in enumerate(read_vocab(directory / VOCAB_TXT))} if words else None,
+                                   {t: i for i, t in enumerate(read_vocab(directory / CHARS_TXT))} if chars else None,
+                                   config.max_len, config.char_max_len)
+        self.segmenter = Segmenter(SegmenterSpec.load(directory)) if words else None
 
     def _probs(self, texts: list[str]) -> np.ndarray:
-        config = self.model.config
-        encoded = encode([self.segmenter.cut(t) for t in texts], self.index, config.max_len)
+        words = [self.segmenter.cut(t) for t in texts] if self.segmenter is not None else None
+        encoded = self.encoder(words, texts)
         with torch.inference_mode():
-            logits = self.model(pad(encoded.ids, min_len=max(config.kernel_sizes)))
+            logits = self.model(**stream_batch([encoded[i][0] for i in range(len(encoded))],
+                                               max(self.model.config.kernel_sizes)))
         return torch.softmax(logits.float(), dim=-1).numpy()
 
 

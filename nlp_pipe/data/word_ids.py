@@ -69,3 +69,88 @@ class Collator:
         input_ids = pad([ids for ids, _ in rows], self.min_len)
         return {"input_ids": input_ids, "attention_mask": (input_ids != PAD_ID).long(),
                 "labels": torch.as_tensor([label for _, label in rows], dtype=torch.long)}
+
+
+def text_chars(text: str) -> list[str]:
+    """The characters a char stream reads: every character of the raw text but whitespace."""
+    return [ch for ch in text if not ch.isspace()]
+
+
+@dataclass
+class TextIds:
+    """Texts as a word stream, a character stream or both (one row each per text), with their class ids.
+
+    Rows are ((word ids, char ids), label); a stream that is not used is None."""
+
+    words: WordIds | None
+    chars: WordIds | None
+
+    @property
+    def main(self) -> WordIds:
+        stream = self.chars if self.chars is not None else self.words
+        if stream is None:
+            raise ValueError("TextIds needs a word or a character stream")
+        return stream
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.main.labels
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Lengths of the longer stream (characters when present): what batches are grouped by."""
+        return self.main.lengths
+
+    def __len__(self) -> int:
+        return len(self.main)
+
+    def __getitem__(self, i: int) -> tuple[tuple[np.ndarray | None, np.ndarray | None], int]:
+        return ((self.words.ids[i] if self.words is not None else None,
+                 self.chars.ids[i] if self.chars is not None else None), int(self.labels[i]))
+
+    def select(self, index: Sequence[int] | np.ndarray) -> TextIds:
+        return TextIds(self.words.select(index) if self.words is not None else None,
+                       self.chars.select(index) if self.chars is not None else None)
+
+    def concat(self, other: TextIds) -> TextIds:
+        def join(a: WordIds | None, b: WordIds | None) -> WordIds | None:
+            return None if a is None or b is None else WordIds(a.ids + b.ids, np.concatenate([a.labels, b.labels]), a.oov_rate)
+        return TextIds(join(self.words, other.words), join(self.chars, other.chars))
+
+
+@dataclass
+class TextEncoder:
+    """Words and raw texts -> TextIds with the vocabularies and cut lengths of one model (None: stream unused)."""
+
+    words: dict[str, int] | None
+    chars: dict[str, int] | None
+    max_len: int
+    char_max_len: int
+
+    def __call__(self, words: Sequence[Sequence[str]] | None, texts: Sequence[str] | None,
+                 labels: np.ndarray | None = None) -> TextIds:
+        if (self.words is not None and words is None) or (self.chars is not None and texts is None):
+            raise ValueError("TextEncoder: a stream's input is missing")
+        return TextIds(encode(words, self.words, self.max_len, labels) if self.words is not None and words is not None else None,
+                       encode([text_chars(t) for t in texts], self.chars, self.char_max_len, labels)
+                       if self.chars is not None and texts is not None else None)
+
+
+def stream_batch(rows: Sequence[tuple[np.ndarray | None, np.ndarray | None]], min_len: int) -> dict[str, torch.Tensor]:
+    """{"input_ids", "char_ids"} (those present) for (word ids, char ids) rows, each padded on its own."""
+    out = {}
+    for position, key in ((0, "input_ids"), (1, "char_ids")):
+        if rows and rows[0][position] is not None:
+            out[key] = pad([r[position] for r in rows], min_len)  # type: ignore[misc]
+    return out
+
+
+class StreamCollator:
+    """((word ids, char ids), label) rows -> {"input_ids"?, "char_ids"?, "labels"} for the Trainer."""
+
+    def __init__(self, min_len: int) -> None:
+        self.min_len = min_len
+
+    def __call__(self, rows: list[tuple[tuple[np.ndarray | None, np.ndarray | None], int]]) -> dict[str, torch.Tensor]:
+        return {**stream_batch([ids for ids, _ in rows], self.min_len),
+                "labels": torch.as_tensor([label for _, label in rows], dtype=torch.long)}

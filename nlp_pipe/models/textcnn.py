@@ -1,4 +1,4 @@
-"""TextCNN (Kim, 2014) over pretrained word vectors, saved as config.json + model.safetensors."""
+"""TextCNN (Kim, 2014) over pretrained word vectors, characters, or both, saved as config.json + model.safetensors."""
 
 from __future__ import annotations
 
@@ -25,6 +25,11 @@ class TextCNNConfig:
     filters: int = 100
     dropout: float = 0.5
     max_len: int = 128
+    input: Literal["words", "chars", "both"] = "words"  # configs saved before the char stream load as words
+    char_vocab_size: int = 0
+    char_dim: int = 0
+    char_max_len: int = 0
+    embedding_dropout: float = 0.0
     model_type: str = field(default="textcnn", init=False)
 
 
@@ -34,42 +39,72 @@ class TextCNN(nn.Module):
     static: the pretrained embedding is frozen; non-static: it is fine-tuned; multichannel:
     a frozen and a fine-tuned copy. Kim applies each filter to both channels and sums; since
     convolution is linear that equals one convolution over the sum of the two embeddings.
+    input "chars" reads characters through an embedding trained from scratch (no segmentation, almost no
+    unknown tokens); "both" runs the word and the char stream side by side, each with its own convolutions,
+    and concatenates their pooled features before the output layer. embedding_dropout drops whole
+    embedding vectors (2-D dropout over positions) of both streams while training.
     """
 
     def __init__(self, config: TextCNNConfig, vectors: torch.Tensor | None = None) -> None:
         super().__init__()
         self.config = config
-        self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=0)
-        if vectors is not None:
-            self.embedding.weight.data.copy_(vectors)
-        self.embedding.weight.requires_grad = config.mode == "non-static"
+        words, chars = config.input in ("words", "both"), config.input in ("chars", "both")
+        features = config.filters * len(config.kernel_sizes) * (int(words) + int(chars))
+        self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=0) if words else None
         self.tuned = None
-        if config.mode == "multichannel":
-            self.tuned = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=0)
-            self.tuned.weight.data.copy_(self.embedding.weight.data)
-        self.convs = nn.ModuleList(nn.Conv1d(config.embedding_dim, config.filters, k) for k in config.kernel_sizes)
+        self.convs = None
+        if self.embedding is not None:
+            if vectors is not None:
+                self.embedding.weight.data.copy_(vectors)
+            self.embedding.weight.requires_grad = config.mode == "non-static"
+            if config.mode == "multichannel":
+                self.tuned = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=0)
+                self.tuned.weight.data.copy_(self.embedding.weight.data)
+            self.convs = nn.ModuleList(nn.Conv1d(config.embedding_dim, config.filters, k) for k in config.kernel_sizes)
+        self.char_embedding = nn.Embedding(config.char_vocab_size, config.char_dim, padding_idx=0) if chars else None
+        self.char_convs = (nn.ModuleList(nn.Conv1d(config.char_dim, config.filters, k) for k in config.kernel_sizes)
+                           if chars else None)
+        self.embedding_dropout = nn.Dropout1d(config.embedding_dropout)
         self.dropout = nn.Dropout(config.dropout)
-        self.classifier = nn.Linear(config.filters * len(config.kernel_sizes), config.num_labels)
+        self.classifier = nn.Linear(features, config.num_labels)
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Logits [batch, num_labels] for word ids [batch, length] (0 = padding)."""
+    def forward(self, input_ids: torch.Tensor | None = None, char_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [batch, num_labels] for word ids and/or char ids [batch, length] (0 = padding)."""
+        pooled = []
+        if self.embedding is not None and self.convs is not None:
+            if input_ids is None:
+                raise ValueError("this TextCNN reads words: pass input_ids")
+            input_ids = self._widen(input_ids)
+            embedded = self.embedding(input_ids)
+            if self.tuned is not None:
+                embedded = embedded + self.tuned(input_ids)
+            pooled += self._pool(embedded, input_ids, self.convs)
+        if self.char_embedding is not None and self.char_convs is not None:
+            if char_ids is None:
+                raise ValueError("this TextCNN reads characters: pass char_ids")
+            char_ids = self._widen(char_ids)
+            pooled += self._pool(self.char_embedding(char_ids), char_ids, self.char_convs)
+        return self.classifier(self.dropout(torch.cat(pooled, dim=1)))
+
+    def _widen(self, ids: torch.Tensor) -> torch.Tensor:
         shortest = max(self.config.kernel_sizes)
-        if input_ids.shape[1] < shortest:  # every kernel needs at least its own width
-            input_ids = nn.functional.pad(input_ids, (0, shortest - input_ids.shape[1]))
-        embedded = self.embedding(input_ids)
-        if self.tuned is not None:
-            embedded = embedded + self.tuned(input_ids)
-        x = embedded.transpose(1, 2)
+        if ids.shape[1] < shortest:  # every kernel needs at least its own width
+            ids = nn.functional.pad(ids, (0, shortest - ids.shape[1]))
+        return ids
+
+    def _pool(self, embedded: torch.Tensor, ids: torch.Tensor, convs: nn.ModuleList) -> list[torch.Tensor]:
+        # Dropout1d on [batch, length, dim] zeroes whole positions' vectors (channels = positions)
+        x = self.embedding_dropout(embedded).transpose(1, 2) if self.config.embedding_dropout else embedded.transpose(1, 2)
         # windows reaching into padding are left out of the max, so a text's logits do not depend on
         # how long the other texts of its batch are (a text shorter than a kernel keeps its first window)
-        lengths = (input_ids != 0).sum(dim=1, keepdim=True)
+        lengths = (ids != 0).sum(dim=1, keepdim=True)
         positions = torch.arange(x.shape[2], device=x.device)
         pooled = []
-        for conv, k in zip(self.convs, self.config.kernel_sizes):
+        for conv, k in zip(convs, self.config.kernel_sizes):
             h = torch.relu(conv(x))
             valid = positions[: h.shape[2]] < (lengths - k + 1).clamp(min=1)
             pooled.append(h.masked_fill(~valid.unsqueeze(1), 0.0).amax(dim=2))
-        return self.classifier(self.dropout(torch.cat(pooled, dim=1)))
+        return pooled
 
     def save(self, directory: Path) -> None:
         (directory / CONFIG_JSON).write_text(json.dumps(asdict(self.config), indent=2), encoding="utf-8")

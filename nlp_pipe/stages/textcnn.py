@@ -1,13 +1,15 @@
-"""Stage `textcnn`: a TextCNN classifier on frozen (or fine-tuned) pretrained word vectors.
+"""Stage `textcnn`: a TextCNN classifier on pretrained word vectors, on characters, or on both.
 
     nlp-pipe textcnn --train runs/seg_train --dev runs/seg_dev --test runs/seg_test \
         --vectors runs/word2vec --out runs/textcnn --mode static
 
 Inputs are `segment` artifacts with labels (dev/test optional: without them the train data
-is split 7:1:2, stratified) and a vectors artifact (`word2vec` or `import-vectors`).
+is split 7:1:2, stratified) and a vectors artifact (`word2vec` or `import-vectors`; not needed with
+`--input chars`). `--input chars` reads the raw characters through an embedding trained from scratch;
+`--input both` adds that char stream beside the word stream (convolutions on each, features concatenated).
 Training runs on the shared Trainer (constant-lr Adam, one evaluation an epoch, early stopping
 with the best epoch restored, checkpoints and exact resume after a kill, length-grouped batches).
-Writes config.json + model.safetensors, vocab.txt, labels.json (with the F1-optimal threshold
+Writes config.json + model.safetensors, vocab.txt (chars.txt for a char stream), labels.json (with the F1-optimal threshold
 for binary tasks), segmenter.json, metrics.json, metrics.jsonl and report.md with PNG plots; the report
 shows per-class F1, the test rows unseen in train, and the TF-IDF + LR baseline fitted on the same split
 in the same run (`--no-baseline` skips it).
@@ -19,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Literal
 
@@ -39,9 +42,10 @@ from ..classifiers.results import (
 from ..core import artifacts, distributed, plots
 from ..core.config import option
 from ..core.contract import Input, Result
-from ..core.files import CONFIG_JSON, LABELS_JSON, METRICS_JSON, SEGMENTER_JSON, VOCAB_TXT, WEIGHTS, write_vocab
+from ..core.errors import UserError
+from ..core.files import CHARS_TXT, CONFIG_JSON, LABELS_JSON, METRICS_JSON, SEGMENTER_JSON, VOCAB_TXT, WEIGHTS, write_vocab
 from ..data.labelled import Splits, load_splits, stratified_folds
-from ..data.word_ids import Collator, WordIds, encode, pad
+from ..data.word_ids import StreamCollator, TextEncoder, TextIds, stream_batch, text_chars
 from ..metrics.scores import confusion_sums, summarize
 from ..models.textcnn import TextCNN, TextCNNConfig
 from ..text.segmenter import SegmenterSpec
@@ -51,7 +55,8 @@ from ..vectors.embedding import embedding_matrix
 from ..vectors.store import load_keyed_vectors
 
 NAME = "textcnn"
-VERSION = 4  # 4: unseen-test figures, per-class F1 and the same-split TF-IDF + LR baseline in the report
+VERSION = 5  # 5: --input chars/both (a char stream), --embedding-dropout, faster defaults chosen on dev
+# 4: 4: unseen-test figures, per-class F1 and the same-split TF-IDF + LR baseline in the report
 DISTRIBUTED = True  # every process of `accelerate launch` trains; the main one writes the artifact
 OUTPUTS = (CONFIG_JSON, WEIGHTS, VOCAB_TXT, LABELS_JSON, SEGMENTER_JSON, METRICS_JSON)
 SPECIALS = ("[PAD]", "[UNK]")
@@ -61,7 +66,8 @@ INPUTS = {
     "train": Input("labelled training data (segment artifact)", kind="artifact", stages=("segment",)),
     "dev": Input("labelled dev data for early stopping and the threshold", kind="artifact", required=False, stages=("segment",)),
     "test": Input("labelled test data", kind="artifact", required=False, stages=("segment",)),
-    "vectors": Input("word vectors (word2vec or import-vectors artifact)", kind="artifact", stages=("word2vec", "import-vectors")),
+    "vectors": Input("word vectors (word2vec or import-vectors artifact); not needed with --input chars", kind="artifact",
+                     required=False, stages=("word2vec", "import-vectors")),
 }
 
 log = logging.getLogger(__name__)
@@ -72,23 +78,29 @@ class Config(TrainOptions):
     mode: Literal["static", "non-static", "multichannel"] = option("static",
                                                                    "embeddings frozen (static), fine-tuned (non-static), or both channels "
                                                                        "(Kim 2014)")
-    kernel_sizes: tuple[int, ...] = option((3, 4, 5), "convolution widths in words", min=1, max=64, min_items=1)
+    input: Literal["words", "chars", "both"] = option("both", "what the convolutions read: words (on the vectors), characters "
+                                                      "(embedding trained from scratch) or both streams side by side")
+    char_dim: int = option(64, "character embedding size (input chars or both)", min=1, max=4096)
+    char_min_count: int = option(2, "characters seen fewer times in train map to [UNK]", min=1)
+    char_max_len: int = option(0, "characters kept per text; 0 = the len_percentile of training lengths", min=0)
+    embedding_dropout: float = option(0.2, "share of embedding vectors (whole positions) dropped while training", min=0.0, max=0.95)
+    kernel_sizes: tuple[int, ...] = option((3, 4, 5), "convolution widths in tokens", min=1, max=64, min_items=1)
     filters: int = option(100, "filters per kernel size", min=1, max=4096)
     dropout: float = option(0.5, "dropout before the output layer", min=0.0, max=0.95)
     max_len: int = option(0, "words kept per text; 0 = the len_percentile of training lengths", min=0)
     len_percentile: float = option(95.0, "percentile of training text lengths used as max_len", min=1.0, max=100.0)
     max_vocab: int = option(200_000, "most frequent vector words kept in the model's vocabulary", min=1)
     steps: int = option(0, "optimizer steps; 0 = from epochs", min=0)
-    epochs: float = option(20.0, "maximum passes over the training data (early stopping usually ends sooner)", min=0.0)
-    batch_size: int = option(50, "texts per batch", min=1)
-    lr: float = option(1e-3, "learning rate (Adam: AdamW without weight decay)", min=0.0)
+    epochs: float = option(6.0, "maximum passes over the training data (early stopping usually ends sooner)", min=0.0)
+    batch_size: int = option(100, "texts per batch", min=1)
+    lr: float = option(2e-3, "learning rate (Adam: AdamW without weight decay)", min=0.0)
     weight_decay: float = option(0.0, "AdamW weight decay (not on biases)", min=0.0)
     warmup: float = option(0.0, "warmup: a fraction of the steps (< 1) or a number of steps (>= 1)", min=0.0)
     schedule: Literal["linear", "cosine", "constant"] = option("constant", "learning-rate decay after warmup")
     max_grad_norm: float = option(0.0, "clip gradients to this global norm (0 = no clipping)", min=0.0)
     eval_every: int = option(0, "evaluate on dev every N steps; 0 = once an epoch", min=0)
     save_every: int = option(0, "checkpoint every N steps; 0 = at each evaluation (a rerun after a kill resumes)", min=0)
-    patience: int = option(3, "stop after this many evaluations without dev improvement (0 = never)", min=0)
+    patience: int = option(2, "stop after this many evaluations without dev improvement (0 = never)", min=0)
     monitor: Literal["macro_f1", "accuracy", "loss"] = option("macro_f1", "dev figure for early stopping and the best checkpoint")
     baseline: bool = option(True, "also fit the TF-IDF + LR baseline on the same split and report its scores beside these")
     folds: int = option(0, "K-fold cross-validation on train+dev (0 = off); the saved model still uses the normal split", min=0)
@@ -101,59 +113,87 @@ class Config(TrainOptions):
 
 def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     first = lambda name: inputs[name][0] if inputs[name] else None  # noqa: E731
+    words, chars = config.input in ("words", "both"), config.input in ("chars", "both")
+    if words and not inputs["vectors"]:
+        raise UserError(f"--input {config.input} reads words: pass --vectors (a word2vec or import-vectors artifact)")
     splits = load_splits(inputs["train"][0], first("dev"), first("test"), config.seed)
-    kv = load_keyed_vectors(inputs["vectors"][0])
-    tokens = list(SPECIALS) + [w for w in kv.index_to_key[: config.max_vocab] if w not in SPECIALS]
-    matrix, vector_stats = embedding_matrix(kv, tokens, seed=config.seed)
-    index = {w: i for i, w in enumerate(tokens)}
-    lengths = [len(w) for w in splits.train["words"]]
-    max_len = config.max_len or max(max(config.kernel_sizes), int(np.ceil(np.percentile(lengths, config.len_percentile))))
-    if distributed.is_main():  # the other processes of a launch have no artifact directory
-        plots.histogram(lengths, max_len, out / "length_histogram.png", "words per text",
-                        f"training lengths (cut at {config.len_percentile:g}th percentile)" if not config.max_len else "training lengths")
-    data = {name: encode(ds["words"], index, max_len, splits.ids(ds))
+    tokens, matrix, vector_stats = list(SPECIALS), None, None
+    if words:
+        kv = load_keyed_vectors(inputs["vectors"][0])
+        tokens += [w for w in kv.index_to_key[: config.max_vocab] if w not in SPECIALS]
+        matrix, vector_stats = embedding_matrix(kv, tokens, seed=config.seed)
+    char_tokens = _char_vocab(splits.train["text"], config.char_min_count) if chars else []
+    max_len = _cut(config, config.max_len, [len(w) for w in splits.train["words"]], "words", out) if words else 0
+    char_max_len = _cut(config, config.char_max_len, [len(text_chars(t)) for t in splits.train["text"]], "chars",
+                        out) if chars else 0
+    encoder = TextEncoder({w: i for i, w in enumerate(tokens)} if words else None,
+                          {c: i for i, c in enumerate(char_tokens)} if chars else None, max_len, char_max_len)
+    data = {name: encoder(ds["words"], ds["text"], splits.ids(ds))
             for name, ds in (("train", splits.train), ("dev", splits.dev), ("test", splits.test)) if ds is not None}
-    model_config = TextCNNConfig(len(tokens), matrix.shape[1], len(splits.labels), config.mode, config.kernel_sizes,
-                                 config.filters, config.dropout, max_len)
+    model_config = TextCNNConfig(len(tokens) if words else 0, matrix.shape[1] if matrix is not None else 0,
+                                 len(splits.labels), config.mode, config.kernel_sizes, config.filters, config.dropout,
+                                 max_len, config.input, len(char_tokens), config.char_dim if chars else 0, char_max_len,
+                                 config.embedding_dropout)
+    vectors = torch.from_numpy(matrix) if matrix is not None else None
     with Trainer(config, out, run_config=run_identity(config, inputs), name=NAME) as trainer:
-        model = TextCNN(model_config, torch.from_numpy(matrix))
-        frozen_before = model.embedding.weight.detach().clone()
+        model = TextCNN(model_config, vectors)
+        frozen_before = model.embedding.weight.detach().clone() if model.embedding is not None else None
         summary = _train(trainer, model, config, data["train"], data["dev"])
-    folds = _cross_validate(config, model_config, matrix, data, out) if config.folds else None  # every process trains
+    folds = _cross_validate(config, model_config, vectors, data, out) if config.folds else None  # every process trains
     if not trainer.is_main:
         return trainer.secondary_result()
     model = model.cpu().eval()
-    if config.mode == "static" and not torch.equal(frozen_before, model.embedding.weight):
+    if config.mode == "static" and model.embedding is not None and frozen_before is not None \
+            and not torch.equal(frozen_before, model.embedding.weight):
         raise RuntimeError("static embeddings changed during training")  # the pretrained vectors must come out as they went in
-    metrics, threshold = final_metrics(lambda ds: _probabilities(model, encode(ds["words"], index, max_len)), splits)
+    metrics, threshold = final_metrics(lambda ds: _probabilities(model, encoder(ds["words"], ds["text"])), splits)
     if folds is not None:
         metrics["cross_validation"] = folds
-    check = _save(out, model, tokens, splits, threshold, inputs["train"][0], metrics)
+    check = _save(out, model, tokens, char_tokens, encoder, splits, threshold, inputs["train"][0], metrics)
     base = classical.baseline_scores(splits) if config.baseline else None
-    oov = {name: round(enc.oov_rate, 4) for name, enc in data.items()}
+    oov = {f"{name}{suffix}": round(stream.oov_rate, 4) for name, enc in data.items()
+           for suffix, stream in (("", enc.words), ("_chars", enc.chars)) if stream is not None}
     rows = sum(len(d) for d in data.values())
-    result = {"labels": len(splits.labels), "max_len": max_len, "vocab": len(tokens), "oov_rate": oov,
+    result = {"labels": len(splits.labels), "input": config.input, "max_len": max_len, "vocab": len(tokens),
+              **({"char_max_len": char_max_len, "char_vocab": len(char_tokens)} if chars else {}), "oov_rate": oov,
               "vectors": vector_stats, "steps": summary.steps, "resumed_from_step": summary.resumed_from,
               "best_step": (summary.best or {}).get("step"), "split": splits.origin, "reload_check": check,
               **{f"{s}_{k}": v for s in ("dev", "test") if s in metrics for k, v in metrics[s].items() if k in ("accuracy", "macro_f1")},
               **({"threshold": threshold} if threshold is not None else {}),
               **({"test_unseen_accuracy": metrics["test_unseen"]["accuracy"]} if "test_unseen" in metrics else {}),
               **(classical.summary(base) if base else {})}
-    report = _report(config, splits, metrics, summary, max_len, oov)
+    report = _report(config, splits, metrics, summary, max_len, char_max_len, oov)
     if base:
         report += "\n\n" + "\n".join(classical.baseline_section(metrics, base, "TextCNN"))
     return Result({"rows_in": rows, "rows_out": rows, "dropped": {}}, result, report, {"device": trainer.device}, trainer.cleanup)
 
 
-def _train(trainer: Trainer, model: TextCNN, config: Config, train: WordIds, dev: WordIds):
+def _char_vocab(texts: list[str], min_count: int) -> list[str]:
+    """[PAD], [UNK], then the training texts' characters seen at least min_count times, most frequent first."""
+    counts = Counter(ch for t in texts for ch in text_chars(t))
+    return list(SPECIALS) + sorted((c for c, n in counts.items() if n >= min_count and c not in SPECIALS),
+                                   key=lambda c: (-counts[c], c))
+
+
+def _cut(config: Config, fixed: int, lengths: list[int], unit: str, out: Path) -> int:
+    """Tokens kept per text: `fixed`, or the len_percentile of the training lengths (histogram plotted)."""
+    cut = fixed or max(max(config.kernel_sizes), int(np.ceil(np.percentile(lengths, config.len_percentile))))
+    if distributed.is_main():  # the other processes of a launch have no artifact directory
+        name = "length_histogram.png" if unit == "words" or config.input == "chars" else "char_length_histogram.png"
+        plots.histogram(lengths, cut, out / name, f"{unit} per text",
+                        f"training lengths (cut at {config.len_percentile:g}th percentile)" if not fixed else "training lengths")
+    return cut
+
+
+def _train(trainer: Trainer, model: TextCNN, config: Config, train: TextIds, dev: TextIds):
     num_labels = model.config.num_labels
 
     def forward(m: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        logits = m(batch["input_ids"])
+        logits = m(batch.get("input_ids"), batch.get("char_ids"))
         loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
         return {"loss": loss, **confusion_sums(logits, batch["labels"], num_labels)}
 
-    return trainer.fit(model, train, collate=Collator(max(config.kernel_sizes)), forward=forward,
+    return trainer.fit(model, train, collate=StreamCollator(max(config.kernel_sizes)), forward=forward,
                        eval_data=dev.select(np.argsort(dev.lengths, kind="stable")),
                        summarize=lambda sums: summarize(sums, num_labels), best_metric=config.monitor,
                        greater_is_better=config.monitor != "loss", patience=config.patience,
@@ -161,22 +201,22 @@ def _train(trainer: Trainer, model: TextCNN, config: Config, train: WordIds, dev
 
 
 @torch.inference_mode()
-def _probabilities(model: TextCNN, data: WordIds) -> np.ndarray:
+def _probabilities(model: TextCNN, data: TextIds) -> np.ndarray:
     """Class probabilities of every row, in batches of similar length."""
     probs = np.zeros((len(data), model.config.num_labels), dtype=np.float32)
     order = np.argsort(data.lengths, kind="stable")
     for start in range(0, len(order), _EVAL_BATCH):
         index = order[start:start + _EVAL_BATCH]
-        logits = model(pad([data.ids[i] for i in index], max(model.config.kernel_sizes)))
+        logits = model(**stream_batch([data[i][0] for i in index], max(model.config.kernel_sizes)))
         probs[index] = torch.softmax(logits.float(), dim=-1).numpy()
     return probs
 
 
-def _cross_validate(config: Config, model_config: TextCNNConfig, matrix: np.ndarray, data: dict[str, WordIds],
+def _cross_validate(config: Config, model_config: TextCNNConfig, vectors: torch.Tensor | None, data: dict[str, TextIds],
                     out: Path) -> dict:
     """Mean and standard deviation of held-out metrics over K stratified folds of train+dev."""
-    gold = np.concatenate([data["train"].labels, data["dev"].labels])
-    pooled = WordIds(data["train"].ids + data["dev"].ids, gold, data["train"].oov_rate)
+    pooled = data["train"].concat(data["dev"])
+    gold = pooled.labels
     fold_config = dataclasses.replace(config, save_every=10**9, resume=False)  # folds are short: no checkpoints
     results = []
     for k, (train_idx, held_idx) in enumerate(stratified_folds(gold, config.folds, config.seed)):
@@ -188,7 +228,7 @@ def _cross_validate(config: Config, model_config: TextCNNConfig, matrix: np.ndar
             main = trainer.is_main
             if main:
                 fold_out.mkdir()
-            model = TextCNN(model_config, torch.from_numpy(matrix))
+            model = TextCNN(model_config, vectors)
             _train(trainer, model, fold_config, part.select(inner_train), part.select(inner_dev))
         if not main:
             continue
@@ -200,26 +240,33 @@ def _cross_validate(config: Config, model_config: TextCNNConfig, matrix: np.ndar
     return fold_summary(results) if results else {}
 
 
-def _save(out: Path, model: TextCNN, tokens: list[str], splits: Splits, threshold: float | None, train_dir: Path,
-          metrics: dict) -> str:
+def _save(out: Path, model: TextCNN, tokens: list[str], char_tokens: list[str], encoder: TextEncoder, splits: Splits,
+          threshold: float | None, train_dir: Path, metrics: dict) -> str:
     model.save(out)
     write_vocab(out / VOCAB_TXT, tokens)
+    if char_tokens:
+        write_vocab(out / CHARS_TXT, char_tokens)
     write_classifier_files(out, LabelInfo(splits.labels, threshold), metrics)
     SegmenterSpec.load(train_dir).save(out)  # predict cuts new text exactly as the training data was cut
     sample = splits.dev.select(range(min(16, len(splits.dev))))
-    index = {w: i for i, w in enumerate(tokens)}
-    expected = _probabilities(model, encode(sample["words"], index, model.config.max_len))
+    expected = _probabilities(model, encoder(sample["words"], sample["text"]))
     return check_saved(out, list(sample["text"]), expected)
 
 
-def _report(config: Config, splits: Splits, metrics: dict, summary, max_len: int, oov: dict) -> str:
+def _report(config: Config, splits: Splits, metrics: dict, summary, max_len: int, char_max_len: int, oov: dict) -> str:
     best = summary.best or {}
-    lines = ["## TextCNN", f"Mode {config.mode}, kernels {list(config.kernel_sizes)} x {config.filters} filters, "
-             f"max_len {max_len} words; data {splits.origin}; {summary.steps} steps, best dev {config.monitor} at step "
-             f"{best.get('step', '-')}; {summary.precision}.",
+    cut = ", ".join(([f"max_len {max_len} words"] if max_len else []) + ([f"{char_max_len} characters"] if char_max_len else []))
+    streams = {"words": f"words (mode {config.mode})", "chars": f"characters (embedding {config.char_dim}, from scratch)",
+               "both": f"words (mode {config.mode}) and characters (embedding {config.char_dim}, from scratch)"}
+    lines = ["## TextCNN", f"Input {streams[config.input]}, kernels {list(config.kernel_sizes)} x {config.filters} filters"
+             f"{' per stream' if config.input == 'both' else ''}, embedding dropout {config.embedding_dropout:g}, {cut}; "
+             f"data {splits.origin}; {summary.steps} steps, best dev {config.monitor} at step {best.get('step', '-')}; "
+             f"{summary.precision}.",
              "OOV rate (tokens mapped to [UNK]): " + ", ".join(f"{k} {v:.1%}" for k, v in oov.items()), "",
              *scores_table(metrics), "", *per_class_table(metrics, splits.labels)]
     lines += ["", "Labels (class id: name): " + ", ".join(f"{i}: {n}" for i, n in enumerate(splits.labels)), "",
               "![training curves](training_curves.png)", "", "![confusion matrix](confusion_matrix.png)", "",
               "![lengths](length_histogram.png)"]
+    if config.input == "both":
+        lines += ["", "![character lengths](char_length_histogram.png)"]
     return "\n".join(lines)
