@@ -124,7 +124,7 @@ def test_textcnn_two_processes_match_one(tmp_path, seg_reviews):
     vectors = tmp_path / "w2v"
     build("word2vec", vectors, {"corpus": seg_reviews}, min_count=1, epochs=1, vector_size=16, workers=1)
     compare("textcnn", tmp_path, {"train": seg_reviews, "vectors": vectors},
-            dict(steps=8, log_every=1, eval_every=4, patience=0, dropout=0.0, filters=8, precision="fp32", seed=1,
+            dict(steps=8, log_every=1, eval_every=4, patience=0, dropout=0.0, embedding_dropout=0.0, filters=8, precision="fp32", seed=1,
                  mode="non-static"), batch=8)
 
 
