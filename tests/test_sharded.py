@@ -15,6 +15,7 @@ from test_ddp import ENV, launch2, launch_command, manifest
 
 from conftest import FIXTURES, build
 from nlp_pipe.core import shards
+from nlp_pipe.core.files import PARTS_DIR
 
 TIMING = {"report.md", "stage.log", "manifest.json"}  # wall times and timestamps
 
@@ -49,7 +50,7 @@ def test_segment_two_processes_byte_identical(tmp_path):
     build("segment", one, {"corpus": corpus}, workers=1, chunk_rows=16)
     launch2("segment", "--corpus", corpus[0], "--corpus", corpus[1], "--out", two, "--workers", "1", "--chunk-rows", "16")
     assert_same_artifact(one, two, metrics_skip=("workers",))
-    assert not list(two.rglob(shards.PARTS)) and not list(tmp_path.glob(".two*"))
+    assert not list(two.rglob(PARTS_DIR)) and not list(tmp_path.glob(".two*"))
 
 
 def test_vocab_two_processes_byte_identical(tmp_path, seg_reviews, seg_news):

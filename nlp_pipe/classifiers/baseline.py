@@ -63,14 +63,19 @@ def probabilities(model: NgramModel, ds: Any) -> np.ndarray:
     return model.probabilities(list(ds["text"]), list(ds["words"]) if model.config.uses_words else None)
 
 
+def fit_splits(splits: Splits, options: BaselineOptions) -> tuple[NgramModel, float]:
+    """The baseline fitted on `splits.train`, and the seconds that took."""
+    t0 = time.perf_counter()
+    words = list(splits.train["words"]) if options.analyzer != "char" else None
+    model = fit(list(splits.train["text"]), words, splits.ids(splits.train), len(splits.labels), options)
+    return model, time.perf_counter() - t0
+
+
 def baseline_scores(splits: Splits, options: BaselineOptions | None = None) -> dict[str, Any]:
     """The baseline fitted on `splits.train` and scored like the classifiers (dev, test, test_unseen),
     with its training time."""
     options = options or BaselineOptions()
-    t0 = time.perf_counter()
-    words = list(splits.train["words"]) if options.analyzer != "char" else None
-    model = fit(list(splits.train["text"]), words, splits.ids(splits.train), len(splits.labels), options)
-    train_s = time.perf_counter() - t0
+    model, train_s = fit_splits(splits, options)
     metrics, threshold = final_metrics(lambda ds: probabilities(model, ds), splits)
     return {"name": f"TF-IDF {options.analyzer} n-grams + LR (C={options.C:g})", "train_s": round(train_s, 2),
             "threshold": threshold, "metrics": metrics}

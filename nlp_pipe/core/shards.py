@@ -24,8 +24,6 @@ from typing import Any
 from . import distributed
 from .files import PARTS_DIR
 
-PARTS = PARTS_DIR
-
 
 def owns(chunk: int) -> bool:
     """Whether this rank processes chunk number `chunk` (round robin: rank = chunk % ranks)."""
@@ -33,7 +31,7 @@ def owns(chunk: int) -> bool:
 
 
 def part_path(out: Path, name: str, rank: int) -> Path:
-    return out / PARTS / f"{name}-{rank:05d}.arrow"
+    return out / PARTS_DIR / f"{name}-{rank:05d}.arrow"
 
 
 class PartWriter:
@@ -81,7 +79,7 @@ def merged(out: Path, name: str, batches_per_rank: list[int]) -> Iterator[Any]:
         for source in sources:
             if source is not None:
                 source.close()
-        shutil.rmtree(out / PARTS, ignore_errors=True)
+        shutil.rmtree(out / PARTS_DIR, ignore_errors=True)
 
 
 def byte_range(total: int, ranks: int | None = None, index: int | None = None) -> tuple[int, int]:

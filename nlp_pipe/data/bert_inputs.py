@@ -14,6 +14,7 @@ import datasets
 import numpy as np
 import torch
 
+from ..core.contract import Counts
 from ..core.errors import UserError
 
 UNK_NOTICE = 0.01  # a share of [UNK] tokens above this gets a notice: the vocabulary lacks the text's characters
@@ -32,14 +33,16 @@ class Encoding:
         return {"unk_share": round(self.unknown / max(self.tokens, 1), 5), "truncated_share": round(self.truncated / max(self.texts, 1), 5)}
 
 
-def coverage(encodings: dict[str, Encoding], checkpoint: Any, stage: str) -> tuple[dict[str, dict[str, float]], list[str]]:
-    """Per split coverage, and notices for splits whose [UNK] share is above 1%, naming the fix."""
+def coverage(encodings: dict[str, Encoding], checkpoint: Any, stage: str, counts: Counts) -> dict[str, dict[str, float]]:
+    """Per split coverage; a split whose [UNK] share is above 1% gets a notice in `counts` naming the fix."""
     figures = {name: enc.coverage() for name, enc in encodings.items()}
     notices = [f"{stage}: {f['unk_share']:.1%} of the {name} tokens are [UNK] under {checkpoint}'s tokenizer: its vocabulary "
                "lacks characters of this text; grow it with `nlp-pipe expand --checkpoint ... --corpus ...` or start from a "
                "checkpoint with a fuller vocabulary (the 21,128-entry Chinese BERT vocabulary in vocab/)"
                for name, f in figures.items() if f["unk_share"] > UNK_NOTICE]
-    return figures, notices
+    for text in notices:
+        counts.notice(text)
+    return figures
 
 
 def coverage_line(figures: dict[str, dict[str, float]]) -> str:

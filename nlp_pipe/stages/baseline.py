@@ -13,11 +13,10 @@ Load it with `nlp_pipe.TextClassifier.load(dir)` or `nlp-pipe predict dir --text
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 from typing import Literal
 
-from ..classifiers.baseline import BaselineOptions, fit, probabilities
+from ..classifiers.baseline import BaselineOptions, fit_splits, probabilities
 from ..classifiers.labels import LabelInfo
 from ..classifiers.results import check_saved, final_metrics, per_class_table, scores_table, write_classifier_files
 from ..core.config import option
@@ -61,10 +60,7 @@ class Config:
 def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     first = lambda name: inputs[name][0] if inputs[name] else None  # noqa: E731
     splits = load_splits(inputs["train"][0], first("dev"), first("test"), config.seed)
-    t0 = time.perf_counter()
-    words = list(splits.train["words"]) if config.analyzer != "char" else None
-    model = fit(list(splits.train["text"]), words, splits.ids(splits.train), len(splits.labels), config.options())
-    train_s = time.perf_counter() - t0
+    model, train_s = fit_splits(splits, config.options())
     metrics, threshold = final_metrics(lambda ds: probabilities(model, ds), splits)
     model.save(out)
     write_classifier_files(out, LabelInfo(splits.labels, threshold), metrics)

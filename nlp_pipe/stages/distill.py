@@ -134,7 +134,7 @@ def _general(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: 
     table = datasets.Dataset.from_dict({"text": texts})
     max_len = config.max_seq_len or 128
     train, encoding = bert_inputs.encode(table.select(order[held:]), tokenizer, [], max_len)
-    vocabulary = _coverage({"train": encoding}, inputs["teacher"][0], counts)
+    vocabulary = bert_inputs.coverage({"train": encoding}, inputs["teacher"][0], NAME, counts)
     evaluation = bert_inputs.encode(table.select(order[:held]), tokenizer, [], max_len)[0] if held else None
     with Trainer(_phase_options(config, config.epochs), out, run_config=run_key, name=NAME,
                  unused_parameters=INTERMEDIATE_UNUSED) as trainer:
@@ -176,7 +176,7 @@ def _task(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dic
     train, train_encoding = bert_inputs.encode(train_ds, tokenizer, splits.labels, max_len)
     dev, dev_encoding = bert_inputs.encode(splits.dev, tokenizer, splits.labels, max_len)
     counts = Counts()
-    vocabulary = _coverage({"train": train_encoding, "dev": dev_encoding}, teacher_dir, counts)
+    vocabulary = bert_inputs.coverage({"train": train_encoding, "dev": dev_encoding}, teacher_dir, NAME, counts)
     labels = {"num_labels": len(splits.labels), "id2label": dict(enumerate(splits.labels)),
               "label2id": {n: i for i, n in enumerate(splits.labels)}}
     with Trainer(_phase_options(config, config.epochs), out, run_config=run_key, name=NAME, phase="intermediate",
@@ -216,14 +216,6 @@ def _task(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dic
     report = classical.beside(_task_report(teacher, student, config, sizes, compared, summary, splits), summary, metrics, splits,
                               "student", config.baseline)
     return Result(counts, summary, report, cleanup=cleanup)
-
-
-def _coverage(encodings: dict[str, bert_inputs.Encoding], teacher: Path, counts: Counts) -> dict[str, dict[str, float]]:
-    """[UNK] and truncated shares under the teacher's tokenizer (the student's too); notices go to `counts`."""
-    vocabulary, notices = bert_inputs.coverage(encodings, teacher, NAME)
-    for text in notices:
-        counts.notice(text)
-    return vocabulary
 
 
 def _phase_options(config: Config, epochs: float) -> Config:

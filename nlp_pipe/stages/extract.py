@@ -74,10 +74,8 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     t0 = time.perf_counter()
     ids, truncated = _tokenize(tokenizer, texts, config.max_seq_len)
-    vocabulary, notices = coverage({"corpus": encoding_of(tokenizer, ids, truncated, config.max_seq_len)},
-                                   inputs["checkpoint"][0], NAME)
-    for text in notices:
-        counts.notice(text)
+    vocabulary = coverage({"corpus": encoding_of(tokenizer, ids, truncated, config.max_seq_len)},
+                          inputs["checkpoint"][0], NAME, counts)
     lengths = np.array([len(x) for x in ids], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     shape = (int(offsets[-1]) if config.pooling == "tokens" else len(texts), model.config.hidden_size)

@@ -110,9 +110,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     truncated = {name: enc.truncated for name, (_, enc) in encoded.items()}
     counts = Counts()
     counts.rows_in = counts.rows_out = sum(len(ds) for ds, _ in encoded.values())
-    vocabulary, notices = bert_inputs.coverage({name: enc for name, (_, enc) in encoded.items()}, checkpoint, NAME)
-    for text in notices:
-        counts.notice(text)
+    vocabulary = bert_inputs.coverage({name: enc for name, (_, enc) in encoded.items()}, checkpoint, NAME, counts)
     write_classifier_files(out, save_with_decision(out, classifier.model, LabelInfo(splits.labels, threshold, max_len)), metrics)
     check = check_saved(out, *_sample(classifier, splits))
     summary_metrics = {"labels": len(splits.labels), "max_seq_len": max_len, "steps": summary.steps,

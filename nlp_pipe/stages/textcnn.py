@@ -56,7 +56,7 @@ from ..vectors.store import load_keyed_vectors
 
 NAME = "textcnn"
 VERSION = 5  # 5: --input chars/both (a char stream), --embedding-dropout, faster defaults chosen on dev
-# 4: 4: unseen-test figures, per-class F1 and the same-split TF-IDF + LR baseline in the report
+# 4: unseen-test figures, per-class F1 and the same-split TF-IDF + LR baseline in the report
 DISTRIBUTED = True  # every process of `accelerate launch` trains; the main one writes the artifact
 OUTPUTS = (CONFIG_JSON, WEIGHTS, VOCAB_TXT, LABELS_JSON, SEGMENTER_JSON, METRICS_JSON)
 SPECIALS = ("[PAD]", "[UNK]")
@@ -150,7 +150,6 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     if folds is not None:
         metrics["cross_validation"] = folds
     check = _save(out, model, tokens, char_tokens, encoder, splits, threshold, inputs["train"][0], metrics)
-    base = classical.baseline_scores(splits) if config.baseline else None
     oov = {f"{name}{suffix}": round(stream.oov_rate, 4) for name, enc in data.items()
            for suffix, stream in (("", enc.words), ("_chars", enc.chars)) if stream is not None}
     rows = sum(len(d) for d in data.values())
@@ -160,11 +159,9 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
               "best_step": (summary.best or {}).get("step"), "split": splits.origin, "reload_check": check,
               **{f"{s}_{k}": v for s in ("dev", "test") if s in metrics for k, v in metrics[s].items() if k in ("accuracy", "macro_f1")},
               **({"threshold": threshold} if threshold is not None else {}),
-              **({"test_unseen_accuracy": metrics["test_unseen"]["accuracy"]} if "test_unseen" in metrics else {}),
-              **(classical.summary(base) if base else {})}
-    report = _report(config, splits, metrics, summary, max_len, char_max_len, oov)
-    if base:
-        report += "\n\n" + "\n".join(classical.baseline_section(metrics, base, "TextCNN"))
+              **({"test_unseen_accuracy": metrics["test_unseen"]["accuracy"]} if "test_unseen" in metrics else {})}
+    report = classical.beside(_report(config, splits, metrics, summary, max_len, char_max_len, oov), result, metrics, splits,
+                              "TextCNN", config.baseline)
     return Result({"rows_in": rows, "rows_out": rows, "dropped": {}}, result, report, {"device": trainer.device}, trainer.cleanup)
 
 
