@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import evaluate
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from conftest import build, run_cli
 from nlp_pipe import TextClassifier, metrics
 from nlp_pipe.core.errors import UserError
 from nlp_pipe.data.labelled import best_threshold, stratified_split
+from nlp_pipe.data.word_ids import char_ngrams, stream_batch, text_chars
+from nlp_pipe.models.textcnn import TextCNN, TextCNNConfig
 from nlp_pipe.vectors.embedding import embedding_matrix
 
 
@@ -67,7 +70,8 @@ def test_stratified_split_keeps_class_proportions():
 def test_textcnn_artifact_and_static_embeddings_unchanged(textcnn, vectors):
     out, manifest = textcnn
     for name in ("config.json", "model.safetensors", "vocab.txt", "labels.json", "segmenter.json", "metrics.json",
-                 "training_curves.png", "metrics.jsonl", "confusion_matrix.png", "length_histogram.png", "report.md"):
+                 "training_curves.png", "metrics.jsonl", "confusion_matrix.png", "length_histogram.png", "report.md",
+                 "ngrams.txt", "chars.txt"):
         assert (out / name).exists(), name
     tokens = (out / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
     expected, _ = embedding_matrix(vectors, tokens, seed=1)
@@ -118,6 +122,54 @@ def test_char_stream_trains_saves_and_reloads_with_identical_probabilities(kind,
     assert result.code == 0, result.err
     row = json.loads(result.out.splitlines()[0])
     assert np.allclose([row["probabilities"]["neg"], row["probabilities"]["pos"]], first[0], atol=1e-5)
+
+
+def test_char_ngrams_are_distinct_and_skip_whitespace():
+    assert char_ngrams(text_chars("好 好好"), 2) == ["好", "好好"]
+    assert char_ngrams(text_chars("不错\t啊"), 3) == ["不", "错", "啊", "不错", "错啊", "不错啊"]
+    assert char_ngrams([], 3) == []
+
+
+def test_ngram_bag_ignores_padding_and_starts_at_zero():
+    model = TextCNN(TextCNNConfig(0, 0, 3, input="chars", char_vocab_size=10, char_dim=4, filters=2,
+                                  ngram_vocab_size=20, ngram_max=2)).eval()
+    assert not model.wide.weight.any()  # training starts from the CNN alone
+    torch.nn.init.normal_(model.wide.weight)
+    rows = [(None, np.array([2, 3, 4, 5, 6]), np.array([3, 7])), (None, np.array([2, 3, 4]), np.array([1, 3, 9, 11, 12]))]
+    together = model(**stream_batch(rows, 5))
+    alone = model(**stream_batch(rows[:1], 5))
+    assert torch.allclose(together[0], alone[0], atol=1e-6)  # the other row's longer bag pads this one's
+    cnn_only = model(char_ids=stream_batch(rows[:1], 5)["char_ids"], ngram_ids=torch.zeros(1, 1, dtype=torch.long))
+    bag = model.wide.weight[[3, 7]].sum(0) / np.sqrt(2)
+    assert torch.allclose(alone[0] - cnn_only[0], bag, atol=1e-5)
+    with pytest.raises(ValueError, match="pass ngram_ids"):
+        model(char_ids=stream_batch(rows, 5)["char_ids"])
+
+
+def test_ngram_bag_trains_saves_and_reloads(textcnn):
+    out, manifest = textcnn
+    m = manifest["metrics"]
+    grams = (out / "ngrams.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    assert grams[0] == "[PAD]" and len(grams) == m["ngram_vocab"] == config["ngram_vocab_size"] and config["ngram_max"] == 3
+    assert all(1 <= len(g) <= 3 for g in grams[1:]) and len(set(grams)) == len(grams)
+    assert load_file(str(out / "model.safetensors"))["wide.weight"].abs().sum() > 0  # the bag learned
+    assert "train_ngrams" in m["oov_rate"] and m["reload_check"].startswith("TextClassifier.load reloads it")
+    assert "linear bag of character 1-3-grams" in (out / "report.md").read_text(encoding="utf-8")
+
+
+def test_artifact_from_before_the_ngram_bag_still_loads(textcnn, tmp_path):
+    out = tmp_path / "old"
+    shutil.copytree(textcnn[0], out)
+    (out / "ngrams.txt").unlink()
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    for key in ("ngram_vocab_size", "ngram_max"):
+        del config[key]
+    (out / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    weights = {k: v for k, v in load_file(str(out / "model.safetensors")).items() if not k.startswith("wide.")}
+    save_file(weights, str(out / "model.safetensors"))
+    probs = TextClassifier.load(out).predict(["房间干净，服务热情", "太差了"])
+    assert probs.shape == (2, 2) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
 
 
 def test_word_input_needs_vectors(seg_reviews, tmp_path):

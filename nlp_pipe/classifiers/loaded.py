@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..core.errors import UserError
-from ..core.files import CHARS_TXT, CONFIG_JSON, INT8_FILE, VOCAB_TXT, read_vocab
+from ..core.files import CHARS_TXT, CONFIG_JSON, INT8_FILE, NGRAMS_TXT, VOCAB_TXT, read_vocab
 from ..data.word_ids import TextEncoder, stream_batch
 from ..models.ngram import NgramModel
 from ..models.textcnn import TextCNN
@@ -94,7 +94,7 @@ class TextClassifier:
 
 class TextCNNClassifier(TextClassifier):
     """A textcnn artifact: its segmenter.json cuts the text as in training, its vocab.txt indexes the words
-    (and chars.txt the characters, for a char stream)."""
+    (chars.txt the characters of a char stream, ngrams.txt the n-grams of an n-gram bag)."""
 
     def __init__(self, directory: Path) -> None:
         meta = LabelInfo.load(directory)
@@ -102,9 +102,10 @@ class TextCNNClassifier(TextClassifier):
         self.model = TextCNN.load(directory)
         config = self.model.config
         words, chars = config.input in ("words", "both"), config.input in ("chars", "both")
-        self.encoder = TextEncoder({t: i for i, t in enumerate(read_vocab(directory / VOCAB_TXT))} if words else None,
-                                   {t: i for i, t in enumerate(read_vocab(directory / CHARS_TXT))} if chars else None,
-                                   config.max_len, config.char_max_len)
+        index = lambda name: {t: i for i, t in enumerate(read_vocab(directory / name))}  # noqa: E731
+        self.encoder = TextEncoder(index(VOCAB_TXT) if words else None, index(CHARS_TXT) if chars else None,
+                                   config.max_len, config.char_max_len,
+                                   index(NGRAMS_TXT) if config.ngram_vocab_size else None, config.ngram_max)
         self.segmenter = Segmenter(SegmenterSpec.load(directory)) if words else None
 
     def _probs(self, texts: list[str]) -> np.ndarray:

@@ -19,6 +19,7 @@ PHRASES_TSV = "phrases.tsv"
 # vocab / phrases / expand
 VOCAB_TXT = "vocab.txt"  # one token a line, index = line number
 CHARS_TXT = "chars.txt"  # a TextCNN char stream's characters, one a line, index = line number
+NGRAMS_TXT = "ngrams.txt"  # a TextCNN n-gram bag's character n-grams, one a line, index = line number
 FREQ_TSV = "vocab.freq.tsv"
 W2I_JSON = "w2i.json"
 USERDICT_TXT = "jieba_userdict.txt"  # `word freq` a line (nlp_pipe.text.userdict)

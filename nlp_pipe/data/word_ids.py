@@ -1,4 +1,4 @@
-"""Segmented texts as word-id rows for TextCNN, and their batches.
+"""Segmented texts as word-id rows for TextCNN (and character-id and character-n-gram-id rows), and their batches.
 
 Rows are kept unpadded; a batch is padded to its own longest row (at least the widest kernel), and the
 Trainer groups similar lengths into batches, so little compute goes to padding.
@@ -76,14 +76,43 @@ def text_chars(text: str) -> list[str]:
     return [ch for ch in text if not ch.isspace()]
 
 
+def char_ngrams(chars: Sequence[str], max_n: int) -> list[str]:
+    """The distinct character 1..max_n-grams of a text's characters, in first-seen order."""
+    joined = "".join(chars)
+    return list(dict.fromkeys(joined[i:i + n] for n in range(1, max_n + 1) for i in range(len(joined) - n + 1)))
+
+
+def encode_ngrams(texts: Sequence[Sequence[str]], index: dict[str, int], max_n: int,
+                  labels: np.ndarray | None = None) -> WordIds:
+    """Each text's known character n-grams as sorted distinct ids; unknown n-grams are left out (a bag has no [UNK])."""
+    total = known = 0
+    rows = []
+    for chars in texts:
+        grams = char_ngrams(chars, max_n)
+        ids = np.unique(np.fromiter((index[g] for g in grams if g in index), dtype=np.int64))
+        total += len(grams)
+        known += len(ids)
+        rows.append(ids)
+    labels = np.full(len(rows), -1, dtype=np.int64) if labels is None else labels
+    return WordIds(rows, labels, 1 - known / total if total else 0.0)
+
+
+Row = tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]  # (word ids, char ids, n-gram ids) of one text
+STREAM_KEYS = ("input_ids", "char_ids", "ngram_ids")  # the model's argument for each position of a Row
+
+
 @dataclass
 class TextIds:
-    """Texts as a word stream, a character stream or both (one row each per text), with their class ids.
-
-    Rows are ((word ids, char ids), label); a stream that is not used is None."""
+    """Texts as up to three streams (words, characters, a bag of character n-grams), one row each per text,
+    with their class ids. Rows are ((word ids, char ids, n-gram ids), label); a stream that is not used is None."""
 
     words: WordIds | None
     chars: WordIds | None
+    ngrams: WordIds | None = None
+
+    @property
+    def streams(self) -> tuple[WordIds | None, WordIds | None, WordIds | None]:
+        return self.words, self.chars, self.ngrams
 
     @property
     def main(self) -> WordIds:
@@ -98,24 +127,23 @@ class TextIds:
 
     @property
     def lengths(self) -> np.ndarray:
-        """Lengths of the longer stream (characters when present): what batches are grouped by."""
+        """Lengths of the longer convolved stream (characters when present): what batches are grouped by."""
         return self.main.lengths
 
     def __len__(self) -> int:
         return len(self.main)
 
-    def __getitem__(self, i: int) -> tuple[tuple[np.ndarray | None, np.ndarray | None], int]:
-        return ((self.words.ids[i] if self.words is not None else None,
-                 self.chars.ids[i] if self.chars is not None else None), int(self.labels[i]))
+    def __getitem__(self, i: int) -> tuple[Row, int]:
+        a, b, c = (s.ids[i] if s is not None else None for s in self.streams)
+        return (a, b, c), int(self.labels[i])
 
     def select(self, index: Sequence[int] | np.ndarray) -> TextIds:
-        return TextIds(self.words.select(index) if self.words is not None else None,
-                       self.chars.select(index) if self.chars is not None else None)
+        return TextIds(*(s.select(index) if s is not None else None for s in self.streams))
 
     def concat(self, other: TextIds) -> TextIds:
         def join(a: WordIds | None, b: WordIds | None) -> WordIds | None:
             return None if a is None or b is None else WordIds(a.ids + b.ids, np.concatenate([a.labels, b.labels]), a.oov_rate)
-        return TextIds(join(self.words, other.words), join(self.chars, other.chars))
+        return TextIds(*(join(a, b) for a, b in zip(self.streams, other.streams)))
 
 
 @dataclass
@@ -126,31 +154,36 @@ class TextEncoder:
     chars: dict[str, int] | None
     max_len: int
     char_max_len: int
+    ngrams: dict[str, int] | None = None
+    ngram_max: int = 0
 
     def __call__(self, words: Sequence[Sequence[str]] | None, texts: Sequence[str] | None,
                  labels: np.ndarray | None = None) -> TextIds:
-        if (self.words is not None and words is None) or (self.chars is not None and texts is None):
+        if (self.words is not None and words is None) or ((self.chars is not None or self.ngrams is not None) and texts is None):
             raise ValueError("TextEncoder: a stream's input is missing")
+        chars = [text_chars(t) for t in texts] if texts is not None else None
         return TextIds(encode(words, self.words, self.max_len, labels) if self.words is not None and words is not None else None,
-                       encode([text_chars(t) for t in texts], self.chars, self.char_max_len, labels)
-                       if self.chars is not None and texts is not None else None)
+                       encode(chars, self.chars, self.char_max_len, labels) if self.chars is not None and chars is not None else None,
+                       encode_ngrams(chars, self.ngrams, self.ngram_max, labels)
+                       if self.ngrams is not None and chars is not None else None)
 
 
-def stream_batch(rows: Sequence[tuple[np.ndarray | None, np.ndarray | None]], min_len: int) -> dict[str, torch.Tensor]:
-    """{"input_ids", "char_ids"} (those present) for (word ids, char ids) rows, each padded on its own."""
+def stream_batch(rows: Sequence[Row], min_len: int) -> dict[str, torch.Tensor]:
+    """{"input_ids", "char_ids", "ngram_ids"} (those present) for rows of streams, each padded on its own
+    (the convolved ones to at least min_len; a bag needs no width)."""
     out = {}
-    for position, key in ((0, "input_ids"), (1, "char_ids")):
+    for position, key in enumerate(STREAM_KEYS):
         if rows and rows[0][position] is not None:
-            out[key] = pad([r[position] for r in rows], min_len)  # type: ignore[misc]
+            out[key] = pad([r[position] for r in rows], min_len if key != "ngram_ids" else 1)  # type: ignore[misc]
     return out
 
 
 class StreamCollator:
-    """((word ids, char ids), label) rows -> {"input_ids"?, "char_ids"?, "labels"} for the Trainer."""
+    """(streams, label) rows -> {"input_ids"?, "char_ids"?, "ngram_ids"?, "labels"} for the Trainer."""
 
     def __init__(self, min_len: int) -> None:
         self.min_len = min_len
 
-    def __call__(self, rows: list[tuple[tuple[np.ndarray | None, np.ndarray | None], int]]) -> dict[str, torch.Tensor]:
+    def __call__(self, rows: list[tuple[Row, int]]) -> dict[str, torch.Tensor]:
         return {**stream_batch([ids for ids, _ in rows], self.min_len),
                 "labels": torch.as_tensor([label for _, label in rows], dtype=torch.long)}

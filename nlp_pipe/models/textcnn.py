@@ -1,4 +1,5 @@
-"""TextCNN (Kim, 2014) over pretrained word vectors, characters, or both, saved as config.json + model.safetensors."""
+"""TextCNN (Kim, 2014) over pretrained word vectors, characters, or both, with an optional linear bag of
+character n-grams beside it; saved as config.json + model.safetensors."""
 
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ class TextCNNConfig:
     char_dim: int = 0
     char_max_len: int = 0
     embedding_dropout: float = 0.0
+    ngram_vocab_size: int = 0  # 0: no n-gram bag (and configs saved before it)
+    ngram_max: int = 0
     model_type: str = field(default="textcnn", init=False)
 
 
@@ -43,6 +46,12 @@ class TextCNN(nn.Module):
     unknown tokens); "both" runs the word and the char stream side by side, each with its own convolutions,
     and concatenates their pooled features before the output layer. embedding_dropout drops whole
     embedding vectors (2-D dropout over positions) of both streams while training.
+
+    With ngram_vocab_size, a linear "wide" part (Cheng et al. 2016, wide & deep) adds to the logits
+    the sum of one weight vector per character 1..ngram_max-gram present in the text, scaled by
+    1/sqrt(number present), as a bag-of-n-grams linear model (fastText, TF-IDF + LR) would. It starts at
+    zero, so training begins from the CNN alone; it carries the exact surface n-grams a CNN over
+    pretrained vectors blurs, and costs one lookup per n-gram.
     """
 
     def __init__(self, config: TextCNNConfig, vectors: torch.Tensor | None = None) -> None:
@@ -67,9 +76,15 @@ class TextCNN(nn.Module):
         self.embedding_dropout = nn.Dropout1d(config.embedding_dropout)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(features, config.num_labels)
+        self.wide = None
+        if config.ngram_vocab_size:
+            self.wide = nn.EmbeddingBag(config.ngram_vocab_size, config.num_labels, mode="sum", padding_idx=0)
+            nn.init.zeros_(self.wide.weight)
 
-    def forward(self, input_ids: torch.Tensor | None = None, char_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits [batch, num_labels] for word ids and/or char ids [batch, length] (0 = padding)."""
+    def forward(self, input_ids: torch.Tensor | None = None, char_ids: torch.Tensor | None = None,
+                ngram_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [batch, num_labels] for word ids and/or char ids [batch, length] (0 = padding), plus the
+        n-gram bag's for ngram_ids [batch, n-grams] (distinct ids, 0 = padding) when the model has one."""
         pooled = []
         if self.embedding is not None and self.convs is not None:
             if input_ids is None:
@@ -84,7 +99,14 @@ class TextCNN(nn.Module):
                 raise ValueError("this TextCNN reads characters: pass char_ids")
             char_ids = self._widen(char_ids)
             pooled += self._pool(self.char_embedding(char_ids), char_ids, self.char_convs)
-        return self.classifier(self.dropout(torch.cat(pooled, dim=1)))
+        logits = self.classifier(self.dropout(torch.cat(pooled, dim=1)))
+        if self.wide is not None:
+            if ngram_ids is None:
+                raise ValueError("this TextCNN has an n-gram bag: pass ngram_ids")
+            present = (ngram_ids != 0).float()
+            weights = present / present.sum(dim=1, keepdim=True).clamp(min=1.0).sqrt()
+            logits = logits + self.wide(ngram_ids, per_sample_weights=weights)
+        return logits
 
     def _widen(self, ids: torch.Tensor) -> torch.Tensor:
         shortest = max(self.config.kernel_sizes)

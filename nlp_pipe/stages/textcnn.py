@@ -7,12 +7,16 @@ Inputs are `segment` artifacts with labels (dev/test optional: without them the 
 is split 7:1:2, stratified) and a vectors artifact (`word2vec` or `import-vectors`; not needed with
 `--input chars`). `--input chars` reads the raw characters through an embedding trained from scratch;
 `--input both` adds that char stream beside the word stream (convolutions on each, features concatenated).
+`--ngrams N` (default 3; 0 = off) adds a linear bag of the character 1..N-grams seen in at least
+`--ngram-min-count` training texts, summed into the logits beside the convolutions (wide & deep): the
+surface n-gram evidence a TF-IDF + LR model uses, learned jointly with the CNN at `--ngram-lr-scale`
+times the learning rate.
 Training runs on the shared Trainer (constant-lr Adam, one evaluation an epoch, early stopping
 with the best epoch restored, checkpoints and exact resume after a kill, length-grouped batches).
-Writes config.json + model.safetensors, vocab.txt (chars.txt for a char stream), labels.json (with the F1-optimal threshold
-for binary tasks), segmenter.json, metrics.json, metrics.jsonl and report.md with PNG plots; the report
-shows per-class F1, the test rows unseen in train, and the TF-IDF + LR baseline fitted on the same split
-in the same run (`--no-baseline` skips it).
+Writes config.json + model.safetensors, vocab.txt (chars.txt for a char stream, ngrams.txt for the bag),
+labels.json (with the F1-optimal threshold for binary tasks), segmenter.json, metrics.json, metrics.jsonl
+and report.md with PNG plots; the report shows per-class F1, the test rows unseen in train, and the
+TF-IDF + LR baseline fitted on the same split in the same run (`--no-baseline` skips it).
 Load it with `nlp_pipe.TextClassifier.load(dir)` or `nlp-pipe predict dir --text ...`.
 """
 
@@ -43,9 +47,19 @@ from ..core import artifacts, distributed, plots
 from ..core.config import option
 from ..core.contract import Input, Result
 from ..core.errors import UserError
-from ..core.files import CHARS_TXT, CONFIG_JSON, LABELS_JSON, METRICS_JSON, SEGMENTER_JSON, VOCAB_TXT, WEIGHTS, write_vocab
+from ..core.files import (
+    CHARS_TXT,
+    CONFIG_JSON,
+    LABELS_JSON,
+    METRICS_JSON,
+    NGRAMS_TXT,
+    SEGMENTER_JSON,
+    VOCAB_TXT,
+    WEIGHTS,
+    write_vocab,
+)
 from ..data.labelled import Splits, load_splits, stratified_folds
-from ..data.word_ids import StreamCollator, TextEncoder, TextIds, stream_batch, text_chars
+from ..data.word_ids import StreamCollator, TextEncoder, TextIds, char_ngrams, stream_batch, text_chars
 from ..metrics.scores import confusion_sums, summarize
 from ..models.textcnn import TextCNN, TextCNNConfig
 from ..text.segmenter import SegmenterSpec
@@ -55,7 +69,8 @@ from ..vectors.embedding import embedding_matrix
 from ..vectors.store import load_keyed_vectors
 
 NAME = "textcnn"
-VERSION = 5  # 5: --input chars/both (a char stream), --embedding-dropout, faster defaults chosen on dev
+VERSION = 6  # 6: the character n-gram bag (--ngrams), on by default
+# 5: --input chars/both (a char stream), --embedding-dropout, faster defaults chosen on dev
 # 4: unseen-test figures, per-class F1 and the same-split TF-IDF + LR baseline in the report
 DISTRIBUTED = True  # every process of `accelerate launch` trains; the main one writes the artifact
 OUTPUTS = (CONFIG_JSON, WEIGHTS, VOCAB_TXT, LABELS_JSON, SEGMENTER_JSON, METRICS_JSON)
@@ -83,6 +98,12 @@ class Config(TrainOptions):
     char_dim: int = option(64, "character embedding size (input chars or both)", min=1, max=4096)
     char_min_count: int = option(2, "characters seen fewer times in train map to [UNK]", min=1)
     char_max_len: int = option(0, "characters kept per text; 0 = the len_percentile of training lengths", min=0)
+    ngrams: int = option(3, "longest character n-gram of the linear n-gram bag beside the convolutions (0 = no bag)",
+                         min=0, max=8)
+    ngram_min_count: int = option(2, "n-grams in fewer training texts than this are left out of the bag", min=1)
+    ngram_max_vocab: int = option(1_000_000, "most frequent n-grams kept in the bag", min=1)
+    ngram_lr_scale: float = option(3.0, "the bag's learning rate as a multiple of --lr (a linear model learns faster "
+                                   "alone than beside a CNN)", min=0.0)
     embedding_dropout: float = option(0.2, "share of embedding vectors (whole positions) dropped while training", min=0.0, max=0.95)
     kernel_sizes: tuple[int, ...] = option((3, 4, 5), "convolution widths in tokens", min=1, max=64, min_items=1)
     filters: int = option(100, "filters per kernel size", min=1, max=4096)
@@ -126,14 +147,16 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     max_len = _cut(config, config.max_len, [len(w) for w in splits.train["words"]], "words", out) if words else 0
     char_max_len = _cut(config, config.char_max_len, [len(text_chars(t)) for t in splits.train["text"]], "chars",
                         out) if chars else 0
+    ngram_tokens = _ngram_vocab(splits.train["text"], config) if config.ngrams else []
     encoder = TextEncoder({w: i for i, w in enumerate(tokens)} if words else None,
-                          {c: i for i, c in enumerate(char_tokens)} if chars else None, max_len, char_max_len)
+                          {c: i for i, c in enumerate(char_tokens)} if chars else None, max_len, char_max_len,
+                          {g: i for i, g in enumerate(ngram_tokens)} if ngram_tokens else None, config.ngrams)
     data = {name: encoder(ds["words"], ds["text"], splits.ids(ds))
             for name, ds in (("train", splits.train), ("dev", splits.dev), ("test", splits.test)) if ds is not None}
     model_config = TextCNNConfig(len(tokens) if words else 0, matrix.shape[1] if matrix is not None else 0,
                                  len(splits.labels), config.mode, config.kernel_sizes, config.filters, config.dropout,
                                  max_len, config.input, len(char_tokens), config.char_dim if chars else 0, char_max_len,
-                                 config.embedding_dropout)
+                                 config.embedding_dropout, len(ngram_tokens), config.ngrams if ngram_tokens else 0)
     vectors = torch.from_numpy(matrix) if matrix is not None else None
     with Trainer(config, out, run_config=run_identity(config, inputs), name=NAME) as trainer:
         model = TextCNN(model_config, vectors)
@@ -149,12 +172,14 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     metrics, threshold = final_metrics(lambda ds: _probabilities(model, encoder(ds["words"], ds["text"])), splits)
     if folds is not None:
         metrics["cross_validation"] = folds
-    check = _save(out, model, tokens, char_tokens, encoder, splits, threshold, inputs["train"][0], metrics)
+    check = _save(out, model, {VOCAB_TXT: tokens, CHARS_TXT: char_tokens, NGRAMS_TXT: ngram_tokens}, encoder, splits,
+                  threshold, inputs["train"][0], metrics)
     oov = {f"{name}{suffix}": round(stream.oov_rate, 4) for name, enc in data.items()
-           for suffix, stream in (("", enc.words), ("_chars", enc.chars)) if stream is not None}
+           for suffix, stream in zip(("", "_chars", "_ngrams"), enc.streams) if stream is not None}
     rows = sum(len(d) for d in data.values())
     result = {"labels": len(splits.labels), "input": config.input, "max_len": max_len, "vocab": len(tokens),
-              **({"char_max_len": char_max_len, "char_vocab": len(char_tokens)} if chars else {}), "oov_rate": oov,
+              **({"char_max_len": char_max_len, "char_vocab": len(char_tokens)} if chars else {}),
+              **({"ngram_vocab": len(ngram_tokens)} if ngram_tokens else {}), "oov_rate": oov,
               "vectors": vector_stats, "steps": summary.steps, "resumed_from_step": summary.resumed_from,
               "best_step": (summary.best or {}).get("step"), "split": splits.origin, "reload_check": check,
               **{f"{s}_{k}": v for s in ("dev", "test") if s in metrics for k, v in metrics[s].items() if k in ("accuracy", "macro_f1")},
@@ -172,6 +197,14 @@ def _char_vocab(texts: list[str], min_count: int) -> list[str]:
                                    key=lambda c: (-counts[c], c))
 
 
+def _ngram_vocab(texts: list[str], config: Config) -> list[str]:
+    """[PAD], then the character 1..ngrams-grams in at least ngram_min_count training texts, most texts first
+    (at most ngram_max_vocab). Counted once per text: a review that repeats 好好好 is one vote."""
+    counts = Counter(g for t in texts for g in char_ngrams(text_chars(t), config.ngrams))
+    kept = sorted((g for g, n in counts.items() if n >= config.ngram_min_count), key=lambda g: (-counts[g], g))
+    return [SPECIALS[0], *kept[: config.ngram_max_vocab]]
+
+
 def _cut(config: Config, fixed: int, lengths: list[int], unit: str, out: Path) -> int:
     """Tokens kept per text: `fixed`, or the len_percentile of the training lengths (histogram plotted)."""
     cut = fixed or max(max(config.kernel_sizes), int(np.ceil(np.percentile(lengths, config.len_percentile))))
@@ -186,7 +219,7 @@ def _train(trainer: Trainer, model: TextCNN, config: Config, train: TextIds, dev
     num_labels = model.config.num_labels
 
     def forward(m: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        logits = m(batch.get("input_ids"), batch.get("char_ids"))
+        logits = m(batch.get("input_ids"), batch.get("char_ids"), batch.get("ngram_ids"))
         loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
         return {"loss": loss, **confusion_sums(logits, batch["labels"], num_labels)}
 
@@ -194,7 +227,8 @@ def _train(trainer: Trainer, model: TextCNN, config: Config, train: TextIds, dev
                        eval_data=dev.select(np.argsort(dev.lengths, kind="stable")),
                        summarize=lambda sums: summarize(sums, num_labels), best_metric=config.monitor,
                        greater_is_better=config.monitor != "loss", patience=config.patience,
-                       eval_steps=config.eval_every or trainer.steps_per_epoch(len(train)), lengths=train.lengths)
+                       eval_steps=config.eval_every or trainer.steps_per_epoch(len(train)), lengths=train.lengths,
+                       lr_scale=lambda name: config.ngram_lr_scale if name.startswith("wide.") else 1.0)
 
 
 @torch.inference_mode()
@@ -237,12 +271,12 @@ def _cross_validate(config: Config, model_config: TextCNNConfig, vectors: torch.
     return fold_summary(results) if results else {}
 
 
-def _save(out: Path, model: TextCNN, tokens: list[str], char_tokens: list[str], encoder: TextEncoder, splits: Splits,
+def _save(out: Path, model: TextCNN, vocabularies: dict[str, list[str]], encoder: TextEncoder, splits: Splits,
           threshold: float | None, train_dir: Path, metrics: dict) -> str:
     model.save(out)
-    write_vocab(out / VOCAB_TXT, tokens)
-    if char_tokens:
-        write_vocab(out / CHARS_TXT, char_tokens)
+    for name, tokens in vocabularies.items():
+        if tokens or name == VOCAB_TXT:  # vocab.txt always (one home for the word list, [PAD] [UNK] alone when unused)
+            write_vocab(out / name, tokens)
     write_classifier_files(out, LabelInfo(splits.labels, threshold), metrics)
     SegmenterSpec.load(train_dir).save(out)  # predict cuts new text exactly as the training data was cut
     sample = splits.dev.select(range(min(16, len(splits.dev))))
@@ -255,8 +289,10 @@ def _report(config: Config, splits: Splits, metrics: dict, summary, max_len: int
     cut = ", ".join(([f"max_len {max_len} words"] if max_len else []) + ([f"{char_max_len} characters"] if char_max_len else []))
     streams = {"words": f"words (mode {config.mode})", "chars": f"characters (embedding {config.char_dim}, from scratch)",
                "both": f"words (mode {config.mode}) and characters (embedding {config.char_dim}, from scratch)"}
+    bag = (f", plus a linear bag of character 1-{config.ngrams}-grams (in >= {config.ngram_min_count} training texts; "
+           f"lr x{config.ngram_lr_scale:g})" if config.ngrams else "")
     lines = ["## TextCNN", f"Input {streams[config.input]}, kernels {list(config.kernel_sizes)} x {config.filters} filters"
-             f"{' per stream' if config.input == 'both' else ''}, embedding dropout {config.embedding_dropout:g}, {cut}; "
+             f"{' per stream' if config.input == 'both' else ''}{bag}, embedding dropout {config.embedding_dropout:g}, {cut}; "
              f"data {splits.origin}; {summary.steps} steps, best dev {config.monitor} at step {best.get('step', '-')}; "
              f"{summary.precision}.",
              "OOV rate (tokens mapped to [UNK]): " + ", ".join(f"{k} {v:.1%}" for k, v in oov.items()), "",
