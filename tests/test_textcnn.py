@@ -15,7 +15,8 @@ from conftest import build, run_cli
 from nlp_pipe import TextClassifier, metrics
 from nlp_pipe.core.errors import UserError
 from nlp_pipe.data.labelled import best_threshold, stratified_split
-from nlp_pipe.data.word_ids import char_ngrams, stream_batch, text_chars
+from nlp_pipe.data.ngram_bag import NgramIndex, gram_key, key_gram
+from nlp_pipe.data.word_ids import stream_batch
 from nlp_pipe.models.textcnn import TextCNN, TextCNNConfig
 from nlp_pipe.vectors.embedding import embedding_matrix
 
@@ -124,10 +125,32 @@ def test_char_stream_trains_saves_and_reloads_with_identical_probabilities(kind,
     assert np.allclose([row["probabilities"]["neg"], row["probabilities"]["pos"]], first[0], atol=1e-5)
 
 
-def test_char_ngrams_are_distinct_and_skip_whitespace():
-    assert char_ngrams(text_chars("好 好好"), 2) == ["好", "好好"]
-    assert char_ngrams(text_chars("不错\t啊"), 3) == ["不", "错", "啊", "不错", "错啊", "不错啊"]
-    assert char_ngrams([], 3) == []
+def reference_grams(text, max_n):
+    chars = "".join(ch for ch in text if not ch.isspace())
+    return {chars[i:i + n] for n in range(1, max_n + 1) for i in range(len(chars) - n + 1)}
+
+
+def test_ngram_index_matches_a_plain_python_count_on_hostile_text():
+    rng = np.random.default_rng(0)
+    alphabet = list("好不错差的了房间服务") + ["😀", "𠀀", "\u2028", " ", "\t", "\x00", "a", "\uffff"]
+    texts = ["".join(rng.choice(alphabet, size=rng.integers(0, 12))) for _ in range(300)] + ["", "   ", "好", "好好好"]
+    for max_n in (1, 2, 3):
+        index = NgramIndex.count(texts, max_n, min_count=2, max_vocab=10**6, pad="[PAD]")
+        df = {}
+        for t in texts:
+            for g in reference_grams(t, max_n):
+                df[g] = df.get(g, 0) + 1
+        assert index.grams[0] == "[PAD]" and set(index.grams[1:]) == {g for g, n in df.items() if n >= 2}
+        counts = [df[g] for g in index.grams[1:]]
+        assert counts == sorted(counts, reverse=True)  # most texts first
+        rows, unknown = index.encode(texts)
+        for t, row in zip(texts, rows):
+            assert sorted(index.grams[i] for i in row) == sorted(g for g in reference_grams(t, max_n) if df[g] >= 2)
+        seen = sum(len(reference_grams(t, max_n)) for t in texts)
+        assert unknown == pytest.approx(1 - sum(len(r) for r in rows) / seen)
+    assert key_gram(gram_key("😀好\x00")) == "😀好\x00" and gram_key("a") != gram_key("\x00a")
+    top = NgramIndex.count(texts, 3, min_count=1, max_vocab=5, pad="[PAD]")
+    assert len(top.grams) == 6 and top.encode(["zzz"])[0][0].size == 0  # unknown n-grams are left out
 
 
 def test_ngram_bag_ignores_padding_and_starts_at_zero():

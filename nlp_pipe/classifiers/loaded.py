@@ -21,6 +21,7 @@ import torch
 
 from ..core.errors import UserError
 from ..core.files import CHARS_TXT, CONFIG_JSON, INT8_FILE, NGRAMS_TXT, VOCAB_TXT, read_vocab
+from ..data.ngram_bag import NgramIndex
 from ..data.word_ids import TextEncoder, stream_batch
 from ..models.ngram import NgramModel
 from ..models.textcnn import TextCNN
@@ -105,7 +106,8 @@ class TextCNNClassifier(TextClassifier):
         index = lambda name: {t: i for i, t in enumerate(read_vocab(directory / name))}  # noqa: E731
         self.encoder = TextEncoder(index(VOCAB_TXT) if words else None, index(CHARS_TXT) if chars else None,
                                    config.max_len, config.char_max_len,
-                                   index(NGRAMS_TXT) if config.ngram_vocab_size else None, config.ngram_max)
+                                   NgramIndex(read_vocab(directory / NGRAMS_TXT), config.ngram_max)
+                                   if config.ngram_vocab_size else None)
         self.segmenter = Segmenter(SegmenterSpec.load(directory)) if words else None
 
     def _probs(self, texts: list[str]) -> np.ndarray:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .ngram_bag import NgramIndex
+
 PAD_ID, UNK_ID = 0, 1  # rows 0 and 1 of every TextCNN vocabulary: [PAD], [UNK]
 
 
@@ -76,27 +78,6 @@ def text_chars(text: str) -> list[str]:
     return [ch for ch in text if not ch.isspace()]
 
 
-def char_ngrams(chars: Sequence[str], max_n: int) -> list[str]:
-    """The distinct character 1..max_n-grams of a text's characters, in first-seen order."""
-    joined = "".join(chars)
-    return list(dict.fromkeys(joined[i:i + n] for n in range(1, max_n + 1) for i in range(len(joined) - n + 1)))
-
-
-def encode_ngrams(texts: Sequence[Sequence[str]], index: dict[str, int], max_n: int,
-                  labels: np.ndarray | None = None) -> WordIds:
-    """Each text's known character n-grams as sorted distinct ids; unknown n-grams are left out (a bag has no [UNK])."""
-    total = known = 0
-    rows = []
-    for chars in texts:
-        grams = char_ngrams(chars, max_n)
-        ids = np.unique(np.fromiter((index[g] for g in grams if g in index), dtype=np.int64))
-        total += len(grams)
-        known += len(ids)
-        rows.append(ids)
-    labels = np.full(len(rows), -1, dtype=np.int64) if labels is None else labels
-    return WordIds(rows, labels, 1 - known / total if total else 0.0)
-
-
 Row = tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]  # (word ids, char ids, n-gram ids) of one text
 STREAM_KEYS = ("input_ids", "char_ids", "ngram_ids")  # the model's argument for each position of a Row
 
@@ -154,18 +135,19 @@ class TextEncoder:
     chars: dict[str, int] | None
     max_len: int
     char_max_len: int
-    ngrams: dict[str, int] | None = None
-    ngram_max: int = 0
+    ngrams: NgramIndex | None = None
 
     def __call__(self, words: Sequence[Sequence[str]] | None, texts: Sequence[str] | None,
                  labels: np.ndarray | None = None) -> TextIds:
         if (self.words is not None and words is None) or ((self.chars is not None or self.ngrams is not None) and texts is None):
             raise ValueError("TextEncoder: a stream's input is missing")
-        chars = [text_chars(t) for t in texts] if texts is not None else None
+        bag = None
+        if self.ngrams is not None and texts is not None:
+            rows, unknown = self.ngrams.encode(texts)
+            bag = WordIds(rows, np.full(len(rows), -1, dtype=np.int64) if labels is None else labels, unknown)
         return TextIds(encode(words, self.words, self.max_len, labels) if self.words is not None and words is not None else None,
-                       encode(chars, self.chars, self.char_max_len, labels) if self.chars is not None and chars is not None else None,
-                       encode_ngrams(chars, self.ngrams, self.ngram_max, labels)
-                       if self.ngrams is not None and chars is not None else None)
+                       encode([text_chars(t) for t in texts], self.chars, self.char_max_len, labels)
+                       if self.chars is not None and texts is not None else None, bag)
 
 
 def stream_batch(rows: Sequence[Row], min_len: int) -> dict[str, torch.Tensor]:

@@ -59,7 +59,8 @@ from ..core.files import (
     write_vocab,
 )
 from ..data.labelled import Splits, load_splits, stratified_folds
-from ..data.word_ids import StreamCollator, TextEncoder, TextIds, char_ngrams, stream_batch, text_chars
+from ..data.ngram_bag import MAX_N, NgramIndex
+from ..data.word_ids import StreamCollator, TextEncoder, TextIds, stream_batch, text_chars
 from ..metrics.scores import confusion_sums, summarize
 from ..models.textcnn import TextCNN, TextCNNConfig
 from ..text.segmenter import SegmenterSpec
@@ -99,7 +100,7 @@ class Config(TrainOptions):
     char_min_count: int = option(2, "characters seen fewer times in train map to [UNK]", min=1)
     char_max_len: int = option(0, "characters kept per text; 0 = the len_percentile of training lengths", min=0)
     ngrams: int = option(3, "longest character n-gram of the linear n-gram bag beside the convolutions (0 = no bag)",
-                         min=0, max=8)
+                         min=0, max=MAX_N)
     ngram_min_count: int = option(2, "n-grams in fewer training texts than this are left out of the bag", min=1)
     ngram_max_vocab: int = option(1_000_000, "most frequent n-grams kept in the bag", min=1)
     ngram_lr_scale: float = option(3.0, "the bag's learning rate as a multiple of --lr (a linear model learns faster "
@@ -147,10 +148,12 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     max_len = _cut(config, config.max_len, [len(w) for w in splits.train["words"]], "words", out) if words else 0
     char_max_len = _cut(config, config.char_max_len, [len(text_chars(t)) for t in splits.train["text"]], "chars",
                         out) if chars else 0
-    ngram_tokens = _ngram_vocab(splits.train["text"], config) if config.ngrams else []
+    bag = NgramIndex.count(splits.train["text"], config.ngrams, config.ngram_min_count, config.ngram_max_vocab, SPECIALS[0]) \
+        if config.ngrams else None
+    ngram_tokens = bag.grams if bag is not None else []
     encoder = TextEncoder({w: i for i, w in enumerate(tokens)} if words else None,
                           {c: i for i, c in enumerate(char_tokens)} if chars else None, max_len, char_max_len,
-                          {g: i for i, g in enumerate(ngram_tokens)} if ngram_tokens else None, config.ngrams)
+                          bag)
     data = {name: encoder(ds["words"], ds["text"], splits.ids(ds))
             for name, ds in (("train", splits.train), ("dev", splits.dev), ("test", splits.test)) if ds is not None}
     model_config = TextCNNConfig(len(tokens) if words else 0, matrix.shape[1] if matrix is not None else 0,
@@ -195,14 +198,6 @@ def _char_vocab(texts: list[str], min_count: int) -> list[str]:
     counts = Counter(ch for t in texts for ch in text_chars(t))
     return list(SPECIALS) + sorted((c for c, n in counts.items() if n >= min_count and c not in SPECIALS),
                                    key=lambda c: (-counts[c], c))
-
-
-def _ngram_vocab(texts: list[str], config: Config) -> list[str]:
-    """[PAD], then the character 1..ngrams-grams in at least ngram_min_count training texts, most texts first
-    (at most ngram_max_vocab). Counted once per text: a review that repeats 好好好 is one vote."""
-    counts = Counter(g for t in texts for g in char_ngrams(text_chars(t), config.ngrams))
-    kept = sorted((g for g, n in counts.items() if n >= config.ngram_min_count), key=lambda g: (-counts[g], g))
-    return [SPECIALS[0], *kept[: config.ngram_max_vocab]]
 
 
 def _cut(config: Config, fixed: int, lengths: list[int], unit: str, out: Path) -> int:
