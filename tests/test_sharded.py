@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_ddp import ENV, launch2, launch_command, manifest
+from test_ddp import ENV, cli_args, launch2, launch_command, manifest
 
 from conftest import FIXTURES, build
 from nlp_pipe.core import shards
@@ -78,6 +78,19 @@ def test_extract_two_processes_byte_identical(tmp_path, tiny_bert, pooling):
     launch2("extract", "--checkpoint", tiny_bert, "--corpus", FIXTURES / "reviews.tsv", "--out", two, "--pooling", pooling,
             "--batch-size", "16")
     assert_same_artifact(one, two, metrics_skip=("texts_per_s",))
+
+
+def test_augment_two_processes_byte_identical(tmp_path, seg_reviews, tiny_bert):
+    """Chunks of 32 texts, every other one augmented by rank 1; each text seeded by its row: the same rows."""
+    vectors = tmp_path / "w2v"
+    build("word2vec", vectors, {"corpus": seg_reviews}, min_count=1, epochs=1, vector_size=16, workers=1)
+    one, two = tmp_path / "one", tmp_path / "two"
+    config = {"copies": 2, "top_k": 3, "chunk_rows": 32, "batch_size": 16}
+    build("augment", one, {"corpus": seg_reviews, "mlm": tiny_bert, "vectors": vectors}, **config)
+    assert manifest(one)["metrics"]["replaced_mlm"] > 0
+    launch2("augment", "--corpus", seg_reviews, "--mlm", tiny_bert, "--vectors", vectors, "--out", two, *cli_args(config))
+    assert_same_artifact(one, two, metrics_skip=("texts_per_s",))
+    assert not list(two.rglob(PARTS_DIR))
 
 
 @pytest.mark.slow  # two launches, about 25 s
