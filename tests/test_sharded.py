@@ -10,7 +10,6 @@ import os
 import subprocess
 from pathlib import Path
 
-import datasets
 import pytest
 from test_ddp import ENV, cli_args, launch2, launch_command, manifest
 
@@ -92,23 +91,6 @@ def test_augment_two_processes_byte_identical(tmp_path, seg_reviews, tiny_bert):
     launch2("augment", "--corpus", seg_reviews, "--mlm", tiny_bert, "--vectors", vectors, "--out", two, *cli_args(config))
     assert_same_artifact(one, two, metrics_skip=("texts_per_s",))
     assert not list(two.rglob(PARTS_DIR))
-
-
-def test_pretrain_cache_two_processes_same_blocks(tmp_path, tiny_bert):
-    """Each rank tokenises a contiguous half of the documents, the main one joins the halves and builds the blocks:
-    the cache (same key) holds the same blocks in the same order as a one-process build."""
-    corpus = [FIXTURES / "news.txt", FIXTURES / "reviews.tsv"]
-    config = {"model_config": str(tiny_bert / "config.json"), "max_seq_len": 64, "steps": 1, "batch_size": 4, "eval_docs": 8,
-              "eval_every": 0, "num_proc": 1, "precision": "fp32"}
-    one, two = tmp_path / "one", tmp_path / "two"
-    build("pretrain", one, {"corpus": corpus, "tokenizer": tiny_bert}, **config)
-    launch2("pretrain", "--corpus", corpus[0], "--corpus", corpus[1], "--tokenizer", tiny_bert, "--out", two, *cli_args(config))
-    (a,), (b,) = (list((tmp_path / f"{name}.cache").iterdir()) for name in ("one", "two"))
-    assert a.name == b.name and (a / "stats.json").read_bytes() == (b / "stats.json").read_bytes()
-    for split in ("train", "eval"):
-        blocks_one, blocks_two = (datasets.load_from_disk(str(cache / split)) for cache in (a, b))
-        assert len(blocks_one) > 0 and blocks_one.data.table.equals(blocks_two.data.table)
-    assert not list(b.parent.glob(".*")) and manifest(two)["metrics"]["blocks"] == manifest(one)["metrics"]["blocks"]
 
 
 REFUSAL = "error: stage 'word2vec' runs in one process; run it without accelerate launch / torchrun"
