@@ -4,7 +4,7 @@
 
 Each text is cut into jieba words (with the segment artifact's own settings) and gets up to `copies`
 distinct copies in which every word is replaced with probability p: single characters by the MLM's
-top-K predictions, longer words by their nearest neighbours in the word vectors (nlp_pipe.augment).
+top-K predictions, longer words by their nearest neighbours in the word vectors (nlp_pipe.augmentation.word_substitution).
 Writes `dataset/` (text, label, source_row = the row of the input it came from, augmented) that
 `distill --augmented` reads; only copies of its training rows are used there, so carving dev/test
 out of the same artifact never leaks copies of them into training.
