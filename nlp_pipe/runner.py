@@ -197,7 +197,12 @@ def _why_changed(manifest: dict[str, Any], stage: str, cfg: Any, fps: dict[str, 
 
 def execute(p: Plan, force: bool = False) -> dict[str, Any]:
     """Build the artifact unless it is fresh; returns its manifest."""
-    sharded = distributed.world_size() > 1 and getattr(stages.load(p.stage), "SHARDED", False)
+    module = stages.load(p.stage)
+    launched = distributed.world_size() > 1
+    if launched and not (getattr(module, "DISTRIBUTED", False) or getattr(module, "SHARDED", False)):
+        # every rank refuses, the main one too, before the lock: no rank builds (or publishes) it alone
+        raise UserError(f"stage '{p.stage}' runs in one process; run it without accelerate launch / torchrun")
+    sharded = launched and getattr(module, "SHARDED", False)
     if process_rank() > 0:
         return _execute_shard(p) if sharded else _execute_secondary(p)
     told = False  # whether the other ranks of a sharded launch were told what to do
@@ -271,12 +276,10 @@ def _execute_shard(p: Plan) -> dict[str, Any]:
 
 
 def _execute_secondary(p: Plan) -> dict[str, Any]:
-    """A non-main process of a multi-process launch: it runs the stage (training needs every process),
+    """A non-main process of a DISTRIBUTED stage's launch: it runs the stage (training needs every process),
     but the main process owns the artifact. Its `out` is the staging-style path of the artifact, never
     created, so `artifacts.work_dir(out, ...)` still finds the shared checkpoints."""
     module = stages.load(p.stage)
-    if not getattr(module, "DISTRIBUTED", False):
-        raise UserError(f"stage '{p.stage}' runs in one process; run it without accelerate launch / torchrun")
     t0 = time.perf_counter()
     result: Result = module.run(p.config, p.inputs, p.out.parent / f".{p.out.name}.tmp-rank{process_rank()}")
     counts = result.counts.as_dict() if isinstance(result.counts, Counts) else result.counts

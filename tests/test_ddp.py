@@ -10,7 +10,8 @@ Per-step training losses (metrics.jsonl, 6 decimals), observed max differences i
   rank's tokens, and the mean of two per-rank token means is not the global token mean when the halves
   hold different numbers of tokens;
 - pretrain: within PRETRAIN_ATOL (observed 0.024): the masks differ (the masking generator is seeded
-  per process), the batches are the same.
+  per process), the batches are the same; the blocks cache the ranks tokenise together equals the
+  1-process one.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 from transformers import AutoModelForMaskedLM
@@ -163,11 +165,18 @@ def _pretrain_inputs(bert_no_dropout: Path) -> dict:
 
 
 def test_pretrain_two_processes_match_one(tmp_path, bert_no_dropout):
+    """Also the blocks cache: each rank tokenises a contiguous share of the documents (of train and eval), the main
+    one joins them and builds the blocks; the cache (same key) holds the same blocks in the same order."""
     config = {**PRETRAIN, "model_config": str(bert_no_dropout / "config.json")}
     one, two = compare("pretrain", tmp_path, _pretrain_inputs(bert_no_dropout), config, batch=4, atol=PRETRAIN_ATOL,
                        key="mlm_loss")
     assert manifest(two)["metrics"]["processes"] == 2
     assert AutoModelForMaskedLM.from_pretrained(two).config.hidden_size == 32
+    (a,), (b,) = (list((tmp_path / f"{name}.cache").iterdir()) for name in ("one", "two"))
+    assert a.name == b.name and (a / "stats.json").read_bytes() == (b / "stats.json").read_bytes()
+    for split in ("train", "eval"):
+        blocks_one, blocks_two = (datasets.load_from_disk(str(cache / split)) for cache in (a, b))
+        assert len(blocks_one) > 0 and blocks_one.data.table.equals(blocks_two.data.table)
 
 
 @pytest.mark.slow  # about 40 s: two launches

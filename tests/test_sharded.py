@@ -11,9 +11,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_ddp import ENV, launch2, launch_command, manifest
+from test_ddp import ENV, cli_args, launch2, launch_command, manifest
 
-from conftest import FIXTURES, build
+from conftest import FIXTURES, build, run_cli
 from nlp_pipe.core import shards
 from nlp_pipe.core.files import PARTS_DIR
 
@@ -78,6 +78,46 @@ def test_extract_two_processes_byte_identical(tmp_path, tiny_bert, pooling):
     launch2("extract", "--checkpoint", tiny_bert, "--corpus", FIXTURES / "reviews.tsv", "--out", two, "--pooling", pooling,
             "--batch-size", "16")
     assert_same_artifact(one, two, metrics_skip=("texts_per_s",))
+
+
+def test_augment_two_processes_byte_identical(tmp_path, seg_reviews, tiny_bert):
+    """Chunks of 32 texts, every other one augmented by rank 1; each text seeded by its row: the same rows."""
+    vectors = tmp_path / "w2v"
+    build("word2vec", vectors, {"corpus": seg_reviews}, min_count=1, epochs=1, vector_size=16, workers=1)
+    one, two = tmp_path / "one", tmp_path / "two"
+    config = {"copies": 2, "top_k": 3, "chunk_rows": 32, "batch_size": 16}
+    build("augment", one, {"corpus": seg_reviews, "mlm": tiny_bert, "vectors": vectors}, **config)
+    assert manifest(one)["metrics"]["replaced_mlm"] > 0
+    launch2("augment", "--corpus", seg_reviews, "--mlm", tiny_bert, "--vectors", vectors, "--out", two, *cli_args(config))
+    assert_same_artifact(one, two, metrics_skip=("texts_per_s",))
+    assert not list(two.rglob(PARTS_DIR))
+
+
+REFUSAL = "error: stage 'word2vec' runs in one process; run it without accelerate launch / torchrun"
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_one_process_stage_is_refused_by_each_rank(tmp_path, seg_reviews, monkeypatch, rank):
+    """Rank 0 as well as the others: the one-line error and exit 2 before the lock, so no rank builds it alone."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", rank)
+    result = run_cli("word2vec", "--corpus", seg_reviews, "--out", tmp_path / "w2v", "--min-count", "1")
+    assert (result.code, result.err_lines) == (2, [REFUSAL])
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow  # a launch, about 12 s; each rank's refusal is the test above
+def test_one_process_stage_under_a_launch_stops_it(tmp_path, seg_reviews):
+    """The real launch: the first rank to refuse exits 2 and torchrun stops the other (SIGTERM) if it has not
+    refused yet; nothing is built or published."""
+    out = tmp_path / "w2v"
+    done = subprocess.run(launch_command("word2vec", "--corpus", seg_reviews, "--out", out, "--min-count", "1"),
+                          env=ENV, capture_output=True, text=True, timeout=300)
+    errors = [line for line in done.stderr.splitlines() if "runs in one process" in line]
+    assert done.returncode != 0 and errors and set(errors) == {REFUSAL}, done.stderr[-3000:]
+    exits = {line.split(":")[1].split()[0] for line in done.stderr.splitlines() if line.strip().startswith("exitcode  :")}
+    assert "2" in exits and exits <= {"2", "-15"}, exits
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow  # two launches, about 25 s

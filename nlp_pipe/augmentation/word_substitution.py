@@ -15,8 +15,9 @@ Differences from TinyBERT's script: it predicts each character with only that ch
 here one MLM row per copy masks all the characters chosen for that copy at once (context is the
 original text otherwise), which needs n_copies rows per text instead of one per character. Copies
 identical to the original or to an earlier copy are dropped, as TinyBERT does. Labels are kept.
-Deterministic: each text draws from its own generator seeded by (seed, index), so results do not
-depend on batching.
+Deterministic: each text draws from its own generator seeded by (seed, index), so its choices do not
+depend on which other texts are augmented with it; `first` gives the index of texts[0] when a corpus
+is augmented a chunk at a time (stages.augment).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,10 @@ class AugmentStats:
     def texts_per_s(self) -> float:
         return self.texts / self.seconds if self.seconds else 0.0
 
+    def __add__(self, other: AugmentStats) -> AugmentStats:
+        """Field by field: the stats of two chunks (seconds add up to compute time, not wall time)."""
+        return AugmentStats(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+
 
 @dataclass
 class _Text:
@@ -81,8 +86,10 @@ class _MaskedCopy:
 def augment(texts: Sequence[str], labels: Sequence[Any], *, n_copies: int, p: float, teacher_mlm: PreTrainedModel,
             tokenizer: PreTrainedTokenizerBase, vectors: KeyedVectors, segmenter: Segmenter | None = None,
             top_k: int = 15, seed: int = 0, batch_size: int = 64, max_length: int = 128,
-            restrict_vocab: int | None = 100_000, bf16: bool = False) -> tuple[list[tuple[str, Any, int]], AugmentStats]:
-    """Each text with its label and index, followed by up to n_copies distinct augmented copies.
+            restrict_vocab: int | None = 100_000, bf16: bool = False,
+            first: int = 0) -> tuple[list[tuple[str, Any, int]], AugmentStats]:
+    """Each text with its label and index (first + its position), followed by up to n_copies distinct
+    augmented copies.
 
     p: probability that a replaceable word is replaced in a copy; top_k: MLM predictions and vector
     neighbours to draw from (uniformly); batch_size: MLM rows (copies) per forward; max_length: MLM
@@ -110,7 +117,7 @@ def augment(texts: Sequence[str], labels: Sequence[Any], *, n_copies: int, p: fl
     copies: list[list[list[str]]] = []
     mlm_rows: list[_MaskedCopy] = []
     for i, t in enumerate(parsed):
-        rng = np.random.default_rng([seed, i])
+        rng = np.random.default_rng([seed, first + i])
         kinds = [_kind(w, at, neighbours) for w, at in zip(t.words, t.token_at)]
         text_copies = []
         for c in range(n_copies):
@@ -142,14 +149,14 @@ def augment(texts: Sequence[str], labels: Sequence[Any], *, n_copies: int, p: fl
     rows: list[tuple[str, Any, int]] = []
     for i, (text, label, t) in enumerate(zip(texts, labels, parsed)):
         seen = {text}
-        rows.append((text, label, i))
+        rows.append((text, label, first + i))
         for words in copies[i]:
             new = "".join(g + w for g, w in zip(t.gaps, words)) + t.gaps[-1]
             if new in seen:
                 stats.duplicates_dropped += 1
             else:
                 seen.add(new)
-                rows.append((new, label, i))
+                rows.append((new, label, first + i))
     stats.rows, stats.seconds = len(rows), time.perf_counter() - start
     return rows, stats
 

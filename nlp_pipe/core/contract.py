@@ -6,7 +6,8 @@ checked by the runner after the run) and `run(config, inputs, out) -> Result`. A
 across the processes of `accelerate launch` also sets `DISTRIBUTED = True` (the runner then runs it
 in every process; only the main one writes the artifact). A corpus stage that splits its rows across
 those processes sets `SHARDED = True`: every process runs it into the main one's staging directory,
-writes its part there (core.shards) and the main one merges the parts and publishes.
+writes its part there (core.shards) and the main one merges the parts and publishes. A stage with
+neither runs in one process: under a launch every process stops with a one-line error (exit 2).
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@ the finished splits are saved under `cache_root/<key>/`, where the key hashes ev
 decides the blocks (inputs' content fingerprints, tokenizer vocabulary, block settings). A rerun
 with other training settings, or the rerun that resumes a killed run, loads them in a second.
 Evaluation holds out whole documents, so no held-out text leaks into training blocks.
+Under `accelerate launch` / torchrun the main process reads the documents, every process tokenises
+its contiguous share of them (a document's tokens depend on that document only) into the staging
+directory, and the main process joins the shares in order, builds the blocks and saves the splits:
+the same cache as one process builds, which the others then load.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import datasets
 import numpy as np
 import pyarrow.compute as pc
 
+from ..core import distributed
 from ..core import manifest as manifests
 from ..core.errors import UserError
 from ..text.corpus import Counts, ReadOptions
@@ -58,23 +63,29 @@ class Built:
 
 def build(paths: list[Path], input_key: str, tokenizer: Any, spec: BuildSpec, cache_root: Path,
           num_proc: int) -> Built:
-    """The train/eval blocks for `paths`, from the cache when an identical build exists."""
+    """The train/eval blocks for `paths`, from the cache when an identical build exists. Every process of a
+    launch calls it (it tokenises a share); the main one writes the cache."""
     key = manifests.sha256_json({"version": DATA_VERSION, "inputs": input_key, "vocab": _vocab_hash(tokenizer),
                                  "spec": asdict(spec)})[:16]
     folder = cache_root / key
-    if (folder / STATS).exists():
+    if distributed.broadcast((folder / STATS).exists()):  # the main process decides: all build, or none
         log.info("pretraining blocks: reusing %s", folder)
         return _load(folder, reused=True)
-    tmp = cache_root / f".{key}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = Path(distributed.broadcast(str(cache_root / f".{key}.tmp-{os.getpid()}")))
+    main = distributed.is_main()
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
     try:
         stats = _build_into(tmp, paths, tokenizer, spec, num_proc)
-        (tmp / STATS).write_text(json.dumps(stats, indent=2, ensure_ascii=False), encoding="utf-8")
-        shutil.rmtree(tmp / "build", ignore_errors=True)
-        shutil.rmtree(folder, ignore_errors=True)
-        os.rename(tmp, folder)  # complete or absent: a killed build is rebuilt, never half-used
+        if main:
+            (tmp / STATS).write_text(json.dumps(stats, indent=2, ensure_ascii=False), encoding="utf-8")
+            shutil.rmtree(tmp / "build", ignore_errors=True)
+            shutil.rmtree(folder, ignore_errors=True)
+            os.rename(tmp, folder)  # complete or absent: a killed build is rebuilt, never half-used
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+    distributed.barrier()  # the others load what the main process saved
     log.info("pretraining blocks: built %s", folder)
     return _load(folder, reused=False)
 
@@ -87,42 +98,78 @@ def _load(folder: Path, reused: bool) -> Built:
 
 
 def _build_into(tmp: Path, paths: list[Path], tokenizer: Any, spec: BuildSpec, num_proc: int) -> dict[str, Any]:
-    counts = Counts()
-
-    def generate() -> Iterator[dict]:
-        yield from documents(paths, spec.read, spec.layout, counts)
-
-    docs = datasets.Dataset.from_generator(generate, features=FEATURES, cache_dir=str(tmp / "build"),
-                                           fingerprint=f"pretrain-docs-{tmp.name}")
-    if len(docs) == 0:
-        raise UserError(f"pretrain: no text in {', '.join(map(str, paths))} (dropped: {dict(counts.dropped)})")
+    """The splits' blocks saved under `tmp` and their statistics (by the main process; the others tokenise)."""
+    docs, counts = _documents(tmp, paths, spec)
     n_eval = min(spec.eval_docs, len(docs) // 5)
     splits = {"train": docs, "eval": None}
-    if n_eval:
-        parts = docs.train_test_split(test_size=n_eval, shuffle=True, seed=spec.block.seed)
+    if n_eval:  # every process draws the same split; each writes its indices to a file of its own
+        indices = {f"{split}_indices_cache_file_name": str(tmp / "build" / f"{split}-indices-{distributed.rank():05d}.arrow")
+                   for split in ("train", "test")}
+        parts = docs.train_test_split(test_size=n_eval, shuffle=True, seed=spec.block.seed, **indices)
         splits = {"train": parts["train"], "eval": parts["test"]}
     stats: dict[str, Any] = {"counts": counts.as_dict(), "documents": len(docs), "eval_documents": n_eval}
     for name, split in splits.items():
         if split is None:
             continue
+        tokens = _tokenized(split, tokenizer, spec.hmm, tmp / "build" / f"tokens-{name}", num_proc)
+        if tokens is None:  # not the main process
+            continue
         sets = spec.pair_sets if name == "train" and spec.block.sentence_task != "none" else 1
-        blocks = _blocks(split, tokenizer, spec, num_proc if len(split) >= 2 * _MAP_BATCH else None, sets)
+        blocks = _blocks(tokens, spec, num_proc if len(split) >= 2 * _MAP_BATCH else None, sets)
         blocks.save_to_disk(str(tmp / name))
         stats[name] = block_stats(blocks, spec.block.max_seq_len)
     return stats
 
 
-def _blocks(docs: datasets.Dataset, tokenizer: Any, spec: BuildSpec, num_proc: int | None, sets: int) -> datasets.Dataset:
-    """Tokenise once, then draw `sets` sets of blocks with different seeds: pairs are fixed once built,
-    so over several epochs a single set lets the model memorise each pair's order (training SOP
-    accuracy rose to 65% while held-out stayed at 53%); Google BERT draws dupe_factor sets for this."""
-    if num_proc and num_proc > 1:
+def _documents(tmp: Path, paths: list[Path], spec: BuildSpec) -> tuple[datasets.Dataset, Counts]:
+    """The documents, read once by the main process into `tmp`; the others map its files. The counts are
+    the main process's."""
+    counts = Counts()
+
+    def generate() -> Iterator[dict]:
+        yield from documents(paths, spec.read, spec.layout, counts)
+
+    files: list[str] | str = []
+    if distributed.is_main():
+        docs = datasets.Dataset.from_generator(generate, features=FEATURES, cache_dir=str(tmp / "build"),
+                                               fingerprint=f"pretrain-docs-{tmp.name}")
+        files = [f["filename"] for f in docs.cache_files] if len(docs) else \
+            f"pretrain: no text in {', '.join(map(str, paths))} (dropped: {dict(counts.dropped)})"
+    files = distributed.broadcast(files)
+    if isinstance(files, str):  # every process stops with the same line
+        raise UserError(files)
+    if not distributed.is_main():
+        docs = datasets.concatenate_datasets([datasets.Dataset.from_file(f) for f in files])
+    return docs, counts
+
+
+def _tokenized(docs: datasets.Dataset, tokenizer: Any, hmm: bool, prefix: Path, num_proc: int) -> datasets.Dataset | None:
+    """Token ids and word labels of every document: each process tokenises its contiguous share of them into
+    `PREFIX-RANK.arrow`; the main process gets the shares joined in document order, the others None."""
+    share = docs.shard(num_shards=distributed.world_size(), index=distributed.rank(), contiguous=True)
+    workers = max(1, num_proc // distributed.local_world_size())  # the processes of a machine share its cores
+    workers = workers if len(share) >= 2 * _MAP_BATCH else 1
+    if workers > 1:
         # the fast tokenizer's thread pool is disabled in forked workers anyway; saying so up front
         # avoids its fork warning and gives 1.7x with 2 workers (docs/performance.md)
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    tokens = docs.map(tokenize_documents, batched=True, batch_size=200, num_proc=num_proc,
-                      fn_kwargs={"tokenizer": tokenizer, "hmm": spec.hmm}, remove_columns=docs.column_names,
-                      desc="tokenise + jieba")
+    files: list[str] = []
+    if len(share):
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+        tokens = share.map(tokenize_documents, batched=True, batch_size=200, num_proc=workers if workers > 1 else None,
+                           fn_kwargs={"tokenizer": tokenizer, "hmm": hmm}, remove_columns=share.column_names,
+                           cache_file_name=f"{prefix}-{distributed.rank():05d}.arrow", desc="tokenise + jieba")
+        files = [f["filename"] for f in tokens.cache_files]
+    shares = distributed.gather(files)
+    if not distributed.is_main():
+        return None
+    return datasets.concatenate_datasets([datasets.Dataset.from_file(f) for rank_files in shares for f in rank_files])
+
+
+def _blocks(tokens: datasets.Dataset, spec: BuildSpec, num_proc: int | None, sets: int) -> datasets.Dataset:
+    """`sets` sets of blocks drawn with different seeds from the tokenised documents: pairs are fixed once
+    built, so over several epochs a single set lets the model memorise each pair's order (training SOP
+    accuracy rose to 65% while held-out stayed at 53%); Google BERT draws dupe_factor sets for this."""
     features = datasets.Features({
         "input_ids": datasets.Sequence(datasets.Value("int32")),
         "token_type_ids": datasets.Sequence(datasets.Value("int8")),

@@ -10,6 +10,7 @@ class as the checkpoint, NSP head kept; tokenizer.json, vocab.txt with the new w
 tokens), words.tsv (word, id, count, source, the pieces it replaces) and jieba_userdict.txt so
 whole-word masking in `pretrain` keeps the new words whole. How the tokenizer is changed, and why,
 is explained in nlp_pipe/expansion/tokenizer_growth.py; the embedding rows in nlp_pipe/expansion/embedding_growth.py.
+One process: under `accelerate launch` / torchrun every process refuses with one line and exit 2.
 """
 
 from __future__ import annotations

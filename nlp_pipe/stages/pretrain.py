@@ -12,6 +12,8 @@ Whole-word masking uses jieba words over the character tokens; blocks are packed
 (nlp_pipe.data.blocks); the MLM head projects onto the vocabulary at masked positions only
 (nlp_pipe.models.bert_pretraining). Checkpoints go to NAME.checkpoints/ and a rerun after a kill
 resumes from the newest; tokenised blocks are cached in NAME.cache/ and reused by later runs.
+Under a launch the processes split the tokenisation of that cache (nlp_pipe.data.pretraining): the
+same blocks, in the same order, as one process builds.
 """
 
 from __future__ import annotations
@@ -91,10 +93,10 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     run_key = run_identity(config, inputs, also_ignore=("eval_every", "num_proc"))  # evaluation never changes training
     with Trainer(config, out, run_config=run_key, name=NAME) as trainer:
         hf_model = _model(config, inputs, tokenizer)  # after Trainer(): seeded, identical on every process
-        with trainer.accelerator.main_process_first():  # the main process builds the cache, the others load it
-            built = blocks_data.build(inputs["corpus"], manifests.sha256_json(run_key["inputs"]["corpus"]), tokenizer,
-                                      _build_spec(config, tokenizer), artifacts.work_dir(out, "cache"),
-                                      config.num_proc or min(4, default_workers()))
+        # every process tokenises a share of the documents; the main one builds the blocks and the cache
+        built = blocks_data.build(inputs["corpus"], manifests.sha256_json(run_key["inputs"]["corpus"]), tokenizer,
+                                  _build_spec(config, tokenizer), artifacts.work_dir(out, "cache"),
+                                  config.num_proc or min(4, default_workers()))
         collator = MaskingCollator(tokenizer.pad_token_id, tokenizer.mask_token_id, len(tokenizer),
                                    tuple(tokenizer.all_special_ids), config.mlm_probability, config.mask_ratio,
                                    config.random_ratio, whole_word=config.masking == "whole-word", seed=config.seed)

@@ -10,6 +10,8 @@ format), vectors.kv (gensim KeyedVectors, FastTextKeyedVectors for fasttext: uns
 get vectors from their character n-grams) and eval.json (analogy accuracy, similarity
 correlation); report.md lists the nearest neighbours of frequent words and of --query words.
 Manifest rows are words: rows_in = distinct words in the corpus, rows_out = words with a vector.
+One process (gensim's threads train one model): under `accelerate launch` / torchrun every process
+refuses with one line and exit 2 (runner.execute).
 """
 
 from __future__ import annotations
