@@ -73,6 +73,7 @@ class NgramIndex:
 
     grams: list[str]
     max_n: int
+    texts: list[int] = field(default_factory=list)  # per gram, the training texts it is in (empty when loaded)
     _keys: np.ndarray = field(init=False, repr=False)
     _ids: np.ndarray = field(init=False, repr=False)
 
@@ -92,7 +93,16 @@ class NgramIndex:
         kept = counts >= min_count
         unique, counts = unique[kept], counts[kept]
         order = np.lexsort((unique, -counts))[:max_vocab]
-        return cls([pad, *(key_gram(int(k)) for k in unique[order])], max_n)
+        return cls([pad, *(key_gram(int(k)) for k in unique[order])], max_n, [0, *counts[order].tolist()])
+
+    def idf(self, documents: int) -> np.ndarray:
+        """Smoothed inverse document frequency of every gram, ln((1 + documents) / (1 + texts)) + 1, as
+        scikit-learn's TfidfVectorizer weighs them (the padding row 0 gets 0)."""
+        if len(self.texts) != len(self.grams):
+            raise ValueError("idf needs the counts of NgramIndex.count")
+        idf = np.log((1 + documents) / (1 + np.asarray(self.texts, dtype=np.float64))) + 1
+        idf[0] = 0.0
+        return idf.astype(np.float32)
 
     def encode(self, texts: Sequence[str]) -> tuple[list[np.ndarray], float]:
         """Each text's known n-grams as ids (unknown ones left out: a bag has no [UNK]), and the share of

@@ -48,13 +48,13 @@ class TextCNN(nn.Module):
     embedding vectors (2-D dropout over positions) of both streams while training.
 
     With ngram_vocab_size, a linear "wide" part (Cheng et al. 2016, wide & deep) adds to the logits
-    the sum of one weight vector per character 1..ngram_max-gram present in the text, scaled by
-    1/sqrt(number present), as a bag-of-n-grams linear model (fastText, TF-IDF + LR) would. It starts at
+    the sum of one weight vector per character 1..ngram_max-gram present in the text, weighted by the
+    n-gram's idf (buffer wide_idf) and L2-normalised over the text, as TF-IDF + LR weighs them. It starts at
     zero, so training begins from the CNN alone; it carries the exact surface n-grams a CNN over
     pretrained vectors blurs, and costs one lookup per n-gram.
     """
 
-    def __init__(self, config: TextCNNConfig, vectors: torch.Tensor | None = None) -> None:
+    def __init__(self, config: TextCNNConfig, vectors: torch.Tensor | None = None, idf: torch.Tensor | None = None) -> None:
         super().__init__()
         self.config = config
         words, chars = config.input in ("words", "both"), config.input in ("chars", "both")
@@ -80,6 +80,7 @@ class TextCNN(nn.Module):
         if config.ngram_vocab_size:
             self.wide = nn.EmbeddingBag(config.ngram_vocab_size, config.num_labels, mode="sum", padding_idx=0)
             nn.init.zeros_(self.wide.weight)
+            self.register_buffer("wide_idf", idf.float().clone() if idf is not None else torch.ones(config.ngram_vocab_size))
 
     def forward(self, input_ids: torch.Tensor | None = None, char_ids: torch.Tensor | None = None,
                 ngram_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -103,8 +104,8 @@ class TextCNN(nn.Module):
         if self.wide is not None:
             if ngram_ids is None:
                 raise ValueError("this TextCNN has an n-gram bag: pass ngram_ids")
-            present = (ngram_ids != 0).float()
-            weights = present / present.sum(dim=1, keepdim=True).clamp(min=1.0).sqrt()
+            weights = self.wide_idf[ngram_ids] * (ngram_ids != 0)
+            weights = weights / weights.square().sum(dim=1, keepdim=True).sqrt().clamp(min=1e-6)
             logits = logits + self.wide(ngram_ids, per_sample_weights=weights)
         return logits
 

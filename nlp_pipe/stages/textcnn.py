@@ -161,11 +161,12 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
                                  max_len, config.input, len(char_tokens), config.char_dim if chars else 0, char_max_len,
                                  config.embedding_dropout, len(ngram_tokens), config.ngrams if ngram_tokens else 0)
     vectors = torch.from_numpy(matrix) if matrix is not None else None
+    idf = torch.from_numpy(bag.idf(len(splits.train))) if bag is not None else None
     with Trainer(config, out, run_config=run_identity(config, inputs), name=NAME) as trainer:
-        model = TextCNN(model_config, vectors)
+        model = TextCNN(model_config, vectors, idf)
         frozen_before = model.embedding.weight.detach().clone() if model.embedding is not None else None
         summary = _train(trainer, model, config, data["train"], data["dev"])
-    folds = _cross_validate(config, model_config, vectors, data, out) if config.folds else None  # every process trains
+    folds = _cross_validate(config, model_config, vectors, idf, data, out) if config.folds else None  # every process trains
     if not trainer.is_main:
         return trainer.secondary_result()
     model = model.cpu().eval()
@@ -238,8 +239,8 @@ def _probabilities(model: TextCNN, data: TextIds) -> np.ndarray:
     return probs
 
 
-def _cross_validate(config: Config, model_config: TextCNNConfig, vectors: torch.Tensor | None, data: dict[str, TextIds],
-                    out: Path) -> dict:
+def _cross_validate(config: Config, model_config: TextCNNConfig, vectors: torch.Tensor | None, idf: torch.Tensor | None,
+                    data: dict[str, TextIds], out: Path) -> dict:
     """Mean and standard deviation of held-out metrics over K stratified folds of train+dev."""
     pooled = data["train"].concat(data["dev"])
     gold = pooled.labels
@@ -254,7 +255,7 @@ def _cross_validate(config: Config, model_config: TextCNNConfig, vectors: torch.
             main = trainer.is_main
             if main:
                 fold_out.mkdir()
-            model = TextCNN(model_config, vectors)
+            model = TextCNN(model_config, vectors, idf)
             _train(trainer, model, fold_config, part.select(inner_train), part.select(inner_dev))
         if not main:
             continue
