@@ -31,7 +31,7 @@ def vectors(seg_reviews, tmp_path_factory):
 @pytest.fixture(scope="module")
 def textcnn(seg_reviews, vectors, tmp_path_factory):
     out = tmp_path_factory.mktemp("cnn") / "cnn"
-    manifest = build("textcnn", out, {"train": seg_reviews, "vectors": vectors}, epochs=4, filters=8, seed=1)
+    manifest = build("textcnn", out, {"train": seg_reviews, "vectors": vectors}, epochs=4, filters=8, mode="static", seed=1)
     return out, manifest
 
 
@@ -72,7 +72,7 @@ def test_textcnn_artifact_and_static_embeddings_unchanged(textcnn, vectors):
     out, manifest = textcnn
     for name in ("config.json", "model.safetensors", "vocab.txt", "labels.json", "segmenter.json", "metrics.json",
                  "training_curves.png", "metrics.jsonl", "confusion_matrix.png", "length_histogram.png", "report.md",
-                 "ngrams.txt", "chars.txt"):
+                 "ngrams.txt"):
         assert (out / name).exists(), name
     tokens = (out / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
     expected, _ = embedding_matrix(vectors, tokens, seed=1)
