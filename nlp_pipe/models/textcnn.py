@@ -104,7 +104,8 @@ class TextCNN(nn.Module):
         if self.wide is not None:
             if ngram_ids is None:
                 raise ValueError("this TextCNN has an n-gram bag: pass ngram_ids")
-            weights = self.wide_idf[ngram_ids] * (ngram_ids != 0)
+            idf: torch.Tensor = self.wide_idf  # type: ignore[assignment]  # a buffer, typed Tensor | Module
+            weights = idf[ngram_ids] * (ngram_ids != 0)
             weights = weights / weights.square().sum(dim=1, keepdim=True).sqrt().clamp(min=1e-6)
             logits = logits + self.wide(ngram_ids, per_sample_weights=weights)
         return logits
