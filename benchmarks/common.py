@@ -177,7 +177,7 @@ def run_pipeline(pipeline_file: Path, workdir: Path, variables: dict[str, Any]) 
             runner.execute(plan)
 
 
-PRETRAIN_STEPS = {"quick": 20, "full": 300}
+PRETRAIN_STEPS = {"quick": 10, "full": 300}
 
 
 def pretrained(args: argparse.Namespace) -> Path:

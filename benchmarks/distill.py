@@ -6,12 +6,14 @@ the same student shape fine-tuned directly; and the CPU speed-up of TinyBERT-4 o
 Without --teacher / --pretrained, both are built first (benchmarks/finetune.py's classifier and
 pipelines/pretrain_bert.yaml's BERT-mini, under runs/bench/) and reused while fresh.
 
---quick: 1,500/300/300 ChnSentiCorp rows, 1,000 reviews for general distillation.
+--quick: finetune.py's quick split (1,500 train / 300 dev rows, the full 1,200-row test set), 1,000 reviews
+for general distillation, 1 augmented copy per text, 1 prediction-layer epoch, 2 direct epochs.
+The train/dev/test segments and the word vectors (for augment) are benchmarks/finetune.py's, under its
+--work: the split its teacher was trained on, built there unless fresh.
 Teacher: the fine-tuned classifier of benchmarks/finetune.py (--teacher, default its artifact); the MLM
 that augments and the teacher of general distillation: the pretrained model of pipelines/pretrain_bert.yaml
 (--pretrained), distilled on --general-rows Douban book reviews. Every model runs through the stages
-(segment, word2vec, distill --mode general, augment,
-distill --mode task, finetune) into --work, so a rerun reuses fresh artifacts. Texts are cut at
+(distill --mode general, augment, distill --mode task, finetune) into --work, so a rerun reuses fresh artifacts. Texts are cut at
 --max-seq-len tokens for teacher and students alike (retention compares like with like).
 Student TinyBERT-4 (4x312, FFN 1200) takes the teacher's attention-head count (compared head by head).
 "direct" is the same shape from random weights, fine-tuned on the labels without any distillation.
@@ -93,19 +95,19 @@ def main() -> None:
     args = _args()
     info = common.machine()
     args.pretrained = args.pretrained or common.pretrained(args)
-    args.teacher = args.teacher or finetune_bench.classifier(argparse.Namespace(
-        data_dir=args.data_dir, quick=args.quick, checkpoint=args.pretrained, work=None))
+    finetune_args = argparse.Namespace(data_dir=args.data_dir, quick=args.quick, checkpoint=args.pretrained, work=None)
+    args.teacher = args.teacher or finetune_bench.classifier(finetune_args)
+    quick_or_full = {"copies": (1, 2), "prediction_epochs": (1.0, 2.0), "direct_epochs": (2.0, 3.0)}
+    for key, (quick, full) in quick_or_full.items():
+        if getattr(args, key) is None:
+            setattr(args, key, quick if args.quick else full)
     for path in (args.teacher, args.pretrained):
         if not (path / "manifest.json").exists() and not (path / "config.json").exists():
             sys.exit(f"error: {path} is neither an artifact nor a model directory")
     work = args.work or common.bench_dir(args, "distill")
     fast = {"speed_batch": 8, "speed_seq_len": 64}  # the stage's own speed table; the figure is measured below
-    splits = {}
-    for split, rows in (("train", 1500), ("dev", 300), ("test", 300)):
-        source = head(common.data_path(args, "chnsenticorp", f"{split}.tsv"), work / f"{split}.tsv", rows + 1 if args.quick else None)
-        stage("segment", {}, {"corpus": [str(source)]}, work / f"seg_{split}")
-        splits[split] = str(work / f"seg_{split}")
-    vec = vectors(args, work)
+    splits = finetune_bench.segments(finetune_args)  # the teacher's split, and its word vectors for augment
+    vec = vectors(args, finetune_bench.work_dir(finetune_args))
     general = work / "general"
     reviews = head(common.data_path(args, "corpora", "book_review_cls.txt"), work / "general_corpus.tsv",
                    1000 if args.quick else args.general_rows)
@@ -161,10 +163,12 @@ def _args():
     p.add_argument("--pretrained", type=Path, default=None, help="pretrained BERT (default: pretrain_bert.yaml's, built)")
     p.add_argument("--work", type=Path, default=None, help="artifact directory (default runs/bench/{full,quick}/distill)")
     p.add_argument("--max-seq-len", type=int, default=128, help="tokens per text for teacher and students")
-    p.add_argument("--copies", type=int, default=2, help="augmented copies per training text")
+    p.add_argument("--copies", type=int, default=None, help="augmented copies per training text (default 2; 1 with --quick)")
     p.add_argument("--general-rows", type=int, default=10000, help="Douban book reviews for general distillation")
-    p.add_argument("--prediction-epochs", type=float, default=2.0, help="prediction-layer epochs of task distillation")
-    p.add_argument("--direct-epochs", type=float, default=3.0, help="epochs of the direct fine-tuning baseline")
+    p.add_argument("--prediction-epochs", type=float, default=None,
+                   help="prediction-layer epochs of task distillation (default 2; 1 with --quick)")
+    p.add_argument("--direct-epochs", type=float, default=None,
+                   help="epochs of the direct fine-tuning baseline (default 3; 2 with --quick)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads for the speed figure")
     return p.parse_args()
 

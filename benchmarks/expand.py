@@ -39,7 +39,7 @@ from nlp_pipe import runner  # noqa: E402
 
 SEQ = 128
 SIZES = {  # quick / full
-    "texts": (3000, 10000), "heldout": (300, 1000), "base_steps": (150, 400), "steps": (40, 200),
+    "texts": (3000, 10000), "heldout": (300, 1000), "base_steps": (100, 400), "steps": (20, 200),
     "batch": (16, 32), "min_freq": (10, 20),
 }
 

@@ -3,7 +3,7 @@
     python benchmarks/finetune.py [--quick] [--out bench-finetune.json] [--checkpoint DIR] [--work DIR]
 
 Without --checkpoint, the BERT-mini of pipelines/pretrain_bert.yaml is built first through that pipeline
-(300 steps; 20 with --quick) under runs/bench/{full,quick}/pretrain_bert, and reused while fresh.
+(300 steps; 10 with --quick) under runs/bench/{full,quick}/pretrain_bert, and reused while fresh.
 
 The checkpoint is pretrained from scratch on the CLUE sample and Douban book reviews, text that holds no
 ChnSentiCorp dev/test rows (leakage note in the data README); its size, pretraining budget and corpora
@@ -13,15 +13,17 @@ finetune) into --work, so a rerun reuses fresh artifacts: TextCNN in static mode
 by benchmarks/textcnn.py's vectors() (no ChnSentiCorp dev/test text either), BERT by the finetune
 stage with FINETUNE below. Both decide binary labels with their dev F1-optimal threshold.
 Figures (value = BERT, baseline = TextCNN): test_accuracy, test_macro_f1, test_accuracy_unseen (the test
-rows whose text is not in train), predict_texts_per_s
+rows whose text is not in train: the 869 of test_unseen.tsv), predict_texts_per_s
 (TextClassifier.load(dir).predict over the test texts, batch 64, one warm-up, median of 3; TextCNN's
 time includes jieba segmentation, BERT's the tokenizer). Set OMP_NUM_THREADS for predict figures that
 compare across runs: without it they run on whatever thread count a training stage's probe left in this
 process (1 on a loaded machine), or torch's default when every artifact was fresh; the table says which.
 
---quick: 1,500 train / 300 dev / 300 test rows (seeded sample, in --work/quick), one fine-tuning epoch
-(too few steps for BERT to learn much: a check that everything runs, not a result),
-3 word2vec epochs, 4 TextCNN epochs: about 2-3 minutes on 2 cores once the checkpoint exists.
+--quick: 1,500 train rows (the 345 whose text is also a test text, so the unseen rows are exactly those of
+test_unseen.tsv as with the full split, plus a seeded sample of the rest) / 300 dev rows (seeded sample) /
+the full 1,200-row test set, written to --work/data; one fine-tuning epoch at 128 tokens (too few steps
+for BERT to learn much: a check that everything runs, not a result), 3 word2vec epochs, 4 TextCNN
+epochs, predict speed over the first 300 test texts: about 3 minutes on 2 cores once the checkpoint exists.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ import common  # noqa: E402
 from nlp_pipe import TextClassifier  # noqa: E402
 from nlp_pipe.core import manifest as manifests
 
-QUICK_ROWS = {"train": 1500, "dev": 300, "test": 300}
+QUICK_ROWS = {"train": 1500, "dev": 300, "test": None}  # None: every row (accuracies on the full test set)
+QUICK_PREDICT_TEXTS = 300  # --quick: predict speed over the first 300 test texts
 # Chosen by dev accuracy for pretrain_bert.yaml's BERT-mini (4x256, 300 steps) on the full train split,
 # 4 epochs, one evaluation an epoch (dev accuracy after epochs 1-4; best dev with the F1 threshold):
 #   lr 1e-4, layer_decay 0.9: 0.708 0.876 0.873 0.881 (0.8825)
@@ -52,7 +55,7 @@ QUICK_ROWS = {"train": 1500, "dev": 300, "test": 300}
 # on dev macro-F1 keeps the best epoch's weights. About 3 minutes an epoch on one thread.
 FINETUNE = {"epochs": 4, "batch_size": 32, "lr": 3e-4, "warmup": 0.1, "layer_decay": 0.9, "max_seq_len": 0,
             "patience": 2, "monitor": "macro_f1", "seed": 42}
-FINETUNE_QUICK = {**FINETUNE, "epochs": 1}
+FINETUNE_QUICK = {**FINETUNE, "epochs": 1, "max_seq_len": 128}  # 128 tokens: distill's length, under half the time
 TEXTCNN: dict = {}  # the stage's defaults, as benchmarks/textcnn.py runs them, so the two benchmarks agree
 TEXTCNN_QUICK = {"epochs": 4}
 
@@ -80,12 +83,11 @@ def main() -> None:
                  f"({ckpt['leak_check']['found']} found, e.g. {ckpt['leak_check']['examples'][:1]}): its scores would leak")
 
     work = work_dir(args)
-    for split, path in splits.items():
-        textcnn_bench.stage("segment", {}, {"corpus": [str(path)]}, work / f"seg_{split}")
-    data = {s: str(work / f"seg_{s}") for s in splits}
+    data = segments(args, splits)
     vec = textcnn_bench.vectors(args, work)
 
     results: dict[str, dict[str, Any]] = {}
+    unseen_expected = _rows(common.data_path(args, "chnsenticorp", "test_unseen.tsv"))
     runs = {"textcnn": ("textcnn", TEXTCNN_QUICK if args.quick else TEXTCNN, {**data, "vectors": str(vec)}),
             "bert": ("finetune", FINETUNE_QUICK if args.quick else FINETUNE, {"checkpoint": str(args.checkpoint), **data})}
     for kind, (stage_name, config, inputs) in runs.items():
@@ -98,6 +100,9 @@ def main() -> None:
         unseen = json.loads((out / "metrics.json").read_text(encoding="utf-8")).get("test_unseen")
         if unseen:  # test rows whose text is not in train (ChnSentiCorp repeats 331 of its 1,200 test texts)
             results[kind].update({"test_unseen_accuracy": unseen["accuracy"], "test_unseen_rows": unseen["rows"]})
+            if unseen["rows"] != unseen_expected:
+                print(f"note: {unseen['rows']} test rows are unseen in this train split, test_unseen.tsv has {unseen_expected}",
+                      file=sys.stderr)
         if kind == "bert":
             results[kind].update({k: metrics.get(k) for k in ("steps", "best_step", "max_seq_len", "truncated", "tokens_per_s")})
             argmax = json.loads((out / "metrics.json").read_text(encoding="utf-8")).get("test_argmax")
@@ -107,6 +112,7 @@ def main() -> None:
               f"test macro-F1 {metrics['test_macro_f1']:.4f}  train {m['wall_time_s']:.0f}s  (ran {elapsed:.0f}s now)")
 
     texts = [line.rstrip("\n").split("\t", 1)[1] for line in open(splits["test"], encoding="utf-8")][1:]
+    texts = texts[:QUICK_PREDICT_TEXTS] if args.quick else texts
     speeds: dict[str, list[tuple[float, float | None]]] = {}
     for kind in ("textcnn", "bert"):
         clf = TextClassifier.load(results[kind]["dir"])
@@ -229,15 +235,23 @@ def unk_rate(checkpoint: Path, path: Path) -> float:
 
 
 def data_files(args) -> dict[str, Path]:
-    """The ChnSentiCorp TSVs; with --quick a seeded sample of each, written under --work/quick/data."""
+    """The ChnSentiCorp TSVs; with --quick QUICK_ROWS of each (test: all of it), written under --work/data:
+    train keeps every row whose text is also a test text (so the test rows unseen in it are those of
+    test_unseen.tsv, as with the full train split) and fills up with a seeded sample of the rest."""
     full = {s: common.data_path(args, "chnsenticorp", f"{s}.tsv") for s in ("train", "dev", "test")}
     if not args.quick:
         return full
+    test_texts = {line.rstrip("\n").split("\t", 1)[-1] for line in full["test"].read_text(encoding="utf-8").splitlines(keepends=True)[1:]}
     out = {}
     for split, path in full.items():
+        if QUICK_ROWS[split] is None:
+            out[split] = path
+            continue
         lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
         rows = lines[1:]
-        sample = sorted(random.Random(f"quick-{split}").sample(range(len(rows)), min(QUICK_ROWS[split], len(rows))))
+        keep = [i for i, r in enumerate(rows) if r.rstrip("\n").split("\t", 1)[-1] in test_texts] if split == "train" else []
+        rest = sorted(set(range(len(rows))) - set(keep))
+        sample = sorted(keep + random.Random(f"quick-{split}").sample(rest, max(0, min(QUICK_ROWS[split] - len(keep), len(rest)))))
         target = work_dir(args) / "data" / f"{split}.tsv"
         text = lines[0] + "".join(rows[i] for i in sample)
         if not target.exists() or target.read_text(encoding="utf-8") != text:  # unchanged: the segments stay fresh
@@ -270,15 +284,19 @@ def work_dir(args) -> Path:
     return args.work or common.bench_dir(args, "finetune")
 
 
+def segments(args, splits: dict[str, Path] | None = None) -> dict[str, str]:
+    """The segment artifacts of this benchmark's train/dev/test split (distill trains on them too)."""
+    work = work_dir(args)
+    for split, path in (splits or data_files(args)).items():
+        textcnn_bench.stage("segment", {}, {"corpus": [str(path)]}, work / f"seg_{split}")
+    return {split: str(work / f"seg_{split}") for split in ("train", "dev", "test")}
+
+
 def classifier(args) -> Path:
     """The fine-tuned BERT of this benchmark (distill's teacher), built through the stages unless fresh."""
     args.checkpoint = args.checkpoint or common.pretrained(args)
-    splits = data_files(args)
     work = work_dir(args)
-    data = {}
-    for split, path in splits.items():
-        textcnn_bench.stage("segment", {}, {"corpus": [str(path)]}, work / f"seg_{split}")
-        data[split] = str(work / f"seg_{split}")
+    data = segments(args)
     textcnn_bench.stage("finetune", FINETUNE_QUICK if args.quick else FINETUNE, {"checkpoint": str(args.checkpoint), **data},
                         work / "finetune")
     return work / "finetune"

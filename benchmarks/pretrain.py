@@ -49,7 +49,7 @@ def main() -> None:
     args = common.parser(__doc__.splitlines()[0]).parse_args()
     vocab = common.data_path(args, "vocab", "google_zh_vocab.txt")
     info = common.machine()
-    steps, repeats, cases = (15, 1, CASES[:1]) if args.quick else (30, 2, CASES)
+    steps, repeats, cases = (10, 1, CASES[:1]) if args.quick else (30, 2, CASES)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     runs: dict[tuple[str, str, str], list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-pretrain-") as tmp:
