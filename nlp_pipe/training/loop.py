@@ -121,7 +121,8 @@ class StepLoop:
             self.recent[key] += value
 
     def flush(self, state: TrainState) -> dict[str, Any]:
-        """The log record for the steps since the last one (metrics summed across processes)."""
+        """The log record for the steps since the last one (metrics summed across processes). "lr" is the
+        scheduled --lr, whatever lr_scale gives the first parameter group."""
         self.last_train = self.summarize(reduce_sums(self.acc, self.window))
         recent, processes = self.recent, self.acc.num_processes
         speed = {"step_s": recent["seconds"] / max(recent["steps"], 1)}
@@ -130,7 +131,7 @@ class StepLoop:
                       "padding_fraction": 1 - recent["tokens"] / recent["slots"]}
         self.window, self.recent = {}, dict.fromkeys(self.recent, 0)
         return {"step": state.step, "epoch": round(state.micro_step / self.order.per_epoch, 4),
-                "lr": self.scheduler.get_last_lr()[0], **self.last_train, **speed}
+                "lr": self.o.lr * self.scheduler.get_last_lr()[0] / self.scheduler.base_lrs[0], **self.last_train, **speed}
 
 
 class EarlyStop:
