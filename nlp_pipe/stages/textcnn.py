@@ -113,7 +113,7 @@ class Config(TrainOptions):
     len_percentile: float = option(95.0, "percentile of training text lengths used as max_len", min=1.0, max=100.0)
     max_vocab: int = option(200_000, "most frequent vector words kept in the model's vocabulary", min=1)
     steps: int = option(0, "optimizer steps; 0 = from epochs", min=0)
-    epochs: float = option(6.0, "maximum passes over the training data (early stopping usually ends sooner)", min=0.0)
+    epochs: float = option(5.0, "maximum passes over the training data (early stopping usually ends sooner)", min=0.0)
     batch_size: int = option(100, "texts per batch", min=1)
     lr: float = option(2e-3, "learning rate (Adam: AdamW without weight decay)", min=0.0)
     weight_decay: float = option(0.0, "AdamW weight decay (not on biases)", min=0.0)
