@@ -4,7 +4,8 @@
 
 - `--data-dir`: the shared real data sets (see their README.md); a relative path is taken
   from the current directory, so the default fits a run from the repository root.
-- `--quick`: a smaller input that finishes within about 2 minutes on 2 cores.
+- `--quick`: a smaller input (each script's docstring gives its sizes): most finish within a few minutes on
+  2 cores, every one together (`make bench-quick`) within 30 minutes.
 - Figures are measured against the plain library baseline *in the same run* and reported as
   ratios (medians over repeats where repeats are cheap); machines are noisy, so the machine
   (and its load) is recorded beside them.
@@ -35,7 +36,8 @@ def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--data-dir", type=Path, default=Path("../shared/data"),
                    help="directory of the shared data sets (default: ../shared/data, i.e. run from the repo root)")
-    p.add_argument("--quick", action="store_true", help="smaller input: about 2 minutes on 2 cores")
+    p.add_argument("--quick", action="store_true",
+                   help="smaller input (sizes in the script's docstring); all benchmarks together within 30 minutes on 2 cores")
     p.add_argument("--out", type=Path, help="write the figures as JSON to this file")
     return p
 

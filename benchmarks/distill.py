@@ -6,7 +6,7 @@ the same student shape fine-tuned directly; and the CPU speed-up of TinyBERT-4 o
 Without --teacher / --pretrained, both are built first (benchmarks/finetune.py's classifier and
 pipelines/pretrain_bert.yaml's BERT-mini, under runs/bench/) and reused while fresh.
 
---quick: finetune.py's quick split (1,500 train / 300 dev rows, the full 1,200-row test set), 1,000 reviews
+--quick: finetune.py's quick split (1,000 train / 300 dev rows, the full 1,200-row test set), 1,000 reviews
 for general distillation, 1 augmented copy per text, 1 prediction-layer epoch, 2 direct epochs.
 The train/dev/test segments and the word vectors (for augment) are benchmarks/finetune.py's, under its
 --work: the split its teacher was trained on, built there unless fresh.

@@ -19,7 +19,7 @@ time includes jieba segmentation, BERT's the tokenizer). Set OMP_NUM_THREADS for
 compare across runs: without it they run on whatever thread count a training stage's probe left in this
 process (1 on a loaded machine), or torch's default when every artifact was fresh; the table says which.
 
---quick: 1,500 train rows (the 345 whose text is also a test text, so the unseen rows are exactly those of
+--quick: 1,000 train rows (the 345 whose text is also a test text, so the unseen rows are exactly those of
 test_unseen.tsv as with the full split, plus a seeded sample of the rest) / 300 dev rows (seeded sample) /
 the full 1,200-row test set, written to --work/data; one fine-tuning epoch at 128 tokens (too few steps
 for BERT to learn much: a check that everything runs, not a result), 3 word2vec epochs, 4 TextCNN
@@ -41,7 +41,7 @@ import common  # noqa: E402
 from nlp_pipe import TextClassifier  # noqa: E402
 from nlp_pipe.core import manifest as manifests
 
-QUICK_ROWS = {"train": 1500, "dev": 300, "test": None}  # None: every row (accuracies on the full test set)
+QUICK_ROWS = {"train": 1000, "dev": 300, "test": None}  # None: every row (accuracies on the full test set)
 QUICK_PREDICT_TEXTS = 300  # --quick: predict speed over the first 300 test texts
 # Chosen by dev accuracy for pretrain_bert.yaml's BERT-mini (4x256, 300 steps) on the full train split,
 # 4 epochs, one evaluation an epoch (dev accuracy after epochs 1-4; best dev with the F1 threshold):

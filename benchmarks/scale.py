@@ -1,6 +1,6 @@
 """Scale-out on one machine: segment and vocab, and pretraining, at 1 vs 2 processes of `accelerate launch`.
 
-    python benchmarks/scale.py [--quick] [--repeats 3] [--out bench-scale.json]
+    python benchmarks/scale.py [--quick] [--repeats 3] [--out bench-scale.json]   # --repeats default: 3, 2 with --quick
 
 The corpus is benchmarks/segment.py's (10 MB of real lines; 2 MB with --quick). Each side is the CLI
 end to end: `nlp-pipe STAGE ... --force` in one process against
@@ -117,8 +117,9 @@ def pretrain_speed(work: Path, corpus: Path, vocab: Path) -> dict:
 
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=None, help="runs of each side (default 3; 2 with --quick)")
     args = p.parse_args()
+    args.repeats = args.repeats or (2 if args.quick else 3)
     info = common.machine()
     target = (segment_bench.QUICK_MB if args.quick else segment_bench.FULL_MB) * 1_000_000
     work = common.bench_dir(args, "scale")

@@ -4,8 +4,8 @@
 
 The corpus is real text from --data-dir: the CLUE news/web sample and the Douban book reviews
 of book_review_cls.txt (about 4 MB, 0.9M words), segmented once by the segment stage. The
-timing runs train on that segmented corpus repeated --copies times (--quick: one copy, two
-epochs). Both sides get identical gensim parameters and thread counts; the stage runs end to
+timing runs train on that segmented corpus repeated --copies times (--quick: one copy, one
+epoch). Both sides get identical gensim parameters and thread counts; the stage runs end to
 end through the runner (plan + execute: training, vectors.txt, vectors.kv, evaluation on the
 shipped vocab/ files, report, manifest and hash verification), the baseline is only the
 gensim call. Sides alternate each repeat (fair to a drifting load); medians are reported.
@@ -77,11 +77,11 @@ def main() -> None:
     p = common.parser(__doc__.split("\n")[0])
     p.add_argument("--repeats", type=int, default=3, help="runs of each side (median reported)")
     p.add_argument("--copies", type=int, default=4, help="copies of the segmented corpus in the timed corpus (full run)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 5; 2 with --quick)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 5; 1 with --quick)")
     args = p.parse_args()
     info = common.machine()
     copies = 1 if args.quick else args.copies
-    config = {"epochs": args.epochs or (2 if args.quick else 5), "workers": default_workers()}
+    config = {"epochs": args.epochs or (1 if args.quick else 5), "workers": default_workers()}
     with tempfile.TemporaryDirectory(prefix="bench-word2vec-") as tmp:
         tmp = Path(tmp)
         corpus = repeated(segmented_corpus(args, tmp), copies, tmp)
