@@ -23,7 +23,8 @@ process (1 on a loaded machine), or torch's default when every artifact was fres
 test_unseen.tsv as with the full split, plus a seeded sample of the rest) / 300 dev rows (seeded sample) /
 the full 1,200-row test set, written to --work/data; one fine-tuning epoch at 128 tokens (too few steps
 for BERT to learn much: a check that everything runs, not a result), 3 word2vec epochs, 4 TextCNN
-epochs, predict speed over the first 300 test texts: about 3 minutes on 2 cores once the checkpoint exists.
+epochs, predict speed over the first 300 test texts: about 2 minutes on 2 idle cores once the checkpoint
+exists (building the 10-step checkpoint: about 1 minute more).
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
 """Every benchmark, end to end on a fresh clone, and one summary of all their figures.
 
     python benchmarks/run_all.py [--quick] [--data-dir ../shared/data] [--only segment,textcnn]
-    make bench          # the full run: several hours on 2 CPU cores (pretraining 300 steps alone ~20 min)
-    make bench-quick    # every benchmark at --quick sizes: within 30 minutes on 2 cores
+    make bench          # the full run: an estimated 3-4 hours on 2 idle CPU cores (not yet timed end to end;
+                        # from the quick run's step times: distill ~70 min, finetune and textcnn ~35 each,
+                        # pretraining 300 steps ~23)
+    make bench-quick    # every benchmark at --quick sizes: about 18 minutes on 2 idle cores (the bound is 30);
+                        # a second run reuses the built models and artifacts: about 7 minutes
 
 Each benchmark runs as its own process (`python benchmarks/NAME.py [--quick] --out runs/bench/MODE/NAME.json`)
 and builds what it needs through the stages and pipelines (the pretrained BERT of pipelines/pretrain_bert.yaml,
@@ -140,7 +143,7 @@ def _gpu() -> str | None:
 def _args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Run every benchmark and write runs/bench/summary.{md,json}")
     p.add_argument("--data-dir", type=Path, default=Path("../shared/data"), help="the shared data sets")
-    p.add_argument("--quick", action="store_true", help="every benchmark at --quick sizes (within 30 minutes on 2 cores)")
+    p.add_argument("--quick", action="store_true", help="every benchmark at --quick sizes (about 18 minutes on 2 idle cores)")
     p.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(ORDER)}")
     p.add_argument("--timeout", type=float, default=4 * 3600, help="seconds a single benchmark may take")
     return p.parse_args()
