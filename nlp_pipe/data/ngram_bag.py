@@ -21,7 +21,8 @@ _FIELD = (1 << _BITS) - 1
 
 
 def bag_text(text: str) -> str:
-    """The characters an n-gram bag reads: the text without its whitespace (as a char stream reads it)."""
+    """The text without its whitespace (str.split's whitespace is str.isspace's): what an n-gram bag and a
+    char stream (word_ids.text_chars) read."""
     return "".join(text.split())
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .ngram_bag import NgramIndex
+from .ngram_bag import NgramIndex, bag_text
 
 PAD_ID, UNK_ID = 0, 1  # rows 0 and 1 of every TextCNN vocabulary: [PAD], [UNK]
 
@@ -75,7 +75,7 @@ class Collator:
 
 def text_chars(text: str) -> list[str]:
     """The characters a char stream reads: every character of the raw text but whitespace."""
-    return [ch for ch in text if not ch.isspace()]
+    return list(bag_text(text))
 
 
 Row = tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]  # (word ids, char ids, n-gram ids) of one text
