@@ -24,7 +24,7 @@ import yaml
 from . import __version__, runner, stages
 from . import pipeline as pipelines
 from .core import config as configs
-from .core import console
+from .core import console, distributed
 from .core import manifest as manifests
 from .core.errors import UserError, did_you_mean
 
@@ -326,6 +326,7 @@ def main(argv: list[str] | None = None) -> None:
     verbose = "-v" in (argv or sys.argv) or "--verbose" in (argv or sys.argv)
     try:
         cli.main(args=argv, prog_name="nlp-pipe", standalone_mode=False)
+        distributed.close()  # a failed rank needs no goodbye: the launcher stops the others
     except UserError as exc:
         if verbose:
             raise

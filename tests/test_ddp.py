@@ -198,3 +198,31 @@ def test_two_process_pretrain_killed_resumes(tmp_path, bert_no_dropout):
     metrics = manifest(out)["metrics"]
     assert metrics["steps"] == 40 and metrics["resumed_from_step"] >= 5 and metrics["processes"] == 2
     assert not (tmp_path / "bert.checkpoints").exists()
+
+
+def test_textcnn_two_processes_with_a_tracker(tmp_path, seg_reviews):
+    """accelerate's end_training() destroys the process group; the trainer finishes its trackers without it,
+    so the barriers after training (and distributed.close at exit) still have a group to wait on."""
+    pytest.importorskip("tensorboard")
+    vectors = tmp_path / "w2v"
+    build("word2vec", vectors, {"corpus": seg_reviews}, min_count=1, epochs=1, vector_size=16, workers=1)
+    launch2("textcnn", "--train", seg_reviews, "--vectors", vectors, "--out", tmp_path / "two", "--steps", "2",
+            "--filters", "4", "--batch-size", "8", "--report-to", "tensorboard")
+    assert json.loads((tmp_path / "two" / "manifest.json").read_text())["processes"] == 2
+    assert list((tmp_path / "two").rglob("events.out.tfevents.*"))
+
+
+def test_close_leaves_the_process_group_on_every_rank(tmp_path):
+    script = tmp_path / "ranks.py"
+    script.write_text("import sys, torch.distributed as dist\n"
+                      "from pathlib import Path\n"
+                      "from nlp_pipe.core import distributed\n"
+                      "assert distributed.gather(distributed.rank()) == [0, 1]\n"
+                      "distributed.close()\n"
+                      "Path(sys.argv[1], f'rank{distributed.rank()}').write_text(str(dist.is_initialized()))\n",
+                      encoding="utf-8")
+    done = subprocess.run([str(VENV_BIN / "python"), "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", str(_free_port()), str(script), str(tmp_path)],
+                          env=ENV, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [(tmp_path / f"rank{r}").read_text() for r in (0, 1)] == ["False", "False"]

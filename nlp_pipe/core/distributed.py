@@ -5,6 +5,7 @@
     gathered = gather(obj)                     every rank's object, in rank order, on every rank (gloo)
     value = broadcast(obj)                     the main rank's object on every rank
     barrier()
+    close()                                    at the end of a launched command, on every rank
 
 Training stages get their process group from accelerate (training/); a corpus stage has no model
 and no Accelerator, so the first `gather`/`barrier` here joins the launcher's rendezvous itself with
@@ -83,3 +84,19 @@ def broadcast(obj: Any) -> Any:
 def barrier() -> None:
     if world_size() > 1:
         _group().barrier()
+
+
+def close() -> None:
+    """Leave the launch's process group once every rank is done: wait for the others, then destroy it.
+    A rank that simply exits while a peer still works can die in gloo's teardown (SIGABRT, "terminate
+    called without an active exception", seen in CI after `vocab`'s gather), failing a launch whose work
+    had succeeded. No-op when no group was made (one process, or a stage that never communicated)."""
+    import sys
+
+    if "torch.distributed" not in sys.modules:  # never imported: nothing to leave, and no torch import cost
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

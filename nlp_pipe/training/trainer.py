@@ -314,8 +314,8 @@ class Trainer:
 
     def _finish(self, metrics_log: MetricsLog) -> None:
         acc = self.accelerator
-        if self.tracker:
-            acc.end_training()
+        for tracker in acc.trackers:  # not acc.end_training(): it also destroys the process group, which the
+            tracker.finish()          # barrier below, a next phase and distributed.close() at exit still need
         acc.wait_for_everyone()
         if self.is_main:
             shutil.copy(self.work / METRICS, self.out / self.metrics_name)
