@@ -18,6 +18,7 @@ directory. One process and no launcher: every function is a no-op and touches no
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 _RANK = "RANK"
@@ -91,8 +92,6 @@ def close() -> None:
     A rank that simply exits while a peer still works can die in gloo's teardown (SIGABRT, "terminate
     called without an active exception", seen in CI after `vocab`'s gather), failing a launch whose work
     had succeeded. No-op when no group was made (one process, or a stage that never communicated)."""
-    import sys
-
     if "torch.distributed" not in sys.modules:  # never imported: nothing to leave, and no torch import cost
         return
     import torch.distributed as dist
