@@ -13,9 +13,10 @@ from safetensors.torch import load_file, save_file
 
 from conftest import build, run_cli
 from nlp_pipe import TextClassifier, metrics
+from nlp_pipe.classifiers.baseline import fit_linear
 from nlp_pipe.core.errors import UserError
 from nlp_pipe.data.labelled import best_threshold, stratified_split
-from nlp_pipe.data.ngram_bag import NgramIndex, gram_key, key_gram
+from nlp_pipe.data.ngram_bag import NgramIndex, bag_matrix, gram_key, key_gram
 from nlp_pipe.data.word_ids import stream_batch
 from nlp_pipe.models.textcnn import TextCNN, TextCNNConfig
 from nlp_pipe.vectors.embedding import embedding_matrix
@@ -96,7 +97,8 @@ def test_report_shows_the_baseline_from_the_same_split_and_per_class_f1(textcnn,
 
 
 def test_non_static_embeddings_do_change(seg_reviews, vectors, tmp_path):
-    build("textcnn", tmp_path / "cnn", {"train": seg_reviews, "vectors": vectors}, epochs=2, filters=8, mode="non-static", seed=1)
+    build("textcnn", tmp_path / "cnn", {"train": seg_reviews, "vectors": vectors}, epochs=2, filters=8, mode="non-static", seed=1,
+          batch_size=8)  # several steps an epoch: the output layer starts at 0 (bag from LR), so step 1 moves no embedding
     tokens = (tmp_path / "cnn" / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
     expected, _ = embedding_matrix(vectors, tokens, seed=1)
     assert not torch.equal(load_file(str(tmp_path / "cnn" / "model.safetensors"))["embedding.weight"], torch.from_numpy(expected))
@@ -169,6 +171,30 @@ def test_ngram_bag_ignores_padding_and_starts_at_zero():
         model(char_ids=stream_batch(rows, 5)["char_ids"])
 
 
+@pytest.mark.parametrize("num_labels", [2, 3])
+def test_bag_started_from_logistic_regression_predicts_as_sklearn_does(num_labels):
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(num_labels)
+    words = ["好", "不错", "差", "房间", "服务", "太", "贵", "干净", "吵"]
+    texts = ["".join(rng.choice(words, size=rng.integers(1, 8))) for _ in range(120)] + ["zz"]
+    gold = rng.integers(0, num_labels, size=len(texts))
+    index = NgramIndex.count(texts, 3, min_count=2, max_vocab=10**6, pad="[PAD]")
+    rows, _ = index.encode(texts)
+    assert rows[-1].size == 0  # a text with no known n-gram gets an all-zero row, not NaN
+    idf = index.idf(len(texts))
+    x = bag_matrix(rows, idf)
+    assert np.allclose(np.asarray(x[:-1].multiply(x[:-1]).sum(axis=1)).ravel(), 1.0) and x[-1].nnz == 0
+    coef, intercept = fit_linear(x, gold, num_labels, C=4.0)
+    expected = LogisticRegression(C=4.0, max_iter=2000).fit(x, gold).predict_proba(x)
+    model = TextCNN(TextCNNConfig(0, 0, num_labels, input="chars", char_vocab_size=10, char_dim=4, filters=2,
+                                  ngram_vocab_size=len(index.grams), ngram_max=3), idf=torch.from_numpy(idf)).eval()
+    model.start_wide(torch.from_numpy(coef.T.astype(np.float32)), torch.from_numpy(intercept.astype(np.float32)))
+    chars = [np.array([2, 3, 4]) for _ in texts]  # any characters: the CNN's output layer starts at zero
+    logits = model(**stream_batch([(None, c, r) for c, r in zip(chars, rows)], 5))
+    assert np.allclose(torch.softmax(logits, dim=-1).detach().numpy(), expected, atol=1e-4)
+
+
 def test_ngram_bag_trains_saves_and_reloads(textcnn):
     out, manifest = textcnn
     m = manifest["metrics"]
@@ -178,7 +204,17 @@ def test_ngram_bag_trains_saves_and_reloads(textcnn):
     assert all(1 <= len(g) <= 3 for g in grams[1:]) and len(set(grams)) == len(grams)
     assert load_file(str(out / "model.safetensors"))["wide.weight"].abs().sum() > 0  # the bag learned
     assert "train_ngrams" in m["oov_rate"] and m["reload_check"].startswith("TextClassifier.load reloads it")
-    assert "linear bag of character 1-3-grams" in (out / "report.md").read_text(encoding="utf-8")
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "linear bag of character 1-3-grams" in report and "started from logistic regression" in report
+
+
+def test_bag_starts_as_logistic_regression_and_the_cnn_at_zero(seg_reviews, vectors, tmp_path):
+    for init in ("lr", "zero"):
+        build("textcnn", tmp_path / init, {"train": seg_reviews, "vectors": vectors}, steps=1, lr=0.0, filters=4, seed=1,
+              ngram_init=init, baseline=False)  # lr 0: the saved weights are the starting ones
+    started, zero = (load_file(str(tmp_path / init / "model.safetensors")) for init in ("lr", "zero"))
+    assert started["wide.weight"].abs().sum() > 0 and not started["classifier.weight"].any()
+    assert not zero["wide.weight"].any() and zero["classifier.weight"].any()
 
 
 def test_artifact_from_before_the_ngram_bag_still_loads(textcnn, tmp_path):

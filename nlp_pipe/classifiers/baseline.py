@@ -35,7 +35,6 @@ class BaselineOptions:
 def fit(texts: list[str], words: list[list[str]] | None, gold: np.ndarray, num_labels: int, options: BaselineOptions) -> NgramModel:
     """TF-IDF (smooth idf, L2 norm) over the n-grams of `features` + LogisticRegression(C), as NgramModel."""
     from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
 
     config = NgramConfig(num_labels, options.analyzer, options.char_ngrams, options.word_ngrams, options.sublinear_tf)
     docs = [features(t, words[i] if words is not None else None, config) for i, t in enumerate(texts)]
@@ -45,17 +44,27 @@ def fit(texts: list[str], words: list[list[str]] | None, gold: np.ndarray, num_l
         x = vectorizer.fit_transform(docs)
     except ValueError as exc:  # "After pruning, no terms remain" / "empty vocabulary"
         raise UserError(f"baseline: no n-gram is left to learn from ({exc}); lower min_df or check the training texts") from None
-    clf = LogisticRegression(C=options.C, max_iter=options.max_iter,
-                             class_weight="balanced" if options.class_weight == "balanced" else None)
+    coef, intercept = fit_linear(x, gold, num_labels, options.C, options.max_iter, options.class_weight)
+    vocab = vectorizer.vocabulary_
+    ngrams = sorted(vocab, key=vocab.__getitem__)
+    return NgramModel(config, ngrams, vectorizer.idf_, coef, intercept)
+
+
+def fit_linear(x: Any, gold: np.ndarray, num_labels: int, C: float, max_iter: int = 2000,
+               class_weight: Literal["none", "balanced"] = "none") -> tuple[np.ndarray, np.ndarray]:
+    """LogisticRegression(C) on the feature rows `x` (a sparse or dense matrix), as softmax weights: coef
+    [num_labels, features] and intercept [num_labels], so that softmax(x @ coef.T + intercept) is its
+    predict_proba for two classes as for more."""
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(C=C, max_iter=max_iter, class_weight="balanced" if class_weight == "balanced" else None)
     clf.fit(x, gold)
     if list(clf.classes_) != list(range(num_labels)):
         raise ValueError(f"training labels {list(clf.classes_)} are not the class ids 0..{num_labels - 1}")
     coef, intercept = clf.coef_, clf.intercept_
     if num_labels == 2:  # sklearn's one binary row w: sigmoid(w.x + b) = softmax([-(w.x+b)/2, (w.x+b)/2])[1]
         coef, intercept = np.vstack([-coef[0] / 2, coef[0] / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
-    vocab = vectorizer.vocabulary_
-    ngrams = sorted(vocab, key=vocab.__getitem__)
-    return NgramModel(config, ngrams, vectorizer.idf_, coef, intercept)
+    return coef, intercept
 
 
 def probabilities(model: NgramModel, ds: Any) -> np.ndarray:

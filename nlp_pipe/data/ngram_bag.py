@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -114,3 +115,18 @@ class NgramIndex:
         ids = self._ids[where[known]] if len(self._keys) else np.zeros(0, dtype=np.int64)
         bounds = np.searchsorted(rows[known], np.arange(1, len(texts)))
         return np.split(ids, bounds), 1 - known.sum() / len(keys) if len(keys) else 0.0
+
+
+def bag_matrix(rows: Sequence[np.ndarray], idf: np.ndarray) -> Any:
+    """Texts' n-gram ids (NgramIndex.encode) as a scipy CSR matrix [texts, len(idf)]: each present n-gram's
+    idf, every row L2-normalised; exactly the features TextCNN's wide part weighs, so a linear model fitted on
+    it transfers to that part as it is."""
+    from scipy import sparse
+
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    columns = np.concatenate(rows) if len(rows) else np.zeros(0, dtype=np.int64)
+    values = idf[columns].astype(np.float64)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    row = np.repeat(np.arange(len(rows)), lengths)
+    values /= np.sqrt(np.bincount(row, weights=values ** 2, minlength=len(rows))).clip(min=1e-6)[row]
+    return sparse.csr_matrix((values, columns, indptr), shape=(len(rows), len(idf)))

@@ -50,8 +50,8 @@ class TextCNN(nn.Module):
     With ngram_vocab_size, a linear "wide" part (Cheng et al. 2016, wide & deep) adds to the logits
     the sum of one weight vector per character 1..ngram_max-gram present in the text, weighted by the
     n-gram's idf (buffer wide_idf) and L2-normalised over the text, as TF-IDF + LR weighs them. It starts at
-    zero, so training begins from the CNN alone; it carries the exact surface n-grams a CNN over
-    pretrained vectors blurs, and costs one lookup per n-gram.
+    zero (training begins from the CNN alone) unless start_wide sets it from a fitted linear model; it
+    carries the exact surface n-grams a CNN over pretrained vectors blurs, and costs one lookup per n-gram.
     """
 
     def __init__(self, config: TextCNNConfig, vectors: torch.Tensor | None = None, idf: torch.Tensor | None = None) -> None:
@@ -109,6 +109,18 @@ class TextCNN(nn.Module):
             weights = weights / weights.square().sum(dim=1, keepdim=True).sqrt().clamp(min=1e-6)
             logits = logits + self.wide(ngram_ids, per_sample_weights=weights)
         return logits
+
+    @torch.no_grad()
+    def start_wide(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Start as a given linear model of the n-gram bag: weight [ngram_vocab_size, num_labels] (row 0,
+        padding, is ignored) and bias [num_labels]. The convolutions' output layer starts at zero, so the
+        model's first logits are exactly that linear model's and training learns what it misses."""
+        if self.wide is None:
+            raise ValueError("this TextCNN has no n-gram bag to start")
+        self.wide.weight.copy_(weight)
+        self.wide.weight[0] = 0.0
+        self.classifier.weight.zero_()
+        self.classifier.bias.copy_(bias)
 
     def _widen(self, ids: torch.Tensor) -> torch.Tensor:
         shortest = max(self.config.kernel_sizes)

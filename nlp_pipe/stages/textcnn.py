@@ -9,8 +9,10 @@ is split 7:1:2, stratified) and a vectors artifact (`word2vec` or `import-vector
 `--input both` adds that char stream beside the word stream (convolutions on each, features concatenated).
 `--ngrams N` (default 3; 0 = off) adds a linear bag of the character 1..N-grams seen in at least
 `--ngram-min-count` training texts, summed into the logits beside the convolutions (wide & deep): the
-surface n-gram evidence a TF-IDF + LR model uses, learned jointly with the CNN at `--ngram-lr-scale`
-times the learning rate.
+surface n-gram evidence a TF-IDF + LR model uses. With `--ngram-init lr` (default) the bag starts as
+logistic regression fitted on its own features (under a second) and the convolutions' output layer at zero,
+so training starts from that linear model and the CNN learns what it misses; both then train jointly
+(the bag at `--ngram-lr-scale` times the learning rate).
 Training runs on the shared Trainer (constant-lr Adam, one evaluation an epoch, early stopping
 with the best epoch restored, checkpoints and exact resume after a kill, length-grouped batches).
 Writes config.json + model.safetensors, vocab.txt (chars.txt for a char stream, ngrams.txt for the bag),
@@ -59,7 +61,7 @@ from ..core.files import (
     write_vocab,
 )
 from ..data.labelled import Splits, load_splits, stratified_folds
-from ..data.ngram_bag import MAX_N, NgramIndex
+from ..data.ngram_bag import MAX_N, NgramIndex, bag_matrix
 from ..data.word_ids import StreamCollator, TextEncoder, TextIds, stream_batch, text_chars
 from ..metrics.scores import confusion_sums, summarize
 from ..models.textcnn import TextCNN, TextCNNConfig
@@ -70,7 +72,8 @@ from ..vectors.embedding import embedding_matrix
 from ..vectors.store import load_keyed_vectors
 
 NAME = "textcnn"
-VERSION = 6  # 6: the character n-gram bag (--ngrams), on by default; defaults chosen on dev: words, non-static, 32 filters
+VERSION = 7  # 7: the bag starts from logistic regression on its own features (--ngram-init lr), lr x1
+# 6: the character n-gram bag (--ngrams), on by default; defaults chosen on dev: words, non-static, 32 filters
 # 5: --input chars/both (a char stream), --embedding-dropout, faster defaults chosen on dev
 # 4: unseen-test figures, per-class F1 and the same-split TF-IDF + LR baseline in the report
 DISTRIBUTED = True  # every process of `accelerate launch` trains; the main one writes the artifact
@@ -103,8 +106,10 @@ class Config(TrainOptions):
                          min=0, max=MAX_N)
     ngram_min_count: int = option(2, "n-grams in fewer training texts than this are left out of the bag", min=1)
     ngram_max_vocab: int = option(1_000_000, "most frequent n-grams kept in the bag", min=1)
-    ngram_lr_scale: float = option(3.0, "the bag's learning rate as a multiple of --lr (a linear model learns faster "
-                                   "alone than beside a CNN)", min=0.0)
+    ngram_init: Literal["lr", "zero"] = option("lr", "the bag's starting weights: logistic regression fitted on the bag's own "
+                                               "features (the CNN then learns what it misses) or zero")
+    ngram_c: float = option(4.0, "inverse L2 strength C of that logistic regression (--ngram-init lr)", min=1e-6)
+    ngram_lr_scale: float = option(1.0, "the bag's learning rate as a multiple of --lr", min=0.0)
     embedding_dropout: float = option(0.2, "share of embedding vectors (whole positions) dropped while training", min=0.0, max=0.95)
     kernel_sizes: tuple[int, ...] = option((3, 4, 5), "convolution widths in tokens", min=1, max=64, min_items=1)
     filters: int = option(32, "filters per kernel size", min=1, max=4096)
@@ -163,7 +168,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     vectors = torch.from_numpy(matrix) if matrix is not None else None
     idf = torch.from_numpy(bag.idf(len(splits.train))) if bag is not None else None
     with Trainer(config, out, run_config=run_identity(config, inputs), name=NAME) as trainer:
-        model = TextCNN(model_config, vectors, idf)
+        model = _model(config, model_config, vectors, idf, data["train"])
         frozen_before = model.embedding.weight.detach().clone() if model.embedding is not None else None
         summary = _train(trainer, model, config, data["train"], data["dev"])
     folds = _cross_validate(config, model_config, vectors, idf, data, out) if config.folds else None  # every process trains
@@ -192,6 +197,18 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     report = classical.beside(_report(config, splits, metrics, summary, max_len, char_max_len, oov), result, metrics, splits,
                               "TextCNN", config.baseline)
     return Result({"rows_in": rows, "rows_out": rows, "dropped": {}}, result, report, {"device": trainer.device}, trainer.cleanup)
+
+
+def _model(config: Config, model_config: TextCNNConfig, vectors: torch.Tensor | None, idf: torch.Tensor | None,
+           train: TextIds) -> TextCNN:
+    """A new TextCNN; with --ngram-init lr its bag starts as logistic regression fitted on `train`'s bag (every
+    process of a launch fits the same one: lbfgs on the same rows is deterministic)."""
+    model = TextCNN(model_config, vectors, idf)
+    if idf is not None and train.ngrams is not None and config.ngram_init == "lr":
+        features = bag_matrix(train.ngrams.ids, idf.numpy())
+        coef, intercept = classical.fit_linear(features, train.labels, model_config.num_labels, config.ngram_c, max_iter=200)
+        model.start_wide(torch.from_numpy(coef.T.astype(np.float32)), torch.from_numpy(intercept.astype(np.float32)))
+    return model
 
 
 def _char_vocab(texts: list[str], min_count: int) -> list[str]:
@@ -255,8 +272,9 @@ def _cross_validate(config: Config, model_config: TextCNNConfig, vectors: torch.
             main = trainer.is_main
             if main:
                 fold_out.mkdir()
-            model = TextCNN(model_config, vectors, idf)
-            _train(trainer, model, fold_config, part.select(inner_train), part.select(inner_dev))
+            inner = part.select(inner_train)
+            model = _model(config, model_config, vectors, idf, inner)
+            _train(trainer, model, fold_config, inner, part.select(inner_dev))
         if not main:
             continue
         held = pooled.select(held_idx)
@@ -285,8 +303,9 @@ def _report(config: Config, splits: Splits, metrics: dict, summary, max_len: int
     cut = ", ".join(([f"max_len {max_len} words"] if max_len else []) + ([f"{char_max_len} characters"] if char_max_len else []))
     streams = {"words": f"words (mode {config.mode})", "chars": f"characters (embedding {config.char_dim}, from scratch)",
                "both": f"words (mode {config.mode}) and characters (embedding {config.char_dim}, from scratch)"}
+    start = f"started from logistic regression on its features, C={config.ngram_c:g}" if config.ngram_init == "lr" else "started at 0"
     bag = (f", plus a linear bag of character 1-{config.ngrams}-grams (in >= {config.ngram_min_count} training texts; "
-           f"lr x{config.ngram_lr_scale:g})" if config.ngrams else "")
+           f"{start}; lr x{config.ngram_lr_scale:g})" if config.ngrams else "")
     lines = ["## TextCNN", f"Input {streams[config.input]}, kernels {list(config.kernel_sizes)} x {config.filters} filters"
              f"{' per stream' if config.input == 'both' else ''}{bag}, embedding dropout {config.embedding_dropout:g}, {cut}; "
              f"data {splits.origin}; {summary.steps} steps, best dev {config.monitor} at step {best.get('step', '-')}; "

@@ -130,8 +130,9 @@ class StepLoop:
             speed |= {"tokens_per_s": recent["tokens"] * processes / max(recent["seconds"], 1e-9),
                       "padding_fraction": 1 - recent["tokens"] / recent["slots"]}
         self.window, self.recent = {}, dict.fromkeys(self.recent, 0)
+        base = self.scheduler.base_lrs[0]  # 0 with --lr 0 (or a first group scaled to 0): no schedule to read
         return {"step": state.step, "epoch": round(state.micro_step / self.order.per_epoch, 4),
-                "lr": self.o.lr * self.scheduler.get_last_lr()[0] / self.scheduler.base_lrs[0], **self.last_train, **speed}
+                "lr": self.o.lr * (self.scheduler.get_last_lr()[0] / base if base else 1.0), **self.last_train, **speed}
 
 
 class EarlyStop:
