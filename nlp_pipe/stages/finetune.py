@@ -237,7 +237,7 @@ def _report(config: Config, splits: Splits, metrics: dict, summary: Any, max_len
              f"labels {', '.join(splits.labels)}; data {splits.origin}.",
              f"{summary.steps} steps{f' (resumed at step {summary.resumed_from})' if summary.resumed_from else ''}, "
              f"best dev {config.monitor} at step {best.get('step', '-')}; max_seq_len {max_len}; padding "
-             f"{summary.padding_fraction:.1%}, {summary.tokens_per_s:,.0f} real tokens/s, {summary.precision}.",
+             f"{summary.padding_fraction:.1%}, {summary.tokens_per_s:,.0f} real tokens/s, {summary.arithmetic}.",
              bert_inputs.coverage_line(vocabulary),
              "", *scores_table(metrics)]
     lines += ["", "![training curves](training_curves.png)", "", "![confusion matrix](confusion_matrix.png)"]

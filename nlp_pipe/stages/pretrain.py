@@ -246,7 +246,7 @@ def _report(config: Config, summary: Summary, built: blocks_data.Built, hf_model
              f"{sum(p.numel() for p in hf_model.parameters()):,} parameters.",
              f"MLM ({config.masking} masking, {config.mlm_probability:.0%}) + {config.sentence_task}; {summary.steps} steps"
              f"{f' (resumed at step {summary.resumed_from})' if summary.resumed_from else ''}, {summary.processes} process(es), "
-             f"{summary.precision}; {summary.tokens_per_s:,.0f} real tokens/s, padding {summary.padding_fraction:.2%}.",
+             f"{summary.arithmetic}; {summary.tokens_per_s:,.0f} real tokens/s, padding {summary.padding_fraction:.2%}.",
              f"Data: {built.stats['documents']} documents -> {built.stats['train']['blocks']} training blocks of "
              f"{config.max_seq_len} ({built.stats['train']['pair_blocks']} sentence pairs"
              f"{f', {config.pair_sets} pair sets' if config.sentence_task != 'none' else ''}); cache {built.cache_dir}.",

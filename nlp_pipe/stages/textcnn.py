@@ -309,7 +309,7 @@ def _report(config: Config, splits: Splits, metrics: dict, summary, max_len: int
     lines = ["## TextCNN", f"Input {streams[config.input]}, kernels {list(config.kernel_sizes)} x {config.filters} filters"
              f"{' per stream' if config.input == 'both' else ''}{bag}, embedding dropout {config.embedding_dropout:g}, {cut}; "
              f"data {splits.origin}; {summary.steps} steps, best dev {config.monitor} at step {best.get('step', '-')}; "
-             f"{summary.precision}.",
+             f"{summary.arithmetic}.",
              "OOV rate (tokens mapped to [UNK]): " + ", ".join(f"{k} {v:.1%}" for k, v in oov.items()), "",
              *scores_table(metrics), "", *per_class_table(metrics, splits.labels)]
     lines += ["", "Labels (class id: name): " + ", ".join(f"{i}: {n}" for i, n in enumerate(splits.labels)), "",

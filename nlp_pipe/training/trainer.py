@@ -82,6 +82,11 @@ class Summary:
     def tokens_per_s(self) -> float:
         return self.tokens / self.train_seconds if self.train_seconds else 0.0
 
+    @property
+    def arithmetic(self) -> str:
+        """The precision in words for a report: accelerate's mixed_precision "no" reads as fp32."""
+        return "fp32" if self.precision == "no" else f"mixed precision {self.precision}"
+
 
 class Trainer:
     def __init__(self, options: TrainOptions, out: Path, *, run_config: dict[str, Any], name: str, phase: str = "",
