@@ -195,6 +195,20 @@ def test_bag_started_from_logistic_regression_predicts_as_sklearn_does(num_label
     assert np.allclose(torch.softmax(logits, dim=-1).detach().numpy(), expected, atol=1e-4)
 
 
+def test_a_start_that_stops_before_convergence_is_not_warned_about():
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    x, gold = np.random.default_rng(0).normal(size=(60, 5)), np.arange(60) % 3
+    with pytest.warns(ConvergenceWarning):
+        fit_linear(x, gold, 3, C=4.0, max_iter=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        coef, intercept = fit_linear(x, gold, 3, C=4.0, max_iter=1, start_only=True)
+    assert coef.shape == (3, 5) and intercept.shape == (3,)
+
+
 def test_ngram_bag_trains_saves_and_reloads(textcnn):
     out, manifest = textcnn
     m = manifest["metrics"]

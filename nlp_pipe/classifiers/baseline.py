@@ -51,14 +51,21 @@ def fit(texts: list[str], words: list[list[str]] | None, gold: np.ndarray, num_l
 
 
 def fit_linear(x: Any, gold: np.ndarray, num_labels: int, C: float, max_iter: int = 2000,
-               class_weight: Literal["none", "balanced"] = "none") -> tuple[np.ndarray, np.ndarray]:
+               class_weight: Literal["none", "balanced"] = "none", start_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """LogisticRegression(C) on the feature rows `x` (a sparse or dense matrix), as softmax weights: coef
     [num_labels, features] and intercept [num_labels], so that softmax(x @ coef.T + intercept) is its
-    predict_proba for two classes as for more."""
+    predict_proba for two classes as for more. `start_only`: the fit is a starting point that training goes
+    on from, so stopping at max_iter before convergence is expected and not warned about."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
     clf = LogisticRegression(C=C, max_iter=max_iter, class_weight="balanced" if class_weight == "balanced" else None)
-    clf.fit(x, gold)
+    with warnings.catch_warnings():
+        if start_only:
+            warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(x, gold)
     if list(clf.classes_) != list(range(num_labels)):
         raise ValueError(f"training labels {list(clf.classes_)} are not the class ids 0..{num_labels - 1}")
     coef, intercept = clf.coef_, clf.intercept_
