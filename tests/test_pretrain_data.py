@@ -118,7 +118,11 @@ def test_padding_below_two_percent_through_the_dataset_build(tmp_path, tokenizer
     spec = pretraining.BuildSpec(BlockSpec(32, "sop", 0, tokenizer.cls_token_id, tokenizer.sep_token_id),
                                  "auto", ReadOptions(), True, eval_docs=2)
     corpus = [FIXTURES / "news.txt", FIXTURES / "reviews.tsv"]  # long documents and short reviews
+    killed = tmp_path / "cache" / ".0123456789abcdef.tmp-4242"  # what a SIGKILLed build leaves
+    (killed / "build").mkdir(parents=True)
+    (killed / "build" / "tokens-train-00000.arrow").write_bytes(b"half")
     built = pretraining.build(corpus, "news+reviews", tokenizer, spec, tmp_path / "cache", num_proc=1)
+    assert not killed.exists() and [p.name for p in (tmp_path / "cache").iterdir()] == [built.cache_dir.name]
     stats = built.stats["train"]
     assert stats["padding_fraction"] < 0.02 and stats["blocks"] > 100
     assert 0 < stats["pair_blocks"] < stats["blocks"]  # long documents give pairs, reviews packed MLM-only blocks

@@ -64,7 +64,9 @@ class Built:
 def build(paths: list[Path], input_key: str, tokenizer: Any, spec: BuildSpec, cache_root: Path,
           num_proc: int) -> Built:
     """The train/eval blocks for `paths`, from the cache when an identical build exists. Every process of a
-    launch calls it (it tokenises a share); the main one writes the cache."""
+    launch calls it (it tokenises a share); the main one writes the cache. `cache_root` belongs to one
+    artifact and is used under its lock (the runner's), so the temporaries of killed builds found there
+    are removed before a new build."""
     key = manifests.sha256_json({"version": DATA_VERSION, "inputs": input_key, "vocab": _vocab_hash(tokenizer),
                                  "spec": asdict(spec)})[:16]
     folder = cache_root / key
@@ -74,7 +76,8 @@ def build(paths: list[Path], input_key: str, tokenizer: Any, spec: BuildSpec, ca
     tmp = Path(distributed.broadcast(str(cache_root / f".{key}.tmp-{os.getpid()}")))
     main = distributed.is_main()
     if main:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for stale in cache_root.glob(".*.tmp-*"):  # a SIGKILLed build skips the finally below
+            shutil.rmtree(stale, ignore_errors=True)
     try:
         stats = _build_into(tmp, paths, tokenizer, spec, num_proc)
         if main:
