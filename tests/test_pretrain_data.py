@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import replace
 
+import datasets
 import numpy as np
 import pytest
 import torch
@@ -135,6 +136,17 @@ def test_padding_below_two_percent_through_the_dataset_build(tmp_path, tokenizer
     assert three.train[:n]["input_ids"] == built.train["input_ids"]  # the first set is the single-set build
     assert three.train[n:2 * n]["input_ids"] != built.train["input_ids"]  # the others split and cut elsewhere
     assert len(three.eval) == len(built.eval)  # evaluation keeps one fixed set
+
+
+def test_blocks_are_the_same_whatever_the_worker_count(tmp_path):
+    rng = np.random.default_rng(5)
+    docs = [[rng.integers(10, 500, size=rng.integers(3, 30)).tolist() for _ in range(rng.integers(1, 6))] for _ in range(2300)]
+    tokens = datasets.Dataset.from_dict({"ids": docs, "labels": [[[1] * len(s) for s in d] for d in docs]})
+    spec = pretraining.BuildSpec(BlockSpec(32, "nsp", 0, 2, 3), "auto", ReadOptions(), True, eval_docs=0)
+    built = {n: pretraining._blocks(tokens, spec, n, 2, tmp_path / f"blocks{n}") for n in (1, 2, 3)}
+    assert len(built[1]) > 1000 and built[1]["sentence_label"].count(1) > 100  # pairs, negatives among them
+    for n in (2, 3):  # 3 workers cut 2,300 documents at 767 and 1,534, off the 1,000-document runs
+        assert built[n]["input_ids"] == built[1]["input_ids"] and built[n]["sentence_label"] == built[1]["sentence_label"]
 
 
 def _collator(whole_word=True, seed=0) -> MaskingCollator:

@@ -35,9 +35,9 @@ from .documents import FEATURES, Layout, documents
 
 log = logging.getLogger(__name__)
 
-DATA_VERSION = 3  # bump when the blocks built from the same inputs change
+DATA_VERSION = 4  # bump when the blocks built from the same inputs change (4: the same whatever num_proc)
 STATS = "stats.json"
-_MAP_BATCH = 1000  # documents per map call: NSP negatives come from the same batch
+_MAP_BATCH = 1000  # documents per run of blocks: NSP negatives come from the same run
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def _build_into(tmp: Path, paths: list[Path], tokenizer: Any, spec: BuildSpec, n
         if tokens is None:  # not the main process
             continue
         sets = spec.pair_sets if name == "train" and spec.block.sentence_task != "none" else 1
-        blocks = _blocks(tokens, spec, num_proc if len(split) >= 2 * _MAP_BATCH else None, sets)
+        blocks = _blocks(tokens, spec, num_proc, sets, tmp / "build" / f"blocks-{name}")
         blocks.save_to_disk(str(tmp / name))
         stats[name] = block_stats(blocks, spec.block.max_seq_len)
     return stats
@@ -169,21 +169,34 @@ def _tokenized(docs: datasets.Dataset, tokenizer: Any, hmm: bool, prefix: Path, 
     return datasets.concatenate_datasets([datasets.Dataset.from_file(f) for rank_files in shares for f in rank_files])
 
 
-def _blocks(tokens: datasets.Dataset, spec: BuildSpec, num_proc: int | None, sets: int) -> datasets.Dataset:
+def _blocks(tokens: datasets.Dataset, spec: BuildSpec, num_proc: int, sets: int, prefix: Path) -> datasets.Dataset:
     """`sets` sets of blocks drawn with different seeds from the tokenised documents: pairs are fixed once
     built, so over several epochs a single set lets the model memorise each pair's order (training SOP
-    accuracy rose to 65% while held-out stayed at 53%); Google BERT draws dupe_factor sets for this."""
+    accuracy rose to 65% while held-out stayed at 53%); Google BERT draws dupe_factor sets for this.
+
+    Each run of _MAP_BATCH documents (its NSP/SOP negatives come from within it) is one row of a map over
+    run starts, so the blocks are the same whatever `num_proc`: datasets.map's own shards of the documents
+    start wherever len / num_proc falls, which cut the runs differently on machines with other core counts."""
     features = datasets.Features({
         "input_ids": datasets.Sequence(datasets.Value("int32")),
         "token_type_ids": datasets.Sequence(datasets.Value("int8")),
         "word_labels": datasets.Sequence(datasets.Value("int8")),
         "sentence_label": datasets.Value("int16"),
     })
-    parts = [tokens.map(build_blocks, batched=True, batch_size=_MAP_BATCH, with_indices=True, num_proc=num_proc,
-                        fn_kwargs={"spec": replace(spec.block, seed=spec.block.seed + k)},
-                        remove_columns=tokens.column_names, features=features, desc=f"blocks {k + 1}/{sets}")
+    runs = datasets.Dataset.from_dict({"start": list(range(0, len(tokens), _MAP_BATCH))})
+    parts = [runs.map(_run_blocks, batched=True, batch_size=1, num_proc=num_proc if len(runs) > 1 else None,
+                      fn_kwargs={"tokens": tokens, "spec": replace(spec.block, seed=spec.block.seed + k)},
+                      remove_columns=["start"], features=features, desc=f"blocks {k + 1}/{sets}",
+                      cache_file_name=f"{prefix}-{k}.arrow", load_from_cache_file=False,
+                      new_fingerprint=f"{prefix.name}-{k}")  # a fingerprint of its own: no hashing of `tokens`
              for k in range(sets)]
     return datasets.concatenate_datasets(parts) if sets > 1 else parts[0]
+
+
+def _run_blocks(batch: dict[str, list], tokens: datasets.Dataset, spec: BlockSpec) -> dict[str, list]:
+    start = batch["start"][0]
+    end = min(start + _MAP_BATCH, len(tokens))
+    return build_blocks(tokens[start:end], list(range(start, end)), spec)
 
 
 def block_stats(blocks: datasets.Dataset, max_seq_len: int) -> dict[str, Any]:
