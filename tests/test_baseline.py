@@ -9,7 +9,7 @@ import pytest
 
 from conftest import build, fixture_lines, run_cli
 from nlp_pipe import TextClassifier
-from nlp_pipe.classifiers.baseline import BaselineOptions, fit
+from nlp_pipe.classifiers.tfidf import TfidfOptions, fit
 from nlp_pipe.models.ngram import NgramConfig, features
 
 
@@ -53,7 +53,7 @@ def test_numpy_prediction_equals_sklearn(labels):
     alphabet = list("好差房间服务干净脏贵便宜快慢")
     texts = ["".join(rng.choice(alphabet, size=rng.integers(3, 12))) for _ in range(90)]
     gold = np.array([i % labels for i in range(90)])
-    model = fit(texts, None, gold, labels, BaselineOptions(min_df=1, C=2.0))
+    model = fit(texts, None, gold, labels, TfidfOptions(min_df=1, C=2.0))
     config = NgramConfig(labels)
     docs = [features(t, None, config) for t in texts]
     vec = TfidfVectorizer(analyzer=lambda d: d, min_df=1, sublinear_tf=True, lowercase=False)
@@ -71,4 +71,4 @@ def test_nothing_left_after_min_df_is_a_user_error():
     from nlp_pipe.core.errors import UserError
 
     with pytest.raises(UserError, match="lower min_df"):
-        fit(["好", "差", "好"], None, np.array([0, 1, 0]), 2, BaselineOptions(min_df=10))
+        fit(["好", "差", "好"], None, np.array([0, 1, 0]), 2, TfidfOptions(min_df=10))

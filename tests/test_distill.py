@@ -14,7 +14,11 @@ from transformers import AutoModel, AutoModelForSequenceClassification
 
 from conftest import assert_pipeline_agrees, build, fixture_lines, run_cli
 from nlp_pipe import TextClassifier
+from nlp_pipe.classifiers.decision import log_odds
+from nlp_pipe.classifiers.labels import LabelInfo
 from nlp_pipe.models.int8 import load_int8
+from nlp_pipe.models.tinybert import Distiller, soft_cross_entropy
+from nlp_pipe.stages.distill import load_teacher
 
 STUDENT = {"num_hidden_layers": 1, "hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 32}
 FAST = dict(batch_size=8, lr=3e-3, precision="fp32", seed=1, speed_batch=4, speed_seq_len=32)
@@ -116,6 +120,31 @@ def test_task_distillation_from_the_general_student_with_augmented_data(work, te
     assert not (work / "task.intermediate.checkpoints").exists() and not (work / "task.prediction.checkpoints").exists()
     assert json.loads((out / "labels.json").read_text(encoding="utf-8"))["threshold"] is None  # folded into the head
     assert_pipeline_agrees(out, fixture_lines("pos.txt")[:20] + fixture_lines("neg.txt")[:20])
+    # the figures README promises in every classifier manifest, and the student's own dev threshold
+    assert {"dev_accuracy", "test_accuracy", "test_unseen_accuracy", "baseline_test_unseen_accuracy", "threshold"} <= set(m)
+    assert m["split"].startswith("split 7:1:2") and m["compared_on"] == "test" and "Per class (test)" in report
+
+
+def test_the_teachers_soft_targets_are_its_trained_logits_not_its_folded_decision(teacher):
+    """finetune folds its dev threshold into the head's bias; distillation takes it out again, so the student learns
+    the teacher's probabilities and the threshold applies on top of the teacher alone."""
+    folded_at = LabelInfo.load(teacher).threshold_folded
+    assert folded_at is not None and abs(log_odds(folded_at)) > 1e-3  # else folding would change nothing
+    model, _, threshold = load_teacher(teacher)
+    saved = AutoModelForSequenceClassification.from_pretrained(teacher).eval()
+    batch = {"input_ids": torch.tensor([[101, 6574, 7030, 2523, 1962, 102], [101, 1922, 2345, 749, 102, 0]]),
+             "attention_mask": torch.tensor([[1] * 6, [1] * 5 + [0]])}
+    with torch.inference_mode():
+        trained = saved(**batch).logits
+        trained[:, 1] += log_odds(folded_at)  # the head before finetune folded the threshold into it
+        student = AutoModelForSequenceClassification.from_pretrained(teacher).eval()
+        distiller = Distiller(model, student, mode="prediction").eval()
+        targets = distiller.teacher(**batch).logits
+        loss = distiller(**batch)["prediction_loss"]
+        expected = soft_cross_entropy(student(**batch).logits, trained)
+    assert threshold == folded_at
+    torch.testing.assert_close(targets, trained, rtol=0, atol=1e-5)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_augmented_data_of_another_corpus_is_refused(work, teacher, augmented, seg_news, tmp_path, fixtures):

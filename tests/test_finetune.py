@@ -47,6 +47,9 @@ def test_loss_falls_and_dev_beats_the_majority_class(finetuned, seg_reviews):
     assert metrics["dev"]["accuracy"] > majority
     assert manifest["metrics"]["split"].startswith("split 7:1:2")
     assert 0 <= manifest["metrics"]["padding_fraction"] < 0.25  # length-grouped batches
+    # the figures README promises in every classifier manifest (only textcnn wrote test_unseen_accuracy before)
+    assert {"dev_accuracy", "test_macro_f1", "test_unseen_accuracy", "baseline_test_unseen_accuracy"} <= set(manifest["metrics"])
+    assert "Per class (test)" in (out / "report.md").read_text(encoding="utf-8")
     assert {"training_curves.png", "confusion_matrix.png", "labels.json", "report.md"} <= {p.name for p in out.iterdir()}
 
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from conftest import build, run_cli
 from nlp_pipe import TextClassifier, metrics
-from nlp_pipe.classifiers.baseline import fit_linear
+from nlp_pipe.classifiers.tfidf import fit_linear
 from nlp_pipe.core.errors import UserError
 from nlp_pipe.data.labelled import best_threshold, stratified_split
 from nlp_pipe.data.ngram_bag import NgramIndex, bag_matrix, gram_key, key_gram

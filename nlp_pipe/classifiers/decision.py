@@ -6,7 +6,8 @@ would ignore it. Since p1 > t  <=>  z1 - z0 > log(t / (1 - t)), subtracting that
 bias makes argmax take exactly the thresholded decision (a tie, p1 = t, stays class 0 both ways).
 The saved probabilities are shifted alike: 0.5 is the decision point, and the trained head's own
 probability is sigmoid(logit(p1) + log(t / (1 - t))). labels.json then records the original threshold as
-`threshold_folded`, and its `threshold` is null (argmax applies).
+`threshold_folded`, and its `threshold` is null (argmax applies). distill takes it out again
+(`unfold_threshold`) before a teacher's logits become soft targets: those are the trained model's.
 """
 
 from __future__ import annotations
@@ -33,22 +34,41 @@ def head_layer(model: Any) -> nn.Linear:
     return layer
 
 
+def log_odds(threshold: float) -> float:
+    """log(t / (1 - t)): how far the class-1 logit must lead for p1 > t (t kept off 0 and 1)."""
+    t = min(max(threshold, 1e-6), 1 - 1e-6)
+    return math.log(t / (1 - t))
+
+
 @torch.no_grad()
 def fold_threshold(model: Any, threshold: float) -> float:
     """Shift the class-1 bias of a 2-class model by -log(t / (1 - t)); returns the shift applied."""
     if model.config.num_labels != 2:
         raise ValueError("only a binary classifier has a threshold to fold")
-    t = min(max(threshold, 1e-6), 1 - 1e-6)
-    shift = math.log(t / (1 - t))
+    shift = log_odds(threshold)
     head_layer(model).bias[1] -= shift
     return shift
 
 
-def save_with_decision(out: Path, model: Any, info: LabelInfo) -> LabelInfo:
-    """A binary classifier with a tuned threshold is saved again with the threshold folded into its head;
-    returns the labels.json content that goes with what is now on disk."""
-    if info.threshold is None or len(info.labels) != 2:
-        return info
-    fold_threshold(model, info.threshold)
+@torch.no_grad()
+def unfold_threshold(model: Any, info: LabelInfo | None) -> float | None:
+    """The trained head back from a saved one (distill's teacher: its soft targets are the trained model's
+    probabilities, not a decision rule's); returns the threshold that now applies on top (None: argmax)."""
+    if info is None or info.threshold_folded is None:
+        return info.threshold if info is not None else None
+    if model.config.num_labels != 2:
+        raise UserError(f"labels.json says a threshold is folded into {type(model).__name__}, which has "
+                        f"{model.config.num_labels} labels; rebuild the classifier")
+    head_layer(model).bias[1] += log_odds(info.threshold_folded)
+    return info.threshold_folded
+
+
+def save_classifier(out: Path, model: Any, tokenizer: Any, info: LabelInfo) -> LabelInfo:
+    """Save a BERT classifier and its tokenizer once, a binary one with its tuned threshold folded into the
+    head; returns the labels.json content that goes with what is now on disk."""
+    folded = info.threshold is not None and len(info.labels) == 2
+    if info.threshold is not None and folded:
+        fold_threshold(model, info.threshold)
     model.save_pretrained(str(out), safe_serialization=True)
-    return dataclasses.replace(info, threshold=None, threshold_folded=info.threshold)
+    tokenizer.save_pretrained(str(out))
+    return dataclasses.replace(info, threshold=None, threshold_folded=info.threshold) if folded else info

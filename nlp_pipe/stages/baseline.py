@@ -16,9 +16,9 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
-from ..classifiers.baseline import BaselineOptions, fit_splits, probabilities
 from ..classifiers.labels import LabelInfo
-from ..classifiers.results import check_saved, final_metrics, per_class_table, scores_table, write_classifier_files
+from ..classifiers.outcome import finish
+from ..classifiers.tfidf import TfidfOptions, fit_splits, probabilities
 from ..core.config import option
 from ..core.contract import Input, Result
 from ..core.files import CONFIG_JSON, LABELS_JSON, METRICS_JSON, NGRAMS_JSON, SEGMENTER_JSON, WEIGHTS
@@ -52,8 +52,8 @@ class Config:
         if self.char_min > self.char_max:
             raise ValueError("char_min must not exceed char_max")
 
-    def options(self) -> BaselineOptions:
-        return BaselineOptions(self.analyzer, (self.char_min, self.char_max), (1, self.word_max), self.min_df, self.C,
+    def options(self) -> TfidfOptions:
+        return TfidfOptions(self.analyzer, (self.char_min, self.char_max), (1, self.word_max), self.min_df, self.C,
                                self.sublinear_tf, self.class_weight)
 
 
@@ -61,19 +61,17 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     first = lambda name: inputs[name][0] if inputs[name] else None  # noqa: E731
     splits = load_splits(inputs["train"][0], first("dev"), first("test"), config.seed)
     model, train_s = fit_splits(splits, config.options())
-    metrics, threshold = final_metrics(lambda ds: probabilities(model, ds), splits)
-    model.save(out)
-    write_classifier_files(out, LabelInfo(splits.labels, threshold), metrics)
-    SegmenterSpec.load(inputs["train"][0]).save(out)  # word analyzers cut new text as the training data was cut
-    sample = splits.dev.select(range(min(16, len(splits.dev))))
-    check = check_saved(out, list(sample["text"]), probabilities(model, sample))
+
+    def save(info: LabelInfo) -> LabelInfo:
+        model.save(out)
+        SegmenterSpec.load(inputs["train"][0]).save(out)  # word analyzers cut new text as the training data was cut
+        return info
+
+    done = finish(out, splits, lambda ds: probabilities(model, ds), save, name="baseline", baseline=False)
     rows = len(splits.train) + len(splits.dev) + (len(splits.test) if splits.test is not None else 0)
-    result = {"labels": len(splits.labels), "features": len(model.ngrams), "train_s": round(train_s, 2), "split": splits.origin,
-              "reload_check": check, **({"threshold": threshold} if threshold is not None else {}),
-              **{f"{s}_{k}": round(m[k], 4) for s, m in metrics.items() if s in ("dev", "test", "test_unseen")
-                 for k in ("accuracy", "macro_f1")}}
     lines = ["## TF-IDF + logistic regression baseline",
              f"{config.analyzer} n-grams ({len(model.ngrams)} features, min_df {config.min_df}), C={config.C:g}, class weights "
-             f"{config.class_weight}; data {splits.origin}; trained in {train_s:.1f} s.", "", *scores_table(metrics), "",
-             *per_class_table(metrics, splits.labels), "", "![confusion matrix](confusion_matrix.png)"]
-    return Result({"rows_in": rows, "rows_out": rows, "dropped": {}}, result, "\n".join(lines))
+             f"{config.class_weight}; data {splits.origin}; trained in {train_s:.1f} s.", "", *done.sections, "",
+             "![confusion matrix](confusion_matrix.png)"]
+    figures = {"features": len(model.ngrams), "train_s": round(train_s, 2), **done.figures}
+    return Result({"rows_in": rows, "rows_out": rows, "dropped": {}}, figures, "\n".join(lines))

@@ -28,13 +28,13 @@ import numpy as np
 import torch
 
 from ..checkpoints import families, loading
-from ..classifiers import baseline as classical
-from ..classifiers.decision import save_with_decision
+from ..classifiers.decision import save_classifier, unfold_threshold
 from ..classifiers.labels import LabelInfo
 from ..classifiers.loaded import BertClassifier
-from ..classifiers.results import Evaluation, check_saved, final_metrics, write_classifier_files
+from ..classifiers.outcome import finish
+from ..classifiers.results import Evaluation
 from ..core.config import option
-from ..core.contract import Input, Result
+from ..core.contract import Counts, Input, Result
 from ..core.errors import UserError
 from ..core.files import CONFIG_JSON, WEIGHTS
 from ..data import bert_inputs
@@ -44,8 +44,8 @@ from ..metrics.scores import summarize as summarize_scores
 from ..metrics.throughput import param_count, texts_per_second
 from ..models import tinybert as kd
 from ..models.int8 import quantize_int8, save_int8
-from ..text.corpus import Counts, ReadOptions, read_texts
-from ..training.options import TrainOptions, run_identity
+from ..text.corpus import ReadOptions, read_texts
+from ..training.options import TrainOptions, run_identity, stage_defaults
 from ..training.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,14 @@ INPUTS = {
 }
 
 
+TRAINING = {"steps": 0, "epochs": 3.0, "save_every": 0}
+TRAINING_HELP = {"steps": "optimizer steps of each step (intermediate, prediction); 0 = from epochs",
+                 "epochs": "passes over the data learning the intermediate layers (general mode: all of it; 0 = skip in task mode)",
+                 "save_every": "checkpoint every N steps; 0 = once an epoch"}
+
+
 @dataclasses.dataclass(frozen=True)
+@stage_defaults(TRAINING, TRAINING_HELP)
 class Config(ReadOptions, TrainOptions):
     mode: Literal["general", "task"] = option("task", "general: intermediate layers on unlabelled text; task: a fine-tuned teacher")
     student_shape: str = option("tinybert4", "student preset (tinybert4: 4x312, tinybert6: 6x768) or a BertConfig JSON file; "
@@ -85,19 +92,13 @@ class Config(ReadOptions, TrainOptions):
     w_attention: float = option(1.0, "weight of the attention-score MSE", min=0.0)
     w_prediction: float = option(1.0, "weight of the soft cross-entropy on the teacher's logits", min=0.0)
     w_hard: float = option(0.0, "weight of the cross-entropy on the gold labels (task mode)", min=0.0)
-    steps: int = option(0, "optimizer steps of each step (intermediate, prediction); 0 = from epochs", min=0)
-    epochs: float = option(3.0, "passes over the data learning the intermediate layers (general mode: all of it; 0 = skip in task mode)",
-                           min=0.0)
     prediction_epochs: float = option(3.0, "task mode: passes learning the teacher's predictions", min=0.0)
-    batch_size: int = option(32, "texts per batch", min=1)
-    lr: float = option(1e-4, "peak learning rate (AdamW)", min=0.0)
     max_seq_len: int = option(0, "tokens per text, [CLS]/[SEP] included; 0 = the teacher classifier's (labels.json), "
                                  "128 in general mode", min=0, max=512)
     eval_docs: int = option(200, "general mode: texts held out for the evaluation loss", min=0)
     patience: int = option(3, "task mode: stop after this many dev evaluations without improvement (0 = never)", min=0)
     monitor: Literal["macro_f1", "accuracy"] = option("macro_f1", "task mode: dev figure for early stopping")
     baseline: bool = option(True, "task mode: also fit the TF-IDF + LR baseline on the same split and report it beside the student")
-    save_every: int = option(0, "checkpoint every N steps; 0 = once an epoch", min=0)
     quantize: Literal["none", "int8"] = option("none", "task mode: also write model_int8.pt (dynamic int8 linear layers, CPU)")
     speed_batch: int = option(32, "batch of the reported inference speed", min=1)
     speed_seq_len: int = option(128, "sequence length of the reported inference speed", min=8, max=512)
@@ -160,18 +161,15 @@ def _general(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: 
 
 
 def _task(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dict) -> Result:
-    from transformers import AutoModelForSequenceClassification, BertForSequenceClassification
+    from transformers import BertForSequenceClassification
 
     teacher_dir = inputs["teacher"][0]
     tokenizer = _tokenizer(teacher_dir)
-    teacher = loading.load_model(AutoModelForSequenceClassification, teacher_dir)
-    if not any(a.endswith("ForSequenceClassification") for a in teacher.config.architectures or []):
-        raise UserError(f"distill --mode task: teacher {teacher_dir} is not a classifier; fine-tune it first (nlp-pipe finetune)")
+    teacher, teacher_meta, teacher_threshold = load_teacher(teacher_dir)
     first = lambda name: inputs[name][0] if inputs[name] else None  # noqa: E731
     splits = _teacher_labels(load_splits(inputs["train"][0], first("dev"), first("test"), config.seed), teacher)
     train_ds, augmented = _training_texts(splits, first("augmented"), inputs["train"][0])
-    teacher_meta = LabelInfo.find(teacher_dir) or LabelInfo(splits.labels)
-    max_len = min(config.max_seq_len or teacher_meta.max_seq_len or 512, teacher.config.max_position_embeddings)
+    max_len = min(config.max_seq_len or (teacher_meta.max_seq_len if teacher_meta else None) or 512, teacher.config.max_position_embeddings)
     tokenizer.model_max_length = max_len  # saved with the student: pipeline(..., truncation=True) cuts alike
     train, train_encoding = bert_inputs.encode(train_ds, tokenizer, splits.labels, max_len)
     dev, dev_encoding = bert_inputs.encode(splits.dev, tokenizer, splits.labels, max_len)
@@ -195,27 +193,34 @@ def _task(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dic
     with Trainer(_phase_options(config, config.prediction_epochs), out, run_config=run_key, name=NAME, phase="prediction") as trainer:
         distiller = _distiller(teacher, student, "prediction", config)
         second = _fit(trainer, distiller, train, dev, tokenizer.pad_token_id, len(splits.labels), config)
-        trainer.save_pretrained(student, tokenizer)
     cleanup += trainer.cleanup
     if not trainer.is_main:
         return trainer.secondary_result()
     student_clf = BertClassifier(student.float().eval(), tokenizer, splits.labels, None, max_len)
-    metrics, threshold = final_metrics(lambda ds: student_clf.predict(list(ds["text"])), splits)
-    write_classifier_files(out, save_with_decision(out, student, LabelInfo(splits.labels, threshold, max_len)), metrics)
-    texts = list(splits.dev.select(range(min(16, len(splits.dev))))["text"])
-    check = check_saved(out, texts, student_clf.predict(texts))
+    done = finish(out, splits, lambda ds: student_clf.predict(list(ds["text"])),
+                  lambda info: save_classifier(out, student, tokenizer, info), name="student", baseline=config.baseline,
+                  max_seq_len=max_len)
     sizes = _sizes(teacher, student, config)
-    compared = _compare(teacher, student, tokenizer, splits, max_len, config, out, sizes["speed_seq_len"],
-                        teacher_meta.threshold)
-    summary = {"mode": "task", "labels": len(splits.labels), "train_rows": len(train_ds), "augmented_rows": augmented,
+    compared = _compare(teacher, student, tokenizer, splits, max_len, config, out, sizes["speed_seq_len"], teacher_threshold)
+    summary = {"mode": "task", "train_rows": len(train_ds), "augmented_rows": augmented,
                "steps_intermediate": first_step.steps if first_step else 0, "steps_prediction": second.steps,
-               "best_step": (second.best or {}).get("step"), "reload_check": check, "vocabulary": vocabulary,
-               **sizes, **compared,
-               **({"threshold": threshold} if threshold is not None else {})}
+               "best_step": (second.best or {}).get("step"), "vocabulary": vocabulary, **sizes, **compared, **done.figures}
     counts.rows_in = counts.rows_out = len(train_ds) + len(splits.dev) + (len(splits.test) if splits.test is not None else 0)
-    report = classical.beside(_task_report(teacher, student, config, sizes, compared, summary, splits), summary, metrics, splits,
-                              "student", config.baseline)
-    return Result(counts, summary, report, cleanup=cleanup)
+    return Result(counts, summary, _task_report(teacher, student, config, sizes, compared, summary, splits, done.sections),
+                  cleanup=cleanup)
+
+
+def load_teacher(directory: Path) -> tuple[Any, LabelInfo | None, float | None]:
+    """A finetune artifact (or any HF classifier) as the teacher: its trained head, with the dev threshold that
+    nlp-pipe folded into the saved head taken out again, so its logits (the soft targets) are the trained
+    model's; returns it with its labels.json and the threshold that now applies on top of it (None: argmax)."""
+    from transformers import AutoModelForSequenceClassification
+
+    teacher = loading.load_model(AutoModelForSequenceClassification, directory)
+    if not any(a.endswith("ForSequenceClassification") for a in teacher.config.architectures or []):
+        raise UserError(f"distill --mode task: teacher {directory} is not a classifier; fine-tune it first (nlp-pipe finetune)")
+    meta = LabelInfo.find(directory)
+    return teacher, meta, unfold_threshold(teacher, meta)
 
 
 def _phase_options(config: Config, epochs: float) -> Config:
@@ -321,8 +326,8 @@ def _sizes(teacher: Any, student: Any, config: Config) -> dict[str, Any]:
 def _compare(teacher: Any, student: Any, tokenizer: Any, splits: Splits, max_len: int, config: Config, out: Path,
              speed_seq_len: int, teacher_threshold: float | None) -> dict[str, Any]:
     """Teacher vs student (and the int8 student) on the test split, or dev without one; each model with
-    the binary threshold chosen on dev for it: the student's is folded into its head by now, the teacher's is
-    too when nlp-pipe fine-tuned it (otherwise its labels.json threshold applies)."""
+    the binary threshold chosen on dev for it: the student's is folded into its head by now, the teacher's
+    (unfolded for distillation, `load_teacher`) applies on top of its trained head."""
     split = splits.test if splits.test is not None else splits.dev
     name = "test" if splits.test is not None else "dev"
     teacher_clf = BertClassifier(teacher.eval(), tokenizer, splits.labels, teacher_threshold, max_len)
@@ -330,7 +335,7 @@ def _compare(teacher: Any, student: Any, tokenizer: Any, splits: Splits, max_len
     gold = splits.ids(split)
     scores = {who: Evaluation(clf.predict(list(split["text"])), gold).metrics(clf.threshold)["accuracy"]
               for who, clf in (("teacher", teacher_clf), ("student", student_clf))}
-    result = {"split": name, f"teacher_{name}_accuracy": scores["teacher"], f"student_{name}_accuracy": scores["student"],
+    result = {"compared_on": name, f"teacher_{name}_accuracy": scores["teacher"], f"student_{name}_accuracy": scores["student"],
               "retention": round(scores["student"] / scores["teacher"], 4) if scores["teacher"] else None}
     if config.quantize == "int8":
         int8 = quantize_int8(student.cpu().eval())
@@ -363,8 +368,8 @@ def _sizes_table(sizes: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _task_report(teacher, student, config: Config, sizes, compared, summary, splits: Splits) -> str:
-    name = compared["split"]
+def _task_report(teacher, student, config: Config, sizes, compared, summary, splits: Splits, sections: list[str]) -> str:
+    name = compared["compared_on"]
     acc = lambda who: compared[f"{who}_{name}_accuracy"]  # noqa: E731
     lines = ["## Task distillation", _shape_line(teacher, student, config),
              f"Training texts: {summary['train_rows']} ({summary['augmented_rows']} from the augment artifact); "
@@ -376,6 +381,7 @@ def _task_report(teacher, student, config: Config, sizes, compared, summary, spl
     if f"int8_{name}_accuracy" in compared:
         lines.append(f"| int8 student | | {compared[f'int8_{name}_accuracy']:.4f} | "
                      f"{compared[f'int8_{name}_accuracy'] / acc('teacher'):.1%} |")
-    lines += ["", "![intermediate](training_curves_intermediate.png)", "", "![prediction](training_curves_prediction.png)",
+    lines += ["", *sections, "", "![intermediate](training_curves_intermediate.png)", "",
+              "![prediction](training_curves_prediction.png)",
               "", "![confusion matrix](confusion_matrix.png)"]
     return "\n".join(lines)

@@ -27,11 +27,10 @@ import numpy as np
 import torch
 
 from ..checkpoints import families, loading
-from ..classifiers import baseline as classical
-from ..classifiers.decision import save_with_decision
-from ..classifiers.labels import LabelInfo
+from ..classifiers.decision import save_classifier
 from ..classifiers.loaded import BertClassifier
-from ..classifiers.results import Evaluation, check_saved, final_metrics, fold_summary, scores_table, write_classifier_files
+from ..classifiers.outcome import finish
+from ..classifiers.results import Evaluation, fold_summary
 from ..core import artifacts
 from ..core.config import option
 from ..core.contract import Counts, Input, Result
@@ -40,7 +39,7 @@ from ..core.files import CONFIG_JSON, LABELS_JSON, METRICS_JSON, WEIGHTS
 from ..data import bert_inputs
 from ..data.labelled import Splits, load_splits, stratified_folds
 from ..metrics.scores import confusion_sums, summarize
-from ..training.options import TrainOptions, run_identity
+from ..training.options import EVAL_EACH_EPOCH, TrainOptions, run_identity, stage_defaults
 from ..training.trainer import Trainer
 
 NAME = "finetune"
@@ -60,20 +59,18 @@ INPUTS = {
 log = logging.getLogger(__name__)
 
 
+TRAINING = {"steps": 0, "epochs": 3.0, "lr": 5e-5, "eval_every": 0, "save_every": 0}
+TRAINING_HELP = {"lr": "peak learning rate of the top layer and the classifier (AdamW; see layer_decay)", **EVAL_EACH_EPOCH}
+
+
 @dataclasses.dataclass(frozen=True)
+@stage_defaults(TRAINING, TRAINING_HELP)
 class Config(TrainOptions):
-    steps: int = option(0, "optimizer steps; 0 = from epochs", min=0)
-    epochs: float = option(3.0, "passes over the training data (when steps = 0)", min=0.0)
-    batch_size: int = option(32, "texts per process per micro-batch", min=1)
-    lr: float = option(5e-5, "peak learning rate of the top layer and the classifier (AdamW)", min=0.0)
-    warmup: float = option(0.1, "warmup: a fraction of the steps (< 1) or a number of steps (>= 1)", min=0.0)
     layer_decay: float = option(1.0, "layer-wise learning-rate decay: layer i of L gets lr x decay^(L-i), embeddings "
                                      "decay^(L+1) (1 = off; 0.8-0.95 is usual)", min=0.01, max=1.0)
     max_seq_len: int = option(0, "tokens per text, [CLS]/[SEP] included; 0 = the len_percentile of training lengths", min=0, max=512)
     len_percentile: float = option(95.0, "percentile of training token lengths used when max_seq_len = 0", min=1.0, max=100.0)
     dropout: float = option(-1.0, "classifier dropout; -1 = the checkpoint's hidden dropout", min=-1.0, max=0.95)
-    eval_every: int = option(0, "evaluate on dev every N steps; 0 = once an epoch", min=0)
-    save_every: int = option(0, "checkpoint every N steps; 0 = at each evaluation (a rerun after a kill resumes)", min=0)
     patience: int = option(3, "stop after this many evaluations without dev improvement (0 = never)", min=0)
     monitor: Literal["macro_f1", "accuracy", "loss"] = option("macro_f1", "dev figure for early stopping and the best checkpoint")
     folds: int = option(0, "K-fold cross-validation on train+dev, reported beside the model (0 = off)", min=0)
@@ -99,41 +96,22 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     with Trainer(config, out, run_config=run_identity(config, inputs), name=NAME) as trainer:
         model, head = _model(checkpoint, splits.labels, config)
         summary = _train(trainer, model, config, encoded["train"][0], encoded["dev"][0], tokenizer.pad_token_id, len(splits.labels))
-        trainer.save_pretrained(model, tokenizer)
     folds = _cross_validate(config, checkpoint, splits, tokenizer, max_len, out) if config.folds else None  # every process trains
     if not trainer.is_main:
         return trainer.secondary_result()
     classifier = BertClassifier(model.float(), tokenizer, splits.labels, None, max_len)
-    metrics, threshold = final_metrics(_probabilities(classifier), splits)
-    if folds is not None:
-        metrics["cross_validation"] = folds
-    truncated = {name: enc.truncated for name, (_, enc) in encoded.items()}
+    done = finish(out, splits, lambda ds: classifier.predict(list(ds["text"])),
+                  lambda info: save_classifier(out, classifier.model, tokenizer, info), name="BERT", baseline=config.baseline,
+                  max_seq_len=max_len, cross_validation=folds)
     counts = Counts()
     counts.rows_in = counts.rows_out = sum(len(ds) for ds, _ in encoded.values())
     vocabulary = bert_inputs.coverage({name: enc for name, (_, enc) in encoded.items()}, checkpoint, NAME, counts)
-    write_classifier_files(out, save_with_decision(out, classifier.model, LabelInfo(splits.labels, threshold, max_len)), metrics)
-    check = check_saved(out, *_sample(classifier, splits))
-    summary_metrics = {"labels": len(splits.labels), "max_seq_len": max_len, "steps": summary.steps,
-                       "resumed_from_step": summary.resumed_from, "best_step": (summary.best or {}).get("step"),
-                       "padding_fraction": round(summary.padding_fraction, 4), "tokens_per_s": round(summary.tokens_per_s, 1),
-                       "truncated": truncated, "vocabulary": vocabulary, "split": splits.origin, "head": head,
-                       "reload_check": check,
-                       **{f"{s}_{k}": v for s in ("dev", "test") if s in metrics for k, v in metrics[s].items()
-                          if k in ("accuracy", "macro_f1")}, **({"threshold": threshold} if threshold is not None else {})}
-    report = classical.beside(_report(config, splits, metrics, summary, max_len, vocabulary, model), summary_metrics, metrics,
-                              splits, "BERT", config.baseline)
-    return Result(counts, summary_metrics, report, {"device": trainer.device},
-                  trainer.cleanup)
-
-
-def _probabilities(classifier: BertClassifier):
-    return lambda ds: classifier.predict(list(ds["text"]))
-
-
-def _sample(classifier: BertClassifier, splits: Splits) -> tuple[list[str], np.ndarray]:
-    """A few dev texts and the trained model's probabilities for them, for the reload check."""
-    texts = list(splits.dev.select(range(min(16, len(splits.dev))))["text"])
-    return texts, classifier.predict(texts)
+    figures = {"max_seq_len": max_len, "steps": summary.steps, "resumed_from_step": summary.resumed_from,
+               "best_step": (summary.best or {}).get("step"), "padding_fraction": round(summary.padding_fraction, 4),
+               "tokens_per_s": round(summary.tokens_per_s, 1), "truncated": {name: enc.truncated for name, (_, enc) in encoded.items()},
+               "vocabulary": vocabulary, "head": head, **done.figures}
+    return Result(counts, figures, _report(config, splits, done.sections, summary, max_len, vocabulary, model),
+                  {"device": trainer.device}, trainer.cleanup)
 
 
 def _train(trainer: Trainer, model: Any, config: Config, train, dev, pad_id: int, num_labels: int):
@@ -228,7 +206,7 @@ def _cross_validate(config: Config, checkpoint: Path, splits: Splits, tokenizer:
     return fold_summary(results) if results else {}
 
 
-def _report(config: Config, splits: Splits, metrics: dict, summary: Any, max_len: int, vocabulary: dict, model: Any) -> str:
+def _report(config: Config, splits: Splits, sections: list[str], summary: Any, max_len: int, vocabulary: dict, model: Any) -> str:
     c = model.config
     params = sum(p.numel() for p in model.parameters())
     best = summary.best or {}
@@ -238,7 +216,6 @@ def _report(config: Config, splits: Splits, metrics: dict, summary: Any, max_len
              f"{summary.steps} steps{f' (resumed at step {summary.resumed_from})' if summary.resumed_from else ''}, "
              f"best dev {config.monitor} at step {best.get('step', '-')}; max_seq_len {max_len}; padding "
              f"{summary.padding_fraction:.1%}, {summary.tokens_per_s:,.0f} real tokens/s, {summary.arithmetic}.",
-             bert_inputs.coverage_line(vocabulary),
-             "", *scores_table(metrics)]
-    lines += ["", "![training curves](training_curves.png)", "", "![confusion matrix](confusion_matrix.png)"]
+             bert_inputs.coverage_line(vocabulary), "", *sections,
+             "", "![training curves](training_curves.png)", "", "![confusion matrix](confusion_matrix.png)"]
     return "\n".join(lines)

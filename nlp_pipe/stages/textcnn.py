@@ -34,17 +34,10 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..classifiers import baseline as classical
+from ..classifiers import tfidf
 from ..classifiers.labels import LabelInfo
-from ..classifiers.results import (
-    Evaluation,
-    check_saved,
-    final_metrics,
-    fold_summary,
-    per_class_table,
-    scores_table,
-    write_classifier_files,
-)
+from ..classifiers.outcome import finish
+from ..classifiers.results import Evaluation, fold_summary
 from ..core import artifacts, distributed, plots
 from ..core.config import option
 from ..core.contract import Input, Result
@@ -66,7 +59,7 @@ from ..data.word_ids import StreamCollator, TextEncoder, TextIds, stream_batch, 
 from ..metrics.scores import confusion_sums, summarize
 from ..models.textcnn import TextCNN, TextCNNConfig
 from ..text.segmenter import SegmenterSpec
-from ..training.options import TrainOptions, run_identity
+from ..training.options import EVAL_EACH_EPOCH, TrainOptions, run_identity, stage_defaults
 from ..training.trainer import Trainer
 from ..vectors.embedding import embedding_matrix
 from ..vectors.store import load_keyed_vectors
@@ -92,7 +85,13 @@ INPUTS = {
 log = logging.getLogger(__name__)
 
 
+# Adam at a constant lr, one evaluation an epoch, early stopping (Kim 2014's setting, defaults chosen on dev)
+TRAINING = {"steps": 0, "epochs": 5.0, "batch_size": 100, "lr": 2e-3, "weight_decay": 0.0, "warmup": 0.0, "schedule": "constant",
+            "max_grad_norm": 0.0, "eval_every": 0, "save_every": 0}
+
+
 @dataclasses.dataclass(frozen=True)
+@stage_defaults(TRAINING, EVAL_EACH_EPOCH)
 class Config(TrainOptions):
     mode: Literal["static", "non-static", "multichannel"] = option("non-static",
                                                                    "embeddings frozen (static), fine-tuned (non-static), or both channels "
@@ -117,16 +116,6 @@ class Config(TrainOptions):
     max_len: int = option(0, "words kept per text; 0 = the len_percentile of training lengths", min=0)
     len_percentile: float = option(95.0, "percentile of training text lengths used as max_len", min=1.0, max=100.0)
     max_vocab: int = option(200_000, "most frequent vector words kept in the model's vocabulary", min=1)
-    steps: int = option(0, "optimizer steps; 0 = from epochs", min=0)
-    epochs: float = option(5.0, "maximum passes over the training data (early stopping usually ends sooner)", min=0.0)
-    batch_size: int = option(100, "texts per batch", min=1)
-    lr: float = option(2e-3, "learning rate (Adam: AdamW without weight decay)", min=0.0)
-    weight_decay: float = option(0.0, "AdamW weight decay (not on biases)", min=0.0)
-    warmup: float = option(0.0, "warmup: a fraction of the steps (< 1) or a number of steps (>= 1)", min=0.0)
-    schedule: Literal["linear", "cosine", "constant"] = option("constant", "learning-rate decay after warmup")
-    max_grad_norm: float = option(0.0, "clip gradients to this global norm (0 = no clipping)", min=0.0)
-    eval_every: int = option(0, "evaluate on dev every N steps; 0 = once an epoch", min=0)
-    save_every: int = option(0, "checkpoint every N steps; 0 = at each evaluation (a rerun after a kill resumes)", min=0)
     patience: int = option(2, "stop after this many evaluations without dev improvement (0 = never)", min=0)
     monitor: Literal["macro_f1", "accuracy", "loss"] = option("macro_f1", "dev figure for early stopping and the best checkpoint")
     baseline: bool = option(True, "also fit the TF-IDF + LR baseline on the same split and report its scores beside these")
@@ -178,25 +167,23 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     if config.mode == "static" and model.embedding is not None and frozen_before is not None \
             and not torch.equal(frozen_before, model.embedding.weight):
         raise RuntimeError("static embeddings changed during training")  # the pretrained vectors must come out as they went in
-    metrics, threshold = final_metrics(lambda ds: _probabilities(model, encoder(ds["words"], ds["text"])), splits)
-    if folds is not None:
-        metrics["cross_validation"] = folds
-    check = _save(out, model, {VOCAB_TXT: tokens, CHARS_TXT: char_tokens, NGRAMS_TXT: ngram_tokens}, encoder, splits,
-                  threshold, inputs["train"][0], metrics)
+
+    def save(info: LabelInfo) -> LabelInfo:
+        _save(out, model, {VOCAB_TXT: tokens, CHARS_TXT: char_tokens, NGRAMS_TXT: ngram_tokens}, inputs["train"][0])
+        return info
+
+    done = finish(out, splits, lambda ds: _probabilities(model, encoder(ds["words"], ds["text"])), save, name="TextCNN",
+                  baseline=config.baseline, cross_validation=folds)
     oov = {f"{name}{suffix}": round(stream.oov_rate, 4) for name, enc in data.items()
            for suffix, stream in zip(("", "_chars", "_ngrams"), enc.streams) if stream is not None}
     rows = sum(len(d) for d in data.values())
-    result = {"labels": len(splits.labels), "input": config.input, "max_len": max_len, "vocab": len(tokens),
-              **({"char_max_len": char_max_len, "char_vocab": len(char_tokens)} if chars else {}),
-              **({"ngram_vocab": len(ngram_tokens)} if ngram_tokens else {}), "oov_rate": oov,
-              "vectors": vector_stats, "steps": summary.steps, "resumed_from_step": summary.resumed_from,
-              "best_step": (summary.best or {}).get("step"), "split": splits.origin, "reload_check": check,
-              **{f"{s}_{k}": v for s in ("dev", "test") if s in metrics for k, v in metrics[s].items() if k in ("accuracy", "macro_f1")},
-              **({"threshold": threshold} if threshold is not None else {}),
-              **({"test_unseen_accuracy": metrics["test_unseen"]["accuracy"]} if "test_unseen" in metrics else {})}
-    report = classical.beside(_report(config, splits, metrics, summary, max_len, char_max_len, oov), result, metrics, splits,
-                              "TextCNN", config.baseline)
-    return Result({"rows_in": rows, "rows_out": rows, "dropped": {}}, result, report, {"device": trainer.device}, trainer.cleanup)
+    figures = {"input": config.input, "max_len": max_len, "vocab": len(tokens),
+               **({"char_max_len": char_max_len, "char_vocab": len(char_tokens)} if chars else {}),
+               **({"ngram_vocab": len(ngram_tokens)} if ngram_tokens else {}), "oov_rate": oov,
+               "vectors": vector_stats, "steps": summary.steps, "resumed_from_step": summary.resumed_from,
+               "best_step": (summary.best or {}).get("step"), **done.figures}
+    report = _report(config, splits, done.sections, summary, max_len, char_max_len, oov)
+    return Result({"rows_in": rows, "rows_out": rows, "dropped": {}}, figures, report, {"device": trainer.device}, trainer.cleanup)
 
 
 def _model(config: Config, model_config: TextCNNConfig, vectors: torch.Tensor | None, idf: torch.Tensor | None,
@@ -208,8 +195,8 @@ def _model(config: Config, model_config: TextCNNConfig, vectors: torch.Tensor | 
         features = bag_matrix(train.ngrams.ids, idf.numpy())
         # 50 lbfgs iterations: binary sets converge in a few (0.2 s on ChnSentiCorp); with 6-10 classes full
         # convergence took ~20 s for the same dev accuracy as 50 iterations' 8-10 s (docs/performance.md)
-        coef, intercept = classical.fit_linear(features, train.labels, model_config.num_labels, config.ngram_c,
-                                               max_iter=50, start_only=True)
+        coef, intercept = tfidf.fit_linear(features, train.labels, model_config.num_labels, config.ngram_c,
+                                           max_iter=50, start_only=True)
         model.start_wide(torch.from_numpy(coef.T.astype(np.float32)), torch.from_numpy(intercept.astype(np.float32)))
     return model
 
@@ -288,20 +275,15 @@ def _cross_validate(config: Config, model_config: TextCNNConfig, vectors: torch.
     return fold_summary(results) if results else {}
 
 
-def _save(out: Path, model: TextCNN, vocabularies: dict[str, list[str]], encoder: TextEncoder, splits: Splits,
-          threshold: float | None, train_dir: Path, metrics: dict) -> str:
+def _save(out: Path, model: TextCNN, vocabularies: dict[str, list[str]], train_dir: Path) -> None:
     model.save(out)
     for name, tokens in vocabularies.items():
         if tokens or name == VOCAB_TXT:  # vocab.txt always (one home for the word list, [PAD] [UNK] alone when unused)
             write_vocab(out / name, tokens)
-    write_classifier_files(out, LabelInfo(splits.labels, threshold), metrics)
     SegmenterSpec.load(train_dir).save(out)  # predict cuts new text exactly as the training data was cut
-    sample = splits.dev.select(range(min(16, len(splits.dev))))
-    expected = _probabilities(model, encoder(sample["words"], sample["text"]))
-    return check_saved(out, list(sample["text"]), expected)
 
 
-def _report(config: Config, splits: Splits, metrics: dict, summary, max_len: int, char_max_len: int, oov: dict) -> str:
+def _report(config: Config, splits: Splits, sections: list[str], summary, max_len: int, char_max_len: int, oov: dict) -> str:
     best = summary.best or {}
     cut = ", ".join(([f"max_len {max_len} words"] if max_len else []) + ([f"{char_max_len} characters"] if char_max_len else []))
     streams = {"words": f"words (mode {config.mode})", "chars": f"characters (embedding {config.char_dim}, from scratch)",
@@ -314,7 +296,7 @@ def _report(config: Config, splits: Splits, metrics: dict, summary, max_len: int
              f"data {splits.origin}; {summary.steps} steps, best dev {config.monitor} at step {best.get('step', '-')}; "
              f"{summary.arithmetic}.",
              "OOV rate (tokens mapped to [UNK]): " + ", ".join(f"{k} {v:.1%}" for k, v in oov.items()), "",
-             *scores_table(metrics), "", *per_class_table(metrics, splits.labels)]
+             *sections]
     lines += ["", "Labels (class id: name): " + ", ".join(f"{i}: {n}" for i, n in enumerate(splits.labels)), "",
               "![training curves](training_curves.png)", "", "![confusion matrix](confusion_matrix.png)", "",
               "![lengths](length_histogram.png)"]

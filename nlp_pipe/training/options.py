@@ -13,8 +13,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import typing
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 from accelerate.logging import get_logger
@@ -28,11 +30,14 @@ log = get_logger(__name__)
 NOT_RUN_IDENTITY = ("resume", "keep_checkpoints", "report_to", "log_every", "save_every", "checkpoint_limit", "compile")
 # accelerate tracker name -> the package it needs
 TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "aim": "aim"}
+T = TypeVar("T")
+# the help of eval_every in stages that evaluate once an epoch by default (eval_every 0)
+EVAL_EACH_EPOCH = {"eval_every": "evaluate on dev every N steps; 0 = once an epoch"}
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainOptions:
-    """Training fields a stage config inherits (override a default by redeclaring the field)."""
+    """Training fields a stage config inherits (a stage changes their defaults with `stage_defaults`)."""
 
     steps: int = option(1000, "optimizer steps to train; 0 = from epochs", min=0)
     epochs: float = option(0.0, "passes over the training data, used when steps = 0", min=0.0)
@@ -112,3 +117,31 @@ def cpu_processes() -> bool:
     only joins them into one gloo process group when told they are CPU processes; otherwise each would
     train alone, believing it is the main process."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
+def stage_defaults(values: Mapping[str, Any], help: Mapping[str, str] | None = None) -> Callable[[type[T]], type[T]]:
+    """A stage's own defaults for inherited TrainOptions fields, as data (place it under @dataclass):
+
+        @dataclasses.dataclass(frozen=True)
+        @stage_defaults({"epochs": 3.0, "lr": 5e-5}, help={"eval_every": "...; 0 = once an epoch"})
+        class Config(TrainOptions): ...
+
+    Each field keeps its type, range and place (CLI flags and YAML keys unchanged); `help` replaces the
+    help of a field whose meaning the stage changes."""
+    inherited = {f.name: f for f in dataclasses.fields(TrainOptions)}
+    hints = typing.get_type_hints(TrainOptions)
+    unknown = sorted(set(values) - set(inherited)) + sorted(set(help or {}) - set(inherited))
+    if unknown:
+        raise TypeError(f"stage_defaults: {unknown} are not TrainOptions fields")  # a bug in a stage, not user input
+
+    def apply(cls: type[T]) -> type[T]:
+        annotations = cls.__dict__.get("__annotations__", {})
+        cls.__annotations__ = annotations  # the class's own, never a base's
+        for name in {**values, **(help or {})}:
+            field = inherited[name]
+            metadata = {**field.metadata, **({"help": help[name]} if help and name in help else {})}
+            annotations[name] = hints[name]
+            setattr(cls, name, dataclasses.field(default=values.get(name, field.default), metadata=metadata))
+        return cls
+
+    return apply

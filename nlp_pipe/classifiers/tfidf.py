@@ -1,9 +1,8 @@
-"""The classical baseline every classifier is measured against: TF-IDF n-grams + logistic regression.
+"""TF-IDF n-grams + logistic regression: the classical model every classifier is measured against.
 
-`fit` trains it with scikit-learn (seconds); `baseline_scores` fits it on a run's own train split and
-scores it on the same dev/test (and unseen-test) rows with the same metrics, for the textcnn, finetune
-and distill reports; `baseline_section` writes that comparison as markdown. The fitted model is an
-`nlp_pipe.models.ngram.NgramModel`, which predicts with numpy alone (the `baseline` stage saves it).
+`fit` trains it with scikit-learn (seconds); `fit_linear` is the logistic regression alone (textcnn's
+n-gram bag starts from it). The fitted model is an `nlp_pipe.models.ngram.NgramModel`, which predicts
+with numpy alone (the `baseline` stage saves it; classifiers/outcome.py fits it beside every classifier).
 """
 
 from __future__ import annotations
@@ -17,11 +16,10 @@ import numpy as np
 from ..core.errors import UserError
 from ..data.labelled import Splits
 from ..models.ngram import Analyzer, NgramConfig, NgramModel, features
-from .results import final_metrics
 
 
 @dataclass(frozen=True)
-class BaselineOptions:
+class TfidfOptions:
     analyzer: Analyzer = "char"
     char_ngrams: tuple[int, int] = (1, 3)
     word_ngrams: tuple[int, int] = (1, 2)
@@ -32,7 +30,7 @@ class BaselineOptions:
     max_iter: int = 2000
 
 
-def fit(texts: list[str], words: list[list[str]] | None, gold: np.ndarray, num_labels: int, options: BaselineOptions) -> NgramModel:
+def fit(texts: list[str], words: list[list[str]] | None, gold: np.ndarray, num_labels: int, options: TfidfOptions) -> NgramModel:
     """TF-IDF (smooth idf, L2 norm) over the n-grams of `features` + LogisticRegression(C), as NgramModel."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -79,47 +77,9 @@ def probabilities(model: NgramModel, ds: Any) -> np.ndarray:
     return model.probabilities(list(ds["text"]), list(ds["words"]) if model.config.uses_words else None)
 
 
-def fit_splits(splits: Splits, options: BaselineOptions) -> tuple[NgramModel, float]:
+def fit_splits(splits: Splits, options: TfidfOptions) -> tuple[NgramModel, float]:
     """The baseline fitted on `splits.train`, and the seconds that took."""
     t0 = time.perf_counter()
     words = list(splits.train["words"]) if options.analyzer != "char" else None
     model = fit(list(splits.train["text"]), words, splits.ids(splits.train), len(splits.labels), options)
     return model, time.perf_counter() - t0
-
-
-def baseline_scores(splits: Splits, options: BaselineOptions | None = None) -> dict[str, Any]:
-    """The baseline fitted on `splits.train` and scored like the classifiers (dev, test, test_unseen),
-    with its training time."""
-    options = options or BaselineOptions()
-    model, train_s = fit_splits(splits, options)
-    metrics, threshold = final_metrics(lambda ds: probabilities(model, ds), splits)
-    return {"name": f"TF-IDF {options.analyzer} n-grams + LR (C={options.C:g})", "train_s": round(train_s, 2),
-            "threshold": threshold, "metrics": metrics}
-
-
-def summary(base: dict[str, Any]) -> dict[str, Any]:
-    """Flat figures for a manifest: baseline_{split}_{accuracy,macro_f1}."""
-    return {f"baseline_{s}_{k}": round(m[k], 4) for s, m in base["metrics"].items()
-            if s in ("dev", "test", "test_unseen") for k in ("accuracy", "macro_f1")} | {"baseline_train_s": base["train_s"]}
-
-
-def baseline_section(ours: dict[str, Any], base: dict[str, Any], name: str) -> list[str]:
-    """Markdown: this classifier's and the baseline's accuracy / macro-F1 per split, side by side."""
-    lines = ["### Against the classical baseline", f"{base['name']}, fitted on the same train split in this run "
-             f"({base['train_s']:.1f} s); both at their own dev-tuned threshold for binary tasks.", "",
-             f"| split | {name} accuracy | baseline accuracy | {name} macro F1 | baseline macro F1 |", "| --- | --- | --- | --- | --- |"]
-    for split in ("dev", "test", "test_unseen"):
-        if split in ours and split in base["metrics"]:
-            a, b = ours[split], base["metrics"][split]
-            lines.append(f"| {split} | {a['accuracy']:.4f} | {b['accuracy']:.4f} | {a['macro_f1']:.4f} | {b['macro_f1']:.4f} |")
-    return lines
-
-
-def beside(report: str, figures: dict[str, Any], metrics: dict[str, Any], splits: Splits, name: str, enabled: bool) -> str:
-    """The one call a classifier stage makes: when `enabled`, fit the baseline on `splits`, add its flat figures
-    to `figures` (the manifest's metrics) and return `report` with the comparison section appended."""
-    if not enabled:
-        return report
-    base = baseline_scores(splits)
-    figures.update(summary(base))
-    return report + "\n\n" + "\n".join(baseline_section(metrics, base, name))
