@@ -75,6 +75,14 @@ def test_artifact_loads_with_auto_classes_and_predicts_as_the_cli(finetuned, seg
     np.testing.assert_allclose([[r["probabilities"][n] for n in meta["labels"]] for r in rows], expected, atol=1e-5)
 
 
+def test_a_split_with_test_given_is_labelled_as_the_train_dev_split_it_is(seg_reviews):
+    """--test without --dev carves dev alone out of train: 7:1 (87.5/12.5), not 7:1:2."""
+    splits = load_splits(seg_reviews, None, seg_reviews, 3)
+    assert splits.origin == "split 7:1 (train:dev) from train (stratified, seed 3); test given"
+    assert len(splits.dev) / (len(splits.train) + len(splits.dev)) == pytest.approx(1 / 8, abs=0.02)
+    assert load_splits(seg_reviews, None, None, 3).origin == "split 7:1:2 (train:dev:test) from train (stratified, seed 3)"
+
+
 def test_the_dev_threshold_is_folded_so_pipeline_and_argmax_decide_as_predict(finetuned, seg_reviews):
     out, manifest = finetuned
     meta = json.loads((out / "labels.json").read_text(encoding="utf-8"))

@@ -22,7 +22,7 @@ class Splits:
     dev: datasets.Dataset
     test: datasets.Dataset | None
     labels: list[str]  # class id -> label name
-    origin: str  # "given" or "split 7:1:2 (seed N)"
+    origin: str  # "given", "split 7:1:2 (train:dev:test) from train ..." or "split 7:1 (train:dev) ...; test given"
     train_rows: np.ndarray  # rows of the train artifact that form `train` (all of them unless carved)
 
     def ids(self, ds: datasets.Dataset) -> np.ndarray:
@@ -49,7 +49,7 @@ def load_splits(train: Path, dev: Path | None, test: Path | None, seed: int,
     origin, train_rows = "given", np.arange(len(train_ds))
     if dev_ds is None:
         parts = stratified_split(np.array(train_ds["label"]), ratios if test_ds is None else (ratios[0], ratios[1], 0.0), seed)
-        origin = f"split {':'.join(str(round(r * 10)) for r in ratios)} from train (stratified, seed {seed})"
+        origin = split_origin(ratios if test_ds is None else ratios[:2], seed)
         train_ds, dev_ds, carved_test = (train_ds.select(p) for p in parts)
         train_rows = parts[0]
         test_ds = test_ds if test_ds is not None else carved_test
@@ -60,6 +60,14 @@ def load_splits(train: Path, dev: Path | None, test: Path | None, seed: int,
             if unseen:
                 raise UserError(f"{name} data has label '{unseen[0]}' never seen in training (training labels: {', '.join(labels)})")
     return Splits(train_ds, dev_ds, test_ds if test_ds is not None and len(test_ds) else None, labels, origin, train_rows)
+
+
+def split_origin(ratios: tuple[float, ...], seed: int) -> str:
+    """What a carved split says it is: train:dev:test 7:1:2, or train:dev 7:1 (87.5/12.5) when test was given."""
+    parts = ("train", "dev", "test")[: len(ratios)]
+    shares = ":".join(f"{r * 10:g}" for r in ratios)
+    given = "" if len(ratios) == 3 else "; test given"
+    return f"split {shares} ({':'.join(parts)}) from train (stratified, seed {seed}){given}"
 
 
 def _enough_per_class(train_labels: np.ndarray, labels: list[str], source: Path) -> None:

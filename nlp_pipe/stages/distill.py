@@ -51,7 +51,7 @@ from ..training.trainer import Trainer
 log = logging.getLogger(__name__)
 
 NAME = "distill"
-VERSION = 1
+VERSION = 2  # 2: soft targets from the teacher's trained head (its folded threshold taken out)
 DISTRIBUTED = True  # every process of `accelerate launch` trains; the main one writes the artifact
 # the intermediate-layer loss leaves the student's pooler and classifier without gradients: DDP must look for them
 INTERMEDIATE_UNUSED = True

@@ -43,7 +43,7 @@ from ..training.options import EVAL_EACH_EPOCH, TrainOptions, run_identity, stag
 from ..training.trainer import Trainer
 
 NAME = "finetune"
-VERSION = 1
+VERSION = 2  # 2: every classifier's figures (unseen test, per class, baseline) from classifiers/outcome
 DISTRIBUTED = True
 OUTPUTS = (CONFIG_JSON, WEIGHTS, LABELS_JSON, METRICS_JSON)
 _LAYER = re.compile(r"\.layer\.(\d+)\.")
