@@ -12,6 +12,7 @@ from conftest import build, fixture_lines, lines
 from nlp_pipe import runner
 from nlp_pipe.core import config as configs
 from nlp_pipe.core.errors import UserError
+from nlp_pipe.expansion.tokenizer_growth import pre_tokenize
 from nlp_pipe.stages import vocab as vocab_stage
 
 POS, NEG = fixture_lines("pos.txt"), fixture_lines("neg.txt")
@@ -153,3 +154,18 @@ def test_vocab_from_several_corpora_and_a_phrases_artifact(seg_reviews, seg_news
     counts = corpus_counts(seg_reviews) + corpus_counts(seg_news)
     assert {w for w, n in counts.items() if n >= 3} <= set(tokens)
     assert set(found) <= set(tokens) and len(tokens) == len(set(tokens))
+
+
+def test_bert_character_pieces_are_what_the_saved_tokenizer_sees(bert_vocab):
+    """The vocabulary's pieces come from the BertTokenizer's own normalizer and pre-tokenizer: an invisible
+    format character (zero-width space) is dropped as the tokenizer drops it, accents go under lowercase."""
+    tokenizer = AutoTokenizer.from_pretrained(str(bert_vocab[0]))  # lowercase (the vocab stage's default)
+    words = Counter({"卡拉OK": 3, "Café": 2, "连\u200b上WiFi": 1, "你好，世界": 4})
+    seen: Counter = Counter()
+    for word, n in words.items():
+        for piece in pre_tokenize(tokenizer, word):
+            seen[piece[0]] += n
+            for ch in piece[1:]:
+                seen["##" + ch] += n
+    assert vocab_stage._char_counts(words, True) == seen
+    assert seen["##\u200b"] == 0 and seen["##e"] == 2 and seen["o"] == 3  # dropped; café -> cafe; 卡拉OK -> 卡 拉 ok

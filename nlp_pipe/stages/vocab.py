@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,21 +132,18 @@ def _forced_words(phrase_dirs: list[Path], word_files: list[Path]) -> dict[str, 
 
 
 def _char_counts(words: Counter, lowercase: bool) -> Counter:
-    """Characters as BertTokenizer will see them: CJK characters stand alone, other characters also
-    get a `##` continuation piece so Latin words and numbers split into characters, not [UNK]."""
+    """Characters as BertTokenizer will see them: its own normalizer and pre-tokenizer (tokenizers' BERT ones:
+    CJK characters and punctuation stand alone, "卡拉OK" -> 卡 拉 ok), then each piece's first character and a
+    `##` continuation for the rest, so Latin words and numbers split into characters, not [UNK]."""
+    from tokenizers import normalizers, pre_tokenizers
+
+    normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, lowercase=lowercase)
+    splitter = pre_tokenizers.BertPreTokenizer()
     chars: Counter = Counter()
     for word, n in words.items():
-        if lowercase:
-            word = _strip_accents(word.lower())
-        starts_piece = True  # BertTokenizer splits around CJK and punctuation: "卡拉OK" -> 卡 拉 ok
-        for ch in word:
-            if _is_cjk(ch) or _is_punctuation(ch):
-                chars[ch] += n
-                starts_piece = True
-            elif starts_piece:
-                chars[ch] += n
-                starts_piece = False
-            else:
+        for piece, _ in splitter.pre_tokenize_str(normalizer.normalize_str(word)):
+            chars[piece[0]] += n
+            for ch in piece[1:]:
                 chars["##" + ch] += n
     return chars
 
@@ -206,18 +202,3 @@ def _coverage(tokens: list[str], counts: Counter, config: Config) -> float:
     vocab = set(tokens)
     total = sum(counts.values()) or 1
     return sum(n for w, n in counts.items() if w in vocab) / total
-
-
-def _is_cjk(ch: str) -> bool:
-    cp = ord(ch)
-    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF or 0x2A700 <= cp <= 0x2CEAF
-            or 0xF900 <= cp <= 0xFAFF or 0x2F800 <= cp <= 0x2FA1F)
-
-
-def _is_punctuation(ch: str) -> bool:
-    cp = ord(ch)
-    return 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126 or unicodedata.category(ch).startswith("P")
-
-
-def _strip_accents(text: str) -> str:
-    return "".join(ch for ch in unicodedata.normalize("NFD", text) if unicodedata.category(ch) != "Mn")
