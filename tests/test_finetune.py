@@ -183,10 +183,13 @@ def test_summed_confusion_counts_give_the_metric_modules_figures():
     assert mine["accuracy"] == pytest.approx(reference["accuracy"]) and mine["macro_f1"] == pytest.approx(reference["macro_f1"])
 
 
-def test_collator_pads_to_the_longest_row_only():
-    batch = Collator(0)({"input_ids": [[101, 5, 102], [101, 102]], "label": [1, 0]})
-    assert batch["input_ids"].tolist() == [[101, 5, 102], [101, 102, 0]]
-    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]] and batch["labels"].tolist() == [1, 0]
+def test_collator_pads_to_the_longest_row_rounded_up_to_8(tiny_bert):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    pad = tokenizer.pad_token_id
+    batch = Collator(tokenizer)({"input_ids": [[101, 5, 102], [101, 102]], "label": [1, 0]})
+    assert batch["input_ids"].tolist() == [[101, 5, 102] + [pad] * 5, [101, 102] + [pad] * 6]
+    assert batch["attention_mask"].tolist() == [[1] * 3 + [0] * 5, [1] * 2 + [0] * 6] and batch["labels"].tolist() == [1, 0]
+    assert Collator(tokenizer)({"input_ids": [list(range(1, 9))]})["input_ids"].shape == (1, 8)  # already a multiple
     assert auto_max_len(np.array([10, 20, 30, 1000]), 50, 512) == 32 and auto_max_len(np.array([2000]), 95, 512) == 512
     assert Counter(batch["labels"].tolist()) == {1: 1, 0: 1}
 

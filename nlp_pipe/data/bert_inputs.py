@@ -1,7 +1,8 @@
 """Labelled texts as token ids for the BERT classifiers (finetune, distill) and their batches.
 
 Texts are tokenised once, unpadded (`input_ids`, `length`, `label` as a class id); a batch is padded
-to its own longest row only, and the Trainer groups similar lengths, so little compute goes to padding.
+to its own longest row (rounded up to a multiple of 8), and the Trainer groups similar lengths, so
+little compute goes to padding.
 """
 
 from __future__ import annotations
@@ -102,20 +103,15 @@ def encode(ds: datasets.Dataset, tokenizer: Any, labels: list[str], max_len: int
 
 
 class Collator:
-    """Rows (a dict of columns from datasets) -> padded tensors: input_ids, attention_mask, labels."""
+    """Rows (a dict of columns from datasets) -> padded tensors input_ids, attention_mask, labels: transformers'
+    DataCollatorWithPadding, to the batch's longest row rounded up to a multiple of 8 (tensor-core friendly
+    shapes on GPU, as the MLM collator pads)."""
 
-    def __init__(self, pad_id: int) -> None:
-        self.pad_id = pad_id
+    def __init__(self, tokenizer: Any) -> None:
+        from transformers import DataCollatorWithPadding
+
+        self.pad = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8, return_tensors="pt")
 
     def __call__(self, rows: dict[str, list]) -> dict[str, torch.Tensor]:
-        ids = rows["input_ids"]
-        width = max(len(x) for x in ids)
-        input_ids = torch.full((len(ids), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(ids), width), dtype=torch.long)
-        for i, row in enumerate(ids):
-            input_ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
-            mask[i, : len(row)] = 1
-        batch = {"input_ids": input_ids, "attention_mask": mask}
-        if "label" in rows:
-            batch["labels"] = torch.as_tensor(rows["label"], dtype=torch.long)
-        return batch
+        keys = [k for k in ("input_ids", "label") if k in rows]
+        return dict(self.pad([dict(zip(keys, values)) for values in zip(*(rows[k] for k in keys))]))

@@ -142,7 +142,7 @@ def _general(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: 
         student = loading.load_model(BertModel, inputs["student"][0]) if inputs["student"] else BertModel(
             _student_config(teacher.config, config), add_pooling_layer=False)
         distiller = _distiller(teacher, student, "intermediate", config)
-        summary = _fit(trainer, distiller, train, evaluation, tokenizer.pad_token_id)
+        summary = _fit(trainer, distiller, train, evaluation, tokenizer)
         student.set_attn_implementation("sdpa")  # the scores-reporting attention is for distillation only
         trainer.save_pretrained(student, tokenizer)
     if not trainer.is_main:
@@ -186,13 +186,13 @@ def _task(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dic
             student = BertForSequenceClassification(type(shape)(**{**shape.to_dict(), **labels}))
         first_step = None
         if config.epochs or config.steps:
-            first_step = _fit(trainer, _distiller(teacher, student, "intermediate", config), train, None, tokenizer.pad_token_id)
+            first_step = _fit(trainer, _distiller(teacher, student, "intermediate", config), train, None, tokenizer)
     cleanup = trainer.cleanup
     for model in (teacher, student):  # the prediction step needs logits only: back to the fast attention
         model.set_attn_implementation("sdpa")
     with Trainer(_phase_options(config, config.prediction_epochs), out, run_config=run_key, name=NAME, phase="prediction") as trainer:
         distiller = _distiller(teacher, student, "prediction", config)
-        second = _fit(trainer, distiller, train, dev, tokenizer.pad_token_id, len(splits.labels), config)
+        second = _fit(trainer, distiller, train, dev, tokenizer, len(splits.labels), config)
     cleanup += trainer.cleanup
     if not trainer.is_main:
         return trainer.secondary_result()
@@ -227,7 +227,7 @@ def _phase_options(config: Config, epochs: float) -> Config:
     return dataclasses.replace(config, epochs=epochs or 1.0)
 
 
-def _fit(trainer: Trainer, distiller: kd.Distiller, train, dev, pad_id: int, num_labels: int = 0, config: Config | None = None):
+def _fit(trainer: Trainer, distiller: kd.Distiller, train, dev, tokenizer: Any, num_labels: int = 0, config: Config | None = None):
     """One distillation step. With labelled dev data (the prediction step), the student's dev accuracy
     picks the best epoch and stops early."""
     per_epoch = trainer.steps_per_epoch(len(train))
@@ -245,7 +245,7 @@ def _fit(trainer: Trainer, distiller: kd.Distiller, train, dev, pad_id: int, num
                       if num_labels and "count" in sums else {})
 
     monitor, patience = (config.monitor, config.patience) if (config and dev is not None) else (None, 0)
-    return trainer.fit(distiller, train, collate=bert_inputs.Collator(pad_id), forward=forward,
+    return trainer.fit(distiller, train, collate=bert_inputs.Collator(tokenizer), forward=forward,
                        eval_data=None if dev is None else dev.select(np.argsort(dev["length"], kind="stable")),
                        summarize=summarize, best_metric=monitor, patience=patience,
                        eval_steps=per_epoch, lengths=train["length"])

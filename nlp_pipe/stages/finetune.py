@@ -95,7 +95,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
                for name, ds in (("train", splits.train), ("dev", splits.dev), ("test", splits.test)) if ds is not None}
     with Trainer(config, out, run_config=run_identity(config, inputs), name=NAME) as trainer:
         model, head = _model(checkpoint, splits.labels, config)
-        summary = _train(trainer, model, config, encoded["train"][0], encoded["dev"][0], tokenizer.pad_token_id, len(splits.labels))
+        summary = _train(trainer, model, config, encoded["train"][0], encoded["dev"][0], tokenizer, len(splits.labels))
     folds = _cross_validate(config, checkpoint, splits, tokenizer, max_len, out) if config.folds else None  # every process trains
     if not trainer.is_main:
         return trainer.secondary_result()
@@ -114,7 +114,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
                   {"device": trainer.device}, trainer.cleanup)
 
 
-def _train(trainer: Trainer, model: Any, config: Config, train, dev, pad_id: int, num_labels: int):
+def _train(trainer: Trainer, model: Any, config: Config, train, dev, tokenizer: Any, num_labels: int):
     every = config.eval_every or trainer.steps_per_epoch(len(train))
 
     def forward(m: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -122,7 +122,7 @@ def _train(trainer: Trainer, model: Any, config: Config, train, dev, pad_id: int
         loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
         return {"loss": loss, **confusion_sums(logits, batch["labels"], num_labels)}
 
-    return trainer.fit(model, train, collate=bert_inputs.Collator(pad_id), forward=forward,
+    return trainer.fit(model, train, collate=bert_inputs.Collator(tokenizer), forward=forward,
                        eval_data=dev.select(np.argsort(dev["length"], kind="stable")),
                        summarize=lambda sums: summarize(sums, num_labels),
                        best_metric=config.monitor, greater_is_better=config.monitor != "loss", patience=config.patience,
@@ -194,7 +194,7 @@ def _cross_validate(config: Config, checkpoint: Path, splits: Splits, tokenizer:
             if main:
                 fold_out.mkdir()
             model, _ = _model(checkpoint, splits.labels, config)
-            _train(trainer, model, fold_config, train, dev, tokenizer.pad_token_id, len(splits.labels))
+            _train(trainer, model, fold_config, train, dev, tokenizer, len(splits.labels))
         if not main:
             continue
         held = pooled.select(held_idx)

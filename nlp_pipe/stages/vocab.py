@@ -29,7 +29,7 @@ from ..core.files import FREQ_TSV, USERDICT_TXT, VOCAB_TXT, W2I_JSON, corpus_txt
 from ..text.userdict import read_userdict, userdict_file, write_userdict
 
 NAME = "vocab"
-VERSION = 1
+VERSION = 2  # 2: BERT pieces from tokenizers' BERT normalizer + pre-tokenizer (format characters dropped)
 SHARDED = True  # the word count runs across the processes of a launch
 OUTPUTS = (VOCAB_TXT, FREQ_TSV, W2I_JSON, USERDICT_TXT)
 WORD_SPECIALS = ("[PAD]", "[UNK]")
