@@ -1,7 +1,8 @@
 """Labelled data for the classifiers (textcnn, finetune): splits, label maps, folds, thresholds.
 
 Inputs are `segment` artifacts (a `datasets` dataset with text, words, label). With only a
-train artifact, it is split 7:1:2 (train:dev:test), stratified by label, with a fixed seed.
+train artifact, it is split 7:1:2 (train:dev:test), stratified by label, with a fixed seed
+(scikit-learn's train_test_split and StratifiedKFold).
 """
 
 from __future__ import annotations
@@ -48,7 +49,12 @@ def load_splits(train: Path, dev: Path | None, test: Path | None, seed: int,
     test_ds = load_dataset(test, "test") if test else None
     origin, train_rows = "given", np.arange(len(train_ds))
     if dev_ds is None:
-        parts = stratified_split(np.array(train_ds["label"]), ratios if test_ds is None else (ratios[0], ratios[1], 0.0), seed)
+        _enough_per_class(np.array(train_ds["label"]), labels, train)  # scikit-learn cannot stratify a class of one
+        try:
+            parts = stratified_split(np.array(train_ds["label"]), ratios if test_ds is None else (ratios[0], ratios[1], 0.0), seed)
+        except ValueError as exc:  # "The test_size = 3 should be greater or equal to the number of classes = 5"
+            raise UserError(f"train data {train}: too few rows to carve a stratified dev/test split ({exc}); "
+                            "pass --dev and --test, or add rows") from None
         origin = split_origin(ratios if test_ds is None else ratios[:2], seed)
         train_ds, dev_ds, carved_test = (train_ds.select(p) for p in parts)
         train_rows = parts[0]
@@ -77,28 +83,29 @@ def _enough_per_class(train_labels: np.ndarray, labels: list[str], source: Path)
     rare.update({label: 0 for label in labels if label not in set(names.tolist())})
     if rare:
         shown = ", ".join(f"'{k}' ({v})" for k, v in list(rare.items())[:5])
-        raise UserError(f"train data {source}: class(es) with fewer than 2 training examples after the split: {shown}; "
+        raise UserError(f"train data {source}: class(es) with fewer than 2 training examples: {shown}; "
                         "add examples of them, or drop those rows")
 
 
-def stratified_split(labels: np.ndarray, ratios: tuple[float, ...], seed: int) -> list[np.ndarray]:
-    """Index arrays, one per ratio, each class divided in the same proportions."""
-    rng = np.random.default_rng(seed)
-    parts: list[list[int]] = [[] for _ in ratios]
-    cuts = np.cumsum(ratios) / sum(ratios)
-    for label in sorted(set(labels.tolist())):
-        idx = rng.permutation(np.flatnonzero(labels == label))
-        bounds = [0, *np.round(cuts * len(idx)).astype(int)]
-        for i in range(len(ratios)):
-            parts[i].extend(idx[bounds[i]:bounds[i + 1]].tolist())
-    return [np.sort(np.array(p, dtype=np.int64)) for p in parts]
+def stratified_split(labels: np.ndarray, ratios: tuple[float, float, float], seed: int) -> list[np.ndarray]:
+    """Train, dev and test index arrays (test empty when its ratio is 0), each class divided in the same
+    proportions: scikit-learn's stratified train_test_split, test carved first, then dev from the rest."""
+    from sklearn.model_selection import train_test_split
+
+    rest, test = np.arange(len(labels)), np.zeros(0, dtype=np.int64)
+    if ratios[2]:
+        rest, test = train_test_split(rest, test_size=ratios[2] / sum(ratios), stratify=labels, random_state=seed)
+    train, dev = train_test_split(rest, test_size=ratios[1] / (ratios[0] + ratios[1]), stratify=labels[rest],
+                                  random_state=seed)
+    return [np.sort(p).astype(np.int64) for p in (train, dev, test)]
 
 
 def stratified_folds(labels: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train indices, held-out indices) for each of k stratified folds."""
-    folds = stratified_split(labels, (1.0,) * k, seed)
-    everything = np.arange(len(labels))
-    return [(np.setdiff1d(everything, held), held) for held in folds]
+    """(train indices, held-out indices) for each of k stratified folds: scikit-learn's StratifiedKFold, shuffled."""
+    from sklearn.model_selection import StratifiedKFold
+
+    folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels)
+    return [(train.astype(np.int64), held.astype(np.int64)) for train, held in folds]
 
 
 def best_threshold(positive_probs: np.ndarray, gold: np.ndarray) -> tuple[float, float]:

@@ -26,7 +26,7 @@ from ..data.labelled import load_splits
 from ..text.segmenter import SegmenterSpec
 
 NAME = "baseline"
-VERSION = 1
+VERSION = 2  # 2: splits carved by scikit-learn (other rows than 1 for the same seed)
 OUTPUTS = (CONFIG_JSON, NGRAMS_JSON, WEIGHTS, LABELS_JSON, SEGMENTER_JSON, METRICS_JSON)
 
 INPUTS = {

@@ -43,7 +43,7 @@ from ..training.options import EVAL_EACH_EPOCH, TrainOptions, run_identity, stag
 from ..training.trainer import Trainer
 
 NAME = "finetune"
-VERSION = 2  # 2: every classifier's figures (unseen test, per class, baseline) from classifiers/outcome
+VERSION = 2  # 2: scikit-learn splits, pad to 8, every classifier's figures (unseen test, per class, baseline) from classifiers/outcome
 DISTRIBUTED = True
 OUTPUTS = (CONFIG_JSON, WEIGHTS, LABELS_JSON, METRICS_JSON)
 _LAYER = re.compile(r"\.layer\.(\d+)\.")
