@@ -68,3 +68,26 @@ def test_what_counts_as_a_hub_id(text, hub):
     from nlp_pipe.checkpoints.references import looks_like_hub_id
 
     assert looks_like_hub_id(text) == hub
+
+
+@pytest.mark.parametrize("listing,weights", [(["config.json", "model.safetensors", "pytorch_model.bin", "vocab.txt"], ["*.safetensors"]),
+                                             (["config.json", "pytorch_model.bin", "vocab.txt"], ["pytorch_model*.bin"])])
+def test_one_weight_format_is_downloaded(monkeypatch, tmp_path, listing, weights):
+    """A repo shipping both safetensors and .bin weights is fetched with safetensors only (not both)."""
+    import huggingface_hub
+
+    from nlp_pipe.checkpoints import references
+
+    asked = {}
+    (tmp_path / "config.json").write_text("{}", encoding="utf-8")
+
+    def snapshot_download(repo_id, revision=None, local_files_only=False, allow_patterns=None):
+        asked["patterns"] = allow_patterns
+        return str(tmp_path)
+
+    monkeypatch.setattr(references, "offline", lambda: False)
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", lambda self, repo_id, revision=None: listing)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    references.resolve("someorg/both-formats")
+    assert [p for p in asked["patterns"] if p in ("*.safetensors", "pytorch_model*.bin")] == weights
+    assert "*.json" in asked["patterns"] and "vocab.txt" in asked["patterns"]

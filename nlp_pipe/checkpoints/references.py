@@ -4,7 +4,8 @@
 
 Resolution is huggingface_hub's `snapshot_download`, so HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE and the
 token from the usual places apply exactly as in every Hugging Face tool. Only the files a model
-directory needs are fetched (configs, weights, tokenizer files). The commit a revision resolves to is
+directory needs are fetched (configs, tokenizer files, and the weights in one format: safetensors when
+the repo has them, else pytorch_model*.bin; many repos ship both, and from_pretrained reads one). The commit a revision resolves to is
 the input's identity: a moved `main` makes the stage rerun, a pinned commit does not. Offline and not
 in the cache: one line saying so and the `hf download` command that fixes it.
 """
@@ -18,8 +19,9 @@ from pathlib import Path
 
 from ..core.errors import UserError
 
-# config, weights (safetensors first), tokenizer and vocabulary files: what from_pretrained reads
-MODEL_FILES = ["*.json", "*.safetensors", "pytorch_model*.bin", "vocab.txt", "*.model", "merges.txt", "*.txt"]
+# config, tokenizer and vocabulary files: what from_pretrained reads besides the weights
+MODEL_FILES = ["*.json", "vocab.txt", "*.model", "merges.txt", "*.txt"]
+SAFETENSORS, PYTORCH_BIN = "*.safetensors", "pytorch_model*.bin"
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}(@[\w./-]{1,128})?")
 
 
@@ -64,7 +66,7 @@ def resolve(text: str) -> HubModel:
     fetch = f"hf download {repo_id}" + (f" --revision {revision}" if revision else "")
     try:
         path = Path(snapshot_download(repo_id, revision=revision or None, local_files_only=offline(),
-                                      allow_patterns=MODEL_FILES))
+                                      allow_patterns=[*MODEL_FILES, *weight_files(repo_id, revision or None)]))
     except LocalEntryNotFoundError:
         where = "HF_HUB_OFFLINE is set" if offline() else "the Hub cannot be reached"
         raise UserError(f"{text} is no local directory, and as a Hub id it is not in the local Hugging Face cache and {where}; "
@@ -81,3 +83,17 @@ def resolve(text: str) -> HubModel:
     if not (path / "config.json").is_file():
         raise UserError(f"{text}: the cached snapshot {path} has no config.json; is it a model repository? Re-download: {fetch}")
     return HubModel(repo_id, revision or "main", path.name, path)
+
+
+def weight_files(repo_id: str, revision: str | None) -> list[str]:
+    """The weight pattern to fetch: safetensors when the repo has them, else pytorch_model*.bin. Offline, or when
+    the listing fails, both: nothing is downloaded then, or snapshot_download reports the failure itself."""
+    from huggingface_hub import HfApi
+
+    if offline():
+        return [SAFETENSORS, PYTORCH_BIN]
+    try:
+        files = HfApi().list_repo_files(repo_id, revision=revision)
+    except Exception:  # noqa: BLE001 - the listing only saves a download; snapshot_download names what is wrong
+        return [SAFETENSORS, PYTORCH_BIN]
+    return [SAFETENSORS] if any(f.endswith(".safetensors") for f in files) else [PYTORCH_BIN]
