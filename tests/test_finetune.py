@@ -13,7 +13,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from conftest import assert_pipeline_agrees, build, die_after_first_checkpoint, run_cli
 from nlp_pipe import TextClassifier
-from nlp_pipe.data.bert_inputs import Collator, auto_max_len
+from nlp_pipe.data.bert_inputs import Collator, auto_max_len, encode, tokenize
 from nlp_pipe.data.labelled import load_splits
 from nlp_pipe.metrics.scores import confusion_sums
 from nlp_pipe.metrics.scores import summarize as classification_summary
@@ -228,3 +228,20 @@ def test_a_full_vocabulary_gets_no_unknown_notice(finetuned):
     _, manifest = finetuned
     assert all(f["unk_share"] < 0.01 for f in manifest["metrics"]["vocabulary"].values())
     assert not manifest.get("reading", {}).get("notices")
+
+
+def test_one_tokenizer_pass_gives_the_lengths_and_the_ids_of_a_truncating_call(tiny_bert, seg_reviews):
+    """encode tokenises once: the lengths that choose max_len and the ids equal tokenizer(texts) untruncated and
+    tokenizer(texts, truncation=True, max_length=max_len)."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    ds = load_splits(seg_reviews, None, None, 1).train
+    texts = list(ds["text"])
+    encoded, found = encode(ds, tokenizer, sorted(set(ds["label"])), None, 10.0, 512)
+    full = np.array([len(x) for x in tokenizer(texts)["input_ids"]])
+    assert found.max_len == auto_max_len(full, 10.0, 512) < full.max()
+    assert encoded["input_ids"] == tokenizer(texts, truncation=True, max_length=found.max_len)["input_ids"]
+    assert found.truncated == int((full > found.max_len).sum()) > 0
+    for max_len in (8, 13):
+        ids, cut = tokenize(tokenizer, [*texts, "", "a b c " * 20], max_len)
+        assert ids == tokenizer([*texts, "", "a b c " * 20], truncation=True, max_length=max_len)["input_ids"]
+        assert cut == [len(x) > max_len for x in tokenizer([*texts, "", "a b c " * 20])["input_ids"]]

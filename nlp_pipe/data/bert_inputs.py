@@ -1,8 +1,8 @@
 """Labelled texts as token ids for the BERT classifiers (finetune, distill) and their batches.
 
-Texts are tokenised once, unpadded (`input_ids`, `length`, `label` as a class id); a batch is padded
-to its own longest row (rounded up to a multiple of 8), and the Trainer groups similar lengths, so
-little compute goes to padding.
+Texts are tokenised once (the lengths that choose max_len come from the same pass), unpadded
+(`input_ids`, `length`, `label` as a class id); a batch is padded to its own longest row (rounded up
+to a multiple of 8), and the Trainer groups similar lengths, so little compute goes to padding.
 """
 
 from __future__ import annotations
@@ -59,11 +59,6 @@ def encoding_of(tokenizer: Any, ids: Sequence[Any], truncated: int, max_len: int
     return Encoding(max_len, truncated, len(ids), sum(len(x) for x in ids), unknown)
 
 
-def token_lengths(tokenizer: Any, texts: Sequence[str]) -> np.ndarray:
-    """Untruncated token counts ([CLS] and [SEP] included), for choosing max_len."""
-    return np.array([len(ids) for ids in tokenizer(list(texts), add_special_tokens=True)["input_ids"]], dtype=np.int64)
-
-
 def auto_max_len(lengths: np.ndarray, percentile: float, limit: int) -> int:
     """The `percentile` of training lengths, rounded up to a multiple of 8, at most `limit`."""
     wanted = int(np.ceil(np.percentile(lengths, percentile))) if len(lengths) else limit
@@ -71,35 +66,47 @@ def auto_max_len(lengths: np.ndarray, percentile: float, limit: int) -> int:
 
 
 def tokenize(tokenizer: Any, texts: Sequence[str], max_len: int) -> tuple[list[list[int]], list[bool]]:
-    """Token ids of each text cut at max_len, and whether it was cut: one pass of the fast tokenizer (its
-    encodings keep what truncation removed)."""
-    batch = tokenizer(list(texts), truncation=True, max_length=max_len, return_attention_mask=False,
-                      return_token_type_ids=False)
-    return [e.ids for e in batch.encodings], [bool(e.overflowing) for e in batch.encodings]
+    """Token ids of each text cut at max_len (specials included), and whether it was cut."""
+    return _cut(tokenizer, _pieces(tokenizer, texts), max_len)
 
 
-def encode(ds: datasets.Dataset, tokenizer: Any, labels: list[str], max_len: int) -> tuple[datasets.Dataset, Encoding]:
-    """`text` (+ `label` names) -> input_ids, length, label (class id); other columns dropped."""
+def _pieces(tokenizer: Any, texts: Sequence[str]) -> list[Any]:
+    """The tokenizers backend's encodings before special tokens and truncation: one pass gives the lengths that
+    choose max_len and, cut, the ids (what tokenizer(texts, truncation=True) does in two)."""
+    return tokenizer.backend_tokenizer.encode_batch(list(texts), add_special_tokens=False)
+
+
+def _cut(tokenizer: Any, pieces: list[Any], max_len: int) -> tuple[list[list[int]], list[bool]]:
+    """Cut each encoding to leave room for the special tokens, then add them with the tokenizer's own template
+    (post_process), as its truncation does."""
+    room = max(max_len - tokenizer.num_special_tokens_to_add(), 0)
+    backend, ids, cut = tokenizer.backend_tokenizer, [], []
+    for piece in pieces:
+        cut.append(len(piece) > room)
+        piece.truncate(room)
+        ids.append(backend.post_process(piece).ids)
+    return ids, cut
+
+
+def encode(ds: datasets.Dataset, tokenizer: Any, labels: list[str], max_len: int | None,
+           percentile: float = 95.0, limit: int = 512) -> tuple[datasets.Dataset, Encoding]:
+    """`text` (+ `label` names) -> input_ids, length, label (class id); other columns dropped. max_len None:
+    the `percentile` of these texts' token lengths (auto_max_len, at most `limit`), read from the same pass;
+    the Encoding says which max_len was used."""
     index = {name: i for i, name in enumerate(labels)}
-
-    def tokenize_batch(batch: dict[str, list]) -> dict[str, list]:
-        ids, cut = tokenize(tokenizer, batch["text"], max_len)
-        unk = tokenizer.unk_token_id
-        out: dict[str, list] = {"input_ids": ids, "length": [len(x) for x in ids], "cut": cut,
-                                "unknown": [sum(1 for t in x if t == unk) for x in ids]}
-        if "label" in batch:
-            out["label"] = [index[v] for v in batch["label"]]
-        return out
-
     if "label" in ds.column_names:
         unseen = sorted(set(ds["label"]) - set(index))
         if unseen:
             raise UserError(f"label '{unseen[0]}' is not among the model's labels ({', '.join(labels)})")
-    # kept in memory: the datasets cache would key on the tokenizer's pickle, which is not stable
-    encoded = ds.map(tokenize_batch, batched=True, batch_size=1000, remove_columns=ds.column_names, keep_in_memory=True)
-    found = Encoding(max_len, int(np.sum(encoded["cut"])), len(encoded), int(np.sum(encoded["length"])),
-                     int(np.sum(encoded["unknown"])))
-    return encoded.remove_columns(["cut", "unknown"]), found
+    pieces = _pieces(tokenizer, ds["text"])
+    if max_len is None:
+        max_len = auto_max_len(np.array([len(p) for p in pieces]) + tokenizer.num_special_tokens_to_add(), percentile, limit)
+    ids, cut = _cut(tokenizer, pieces, max_len)
+    columns: dict[str, list] = {"input_ids": ids, "length": [len(x) for x in ids]}
+    if "label" in ds.column_names:
+        columns["label"] = [index[v] for v in ds["label"]]
+    found = encoding_of(tokenizer, ids, int(sum(cut)), max_len)
+    return datasets.Dataset.from_dict(columns), found
 
 
 class Collator:

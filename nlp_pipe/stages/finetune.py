@@ -88,11 +88,12 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     splits = load_splits(inputs["train"][0], first("dev"), first("test"), config.seed)
     tokenizer = _tokenizer(checkpoint)
     limit = min(512, _max_positions(checkpoint))
-    lengths = bert_inputs.token_lengths(tokenizer, splits.train["text"])
-    max_len = min(config.max_seq_len, limit) if config.max_seq_len else bert_inputs.auto_max_len(lengths, config.len_percentile, limit)
+    encoded = {"train": bert_inputs.encode(splits.train, tokenizer, splits.labels, min(config.max_seq_len, limit) or None,
+                                           config.len_percentile, limit)}  # max_len from the same pass when not given
+    max_len = encoded["train"][1].max_len
     tokenizer.model_max_length = max_len  # saved with it: pipeline(..., truncation=True) then cuts as training did
-    encoded = {name: bert_inputs.encode(ds, tokenizer, splits.labels, max_len)
-               for name, ds in (("train", splits.train), ("dev", splits.dev), ("test", splits.test)) if ds is not None}
+    encoded |= {name: bert_inputs.encode(ds, tokenizer, splits.labels, max_len)
+                for name, ds in (("dev", splits.dev), ("test", splits.test)) if ds is not None}
     with Trainer(config, out, run_config=run_identity(config, inputs), name=NAME) as trainer:
         model, head = _model(checkpoint, splits.labels, config)
         summary = _train(trainer, model, config, encoded["train"][0], encoded["dev"][0], tokenizer, len(splits.labels))
