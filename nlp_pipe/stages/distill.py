@@ -28,11 +28,10 @@ import numpy as np
 import torch
 
 from ..checkpoints import families, loading
-from ..classifiers.decision import save_classifier, unfold_threshold
+from ..classifiers.decision import unfold_threshold
 from ..classifiers.labels import LabelInfo
 from ..classifiers.loaded import BertClassifier
-from ..classifiers.outcome import finish
-from ..classifiers.results import Evaluation
+from ..classifiers.outcome import Evaluation, finish_bert
 from ..core.config import option
 from ..core.contract import Counts, Input, Result
 from ..core.errors import UserError
@@ -196,10 +195,7 @@ def _task(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dic
     cleanup += trainer.cleanup
     if not trainer.is_main:
         return trainer.secondary_result()
-    student_clf = BertClassifier(student.float().eval(), tokenizer, splits.labels, None, max_len)
-    done = finish(out, splits, lambda ds: student_clf.predict(list(ds["text"])),
-                  lambda info: save_classifier(out, student, tokenizer, info), name="student", baseline=config.baseline,
-                  max_seq_len=max_len)
+    done = finish_bert(out, splits, student, tokenizer, max_len, name="student", baseline=config.baseline)
     sizes = _sizes(teacher, student, config)
     compared = _compare(teacher, student, tokenizer, splits, max_len, config, out, sizes["speed_seq_len"], teacher_threshold)
     summary = {"mode": "task", "train_rows": len(train_ds), "augmented_rows": augmented,

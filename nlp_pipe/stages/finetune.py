@@ -27,10 +27,8 @@ import numpy as np
 import torch
 
 from ..checkpoints import families, loading
-from ..classifiers.decision import save_classifier
 from ..classifiers.loaded import BertClassifier
-from ..classifiers.outcome import finish
-from ..classifiers.results import Evaluation, fold_summary
+from ..classifiers.outcome import Evaluation, finish_bert, fold_summary
 from ..core import artifacts
 from ..core.config import option
 from ..core.contract import Counts, Input, Result
@@ -100,10 +98,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     folds = _cross_validate(config, checkpoint, splits, tokenizer, max_len, out) if config.folds else None  # every process trains
     if not trainer.is_main:
         return trainer.secondary_result()
-    classifier = BertClassifier(model.float(), tokenizer, splits.labels, None, max_len)
-    done = finish(out, splits, lambda ds: classifier.predict(list(ds["text"])),
-                  lambda info: save_classifier(out, classifier.model, tokenizer, info), name="BERT", baseline=config.baseline,
-                  max_seq_len=max_len, cross_validation=folds)
+    done = finish_bert(out, splits, model, tokenizer, max_len, name="BERT", baseline=config.baseline, cross_validation=folds)
     counts = Counts()
     counts.rows_in = counts.rows_out = sum(len(ds) for ds, _ in encoded.values())
     vocabulary = bert_inputs.coverage({name: enc for name, (_, enc) in encoded.items()}, checkpoint, NAME, counts)

@@ -36,8 +36,7 @@ import torch
 
 from ..classifiers import tfidf
 from ..classifiers.labels import LabelInfo
-from ..classifiers.outcome import finish
-from ..classifiers.results import Evaluation, fold_summary
+from ..classifiers.outcome import Evaluation, finish, fold_summary
 from ..core import artifacts, distributed, plots
 from ..core.config import option
 from ..core.contract import Input, Result
