@@ -48,8 +48,21 @@ def teacher(work, tiny_bert, seg_reviews):
 def general(work, tiny_bert, seg_reviews, student_shape):
     out = work / "general"
     manifest = build("distill", out, {"teacher": tiny_bert, "corpus": [seg_reviews]}, mode="general",
-                     student_shape=str(student_shape), epochs=2, **FAST)
+                     student_shape=str(student_shape), epochs=2, keep_checkpoints=True, **FAST)
     return out, manifest
+
+
+def test_checkpoints_hold_what_trains_not_the_frozen_teacher(general, work):
+    """Each checkpoint holds the student and the projections only (a BERT-base teacher would add ~400 MB each)."""
+    from safetensors import safe_open
+
+    saved = sorted((work / "general.checkpoints").glob("step_*/model*.safetensors"))
+    assert saved
+    for path in saved:
+        with safe_open(str(path), "pt") as f:
+            keys = list(f.keys())
+        assert all(k.startswith(("student.", "projections.")) for k in keys), [k for k in keys if "teacher" in k][:3]
+        assert any(k.startswith("projections.") for k in keys) and any(k.startswith("student.") for k in keys)
 
 
 @pytest.fixture(scope="module")

@@ -245,3 +245,25 @@ def test_one_tokenizer_pass_gives_the_lengths_and_the_ids_of_a_truncating_call(t
         ids, cut = tokenize(tokenizer, [*texts, "", "a b c " * 20], max_len)
         assert ids == tokenizer([*texts, "", "a b c " * 20], truncation=True, max_length=max_len)["input_ids"]
         assert cut == [len(x) > max_len for x in tokenizer([*texts, "", "a b c " * 20])["input_ids"]]
+
+
+def test_stage_training_defaults_are_data_on_the_inherited_fields():
+    """A stage's TRAINING mapping sets its defaults of TrainOptions fields: same flags, types, ranges and order."""
+    import dataclasses
+
+    from nlp_pipe.core import config as configs
+    from nlp_pipe.stages import distill, finetune, textcnn
+    from nlp_pipe.training.options import TrainOptions, stage_defaults
+
+    base = [f.name for f in configs.fields(TrainOptions)]
+    for stage in (finetune, textcnn, distill):
+        fields = {f.name: f for f in configs.fields(stage.Config)}
+        assert [n for n in fields if n in base] == base, stage.NAME  # inherited fields keep their place
+        assert {n: fields[n].default for n in stage.TRAINING} == stage.TRAINING
+        assert stage.Config().lr == stage.TRAINING.get("lr", 1e-4)
+    assert configs.fields(finetune.Config)[base.index("eval_every")].help.endswith("0 = once an epoch")
+    with pytest.raises(configs.UserError, match="lr = -1.0 is below its minimum"):  # the range comes along
+        configs.build(finetune.Config, {"lr": -1}, "finetune")
+    with pytest.raises(TypeError, match="not TrainOptions fields"):
+        stage_defaults({"learning_rate": 1.0})
+    assert dataclasses.fields(TrainOptions)[base.index("lr")].default == 1e-4  # the base is untouched
