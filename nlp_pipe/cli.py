@@ -240,6 +240,9 @@ def _stage_command(name: str) -> click.Command:
                      help="YAML file of this stage's inputs and options (flags given here override it); an artifact's "
                           "stage_config.yaml reruns that stage"),
     ]
+    positional: str = getattr(module, "POSITIONAL", "")  # an input that may also come as the one argument
+    if positional:
+        params.insert(0, click.Argument(["positional_input"], required=False, metavar=positional.upper()))
     for input_name, spec in module.INPUTS.items():
         kind = "PATH..." if spec.multiple else "PATH"
         params.append(click.Option([f"--{input_name.replace('_', '-')}", input_name], multiple=spec.multiple, metavar=kind,
@@ -253,7 +256,11 @@ def _stage_command(name: str) -> click.Command:
             metavar = "|".join(f.choices) if f.choices else "LIST" if isinstance(f.default, tuple) else type(f.default).__name__.upper()
             params.append(click.Option([flag, f.name], default=None, metavar=metavar, help=f"{f.help} [default: {default}]"))
 
-    def callback(out: str, force: bool, config_file: str | None, **values: Any) -> None:
+    def callback(out: str, force: bool, config_file: str | None, positional_input: str | None = None, **values: Any) -> None:
+        if positional_input is not None:
+            if values.get(positional) not in (None, ()):
+                raise UserError(f"{name}: give the {positional} once, as {positional.upper()} or --{positional.replace('_', '-')}")
+            values[positional] = positional_input
         inputs, config = _config_file(name, config_file) if config_file else ({}, {})
         inputs.update({k: v for k, v in values.items() if k in module.INPUTS and v not in (None, ())})
         config.update({k: v for k, v in values.items() if k not in module.INPUTS and v is not None})
