@@ -190,7 +190,7 @@ def list_stages() -> None:
                    "for large inputs only.")
 def predict(model_dir: str, texts: tuple[str, ...], file: str | None, encoding: str, as_json: bool, batch_size: int,
             int8: bool, compiled: bool) -> None:
-    """Classify texts with a textcnn, finetune or distill artifact: label and probability per line."""
+    """Classify texts with a textcnn, baseline, finetune or distill artifact or an export: label and probability per line."""
     from . import predict as prediction
 
     items = prediction.read_texts(texts, file, encoding)
@@ -200,6 +200,27 @@ def predict(model_dir: str, texts: tuple[str, ...], file: str | None, encoding: 
             click.echo(json.dumps(record, ensure_ascii=False))
         else:
             click.echo(f"{record['label']}\t{record['probability']:.4f}\t{record['text']}")
+
+
+@cli.command()
+@click.argument("model_dir", metavar="ARTIFACT_OR_EXPORT", type=click.Path(file_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; 0.0.0.0 exposes it to the network.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="TCP port.")
+@click.option("--api-key", envvar="NLP_PIPE_API_KEY", default=None, help="Require this key on /predict and /metadata "
+              "(Authorization: Bearer KEY or X-API-Key: KEY); env NLP_PIPE_API_KEY.")
+@click.option("--max-texts", default=64, show_default=True, help="Texts per request.")
+@click.option("--max-chars", default=2000, show_default=True, help="Characters per text.")
+@click.option("--max-body", default=1 << 20, show_default=True, help="Bytes per request body.")
+@click.option("--max-queue", default=1024, show_default=True, help="Texts waiting or being classified; more get 503.")
+@click.option("--batch-size", default=64, show_default=True, help="Texts per model call.")
+@click.option("--max-wait-ms", default=2.0, show_default=True, help="How long a text waits for others to share its batch.")
+def serve(model_dir: str, host: str, port: int, api_key: str | None, max_texts: int, max_chars: int, max_body: int,
+          max_queue: int, batch_size: int, max_wait_ms: float) -> None:
+    """Serve a classifier (an export or a classifier artifact) over HTTP: POST /predict, GET /health, GET /metadata."""
+    from . import serving
+
+    limits = serving.Limits(max_texts, max_chars, max_body, max_queue, batch_size, max_wait_ms)
+    serving.serve(model_dir, host, port, limits, api_key or None)
 
 
 @cli.command(name="word2vec-eval")
