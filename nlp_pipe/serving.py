@@ -23,10 +23,16 @@ import asyncio
 import hmac
 import json
 import logging
+import os
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -269,3 +275,57 @@ def serve(path: str, host: str, port: int, limits: Limits, api_key: str | None, 
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=30,
                             limit_concurrency=max(64, limits.max_queue), timeout_keep_alive=5, server_header=False)
     uvicorn.Server(config).run()
+
+
+@contextmanager
+def local_server(path: str | Path, *options: str, timeout: float = 60.0, env: dict[str, str] | None = None) -> Iterator[LocalServer]:
+    """`nlp-pipe serve PATH OPTIONS` in a child process on a free 127.0.0.1 port, once /health answers; stopped
+    with SIGTERM (then killed after 15 s) on exit. For integration tests and benchmarks of a served model."""
+    import httpx
+
+    with socket.socket() as probe:  # a port free now; the child binds it a moment later
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "nlp_pipe", "serve", str(path), "--port", str(port), *options]
+    log_file = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # a file, not a pipe: a full pipe would block the server
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log_file, text=True, env={**os.environ, **(env or {})})
+    server = LocalServer(f"http://127.0.0.1:{port}", proc, log_file)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"nlp-pipe serve exited with {proc.returncode}: {server.log()[-2000:]}")
+            try:
+                if httpx.get(server.url + "/health", timeout=1.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nlp-pipe serve did not answer /health within {timeout:.0f} s")
+            time.sleep(0.1)
+        yield server
+    finally:
+        server.stop()
+        log_file.close()
+
+
+@dataclass
+class LocalServer:
+    url: str
+    process: subprocess.Popen[str]
+    log_file: Any  # the server's stderr
+
+    def log(self) -> str:
+        self.log_file.seek(0)
+        return str(self.log_file.read())
+
+    def stop(self, grace: float = 15.0) -> int:
+        """SIGTERM, wait for the requests in flight to be answered; kill after `grace` seconds. The exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
