@@ -83,6 +83,8 @@ def _session(path: Path) -> Any:
         raise UserError(f"{path} does not exist; export the classifier again")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # idle intra-op threads sleep instead of spinning: a server shares its cores with its own event loop
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     threads = os.environ.get("NLP_PIPE_ORT_THREADS")  # onnxruntime's default: one thread per core
     if threads:
         options.intra_op_num_threads = int(threads)

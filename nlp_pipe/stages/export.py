@@ -43,8 +43,8 @@ POSITIONAL = "model"  # `nlp-pipe export ARTIFACT --out DIR`
 FP32_MAX_DELTA = 1e-4
 
 INPUTS = {
-    "model": Input("classifier artifact to export (finetune, distill, textcnn or baseline)", kind="artifact",
-                   stages=("finetune", "distill", "textcnn", "baseline")),
+    "model": Input("classifier to export: a finetune, distill, textcnn or baseline artifact, or a Hugging Face "
+                   "*ForSequenceClassification directory", kind="any", stages=("finetune", "distill", "textcnn", "baseline")),
     "texts": Input("texts for the parity check: a segment artifact or a text file (default: the model's dev data)",
                    kind="any", required=False, stages=("segment",)),
 }
