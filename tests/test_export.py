@@ -94,3 +94,21 @@ def test_export_refuses_what_it_cannot_export_in_one_line(classifiers, seg_revie
     result = run_cli("export", classifiers["baseline"], "--model", classifiers["baseline"], "--out", tmp_path / "x")
     assert result.code == 2 and "once" in result.err, result
     assert not (tmp_path / "x").exists()
+
+
+def test_the_training_texts_halfwidth_mapping_is_applied_by_every_loader(tmp_path):
+    """segment --halfwidth trains on half-width text; labels.json records it and TextClassifier, `nlp-pipe predict`,
+    the export and so the server map new text alike, so full-width input gets the half-width input's probabilities.
+    (On e59cf84 the mapping was not recorded: ＧＯＯＤ reached the model as n-grams it never saw.)"""
+    rows = ["label\ttext"] + [f"pos\tＧＯＯＤ ｉｔｅｍ {i}号" for i in range(20)] + [f"neg\tＢＡＤ ｉｔｅｍ {i}号" for i in range(20)]
+    (tmp_path / "data.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    build("segment", tmp_path / "seg", {"corpus": [tmp_path / "data.tsv"]}, workers=1, halfwidth=True)
+    build("baseline", tmp_path / "clf", {"train": tmp_path / "seg"}, min_df=1)
+    assert json.loads((tmp_path / "clf" / "labels.json").read_text(encoding="utf-8"))["halfwidth"] is True
+    build("export", tmp_path / "export", {"model": tmp_path / "clf"})
+    for directory in (tmp_path / "clf", tmp_path / "export"):
+        clf = TextClassifier.load(directory)
+        full, half = clf.predict(["ＧＯＯＤ", "ＢＡＤ"]), clf.predict(["GOOD", "BAD"])
+        assert np.array_equal(full, half) and [label for label, _ in clf.decide(full)] == ["pos", "neg"]
+    result = run_cli("predict", tmp_path / "export", "--text", "ＧＯＯＤ", "--json")
+    assert result.code == 0 and json.loads(result.out)["label"] == "pos", result

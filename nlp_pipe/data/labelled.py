@@ -24,6 +24,8 @@ class Splits:
     labels: list[str]  # class id -> label name
     origin: str  # "given" or "split 7:1:2 (seed N)"
     train_rows: np.ndarray  # rows of the train artifact that form `train` (all of them unless carved)
+    halfwidth: bool = False  # the train text was mapped to half-width (segment --halfwidth): a classifier records it
+
 
     def ids(self, ds: datasets.Dataset) -> np.ndarray:
         index = {name: i for i, name in enumerate(self.labels)}
@@ -59,7 +61,15 @@ def load_splits(train: Path, dev: Path | None, test: Path | None, seed: int,
             unseen = sorted(set(ds["label"]) - set(labels))
             if unseen:
                 raise UserError(f"{name} data has label '{unseen[0]}' never seen in training (training labels: {', '.join(labels)})")
-    return Splits(train_ds, dev_ds, test_ds if test_ds is not None and len(test_ds) else None, labels, origin, train_rows)
+    return Splits(train_ds, dev_ds, test_ds if test_ds is not None and len(test_ds) else None, labels, origin, train_rows,
+                  halfwidth(train))
+
+
+def halfwidth(artifact: Path) -> bool:
+    """Whether a segment artifact's text was mapped to half-width (its manifest's config says)."""
+    from ..core.manifest import read_manifest
+
+    return bool(((read_manifest(artifact) or {}).get("config") or {}).get("halfwidth", False))
 
 
 def _enough_per_class(train_labels: np.ndarray, labels: list[str], source: Path) -> None:

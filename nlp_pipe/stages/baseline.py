@@ -63,7 +63,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     model, train_s = fit_splits(splits, config.options())
     metrics, threshold = final_metrics(lambda ds: probabilities(model, ds), splits)
     model.save(out)
-    write_classifier_files(out, LabelInfo(splits.labels, threshold), metrics)
+    write_classifier_files(out, LabelInfo(splits.labels, threshold, halfwidth=splits.halfwidth), metrics)
     SegmenterSpec.load(inputs["train"][0]).save(out)  # word analyzers cut new text as the training data was cut
     sample = splits.dev.select(range(min(16, len(splits.dev))))
     check = check_saved(out, list(sample["text"]), probabilities(model, sample))

@@ -111,7 +111,8 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     counts = Counts()
     counts.rows_in = counts.rows_out = sum(len(ds) for ds, _ in encoded.values())
     vocabulary = bert_inputs.coverage({name: enc for name, (_, enc) in encoded.items()}, checkpoint, NAME, counts)
-    write_classifier_files(out, save_with_decision(out, classifier.model, LabelInfo(splits.labels, threshold, max_len)), metrics)
+    info = LabelInfo(splits.labels, threshold, max_len, halfwidth=splits.halfwidth)
+    write_classifier_files(out, save_with_decision(out, classifier.model, info), metrics)
     check = check_saved(out, *_sample(classifier, splits))
     summary_metrics = {"labels": len(splits.labels), "max_seq_len": max_len, "steps": summary.steps,
                        "resumed_from_step": summary.resumed_from, "best_step": (summary.best or {}).get("step"),

@@ -294,7 +294,7 @@ def _save(out: Path, model: TextCNN, vocabularies: dict[str, list[str]], encoder
     for name, tokens in vocabularies.items():
         if tokens or name == VOCAB_TXT:  # vocab.txt always (one home for the word list, [PAD] [UNK] alone when unused)
             write_vocab(out / name, tokens)
-    write_classifier_files(out, LabelInfo(splits.labels, threshold), metrics)
+    write_classifier_files(out, LabelInfo(splits.labels, threshold, halfwidth=splits.halfwidth), metrics)
     SegmenterSpec.load(train_dir).save(out)  # predict cuts new text exactly as the training data was cut
     sample = splits.dev.select(range(min(16, len(splits.dev))))
     expected = _probabilities(model, encoder(sample["words"], sample["text"]))
