@@ -135,6 +135,8 @@ def parse_texts(body: bytes, limits: Limits) -> list[str]:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise Refused(400, f"malformed JSON: {str(exc).splitlines()[0][:200]}") from None
+    except RecursionError:  # "[[[[..." deeper than the parser's stack
+        raise Refused(400, "malformed JSON: nested too deeply") from None
     if not isinstance(payload, dict):
         raise Refused(422, 'the body must be a JSON object: {"texts": ["...", ...]}')
     if "texts" not in payload:
@@ -154,9 +156,19 @@ def parse_texts(body: bytes, limits: Limits) -> list[str]:
             raise Refused(422, f"texts[{i}] is not a string")
         if not text.strip():
             raise Refused(422, f"texts[{i}] is empty: a classifier needs text to classify")
+        if not text.isprintable() and not _encodable(text):  # a lone surrogate ("\ud800") no tokenizer can take
+            raise Refused(422, f"texts[{i}] is not valid Unicode (a lone surrogate)")
         if len(text) > limits.max_chars:
             raise Refused(413, f"texts[{i}] has {len(text)} characters, over the limit of {limits.max_chars}")
     return texts
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def metadata(directory: Path, clf: TextClassifier, limits: Limits) -> dict[str, Any]:

@@ -74,6 +74,8 @@ def test_metadata_states_model_labels_versions_hashes_and_limits(server):
     (json.dumps({"texts": ["长" * 51]}).encode(), 413, "over the limit of 50"),
     (json.dumps({"texts": ["a" * 40] * 8, "pad": "x" * 5000}).encode(), 413, "body over the limit"),
     (b'{"texts": ["ok"], "model": "/etc/passwd"}', 422, 'unknown field "model"'),
+    (b"[" * 2000 + b"]" * 2000, 400, "nested too deeply"),
+    (b'{"texts": ["ok", "\\ud800"]}', 422, "texts[1] is not valid Unicode"),
 ])
 def test_bad_requests_get_a_4xx_with_a_one_line_reason(server, content, status, reason):
     response = httpx.post(server.url + "/predict", content=content, headers=AUTH, timeout=10)
