@@ -212,14 +212,16 @@ def predict(model_dir: str, texts: tuple[str, ...], file: str | None, encoding: 
 @click.option("--max-chars", default=2000, show_default=True, help="Characters per text.")
 @click.option("--max-body", default=1 << 20, show_default=True, help="Bytes per request body.")
 @click.option("--max-queue", default=1024, show_default=True, help="Texts waiting or being classified; more get 503.")
-@click.option("--batch-size", default=64, show_default=True, help="Texts per model call.")
+@click.option("--batch-size", default=0, show_default=True,
+              help="Texts per model call, the gathered texts sorted by length; 0 = 8 for a BERT, 64 for others.")
+@click.option("--gather", default=64, show_default=True, help="Texts gathered from the queue before they are sorted and classified.")
 @click.option("--max-wait-ms", default=2.0, show_default=True, help="How long a text waits for others to share its batch.")
 def serve(model_dir: str, host: str, port: int, api_key: str | None, max_texts: int, max_chars: int, max_body: int,
-          max_queue: int, batch_size: int, max_wait_ms: float) -> None:
+          max_queue: int, batch_size: int, gather: int, max_wait_ms: float) -> None:
     """Serve a classifier (an export or a classifier artifact) over HTTP: POST /predict, GET /health, GET /metadata."""
     from . import serving
 
-    limits = serving.Limits(max_texts, max_chars, max_body, max_queue, batch_size, max_wait_ms)
+    limits = serving.Limits(max_texts, max_chars, max_body, max_queue, batch_size, gather, max_wait_ms)
     serving.serve(model_dir, host, port, limits, api_key or None)
 
 

@@ -54,7 +54,7 @@ def test_served_records_are_predict_json_records(server, export, tmp_path):
 def test_metadata_states_model_labels_versions_hashes_and_limits(server):
     meta = httpx.get(server.url + "/metadata", headers=AUTH, timeout=10).json()
     assert meta["labels"] == ["neg", "pos"] and meta["model"]["kind"] == "textcnn" and meta["model"]["file"] == "model_int8.onnx"
-    assert meta["limits"] == {"max_texts": 8, "max_chars": 50, "max_body": 4096, "max_queue": 8, "batch_size": 64,
+    assert meta["limits"] == {"max_texts": 8, "max_chars": 50, "max_body": 4096, "max_queue": 8, "batch_size": 64, "gather": 64,
                               "max_wait_ms": 100.0}
     assert len(meta["hashes"]["model_int8.onnx"]) == 64 and meta["versions"]["onnxruntime"]
     assert str(Path.cwd()) not in json.dumps(meta, ensure_ascii=False)  # no server path leaks
