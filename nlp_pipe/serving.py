@@ -44,6 +44,7 @@ import numpy as np
 from . import __version__
 from .classifiers.loaded import EXPORT_JSON, TextClassifier
 from .core.errors import UserError
+from .core.manifest import read_manifest
 from .predict import records
 
 log = logging.getLogger(__name__)
@@ -176,8 +177,6 @@ def _encodable(text: str) -> bool:
 
 def metadata(directory: Path, clf: TextClassifier, limits: Limits) -> dict[str, Any]:
     """What GET /metadata answers: enough to tell which model answers and how, no server path."""
-    from .core.manifest import read_manifest
-
     manifest = read_manifest(directory) or {}
     export = json.loads((directory / EXPORT_JSON).read_text(encoding="utf-8")) if (directory / EXPORT_JSON).exists() else None
     model: dict[str, Any] = {"name": directory.name, "stage": manifest.get("stage"), "fingerprint": manifest.get("fingerprint"),

@@ -14,7 +14,6 @@ add a runtime without removing any code; numpy runs it with the same loader and 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 
 from ..core.errors import UserError
 from ..core.files import CONFIG_JSON
+from ..core.manifest import sha256_file
 from ..data.word_ids import stream_arrays
 from ..text.segmenter import SegmenterSpec
 from .labels import LabelInfo
@@ -34,14 +34,6 @@ MODEL_ONNX = "model.onnx"
 MODEL_INT8_ONNX = "model_int8.onnx"
 TOKENIZER_JSON = "tokenizer.json"
 JIEBA_DICT = "jieba_dict.txt"  # the main jieba dictionary the training text was cut with
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def bundled_jieba_dict() -> Path:
@@ -72,7 +64,7 @@ def export_segmenter_spec(directory: Path, info: dict[str, Any]) -> SegmenterSpe
     shipped = directory / seg.get("dictionary", JIEBA_DICT)
     if not shipped.is_file():
         raise UserError(f"{directory} lacks {shipped.name}, the jieba dictionary of its segmenter; export it again")
-    same_as_bundled = spec.dictionary is None and seg.get("dictionary_sha256") == sha256(bundled_jieba_dict())
+    same_as_bundled = spec.dictionary is None and seg.get("dictionary_sha256") == sha256_file(bundled_jieba_dict())
     return spec if same_as_bundled else dataclasses.replace(spec, dictionary=str(shipped))
 
 

@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from ..core.files import CHARS_TXT, CONFIG_JSON, NGRAMS_JSON, NGRAMS_TXT, SEGMENTER_JSON, USERDICT_TXT, VOCAB_TXT, WEIGHTS
+from ..core.manifest import sha256_file
 from ..text.segmenter import SegmenterSpec
-from .exported import JIEBA_DICT, MODEL_INT8_ONNX, MODEL_ONNX, TOKENIZER_JSON, bundled_jieba_dict, sha256
+from .exported import JIEBA_DICT, MODEL_INT8_ONNX, MODEL_ONNX, TOKENIZER_JSON, bundled_jieba_dict
 from .labels import LabelInfo
 
 OPSET = 17
@@ -128,9 +129,9 @@ def copy_segmenter(source: Path, out: Path) -> dict[str, Any]:
     (out / USERDICT_TXT).write_text("".join(f"{w} {f}\n" if f is not None else f"{w}\n" for w, f in spec.userdict),
                                     encoding="utf-8")
     return {"spec": SEGMENTER_JSON, "engine": spec.engine, "engine_version": spec.engine_version, "hmm": spec.hmm,
-            "mode": spec.mode, "dictionary": JIEBA_DICT, "dictionary_sha256": sha256(out / JIEBA_DICT),
+            "mode": spec.mode, "dictionary": JIEBA_DICT, "dictionary_sha256": sha256_file(out / JIEBA_DICT),
             "dictionary_origin": "jieba bundled dict.txt" if spec.dictionary is None else Path(spec.dictionary).name,
-            "userdict": USERDICT_TXT, "userdict_sha256": sha256(out / USERDICT_TXT), "userdict_words": len(spec.userdict)}
+            "userdict": USERDICT_TXT, "userdict_sha256": sha256_file(out / USERDICT_TXT), "userdict_words": len(spec.userdict)}
 
 
 def quantize_int8(out: Path) -> None:
