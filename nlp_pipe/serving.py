@@ -111,7 +111,7 @@ class Batcher:
             while size < self.limits.gather:
                 try:
                     item = await asyncio.wait_for(self.queue.get(), max(deadline - loop.time(), 0))
-                except TimeoutError:
+                except asyncio.TimeoutError:  # the builtin TimeoutError only from Python 3.11
                     break
                 batch.append(item)
                 size += len(item[0])
