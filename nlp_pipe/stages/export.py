@@ -85,8 +85,9 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     fp32_probs, fp32_rate = _timed(load_export(out, fp32=True), texts, config.batch_size)
     parity = _compare(reference, ref_probs, fp32_probs)
     if parity["labels_differ"] or parity["max_abs_delta"] > FP32_MAX_DELTA:
-        raise RuntimeError(f"export: the exported model disagrees with {source} on {len(texts)} texts ({parity['labels_differ']} "
-                           f"labels differ, max |delta p| {parity['max_abs_delta']:.2e} > {FP32_MAX_DELTA}); not published")
+        raise UserError(f"export: the exported model disagrees with {source} on {len(texts)} texts ({parity['labels_differ']} "
+                        f"labels differ, max |delta p| {parity['max_abs_delta']:.2e}, allowed {FP32_MAX_DELTA}); not published: "
+                        "this model does not export faithfully, please report it")
     runtime = "onnxruntime" if kind != "ngram-lr" else "numpy"
     metrics: dict[str, Any] = {"kind": kind, "parity_texts": len(texts), "fp32_labels_identical": parity["labels_identical"],
                                "fp32_max_abs_delta": parity["max_abs_delta"], "pytorch_texts_per_s": round(ref_rate, 1),
