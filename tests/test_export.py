@@ -35,7 +35,8 @@ main(sys.argv[1:])
 def classifiers(tiny_bert, seg_reviews, tmp_path_factory) -> dict[str, Path]:
     """A finetune (BERT), a word+char TextCNN with its n-gram bag and a word-n-gram baseline, tiny (~15 s in all)."""
     work = tmp_path_factory.mktemp("export")
-    build("finetune", work / "finetune", {"checkpoint": tiny_bert, "train": seg_reviews}, steps=2, batch_size=8, precision="fp32")
+    build("finetune", work / "finetune", {"checkpoint": tiny_bert, "train": seg_reviews}, steps=30, batch_size=8, lr=3e-3,
+          precision="fp32")  # trained enough that its probabilities depend on the text (a 2-step model hardly does)
     build("word2vec", work / "w2v", {"corpus": seg_reviews}, min_count=1, epochs=1, vector_size=8, workers=1)
     build("textcnn", work / "textcnn", {"train": seg_reviews, "vectors": work / "w2v"}, input="both", epochs=1, filters=4,
           batch_size=16, baseline=False)
