@@ -4,6 +4,7 @@ port (nlp_pipe.serving.local_server), every loop is bounded, and the server is a
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -35,9 +36,22 @@ def export(seg_reviews, tmp_path_factory) -> Path:
     return work / "export"
 
 
+# the server's interpreter refuses torch and transformers: serving an export must not need them
+NO_TORCH = """import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "transformers"):
+            raise ImportError(f"{name} is forbidden on the serving path")
+sys.meta_path.insert(0, _Block())
+"""
+
+
 @pytest.fixture(scope="module")
-def server(export):
-    with local_server(export, "--api-key", KEY, *LIMITS) as running:
+def server(export, tmp_path_factory):
+    site = tmp_path_factory.mktemp("no_torch")
+    (site / "sitecustomize.py").write_text(NO_TORCH, encoding="utf-8")
+    env = {"PYTHONPATH": os.pathsep.join([str(site), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    with local_server(export, "--api-key", KEY, *LIMITS, env=env) as running:
         yield running
 
 
