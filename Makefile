@@ -1,5 +1,5 @@
 # Two entry points, both do all set-up on a fresh machine with only Python 3 and pip:
-#   make demo   -> .venv, torch==2.13.0 first, the package with [dev,demo], then the demo pipeline
+#   make demo   -> .venv, torch==2.13.0 first, the package with [dev,demo,serve], then the demo pipeline
 #   make test   -> the same install, then ruff and mypy, then the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,7 +12,7 @@ $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e '.[dev,demo]'
+	$(BIN)/python -m pip install -q -e '.[dev,demo,serve]'
 	touch $@
 
 install: $(BIN)/.installed

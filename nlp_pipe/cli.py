@@ -190,7 +190,7 @@ def list_stages() -> None:
                    "for large inputs only.")
 def predict(model_dir: str, texts: tuple[str, ...], file: str | None, encoding: str, as_json: bool, batch_size: int,
             int8: bool, compiled: bool) -> None:
-    """Classify texts with a textcnn, finetune or distill artifact: label and probability per line."""
+    """Classify texts with a textcnn, baseline, finetune or distill artifact or an export: label and probability per line."""
     from . import predict as prediction
 
     items = prediction.read_texts(texts, file, encoding)
@@ -200,6 +200,29 @@ def predict(model_dir: str, texts: tuple[str, ...], file: str | None, encoding: 
             click.echo(json.dumps(record, ensure_ascii=False))
         else:
             click.echo(f"{record['label']}\t{record['probability']:.4f}\t{record['text']}")
+
+
+@cli.command()
+@click.argument("model_dir", metavar="ARTIFACT_OR_EXPORT", type=click.Path(file_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; 0.0.0.0 exposes it to the network.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="TCP port.")
+@click.option("--api-key", envvar="NLP_PIPE_API_KEY", default=None, help="Require this key on /predict and /metadata "
+              "(Authorization: Bearer KEY or X-API-Key: KEY); env NLP_PIPE_API_KEY.")
+@click.option("--max-texts", default=64, show_default=True, help="Texts per request.")
+@click.option("--max-chars", default=2000, show_default=True, help="Characters per text.")
+@click.option("--max-body", default=1 << 20, show_default=True, help="Bytes per request body.")
+@click.option("--max-queue", default=1024, show_default=True, help="Texts waiting or being classified; more get 503.")
+@click.option("--batch-size", default=0, show_default=True,
+              help="Texts per model call, the gathered texts sorted by length; 0 = 8 for a BERT, 64 for others.")
+@click.option("--gather", default=64, show_default=True, help="Texts gathered from the queue before they are sorted and classified.")
+@click.option("--max-wait-ms", default=2.0, show_default=True, help="How long a text waits for others to share its batch.")
+def serve(model_dir: str, host: str, port: int, api_key: str | None, max_texts: int, max_chars: int, max_body: int,
+          max_queue: int, batch_size: int, gather: int, max_wait_ms: float) -> None:
+    """Serve a classifier (an export or a classifier artifact) over HTTP: POST /predict, GET /health, GET /metadata."""
+    from . import serving
+
+    limits = serving.Limits(max_texts, max_chars, max_body, max_queue, batch_size, gather, max_wait_ms)
+    serving.serve(model_dir, host, port, limits, api_key or None)
 
 
 @cli.command(name="word2vec-eval")
@@ -240,6 +263,9 @@ def _stage_command(name: str) -> click.Command:
                      help="YAML file of this stage's inputs and options (flags given here override it); an artifact's "
                           "stage_config.yaml reruns that stage"),
     ]
+    positional: str = getattr(module, "POSITIONAL", "")  # an input that may also come as the one argument
+    if positional:
+        params.insert(0, click.Argument(["positional_input"], required=False, metavar=positional.upper()))
     for input_name, spec in module.INPUTS.items():
         kind = "PATH..." if spec.multiple else "PATH"
         params.append(click.Option([f"--{input_name.replace('_', '-')}", input_name], multiple=spec.multiple, metavar=kind,
@@ -253,7 +279,11 @@ def _stage_command(name: str) -> click.Command:
             metavar = "|".join(f.choices) if f.choices else "LIST" if isinstance(f.default, tuple) else type(f.default).__name__.upper()
             params.append(click.Option([flag, f.name], default=None, metavar=metavar, help=f"{f.help} [default: {default}]"))
 
-    def callback(out: str, force: bool, config_file: str | None, **values: Any) -> None:
+    def callback(out: str, force: bool, config_file: str | None, positional_input: str | None = None, **values: Any) -> None:
+        if positional_input is not None:
+            if values.get(positional) not in (None, ()):
+                raise UserError(f"{name}: give the {positional} once, as {positional.upper()} or --{positional.replace('_', '-')}")
+            values[positional] = positional_input
         inputs, config = _config_file(name, config_file) if config_file else ({}, {})
         inputs.update({k: v for k, v in values.items() if k in module.INPUTS and v not in (None, ())})
         config.update({k: v for k, v in values.items() if k not in module.INPUTS and v is not None})

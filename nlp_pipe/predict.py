@@ -5,7 +5,8 @@
 
 Files are read like corpora (UTF-8 with or without BOM, GB18030/GBK detected, an undecodable line
 named with its line and byte offset), one text a line. An empty line has nothing to classify: it
-stops with its line number rather than getting a label. Imports no training code.
+stops with its line number rather than getting a label. Imports no training code; an export
+(`nlp-pipe export`) runs on onnxruntime without torch or transformers.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .classifiers.loaded import TextClassifier
 from .core.errors import UserError
@@ -66,7 +69,11 @@ def _first_gap(rows: list[Any]) -> int:
 
 def predict(clf: TextClassifier, texts: list[str], batch_size: int = 64) -> Iterator[dict[str, Any]]:
     """One record per text: the label (binary tasks at the dev-tuned threshold), its probability and all of them."""
-    probs = clf.predict(texts, batch_size)
+    return records(clf, texts, clf.predict(texts, batch_size))
+
+
+def records(clf: TextClassifier, texts: list[str], probs: np.ndarray) -> Iterator[dict[str, Any]]:
+    """The records of `predict` for probabilities already computed (`nlp-pipe serve` batches requests together)."""
     for text, (label, prob), row in zip(texts, clf.decide(probs), probs):
         yield {"text": text, "label": label, "probability": round(prob, 6),
                "probabilities": {n: round(float(p), 6) for n, p in zip(clf.labels, row)}}

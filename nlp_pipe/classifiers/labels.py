@@ -2,6 +2,8 @@
 
 BERT classifiers carry their threshold folded into the head (classifiers/decision.py), so `threshold` is
 null there and `threshold_folded` says what it was; textcnn keeps `threshold` and applies it on load.
+`halfwidth` records the text normalisation of the training data (text.normalization), which every loader
+applies before it cuts or tokenizes.
 
 textcnn, finetune and distill write it; `TextClassifier.load` and distill (reading its teacher) read it.
 """
@@ -22,6 +24,7 @@ class LabelInfo:
     threshold: float | None = None  # binary tasks: probability of class 1 above which it is predicted (dev F1-optimal)
     max_seq_len: int | None = None  # tokens per text in training (BERT classifiers); longer texts are cut alike
     threshold_folded: float | None = None  # BERT classifiers: the dev threshold, folded into the head (argmax applies)
+    halfwidth: bool = False  # the training text was mapped to half-width (segment --halfwidth): so is every text predicted
 
     def save(self, directory: Path) -> None:
         (directory / LABELS_JSON).write_text(json.dumps(asdict(self), ensure_ascii=False, indent=2), encoding="utf-8")
@@ -47,4 +50,4 @@ class LabelInfo:
         if not isinstance(raw, dict) or not isinstance(raw.get("labels"), list):
             raise UserError(f"{path} holds no 'labels' list; rebuild the artifact")
         return LabelInfo([str(v) for v in raw["labels"]], raw.get("threshold"), raw.get("max_seq_len"),
-                         raw.get("threshold_folded"))
+                         raw.get("threshold_folded"), bool(raw.get("halfwidth", False)))

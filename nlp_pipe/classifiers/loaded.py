@@ -5,36 +5,42 @@
     clf.predict(["质量很好，推荐", "太差了"])        # -> probabilities, shape [2, num_labels]
     clf.predict_labels(["质量很好，推荐"])          # -> [("pos", 0.97)]
 
-Segmentation (with the training run's user dictionary), indexing, padding and batching
-happen inside; inference runs under torch.inference_mode. Nothing here imports training code.
+Segmentation (with the training run's user dictionary), the training text's normalisation (labels.json
+`halfwidth`), indexing, padding and batching happen inside; inference runs under torch.inference_mode.
+An export (`nlp-pipe export`, classifiers/exported.py) loads through the same `TextClassifier.load` and runs
+on onnxruntime: torch is imported only by the classes that run a PyTorch model, so serving an export
+never imports it. Nothing here imports training code.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..core.errors import UserError
 from ..core.files import CHARS_TXT, CONFIG_JSON, INT8_FILE, NGRAMS_TXT, VOCAB_TXT, read_vocab
 from ..data.ngram_bag import NgramIndex
 from ..data.word_ids import TextEncoder, stream_batch
 from ..models.ngram import NgramModel
-from ..models.textcnn import TextCNN
+from ..text.normalization import to_halfwidth
 from ..text.segmenter import Segmenter, SegmenterSpec
 from .labels import LabelInfo
+
+EXPORT_JSON = "export.json"  # marks an `nlp-pipe export` directory
 
 
 class TextClassifier:
     """A loaded classifier: `predict(texts)` gives per-class probabilities."""
 
-    def __init__(self, labels: list[str], threshold: float | None) -> None:
+    def __init__(self, labels: list[str], threshold: float | None, halfwidth: bool = False) -> None:
         self.labels = labels
         self.threshold = threshold  # binary tasks: probability of class 1 above which it is predicted
+        self.halfwidth = halfwidth  # the training text was mapped to half-width: new text is too
 
     @staticmethod
     def load(directory: str | Path, int8: bool = False, compile: bool = False) -> TextClassifier:
@@ -46,6 +52,13 @@ class TextClassifier:
         if not directory.is_dir():
             raise UserError(f"{directory} does not exist" if not directory.exists() else
                             f"{directory} is a file; point to a textcnn, finetune or distill artifact directory")
+        if (directory / EXPORT_JSON).exists():
+            if int8 or compile:
+                raise UserError(f"{directory} is an export: it runs the model it was exported with on onnxruntime "
+                                "(export with --quantize int8 for an int8 one); --int8 and --compile apply to PyTorch artifacts")
+            from .exported import load_export
+
+            return load_export(directory)
         if not config_path.exists():
             raise UserError(f"{directory} is not a classifier artifact (no {CONFIG_JSON}); point to a textcnn, baseline, "
                             "finetune or distill output")
@@ -71,6 +84,8 @@ class TextClassifier:
         cut per batch), so a mixed list runs as fast as a sorted one."""
         if isinstance(texts, str):
             raise TypeError("predict takes a list of texts, not one string")
+        if self.halfwidth:
+            texts = [to_halfwidth(t) for t in texts]
         probs = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         order = np.argsort([len(t) for t in texts], kind="stable")
         for i in range(0, len(texts), batch_size):
@@ -98,36 +113,46 @@ class TextCNNClassifier(TextClassifier):
     (chars.txt the characters of a char stream, ngrams.txt the n-grams of an n-gram bag)."""
 
     def __init__(self, directory: Path) -> None:
+        from ..models.textcnn import TextCNN
+
         meta = LabelInfo.load(directory)
-        super().__init__(meta.labels, meta.threshold)
+        super().__init__(meta.labels, meta.threshold, meta.halfwidth)
         self.model = TextCNN.load(directory)
-        config = self.model.config
-        words, chars = config.input in ("words", "both"), config.input in ("chars", "both")
-        index = lambda name: {t: i for i, t in enumerate(read_vocab(directory / name))}  # noqa: E731
-        self.encoder = TextEncoder(index(VOCAB_TXT) if words else None, index(CHARS_TXT) if chars else None,
-                                   config.max_len, config.char_max_len,
-                                   NgramIndex(read_vocab(directory / NGRAMS_TXT), config.ngram_max)
-                                   if config.ngram_vocab_size else None)
-        self.segmenter = Segmenter(SegmenterSpec.load(directory)) if words else None
+        self.encoder, self.segmenter = textcnn_text_pipeline(directory, dataclasses.asdict(self.model.config),
+                                                             SegmenterSpec.load(directory))
 
     def _probs(self, texts: list[str]) -> np.ndarray:
         words = [self.segmenter.cut(t) for t in texts] if self.segmenter is not None else None
         encoded = self.encoder(words, texts)
+        import torch
+
         with torch.inference_mode():
             logits = self.model(**stream_batch([encoded[i][0] for i in range(len(encoded))],
                                                max(self.model.config.kernel_sizes)))
         return torch.softmax(logits.float(), dim=-1).numpy()
 
 
+def textcnn_text_pipeline(directory: Path, config: dict[str, Any], spec: SegmenterSpec) -> tuple[TextEncoder, Segmenter | None]:
+    """A TextCNN's encoder (its vocab.txt, chars.txt, ngrams.txt as its config.json says) and, for word input,
+    the segmenter of `spec`: shared by the PyTorch artifact and its export."""
+    words, chars = config["input"] in ("words", "both"), config["input"] in ("chars", "both")
+    index = lambda name: {t: i for i, t in enumerate(read_vocab(directory / name))}  # noqa: E731
+    encoder = TextEncoder(index(VOCAB_TXT) if words else None, index(CHARS_TXT) if chars else None,
+                          config["max_len"], config["char_max_len"],
+                          NgramIndex(read_vocab(directory / NGRAMS_TXT), config["ngram_max"])
+                          if config.get("ngram_vocab_size") else None)
+    return encoder, Segmenter(spec) if words else None
+
+
 class NgramClassifier(TextClassifier):
     """A baseline artifact (TF-IDF n-grams + logistic regression), predicted with numpy; word analyzers cut
     the text with the training run's segmenter.json."""
 
-    def __init__(self, directory: Path) -> None:
-        meta = LabelInfo.load(directory)
-        super().__init__(meta.labels, meta.threshold)
+    def __init__(self, directory: Path, meta: LabelInfo | None = None, spec: SegmenterSpec | None = None) -> None:
+        meta = meta or LabelInfo.load(directory)
+        super().__init__(meta.labels, meta.threshold, meta.halfwidth)
         self.model = NgramModel.load(directory)
-        self.segmenter = Segmenter(SegmenterSpec.load(directory)) if self.model.config.uses_words else None
+        self.segmenter = Segmenter(spec or SegmenterSpec.load(directory)) if self.model.config.uses_words else None
 
     def _probs(self, texts: list[str]) -> np.ndarray:
         words = [self.segmenter.cut(t) for t in texts] if self.segmenter is not None else None
@@ -137,13 +162,15 @@ class NgramClassifier(TextClassifier):
 class BertClassifier(TextClassifier):
     """A *ForSequenceClassification model with its tokenizer; texts longer than max_len are cut as in training."""
 
-    def __init__(self, model: Any, tokenizer: Any, labels: list[str], threshold: float | None, max_len: int) -> None:
-        super().__init__(labels, threshold)
+    def __init__(self, model: Any, tokenizer: Any, labels: list[str], threshold: float | None, max_len: int,
+                 halfwidth: bool = False) -> None:
+        super().__init__(labels, threshold, halfwidth)
         self.model, self.tokenizer, self.max_len = model.eval(), tokenizer, max_len
         self.device = next(model.parameters()).device
 
     @classmethod
     def from_dir(cls, directory: Path, int8: bool = False, compile: bool = False) -> BertClassifier:
+        import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from ..models.int8 import load_int8
@@ -159,9 +186,12 @@ class BertClassifier(TextClassifier):
             model = model.cuda()
         if compile:
             model = torch.compile(model.eval(), dynamic=True)  # batches differ in length: one graph for all
-        return cls(model, tokenizer, [id2label[i] for i in range(len(id2label))], meta.threshold if meta else None, max_len)
+        return cls(model, tokenizer, [id2label[i] for i in range(len(id2label))], meta.threshold if meta else None, max_len,
+                   meta.halfwidth if meta else False)
 
     def _probs(self, texts: list[str]) -> np.ndarray:
+        import torch
+
         batch = self.tokenizer(texts, truncation=True, max_length=self.max_len, padding=True, return_tensors="pt")
         with torch.inference_mode():
             logits = self.model(**{k: v.to(self.device) for k, v in batch.items()}).logits

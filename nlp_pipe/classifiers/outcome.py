@@ -53,7 +53,7 @@ def finish(out: Path, splits: Splits, probabilities: Probabilities, save: Callab
     metrics, threshold = final_metrics(probabilities, splits)
     if cross_validation is not None:
         metrics["cross_validation"] = cross_validation
-    write_classifier_files(out, save(LabelInfo(splits.labels, threshold, max_seq_len)), metrics)
+    write_classifier_files(out, save(LabelInfo(splits.labels, threshold, max_seq_len, halfwidth=splits.halfwidth)), metrics)
     sample = splits.dev.select(range(min(RELOAD_SAMPLE, len(splits.dev))))
     check = check_saved(out, list(sample["text"]), probabilities(sample))  # after `save`: what is on disk now
     figures = {"labels": len(splits.labels), "split": splits.origin, "reload_check": check, **flat(metrics),

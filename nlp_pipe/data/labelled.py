@@ -25,6 +25,8 @@ class Splits:
     labels: list[str]  # class id -> label name
     origin: str  # "given", "split 7:1:2 (train:dev:test) from train ..." or "split 7:1 (train:dev) ...; test given"
     train_rows: np.ndarray  # rows of the train artifact that form `train` (all of them unless carved)
+    halfwidth: bool = False  # the train text was mapped to half-width (segment --halfwidth): a classifier records it
+
 
     def ids(self, ds: datasets.Dataset) -> np.ndarray:
         index = {name: i for i, name in enumerate(self.labels)}
@@ -65,7 +67,15 @@ def load_splits(train: Path, dev: Path | None, test: Path | None, seed: int,
             unseen = sorted(set(ds["label"]) - set(labels))
             if unseen:
                 raise UserError(f"{name} data has label '{unseen[0]}' never seen in training (training labels: {', '.join(labels)})")
-    return Splits(train_ds, dev_ds, test_ds if test_ds is not None and len(test_ds) else None, labels, origin, train_rows)
+    return Splits(train_ds, dev_ds, test_ds if test_ds is not None and len(test_ds) else None, labels, origin, train_rows,
+                  halfwidth(train))
+
+
+def halfwidth(artifact: Path) -> bool:
+    """Whether a segment artifact's text was mapped to half-width (its manifest's config says)."""
+    from ..core.manifest import read_manifest
+
+    return bool(((read_manifest(artifact) or {}).get("config") or {}).get("halfwidth", False))
 
 
 def split_origin(ratios: tuple[float, ...], seed: int) -> str:

@@ -1,18 +1,22 @@
 """Segmented texts as word-id rows for TextCNN (and character-id and character-n-gram-id rows), and their batches.
 
 Rows are kept unpadded; a batch is padded to its own longest row (at least the widest kernel), and the
-Trainer groups similar lengths into batches, so little compute goes to padding.
+Trainer groups similar lengths into batches, so little compute goes to padding. torch is imported only
+by the functions that make tensors: an exported TextCNN encodes its texts here on onnxruntime, without torch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .ngram_bag import NgramIndex, bag_text
+
+if TYPE_CHECKING:
+    import torch
 
 PAD_ID, UNK_ID = 0, 1  # rows 0 and 1 of every TextCNN vocabulary: [PAD], [UNK]
 
@@ -52,13 +56,20 @@ def encode(texts: Sequence[Sequence[str]], index: dict[str, int], max_len: int, 
     return WordIds(rows, labels, unknown / total if total else 0.0)
 
 
-def pad(rows: Sequence[np.ndarray], min_len: int = 1) -> torch.Tensor:
+def pad_array(rows: Sequence[np.ndarray], min_len: int = 1) -> np.ndarray:
     """[rows, longest row (at least min_len)] int64 ids, PAD_ID after each row's end."""
     width = max(min_len, max((len(r) for r in rows), default=1))
     out = np.full((len(rows), width), PAD_ID, dtype=np.int64)
     for i, row in enumerate(rows):
         out[i, : len(row)] = row
-    return torch.from_numpy(out)
+    return out
+
+
+def pad(rows: Sequence[np.ndarray], min_len: int = 1) -> torch.Tensor:
+    """pad_array as a tensor."""
+    import torch
+
+    return torch.from_numpy(pad_array(rows, min_len))
 
 
 class Collator:
@@ -68,6 +79,8 @@ class Collator:
         self.min_len = min_len
 
     def __call__(self, rows: list[tuple[np.ndarray, int]]) -> dict[str, torch.Tensor]:
+        import torch
+
         input_ids = pad([ids for ids, _ in rows], self.min_len)
         return {"input_ids": input_ids, "attention_mask": (input_ids != PAD_ID).long(),
                 "labels": torch.as_tensor([label for _, label in rows], dtype=torch.long)}
@@ -150,14 +163,21 @@ class TextEncoder:
                        if self.chars is not None and texts is not None else None, bag)
 
 
-def stream_batch(rows: Sequence[Row], min_len: int) -> dict[str, torch.Tensor]:
+def stream_arrays(rows: Sequence[Row], min_len: int) -> dict[str, np.ndarray]:
     """{"input_ids", "char_ids", "ngram_ids"} (those present) for rows of streams, each padded on its own
     (the convolved ones to at least min_len; a bag needs no width)."""
     out = {}
     for position, key in enumerate(STREAM_KEYS):
         if rows and rows[0][position] is not None:
-            out[key] = pad([r[position] for r in rows], min_len if key != "ngram_ids" else 1)  # type: ignore[misc]
+            out[key] = pad_array([r[position] for r in rows], min_len if key != "ngram_ids" else 1)  # type: ignore[misc]
     return out
+
+
+def stream_batch(rows: Sequence[Row], min_len: int) -> dict[str, torch.Tensor]:
+    """stream_arrays as tensors."""
+    import torch
+
+    return {key: torch.from_numpy(value) for key, value in stream_arrays(rows, min_len).items()}
 
 
 class StreamCollator:
@@ -167,5 +187,7 @@ class StreamCollator:
         self.min_len = min_len
 
     def __call__(self, rows: list[tuple[Row, int]]) -> dict[str, torch.Tensor]:
+        import torch
+
         return {**stream_batch([ids for ids, _ in rows], self.min_len),
                 "labels": torch.as_tensor([label for _, label in rows], dtype=torch.long)}

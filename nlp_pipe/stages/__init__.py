@@ -24,6 +24,7 @@ STAGES = {
     "extract": "extract",
     "augment": "augment",
     "distill": "distill",
+    "export": "export",
 }
 
 

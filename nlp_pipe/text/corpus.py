@@ -20,11 +20,11 @@ from ..core.errors import UserError
 from ..core.files import DATASET_DIR
 from .encoding import check_forced, detect_encoding, open_binary, records
 from .formats import ReadOptions, Row, jsonl_rows, table_rows, txt_rows
+from .normalization import to_halfwidth
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Counts", "ReadOptions", "Row", "detect_encoding", "read_rows", "read_texts", "segmented_dataset"]
-_HALFWIDTH = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
 _BAD = ("undecodable", "malformed", "invalid_unicode")
 _CHECK_EVERY = 10_000  # rows between two checks of the bad-row share while reading
 
@@ -108,7 +108,7 @@ def _clean(text: str, opts: ReadOptions) -> str | None:
         return None
     text = text.replace("\r", " ").replace("\n", " ").lstrip("\ufeff")
     if opts.halfwidth:
-        text = text.translate(_HALFWIDTH)
+        text = to_halfwidth(text)
     return text.strip()
 
 

@@ -69,6 +69,7 @@ def commands(w: dict) -> dict[str, dict[str, list[str]]]:
                     "--top-k": "3"},
         "distill": {"--mode": "task", "--teacher": str(w["clf"]), "--train": str(w["seg"]), "--student-shape": str(w["student"]),
                     "--steps": "1", "--batch-size": "8", "--speed-batch": "2", "--speed-seq-len": "16", **fast},
+        "export": {"--model": str(w["clf"]), "--texts": str(w["seg"]), "--parity-texts": "8"},
     }
 
 

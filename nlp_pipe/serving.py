@@ -1,0 +1,347 @@
+"""`nlp-pipe serve`: one classifier (an export or any classifier artifact) over HTTP, on uvicorn + starlette.
+
+    nlp-pipe serve runs/distill_onnx --port 8000
+    curl -s localhost:8000/predict -d '{"texts": ["质量很好，推荐", "太差了"]}'
+    -> {"predictions": [{"text": ..., "label": "pos", "probability": 0.97, "probabilities": {...}}, ...]}
+
+POST /predict takes {"texts": [...]} and answers one record per text, the records of `nlp-pipe predict --json`.
+GET /health answers {"status": "ok"}; GET /metadata the model, labels, threshold, normalisation, versions, file
+hashes and the limits. Requests are micro-batched: the texts arriving within `max_wait_ms` of each other (up
+to `gather`) are sorted by length and classified `batch_size` at a time (TextClassifier.predict), so a short
+text is not padded to a long one's length; one model call at a time runs in a worker thread while the event
+loop keeps reading requests. On CPU a BERT's throughput hardly grows past a few texts a call while its padding
+grows with the batch, hence 8 texts a call for BERTs; a TextCNN or the baseline gains from 64. The queue is bounded in texts: a
+request that would overfill it gets 503 at once (the server never queues more work than it can answer).
+Every refusal is a 4xx with a one-line JSON reason; no response carries a traceback. The model is the one
+given at start: no request names a file, a model or a path. Bound to 127.0.0.1 unless --host says
+otherwise; with an API key (--api-key or NLP_PIPE_API_KEY), /predict and /metadata need it
+(`Authorization: Bearer KEY` or `X-API-Key: KEY`, compared in constant time), else 401. uvicorn stops on
+SIGTERM after the requests in flight are answered. Imports neither torch nor transformers for an export.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .classifiers.loaded import EXPORT_JSON, TextClassifier
+from .core.errors import UserError
+from .core.manifest import read_manifest
+from .predict import records
+
+log = logging.getLogger(__name__)
+API_KEY_ENV = "NLP_PIPE_API_KEY"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_texts: int = 64  # texts per request
+    max_chars: int = 2000  # characters per text
+    max_body: int = 1 << 20  # bytes per request body
+    max_queue: int = 1024  # texts waiting or being classified; beyond it requests get 503
+    batch_size: int = 0  # texts per model call (0: 8 for a BERT, 64 otherwise); the gathered texts are sorted by length first
+    gather: int = 64  # texts gathered from the queue before they are sorted and classified
+    max_wait_ms: float = 2.0  # how long the first text of a batch waits for others to join it
+
+    def check(self) -> None:
+        for name, value in asdict(self).items():
+            if value < 0 or (value == 0 and name != "max_wait_ms"):
+                raise UserError(f"serve: --{name.replace('_', '-')} must be positive (got {value})")
+
+
+class Refused(Exception):
+    """A request the server answers with `status` and a one-line reason."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+class Batcher:
+    """Texts of concurrent requests classified together: a bounded queue and one model call at a time."""
+
+    def __init__(self, clf: TextClassifier, limits: Limits) -> None:
+        self.clf, self.limits = clf, limits
+        self.queue: asyncio.Queue[tuple[list[str], asyncio.Future[np.ndarray]]] = asyncio.Queue()
+        self.pending = 0  # texts queued or in the model
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nlp-pipe-model")
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        self.executor.shutdown(wait=True)
+
+    async def classify(self, texts: list[str]) -> np.ndarray:
+        if self.pending + len(texts) > self.limits.max_queue:
+            raise Refused(503, f"overloaded: {self.pending} texts are waiting (limit {self.limits.max_queue}); retry shortly")
+        self.pending += len(texts)
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        await self.queue.put((texts, future))
+        return await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self.queue.get()]
+            size = len(batch[0][0])
+            deadline = loop.time() + self.limits.max_wait_ms / 1000
+            while size < self.limits.gather:
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), max(deadline - loop.time(), 0))
+                except asyncio.TimeoutError:  # the builtin TimeoutError only from Python 3.11
+                    break
+                batch.append(item)
+                size += len(item[0])
+            texts = [t for part, _ in batch for t in part]
+            try:
+                probs = await loop.run_in_executor(self.executor, self.clf.predict, texts, self.limits.batch_size)
+            except Exception as exc:  # the requests of this batch get a 500 without a traceback; the server goes on
+                log.exception("classifying a batch of %d texts failed", len(texts))
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(Refused(500, f"the model failed on this batch ({type(exc).__name__})"))
+            else:
+                start = 0
+                for part, future in batch:
+                    if not future.done():  # a client that went away leaves a cancelled future
+                        future.set_result(probs[start:start + len(part)])
+                    start += len(part)
+            finally:
+                self.pending -= size
+
+
+def parse_texts(body: bytes, limits: Limits) -> list[str]:
+    """The texts of a /predict body, or Refused with the one-line reason."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Refused(400, f"malformed JSON: {str(exc).splitlines()[0][:200]}") from None
+    except RecursionError:  # "[[[[..." deeper than the parser's stack
+        raise Refused(400, "malformed JSON: nested too deeply") from None
+    if not isinstance(payload, dict):
+        raise Refused(422, 'the body must be a JSON object: {"texts": ["...", ...]}')
+    if "texts" not in payload:
+        raise Refused(422, 'missing field "texts": send {"texts": ["...", ...]}')
+    unknown = sorted(set(payload) - {"texts"})
+    if unknown:  # a request names nothing but its texts: no model, file or path
+        raise Refused(422, f'unknown field "{unknown[0]}": the only field is "texts"')
+    texts = payload["texts"]
+    if not isinstance(texts, list):
+        raise Refused(422, '"texts" must be a list of strings')
+    if not texts:
+        raise Refused(422, '"texts" is empty: send at least one text')
+    if len(texts) > limits.max_texts:
+        raise Refused(413, f"too many texts: {len(texts)} > {limits.max_texts} per request")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise Refused(422, f"texts[{i}] is not a string")
+        if not text.strip():
+            raise Refused(422, f"texts[{i}] is empty: a classifier needs text to classify")
+        if not text.isprintable() and not _encodable(text):  # a lone surrogate ("\ud800") no tokenizer can take
+            raise Refused(422, f"texts[{i}] is not valid Unicode (a lone surrogate)")
+        if len(text) > limits.max_chars:
+            raise Refused(413, f"texts[{i}] has {len(text)} characters, over the limit of {limits.max_chars}")
+    return texts
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def metadata(directory: Path, clf: TextClassifier, limits: Limits) -> dict[str, Any]:
+    """What GET /metadata answers: enough to tell which model answers and how, no server path."""
+    manifest = read_manifest(directory) or {}
+    export = json.loads((directory / EXPORT_JSON).read_text(encoding="utf-8")) if (directory / EXPORT_JSON).exists() else None
+    model: dict[str, Any] = {"name": directory.name, "stage": manifest.get("stage"), "fingerprint": manifest.get("fingerprint"),
+                             "class": type(clf).__name__}
+    if export is not None:
+        model |= {"kind": export.get("kind"), "runtime": export.get("runtime"), "file": export.get("model"),
+                  "quantize": export.get("quantize"), "source_stage": export["source"].get("stage"),
+                  "source_fingerprint": export["source"].get("fingerprint"), "parity": export.get("parity"),
+                  "segmenter": export.get("segmenter")}
+    versions = {"nlp_pipe": __version__} | ((export or {}).get("versions") or {})
+    try:
+        import onnxruntime
+
+        versions["onnxruntime_serving"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return {"model": model, "labels": clf.labels, "threshold": clf.threshold, "halfwidth": clf.halfwidth,
+            "versions": versions, "hashes": {f["name"]: f["sha256"] for f in manifest.get("files", [])},
+            "limits": asdict(limits)}
+
+
+def create_app(directory: Path, clf: TextClassifier, limits: Limits, api_key: str | None) -> Any:
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect, Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    batcher = Batcher(clf, limits)
+    meta = metadata(directory, clf, limits)
+    key = api_key.encode("utf-8") if api_key else None
+
+    def refuse(status: int, reason: str) -> JSONResponse:
+        headers = {"Retry-After": "1"} if status == 503 else ({"WWW-Authenticate": "Bearer"} if status == 401 else None)
+        return JSONResponse({"error": reason}, status_code=status, headers=headers)
+
+    def authorised(request: Request) -> bool:
+        if key is None:
+            return True
+        given = request.headers.get("x-api-key") or ""
+        bearer = request.headers.get("authorization") or ""
+        if bearer.lower().startswith("bearer "):
+            given = bearer[7:].strip()
+        return hmac.compare_digest(given.encode("utf-8"), key)
+
+    async def body(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limits.max_body):
+            raise Refused(413, f"body over the limit of {limits.max_body} bytes" if declared.isdigit() else "bad Content-Length")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limits.max_body:
+                raise Refused(413, f"body over the limit of {limits.max_body} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def predict(request: Request) -> JSONResponse:
+        if not authorised(request):
+            return refuse(401, "missing or wrong API key")
+        try:
+            texts = parse_texts(await body(request), limits)
+            probs = await batcher.classify(texts)
+        except Refused as exc:
+            return refuse(exc.status, exc.reason)
+        except ClientDisconnect:
+            return refuse(400, "the client closed the connection before the body was complete")
+        return JSONResponse({"predictions": list(records(clf, texts, probs))})
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "queued_texts": batcher.pending})
+
+    async def describe(request: Request) -> JSONResponse:
+        if not authorised(request):
+            return refuse(401, "missing or wrong API key")
+        return JSONResponse(meta)
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        reason = exc.detail if isinstance(exc, HTTPException) else "internal error"
+        return refuse(status, f"{reason}: {request.method} {request.url.path}" if status in (404, 405) else str(reason))
+
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return refuse(500, f"internal error ({type(exc).__name__})")
+
+    async def lifespan(app: Any) -> Any:
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    return Starlette(routes=[Route("/predict", predict, methods=["POST"]), Route("/health", health, methods=["GET"]),
+                             Route("/metadata", describe, methods=["GET"])],
+                     exception_handlers={HTTPException: http_error, Exception: internal},
+                     lifespan=asynccontextmanager(lifespan))
+
+
+def serve(path: str, host: str, port: int, limits: Limits, api_key: str | None, log_level: str = "warning") -> None:
+    """Load the classifier at `path` and answer on host:port until SIGTERM / Ctrl-C."""
+    import uvicorn
+
+    directory = Path(path)
+    t0 = time.perf_counter()
+    clf = TextClassifier.load(directory)
+    if not limits.batch_size:
+        limits = replace(limits, batch_size=8 if "Bert" in type(clf).__name__ else 64)
+    limits.check()
+    clf.predict(["预热"])  # first-call costs (dictionary load, graph allocation) before the first request
+    app = create_app(directory, clf, limits, api_key)
+    print(f"serving {directory.name} ({type(clf).__name__}) on http://{host}:{port}, loaded in {time.perf_counter() - t0:.1f} s"
+          f"{', API key required' if api_key else ''}; SIGTERM or Ctrl-C stops it", file=sys.stderr, flush=True)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=30,
+                            limit_concurrency=max(64, limits.max_queue), timeout_keep_alive=5, server_header=False)
+    uvicorn.Server(config).run()
+
+
+@contextmanager
+def local_server(path: str | Path, *options: str, timeout: float = 60.0, env: dict[str, str] | None = None) -> Iterator[LocalServer]:
+    """`nlp-pipe serve PATH OPTIONS` in a child process on a free 127.0.0.1 port, once /health answers; stopped
+    with SIGTERM (then killed after 15 s) on exit. For integration tests and benchmarks of a served model."""
+    import httpx
+
+    with socket.socket() as probe:  # a port free now; the child binds it a moment later
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "nlp_pipe", "serve", str(path), "--port", str(port), *options]
+    log_file = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # a file, not a pipe: a full pipe would block the server
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log_file, text=True, env={**os.environ, **(env or {})})
+    server = LocalServer(f"http://127.0.0.1:{port}", proc, log_file)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"nlp-pipe serve exited with {proc.returncode}: {server.log()[-2000:]}")
+            try:
+                if httpx.get(server.url + "/health", timeout=1.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nlp-pipe serve did not answer /health within {timeout:.0f} s")
+            time.sleep(0.1)
+        yield server
+    finally:
+        server.stop()
+        log_file.close()
+
+
+@dataclass
+class LocalServer:
+    url: str
+    process: subprocess.Popen[str]
+    log_file: Any  # the server's stderr
+
+    def log(self) -> str:
+        self.log_file.seek(0)
+        return str(self.log_file.read())
+
+    def stop(self, grace: float = 15.0) -> int:
+        """SIGTERM, wait for the requests in flight to be answered; kill after `grace` seconds. The exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode

@@ -1,0 +1,115 @@
+"""`nlp-pipe export`: every classifier kind as an export that the one loader runs on onnxruntime (or numpy), with
+the same labels as its PyTorch artifact, and without torch or transformers importable."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import build, run_cli
+from nlp_pipe import TextClassifier
+from nlp_pipe.classifiers.exported import load_export
+
+# texts none of the fixtures hold: the export must agree on text it was not checked on
+UNSEEN = ["物流很快，包装也结实，下次还来", "客服态度恶劣，再也不买了", "ＡＢＣ牌子的耳机音质一般般", "还行吧", "差",
+          "这本书的内容非常精彩，值得反复阅读，强烈推荐给大家", "电池续航太短，充一次电用不了半天"]
+
+BLOCK_TORCH = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "transformers"):
+            raise ImportError(f"{name} is forbidden on the serving path")
+sys.meta_path.insert(0, Block())
+from nlp_pipe.cli import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.fixture(scope="module")
+def classifiers(tiny_bert, seg_reviews, tmp_path_factory) -> dict[str, Path]:
+    """A finetune (BERT), a word+char TextCNN with its n-gram bag and a word-n-gram baseline, tiny (~15 s in all)."""
+    work = tmp_path_factory.mktemp("export")
+    build("finetune", work / "finetune", {"checkpoint": tiny_bert, "train": seg_reviews}, steps=30, batch_size=8, lr=3e-3,
+          precision="fp32")  # trained enough that its probabilities depend on the text (a 2-step model hardly does)
+    build("word2vec", work / "w2v", {"corpus": seg_reviews}, min_count=1, epochs=1, vector_size=8, workers=1)
+    build("textcnn", work / "textcnn", {"train": seg_reviews, "vectors": work / "w2v"}, input="both", epochs=1, filters=4,
+          batch_size=16, baseline=False)
+    build("baseline", work / "baseline", {"train": seg_reviews}, analyzer="char+word", min_df=1)
+    return {name: work / name for name in ("finetune", "textcnn", "baseline")}
+
+
+@pytest.mark.parametrize("kind,quantize", [("finetune", "int8"), ("textcnn", "int8"), ("baseline", "none")])
+def test_export_gives_the_artifacts_labels_on_unseen_texts(classifiers, tmp_path, kind, quantize):
+    source = classifiers[kind]
+    out = tmp_path / "export"
+    result = run_cli("-q", "export", source, "--out", out, "--quantize", quantize)
+    assert result.code == 0, result.err
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    m = manifest["metrics"]
+    assert m["fp32_labels_identical"] is True and m["fp32_max_abs_delta"] <= 1e-4 and m["parity_texts"] > 100
+    assert manifest["inputs"]["model"]["fingerprints"] == [json.loads((source / "manifest.json").read_text())["fingerprint"]]
+    assert "Parity on" in (out / "report.md").read_text(encoding="utf-8")
+    reference = TextClassifier.load(source)
+    fp32 = load_export(out, fp32=True)
+    expected = reference.predict(UNSEEN)
+    assert [label for label, _ in fp32.predict_labels(UNSEEN)] == [label for label, _ in reference.decide(expected)]
+    assert np.abs(fp32.predict(UNSEEN) - expected).max() <= 1e-4
+    served = TextClassifier.load(out)  # the int8 graph where one was made
+    assert np.abs(served.predict(UNSEEN) - expected).max() < (0.05 if quantize == "int8" else 1e-6)
+    info = json.loads((out / "export.json").read_text(encoding="utf-8"))
+    assert info["model"] == ("model_int8.onnx" if quantize == "int8" else None)
+    if kind != "finetune":  # word-level models ship their cut: spec, jieba dictionary and user dictionary, hashed
+        seg = info["segmenter"]
+        assert (out / seg["dictionary"]).stat().st_size > 1_000_000 and len(seg["dictionary_sha256"]) == 64
+        assert (out / "segmenter.json").exists() and (out / seg["userdict"]).exists()
+
+
+def test_an_export_runs_where_torch_and_transformers_cannot_be_imported(classifiers, tmp_path):
+    """`nlp-pipe predict EXPORT --json` in a fresh process whose import system refuses torch and transformers."""
+    rows = {}
+    for kind in ("finetune", "textcnn", "baseline"):
+        out = tmp_path / kind
+        build("export", out, {"model": classifiers[kind]}, quantize="int8" if kind != "baseline" else "none")
+        args = ["predict", str(out), "--json", *[a for t in UNSEEN for a in ("--text", t)]]
+        proc = subprocess.run([sys.executable, "-c", BLOCK_TORCH, *args], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        rows[kind] = [json.loads(line) for line in proc.stdout.splitlines()]
+        assert [r["label"] for r in rows[kind]] == [label for label, _ in TextClassifier.load(out).predict_labels(UNSEEN)]
+    assert len(rows) == 3
+    proc = subprocess.run([sys.executable, "-c", BLOCK_TORCH, "predict", str(classifiers["baseline"]), "--text", "好"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0  # the baseline artifact itself never needed torch either
+
+
+def test_export_refuses_what_it_cannot_export_in_one_line(classifiers, seg_reviews, tmp_path):
+    result = run_cli("export", seg_reviews, "--out", tmp_path / "x")
+    assert result.code == 2 and len(result.err_lines) == 1, result
+    result = run_cli("export", classifiers["baseline"], "--out", tmp_path / "x", "--quantize", "int8")
+    assert result.code == 2 and "numpy model" in result.err and len(result.err_lines) == 1, result
+    result = run_cli("export", classifiers["baseline"], "--model", classifiers["baseline"], "--out", tmp_path / "x")
+    assert result.code == 2 and "once" in result.err, result
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_training_texts_halfwidth_mapping_is_applied_by_every_loader(tmp_path):
+    """segment --halfwidth trains on half-width text; labels.json records it and TextClassifier, `nlp-pipe predict`,
+    the export and so the server map new text alike, so full-width input gets the half-width input's probabilities.
+    (On e59cf84 the mapping was not recorded: ＧＯＯＤ reached the model as n-grams it never saw.)"""
+    rows = ["label\ttext"] + [f"pos\tＧＯＯＤ ｉｔｅｍ {i}号" for i in range(20)] + [f"neg\tＢＡＤ ｉｔｅｍ {i}号" for i in range(20)]
+    (tmp_path / "data.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    build("segment", tmp_path / "seg", {"corpus": [tmp_path / "data.tsv"]}, workers=1, halfwidth=True)
+    build("baseline", tmp_path / "clf", {"train": tmp_path / "seg"}, min_df=1)
+    assert json.loads((tmp_path / "clf" / "labels.json").read_text(encoding="utf-8"))["halfwidth"] is True
+    build("export", tmp_path / "export", {"model": tmp_path / "clf"})
+    for directory in (tmp_path / "clf", tmp_path / "export"):
+        clf = TextClassifier.load(directory)
+        full, half = clf.predict(["ＧＯＯＤ", "ＢＡＤ"]), clf.predict(["GOOD", "BAD"])
+        assert np.array_equal(full, half) and [label for label, _ in clf.decide(full)] == ["pos", "neg"]
+    result = run_cli("predict", tmp_path / "export", "--text", "ＧＯＯＤ", "--json")
+    assert result.code == 0 and json.loads(result.out)["label"] == "pos", result
