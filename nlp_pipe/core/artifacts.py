@@ -26,6 +26,8 @@ from .errors import UserError
 from .manifest import MANIFEST, list_files, manifest_status, read_manifest, sha256_file, sha256_json, unlisted
 
 REPORT = "report.md"
+CACHE_ENV = "NLP_PIPE_CACHE"  # the shared cache folder, as HF_DATASETS_CACHE is datasets'
+CACHE_DIR = "nlp_pipe_cache"
 LOG = "stage.log"
 
 
@@ -59,15 +61,16 @@ def now() -> str:
 
 
 @contextmanager
-def locked(out: Path) -> Iterator[None]:
-    """Hold the artifact's lock; a second writer gets a one-line error instead of waiting silently.
+def locked(out: Path, wait: bool = False) -> Iterator[None]:
+    """Hold the artifact's lock; a second writer gets a one-line error instead of waiting silently, or
+    with `wait` (cache entries: the second builder of one key uses the first one's result) waits for it.
     The lock file goes when released; one left by a killed process is taken over (the kernel freed it)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     lock_path = out.parent / f".{out.name}.lock"
     while True:
         fh = open(lock_path, "a+")
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fh, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.seek(0)
             owner = fh.read().strip() or "another process"
@@ -144,6 +147,13 @@ def work_dir(out: Path, purpose: str) -> Path:
     them) or preprocessing caches. The stage creates it if it needs it."""
     final = final_path(out)
     return final.parent / f"{final.name}.{purpose}"
+
+
+def cache_dir(out: Path, override: str = "") -> Path:
+    """The cache shared by every run (docs/pretraining-cache.md): `override` (an option), else $NLP_PIPE_CACHE,
+    else `nlp_pipe_cache/` beside the artifact being built, so runs in one work folder share it."""
+    chosen = override or os.environ.get(CACHE_ENV, "")
+    return Path(chosen).expanduser() if chosen else final_path(out).parent / CACHE_DIR
 
 
 def publish(tmp: Path, out: Path, manifest: dict[str, Any]) -> None:
