@@ -43,6 +43,7 @@ def test_word_starts_whether_the_words_cover_the_text_or_not():
     words = ["我", "爱", "北京", "。", "天安门"]
     assert word_starts("我爱北京。天安门", words).tolist() == [0, 1, 2, 4, 5]
     assert word_starts("我 爱北京。 天安门", words).tolist() == [0, 2, 3, 5, 7]  # a segment artifact drops the spaces
+    assert word_starts("我 爱北京。 天安门", np.array([1, 1, 2, 1, 3])).tolist() == [0, 2, 3, 5, 7]  # read as lengths
     assert word_starts("我爱北京。x天安门", ["我", "爱", "南京", "天安门"]).tolist() == [0, 1, 6]  # not found: skipped
 
 

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal, NamedTuple
 
+import numpy as np
+
 from ..text.corpus import Counts, ReadOptions, read_rows, segmented_dataset
 
 Layout = Literal["auto", "line", "blank"]
@@ -25,7 +27,7 @@ _BLANK_SHARE = 0.05
 class Document(NamedTuple):
     text: str
     sentences: list[int] | None  # characters where its sentences start; None = split on 。！？ later
-    words: list[str] | None  # jieba words; None = cut later
+    words: np.ndarray | list[str] | None  # jieba words, or their lengths where they cover the text; None = cut later
 
 
 def detect_layout(path: Path, opts: ReadOptions) -> Literal["line", "blank"]:
@@ -69,16 +71,27 @@ def _joined(lines: list[str]) -> Document:
 
 
 def artifact_documents(path: Path, counts: Counts) -> Iterator[Document]:
-    """Documents of a segment artifact: one a row, with the artifact's jieba words."""
-    table = segmented_dataset(path, "pretrain").select_columns(["text", "words"])
+    """Documents of a segment artifact: one a row, with the artifact's jieba words as their lengths (read
+    with pyarrow, no Python string a word) where they cover the text or all of it but its whitespace, else
+    as the words themselves."""
+    import pyarrow.compute as pc
+
+    table = segmented_dataset(path, "pretrain").select_columns(["text", "words"]).with_format("arrow")
     for batch in table.iter(batch_size=1000):
-        for text, words in zip(batch["text"], batch["words"]):
+        words = batch.column("words").combine_chunks()
+        lengths = pc.utf8_length(words.flatten()).to_numpy(zero_copy_only=False)
+        offsets = words.offsets.to_numpy()
+        offsets = offsets - offsets[0]
+        for i, text in enumerate(batch.column("text").to_pylist()):
             counts.rows_in += 1
             if not text.strip():
                 counts.drop("empty")
                 continue
             counts.rows_out += 1
-            yield Document(text, None, words)
+            mine = lengths[offsets[i]:offsets[i + 1]]
+            total = int(mine.sum())
+            covered = total == len(text) or total == len("".join(text.split()))
+            yield Document(text, None, mine if covered else words[i].as_py())
 
 
 def documents(paths: list[Path], opts: ReadOptions, layout: Layout, counts: Counts) -> Iterator[Document]:

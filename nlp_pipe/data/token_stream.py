@@ -136,18 +136,22 @@ def sentence_starts(text: str) -> list[int]:
     return [0, *(m.end() for m in _SENTENCE_END.finditer(text))]
 
 
-def word_starts(text: str, words: list[str]) -> np.ndarray:
-    """Characters where `words` start in `text`. Fast when the words cover the text, or all of it but the
-    whitespace (what a segment artifact keeps); words not found in order are skipped otherwise."""
-    lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+def word_starts(text: str, words: np.ndarray | list[str]) -> np.ndarray:
+    """Characters where `words` (or the words of these lengths) start in `text`. Fast when the words cover
+    the text, or all of it but the whitespace (what a segment artifact keeps); words not found in order
+    are skipped otherwise."""
+    given_lengths = isinstance(words, np.ndarray)
+    lengths = np.asarray(words, dtype=np.int64) if given_lengths else np.fromiter(map(len, words), dtype=np.int64, count=len(words))
     starts = np.cumsum(lengths) - lengths
     total = int(lengths.sum())
     if total == len(text):
         return starts
     points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
     solid = np.flatnonzero(~np.isin(points, _SPACES))
-    if total == len(solid) and "".join(words) == "".join(text.split()):
+    if total == len(solid) and (given_lengths or "".join(words) == "".join(text.split())):
         return solid[starts] if len(starts) else starts
+    if given_lengths:
+        raise ValueError("word lengths that do not cover the text")
     found_at, pos = [], 0
     for word in words:
         found = text.find(word, pos)
