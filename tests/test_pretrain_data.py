@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 from transformers import BertTokenizer
 
 from conftest import FIXTURES
+from nlp_pipe.core import artifacts
 from nlp_pipe.data import documents as docs_mod
 from nlp_pipe.data import pretraining
 from nlp_pipe.data.blocks import IGNORE, NOT_A_WORD, WORD_INSIDE, WORD_START, BlockSpec, assemble, build_layouts, doc_in_stream
@@ -294,3 +296,17 @@ def test_token_masking_and_dynamic_masks():
     assert not torch.equal(first["labels"], other["labels"])  # a new pass over the data, a new mask
     assert first["attention_mask"].sum().item() == sum(len(e["input_ids"]) for e in examples)
     assert first["input_ids"].shape[1] % 8 == 0
+
+
+def test_a_second_builder_of_a_key_waits_for_the_first_and_uses_its_build(tmp_path, tokenizer):
+    spec, corpus = _spec(tokenizer), [FIXTURES / "news.txt"]
+    folder = tmp_path / "cache" / pretraining.cache_key("news", tokenizer, spec)
+    results = []
+    with artifacts.locked(folder, wait=True):  # the first builder at work
+        waiter = threading.Thread(target=lambda: results.append(pretraining.build(corpus, "news", tokenizer, spec,
+                                                                                  tmp_path / "cache", 1)))
+        waiter.start()
+        waiter.join(1.5)
+        assert waiter.is_alive() and not results  # waiting, not failing, not building beside it
+    waiter.join(60)
+    assert results and results[0].cache_dir == folder and len(results[0].train) > 0
