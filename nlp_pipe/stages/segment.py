@@ -167,7 +167,7 @@ def _segmented_chunks(config, files, segmenter, workers, counts) -> Iterator[tup
         read_rows(path, config, counts, config.label_per_file[i] if config.label_per_file else None)
         for i, path in enumerate(files)
     )
-    progress = console.progress(desc="segment", unit=" rows")
+    progress = console.bytes_progress(sum(path.stat().st_size for path in files), "segment")
     buffered: deque[list] = deque()  # chunks sent to the workers, waiting for their words
 
     def texts() -> Iterator[list[str]]:
@@ -182,7 +182,8 @@ def _segmented_chunks(config, files, segmenter, workers, counts) -> Iterator[tup
     for lines in cut_parallel(segmenter, texts(), workers, join=" "):
         chunk = buffered.popleft()
         yield [row.text for row in chunk], [row.label for row in chunk], lines
-        progress.update(len(chunk))
+        progress.update(sum(len(row.text.encode("utf-8")) + 1 for row in chunk))  # about the bytes read (the text's)
+    progress.update(max(0, progress.total - progress.n))  # what dropped rows, other encodings and CRs took
     progress.close()
 
 
