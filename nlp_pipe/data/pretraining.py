@@ -130,7 +130,8 @@ class _Stream:
     def __init__(self, folder: Path, meta: dict[str, Any]) -> None:
         n = meta["tokens"]
         self.ids = np.memmap(folder / "tokens.bin", dtype=meta["dtype"], mode="r", shape=(n,)) if n else np.zeros(0, meta["dtype"])
-        self.bits = np.fromfile(folder / "word_starts.bin", dtype=np.uint8)
+        bits = folder / "word_starts.bin"
+        self.bits = np.memmap(bits, dtype=np.uint8, mode="r") if bits.stat().st_size else np.zeros(0, np.uint8)
 
     def __getitem__(self, span: slice) -> np.ndarray:
         """Word-start flags of tokens span.start:span.stop."""
@@ -149,10 +150,12 @@ class _Layout:
 
 def _layout(folder: Path, name: str, meta: dict[str, Any]) -> _Layout:
     def read(suffix: str, dtype: Any) -> np.ndarray:
-        return np.fromfile(folder / f"{name}.{suffix}", dtype=dtype)
+        """Memory-mapped: a corpus of many GB has layouts of many hundred MB, which stay on disk."""
+        path = folder / f"{name}.{suffix}"
+        return np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size else np.zeros(0, dtype)
 
     return _Layout(read("ranges", np.int64).reshape(-1, 2), read("ends", np.int64), read("a_counts", np.uint16),
-                   read("labels", np.int8).astype(np.int64))
+                   read("labels", np.int8))
 
 
 class Blocks:
@@ -181,17 +184,17 @@ class Blocks:
                                      self.stream, self.spec)
         return {"input_ids": ids, "token_type_ids": types, "word_labels": words, "sentence_label": int(part.labels[i])}
 
-    def lengths(self) -> np.ndarray:
-        """Tokens of every block, [CLS] and [SEP]s included."""
-        out = []
+    def lengths_and_labels(self, size: int = 1 << 20) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(tokens of each block, [CLS] and [SEP]s included; sentence labels) of up to `size` blocks at a time,
+        so statistics over a corpus of any size take flat memory."""
         for part in self.parts:
-            per_range = np.diff(part.ranges, axis=1)[:, 0] + 1  # each range with the [SEP] after it
-            totals = np.concatenate(([0], np.cumsum(per_range)))
-            out.append(totals[part.ends] - totals[np.concatenate(([0], part.ends[:-1]))] + 1)
-        return np.concatenate(out) if out else np.zeros(0, np.int64)
-
-    def sentence_labels(self) -> np.ndarray:
-        return np.concatenate([p.labels for p in self.parts]) if self.parts else np.zeros(0, np.int64)
+            for lo in range(0, len(part.labels), size):
+                hi = min(lo + size, len(part.labels))
+                first = int(part.ends[lo - 1]) if lo else 0
+                ends = np.asarray(part.ends[lo:hi]) - first
+                ranges = np.asarray(part.ranges[first:int(part.ends[hi - 1])])
+                totals = np.concatenate(([0], np.cumsum(ranges[:, 1] - ranges[:, 0] + 1)))  # a range and its [SEP]
+                yield totals[ends] - totals[np.concatenate(([0], ends[:-1]))] + 1, np.asarray(part.labels[lo:hi], np.int64)
 
     def rows(self) -> Iterator[dict[str, Any]]:
         for i in range(len(self)):
@@ -212,15 +215,13 @@ class Blocks:
 
 def block_stats(blocks: Blocks, max_seq_len: int) -> dict[str, Any]:
     """Block count, real tokens, padding a full-length batch would carry, sentence-label mix."""
-    lengths = blocks.lengths()
-    labels = blocks.sentence_labels()
-    tokens = int(lengths.sum())
-    slots = len(lengths) * max_seq_len
-    return {
-        "blocks": len(lengths), "tokens": tokens,
-        "padding_fraction": round(1 - tokens / slots, 5) if slots else 0.0,
-        "pair_blocks": int((labels != IGNORE).sum()), "negative_pairs": int((labels == 1).sum()),
-    }
+    n = tokens = pairs = negatives = 0
+    for lengths, labels in blocks.lengths_and_labels():
+        n, tokens = n + len(lengths), tokens + int(lengths.sum())
+        pairs, negatives = pairs + int((labels != IGNORE).sum()), negatives + int((labels == 1).sum())
+    slots = n * max_seq_len
+    return {"blocks": n, "tokens": tokens, "padding_fraction": round(1 - tokens / slots, 5) if slots else 0.0,
+            "pair_blocks": pairs, "negative_pairs": negatives}
 
 
 # ---------------------------------------------------------------- building
