@@ -312,3 +312,21 @@ def test_a_second_builder_of_a_key_waits_for_the_first_and_uses_its_build(tmp_pa
         assert waiter.is_alive() and not results  # waiting, not failing, not building beside it
     waiter.join(60)
     assert results and results[0].cache_dir == folder and len(results[0].train) > 0
+
+
+def test_segment_artifact_documents_keep_the_artifacts_words(seg_reviews):
+    """Read batch by batch from the Arrow files (no memory map): each row's words as lengths where they cover the text."""
+    import datasets
+
+    rows = datasets.load_from_disk(str(seg_reviews / "dataset"))
+    counts = Counts()
+    docs = list(docs_mod.artifact_documents(seg_reviews, counts))
+    assert len(docs) == counts.rows_out == len(rows) == 160
+    for doc, row in zip(docs, rows):
+        assert doc.text == row["text"] and isinstance(doc.words, np.ndarray)
+        expected, pos = [], 0
+        for word in row["words"]:
+            pos = row["text"].index(word, pos)
+            expected.append(pos)
+            pos += len(word)
+        assert word_starts(doc.text, doc.words).tolist() == expected
