@@ -359,7 +359,7 @@ def _parallel(runs: Iterator[_Run], state: tuple[TokenEncoder, BuildSpec, int],
               workers: int) -> Iterator[tuple[_RunResult, int]]:
     """`_process` of every run in `workers` processes (this one reads and writes), results in run order;
     a bounded number of runs in flight, so memory stays flat."""
-    workers = min(workers, os.cpu_count() or 1)  # more processes than cores only add switching
+    workers = min(workers, 4 * (os.cpu_count() or 1))  # a mistyped --num-proc does not start thousands of processes
     if workers <= 1:
         _init_worker(state)
         for run in runs:
