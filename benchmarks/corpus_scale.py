@@ -15,8 +15,9 @@ same lines with the same vocabulary (Google's Chinese BERT vocab.txt; the built-
 runs in the same way: `ratio` is the build's per-core rate over it. CPU time is user + system of the
 subprocess and its children (for the build and the plain encoding: of the work alone, start-up and
 imports left out; the CLI stages include their start-up of a few CPU seconds); peak private memory
-is the largest sum of Private_Clean + Private_Dirty over the process tree, sampled every 0.2 s
-(/proc, Linux); on-disk bytes are the artifact's (or the cache entry's) files over the corpus's bytes.
+is the largest sum of Private_Clean + Private_Dirty over the process tree (which counts the pages of
+files a process memory-maps), peak anonymous memory that of Anonymous (what no file backs: the heap),
+sampled every 0.2 s (/proc, Linux); on-disk bytes are the artifact's (or the cache entry's) files over the corpus's bytes.
 """
 
 from __future__ import annotations
@@ -104,17 +105,21 @@ def _tree(pid: int) -> list[int]:
     return pids
 
 
-def _private_bytes(pids: list[int]) -> int:
-    total = 0
+def _memory(pids: list[int]) -> tuple[int, int]:
+    """(private bytes: Private_Clean + Private_Dirty, which counts the pages of files it maps; anonymous bytes:
+    the heap and other memory no file backs) of the processes."""
+    private = anonymous = 0
     for p in pids:
         try:
             with open(f"/proc/{p}/smaps_rollup", encoding="ascii") as fh:
                 for line in fh:
                     if line.startswith(("Private_Clean:", "Private_Dirty:")):
-                        total += int(line.split()[1]) * 1024
+                        private += int(line.split()[1]) * 1024
+                    elif line.startswith("Anonymous:"):
+                        anonymous += int(line.split()[1]) * 1024
         except OSError:
             pass
-    return total
+    return private, anonymous
 
 
 def measure(command: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -123,11 +128,12 @@ def measure(command: list[str], env: dict[str, str] | None = None) -> dict[str, 
     t0 = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "TOKENIZERS_PARALLELISM": "false", **(env or {})})
-    peak = [0]
+    peak = [0, 0]
 
     def sample() -> None:
         while proc.poll() is None:
-            peak[0] = max(peak[0], _private_bytes(_tree(proc.pid)))
+            private, anonymous = _memory(_tree(proc.pid))
+            peak[:] = [max(peak[0], private), max(peak[1], anonymous)]
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -139,7 +145,8 @@ def measure(command: list[str], env: dict[str, str] | None = None) -> dict[str, 
     if proc.returncode:
         sys.exit(f"failed: {' '.join(command[:6])} ...\n{err[-3000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"cpu_s": round(cpu, 2), "wall_s": round(wall, 2), "peak_private_mb": round(peak[0] / 1e6, 1), "stdout": out}
+    return {"cpu_s": round(cpu, 2), "wall_s": round(wall, 2), "peak_private_mb": round(peak[0] / 1e6, 1),
+            "peak_anonymous_mb": round(peak[1] / 1e6, 1), "stdout": out}
 
 
 def disk_bytes(path: Path) -> int:
@@ -218,10 +225,10 @@ def main() -> None:
                 figures[key] = {**common.figure(row["mb_per_core_s"], "MB/s per core", baseline), **row}
             shutil.rmtree(folder, ignore_errors=True)
         for size, rows in table.items():
-            print(f"\n{size}: stage | MB/s per core | CPU s | wall s | peak private MB | disk / input")
+            print(f"\n{size}: stage | MB/s per core | CPU s | wall s | peak private MB | peak anonymous MB | disk / input")
             for name, row in rows.items():
                 print(f"  {name} | {row['mb_per_core_s']} | {row['cpu_s']} | {row['wall_s']} | {row['peak_private_mb']} | "
-                      f"{row.get('disk_per_input_byte', '-')}")
+                      f"{row['peak_anonymous_mb']} | {row.get('disk_per_input_byte', '-')}")
         common.report("corpus_scale", args, figures)
     finally:
         shutil.rmtree(work, ignore_errors=True)
