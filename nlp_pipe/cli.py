@@ -23,8 +23,9 @@ import yaml
 
 from . import __version__, runner, stages
 from . import pipeline as pipelines
+from .core import artifacts, console, distributed
+from .core import cache as cache_store
 from .core import config as configs
-from .core import console, distributed
 from .core import manifest as manifests
 from .core.errors import UserError, did_you_mean
 
@@ -164,6 +165,47 @@ def inspect(artifact_dir: str, as_json: bool) -> None:
     click.echo("hashes:      " + ("all files match the manifest" if not problems else "; ".join(problems)), err=as_json)
     if problems:
         sys.exit(1)
+
+
+@cli.group()
+def cache() -> None:
+    """Show and free the shared cache (tokenised pretraining corpora, reused by every run with the same inputs)."""
+
+
+def _cache_option(fn):
+    return click.option("--dir", "folder", default=None, metavar="DIR",
+                        help=f"The cache folder (default: ${artifacts.CACHE_ENV}, else runs/{artifacts.CACHE_DIR}: the one of "
+                             "artifacts written under runs/).")(fn)
+
+
+def _cache_root(folder: str | None) -> Path:
+    return artifacts.cache_dir(Path("runs") / "any", folder or "")
+
+
+@cache.command(name="ls")
+@_cache_option
+def cache_ls(folder) -> None:
+    """List the cache's entries: kind, key, size, what built them and when."""
+    root = _cache_root(folder)
+    found = cache_store.entries(root)
+    if not found:
+        click.echo(f"{root}: empty")
+        return
+    _table(["kind", "key", "size", "built", "inputs"],
+           [(e.kind, e.key if e.complete else f"{e.key} (unfinished)", f"{e.bytes / 1e6:,.1f} MB", e.built_for.get("built_at", "-"),
+             ", ".join(e.built_for.get("inputs", [])) or "-") for e in found])
+    click.echo(f"\n{root}: {sum(e.bytes for e in found) / 1e6:,.1f} MB in {len(found)} entries")
+
+
+@cache.command(name="rm")
+@click.argument("keys", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Remove every entry (and the leftovers of killed builds).")
+@_cache_option
+def cache_rm(keys, everything, folder) -> None:
+    """Remove cache entries by key (or a key's first characters); a later run rebuilds what it needs."""
+    root = _cache_root(folder)
+    gone = cache_store.remove(root, list(keys), everything)
+    click.echo(f"removed {len(gone)} entries, {sum(e.bytes for e in gone) / 1e6:,.1f} MB, from {root}")
 
 
 @cli.command(name="stages")

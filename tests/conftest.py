@@ -21,6 +21,7 @@ atexit.register(shutil.rmtree, _HF_HOME, True)
 for _key, _value in {
     "HF_HOME": _HF_HOME,
     "HF_DATASETS_CACHE": os.path.join(_HF_HOME, "datasets"),
+    "XDG_CACHE_HOME": os.path.join(_HF_HOME, "xdg"),  # nlp_pipe's remembered input-file hashes
     "HF_HUB_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",

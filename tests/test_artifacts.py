@@ -253,3 +253,24 @@ def test_sigkill_midway_then_rerun_completes(tmp_path):
     assert manifest["counts"] == {"rows_in": rows, "rows_out": rows, "dropped": {}}
     assert len(lines(out / "corpus.txt")) == rows and manifests.verify(out) == []
     assert leftovers(tmp_path) == []
+
+
+def test_a_large_raw_input_is_hashed_again_only_when_its_size_or_mtime_moves(tmp_path, monkeypatch):
+    corpus = tmp_path / "big.txt"
+    corpus.write_bytes("一行文字\n".encode() * 100_000)  # 1.3 MB: remembered
+    first = artifacts.input_fingerprint(corpus, {})
+    assert first == manifests.sha256_file(corpus)
+    hashed = []
+    monkeypatch.setattr(artifacts, "sha256_file", lambda p: hashed.append(p) or "rehashed")
+    assert artifacts.input_fingerprint(corpus, {}) == first and not hashed  # unchanged: not read again
+    os.utime(corpus, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert artifacts.input_fingerprint(corpus, {}) == "rehashed" and hashed == [corpus]  # mtime moved: read again
+
+
+def test_the_shared_cache_folder_option_then_environment_then_beside_the_artifact(tmp_path, monkeypatch):
+    monkeypatch.delenv(artifacts.CACHE_ENV, raising=False)
+    staging = tmp_path / "runs" / ".bert.tmp-1a2b3c4d"  # a stage's `out` while it builds
+    assert artifacts.cache_dir(staging) == tmp_path / "runs" / "nlp_pipe_cache"
+    monkeypatch.setenv(artifacts.CACHE_ENV, str(tmp_path / "shared"))
+    assert artifacts.cache_dir(staging) == tmp_path / "shared"
+    assert artifacts.cache_dir(staging, str(tmp_path / "mine")) == tmp_path / "mine"

@@ -199,3 +199,39 @@ def test_accelerate_launch_two_processes(tmp_path, bert_vocab, tiny_config, mode
     assert metrics["processes"] == processes and metrics["steps"] == 20
     assert AutoModelForMaskedLM.from_pretrained(out).config.hidden_size == TINY["hidden_size"]
     assert not (tmp_path / "bert.checkpoints").exists()
+
+
+def test_two_outs_share_one_cache_build_and_cache_ls_rm_free_it(tmp_path, bert_vocab, seg_reviews, settings):
+    """The tokenised corpus is built once in the shared cache beside the --outs; another --out reuses it;
+    `nlp-pipe cache ls` shows it with what built it, `cache rm KEY` frees it, `rm --all` also a killed build's leftovers."""
+    inputs = {"corpus": corpus(seg_reviews), "tokenizer": bert_vocab}
+    quick = {**settings, "steps": 2, "eval_every": 0, "save_every": 0}
+    first = build("pretrain", tmp_path / "a", inputs, **quick)
+    second = build("pretrain", tmp_path / "b", inputs, **{**quick, "lr": 1e-3})
+    assert not first["metrics"]["data_cache_reused"] and second["metrics"]["data_cache_reused"]
+    root = tmp_path / "nlp_pipe_cache"
+    (entry,) = (root / "pretraining").iterdir()
+    assert first["data_cache"] == second["data_cache"] == str(entry)
+    listed = run_cli("cache", "ls", "--dir", root)
+    assert listed.code == 0 and entry.name in listed.out and "news.txt" in listed.out and " MB" in listed.out
+    removed = run_cli("cache", "rm", entry.name[:6], "--dir", root)
+    assert removed.code == 0 and not entry.exists() and "removed 1 entries" in removed.out
+    (root / "pretraining" / f".{entry.name}.tmp-4242").mkdir()  # a SIGKILLed build's leftovers
+    assert "(unfinished)" in run_cli("cache", "ls", "--dir", root).out
+    assert run_cli("cache", "rm", "--all", "--dir", root).code == 0 and not any((root / "pretraining").iterdir())
+    assert run_cli("cache", "rm", "--dir", root).code == 2  # neither keys nor --all: a one-line error
+
+
+def test_raw_text_masks_with_the_init_artifacts_user_dictionary(tmp_path, bert_vocab):
+    """pretrain --init EXPAND --corpus raw.txt: jieba cuts with the expansion's jieba_userdict.txt (its new words are
+    masked whole, as its tokenizer emits them), not jieba's default dictionary alone."""
+    from nlp_pipe.stages import pretrain
+
+    init = tmp_path / "expanded"
+    init.mkdir()
+    (init / "jieba_userdict.txt").write_text("自然语言处理模型 5\n", encoding="utf-8")
+    tokenizer = AutoTokenizer.from_pretrained(bert_vocab)
+    spec = pretrain._build_spec(pretrain.Config(), {"tokenizer": [], "init": [init], "corpus": []}, tokenizer)
+    assert spec.segmenter.userdict == (("自然语言处理模型", 5),)
+    assert pretrain._build_spec(pretrain.Config(), {"tokenizer": [bert_vocab], "init": [], "corpus": []},
+                                tokenizer).segmenter.userdict == ()

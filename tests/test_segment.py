@@ -156,3 +156,30 @@ def test_halfwidth_and_search_mode(tmp_path):
     assert ds["text"] == ["iPhone15真好用!中华人民共和国成立了"]
     expected = [w for w in jieba.lcut_for_search(ds["text"][0]) if not w.isspace()]
     assert ds["words"] == [expected] and "中华人民共和国" in expected and "人民" in expected
+
+
+def test_statistics_gathered_while_writing_match_a_count_of_every_word(monkeypatch):
+    """segment counts words chunk by chunk as it writes (merging the counts now and then) instead of mapping and
+    scanning the written dataset again: the figures are a plain Counter's, ties in first-seen order."""
+    import random
+    from collections import Counter
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from nlp_pipe.stages import segment
+
+    monkeypatch.setattr(segment._Stats, "_MERGE_ROWS", 300)  # several merges
+    rng = random.Random(0)
+    vocab = [f"词{i}" for i in range(200)]
+    stats, every, labels = segment._Stats(), [], Counter()
+    for _ in range(30):
+        lines = [" ".join(rng.choice(vocab[:rng.randint(3, 200)]) for _ in range(rng.randint(1, 20))) for _ in range(40)]
+        chunk_labels = [rng.choice(["pos", "neg", None]) for _ in lines]
+        stats.add(pa.table({"text": pa.array(lines), "words": pc.split_pattern(pa.array(lines), " "),
+                            "label": pa.array(chunk_labels, pa.string())}))
+        every += [w for line in lines for w in line.split(" ")]
+        labels.update(label for label in chunk_labels if label)
+    result = stats.result()
+    assert result["top"] == Counter(every).most_common(30) and result["distinct_words"] == len(set(every))
+    assert result["words"] == len(every) and result["labels"] == dict(sorted(labels.items()))

@@ -179,3 +179,21 @@ def test_report_compares_with_other_vectors(w2v, seg, eval_files, tmp_path):
     assert f"| this run | {w2v.name} |" in table
     earlier = manifests.read_manifest(w2v)["metrics"]
     assert f"| analogy_accuracy | {manifest['metrics']['analogy_accuracy']} | {earlier['analogy_accuracy']} |" in table
+
+
+def test_training_progress_follows_gensims_progress_lines(monkeypatch):
+    """gensim tells training progress only in its log: those lines move our bar (epochs x 100%), not the terminal."""
+    import io
+    import logging
+
+    from nlp_pipe.core import console
+    from nlp_pipe.stages import word2vec as w2v_stage
+
+    bars, real = [], console.progress
+    monkeypatch.setattr(console, "progress", lambda **kw: bars.append(real(**{**kw, "disable": False, "file": io.StringIO()}))
+                        or bars[-1])
+    gensim_log = logging.getLogger("gensim.models.word2vec")
+    with w2v_stage._progress(2):
+        gensim_log.info("EPOCH %i - PROGRESS: at %.2f%% examples, %.0f words/s, in_qsize %i, out_qsize %i", 1, 41.5, 1e4, -1, 0)
+        assert bars[0].n == pytest.approx(141.5) and bars[0].total == 200
+    assert bars[0].n == 200 and not gensim_log.handlers and gensim_log.propagate

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -83,3 +85,18 @@ def progress(**kwargs: Any) -> tqdm:
     if _state["quiet"]:
         kwargs["disable"] = True
     return tqdm(**kwargs)
+
+
+def bytes_progress(total: int, desc: str) -> tqdm:
+    """A bar over `total` bytes of input (MB read, rate, ETA): the one total every corpus step knows up front."""
+    return progress(total=total, unit="B", unit_scale=True, unit_divisor=1000, desc=desc)
+
+
+def file_lines(paths: list[Path], desc: str) -> Iterator[str]:
+    """The lines of UTF-8 `paths` (newline kept), with a bytes_progress bar over the files."""
+    with bytes_progress(sum(p.stat().st_size for p in paths), desc) as bar:
+        for path in paths:
+            with open(path, "rb") as fh:
+                for raw in fh:
+                    bar.update(len(raw))
+                    yield raw.decode("utf-8")

@@ -1,7 +1,7 @@
-"""Token blocks for pretraining: word-boundary labels, NSP/SOP pairs, packing to full blocks.
+"""Token blocks for pretraining: NSP/SOP pairs and packing to full blocks, as layouts over one token stream.
 
 Each example is one block of exactly `max_seq_len` tokens, so almost no compute goes to
-padding (only the last block of each `datasets.map` batch of documents is short):
+padding (only the last block of each run of documents is short):
 
 - sentence_task none: every document's tokens go into one stream, documents separated by
   [SEP], cut into `[CLS] ... [SEP]` blocks (RoBERTa's FULL-SENTENCES packing).
@@ -13,25 +13,27 @@ padding (only the last block of each `datasets.map` batch of documents is short)
   ones, the tokens cut off to fit a block) is packed into MLM-only blocks whose sentence label is
   ignored (-100): with sop and none every token of the corpus is in exactly one block.
 
-Word-boundary labels, one per token (ERNIE style, exported with the examples): 0 = a word starts
-here, 1 = inside a word, -1 = [CLS] / [SEP] / padding. Words are jieba's, over the tokenizer's
-character tokens (all word pieces of a Latin word belong to its jieba word).
+A block is stored as its layout, not its tokens: the token ranges it takes from the corpus's one
+token stream, how many of them form segment A, and its sentence label. `[CLS] r1 [SEP] r2 [SEP] ...`
+is put together when the block is read (`Layouts.block`), so several pair sets cost a few bytes a
+block each instead of a copy of the text (docs/pretraining-cache.md).
+
+Word-boundary labels, one per token (ERNIE style): 0 = a word starts here, 1 = inside a word,
+-1 = [CLS] / [SEP] / padding. A segment cut inside a word starts with a word start.
 """
 
 from __future__ import annotations
 
-import bisect
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..text.segmenter import Segmenter, SegmenterSpec
+import numpy as np
+
 from .masking import NOT_A_WORD, WORD_INSIDE, WORD_START
 
 IGNORE = -100  # sentence label of MLM-only blocks; the loss ignores it
 SentenceTask = Literal["nsp", "sop", "none"]
-
-_segmenter: Segmenter | None = None  # one per datasets.map worker process
 
 
 @dataclass(frozen=True)
@@ -43,90 +45,75 @@ class BlockSpec:
     sep_id: int
 
 
-def tokenize_documents(batch: dict[str, list], tokenizer: Any, hmm: bool) -> dict[str, list]:
-    """datasets.map function: documents -> token ids and word-boundary labels per sentence."""
-    global _segmenter
-    flat = [s for sentences in batch["sentences"] for s in sentences]
-    encoded = tokenizer(flat, add_special_tokens=False, return_offsets_mapping=True,
-                        return_attention_mask=False, return_token_type_ids=False)
-    ids_out, labels_out, i = [], [], 0
-    for sentences, words in zip(batch["sentences"], batch["words"]):
-        doc_ids, doc_labels = [], []
-        for j, sentence in enumerate(sentences):
-            ids, offsets = encoded["input_ids"][i], encoded["offset_mapping"][i]
-            i += 1
-            if not ids:
-                continue
-            if words:
-                sentence_words = words[j]
-            else:
-                _segmenter = _segmenter or Segmenter(SegmenterSpec(hmm=hmm))
-                sentence_words = _segmenter.cut(sentence)
-            doc_ids.append(ids)
-            doc_labels.append(word_labels(sentence, sentence_words, offsets))
-        ids_out.append(doc_ids)
-        labels_out.append(doc_labels)
-    return {"ids": ids_out, "labels": labels_out}
+@dataclass(frozen=True)
+class Doc:
+    """A document in the token stream: tokens start:end, and where its sentences (or the block-sized
+    pieces of longer ones) start."""
+
+    start: int
+    end: int
+    starts: list[int]
 
 
-def word_labels(text: str, words: list[str], offsets: list[tuple[int, int]]) -> list[int]:
-    """0/1 per token: does the token start a new jieba word (0) or continue the previous one (1)."""
-    starts, pos = [], 0
-    for word in words:
-        found = text.find(word, pos)
-        if found >= 0:
-            starts.append(found)
-            pos = found + len(word)
-    labels: list[int] = []
-    previous = None
-    for begin, _end in offsets:
-        index = bisect.bisect_right(starts, begin) - 1
-        labels.append(WORD_INSIDE if index == previous and index >= 0 else WORD_START)
-        previous = index
-    return labels
+def doc_in_stream(start: int, end: int, sentences: np.ndarray, piece: int) -> Doc:
+    """A document's Doc; a sentence longer than `piece` tokens counts as several (web text has lines of
+    thousands of characters without a 。)."""
+    bounds = [*sorted(set(int(s) for s in sentences if start <= s < end) | {start}), end]
+    starts: list[int] = []
+    for a, b in zip(bounds, bounds[1:]):
+        starts += range(a, b, piece)
+    return Doc(start, end, starts)
 
 
-def build_blocks(batch: dict[str, list], indices: list[int], spec: BlockSpec) -> dict[str, list]:
-    """datasets.map function: tokenised documents -> blocks (see the module docstring)."""
-    rng = random.Random(spec.seed * 1_000_003 + indices[0])  # same blocks on every rebuild
-    docs = [_flatten(ids, labels, spec.max_seq_len - 3) for ids, labels in zip(batch["ids"], batch["labels"])]
-    out: dict[str, list] = {"input_ids": [], "token_type_ids": [], "word_labels": [], "sentence_label": []}
-    stream_ids: list[int] = []
-    stream_labels: list[int] = []
-    body = spec.max_seq_len - 2
-    for d, (ids, labels, _starts) in enumerate(docs):
-        left = _pairs(d, docs, spec, rng, out) if spec.sentence_task != "none" else [(0, len(ids))]
+@dataclass
+class Layouts:
+    """Blocks as layouts: ranges[offsets[i]:offsets[i + 1]] are block i's token ranges, the first
+    `a_counts[i]` of them segment A (token type 0), `labels[i]` its sentence label."""
+
+    ranges: list[tuple[int, int]] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=lambda: [0])
+    a_counts: list[int] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+
+    def add(self, ranges: list[tuple[int, int]], a_count: int, label: int) -> None:
+        self.ranges += ranges
+        self.offsets.append(len(self.ranges))
+        self.a_counts.append(a_count)
+        self.labels.append(label)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def build_layouts(docs: list[Doc], spec: BlockSpec, seed: int) -> Layouts:
+    """The blocks of one run of documents (pairs draw their NSP negatives from within it)."""
+    rng = random.Random(seed)
+    out = Layouts()
+    body = spec.max_seq_len - 2  # [CLS] and the final [SEP] aside
+    current: list[tuple[int, int]] = []
+    used = 0  # tokens of `current` plus the [SEP]s between its ranges
+    for d, doc in enumerate(docs):
+        left = _pairs(d, docs, spec, rng, out) if spec.sentence_task != "none" else [(doc.start, doc.end)]
         for start, end in left:  # what no pair used, each run of text after a [SEP]
-            if stream_ids:
-                stream_ids.append(spec.sep_id)
-                stream_labels.append(NOT_A_WORD)
-            stream_ids += ids[start:end]
-            stream_labels += labels[start:end]
-        taken = 0
-        while len(stream_ids) - taken >= body:
-            _emit_single(stream_ids[taken:taken + body], stream_labels[taken:taken + body], spec, out)
-            taken += body
-        del stream_ids[:taken], stream_labels[:taken]
-    if stream_ids:
-        _emit_single(stream_ids, stream_labels, spec, out)
+            while start < end:
+                space = body - used - (1 if current else 0)
+                if space <= 0:
+                    if used < body:  # room for a [SEP] but not for a token after it: "... [SEP] [SEP]" keeps the block full
+                        current.append((start, start))
+                    out.add(current, len(current), IGNORE)
+                    current, used = [], 0
+                    continue
+                take = min(space, end - start)
+                used += take + (1 if current else 0)
+                current.append((start, start + take))
+                start += take
+    if current:
+        out.add(current, len(current), IGNORE)
     return out
 
 
-def _flatten(ids: list[list[int]], labels: list[list[int]], piece: int) -> tuple[list[int], list[int], list[int]]:
-    """A document's tokens in one list, with where each sentence starts; a sentence longer than a
-    block counts as several (web text has lines of thousands of characters without a 。)."""
-    flat_ids: list[int] = []
-    flat_labels: list[int] = []
-    starts: list[int] = []
-    for sentence_ids, sentence_labels in zip(ids, labels):
-        starts += range(len(flat_ids), len(flat_ids) + len(sentence_ids), piece)
-        flat_ids += sentence_ids
-        flat_labels += sentence_labels
-    return flat_ids, flat_labels, starts
-
-
-def _pairs(d: int, docs: list, spec: BlockSpec, rng: random.Random, out: dict[str, list]) -> list[tuple[int, int]]:
-    """Emit the pairs document `d` fills; returns the token ranges no pair used (the tokens cut off
+def _pairs(d: int, docs: list[Doc], spec: BlockSpec, rng: random.Random, out: Layouts) -> list[tuple[int, int]]:
+    """Add the pairs document `d` fills; returns the token ranges no pair used (the tokens cut off
     to fit, the tail), which go to MLM-only blocks: every token is trained on.
 
     As Google BERT: a chunk of whole sentences at least a block long, split at a random sentence
@@ -134,8 +121,9 @@ def _pairs(d: int, docs: list, spec: BlockSpec, rng: random.Random, out: dict[st
     the longer segment. Both segments thus start and end mid-sentence equally often, so which one
     ends with a 。 says nothing about their order (windows cut at fixed offsets would: SOP then
     learns punctuation, not discourse)."""
-    ids, labels, starts = docs[d]
-    bounds = [*starts, len(ids)]  # sentence i spans bounds[i]:bounds[i + 1]
+    doc = docs[d]
+    starts = doc.starts
+    bounds = [*starts, doc.end]  # sentence i spans bounds[i]:bounds[i + 1]
     room = spec.max_seq_len - 3
     first = 0
     cut: list[tuple[int, int]] = []
@@ -144,59 +132,62 @@ def _pairs(d: int, docs: list, spec: BlockSpec, rng: random.Random, out: dict[st
         while last < len(starts) and bounds[last] - bounds[first] < room:
             last += 1
         if bounds[last] - bounds[first] < room:  # too little left for a pair
-            return _merged([*cut, (bounds[first], len(ids))])
+            return _merged([*cut, (bounds[first], doc.end)])
         if last - first > 1:
             a_end = rng.randint(first + 1, last - 1)
             split = bounds[a_end]
         else:  # one sentence fills the block: its two parts
             a_end, split = last, bounds[first] + rng.randint(room // 4, 3 * room // 4)
-        a = (ids, labels, bounds[first], split)
-        b = (ids, labels, split, bounds[last])
+        a, b = (bounds[first], split), (split, bounds[last])
         negative = rng.random() < 0.5
         if negative and spec.sentence_task == "nsp" and len(docs) > 1:
-            pair = _emit_pair(a, _random_span(d, docs, room - (a[3] - a[2]), rng), 1, spec, rng, out)
+            other = _random_span(d, docs, room - (a[1] - a[0]), rng)
+            kept_a, kept_b = _fit(a, other, room, rng)
+            out.add([kept_a, kept_b], 1, 1)
+            cut += _outside(a, kept_a)  # not the other document's text: that stays where it is
             first = a_end  # the unused continuation goes back into the document, as in Google BERT
-        elif negative and spec.sentence_task == "sop":
-            pair, first = _emit_pair(b, a, 1, spec, rng, out), last
-        else:
-            pair, first = _emit_pair(a, b, 0, spec, rng, out), last
-        cut += [(start, end) for source, start, end in pair if source is ids]  # not another document's text
+            continue
+        swap = negative and spec.sentence_task == "sop"
+        kept_a, kept_b = _fit(a, b, room, rng)
+        out.add([kept_b, kept_a] if swap else [kept_a, kept_b], 1, 1 if swap else 0)
+        cut += _outside(a, kept_a) + _outside(b, kept_b)
+        first = last
 
 
-def _random_span(d: int, docs: list, need: int, rng: random.Random) -> tuple[list[int], list[int], int, int]:
+def _random_span(d: int, docs: list[Doc], need: int, rng: random.Random) -> tuple[int, int]:
     """Whole sentences of another document, from a random sentence on, at least `need` tokens long
     where a few draws find a document that long (so negatives fill their block too)."""
     for _ in range(10):
         other = rng.randrange(len(docs) - 1)
         other += other >= d
-        if len(docs[other][0]) >= need:
+        if docs[other].end - docs[other].start >= need:
             break
-    ids, labels, starts = docs[other]
-    fitting = [i for i, s in enumerate(starts) if len(ids) - s >= need] or [0]
+    doc = docs[other]
+    fitting = [i for i, s in enumerate(doc.starts) if doc.end - s >= need] or [0]
     i = rng.choice(fitting)
-    end = next((s for s in starts[i + 1:] if s - starts[i] >= need), len(ids)) if starts else len(ids)
-    return ids, labels, (starts[i] if starts else 0), end
+    end = next((s for s in doc.starts[i + 1:] if s - doc.starts[i] >= need), doc.end)
+    return doc.starts[i], end
 
 
-def _emit_pair(a: tuple, b: tuple, label: int, spec: BlockSpec, rng: random.Random,
-               out: dict[str, list]) -> list[tuple[list[int], int, int]]:
-    """`[CLS] A [SEP] B [SEP]`, the longer segment losing tokens at a random end until the pair fits;
-    returns the ranges cut off, as (token list, start, end)."""
-    sa, sb = list(a), list(b)  # [ids, labels, start, end], shrunk below
-    while (sa[3] - sa[2]) + (sb[3] - sb[2]) > spec.max_seq_len - 3:
-        longer = sa if sa[3] - sa[2] > sb[3] - sb[2] else sb
-        if rng.random() < 0.5:
-            longer[2] += 1
-        else:
-            longer[3] -= 1
-    a_ids, a_labels = sa[0][sa[2]:sa[3]], sa[1][sa[2]:sa[3]]
-    b_ids, b_labels = sb[0][sb[2]:sb[3]], sb[1][sb[2]:sb[3]]
-    out["input_ids"].append([spec.cls_id, *a_ids, spec.sep_id, *b_ids, spec.sep_id])
-    out["token_type_ids"].append([0] * (len(a_ids) + 2) + [1] * (len(b_ids) + 1))
-    out["word_labels"].append([NOT_A_WORD, *_starting(a_labels), NOT_A_WORD, *_starting(b_labels), NOT_A_WORD])
-    out["sentence_label"].append(label)
-    return [(seg[0], start, end) for seg, old in zip((sa, sb), (a, b))
-            for start, end in ((old[2], seg[2]), (seg[3], old[3])) if end > start]
+def _fit(a: tuple[int, int], b: tuple[int, int], room: int, rng: random.Random) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The pair cut to `room` tokens: the longer segment loses tokens until they are as long (then both,
+    B first), each token from a random end."""
+    la, lb = a[1] - a[0], b[1] - b[0]
+    excess = max(0, la + lb - room)
+    first = min(excess, abs(la - lb))
+    rest = excess - first
+    trim_a = (first if la > lb else 0) + rest // 2
+    trim_b = (first if la <= lb else 0) + (rest - rest // 2)
+    return _trim(a, trim_a, rng), _trim(b, trim_b, rng)
+
+
+def _trim(span: tuple[int, int], n: int, rng: random.Random) -> tuple[int, int]:
+    front = bin(rng.getrandbits(n)).count("1") if n else 0  # each dropped token from either end, a coin each
+    return span[0] + front, span[1] - (n - front)
+
+
+def _outside(span: tuple[int, int], kept: tuple[int, int]) -> list[tuple[int, int]]:
+    return [r for r in ((span[0], kept[0]), (kept[1], span[1])) if r[1] > r[0]]
 
 
 def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -210,15 +201,24 @@ def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
-def _emit_single(ids: list[int], labels: list[int], spec: BlockSpec, out: dict[str, list]) -> None:
-    out["input_ids"].append([spec.cls_id, *ids, spec.sep_id])
-    out["token_type_ids"].append([0] * (len(ids) + 2))
-    out["word_labels"].append([NOT_A_WORD, *_starting(labels), NOT_A_WORD])
-    out["sentence_label"].append(IGNORE)
-
-
-def _starting(labels: list[int]) -> list[int]:
-    """A segment cut inside a word starts with that word's remaining characters: make it a word start."""
-    if labels and labels[0] == WORD_INSIDE:
-        return [WORD_START, *labels[1:]]
-    return labels
+def assemble(ranges: np.ndarray, a_count: int, tokens: np.ndarray, word_start: Any,
+             spec: BlockSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`[CLS] r1 [SEP] r2 [SEP] ...`: input ids, token types (1 after segment A) and word labels of one block;
+    `word_start[start:end]` are the word-start flags of tokens start:end."""
+    lengths = (ranges[:, 1] - ranges[:, 0]).astype(np.int64)
+    total = int(lengths.sum()) + len(lengths) + 1
+    ids = np.empty(total, dtype=np.int64)
+    types = np.zeros(total, dtype=np.int64)
+    words = np.full(total, NOT_A_WORD, dtype=np.int64)
+    ids[0] = spec.cls_id
+    pos = 1
+    for k, ((start, end), n) in enumerate(zip(ranges.tolist(), lengths.tolist())):
+        if n:
+            ids[pos:pos + n] = tokens[start:end]
+            words[pos:pos + n] = np.where(word_start[start:end], WORD_START, WORD_INSIDE)
+            words[pos] = WORD_START  # a segment cut inside a word starts with that word's remaining characters
+        ids[pos + n] = spec.sep_id
+        if k >= a_count:
+            types[pos:pos + n + 1] = 1
+        pos += n + 1
+    return ids, types, words

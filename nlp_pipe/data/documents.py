@@ -1,70 +1,33 @@
-"""Pretraining documents: corpora -> documents (lists of sentences, with jieba words where known).
+"""Pretraining documents: corpora -> documents (a text, with its sentences or jieba words where known).
 
-Raw text files come in two layouts: one document a line (split into sentences on 。！？!?), or
-BERT's one sentence a line with a blank line between documents. `layout="auto"` looks at the
-first rows of each file: blank lines between at least 5% of the rows mean the second layout.
-A segment artifact gives one document a row with its jieba words, which are kept (split at the
-same sentence boundaries) so whole-word masking uses exactly the segmentation the user chose.
+Raw text files come in two layouts: one document a line (split into sentences on 。！？!? later,
+data/token_stream.py), or BERT's one sentence a line with a blank line between documents (the lines
+joined with newlines, each line a sentence). `layout="auto"` looks at the first rows of each file:
+blank lines between at least 5% of the rows mean the second layout. A segment artifact gives one
+document a row with its jieba words, which are kept so whole-word masking uses exactly the
+segmentation the user chose.
 """
 
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
-import datasets
+import numpy as np
 
 from ..text.corpus import Counts, ReadOptions, read_rows, segmented_dataset
 
 Layout = Literal["auto", "line", "blank"]
-FEATURES = datasets.Features({
-    "sentences": datasets.Sequence(datasets.Value("string")),
-    "words": datasets.Sequence(datasets.Sequence(datasets.Value("string"))),  # [] = segment with jieba later
-})
-_SENTENCE_END = re.compile(r"[。！？!?]+[”’\"'」』）)】》]*")  # closing quotes stay with their sentence
 _SNIFF_ROWS = 2000
 _BLANK_SHARE = 0.05
 
 
-def split_sentences(text: str) -> list[str]:
-    """Sentences of `text`, cut after 。！？!? (and any closing quotes or brackets that follow)."""
-    sentences, start = [], 0
-    for match in _SENTENCE_END.finditer(text):
-        piece = text[start:match.end()].strip()
-        if piece:
-            sentences.append(piece)
-        start = match.end()
-    tail = text[start:].strip()
-    if tail:
-        sentences.append(tail)
-    return sentences
-
-
-def split_words(text: str, words: list[str]) -> tuple[list[str], list[list[str]]]:
-    """Sentences of `text` and the words of each; a word goes to the sentence where it starts.
-
-    Words that cannot be found in the text in order (a segmentation of other text) are dropped,
-    which only makes whole-word masking treat their characters as single-character words.
-    """
-    sentences = split_sentences(text)
-    ends, pos = [], 0
-    for sentence in sentences:
-        pos = text.index(sentence, pos) + len(sentence)
-        ends.append(pos)
-    per_sentence: list[list[str]] = [[] for _ in sentences]
-    pos, current = 0, 0
-    for word in words:
-        found = text.find(word, pos)
-        if found < 0:
-            continue
-        while current < len(ends) - 1 and found >= ends[current]:
-            current += 1
-        per_sentence[current].append(word)
-        pos = found + len(word)
-    return sentences, per_sentence
+class Document(NamedTuple):
+    text: str
+    sentences: list[int] | None  # characters where its sentences start; None = split on 。！？ later
+    words: np.ndarray | list[str] | None  # jieba words, or their lengths where they cover the text; None = cut later
 
 
 def detect_layout(path: Path, opts: ReadOptions) -> Literal["line", "blank"]:
@@ -74,24 +37,25 @@ def detect_layout(path: Path, opts: ReadOptions) -> Literal["line", "blank"]:
     return "blank" if rows and gaps >= _BLANK_SHARE * len(rows) else "line"
 
 
-def file_documents(path: Path, opts: ReadOptions, layout: Layout, counts: Counts) -> Iterator[dict]:
+def file_documents(path: Path, opts: ReadOptions, layout: Layout, counts: Counts) -> Iterator[Document]:
     """Documents of one raw text file; rows are counted in `counts` by the reader."""
     if layout == "auto":
         layout = detect_layout(path, opts)
     if layout == "line":
         for row in read_rows(path, opts, counts):
-            yield {"sentences": split_sentences(row.text), "words": []}
+            if row.text.strip():
+                yield Document(row.text, None, None)
         return
     sentences: list[str] = []
     last_line, separators = None, 0
     for row in read_rows(path, opts, counts):
         if sentences and last_line is not None and row.line > last_line + 1:  # a blank line ends a document
-            yield {"sentences": sentences, "words": []}
+            yield _joined(sentences)
             sentences, separators = [], separators + 1
         sentences.append(row.text)
         last_line = row.line
     if sentences:
-        yield {"sentences": sentences, "words": []}
+        yield _joined(sentences)
     # the reader counted the blank lines as dropped empty rows: here they are document separators
     moved = min(separators, counts.dropped.get("empty", 0))
     if moved:
@@ -101,21 +65,52 @@ def file_documents(path: Path, opts: ReadOptions, layout: Layout, counts: Counts
             del counts.dropped["empty"]
 
 
-def artifact_documents(path: Path, counts: Counts) -> Iterator[dict]:
-    """Documents of a segment artifact: one a row, with the artifact's jieba words."""
-    table = segmented_dataset(path, "pretrain")
-    for batch in table.iter(batch_size=1000):
-        for text, words in zip(batch["text"], batch["words"]):
+def _joined(lines: list[str]) -> Document:
+    starts = list(itertools.accumulate((len(line) + 1 for line in lines[:-1]), initial=0))
+    return Document("\n".join(lines), starts, None)
+
+
+def artifact_documents(path: Path, counts: Counts) -> Iterator[Document]:
+    """Documents of a segment artifact: one a row, with the artifact's jieba words as their lengths (read
+    with pyarrow, no Python string a word) where they cover the text or all of it but its whitespace, else
+    as the words themselves."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for batch in _record_batches(segmented_dataset(path, "pretrain")):
+        words = batch.column("words")
+        if isinstance(words, pa.ChunkedArray):
+            words = words.combine_chunks()
+        lengths = pc.utf8_length(words.flatten()).to_numpy(zero_copy_only=False)
+        offsets = words.offsets.to_numpy()
+        offsets = offsets - offsets[0]
+        for i, text in enumerate(batch.column("text").to_pylist()):
             counts.rows_in += 1
-            sentences, per_sentence = split_words(text, words)
-            if not sentences:
+            if not text.strip():
                 counts.drop("empty")
                 continue
             counts.rows_out += 1
-            yield {"sentences": sentences, "words": per_sentence}
+            mine = lengths[offsets[i]:offsets[i + 1]]
+            total = int(mine.sum())
+            covered = total == len(text) or total == len("".join(text.split()))
+            yield Document(text, None, mine if covered else words[i].as_py())
 
 
-def documents(paths: list[Path], opts: ReadOptions, layout: Layout, counts: Counts) -> Iterator[dict]:
+def _record_batches(dataset: Any) -> Iterator[Any]:
+    """The text and words of a saved dataset's Arrow files, read batch by batch with plain reads: memory-mapping
+    them (datasets' way) counts every page read as this process's memory in a container (3.4 GB RSS at 1 GB of text)."""
+    import pyarrow as pa
+
+    if dataset._indices is not None:  # not what save_to_disk writes; kept correct for any other dataset
+        yield from dataset.select_columns(["text", "words"]).with_format("arrow").iter(batch_size=1000)
+        return
+    for file in dataset.cache_files:
+        with pa.OSFile(file["filename"]) as fh:
+            for batch in pa.ipc.open_stream(fh):
+                yield batch.select(["text", "words"])
+
+
+def documents(paths: list[Path], opts: ReadOptions, layout: Layout, counts: Counts) -> Iterator[Document]:
     """Every document of every corpus input, files and segment artifacts alike."""
     for path in paths:
         if path.is_dir():

@@ -1,215 +1,420 @@
-"""Build (or reuse) the pretraining dataset: documents -> tokens + word labels -> blocks, train/eval.
+"""Build (or reuse) the pretraining data: documents -> one token stream with word starts -> block layouts.
 
-Tokenisation and jieba segmentation run through `datasets.map` (batched, `num_proc` workers) and
-the finished splits are saved under `cache_root/<key>/`, where the key hashes everything that
-decides the blocks (inputs' content fingerprints, tokenizer vocabulary, block settings). A rerun
-with other training settings, or the rerun that resumes a killed run, loads them in a second.
-Evaluation holds out whole documents, so no held-out text leaks into training blocks.
-Under `accelerate launch` / torchrun the main process reads the documents, every process tokenises
-its contiguous share of them (a document's tokens depend on that document only) into the staging
-directory, and the main process joins the shares in order, builds the blocks and saves the splits:
-the same cache as one process builds, which the others then load.
+The documents are read once, in runs of _RUN_DOCS, and each run is tokenised, cut into words (a
+segment artifact's words, or jieba's) and laid out into blocks (data/blocks.py) by a pool of worker
+processes, results joined in run order: every run depends on its own documents and index only, so
+the data is the same whatever the number of workers. What is written is compact
+(docs/pretraining-cache.md): the token ids once, in the smallest unsigned type the vocabulary fits,
+word starts as bits, and each block as its layout (token ranges, segment A, sentence label), so the
+`pair_sets` sets of sentence pairs cost a few bytes a block each. Blocks are put together when read.
+
+The folder is `cache_root/<key>/`, where the key hashes everything that decides the data (inputs'
+fingerprints, tokenizer vocabulary, block settings, segmenter, DATA_VERSION): a rerun, another
+--out or another pipeline with the same inputs loads it in a second. Builders of one key wait for
+each other on its lock; a build is written to `.<key>.tmp-PID` and renamed into place when
+complete, and the leftovers of killed builds are removed under that lock.
+Evaluation holds out whole documents, drawn from the first 50 x eval_docs documents (so the build
+never needs the document count in advance), so no held-out text leaks into training blocks.
+Under `accelerate launch` the main process builds (its workers use the machine's cores) and the
+others load what it saved.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
+import multiprocessing
 import os
+import random
 import shutil
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import datasets
 import numpy as np
-import pyarrow.compute as pc
 
-from ..core import distributed
+from ..core import artifacts, console, distributed
 from ..core import manifest as manifests
 from ..core.errors import UserError
 from ..text.corpus import Counts, ReadOptions
-from .blocks import IGNORE, BlockSpec, build_blocks, tokenize_documents
-from .documents import FEATURES, Layout, documents
+from ..text.segmenter import Segmenter, SegmenterSpec
+from .blocks import IGNORE, BlockSpec, Doc, assemble, build_layouts, doc_in_stream
+from .documents import Document, Layout, documents
+from .token_stream import TokenEncoder, sentence_starts, word_start_flags, word_starts
 
 log = logging.getLogger(__name__)
 
-DATA_VERSION = 4  # bump when the blocks built from the same inputs change (4: the same whatever num_proc)
+DATA_VERSION = 5  # bump when the data built from the same inputs changes (5: token stream + block layouts)
+CACHE_KIND = "pretraining"  # its folder in the shared cache
 STATS = "stats.json"
-_MAP_BATCH = 1000  # documents per run of blocks: NSP negatives come from the same run
+META = "meta.json"
+_RUN_DOCS = 1000  # documents per run: NSP negatives come from the same run
+_EVAL_POOL = 50  # held-out documents are drawn from the first 50 x eval_docs (read ahead, kept in memory)
 
 
 @dataclass(frozen=True)
 class BuildSpec:
-    """Everything besides the inputs that decides the blocks (hashed into the cache key)."""
+    """Everything besides the inputs that decides the data (hashed into the cache key)."""
 
     block: BlockSpec
     layout: Layout
     read: ReadOptions
-    hmm: bool
+    segmenter: SegmenterSpec  # cuts raw text into the words whole-word masking masks
     eval_docs: int
     pair_sets: int = 1  # sentence tasks: differently drawn pair sets in the training data (dupe_factor)
 
 
 @dataclass
 class Built:
-    train: datasets.Dataset
-    eval: datasets.Dataset | None
+    train: Blocks
+    eval: Blocks | None
     stats: dict[str, Any]
     cache_dir: Path
     reused: bool
 
 
+def cache_key(input_key: str, tokenizer: Any, spec: BuildSpec) -> str:
+    return manifests.sha256_json({"version": DATA_VERSION, "inputs": input_key, "vocab": _vocab_hash(tokenizer),
+                                  "spec": asdict(spec)})[:16]
+
+
 def build(paths: list[Path], input_key: str, tokenizer: Any, spec: BuildSpec, cache_root: Path,
           num_proc: int) -> Built:
     """The train/eval blocks for `paths`, from the cache when an identical build exists. Every process of a
-    launch calls it (it tokenises a share); the main one writes the cache. `cache_root` belongs to one
-    artifact and is used under its lock (the runner's), so the temporaries of killed builds found there
-    are removed before a new build."""
-    key = manifests.sha256_json({"version": DATA_VERSION, "inputs": input_key, "vocab": _vocab_hash(tokenizer),
-                                 "spec": asdict(spec)})[:16]
+    launch calls it; the main one builds (under the key's lock, waiting for another builder of it)."""
+    key = cache_key(input_key, tokenizer, spec)
     folder = cache_root / key
-    if distributed.broadcast((folder / STATS).exists()):  # the main process decides: all build, or none
-        log.info("pretraining blocks: reusing %s", folder)
-        return _load(folder, reused=True)
-    tmp = Path(distributed.broadcast(str(cache_root / f".{key}.tmp-{os.getpid()}")))
-    main = distributed.is_main()
-    if main:
-        for stale in cache_root.glob(".*.tmp-*"):  # a SIGKILLed build skips the finally below
-            shutil.rmtree(stale, ignore_errors=True)
-    try:
-        stats = _build_into(tmp, paths, tokenizer, spec, num_proc)
-        if main:
-            (tmp / STATS).write_text(json.dumps(stats, indent=2, ensure_ascii=False), encoding="utf-8")
-            shutil.rmtree(tmp / "build", ignore_errors=True)
-            shutil.rmtree(folder, ignore_errors=True)
-            os.rename(tmp, folder)  # complete or absent: a killed build is rebuilt, never half-used
-    finally:
-        if main:
-            shutil.rmtree(tmp, ignore_errors=True)
+    if distributed.is_main() and not (folder / STATS).exists():
+        with artifacts.locked(folder, wait=True):
+            if not (folder / STATS).exists():  # not built meanwhile by the builder we waited for
+                for stale in cache_root.glob(f".{key}.tmp-*"):  # a SIGKILLed build skips the finally below
+                    shutil.rmtree(stale, ignore_errors=True)
+                tmp = cache_root / f".{key}.tmp-{os.getpid()}"
+                try:
+                    tmp.mkdir(parents=True)
+                    stats = _build_into(tmp, paths, tokenizer, spec, num_proc)
+                    stats["built_for"] = {"inputs": [str(p) for p in paths], "built_at": artifacts.now()}
+                    (tmp / STATS).write_text(json.dumps(stats, indent=2, ensure_ascii=False), encoding="utf-8")
+                    os.rename(tmp, folder)  # complete or absent: a killed build is rebuilt, never half-used
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                distributed.barrier()
+                log.info("pretraining blocks: built %s", folder)
+                return load(folder, spec.block, reused=False)
     distributed.barrier()  # the others load what the main process saved
-    log.info("pretraining blocks: built %s", folder)
-    return _load(folder, reused=False)
+    log.info("pretraining blocks: reusing %s", folder)
+    return load(folder, spec.block, reused=True)
 
 
-def _load(folder: Path, reused: bool) -> Built:
+def load(folder: Path, spec: BlockSpec, reused: bool) -> Built:
     stats = json.loads((folder / STATS).read_text(encoding="utf-8"))
-    train = datasets.load_from_disk(str(folder / "train"))
-    held_out = datasets.load_from_disk(str(folder / "eval")) if (folder / "eval").exists() else None
+    train, held_out = _blocks(folder, json.loads((folder / META).read_text(encoding="utf-8")), spec)
     return Built(train, held_out, stats, folder, reused)
 
 
+def _blocks(folder: Path, meta: dict[str, Any], spec: BlockSpec) -> tuple[Blocks, Blocks | None]:
+    stream = _Stream(folder, meta)
+    train = Blocks(stream, [_layout(folder, name, meta) for name in meta["train"]], spec)
+    return train, (Blocks(stream, [_layout(folder, "eval", meta)], spec) if meta["eval_blocks"] else None)
+
+
+# ---------------------------------------------------------------- reading: blocks put together on access
+
+class _Stream:
+    """The token ids (memory-mapped) and word-start bits of the whole corpus."""
+
+    def __init__(self, folder: Path, meta: dict[str, Any]) -> None:
+        n = meta["tokens"]
+        self.ids = np.memmap(folder / "tokens.bin", dtype=meta["dtype"], mode="r", shape=(n,)) if n else np.zeros(0, meta["dtype"])
+        bits = folder / "word_starts.bin"
+        self.bits = np.memmap(bits, dtype=np.uint8, mode="r") if bits.stat().st_size else np.zeros(0, np.uint8)
+
+    def __getitem__(self, span: slice) -> np.ndarray:
+        """Word-start flags of tokens span.start:span.stop."""
+        start, stop = span.start, span.stop
+        unpacked = np.unpackbits(self.bits[start // 8:(stop + 7) // 8], bitorder="little")
+        return unpacked[start % 8:start % 8 + stop - start].astype(bool)
+
+
+@dataclass
+class _Layout:
+    ranges: np.ndarray  # (n, 2) token ranges
+    ends: np.ndarray  # block i's ranges end at ends[i]
+    a_counts: np.ndarray
+    labels: np.ndarray
+
+
+def _layout(folder: Path, name: str, meta: dict[str, Any]) -> _Layout:
+    def read(suffix: str, dtype: Any) -> np.ndarray:
+        """Memory-mapped: a corpus of many GB has layouts of many hundred MB, which stay on disk."""
+        path = folder / f"{name}.{suffix}"
+        return np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size else np.zeros(0, dtype)
+
+    return _Layout(read("ranges", np.int64).reshape(-1, 2), read("ends", np.int64), read("a_counts", np.uint16),
+                   read("labels", np.int8))
+
+
+class Blocks:
+    """Sized, indexable blocks: row i is a dict of input_ids, token_type_ids, word_labels, sentence_label
+    (a slice or a list of indices gives a list of rows)."""
+
+    def __init__(self, stream: _Stream, parts: list[_Layout], spec: BlockSpec) -> None:
+        self.stream, self.parts, self.spec = stream, parts, spec
+        self._bounds = np.cumsum([0, *(len(p.labels) for p in parts)]).tolist()
+
+    def __len__(self) -> int:
+        return self._bounds[-1]
+
+    def __getitem__(self, index: int | slice | list[int]) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if not isinstance(index, int | np.integer):
+            return [self[int(i)] for i in index]
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        index = int(index) % len(self)
+        k = bisect.bisect_right(self._bounds, index) - 1
+        part, i = self.parts[k], index - self._bounds[k]
+        first = int(part.ends[i - 1]) if i else 0
+        ids, types, words = assemble(part.ranges[first:int(part.ends[i])], int(part.a_counts[i]), self.stream.ids,
+                                     self.stream, self.spec)
+        return {"input_ids": ids, "token_type_ids": types, "word_labels": words, "sentence_label": int(part.labels[i])}
+
+    def lengths_and_labels(self, size: int = 1 << 20) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(tokens of each block, [CLS] and [SEP]s included; sentence labels) of up to `size` blocks at a time,
+        so statistics over a corpus of any size take flat memory."""
+        for part in self.parts:
+            for lo in range(0, len(part.labels), size):
+                hi = min(lo + size, len(part.labels))
+                first = int(part.ends[lo - 1]) if lo else 0
+                ends = np.asarray(part.ends[lo:hi]) - first
+                ranges = np.asarray(part.ranges[first:int(part.ends[hi - 1])])
+                totals = np.concatenate(([0], np.cumsum(ranges[:, 1] - ranges[:, 0] + 1)))  # a range and its [SEP]
+                yield totals[ends] - totals[np.concatenate(([0], ends[:-1]))] + 1, np.asarray(part.labels[lo:hi], np.int64)
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        for i in range(len(self)):
+            row = self[i]
+            yield {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in row.items()}
+
+    def to_dataset(self) -> Any:
+        """The blocks as a datasets.Dataset (for export)."""
+        import datasets
+
+        return datasets.Dataset.from_generator(self.rows, features=datasets.Features({
+            "input_ids": datasets.Sequence(datasets.Value("int32")),
+            "token_type_ids": datasets.Sequence(datasets.Value("int8")),
+            "word_labels": datasets.Sequence(datasets.Value("int8")),
+            "sentence_label": datasets.Value("int16"),
+        }))
+
+
+def block_stats(blocks: Blocks, max_seq_len: int) -> dict[str, Any]:
+    """Block count, real tokens, padding a full-length batch would carry, sentence-label mix."""
+    n = tokens = pairs = negatives = 0
+    for lengths, labels in blocks.lengths_and_labels():
+        n, tokens = n + len(lengths), tokens + int(lengths.sum())
+        pairs, negatives = pairs + int((labels != IGNORE).sum()), negatives + int((labels == 1).sum())
+    slots = n * max_seq_len
+    return {"blocks": n, "tokens": tokens, "padding_fraction": round(1 - tokens / slots, 5) if slots else 0.0,
+            "pair_blocks": pairs, "negative_pairs": negatives}
+
+
+# ---------------------------------------------------------------- building
+
+@dataclass
+class _Run:
+    index: int
+    docs: list[Document]
+    held_out: list[bool]
+
+
+@dataclass
+class _RunResult:
+    ids: np.ndarray
+    word_start: np.ndarray
+    layouts: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]  # name -> ranges, ends, a_counts, labels
+    documents: int
+    eval_documents: int
+
+
 def _build_into(tmp: Path, paths: list[Path], tokenizer: Any, spec: BuildSpec, num_proc: int) -> dict[str, Any]:
-    """The splits' blocks saved under `tmp` and their statistics (by the main process; the others tokenise)."""
-    docs, counts = _documents(tmp, paths, spec)
-    n_eval = min(spec.eval_docs, len(docs) // 5)
-    splits = {"train": docs, "eval": None}
-    if n_eval:  # every process draws the same split; each writes its indices to a file of its own
-        indices = {f"{split}_indices_cache_file_name": str(tmp / "build" / f"{split}-indices-{distributed.rank():05d}.arrow")
-                   for split in ("train", "test")}
-        parts = docs.train_test_split(test_size=n_eval, shuffle=True, seed=spec.block.seed, **indices)
-        splits = {"train": parts["train"], "eval": parts["test"]}
-    stats: dict[str, Any] = {"counts": counts.as_dict(), "documents": len(docs), "eval_documents": n_eval}
-    for name, split in splits.items():
-        if split is None:
-            continue
-        tokens = _tokenized(split, tokenizer, spec.hmm, tmp / "build" / f"tokens-{name}", num_proc)
-        if tokens is None:  # not the main process
-            continue
-        sets = spec.pair_sets if name == "train" and spec.block.sentence_task != "none" else 1
-        blocks = _blocks(tokens, spec, num_proc, sets, tmp / "build" / f"blocks-{name}")
-        blocks.save_to_disk(str(tmp / name))
-        stats[name] = block_stats(blocks, spec.block.max_seq_len)
+    """Write the token stream and the layouts into `tmp`; returns the statistics."""
+    counts = Counts()
+    sets = spec.pair_sets if spec.block.sentence_task != "none" else 1
+    dtype = np.uint16 if len(tokenizer) <= 1 << 16 else np.uint32
+    names = [f"train-{k}" for k in range(sets)] + ["eval"]
+    writer = _Writer(tmp, dtype, names)
+    total = sum(p.stat().st_size for p in paths) if all(p.is_file() for p in paths) else None  # else documents
+    bar = console.progress(total=total, unit="B", unit_scale=True, desc="pretraining data") if total else \
+        console.progress(unit=" docs", desc="pretraining data")
+    documents_seen = eval_seen = 0
+    runs = _runs(documents(paths, spec.read, spec.layout, counts), spec)
+    with bar:
+        for result, size in _parallel(runs, (TokenEncoder(tokenizer), spec, sets), num_proc):
+            writer.add(result)
+            documents_seen += result.documents
+            eval_seen += result.eval_documents
+            bar.update(size if total else result.documents)
+    meta = writer.finish(names)
+    if not meta["tokens"]:
+        raise UserError(f"pretrain: no text in {', '.join(map(str, paths))} (dropped: {dict(counts.dropped)})")
+    built = _blocks(tmp, meta, spec.block)
+    stats: dict[str, Any] = {"counts": counts.as_dict(), "documents": documents_seen, "eval_documents": eval_seen,
+                             "tokens": meta["tokens"], "train": block_stats(built[0], spec.block.max_seq_len)}
+    if built[1] is not None:
+        stats["eval"] = block_stats(built[1], spec.block.max_seq_len)
     return stats
 
 
-def _documents(tmp: Path, paths: list[Path], spec: BuildSpec) -> tuple[datasets.Dataset, Counts]:
-    """The documents, read once by the main process into `tmp`; the others map its files. The counts are
-    the main process's."""
-    counts = Counts()
+def _runs(docs: Iterable[Document], spec: BuildSpec) -> Iterator[_Run]:
+    """Runs of _RUN_DOCS documents with the ones held out for evaluation marked.
+    The held-out documents are drawn from the first _EVAL_POOL x eval_docs (fewer when the corpus is
+    shorter: a fifth of it at most)."""
+    it = iter(docs)
+    pool_size = _EVAL_POOL * spec.eval_docs
+    head = [d for _, d in zip(range(pool_size), it)]
+    n_eval = min(spec.eval_docs, len(head) // 5)
+    held = set(random.Random(spec.block.seed).sample(range(len(head)), n_eval))
 
-    def generate() -> Iterator[dict]:
-        yield from documents(paths, spec.read, spec.layout, counts)
+    def chained() -> Iterator[Document]:
+        yield from head
+        yield from it
 
-    files: list[str] | str = []
-    if distributed.is_main():
-        docs = datasets.Dataset.from_generator(generate, features=FEATURES, cache_dir=str(tmp / "build"),
-                                               fingerprint=f"pretrain-docs-{tmp.name}")
-        files = [f["filename"] for f in docs.cache_files] if len(docs) else \
-            f"pretrain: no text in {', '.join(map(str, paths))} (dropped: {dict(counts.dropped)})"
-    files = distributed.broadcast(files)
-    if isinstance(files, str):  # every process stops with the same line
-        raise UserError(files)
-    if not distributed.is_main():
-        docs = datasets.concatenate_datasets([datasets.Dataset.from_file(f) for f in files])
-    return docs, counts
-
-
-def _tokenized(docs: datasets.Dataset, tokenizer: Any, hmm: bool, prefix: Path, num_proc: int) -> datasets.Dataset | None:
-    """Token ids and word labels of every document: each process tokenises its contiguous share of them into
-    `PREFIX-RANK.arrow`; the main process gets the shares joined in document order, the others None."""
-    share = docs.shard(num_shards=distributed.world_size(), index=distributed.rank(), contiguous=True)
-    workers = max(1, num_proc // distributed.local_world_size())  # the processes of a machine share its cores
-    workers = workers if len(share) >= 2 * _MAP_BATCH else 1
-    if workers > 1:
-        # the fast tokenizer's thread pool is disabled in forked workers anyway; saying so up front
-        # avoids its fork warning and gives 1.7x with 2 workers (docs/performance.md)
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    files: list[str] = []
-    if len(share):
-        prefix.parent.mkdir(parents=True, exist_ok=True)
-        tokens = share.map(tokenize_documents, batched=True, batch_size=200, num_proc=workers if workers > 1 else None,
-                           fn_kwargs={"tokenizer": tokenizer, "hmm": hmm}, remove_columns=share.column_names,
-                           cache_file_name=f"{prefix}-{distributed.rank():05d}.arrow", desc="tokenise + jieba")
-        files = [f["filename"] for f in tokens.cache_files]
-    shares = distributed.gather(files)
-    if not distributed.is_main():
-        return None
-    return datasets.concatenate_datasets([datasets.Dataset.from_file(f) for rank_files in shares for f in rank_files])
+    index, batch = 0, []
+    for doc in chained():
+        batch.append(doc)
+        if len(batch) == _RUN_DOCS:
+            yield _run(index, batch, held)
+            index, batch = index + 1, []
+    if batch:
+        yield _run(index, batch, held)
 
 
-def _blocks(tokens: datasets.Dataset, spec: BuildSpec, num_proc: int, sets: int, prefix: Path) -> datasets.Dataset:
-    """`sets` sets of blocks drawn with different seeds from the tokenised documents: pairs are fixed once
-    built, so over several epochs a single set lets the model memorise each pair's order (training SOP
-    accuracy rose to 65% while held-out stayed at 53%); Google BERT draws dupe_factor sets for this.
-
-    Each run of _MAP_BATCH documents (its NSP/SOP negatives come from within it) is one row of a map over
-    run starts, so the blocks are the same whatever `num_proc`: datasets.map's own shards of the documents
-    start wherever len / num_proc falls, which cut the runs differently on machines with other core counts."""
-    features = datasets.Features({
-        "input_ids": datasets.Sequence(datasets.Value("int32")),
-        "token_type_ids": datasets.Sequence(datasets.Value("int8")),
-        "word_labels": datasets.Sequence(datasets.Value("int8")),
-        "sentence_label": datasets.Value("int16"),
-    })
-    runs = datasets.Dataset.from_dict({"start": list(range(0, len(tokens), _MAP_BATCH))})
-    parts = [runs.map(_run_blocks, batched=True, batch_size=1, num_proc=num_proc if len(runs) > 1 else None,
-                      fn_kwargs={"tokens": tokens, "spec": replace(spec.block, seed=spec.block.seed + k)},
-                      remove_columns=["start"], features=features, desc=f"blocks {k + 1}/{sets}",
-                      cache_file_name=f"{prefix}-{k}.arrow", load_from_cache_file=False,
-                      new_fingerprint=f"{prefix.name}-{k}")  # a fingerprint of its own: no hashing of `tokens`
-             for k in range(sets)]
-    return datasets.concatenate_datasets(parts) if sets > 1 else parts[0]
+def _run(index: int, batch: list[Document], held: set[int]) -> _Run:
+    first = index * _RUN_DOCS
+    return _Run(index, batch, [first + i in held for i in range(len(batch))])
 
 
-def _run_blocks(batch: dict[str, list], tokens: datasets.Dataset, spec: BlockSpec) -> dict[str, list]:
-    start = batch["start"][0]
-    end = min(start + _MAP_BATCH, len(tokens))
-    return build_blocks(tokens[start:end], list(range(start, end)), spec)
+_worker: dict[str, Any] = {}  # per worker process: the encoder, the build spec, a segmenter once needed
 
 
-def block_stats(blocks: datasets.Dataset, max_seq_len: int) -> dict[str, Any]:
-    """Block count, real tokens, padding a full-length batch would carry, sentence-label mix."""
-    lengths = pc.list_value_length(blocks.data.column("input_ids")).to_numpy()
-    labels = np.asarray(blocks.data.column("sentence_label").to_numpy())
-    tokens = int(lengths.sum())
-    slots = len(lengths) * max_seq_len
-    return {
-        "blocks": len(lengths), "tokens": tokens,
-        "padding_fraction": round(1 - tokens / slots, 5) if slots else 0.0,
-        "pair_blocks": int((labels != IGNORE).sum()), "negative_pairs": int((labels == 1).sum()),
-    }
+def _init_worker(state: tuple[TokenEncoder, BuildSpec, int]) -> None:
+    _worker["encoder"], _worker["spec"], _worker["sets"] = state
+    _worker["segmenter"] = None
+
+
+def _process(run: _Run) -> tuple[_RunResult, int]:
+    encoder: TokenEncoder = _worker["encoder"]
+    spec: BuildSpec = _worker["spec"]
+    texts = [d.text for d in run.docs]
+    text = "\n".join(texts)  # one text: the encoder's numpy work runs once per run, not per document
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    bases = np.cumsum(lengths + 1) - (lengths + 1)
+    encoded = encoder.encode(text)
+    sentence_chars, word_chars = [bases], [bases]
+    for doc, base in zip(run.docs, bases.tolist()):
+        sentence_chars.append(np.asarray(doc.sentences if doc.sentences is not None else sentence_starts(doc.text)) + base)
+        word_chars.append(word_starts(doc.text, doc.words if doc.words is not None else _cut(doc.text, spec)) + base)
+    flags = word_start_flags(encoded.chars, np.concatenate(word_chars + sentence_chars), len(text))
+    starts = np.searchsorted(encoded.chars, bases)
+    ends = np.searchsorted(encoded.chars, bases + lengths)
+    sentences = np.searchsorted(encoded.chars, np.unique(np.concatenate(sentence_chars)))
+    piece = spec.block.max_seq_len - 3
+    train: list[Doc] = []
+    held: list[Doc] = []
+    for start, end, is_eval in zip(starts.tolist(), ends.tolist(), run.held_out):
+        if end > start:
+            lo, hi = np.searchsorted(sentences, [start, end])
+            (held if is_eval else train).append(doc_in_stream(start, end, sentences[lo:hi], piece))
+    layouts = {}
+    for k in range(_worker["sets"]):
+        block = replace(spec.block, seed=spec.block.seed + k)
+        layouts[f"train-{k}"] = _arrays(build_layouts(train, block, _seed(block.seed, run.index, 0)))
+    layouts["eval"] = _arrays(build_layouts(held, spec.block, _seed(spec.block.seed, run.index, 1)))
+    size = len(text.encode("utf-8"))
+    return _RunResult(encoded.ids.astype(np.uint32), flags, layouts, len(train) + len(held), len(held)), size
+
+
+def _seed(seed: int, run: int, split: int) -> int:
+    return seed * 1_000_003 + 2 * run + split  # the same blocks on every rebuild, other draws in every run
+
+
+def _cut(text: str, spec: BuildSpec) -> list[str]:
+    if _worker["segmenter"] is None:
+        _worker["segmenter"] = Segmenter(spec.segmenter)
+    return _worker["segmenter"].engine.words(text)  # whitespace included: the words then cover the text
+
+
+def _arrays(layouts: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    return (np.asarray(layouts.ranges, dtype=np.int64).reshape(-1, 2), np.asarray(layouts.offsets[1:], dtype=np.int64),
+            np.asarray(layouts.a_counts, dtype=np.uint16), np.asarray(layouts.labels, dtype=np.int8))
+
+
+def _parallel(runs: Iterator[_Run], state: tuple[TokenEncoder, BuildSpec, int],
+              workers: int) -> Iterator[tuple[_RunResult, int]]:
+    """`_process` of every run in `workers` processes (this one reads and writes), results in run order;
+    a bounded number of runs in flight, so memory stays flat."""
+    workers = min(workers, 4 * (os.cpu_count() or 1))  # a mistyped --num-proc does not start thousands of processes
+    if workers <= 1:
+        _init_worker(state)
+        for run in runs:
+            yield _process(run)
+        return
+    # the tokenizer's own thread pool would fight the workers for the cores (and warns after a fork)
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    context = multiprocessing.get_context()
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(state,)) as pool:
+        pending: deque[Future] = deque()
+        for run in runs:
+            pending.append(pool.submit(_process, run))
+            while len(pending) > 2 * workers or (pending and pending[0].done()):
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+class _Writer:
+    """Appends each run's tokens, bits and layouts to flat binary files (no scratch copies)."""
+
+    def __init__(self, folder: Path, dtype: Any, names: list[str]) -> None:
+        self.folder, self.dtype = folder, np.dtype(dtype)
+        self.tokens = 0
+        self.pending_bits = np.zeros(0, dtype=bool)
+        self.files = {"tokens": open(folder / "tokens.bin", "wb"), "bits": open(folder / "word_starts.bin", "wb")}
+        self.ranges = dict.fromkeys(names, 0)
+        self.blocks = dict.fromkeys(names, 0)
+        for name in names:
+            for suffix in ("ranges", "ends", "a_counts", "labels"):
+                self.files[f"{name}.{suffix}"] = open(folder / f"{name}.{suffix}", "wb")
+
+    def add(self, result: _RunResult) -> None:
+        self.files["tokens"].write(result.ids.astype(self.dtype).tobytes())
+        bits = np.concatenate((self.pending_bits, result.word_start))
+        whole = len(bits) // 8 * 8
+        self.files["bits"].write(np.packbits(bits[:whole], bitorder="little").tobytes())
+        self.pending_bits = bits[whole:]
+        for name, (ranges, ends, a_counts, labels) in result.layouts.items():
+            self.files[f"{name}.ranges"].write((ranges + self.tokens).tobytes())
+            self.files[f"{name}.ends"].write((ends + self.ranges[name]).tobytes())
+            self.files[f"{name}.a_counts"].write(a_counts.tobytes())
+            self.files[f"{name}.labels"].write(labels.tobytes())
+            self.ranges[name] += len(ranges)
+            self.blocks[name] += len(labels)
+        self.tokens += len(result.ids)
+
+    def finish(self, names: list[str]) -> dict[str, Any]:
+        self.files["bits"].write(np.packbits(self.pending_bits, bitorder="little").tobytes())
+        for fh in self.files.values():
+            fh.close()
+        meta = {"dtype": self.dtype.name, "tokens": self.tokens, "train": [n for n in names if n != "eval"],
+                "eval_blocks": self.blocks["eval"], "blocks": self.blocks}
+        (self.folder / META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        return meta
 
 
 def _vocab_hash(tokenizer: Any) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core import console
 from ..core.config import option
 from ..core.errors import UserError
 from ..core.files import CORPUS_TXT, PHRASES_TSV
@@ -102,17 +103,16 @@ def _corpus_words(config: DiscoveryOptions, paths: list[Path], counts: Counts, s
     for directory in (p for p in paths if p.is_dir()):
         if not (directory / CORPUS_TXT).exists():
             raise UserError(f"expand: corpus {directory} has no {CORPUS_TXT}; pass a segment or phrases artifact, or text files")
-        with open(directory / CORPUS_TXT, encoding="utf-8") as fh:
-            for line in fh:
-                counts.rows_in += 1
-                tokens = line.split()
-                if not tokens:
-                    counts.drop("empty")
-                    continue
-                counts.rows_out += 1
-                words.update(tokens)
-                if len(sample) < config.measure_rows:
-                    sample.append(_join(tokens))
+        for line in console.file_lines([directory / CORPUS_TXT], "expand: counting words"):
+            counts.rows_in += 1
+            tokens = line.split()
+            if not tokens:
+                counts.drop("empty")
+                continue
+            counts.rows_out += 1
+            words.update(tokens)
+            if len(sample) < config.measure_rows:
+                sample.append(_join(tokens))
     for tokens in _segment_files(config, files, counts, sample):
         words.update(tokens)
     return words
@@ -128,10 +128,12 @@ def _segment_files(config: DiscoveryOptions, files: list[Path], counts: Counts, 
     def chunks() -> Iterator[list[str]]:
         while chunk := [row.text for row in itertools.islice(rows, 500)]:
             sample.extend(chunk[: max(0, config.measure_rows - len(sample))])
+            bar.update(sum(len(text.encode("utf-8")) + 1 for text in chunk))  # about the bytes read
             yield chunk
 
-    for words in cut_parallel(SegmenterSpec(hmm=config.hmm), chunks(), workers):
-        yield from words
+    with console.bytes_progress(sum(f.stat().st_size for f in files), "expand: segmenting") as bar:
+        for words in cut_parallel(SegmenterSpec(hmm=config.hmm), chunks(), workers):
+            yield from words
 
 
 def _join(words: list[str]) -> str:

@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from ..augmentation.word_substitution import AugmentStats, augment
 from ..checkpoints import families, loading
-from ..core import distributed, shards
+from ..core import console, distributed, shards
 from ..core.config import SEED_MAX, option
 from ..core.contract import Input, Result
 from ..core.files import AUGMENT_STATS_JSON, DATASET_DIR, SEGMENTER_JSON
@@ -101,7 +101,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
 def _augmented(texts: list[str], labels: list[Any], chunk_rows: int, options: dict[str, Any],
                stats: list[AugmentStats]) -> Iterator[pa.RecordBatch]:
     """The rows of each chunk of texts this rank owns (each original, then its copies), in input order."""
-    for k, first in enumerate(range(0, len(texts), chunk_rows)):
+    for k, first in enumerate(console.progress(iterable=range(0, len(texts), chunk_rows), desc="augment", unit=" chunk")):
         if not shards.owns(k):
             continue
         rows, chunk_stats = augment(texts[first:first + chunk_rows], labels[first:first + chunk_rows], first=first, **options)

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gensim.models.phrases import Phrases
-from gensim.models.word2vec import LineSentence
 
 from ..core import console, distributed, shards
 from ..core.config import option
@@ -69,7 +68,8 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     sharded = distributed.world_size() > 1
     for n in range(config.passes):
         model = _sharded_model(current, config) if sharded else Phrases(
-            LineSentence(str(current)), min_count=config.min_count, threshold=config.threshold, scoring=config.scoring,
+            _sentences(console.file_lines([current], f"phrases pass {n + 1}: counting")), min_count=config.min_count,
+            threshold=config.threshold, scoring=config.scoring,
             delimiter=_JOIN)
         phrases, frozen = _select(model, config) if model is not None else ({}, None)
         if sharded:  # the main rank's choice, for every rank's part of the merge
@@ -166,8 +166,8 @@ class _MergeCounts(Counts):
 def _merge(source: Path, target: Path, frozen, delimiter: str) -> _MergeCounts:
     """Rewrite the corpus with each phrase joined; a line stays a line so row alignment holds."""
     counts = _MergeCounts()
-    with open(source, encoding="utf-8") as src, open(target, "w", encoding="utf-8") as dst:
-        _merge_lines(console.progress(iterable=src, desc="phrases", unit=" lines"), dst, frozen, delimiter, counts)
+    with open(target, "w", encoding="utf-8") as dst:
+        _merge_lines(console.file_lines([source], "phrases: merging"), dst, frozen, delimiter, counts)
     return counts
 
 

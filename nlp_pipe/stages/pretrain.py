@@ -11,9 +11,10 @@ metrics.jsonl, training_curves.png and pretraining.json (objectives, data statis
 Whole-word masking uses jieba words over the character tokens; blocks are packed to full length
 (nlp_pipe.data.blocks); the MLM head projects onto the vocabulary at masked positions only
 (nlp_pipe.models.bert_pretraining). Checkpoints go to NAME.checkpoints/ and a rerun after a kill
-resumes from the newest; tokenised blocks are cached in NAME.cache/ and reused by later runs.
-Under a launch the processes split the tokenisation of that cache (nlp_pipe.data.pretraining): the
-same blocks, in the same order, as one process builds.
+resumes from the newest. The tokenised corpus and its blocks go to the shared cache (--cache-dir,
+$NLP_PIPE_CACHE, or nlp_pipe_cache/ beside --out; `nlp-pipe cache ls|rm`), keyed by what decides them,
+so another --out, a continued run or another pipeline with the same corpus and tokenizer reuses them
+(nlp_pipe.data.pretraining, docs/pretraining-cache.md).
 """
 
 from __future__ import annotations
@@ -33,13 +34,14 @@ from ..core import manifest as manifests
 from ..core.config import option, to_dict
 from ..core.contract import Input, Result
 from ..core.errors import UserError
-from ..core.files import CONFIG_JSON, DATASET_DIR, PRETRAINING_JSON, VOCAB_TXT, WEIGHTS, read_vocab
+from ..core.files import CONFIG_JSON, DATASET_DIR, PRETRAINING_JSON, USERDICT_TXT, VOCAB_TXT, WEIGHTS, read_vocab
 from ..data import pretraining as blocks_data
 from ..data.blocks import BlockSpec
 from ..data.masking import MaskingCollator
 from ..models import bert_pretraining as bert
 from ..text.corpus import ReadOptions
-from ..text.segmenter import default_workers
+from ..text.segmenter import SegmenterSpec, default_workers
+from ..text.userdict import read_userdict
 from ..training.options import TrainOptions, run_identity
 from ..training.trainer import Summary, Trainer
 
@@ -77,7 +79,9 @@ class Config(ReadOptions, TrainOptions):
     pair_sets: int = option(4, "nsp/sop: sets of pairs drawn with different splits (Google BERT's dupe_factor), "
                                "so several epochs do not repeat the same pairs; the training data holds the text that often", min=1, max=20)
     eval_docs: int = option(200, "documents held out for evaluation (at most a fifth of them)", min=0)
-    num_proc: int = option(0, "processes for tokenisation and jieba (datasets.map); 0 = up to 4 for large corpora", min=0)
+    num_proc: int = option(0, "processes for tokenisation and jieba; 0 = every core", min=0)
+    cache_dir: str = option("", "shared cache folder for the tokenised corpus (default: $NLP_PIPE_CACHE, else nlp_pipe_cache/ "
+                                "beside --out)")
     export_dataset: bool = option(False, "also save the tokenised blocks with word-boundary labels under dataset/")
 
     def __post_init__(self) -> None:
@@ -90,13 +94,14 @@ class Config(ReadOptions, TrainOptions):
 
 def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     tokenizer, tokenizer_source = _tokenizer(inputs)
-    run_key = run_identity(config, inputs, also_ignore=("eval_every", "num_proc"))  # evaluation never changes training
+    run_key = run_identity(config, inputs, also_ignore=("eval_every", "num_proc", "cache_dir"))  # nor do these
     with Trainer(config, out, run_config=run_key, name=NAME) as trainer:
         hf_model = _model(config, inputs, tokenizer)  # after Trainer(): seeded, identical on every process
         # every process tokenises a share of the documents; the main one builds the blocks and the cache
         built = blocks_data.build(inputs["corpus"], manifests.sha256_json(run_key["inputs"]["corpus"]), tokenizer,
-                                  _build_spec(config, tokenizer), artifacts.work_dir(out, "cache"),
-                                  config.num_proc or min(4, default_workers()))
+                                  _build_spec(config, inputs, tokenizer),
+                                  artifacts.cache_dir(out, config.cache_dir) / blocks_data.CACHE_KIND,
+                                  config.num_proc or default_workers())
         collator = MaskingCollator(tokenizer.pad_token_id, tokenizer.mask_token_id, len(tokenizer),
                                    tuple(tokenizer.all_special_ids), config.mlm_probability, config.mask_ratio,
                                    config.random_ratio, whole_word=config.masking == "whole-word", seed=config.seed)
@@ -118,9 +123,9 @@ def _write_extras(out: Path, config: Config, hf_model: Any, tokenizer_source: Pa
     if vocab_txt.exists():  # for tools that read vocab.txt (Google BERT, UER-py)
         shutil.copy(vocab_txt, out / VOCAB_TXT)
     if config.export_dataset:
-        built.train.save_to_disk(str(out / DATASET_DIR / "train"))
+        built.train.to_dataset().save_to_disk(str(out / DATASET_DIR / "train"))
         if built.eval is not None:
-            built.eval.save_to_disk(str(out / DATASET_DIR / "eval"))
+            built.eval.to_dataset().save_to_disk(str(out / DATASET_DIR / "eval"))
     settings = _settings(config, built, tokenizer_source, hf_model)
     (out / PRETRAINING_JSON).write_text(json.dumps(settings, indent=2, ensure_ascii=False), encoding="utf-8")
     return _metrics(summary, built, _check_saved(out, hf_model, collator, built))
@@ -172,10 +177,19 @@ def _model(config: Config, inputs: dict[str, list[Path]], tokenizer: Any) -> Any
     return bert.create(bert_config, config.sentence_task, config.attention)
 
 
-def _build_spec(config: Config, tokenizer: Any) -> blocks_data.BuildSpec:
+def _build_spec(config: Config, inputs: dict[str, list[Path]], tokenizer: Any) -> blocks_data.BuildSpec:
     read = ReadOptions(**{f.name: getattr(config, f.name) for f in dataclasses.fields(ReadOptions)})
     block = BlockSpec(config.max_seq_len, config.sentence_task, config.seed, tokenizer.cls_token_id, tokenizer.sep_token_id)
-    return blocks_data.BuildSpec(block, config.layout, read, config.hmm, config.eval_docs, config.pair_sets)
+    return blocks_data.BuildSpec(block, config.layout, read, _segmenter_spec(config, inputs), config.eval_docs, config.pair_sets)
+
+
+def _segmenter_spec(config: Config, inputs: dict[str, list[Path]]) -> SegmenterSpec:
+    """How raw text is cut for whole-word masking: with the user dictionary of the tokenizer's or the checkpoint's
+    artifact when it has one (an expand artifact's new words are then masked whole, as its tokenizer emits them)."""
+    for source in (*inputs["tokenizer"], *inputs["init"]):
+        if source.is_dir() and (source / USERDICT_TXT).is_file():
+            return SegmenterSpec(hmm=config.hmm, userdict=tuple(read_userdict(source / USERDICT_TXT)))
+    return SegmenterSpec(hmm=config.hmm)
 
 
 def _forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..core import distributed, shards
+from ..core import console, distributed, shards
 from ..core.config import option
 from ..core.contract import Input, Result
 from ..core.errors import UserError
@@ -106,10 +106,8 @@ def _count_words(files: list[Path]) -> Counter:
     (shares in rank order, so the Counter's first-seen order is the one-process order too)."""
     counts: Counter = Counter()
     if distributed.world_size() == 1:
-        for path in files:
-            with open(path, encoding="utf-8") as fh:
-                for line in fh:
-                    counts.update(line.split())
+        for line in console.file_lines(files, "vocab: counting"):
+            counts.update(line.split())
         return counts
     for line in shards.lines(files):
         counts.update(line.split())

@@ -17,8 +17,11 @@ refuses with one line and exit 2 (runner.execute).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -26,6 +29,7 @@ from typing import Literal
 from gensim.models import FastText, Word2Vec
 from gensim.models.callbacks import CallbackAny2Vec
 
+from ..core import console
 from ..core.artifacts import read_manifest
 from ..core.config import SEED_MAX, option
 from ..core.contract import Input, Result
@@ -91,8 +95,9 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     if not len(model.wv):
         raise UserError(f"word2vec: no word of {corpus} occurs {config.min_count} times; lower --min-count or use a larger corpus")
     t0 = time.perf_counter()
-    _, raw_words = model.train(corpus_file=str(corpus), total_examples=model.corpus_count,
-                               total_words=model.corpus_total_words, epochs=config.epochs, callbacks=[_EpochLog(config.epochs)])
+    with _progress(config.epochs):
+        _, raw_words = model.train(corpus_file=str(corpus), total_examples=model.corpus_count,
+                                   total_words=model.corpus_total_words, epochs=config.epochs, callbacks=[_EpochLog(config.epochs)])
     train_s = time.perf_counter() - t0
     metrics, report = finish_artifact(model.wv, out, config, inputs["analogy"], inputs["similarity"])
     metrics = {**vocab_metrics, **metrics, "workers": workers, "build_vocab_s": round(vocab_s, 3), "train_s": round(train_s, 3),
@@ -153,6 +158,45 @@ def _vocabulary_counts(model: Word2Vec) -> tuple[dict, dict]:
                "corpus_words": model.corpus_total_words,
                "tokens_below_min_count": model.corpus_total_words - kept_tokens}
     return counts, metrics
+
+
+_PROGRESS = re.compile(r"EPOCH (\d+) - PROGRESS: at ([\d.]+)%")
+
+
+class _ProgressLines(logging.Handler):
+    def __init__(self, bar) -> None:
+        super().__init__(logging.INFO)
+        self.bar = bar
+
+    def emit(self, record: logging.LogRecord) -> None:
+        match = _PROGRESS.match(record.getMessage())
+        if match:
+            done = 100 * int(match.group(1)) + float(match.group(2))
+            self.bar.update(max(0.0, done - self.bar.n))
+
+
+@contextmanager
+def _progress(epochs: int) -> Iterator[None]:
+    """A bar over the epochs (100% each) with an ETA: gensim reports training progress only in its log
+    ("EPOCH 1 - PROGRESS: at 41.20% examples, ..." every second), so those lines, kept off the terminal
+    and stage.log as before, drive it."""
+    gensim_log = logging.getLogger("gensim.models.word2vec")
+    level, propagate = gensim_log.level, gensim_log.propagate
+    with console.progress(total=100 * epochs, desc="word2vec", unit="%", bar_format=_BAR) as bar:
+        handler = _ProgressLines(bar)
+        gensim_log.addHandler(handler)
+        gensim_log.setLevel(logging.INFO)
+        gensim_log.propagate = False
+        try:
+            yield
+            bar.update(max(0.0, bar.total - bar.n))
+        finally:
+            gensim_log.removeHandler(handler)
+            gensim_log.setLevel(level)
+            gensim_log.propagate = propagate
+
+
+_BAR = "{desc}: {percentage:3.0f}%|{bar}| epoch-% {n:.0f}/{total:.0f} [{elapsed}<{remaining}]"
 
 
 class _EpochLog(CallbackAny2Vec):
