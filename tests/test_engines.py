@@ -15,8 +15,8 @@ from conftest import FIXTURES, build, fixture_lines
 from nlp_pipe.core import manifest as manifests
 from nlp_pipe.core.errors import UserError
 from nlp_pipe.text import engines, segmenter
+from nlp_pipe.text import hmm as jieba_hmm
 from nlp_pipe.text.engine_check import MODES, compare, edge_case_texts, mode_pairs, userdict_spec
-from nlp_pipe.text.hmm import viterbi_words
 from nlp_pipe.text.segmenter import LoadProbe, Segmenter, SegmenterSpec, cut_parallel
 
 TEXTS = (fixture_lines("pos.txt") + fixture_lines("neg.txt") + fixture_lines("news.txt")
@@ -128,7 +128,9 @@ def test_viterbi_is_jiebas():
     texts += ["".join(rng.choice(chars) for _ in range(rng.randint(1, 12))) for _ in range(3000)]
     texts += ["鿖丂丄", "丂丄丅丆"]  # characters the HMM has never seen
     jieba_cut = getattr(finalseg, "__cut")
-    assert [viterbi_words(t) for t in texts] == [list(jieba_cut(t)) for t in texts]
+    # each text as a route of single-character steps, none a dictionary word: all of it goes to the HMM
+    cut = [jieba_hmm.cut("\x01".join(t), True, lambda buffer: False, False).split("\x01") for t in texts]
+    assert cut == [list(jieba_cut(t)) if len(t) > 1 else [t] for t in texts]
 
 
 @pytest.mark.parametrize("requested", ["auto", "rjieba"])
