@@ -76,7 +76,6 @@ _HAN = "\u4E00-\u9FD5a-zA-Z0-9+#&._%\\-"  # jieba's re_han_default character cla
 _ODD = re.compile("([\u3400-\u4DBF\u9FD6-\u9FFF\uF900-\uFAFF\U00020000-\U0003FFFF\ud800-\udfff\x00\x01\x02])")
 _BLOCK_CHARS = re.compile(f"[{_HAN}]+")
 _SURROGATE = re.compile("([\ud800-\udfff])")
-_LONG_WORD = re.compile("[^ \x00\x01]{3,}")  # a word search mode adds n-grams to (words hold no space or separator)
 _ALNUM_TOKEN = re.compile("(?<=\x01)[a-zA-Z0-9]{2,}(?=\x01)")
 _TIE_TOLERANCE = 1e-13  # relative: 450x the rounding a sum of jieba's route can carry
 
@@ -280,21 +279,23 @@ class RjiebaEngine:
         """`Tokenizer.cut_for_search` on words joined by `sep`: before each word longer than 2 (3), its
         dictionary 2-grams (3-grams)."""
         memo, has_word = self._grams, self._has_word
-
-        def with_grams(match: re.Match[str]) -> str:
-            word = match.group()
+        pieces: list[str] = []
+        done = 0
+        spans = jieba_hmm.long_words(joined, sep)
+        for start, end in zip(spans[::2], spans[1::2]):
+            word = joined[start:end]
             grams = memo.get(word)
             if grams is None:
                 if len(memo) > 200_000:  # about 150 bytes each
                     memo.clear()
-                n = len(word)
-                found = [g for g in (word[i:i + 2] for i in range(n - 1)) if has_word(g)]
-                if n > 3:
-                    found += [g for g in (word[i:i + 3] for i in range(n - 2)) if has_word(g)]
+                found = [g for g in (word[i:i + 2] for i in range(end - start - 1)) if has_word(g)]
+                if end - start > 3:
+                    found += [g for g in (word[i:i + 3] for i in range(end - start - 2)) if has_word(g)]
                 grams = memo[word] = "".join(g + " " for g in found)
-            return (grams if sep == " " else grams.replace(" ", sep)) + word
-
-        return _LONG_WORD.sub(with_grams, joined)
+            if grams:
+                pieces += (joined[done:start], grams if sep == " " else grams.replace(" ", sep))
+                done = start
+        return "".join(pieces) + joined[done:] if pieces else joined
 
 
 def _line(words: list[str]) -> str:

@@ -78,6 +78,12 @@ def cut(joined: str, hmm: bool, is_word: Callable[[str], bool], lines: bool) -> 
     return _text(out)
 
 
+def long_words(joined: str, sep: str) -> list[int]:
+    """[start, end, start, end, ...] of the words of three or more characters in `joined`, words joined
+    by `sep` or \\x00 (where search mode adds n-grams)."""
+    return _long_words(np.frombuffer(joined.encode("utf-32-le"), np.uint32), ord(sep)).tolist()
+
+
 def _text(codes: np.ndarray) -> str:
     return codecs.utf_32_le_decode(codes.data)[0]
 
@@ -342,3 +348,17 @@ def _all_space(codes, start, end, space):
         if codes[i] >= len(space) or not space[codes[i]]:
             return False
     return end > start
+
+
+@njit(cache=True)
+def _long_words(codes, sep):
+    spans = np.empty(len(codes) // 2 + 2, np.int64)
+    used = start = 0
+    for i in range(len(codes) + 1):
+        if i == len(codes) or codes[i] == sep or codes[i] == 0:
+            if i - start >= 3:
+                spans[used] = start
+                spans[used + 1] = i
+                used += 2
+            start = i + 1
+    return spans[:used]
