@@ -104,11 +104,14 @@ def test_search_mode_adds_the_dictionary_ngrams():
     assert exact[:6] == ["中华", "华人", "人民", "共和", "共和国", "中华人民共和国"]
 
 
-def test_a_near_tie_is_left_to_jieba(monkeypatch):
+@pytest.mark.parametrize("mode", ["accurate", "search"])
+def test_a_near_tie_is_left_to_jieba(monkeypatch, mode):
     """Route choices the adapter recomputes (an ASCII user word or its letters) within rounding of a tie
-    go to jieba itself: with an absurd tolerance every such choice does, and the words stay jieba's."""
+    go to jieba itself: with an absurd tolerance every such choice does, and the words stay jieba's
+    (in search mode jieba cuts in accurate mode and the adapter adds the n-grams once; sabotaged once:
+    a jieba fallback in search mode doubled them and this failed)."""
     monkeypatch.setattr(engines, "_TIE_TOLERANCE", 1e6)
-    spec = userdict_spec("file")
+    spec = userdict_spec("file", mode=mode)
     texts = [t for t in TEXTS if "ok" in t or "xy" in t or "mp3" in t][:200]
     assert len(texts) > 50
     used = []
@@ -117,7 +120,7 @@ def test_a_near_tie_is_left_to_jieba(monkeypatch):
     engine = Segmenter(spec)
     lines = engine.cut_lines(texts)
     assert used  # jieba really cut them
-    reference = Segmenter(userdict_spec("file", engine="jieba"), engine.tokenizer)
+    reference = Segmenter(userdict_spec("file", mode=mode, engine="jieba"), engine.tokenizer)
     assert lines == [" ".join(reference.cut(t)) for t in texts]
 
 
