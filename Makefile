@@ -31,9 +31,11 @@ test-all: install
 	$(BIN)/python -m pytest -x -q -m ""
 
 bench: install
+	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/run_all.py
 
 bench-quick: install
+	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/run_all.py --quick
 
 clean:

@@ -10,12 +10,19 @@ output file: the stage runs end to end through the runner (plan + execute: input
 load probe, worker start-up, corpus.txt, the `datasets` dataset, manifest, verification) with
 its default engine and worker choice; the baseline initialises a fresh `jieba.Tokenizer()` and
 writes `" ".join(words)` a line. Sides alternate each repeat (fair to a drifting load), first
-on the idle machine (`segment_mb_per_s`), then again with a busy-loop process keeping one core
-busy during both sides (`segment_mb_per_s_loaded`). `identical_lines_pct`: the stage's lines
-equal to the baseline's.
+on the idle machine (`segment_mb_per_s`; the stage once more with `--workers 1`:
+`segment_mb_per_s_one_process`), then again with a busy-loop process keeping one core busy
+during both sides (`segment_mb_per_s_loaded`). `identical_lines_pct`: the stage's lines equal to
+the baseline's.
 
 The engine table cuts a 4 MB (1 MB) slice in one process with each engine in each mode (accurate /
 search, HMM on / off): MB/s against jieba in the same mode, and the share of lines identical to it.
+Beside the project's engines it has jieba-fast-dat (a C++ port of jieba) on jieba's own dict.txt,
+when installed (`pip install jieba-fast-dat`; otherwise listed as not run). Times there are the
+median over --repeats of this process's CPU seconds (one core's work, whatever else runs on the
+machine), engines in alternating order, each repeat on a freshly built engine (no cache carried
+over), built before the clock starts: dictionary loading, and numba loading its compiled code
+(about 0.4 s once a process), are not in the table but are in the stage figures.
 
 --verify proves identity instead of timing: every text of every set in --data-dir (corpora,
 chnsenticorp, book_review, smp2020-ewect, online_shopping_10_cats, waimai_10k: 30.8 MB) plus
@@ -26,12 +33,15 @@ in every mode, without a user dictionary and with one under each frequency polic
 from __future__ import annotations
 
 import csv
+import functools
 import itertools
+import logging
 import multiprocessing
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,7 +50,7 @@ import jieba
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from nlp_pipe import runner  # noqa: E402
-from nlp_pipe.text import engine_check  # noqa: E402
+from nlp_pipe.text import engine_check, engines  # noqa: E402
 from nlp_pipe.text.engines import ENGINES  # noqa: E402
 from nlp_pipe.text.segmenter import Segmenter, SegmenterSpec  # noqa: E402
 
@@ -76,9 +86,9 @@ def _clean(text: str) -> str:
     return text
 
 
-def run_stage(corpus: Path, out: Path) -> None:
-    """What `nlp-pipe segment --corpus CORPUS --out OUT --force` does."""
-    plan = runner.plan("segment", {}, {"corpus": [str(corpus)]}, out)
+def run_stage(corpus: Path, out: Path, workers: int = 0) -> None:
+    """What `nlp-pipe segment --corpus CORPUS --out OUT --force [--workers N]` does."""
+    plan = runner.plan("segment", {"workers": workers} if workers else {}, {"corpus": [str(corpus)]}, out)
     runner.execute(plan, force=True)
 
 
@@ -120,20 +130,22 @@ def check_dataset(artifact: Path, rows: int) -> None:
     print(f"dataset: {len(ds)} rows, columns {ds.column_names}, aligned with corpus.txt")
 
 
-def timed_sides(corpus: Path, tmp: Path, repeats: int, label: str) -> dict[str, list[tuple[float, float | None]]]:
-    """`repeats` runs of the stage and of the baseline, alternating which goes first."""
+def timed_sides(corpus: Path, tmp: Path, repeats: int, label: str,
+                sides: tuple[str, ...] = ("stage", "plain")) -> dict[str, list[tuple[float, float | None]]]:
+    """`repeats` runs of each side (the stage; `stage_1`, the stage in one process; the baseline),
+    alternating their order."""
     size = corpus.stat().st_size
-    runs: dict[str, list[tuple[float, float | None]]] = {"stage": [], "plain": []}  # (s, others' cores)
+    runs: dict[str, list[tuple[float, float | None]]] = {side: [] for side in sides}  # (s, others' cores)
     for r in range(repeats):
-        for side in (("stage", "plain") if r % 2 == 0 else ("plain", "stage")):
-            if side == "stage":
-                t, others, _ = common.timed(lambda: run_stage(corpus, tmp / "artifact"))
-                workers = _manifest_workers(tmp / "artifact")
+        for side in (sides if r % 2 == 0 else sides[::-1]):
+            if side.startswith("stage"):
+                t, others, _ = common.timed(lambda: run_stage(corpus, tmp / side, 1 if side == "stage_1" else 0))
+                workers = _manifest_workers(tmp / side)
             else:
                 t, others, _ = common.timed(lambda: run_plain(corpus, tmp / "plain.txt"))
                 workers = 1
             runs[side].append((t, others))
-            print(f"  {label} repeat {r + 1}: {side:5s} {t:6.2f} s  {size / 1e6 / t:5.2f} MB/s  {workers} process(es) "
+            print(f"  {label} repeat {r + 1}: {side:7s} {t:6.2f} s  {size / 1e6 / t:5.2f} MB/s  {workers} process(es) "
                   f"(other processes used {common.cores(others)} meanwhile)", flush=True)
     return runs
 
@@ -144,9 +156,9 @@ def _manifest_workers(artifact: Path) -> int:
     return json.loads((artifact / "manifest.json").read_text(encoding="utf-8"))["metrics"]["workers"]
 
 
-def engine_table(corpus: Path, megabytes: int) -> list[dict]:
-    """Each engine in each mode on the first `megabytes` of the corpus, in this process: MB/s and lines
-    identical to jieba's in the same mode (jieba's own row is the baseline)."""
+def engine_table(corpus: Path, megabytes: int, repeats: int) -> list[dict]:
+    """Each engine in each mode on the first `megabytes` of the corpus, in this process: MB/s (CPU time,
+    median of `repeats`) and lines identical to jieba's in the same mode (jieba's own row is the baseline)."""
     texts, size = [], 0
     with open(corpus, encoding="utf-8") as fh:
         for line in fh:
@@ -156,33 +168,74 @@ def engine_table(corpus: Path, megabytes: int) -> list[dict]:
                 if size >= megabytes * 1_000_000:
                     break
     rows = []
+    tokenizer = Segmenter(SegmenterSpec(engine="jieba")).tokenizer  # jieba's own row reuses its loaded dictionary
     for mode, hmm in engine_check.MODES:
-        base = SegmenterSpec(mode=mode, hmm=hmm, engine="jieba")
-        reference = None
-        for name in ENGINES:
-            segmenter = Segmenter(replace(base, engine=name))
-            t0 = time.perf_counter()
-            lines = [line for i in range(0, len(texts), TABLE_CHUNK) for line in segmenter.cut_lines(texts[i:i + TABLE_CHUNK])]
-            seconds = time.perf_counter() - t0
-            if reference is None:
-                reference = (lines, seconds)
-            same = sum(a == b for a, b in zip(lines, reference[0]))
-            rows.append({"engine": segmenter.engine.name, "mode": mode, "hmm": hmm, "mb_per_s": size / 1e6 / seconds,
-                         "speedup": reference[1] / seconds, "identical_pct": 100.0 * same / len(texts)})
-            print(f"  {mode:8s} HMM {'on ' if hmm else 'off'} {segmenter.engine.name:13s} {size / 1e6 / seconds:6.2f} MB/s "
-                  f"{reference[1] / seconds:5.1f}x  identical {100.0 * same / len(texts):7.3f}%", flush=True)
+        builders = _table_engines(SegmenterSpec(mode=mode, hmm=hmm), tokenizer)
+        seconds: dict[str, list[float]] = {name: [] for name in builders}
+        lines: dict[str, list[str]] = {}
+        for r in range(repeats):
+            for name in (list(builders) if r % 2 == 0 else list(builders)[::-1]):
+                cut_lines = builders[name]()
+                t0 = time.process_time()
+                lines[name] = [line for i in range(0, len(texts), TABLE_CHUNK) for line in cut_lines(texts[i:i + TABLE_CHUNK])]
+                seconds[name].append(time.process_time() - t0)
+        reference = common.median(seconds["jieba"])
+        for name in builders:
+            took = common.median(seconds[name])
+            same = sum(a == b for a, b in zip(lines[name], lines["jieba"]))
+            rows.append({"engine": name, "mode": mode, "hmm": hmm, "mb_per_s": size / 1e6 / took,
+                         "speedup": reference / took, "identical_pct": 100.0 * same / len(texts)})
+            print(f"  {mode:8s} HMM {'on ' if hmm else 'off'} {name:14s} {size / 1e6 / took:6.2f} MB/s "
+                  f"{reference / took:5.1f}x  identical {100.0 * same / len(texts):7.3f}%", flush=True)
     return rows
 
 
+def _table_engines(spec: SegmenterSpec, tokenizer) -> dict[str, Callable[[], Callable[[list[str]], list[str]]]]:
+    """{engine name: a builder of a fresh `cut_lines`} for the engine table; jieba first (the baseline)."""
+    builders: dict[str, Callable[[], Callable[[list[str]], list[str]]]] = {}
+    for name in ENGINES:
+        if engines.resolve(name) == name:  # a missing package is listed as not run, not timed as jieba
+            builders[name] = lambda name=name: Segmenter(replace(spec, engine=name),
+                                                         tokenizer if name == "jieba" else None).cut_lines
+    fast_dat = _jieba_fast_dat()
+    if fast_dat is not None:
+        cut = fast_dat.lcut_for_search if spec.mode == "search" else fast_dat.lcut
+        builders["jieba-fast-dat"] = lambda: lambda texts: [" ".join(w for w in cut(t, HMM=spec.hmm) if not w.isspace())
+                                                           for t in texts]
+    return builders
+
+
+@functools.cache
+def _jieba_fast_dat():
+    """jieba-fast-dat's tokenizer on jieba's own dict.txt (its default dictionary is a larger one, whose
+    words differ more), or None when it is not installed."""
+    try:
+        import jieba_fast_dat
+    except ImportError:
+        print("  jieba-fast-dat: not run (pip install jieba-fast-dat)")
+        return None
+    jieba_fast_dat.setLogLevel(logging.WARNING)
+    tokenizer = jieba_fast_dat.Tokenizer(str(Path(jieba.__file__).resolve().parent / jieba.DEFAULT_DICT_NAME))
+    tokenizer.initialize()
+    return tokenizer
+
+
+TABLE_ROWS = (*ENGINES, "jieba-fast-dat")
+
+
 def print_engine_table(rows: list[dict], megabytes: float) -> None:
-    print(f"\nengines, one process, {megabytes:.1f} MB: speed against jieba in the same mode, lines identical to jieba's")
+    print(f"\nengines, one process, {megabytes:.1f} MB: speed against jieba in the same mode (CPU time), "
+          "lines identical to jieba's")
     modes = [(m, h) for m, h in engine_check.MODES]
     print("| engine | " + " | ".join(f"{m}, HMM {'on' if h else 'off'} | identical" for m, h in modes) + " |")
     print("| --- |" + " --- | --- |" * len(modes))
-    for name in ENGINES:
+    for name in TABLE_ROWS:
         cells = []
         for m, h in modes:
-            row = next(r for r in rows if r["engine"] == name and r["mode"] == m and r["hmm"] == h)
+            row = next((r for r in rows if r["engine"] == name and r["mode"] == m and r["hmm"] == h), None)
+            if row is None:
+                cells += ["not run", "-"]
+                continue
             speed = f"{row['mb_per_s']:.2f} MB/s" if name == "jieba" else f"{row['speedup']:.1f}x"
             cells += [speed, "-" if name == "jieba" else f"{row['identical_pct']:.2f}%"]
         print(f"| {name} | " + " | ".join(cells) + " |")
@@ -202,9 +255,10 @@ def main() -> None:
         size = build_corpus(args, corpus, (QUICK_MB if args.quick else FULL_MB) * 1_000_000)
         print(f"corpus: {size / 1e6:.1f} MB, {sum(1 for _ in open(corpus, encoding='utf-8'))} lines; "
               f"load average {info['load_avg']}")
-        idle = timed_sides(corpus, tmp, args.repeats, "idle")
-        pct, rows = identical_pct(corpus, tmp / "artifact" / "corpus.txt", tmp / "plain.txt")
-        check_dataset(tmp / "artifact", rows)
+        idle = timed_sides(corpus, tmp, args.repeats, "idle", ("stage", "stage_1", "plain"))
+        pct, rows = identical_pct(corpus, tmp / "stage" / "corpus.txt", tmp / "plain.txt")
+        pct_1, _ = identical_pct(corpus, tmp / "stage_1" / "corpus.txt", tmp / "plain.txt")
+        check_dataset(tmp / "stage", rows)
         spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # keeps one core busy
         try:
             time.sleep(1.0)
@@ -213,12 +267,14 @@ def main() -> None:
             spinner.kill()
             spinner.wait()
         table_mb = QUICK_TABLE_MB if args.quick else TABLE_MB
-        table = engine_table(corpus, table_mb)
+        table = engine_table(corpus, table_mb, args.repeats)
     common.note_quiet_ratio(info, idle["stage"], idle["plain"], higher_is_better=False)
     figures = {
         "segment_mb_per_s": _throughput(size, idle),
+        "segment_mb_per_s_one_process": _throughput(size, idle, "stage_1"),
         "segment_mb_per_s_loaded": _throughput(size, loaded),
         "identical_lines_pct": common.figure(pct, "%"),
+        "identical_lines_pct_one_process": common.figure(pct_1, "%"),
     }
     jieba_speed = {(r["mode"], r["hmm"]): r["mb_per_s"] for r in table if r["engine"] == "jieba"}
     for r in table:
@@ -230,8 +286,8 @@ def main() -> None:
     common.report("segment", args, figures, info)
 
 
-def _throughput(size: int, runs: dict[str, list[tuple[float, float | None]]]) -> dict:
-    stage = size / 1e6 / common.median([t for t, _ in runs["stage"]])
+def _throughput(size: int, runs: dict[str, list[tuple[float, float | None]]], side: str = "stage") -> dict:
+    stage = size / 1e6 / common.median([t for t, _ in runs[side]])
     plain = size / 1e6 / common.median([t for t, _ in runs["plain"]])
     return common.figure(stage, "MB/s", plain)
 

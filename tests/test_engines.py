@@ -15,8 +15,8 @@ from conftest import FIXTURES, build, fixture_lines
 from nlp_pipe.core import manifest as manifests
 from nlp_pipe.core.errors import UserError
 from nlp_pipe.text import engines, segmenter
+from nlp_pipe.text import hmm as jieba_hmm
 from nlp_pipe.text.engine_check import MODES, compare, edge_case_texts, mode_pairs, userdict_spec
-from nlp_pipe.text.hmm import viterbi_words
 from nlp_pipe.text.segmenter import LoadProbe, Segmenter, SegmenterSpec, cut_parallel
 
 TEXTS = (fixture_lines("pos.txt") + fixture_lines("neg.txt") + fixture_lines("news.txt")
@@ -104,11 +104,14 @@ def test_search_mode_adds_the_dictionary_ngrams():
     assert exact[:6] == ["中华", "华人", "人民", "共和", "共和国", "中华人民共和国"]
 
 
-def test_a_near_tie_is_left_to_jieba(monkeypatch):
+@pytest.mark.parametrize("mode", ["accurate", "search"])
+def test_a_near_tie_is_left_to_jieba(monkeypatch, mode):
     """Route choices the adapter recomputes (an ASCII user word or its letters) within rounding of a tie
-    go to jieba itself: with an absurd tolerance every such choice does, and the words stay jieba's."""
+    go to jieba itself: with an absurd tolerance every such choice does, and the words stay jieba's
+    (in search mode jieba cuts in accurate mode and the adapter adds the n-grams once; sabotaged once:
+    a jieba fallback in search mode doubled them and this failed)."""
     monkeypatch.setattr(engines, "_TIE_TOLERANCE", 1e6)
-    spec = userdict_spec("file")
+    spec = userdict_spec("file", mode=mode)
     texts = [t for t in TEXTS if "ok" in t or "xy" in t or "mp3" in t][:200]
     assert len(texts) > 50
     used = []
@@ -117,7 +120,7 @@ def test_a_near_tie_is_left_to_jieba(monkeypatch):
     engine = Segmenter(spec)
     lines = engine.cut_lines(texts)
     assert used  # jieba really cut them
-    reference = Segmenter(userdict_spec("file", engine="jieba"), engine.tokenizer)
+    reference = Segmenter(userdict_spec("file", mode=mode, engine="jieba"), engine.tokenizer)
     assert lines == [" ".join(reference.cut(t)) for t in texts]
 
 
@@ -128,7 +131,9 @@ def test_viterbi_is_jiebas():
     texts += ["".join(rng.choice(chars) for _ in range(rng.randint(1, 12))) for _ in range(3000)]
     texts += ["鿖丂丄", "丂丄丅丆"]  # characters the HMM has never seen
     jieba_cut = getattr(finalseg, "__cut")
-    assert [viterbi_words(t) for t in texts] == [list(jieba_cut(t)) for t in texts]
+    # each text as a route of single-character steps, none a dictionary word: all of it goes to the HMM
+    cut = [jieba_hmm.cut("\x01".join(t), True, lambda buffer: False, False).split("\x01") for t in texts]
+    assert cut == [list(jieba_cut(t)) if len(t) > 1 else [t] for t in texts]
 
 
 @pytest.mark.parametrize("requested", ["auto", "rjieba"])
@@ -236,3 +241,55 @@ def test_rjiebas_builtin_dictionary_is_jiebas():
     assert default.ascii_words() == from_tokenizer.ascii_words()
     assert default.ascii_alnum_words() == from_tokenizer.ascii_alnum_words() == frozenset()
     assert default.log_total == from_tokenizer.log_total
+
+
+def _hostile_texts() -> list[str]:
+    """What a corpus rarely holds but the compiled HMM pass must still cut as jieba: long runs of words
+    jieba's dictionary lacks, digits and Latin glued into them, astral and other-script characters in
+    between, and the same runs again (anything remembered between texts must not change a word)."""
+    rng = random.Random(30)
+    rare = [chr(c) for c in range(0x4E00, 0x9FD6, 7)]  # mostly characters of no dictionary word
+    glue = ["3.5", "10.4.5", "5%", "x86_64", "a+b", "C++", "--", "._", "&", "#1", "2019-2020", "ok", "mp3", "1.5%"]
+    other = ["𠀀", "𪚥", "😀", "한국", "Привет", "ひら", "\u3000", " ", "\t", "é", "𝟘", "٣", "Ⅻ", "①"]
+    texts = []
+    for n in (2, 5, 40, 400, 5000):
+        texts.append("".join(rng.choice(rare) for _ in range(n)))
+        texts.append("".join(rng.choice(rare) + (rng.choice(glue) if rng.random() < 0.3 else "")
+                             + (rng.choice(other) if rng.random() < 0.1 else "") for _ in range(n)))
+    names = ["".join(rng.choice(rare) for _ in range(3)) for _ in range(30)]
+    texts += ["他叫" + rng.choice(names) + "，今年" + str(rng.randint(1, 99)) + "岁，住在" + rng.choice(names) + "村"
+              for _ in range(300)]
+    return texts + texts[:20]
+
+
+@pytest.mark.parametrize("policy", [None, "file"])
+def test_hostile_text_is_cut_as_jieba_cuts_it(policy):
+    """Sabotaged once: with the re_skip `\\.\\d+` step dropped from text.hmm, this fails on `3.5`."""
+    texts = _hostile_texts()
+    base = SegmenterSpec(engine="rjieba") if policy is None else userdict_spec(policy)
+    for label, engine, jieba_segmenter in mode_pairs(base):
+        result = compare(engine, jieba_segmenter, texts, chunk_rows=64)
+        assert result.identical == result.rows == len(texts), (label, result.examples)
+
+
+def test_what_the_engine_remembers_never_changes_a_word():
+    """The search n-grams are remembered per word and the force-split words per set: cutting texts in a
+    different order, again, or after Force_Split_Words changed (same size, other words: a cache keyed on
+    its size would miss that) gives jieba's words every time. Sabotaged once: keyed on the size, it fails."""
+    texts = _hostile_texts()[:60] + TEXTS[:300]
+    engine = Segmenter(SegmenterSpec(engine="rjieba", mode="search"))
+    jieba_segmenter = Segmenter(SegmenterSpec(engine="jieba", mode="search"))
+    expected = [" ".join(jieba_segmenter.cut(t)) for t in texts]
+    assert engine.cut_lines(texts) == expected
+    assert engine.cut_lines(texts[::-1]) == expected[::-1]
+    assert [" ".join(engine.cut(t)) for t in texts] == expected
+    accurate = Segmenter(SegmenterSpec(engine="rjieba"))
+    text = "他叫李小福，小明硕士毕业于中国科学院计算所"
+    hmm_words = [w for w in accurate.cut(text) if len(w) > 1 and not accurate.engine._has_word(w)]  # type: ignore[attr-defined]
+    assert len(hmm_words) >= 2, hmm_words
+    for word in hmm_words:
+        finalseg.Force_Split_Words.clear()
+        finalseg.Force_Split_Words.add(word)  # what a user word of frequency 0 does to every tokenizer
+        cut = accurate.cut(text)
+        assert word not in cut and cut == Segmenter(SegmenterSpec(engine="jieba"), jieba_segmenter.tokenizer).cut(text)
+        assert all(other in cut for other in hmm_words if other != word)

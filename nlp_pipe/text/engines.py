@@ -11,9 +11,9 @@ agrees on every line with the HMM off and differs on 1.25% of lines with it on, 
 2. jieba-rs's HMM tables are jieba's rounded to 6 decimals, which flips near-ties of the Viterbi.
 
 So the adapter asks rjieba only for what is proven identical (the dictionary route, HMM off) and
-does the HMM step in Python with jieba's own tables (`text.hmm`): the runs of single-character
-steps are found by one regex over the route's tokens, and only those runs are re-cut. Further
-details jieba and jieba-rs handle differently, and how each is met:
+does the HMM step itself with jieba's own tables, compiled (`text.hmm`): one pass over the route's
+tokens finds the runs of single-character steps, and only those runs are re-cut. Further details
+jieba and jieba-rs handle differently, and how each is met:
 
 - The route needs jieba's dictionary exactly: words of frequency 0 and jieba's peculiar total
   (`text.rjieba_dict` says how they are mirrored).
@@ -24,7 +24,8 @@ details jieba and jieba-rs handle differently, and how each is met:
   token such as `ok` may be a dictionary word or two steps. With the HMM on this matters (two
   steps form a buffer that jieba then cuts char by char): the route choice is recomputed from the
   dictionary frequencies; a choice within rounding distance of a tie is left to jieba itself.
-- Search mode adds the dictionary 2- and 3-grams of longer words in Python, after the exact cut.
+- Search mode adds the dictionary 2- and 3-grams of longer words in Python, after the exact cut
+  (remembered per word: the same long words come back all the time).
 
 `rjieba-native` is plain rjieba on the same dictionary: faster still, not identical with the HMM
 on; it is only used when asked for, and the segment stage then measures and reports its agreement.
@@ -42,10 +43,9 @@ from dataclasses import dataclass
 from typing import Protocol, cast
 
 import jieba
-from jieba import finalseg
 
 from ..core.errors import UserError
-from .hmm import cut_buffer
+from . import hmm as jieba_hmm
 from .rjieba_dict import RjiebaDictionary, is_jieba_dict_txt
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class EngineInfo:
 
 ENGINES = {
     "jieba": EngineInfo("jieba", "jieba", True, "jieba 0.42.1 itself (pure Python)"),
-    "rjieba": EngineInfo("rjieba", "rjieba", True, "jieba-rs route + jieba's own HMM: jieba's output, 4-12x faster"),
+    "rjieba": EngineInfo("rjieba", "rjieba", True, "jieba-rs route + jieba's own HMM, compiled: jieba's output, ~13x faster"),
     "rjieba-native": EngineInfo("rjieba-native", "rjieba", False, "plain jieba-rs: fastest, differs with the HMM on"),
 }
 ENGINE_CHOICES = ("auto", *ENGINES)
@@ -74,12 +74,8 @@ _HAN = "\u4E00-\u9FD5a-zA-Z0-9+#&._%\\-"  # jieba's re_han_default character cla
 # jieba-rs counts these as hanzi, jieba does not; surrogates cannot cross into Rust; \x00, \x01 and \x02
 # are the adapter's own separators. All are single tokens in jieba, so a text is split at them.
 _ODD = re.compile("([\u3400-\u4DBF\u9FD6-\u9FFF\uF900-\uFAFF\U00020000-\U0003FFFF\ud800-\udfff\x00\x01\x02])")
-_STEP = "(?:[a-zA-Z0-9]+|[\u4E00-\u9FD5+#&._%\\-])"  # a token made of single-character route steps
-_RUN = re.compile(f"\x01({_STEP}(?:\x01{_STEP})+)(?=\x01)")  # two or more in a row, between separators
 _BLOCK_CHARS = re.compile(f"[{_HAN}]+")
 _SURROGATE = re.compile("([\ud800-\udfff])")
-_WHITESPACE = re.compile(r"\s")
-_WHITESPACE_TOKEN = re.compile("\x01\\s+(?=\x01)")
 _ALNUM_TOKEN = re.compile("(?<=\x01)[a-zA-Z0-9]{2,}(?=\x01)")
 _TIE_TOLERANCE = 1e-13  # relative: 450x the rounding a sum of jieba's route can carry
 
@@ -164,9 +160,9 @@ class _NeedJieba(Exception):
 class RjiebaEngine:
     """rjieba's route and jieba's HMM, buffers and search n-grams: jieba's output (see the module doc).
 
-    Internally a cut is one string, the tokens joined by \\x01: the runs of single-character steps
-    are then found by one regex pass, and a whole chunk of texts (joined by \\x00, which ends a
-    block like any other non-hanzi character) goes through rjieba in one call."""
+    Internally a cut is one string, the route's tokens joined by \\x01, which `text.hmm` turns into
+    the words in one compiled pass; a whole chunk of texts (joined by \\x00, which ends a block like
+    any other non-hanzi character) goes through rjieba and that pass in one call each."""
 
     name = "rjieba"
 
@@ -177,47 +173,46 @@ class RjiebaEngine:
         self._has_word = dictionary.rjieba.has_word
         self._hmm = hmm
         self._search = search
-        self._fallback = jieba_fallback
-        self._memo: dict[str, str] = {}  # a run of steps -> \x01 + its words joined by \x01
-        self._force_split_seen = -1
+        self._fallback = jieba_fallback  # jieba in accurate mode: search n-grams are added here
+        self._grams: dict[str, str] = {}  # a long word -> its dictionary n-grams and itself, joined by spaces
         self._ascii_multi: frozenset[str] | None = None
         self._longest_ascii = 1
         if hmm:
             self._ascii_words_multi()  # now, so that forked workers inherit it
+        self.lines(["中文"])  # compiles (or loads) text.hmm's code now, before workers fork
 
     def words(self, text: str) -> list[str]:
         if _ODD.search(text):
-            words = self._around_odd(text)
-        else:
-            joined = self._joined(text)
-            words = joined.split("\x01") if joined else []
-        return self._search_grams(words) if self._search else words
+            return self._around_odd(text)
+        joined = self._joined(text, lines=False)
+        return joined.split("\x01") if joined else []
 
     def lines(self, texts: list[str]) -> list[str]:
         """Each text's words joined by spaces, whitespace tokens dropped; one rjieba call for them all
         (a text that needs care, holding the adapter's separators or odd characters, is cut on its own)."""
-        if self._search:
-            return [_line(self.words(t)) for t in texts]
         alone = [i for i, t in enumerate(texts) if not t or t.isspace() or _ODD.search(t)]
         if alone:
             single = {i: _line(self.words(texts[i])) for i in alone}
             rest = [t for i, t in enumerate(texts) if i not in single]
             others = iter(self.lines(rest) if rest else [])
             return [single[i] if i in single else next(others) for i in range(len(texts))]
-        joined = f"\x01{self._joined(chr(0).join(texts))}\x01"
-        if _WHITESPACE.search(joined):  # whitespace characters only ever form whitespace tokens
-            joined = _WHITESPACE_TOKEN.sub("", joined)
-        lines = joined[1:-1].replace("\x01", " ").split(" \x00 ")
+        lines = self._joined(chr(0).join(texts), lines=True).split("\x00")
         if len(lines) != len(texts):
             raise RuntimeError(f"cut {len(texts)} texts into {len(lines)} lines")
         return lines
 
-    def _joined(self, text: str) -> str:
-        """The tokens of `text` (free of odd characters) joined by \\x01."""
+    def _joined(self, text: str, lines: bool) -> str:
+        """jieba's words of `text` (free of odd characters) joined by \\x01, or (`lines`) the
+        segment stage's lines: joined by spaces, whitespace dropped, texts split at \\x00."""
+        hmm = self._hmm
         try:
-            return self._route(text)
+            route = self._route(text)
         except _NeedJieba:
-            return "\x01".join(self._fallback().words(text))
+            route, hmm = "\x01".join(self._fallback().words(text)), False
+        if not route:
+            return ""
+        joined = jieba_hmm.cut(route, hmm, self._has_word, lines)
+        return self._search_grams(joined, " " if lines else "\x01") if self._search else joined
 
     def _around_odd(self, text: str) -> list[str]:
         """Characters that end a block in jieba but not in jieba-rs are one token each; the text
@@ -227,38 +222,15 @@ class RjiebaEngine:
             if i % 2:
                 words.append(piece)
             elif piece:
-                words.extend(self._joined(piece).split("\x01"))
+                words.extend(self._joined(piece, lines=False).split("\x01"))
         return words
 
     def _route(self, text: str) -> str:
-        tokens = self._cut(text, False)
-        if not self._hmm or not tokens:
-            return "\x01".join(tokens)
-        joined = self._resolve_ascii(f"\x01{chr(1).join(tokens)}\x01")
-        parts = _RUN.split(joined)
-        if len(parts) > 1:
-            parts[1::2] = self._buffers(parts[1::2])
-        joined = "".join(parts)[1:-1]
-        return joined.replace("\x02", "") if "\x02" in joined else joined
-
-    def _buffers(self, runs: list[str]) -> list[str]:
-        """The words jieba makes of each buffer of single-character steps (`Tokenizer.__cut_DAG`)."""
-        force_split = finalseg.Force_Split_Words
-        if len(force_split) != self._force_split_seen:  # only grows, so its size tells a change
-            self._memo.clear()
-            self._force_split_seen = len(force_split)
-        memo = self._memo
-        found = list(map(memo.get, runs))
-        if None in found:
-            if len(memo) > 200_000:  # about 200 bytes each
-                memo.clear()
-            for i, words in enumerate(found):
-                if words is None:
-                    buffer = runs[i].replace("\x01", "")
-                    # a buffer that is itself a dictionary word stays single characters; otherwise the HMM
-                    cut = buffer if self._has_word(buffer) else cut_buffer(buffer, force_split)
-                    found[i] = memo[runs[i]] = "\x01" + "\x01".join(cut)
-        return cast(list[str], found)
+        """rjieba's HMM-off tokens joined by \\x01, ASCII tokens resolved (`_resolve_ascii`) when the HMM is on."""
+        joined = "\x01".join(self._cut(text, False))
+        if not self._hmm or not joined or not self._ascii_words_multi():
+            return joined
+        return self._resolve_ascii(f"\x01{joined}\x01")[1:-1]
 
     def _ascii_words_multi(self) -> frozenset[str]:
         if self._ascii_multi is None:
@@ -303,18 +275,27 @@ class RjiebaEngine:
             raise _NeedJieba
         return whole > singles
 
-    def _search_grams(self, words: list[str]) -> list[str]:
-        """`Tokenizer.cut_for_search`: before each word longer than 2 (3), its dictionary 2-grams (3-grams)."""
-        has_word = self._has_word
-        out: list[str] = []
-        for word in words:
-            n = len(word)
-            if n > 2:
-                out.extend(g for g in (word[i:i + 2] for i in range(n - 1)) if has_word(g))
-                if n > 3:
-                    out.extend(g for g in (word[i:i + 3] for i in range(n - 2)) if has_word(g))
-            out.append(word)
-        return out
+    def _search_grams(self, joined: str, sep: str) -> str:
+        """`Tokenizer.cut_for_search` on words joined by `sep`: before each word longer than 2 (3), its
+        dictionary 2-grams (3-grams)."""
+        memo, has_word = self._grams, self._has_word
+        pieces: list[str] = []
+        done = 0
+        spans = jieba_hmm.long_words(joined, sep)
+        for start, end in zip(spans[::2], spans[1::2]):
+            word = joined[start:end]
+            grams = memo.get(word)
+            if grams is None:
+                if len(memo) > 200_000:  # about 150 bytes each
+                    memo.clear()
+                found = [g for g in (word[i:i + 2] for i in range(end - start - 1)) if has_word(g)]
+                if end - start > 3:
+                    found += [g for g in (word[i:i + 3] for i in range(end - start - 2)) if has_word(g)]
+                grams = memo[word] = "".join(g + " " for g in found)
+            if grams:
+                pieces += (joined[done:start], grams if sep == " " else grams.replace(" ", sep))
+                done = start
+        return "".join(pieces) + joined[done:] if pieces else joined
 
 
 def _line(words: list[str]) -> str:

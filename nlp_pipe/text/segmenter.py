@@ -110,7 +110,7 @@ class Segmenter:
         if name == "rjieba-native":
             return engines.RjiebaNativeEngine(dictionary, self.spec.hmm, search)
         return engines.RjiebaEngine(dictionary, self.spec.hmm, search,
-                                    lambda: engines.JiebaEngine(self._jieba_tokenizer(), self.spec.hmm, search))
+                                    lambda: engines.JiebaEngine(self._jieba_tokenizer(), self.spec.hmm, search=False))
 
     def _jieba_tokenizer(self) -> jieba.Tokenizer:
         """jieba's tokenizer with the spec's dictionaries, built on first use."""
