@@ -32,6 +32,14 @@ for _key, _value in {
 
 import pytest  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
+from hypothesis import settings as hypothesis_settings  # noqa: E402
+
+# Hypothesis: `make test` (and CI) draws the same examples every run, so it passes or fails by the code,
+# not by chance; `make test-all` sets HYPOTHESIS_PROFILE=fresh for new draws. Whatever a fresh run finds
+# becomes an explicit @example on its test (the reproduction is printed with the failure).
+hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+hypothesis_settings.register_profile("fresh", derandomize=False, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 from nlp_pipe import runner  # noqa: E402
 from nlp_pipe.cli import main  # noqa: E402
