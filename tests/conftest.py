@@ -140,16 +140,22 @@ def die_after_first_checkpoint(monkeypatch) -> None:
 
 
 def assert_pipeline_agrees(artifact: Path, texts: list[str]) -> None:
-    """transformers.pipeline("text-classification") on a classifier artifact gives `nlp-pipe predict`'s labels."""
+    """transformers.pipeline("text-classification") on a classifier artifact gives `nlp-pipe predict`'s labels and
+    probabilities (within 1e-5; predict rounds to 6 decimals), on texts that get both labels: a classifier that
+    answers one label for everything would agree on labels while its probabilities could be anything."""
     import json
 
     from transformers import pipeline
 
     classify = pipeline("text-classification", model=str(artifact), device="cpu")
-    theirs = [r["label"] for r in classify(texts, truncation=True)]
+    theirs = classify(texts, truncation=True, top_k=None)
     file = Path(tempfile.mkdtemp(prefix="nlp-pipe-parity-")) / "texts.txt"
     file.write_text("\n".join(texts) + "\n", encoding="utf-8")
     result = run_cli("predict", artifact, "--file", file, "--json")
     assert result.code == 0, result.err
-    ours = [json.loads(line)["label"] for line in result.out.splitlines()]
-    assert theirs == ours, [(t, a, b) for t, a, b in zip(texts, theirs, ours) if a != b]
+    ours = [json.loads(line) for line in result.out.splitlines()]
+    assert len({o["label"] for o in ours}) > 1, f"one label for every text: {ours[0]['label']}"
+    assert [max(t, key=lambda r: r["score"])["label"] for t in theirs] == [o["label"] for o in ours]
+    for text, scores, record in zip(texts, theirs, ours):
+        assert {r["label"] for r in scores} == set(record["probabilities"]), text
+        assert all(abs(r["score"] - record["probabilities"][r["label"]]) <= 1e-5 for r in scores), (text, scores, record)
