@@ -7,8 +7,9 @@ stated bar on held-out data, where chance or a broken trainer does not.
 - word2vec: words of 3 groups share their group's contexts only; the stage's own similarity evaluation (pairs
   scored 1 within a group, 0 across) must give >= 0.95 of the Spearman a perfect split reaches (0.77 with these
   ties), and each word's nearest planted word is from its group;
-- pretraining: sentences of fixed 4-character idioms; the MLM loss on held-out documents must fall below the
-  fixture's unigram entropy (computed here from the tokens), the loss of the best predictor that ignores context;
+- pretraining: documents each written in one of 6 four-character "topics"; the MLM loss on held-out documents must
+  fall below 0.9 x the fixture's unigram entropy (computed here from the tokens), the loss of the best predictor
+  that ignores context;
 - task distillation: a student given the teacher's soft labels on many unlabelled texts agrees with the teacher on
   >= 0.85 of held-out texts and beats the same student fine-tuned on the few labelled texts alone.
 """
@@ -105,29 +106,37 @@ def test_word2vec_recovers_the_planted_groups(tmp_path):
     assert all(group_of[nearest[w]] == group_of[w] for w in group_of), nearest
 
 
-IDIOMS = ["春暖花开", "一心一意", "马到成功", "画蛇添足", "守株待兔", "对牛弹琴", "亡羊补牢", "杯弓蛇影",
-          "井底之蛙", "狐假虎威", "掩耳盗铃", "刻舟求剑"]
+TOPICS = ["春夏秋冬", "东南西北", "金木水火", "山川河海", "花草树木", "日月星云"]
 
 
-def test_pretraining_lowers_mlm_loss_below_the_unigram_entropy(tmp_path):
+def test_pretraining_lowers_mlm_loss_below_the_unigram_entropy(tmp_path, monkeypatch):
+    """Each document draws its characters from one of 6 topics of 4: context (the other characters of the block)
+    says the topic, so a model that reads it can reach ln 4 = 1.39 nats; one that ignores it, the unigram entropy
+    (ln 24 = 3.18 at most). Observed: 3.22 after 50 steps (the unigram plateau), 2.31 after 150."""
     from transformers import BertTokenizer
 
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # no thread count from the machine's load: the same float sums every run
     rng = random.Random(0)
-    docs = ["\n".join("".join(rng.sample(IDIOMS, 4)) + "。" for _ in range(4)) for _ in range(200)]
+    docs = []
+    for _ in range(150):
+        chars = rng.choice(TOPICS)
+        docs.append("\n".join("".join(rng.choices(chars, k=12)) + "。" for _ in range(8)))
     corpus = tmp_path / "docs.txt"
     corpus.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
     vocab = FIXTURES / "bert_zh" / "vocab.txt"
-    tokens = Counter(t for doc in docs for t in BertTokenizer(vocab=str(vocab)).tokenize(doc.replace("\n", "")))
+    tokenizer = BertTokenizer(vocab=str(vocab))
+    tokens = Counter(t for doc in docs for t in tokenizer.tokenize(doc.replace("\n", "")))
     total = sum(tokens.values())
     entropy = -sum(c / total * math.log(c / total) for c in tokens.values())  # nats, as the MLM loss
-    model = tmp_path / "tiny.json"
-    model.write_text(json.dumps({"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+    model = tmp_path / "small.json"
+    model.write_text(json.dumps({"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
                                  "max_position_embeddings": 64}), encoding="utf-8")
     out = tmp_path / "bert"
     build("pretrain", out, {"corpus": [str(corpus)], "tokenizer": str(vocab)}, model_config=str(model), max_seq_len=64,
-          steps=150, batch_size=16, lr=5e-3, warmup=0.1, log_every=50, eval_every=150, save_every=0, eval_docs=20,
-          precision="fp32", num_proc=1, seed=3, sentence_task="none", masking="token")
+          steps=150, batch_size=16, lr=3e-3, warmup=0.1, schedule="constant", weight_decay=0.0, log_every=50,
+          eval_every=150, save_every=0, eval_docs=20, precision="fp32", num_proc=1, seed=3, sentence_task="none",
+          masking="token")
     evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     evals = [r for r in evals if r["split"] == "eval"]
     assert evals[0]["mlm_loss"] > entropy  # it starts above (near ln of the vocabulary) ...
-    assert evals[-1]["mlm_loss"] < 0.8 * entropy, (evals[-1]["mlm_loss"], entropy)  # ... and ends well below
+    assert evals[-1]["mlm_loss"] < 0.9 * entropy, (evals[-1]["mlm_loss"], entropy)  # ... and ends below
