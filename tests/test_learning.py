@@ -140,3 +140,54 @@ def test_pretraining_lowers_mlm_loss_below_the_unigram_entropy(tmp_path, monkeyp
     evals = [r for r in evals if r["split"] == "eval"]
     assert evals[0]["mlm_loss"] > entropy  # it starts above (near ln of the vocabulary) ...
     assert evals[-1]["mlm_loss"] < 0.9 * entropy, (evals[-1]["mlm_loss"], entropy)  # ... and ends below
+
+
+def test_task_distilled_student_follows_its_teacher_and_beats_the_same_student_alone(planted, tmp_path, monkeypatch):
+    """The teacher (a tiny BERT fine-tuned on 200 planted rows) labels augmented copies of 16 rows; the distilled
+    student must agree with it on >= 0.85 of held-out texts and beat, by >= 0.2 accuracy, the same student shape
+    fine-tuned on the 16 labelled rows alone. Observed: agreement 1.0, 1.0 against 0.45 for the student alone."""
+    import numpy as np
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassification
+
+    from conftest import make_tiny_bert
+    from nlp_pipe import TextClassifier
+    from nlp_pipe.stages.distill import Config, _student_config
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    few = tmp_path / "seg_few"
+    build("segment", few, {"corpus": [write_tsv(tmp_path / "few.tsv", planted_texts(16, 4))]}, workers=1)
+    splits = {"dev": planted["dev"], "test": planted["test"]}
+    bert = make_tiny_bert(tmp_path / "bert")
+    teacher = tmp_path / "teacher"
+    build("finetune", teacher, {"checkpoint": bert, "train": planted["train"], **splits}, epochs=6, batch_size=8, lr=3e-3,
+          precision="fp32", patience=0, seed=1)
+    vectors = tmp_path / "w2v"
+    build("word2vec", vectors, {"corpus": planted["train"]}, vector_size=16, min_count=1, epochs=5, workers=1)
+    augmented = tmp_path / "aug"
+    build("augment", augmented, {"corpus": few, "mlm": bert, "vectors": vectors}, copies=12, p=0.4, top_k=5)
+    shape = tmp_path / "student.json"
+    shape.write_text(json.dumps({"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}),
+                     encoding="utf-8")
+    student = tmp_path / "student"
+    build("distill", student, {"teacher": teacher, "train": few, **splits, "augmented": augmented}, mode="task",
+          student_shape=str(shape), epochs=1, prediction_epochs=8, batch_size=8, lr=5e-3, precision="fp32", seed=1,
+          speed_batch=4, speed_seq_len=32)
+    torch.manual_seed(0)
+    init = tmp_path / "student_init"
+    BertForSequenceClassification(_student_config(AutoConfig.from_pretrained(teacher), Config(student_shape=str(shape)))) \
+        .save_pretrained(init)
+    AutoTokenizer.from_pretrained(teacher).save_pretrained(init)
+    alone = tmp_path / "alone"
+    build("finetune", alone, {"checkpoint": init, "train": few, **splits}, epochs=8, batch_size=8, lr=5e-3, precision="fp32",
+          patience=0, seed=1)
+
+    held_out = planted_texts(100, 5)
+    texts, gold = [t for _, t in held_out], np.array([label for label, _ in held_out])
+
+    def labels(model: Path) -> np.ndarray:
+        return np.array([label for label, _ in TextClassifier.load(model).predict_labels(texts)])
+
+    agreement = float((labels(student) == labels(teacher)).mean())
+    accuracy, alone_accuracy = float((labels(student) == gold).mean()), float((labels(alone) == gold).mean())
+    assert agreement >= 0.85 and accuracy >= alone_accuracy + 0.2, (agreement, accuracy, alone_accuracy)
