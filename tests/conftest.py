@@ -29,6 +29,10 @@ for _key, _value in {
     "TQDM_DISABLE": "1",
 }.items():
     os.environ[_key] = _value
+# One intra-op thread unless the caller chose: without OMP_NUM_THREADS the trainer probes the machine's load to
+# pick 1 or all cores, so two runs in one test (resume vs uninterrupted, 2 processes vs 1) could sum floats in
+# different orders on a busy machine. With it, every run does the same arithmetic whatever the load.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
