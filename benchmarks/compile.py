@@ -44,13 +44,10 @@ def batches(n: int, batch: int, seq: int) -> list[dict[str, torch.Tensor]]:
              "labels": torch.randint(0, 2, (batch,), generator=g)} for _ in range(n)]
 
 
-BACKEND = "inductor"
-
-
-def train_run(model, data, compiled: bool, loss_of) -> tuple[list[float], float, list[float]]:
+def train_run(model, data, compiled: bool, loss_of, backend: str = "inductor") -> tuple[list[float], float, list[float]]:
     model = copy.deepcopy(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    run = torch.compile(model, backend=BACKEND) if compiled else model
+    run = torch.compile(model, backend=backend) if compiled else model
     losses, times = [], []
     for batch in data:
         t0 = time.perf_counter()
@@ -63,9 +60,9 @@ def train_run(model, data, compiled: bool, loss_of) -> tuple[list[float], float,
     return losses, times[0], times[1:]
 
 
-def predict_run(model, data, compiled: bool) -> tuple[list[torch.Tensor], float, list[float]]:
+def predict_run(model, data, compiled: bool, backend: str = "inductor") -> tuple[list[torch.Tensor], float, list[float]]:
     model = copy.deepcopy(model).eval()
-    run = torch.compile(model, backend=BACKEND) if compiled else model
+    run = torch.compile(model, backend=backend) if compiled else model
     outs, times = [], []
     with torch.inference_mode():
         for batch in data:
@@ -94,8 +91,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     args = common.parse(p)
     info = common.machine()
-    global BACKEND
-    BACKEND = "eager" if args.smoke else BACKEND
+    backend = "eager" if args.smoke else "inductor"
     steps = common.pick(args, 3, 6, args.steps)
     layers, hidden = common.pick(args, (1, 32), (2, 64), (4, 256))
     figures: dict = {}
@@ -106,7 +102,7 @@ def main() -> None:
 
     model = bert(layers, hidden)
     data = batches(steps, *common.pick(args, (2, 16), (16, 64), (16, 64)))
-    compare("finetune", train_run(model, data, False, ce), train_run(model, data, True, ce), figures)
+    compare("finetune", train_run(model, data, False, ce), train_run(model, data, True, ce, backend), figures)
 
     from nlp_pipe.models.tinybert import Distiller
 
@@ -116,9 +112,9 @@ def main() -> None:
     def kd_loss(m, b):
         return m(**b)["loss"]
 
-    compare("distill", train_run(distiller, data, False, kd_loss), train_run(distiller, data, True, kd_loss), figures)
+    compare("distill", train_run(distiller, data, False, kd_loss), train_run(distiller, data, True, kd_loss, backend), figures)
     data = batches(steps, *common.pick(args, (2, 16), (32, 128), (32, 128)))
-    compare("predict", predict_run(model, data, False), predict_run(model, data, True), figures)
+    compare("predict", predict_run(model, data, False), predict_run(model, data, True, backend), figures)
     common.report("compile", args, figures, info)
 
 
