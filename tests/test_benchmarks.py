@@ -3,7 +3,7 @@
 --smoke runs a benchmark's --quick code path on tiny inputs it makes from tests/fixtures (benchmarks/common.py,
 `smoke_data`), so a moved name, a changed stage option or a broken import fails `make test` instead of the next
 `make bench`. The scripts share one working directory, so the pretrained model and teacher that finetune.py builds
-are fresh for distill.py. Times on 2 busy cores: most 3-15 s, finetune ~30 s, scale ~45 s (six process launches).
+are fresh for distill.py. About 100 s in all on 2 cores (scale ~30 s: six process launches; the rest 1-11 s each).
 """
 
 from __future__ import annotations
