@@ -27,8 +27,9 @@ lint: install
 test: lint
 	$(BIN)/python -m pytest -x -q
 
+# slow cases too, and hypothesis draws new examples (make test replays a fixed seed; see tests/conftest.py)
 test-all: install
-	$(BIN)/python -m pytest -x -q -m ""
+	HYPOTHESIS_PROFILE=fresh $(BIN)/python -m pytest -x -q -m ""
 
 bench: install
 	$(BIN)/python -m pip install -q -e '.[bench]'

@@ -1,6 +1,6 @@
 """`torch.compile` (inductor, what `--compile` / accelerate's dynamo_backend does) against eager, on CPU.
 
-    python benchmarks/compile.py [--quick] [--steps 20] [--out bench-compile.json]
+    python benchmarks/compile.py [--quick | --smoke] [--steps 20] [--out bench-compile.json]
 
 Three workloads with random ids (no data needed), fp32, the same seed on both sides:
 - finetune: a BertForSequenceClassification (4x256, vocabulary 21,128) training step, batch 16 x 64;
@@ -8,6 +8,8 @@ Three workloads with random ids (no data needed), fp32, the same seed on both si
 - predict: a BertForSequenceClassification forward under inference_mode, batch 32 x 128.
 Figures: steps/s after compiling (median of the timed steps), compile seconds (the first step), and
 the largest absolute difference of the losses (or logits) against eager: "identical" means 0.
+--smoke compiles with the `eager` backend (dynamo's graph capture without inductor's code generation, which
+alone takes minutes on a CPU): it checks the script, not inductor.
 pretrain was measured before (docs/performance.md: 0.76-0.79x).
 """
 
@@ -42,10 +44,10 @@ def batches(n: int, batch: int, seq: int) -> list[dict[str, torch.Tensor]]:
              "labels": torch.randint(0, 2, (batch,), generator=g)} for _ in range(n)]
 
 
-def train_run(model, data, compiled: bool, loss_of) -> tuple[list[float], float, list[float]]:
+def train_run(model, data, compiled: bool, loss_of, backend: str = "inductor") -> tuple[list[float], float, list[float]]:
     model = copy.deepcopy(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    run = torch.compile(model) if compiled else model
+    run = torch.compile(model, backend=backend) if compiled else model
     losses, times = [], []
     for batch in data:
         t0 = time.perf_counter()
@@ -58,9 +60,9 @@ def train_run(model, data, compiled: bool, loss_of) -> tuple[list[float], float,
     return losses, times[0], times[1:]
 
 
-def predict_run(model, data, compiled: bool) -> tuple[list[torch.Tensor], float, list[float]]:
+def predict_run(model, data, compiled: bool, backend: str = "inductor") -> tuple[list[torch.Tensor], float, list[float]]:
     model = copy.deepcopy(model).eval()
-    run = torch.compile(model) if compiled else model
+    run = torch.compile(model, backend=backend) if compiled else model
     outs, times = [], []
     with torch.inference_mode():
         for batch in data:
@@ -87,10 +89,11 @@ def compare(name: str, eager, compiled, figures: dict) -> None:
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=20)
-    args = p.parse_args()
+    args = common.parse(p)
     info = common.machine()
-    steps = 6 if args.quick else args.steps
-    layers, hidden = (2, 64) if args.quick else (4, 256)
+    backend = "eager" if args.smoke else "inductor"
+    steps = common.pick(args, 3, 6, args.steps)
+    layers, hidden = common.pick(args, (1, 32), (2, 64), (4, 256))
     figures: dict = {}
 
     def ce(m, b):
@@ -98,8 +101,8 @@ def main() -> None:
                                                  b["labels"])
 
     model = bert(layers, hidden)
-    data = batches(steps, 16, 64)
-    compare("finetune", train_run(model, data, False, ce), train_run(model, data, True, ce), figures)
+    data = batches(steps, *common.pick(args, (2, 16), (16, 64), (16, 64)))
+    compare("finetune", train_run(model, data, False, ce), train_run(model, data, True, ce, backend), figures)
 
     from nlp_pipe.models.tinybert import Distiller
 
@@ -109,9 +112,9 @@ def main() -> None:
     def kd_loss(m, b):
         return m(**b)["loss"]
 
-    compare("distill", train_run(distiller, data, False, kd_loss), train_run(distiller, data, True, kd_loss), figures)
-    data = batches(steps, 32, 128)
-    compare("predict", predict_run(model, data, False), predict_run(model, data, True), figures)
+    compare("distill", train_run(distiller, data, False, kd_loss), train_run(distiller, data, True, kd_loss, backend), figures)
+    data = batches(steps, *common.pick(args, (2, 16), (32, 128), (32, 128)))
+    compare("predict", predict_run(model, data, False), predict_run(model, data, True, backend), figures)
     common.report("compile", args, figures, info)
 
 

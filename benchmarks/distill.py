@@ -1,7 +1,7 @@
 """TinyBERT-4 distilled from the fine-tuned ChnSentiCorp classifier, with and without augmentation, against
 the same student shape fine-tuned directly; and the CPU speed-up of TinyBERT-4 over a BERT-base shape.
 
-    python benchmarks/distill.py [--quick] [--out bench-distill.json] [--teacher DIR] [--pretrained DIR] [--work DIR]
+    python benchmarks/distill.py [--quick | --smoke] [--out bench-distill.json] [--teacher DIR] [--pretrained DIR] [--work DIR]
 
 Without --teacher / --pretrained, both are built first (benchmarks/finetune.py's classifier and
 pipelines/pretrain_bert.yaml's BERT-mini, under runs/bench/) and reused while fresh.
@@ -40,6 +40,7 @@ import finetune as finetune_bench  # noqa: E402
 from textcnn import stage, vectors  # noqa: E402
 
 import common  # noqa: E402
+from nlp_pipe.core import manifest as manifests  # noqa: E402
 from nlp_pipe.metrics.throughput import texts_per_second  # noqa: E402
 from nlp_pipe.models.int8 import quantize_int8  # noqa: E402
 from nlp_pipe.models.tinybert import student_config  # noqa: E402
@@ -53,12 +54,13 @@ def speed(args) -> dict[str, float]:
     tiny = student_config(base, "tinybert4")
     torch.manual_seed(0)
     out = {}
+    batch, seq, repeats = common.pick(args, (2, 16, 1), (32, 128, 3), (32, 128, 5))
     for name, config in (("base", base), ("tiny4", tiny)):
         model = BertForSequenceClassification(config).eval()
-        out[name] = texts_per_second(model, 32, 128, repeats=3 if args.quick else 5, threads=args.threads)
+        out[name] = texts_per_second(model, batch, seq, repeats=repeats, threads=args.threads)
         if name == "tiny4":
-            out["tiny4_int8"] = texts_per_second(quantize_int8(model), 32, 128, vocab_size=21128,
-                                                    repeats=3 if args.quick else 5, threads=args.threads)
+            out["tiny4_int8"] = texts_per_second(quantize_int8(model), batch, seq, vocab_size=21128,
+                                                    repeats=repeats, threads=args.threads)
         print(f"{name:6s} {sum(p.numel() for p in model.parameters()) / 1e6:6.1f}M params  {out[name]:7.1f} texts/s", flush=True)
         del model
     print(f"tiny4 int8      {out['tiny4_int8']:7.1f} texts/s")
@@ -77,8 +79,21 @@ def head(source: Path, copy: Path, lines: int | None) -> Path:
     return copy
 
 
-def student_init(work: Path, teacher: Path) -> Path:
-    """A random TinyBERT-4 classifier checkpoint (the teacher's tokenizer and head count) for the direct baseline."""
+SMOKE_STUDENT = {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128}  # --smoke: TinyBERT-4's 4x312 costs a minute
+
+
+def student_shape(args, work: Path) -> str:
+    """tinybert4, or with --smoke a JSON file of a smaller student."""
+    if not args.smoke:
+        return "tinybert4"
+    path = work / "smoke_student.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(SMOKE_STUDENT), encoding="utf-8")
+    return str(path.resolve())
+
+
+def student_init(work: Path, teacher: Path, shape: str) -> Path:
+    """A random student classifier checkpoint (the teacher's tokenizer and head count) for the direct baseline."""
     from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassification
 
     from nlp_pipe.stages.distill import Config, _student_config
@@ -86,7 +101,8 @@ def student_init(work: Path, teacher: Path) -> Path:
     out = work / "tiny4_random"
     if not (out / "config.json").exists():
         torch.manual_seed(0)
-        BertForSequenceClassification(_student_config(AutoConfig.from_pretrained(teacher), Config())).save_pretrained(out)
+        BertForSequenceClassification(_student_config(AutoConfig.from_pretrained(teacher),
+                                                      Config(student_shape=shape))).save_pretrained(out)
         AutoTokenizer.from_pretrained(teacher).save_pretrained(out)
     return out
 
@@ -95,23 +111,28 @@ def main() -> None:
     args = _args()
     info = common.machine()
     args.pretrained = args.pretrained or common.pretrained(args)
-    finetune_args = argparse.Namespace(data_dir=args.data_dir, quick=args.quick, checkpoint=args.pretrained, work=None)
+    finetune_args = argparse.Namespace(data_dir=args.data_dir, quick=args.quick, smoke=args.smoke, checkpoint=args.pretrained,
+                                       work=None)
     args.teacher = args.teacher or finetune_bench.classifier(finetune_args)
-    quick_or_full = {"copies": (1, 2), "prediction_epochs": (1.0, 2.0), "direct_epochs": (2.0, 3.0)}
-    for key, (quick, full) in quick_or_full.items():
+    sizes = {"copies": (1, 1, 2), "prediction_epochs": (1.0, 1.0, 2.0), "direct_epochs": (1.0, 2.0, 3.0)}
+    for key, size in sizes.items():
         if getattr(args, key) is None:
-            setattr(args, key, quick if args.quick else full)
+            setattr(args, key, common.pick(args, *size))
+    if args.smoke:
+        args.max_seq_len = 32
     for path in (args.teacher, args.pretrained):
         if not (path / "manifest.json").exists() and not (path / "config.json").exists():
             sys.exit(f"error: {path} is neither an artifact nor a model directory")
     work = args.work or common.bench_dir(args, "distill")
-    fast = {"speed_batch": 8, "speed_seq_len": 64}  # the stage's own speed table; the figure is measured below
+    # the stage's own speed table; the figure is measured below
+    fast = {"speed_batch": common.pick(args, 2, 8, 8), "speed_seq_len": common.pick(args, 16, 64, 64)}
     splits = finetune_bench.segments(finetune_args)  # the teacher's split, and its word vectors for augment
     vec = vectors(args, finetune_bench.work_dir(finetune_args))
     general = work / "general"
     reviews = head(common.data_path(args, "corpora", "book_review_cls.txt"), work / "general_corpus.tsv",
                    1000 if args.quick else args.general_rows)
-    stage("distill", {"mode": "general", "student_shape": "tinybert4", "lr": 3e-4, "eval_docs": 100, "epochs": 1,
+    shape = student_shape(args, work)
+    stage("distill", {"mode": "general", "student_shape": shape, "lr": 3e-4, "eval_docs": 100, "epochs": 1,
                       "batch_size": 32, "max_seq_len": args.max_seq_len, "format": "tsv", "header": False,
                       "text_column": "1", "label_column": "none", **fast},
           {"teacher": str(args.pretrained), "corpus": [str(reviews)]}, general)
@@ -128,7 +149,7 @@ def main() -> None:
         print(f"distilled ({name}): student test acc {m['student_test_accuracy']:.4f}, teacher {m['teacher_test_accuracy']:.4f}, "
               f"retention {m['retention']:.1%}, int8 {m['int8_test_accuracy']:.4f}", flush=True)
     direct = stage("finetune", {"epochs": args.direct_epochs, "batch_size": 32, "lr": 1e-4, "max_seq_len": args.max_seq_len},
-                   {"checkpoint": str(student_init(work, args.teacher)), **splits}, work / "direct")["metrics"]
+                   {"checkpoint": str(student_init(work, args.teacher, shape)), **splits}, work / "direct")["metrics"]
     print(f"direct (no distillation): test acc {direct['test_accuracy']:.4f}")
     n_test = sum(map(sum, json.loads((work / "direct" / "metrics.json").read_text(encoding="utf-8"))["test"]["confusion_matrix"]))
     for name in ("aug", "no_aug"):
@@ -140,12 +161,15 @@ def main() -> None:
               for name, d in (("aug", "task_aug"), ("direct", "direct"))}
     speeds = speed(args)
     teacher_acc = results["aug"]["teacher_test_accuracy"]
+    # the students learn from the pretrained model (general distillation, augment's MLM) and its fine-tuned teacher
+    small = finetune_bench.too_small(finetune_bench.checkpoint_info(args.pretrained, manifests.read_manifest(args.pretrained) or {}))
     figures = {
-        "student_test_accuracy": common.figure(results["aug"]["student_test_accuracy"], "accuracy", teacher_acc),
-        "student_test_accuracy_no_aug": common.figure(results["no_aug"]["student_test_accuracy"], "accuracy", teacher_acc),
-        "direct_student_test_accuracy": common.figure(direct["test_accuracy"], "accuracy", teacher_acc),
-        "int8_student_test_accuracy": common.figure(results["aug"]["int8_test_accuracy"], "accuracy", teacher_acc),
-        **({"student_test_accuracy_unseen": common.figure(unseen["aug"]["accuracy"], "accuracy", unseen["direct"]["accuracy"])}
+        "student_test_accuracy": common.figure(results["aug"]["student_test_accuracy"], "accuracy", teacher_acc, small),
+        "student_test_accuracy_no_aug": common.figure(results["no_aug"]["student_test_accuracy"], "accuracy", teacher_acc, small),
+        "direct_student_test_accuracy": common.figure(direct["test_accuracy"], "accuracy", teacher_acc, small),
+        "int8_student_test_accuracy": common.figure(results["aug"]["int8_test_accuracy"], "accuracy", teacher_acc, small),
+        **({"student_test_accuracy_unseen": common.figure(unseen["aug"]["accuracy"], "accuracy", unseen["direct"]["accuracy"],
+                                                          small)}
            if unseen["aug"] and unseen["direct"] else {}),
         "cpu_speedup_base_to_tiny4": common.figure(speeds["tiny4"], "texts/s", speeds["base"]),
         "cpu_speedup_int8": common.figure(speeds["tiny4_int8"], "texts/s", speeds["base"]),
@@ -170,7 +194,7 @@ def _args():
     p.add_argument("--direct-epochs", type=float, default=None,
                    help="epochs of the direct fine-tuning baseline (default 3; 2 with --quick)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads for the speed figure")
-    return p.parse_args()
+    return common.parse(p)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Vocabulary expansion on a domain corpus: fewer tokens per text, and which start for the new rows
 continues pretraining better (init mean-chars against init random).
 
-    python benchmarks/expand.py [--quick] [--out bench-expand.json] [--category 酒店] [--checkpoint DIR]
+    python benchmarks/expand.py [--quick | --smoke] [--out bench-expand.json] [--category 酒店] [--checkpoint DIR]
 
 Domain: one category of online_shopping_10_cats (default 酒店, hotel reviews), shuffled with a fixed
 seed and split into train texts and held-out texts. Base checkpoint: --checkpoint (any local BERT
@@ -38,9 +38,9 @@ import common  # noqa: E402
 from nlp_pipe import runner  # noqa: E402
 
 SEQ = 128
-SIZES = {  # quick / full
-    "texts": (3000, 10000), "heldout": (300, 1000), "base_steps": (100, 400), "steps": (20, 200),
-    "batch": (16, 32), "min_freq": (10, 20),
+SIZES = {  # smoke / quick / full
+    "texts": (300, 3000, 10000), "heldout": (40, 300, 1000), "base_steps": (4, 100, 400), "steps": (4, 20, 200),
+    "batch": (4, 16, 32), "min_freq": (3, 10, 20),
 }
 
 
@@ -49,8 +49,8 @@ def main() -> None:
     p.add_argument("--category", default="酒店", help="online_shopping_10_cats category (default: 酒店, hotel reviews)")
     p.add_argument("--checkpoint", type=Path, help="start from this BERT directory instead of training a tiny one")
     p.add_argument("--max-words", type=int, default=1000, help="expand's max_words")
-    args = p.parse_args()
-    size = {k: v[0] if args.quick else v[1] for k, v in SIZES.items()}
+    args = common.parse(p)
+    size = {k: common.pick(args, *v) for k, v in SIZES.items()}
     info = common.machine()
     t_start = time.perf_counter()
     train, heldout = domain_texts(args, size)

@@ -2,6 +2,7 @@
 
     python benchmarks/gpu.py [--out bench-gpu.json]            # one GPU: about 5 minutes on an H200
     python benchmarks/gpu.py --quick --out bench-gpu.json      # CPU, tiny shapes: a check that it all runs
+    python benchmarks/gpu.py --smoke                           # the same as --quick
 
 Figures (nothing is downloaded; models are random, data is synthetic token ids of full 128-token blocks):
 - pretrain_tokens_per_s / pretrain_mfu: BERT-base 12x768 (vocabulary 21,128, sequence 128) through the
@@ -220,6 +221,8 @@ def main() -> None:
     figures["parity_max_relative_difference"] = common.figure(checked["max_relative_difference"], "relative", 1e-3)
     info["parity"] = checked
     info["peak_bf16_tflops"] = peak
+    if device == "cpu":  # tiny shapes on a CPU: nothing to compare with a GPU's figures
+        figures = {k: {**f, "smoke": "CPU, tiny shapes"} for k, f in figures.items()}
     common.report("gpu", args, figures, info)
     if not checked["ok"]:
         sys.exit(f"parity failed: losses differ by {checked['max_relative_difference']:.2e} (relative) between devices")
@@ -229,7 +232,7 @@ def _args():
     p = common.parser("GPU check: pretraining MFU, fine-tuning and inference speed, GPU/CPU loss parity")
     p.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak of the GPU, for MFU (default: known H100/H200/A100)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile run")
-    return p.parse_args()
+    return common.parse(p)
 
 
 if __name__ == "__main__":

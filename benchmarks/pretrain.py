@@ -1,6 +1,6 @@
 """Pretraining throughput: the `pretrain` stage against the standard HuggingFace MLM recipe, same run.
 
-    python benchmarks/pretrain.py [--data-dir ../shared/data] [--quick] [--out bench-pretrain.json]
+    python benchmarks/pretrain.py [--data-dir ../shared/data] [--quick | --smoke] [--out bench-pretrain.json]
 
 Both sides train BERT mini (4 layers x 256, Google's 21,128-token Chinese vocabulary), sequences of
 128, batch 32, the same number of AdamW steps with the same warmup/linear schedule, on the same
@@ -46,10 +46,11 @@ CASES = [
 
 
 def main() -> None:
-    args = common.parser(__doc__.splitlines()[0]).parse_args()
+    args = common.parse(common.parser(__doc__.splitlines()[0]))
     vocab = common.data_path(args, "vocab", "google_zh_vocab.txt")
     info = common.machine()
-    steps, repeats, cases = (10, 1, CASES[:1]) if args.quick else (30, 2, CASES)
+    steps, repeats, cases = common.pick(args, (10, 1, CASES[:1]), (10, 1, CASES[:1]), (30, 2, CASES))
+    batch = common.pick(args, 2, BATCH, BATCH)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     runs: dict[tuple[str, str, str], list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-pretrain-") as tmp:
@@ -63,13 +64,13 @@ def main() -> None:
                     lines[corpus_name] = _line_by_line(corpus, tokenizer_dir)
                 stage_key, hf_key = ("stage", corpus_name, stage_precision), ("hf", corpus_name, hf_precision)
                 if len(runs.get(stage_key, [])) <= r:
-                    runs.setdefault(stage_key, []).append(_stage(corpus, tokenizer_dir, work, stage_precision, steps))
+                    runs.setdefault(stage_key, []).append(_stage(corpus, tokenizer_dir, work, stage_precision, steps, batch))
                 if len(runs.get(hf_key, [])) <= r:
-                    runs.setdefault(hf_key, []).append(_hf(lines[corpus_name], tokenizer_dir, hf_precision, steps))
+                    runs.setdefault(hf_key, []).append(_hf(lines[corpus_name], tokenizer_dir, hf_precision, steps, batch))
                 print(f"repeat {r + 1}/{repeats} {name}: stage {runs[stage_key][-1]['tokens_per_s']:,.0f} tok/s, "
                       f"HF {runs[hf_key][-1]['tokens_per_s']:,.0f} tok/s, load {os.getloadavg()[0]:.2f}", flush=True)
     info["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
-    info.update(steps=steps, repeats=repeats, batch=BATCH, seq_len=SEQ,
+    info.update(steps=steps, repeats=repeats, batch=batch, seq_len=SEQ,
                 runs={"/".join(key): values for key, values in runs.items()})
     common.report("pretrain", args, _figures(runs, cases), info)
 
@@ -104,11 +105,11 @@ def _tokenizer(vocab: Path, work: Path) -> Path:
     return out
 
 
-def _stage(corpus: Path, tokenizer_dir: Path, work: Path, precision: str, steps: int) -> dict:
+def _stage(corpus: Path, tokenizer_dir: Path, work: Path, precision: str, steps: int, batch: int) -> dict:
     """One stage run through the runner; the blocks cache is built by the first run and reused."""
     from nlp_pipe import runner
 
-    config = {"size": "mini", "max_seq_len": SEQ, "batch_size": BATCH, "steps": steps, "sentence_task": "none",
+    config = {"size": "mini", "max_seq_len": SEQ, "batch_size": batch, "steps": steps, "sentence_task": "none",
               "precision": precision, "eval_docs": 0, "save_every": 0, "eval_every": 0, "log_every": WINDOW,
               "lr": 1e-4, "warmup": 0.1}
     plan = runner.plan("pretrain", config, {"corpus": [corpus], "tokenizer": tokenizer_dir}, work / "stage")
@@ -132,7 +133,7 @@ def _line_by_line(corpus: Path, tokenizer_dir: Path):
                   batched=True, remove_columns=["text"], desc="line by line")
 
 
-def _hf(data, tokenizer_dir: Path, precision: str, steps: int) -> dict:
+def _hf(data, tokenizer_dir: Path, precision: str, steps: int, batch: int) -> dict:
     """transformers/examples/pytorch/language-modeling/run_mlm_no_trainer.py, its training loop."""
     import torch
     from accelerate import Accelerator
@@ -148,7 +149,7 @@ def _hf(data, tokenizer_dir: Path, precision: str, steps: int) -> dict:
     model = BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=256, num_hidden_layers=4,
                                        num_attention_heads=4, intermediate_size=1024))
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
-    loader = DataLoader(data, shuffle=True, collate_fn=collator, batch_size=BATCH)
+    loader = DataLoader(data, shuffle=True, collate_fn=collator, batch_size=batch)
     no_decay = ["bias", "LayerNorm.weight"]
     groups = [{"params": [p for n, p in model.named_parameters() if not any(nd in n for nd in no_decay)], "weight_decay": 0.01},
               {"params": [p for n, p in model.named_parameters() if any(nd in n for nd in no_decay)], "weight_decay": 0.0}]

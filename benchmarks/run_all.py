@@ -1,6 +1,6 @@
 """Every benchmark, end to end on a fresh clone, and one summary of all their figures.
 
-    python benchmarks/run_all.py [--quick] [--data-dir ../shared/data] [--only segment,textcnn]
+    python benchmarks/run_all.py [--quick | --smoke] [--data-dir ../shared/data] [--only segment,textcnn]
     make bench          # the full run: an estimated 3-4 hours on 2 idle CPU cores (not yet timed end to end;
                         # from the quick run's step times: distill ~70 min, finetune and textcnn ~35 each,
                         # pretraining 300 steps ~23)
@@ -14,6 +14,10 @@ skips them as fresh. Writes runs/bench/summary.md and summary.json: every figure
 and unit, the bar it is held to (marked when missed, never hidden), the machine (cores, load during the run,
 GPU if any) and the commit. A benchmark that cannot run here (no GPU, a missing package, missing data) says
 so in the summary; the others still run, and this script exits 0 unless one of them failed.
+A figure whose model is too small to mean anything (a benchmark marks it `smoke`, e.g. BERT after --quick's
+10 pretraining steps; every figure of --smoke) is listed apart, under "Smoke figures", and held to no bar.
+`--smoke` runs every benchmark's smoke mode (tiny inputs made in the run; tests/test_benchmarks.py runs them
+one by one in `make test`).
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ NEEDS_GPU = {"gpu"}
 
 def main() -> None:
     args = _args()
-    mode = "quick" if args.quick else "full"
+    mode = common.pick(args, "smoke", "quick", "full")
     names = [n for n in ORDER if not args.only or n in args.only.split(",")]
     out_dir = common.BENCH_RUNS / mode
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -68,8 +72,9 @@ def main() -> None:
     summary = {"mode": mode, "started": started.isoformat(timespec="seconds"), "commit": _commit(),
                "machine": {**common.machine(), "load_avg_during_run": [round(x, 2) for x in loads], "gpu": _gpu()},
                "benchmarks": rows}
-    (common.BENCH_RUNS / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (common.BENCH_RUNS / "summary.md").write_text(markdown(summary), encoding="utf-8")
+    where = out_dir if args.smoke else common.BENCH_RUNS  # a smoke run leaves the real summary alone
+    (where / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (where / "summary.md").write_text(markdown(summary), encoding="utf-8")
     print(markdown(summary))
     sys.exit(1 if failed else 0)
 
@@ -79,7 +84,9 @@ def run_one(name: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     if name in NEEDS_GPU and not _gpu():
         return {"name": name, "status": "not run: no GPU on this machine", "seconds": 0.0, "figures": {}}
     command = [sys.executable, str(HERE / f"{name}.py"), "--data-dir", str(args.data_dir), "--out", str(out)]
-    if args.quick:
+    if args.smoke:
+        command.append("--smoke")
+    elif args.quick:
         command.append("--quick")
     out.unlink(missing_ok=True)
     done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
@@ -94,7 +101,7 @@ def run_one(name: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 
 def judge(name: str, key: str, figure: dict[str, Any]) -> dict[str, Any]:
-    if (name, key) not in BARS:
+    if (name, key) not in BARS or figure.get("smoke"):
         return {}
     which, op, bar, source = BARS[(name, key)]
     value = figure.get(which)
@@ -108,14 +115,23 @@ def markdown(summary: dict[str, Any]) -> str:
              f"Started {summary['started']}, commit `{(summary['commit'] or 'unknown')[:12]}`; {m['cpus_usable']} cores "
              f"({m['cpu_model']}), load average during the run {m['load_avg_during_run']}, GPU: {m['gpu'] or 'none'}.", "",
              "| benchmark | figure | value | baseline | ratio | unit | bar |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    smoke = []
     for row in summary["benchmarks"]:
         if row["status"] != "ran":
             lines.append(f"| {row['name']} | {row['status']} | | | | | |")
             continue
         for key, f in row["figures"].items():
+            if f.get("smoke"):
+                smoke.append(f"| {row['name']} | {key} | {_num(f['value'])} | {_num(f.get('baseline'))} | {f['unit']} | {f['smoke']} |")
+                continue
             bar = "" if "bar" not in f else f"{'met' if f['met'] else '**MISSED**'}: {f['bar']}"
             lines.append(f"| {row['name']} | {key} | {_num(f['value'])} | {_num(f.get('baseline'))} | "
                          f"{_num(f.get('ratio'), 'x')} | {f['unit']} | {bar} |")
+    if smoke:
+        lines += ["", "## Smoke figures", "",
+                  "Not results: the model behind each is too small to mean anything; they show that the path runs.", "",
+                  "| benchmark | figure | value | baseline | unit | why a smoke figure |", "| --- | --- | --- | --- | --- | --- |",
+                  *smoke]
     return "\n".join(lines) + "\n"
 
 
@@ -144,6 +160,7 @@ def _args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Run every benchmark and write runs/bench/summary.{md,json}")
     p.add_argument("--data-dir", type=Path, default=Path("../shared/data"), help="the shared data sets")
     p.add_argument("--quick", action="store_true", help="every benchmark at --quick sizes (about 18 minutes on 2 idle cores)")
+    p.add_argument("--smoke", action="store_true", help="every benchmark's --smoke mode: tiny inputs made in the run, no data needed")
     p.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(ORDER)}")
     p.add_argument("--timeout", type=float, default=4 * 3600, help="seconds a single benchmark may take")
     return p.parse_args()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -69,7 +70,7 @@ def processes_of(out: Path) -> int:
     return int(json.loads((out / "manifest.json").read_text(encoding="utf-8"))["processes"])
 
 
-def compare_stage(name: str, args_for, size_mb: float, repeats: int, work: Path) -> dict:
+def compare_stage(name: str, args_for, size_mb: float, repeats: int, work: Path, launch_cost: bool = True) -> dict:
     times: dict[int, list[float]] = {1: [], 2: []}
     loads: list[float | None] = []
     for r in range(repeats):
@@ -81,7 +82,8 @@ def compare_stage(name: str, args_for, size_mb: float, repeats: int, work: Path)
     built = {p: float(json.loads((work / f"{name}{p}" / "manifest.json").read_text(encoding="utf-8"))["wall_time_s"])
              for p in (1, 2)}
     # what a launch costs before any row is read: the same command on the now fresh artifact (skipped)
-    fixed = {p: run(p, *[a for a in args_for(work / f"{name}{p}") if a != "--force"])[0] for p in (1, 2)}
+    fixed = {p: run(p, *[a for a in args_for(work / f"{name}{p}") if a != "--force"])[0] if launch_cost else math.nan
+             for p in (1, 2)}
     identical = digests(work / f"{name}1") == digests(work / f"{name}2")
     recorded = [processes_of(work / f"{name}{p}") for p in (1, 2)]
     print(f"{name}: 1 process {common.median(times[1]):.2f} s, 2 processes {common.median(times[2]):.2f} s, "
@@ -95,7 +97,7 @@ def compare_stage(name: str, args_for, size_mb: float, repeats: int, work: Path)
             f"{name}_others_cores": common.figure(common.median([x or 0.0 for x in loads]), "cores busy with other work")}
 
 
-def pretrain_speed(work: Path, corpus: Path, vocab: Path) -> dict:
+def pretrain_speed(work: Path, corpus: Path, vocab: Path, steps: int) -> dict:
     small = work / "pretrain_corpus.txt"
     with open(corpus, encoding="utf-8") as src, open(small, "w", encoding="utf-8") as dst:
         dst.write(src.read(350_000))  # characters: about 1 MB of UTF-8 Chinese
@@ -106,7 +108,7 @@ def pretrain_speed(work: Path, corpus: Path, vocab: Path) -> dict:
     for p, batch in ((1, 16), (2, 8)):
         out = work / f"pretrain{p}"
         run(p, "pretrain", "--corpus", small, "--tokenizer", vocab, "--out", out, "--model-config", config,
-            "--max-seq-len", 128, "--batch-size", batch, "--steps", 30, "--log-every", 10, "--eval-every", 0,
+            "--max-seq-len", 128, "--batch-size", batch, "--steps", steps, "--log-every", min(10, steps), "--eval-every", 0,
             "--save-every", 1000, "--eval-docs", 2, "--num-proc", 1, "--precision", "fp32", "--force")
         metrics = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["metrics"]
         speeds[p] = metrics["tokens_per_s"]
@@ -118,10 +120,10 @@ def pretrain_speed(work: Path, corpus: Path, vocab: Path) -> dict:
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=None, help="runs of each side (default 3; 2 with --quick)")
-    args = p.parse_args()
-    args.repeats = args.repeats or (2 if args.quick else 3)
+    args = common.parse(p)
+    args.repeats = args.repeats or common.pick(args, 1, 2, 3)
     info = common.machine()
-    target = (segment_bench.QUICK_MB if args.quick else segment_bench.FULL_MB) * 1_000_000
+    target = common.pick(args, segment_bench.SMOKE_MB, segment_bench.QUICK_MB, segment_bench.FULL_MB) * 1_000_000
     work = common.bench_dir(args, "scale")
     work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -129,12 +131,12 @@ def main() -> None:
         size = segment_bench.build_corpus(args, corpus, target)
         mb = size / 1e6
         figures = compare_stage("segment", lambda out: ("segment", "--corpus", corpus, "--out", out, "--workers", 1, "--force"),
-                                mb, args.repeats, work)
+                                mb, args.repeats, work, launch_cost=not args.smoke)  # --smoke: 4 launches fewer
         seg = work / "segment1"
         seg_mb = (seg / "corpus.txt").stat().st_size / 1e6  # vocab reads the segmented text
         figures |= compare_stage("vocab", lambda out: ("vocab", "--corpus", seg, "--out", out, "--min-freq", 1, "--force"),
-                                 seg_mb, args.repeats, work)
-        figures |= pretrain_speed(work, corpus, common.ROOT / "vocab" / "bert_zh_vocab.txt")
+                                 seg_mb, args.repeats, work, launch_cost=not args.smoke)
+        figures |= pretrain_speed(work, corpus, common.ROOT / "vocab" / "bert_zh_vocab.txt", common.pick(args, 2, 30, 30))
     common.report("scale", args, figures, info)
 
 

@@ -1,6 +1,6 @@
 """`nlp-pipe segment` against a plain one-process jieba loop, on the same corpus, same run; and the engines.
 
-    python benchmarks/segment.py [--quick] [--out bench-segment.json] [--repeats 3]
+    python benchmarks/segment.py [--quick | --smoke] [--out bench-segment.json] [--repeats 3]
     python benchmarks/segment.py --verify [--out verify-segment.json]      # identity proof, 15-30 min
 
 The corpus (10 MB; 2 MB with --quick) interleaves real lines from --data-dir: CLUE news/web
@@ -54,8 +54,8 @@ from nlp_pipe.text import engine_check, engines  # noqa: E402
 from nlp_pipe.text.engines import ENGINES  # noqa: E402
 from nlp_pipe.text.segmenter import Segmenter, SegmenterSpec  # noqa: E402
 
-FULL_MB, QUICK_MB = 10, 2
-TABLE_MB, QUICK_TABLE_MB = 4, 1
+FULL_MB, QUICK_MB, SMOKE_MB = 10, 2, 0.05
+TABLE_MB, QUICK_TABLE_MB, SMOKE_TABLE_MB = 4, 1, 0.02
 TABLE_CHUNK = 500  # rows per cut_lines call, as the stage sends them
 
 
@@ -245,14 +245,16 @@ def main() -> None:
     p = common.parser(__doc__.split("\n")[0])
     p.add_argument("--repeats", type=int, default=3, help="full runs of each side, idle and loaded (median reported)")
     p.add_argument("--verify", action="store_true", help="prove identity on all of --data-dir instead of timing")
-    args = p.parse_args()
+    args = common.parse(p)
+    if args.smoke:
+        args.repeats = 1
     if args.verify:
         return verify(args)
     info = common.machine()
     with tempfile.TemporaryDirectory(prefix="bench-segment-") as tmp_name:
         tmp = Path(tmp_name)
         corpus = tmp / "corpus.txt"
-        size = build_corpus(args, corpus, (QUICK_MB if args.quick else FULL_MB) * 1_000_000)
+        size = build_corpus(args, corpus, common.pick(args, SMOKE_MB, QUICK_MB, FULL_MB) * 1_000_000)
         print(f"corpus: {size / 1e6:.1f} MB, {sum(1 for _ in open(corpus, encoding='utf-8'))} lines; "
               f"load average {info['load_avg']}")
         idle = timed_sides(corpus, tmp, args.repeats, "idle", ("stage", "stage_1", "plain"))
@@ -266,7 +268,7 @@ def main() -> None:
         finally:
             spinner.kill()
             spinner.wait()
-        table_mb = QUICK_TABLE_MB if args.quick else TABLE_MB
+        table_mb = common.pick(args, SMOKE_TABLE_MB, QUICK_TABLE_MB, TABLE_MB)
         table = engine_table(corpus, table_mb, args.repeats)
     common.note_quiet_ratio(info, idle["stage"], idle["plain"], higher_is_better=False)
     figures = {

@@ -1,6 +1,6 @@
 """TextCNN on ChnSentiCorp against a character n-gram TF-IDF + logistic regression baseline.
 
-    python benchmarks/textcnn.py [--quick] [--out bench-textcnn.json] [--work runs/bench_textcnn]
+    python benchmarks/textcnn.py [--quick | --smoke] [--out bench-textcnn.json] [--work runs/bench_textcnn]
 
 Word vectors are trained by the word2vec stage only on text that excludes ChnSentiCorp dev and
 test (the CLUE sample corpus, Douban book reviews and the ChnSentiCorp train split; see the
@@ -48,7 +48,8 @@ def vectors(args, work: Path) -> Path:
     text = "".join(p.read_text(encoding="utf-8") for p in parts)
     if not joined.exists() or joined.read_text(encoding="utf-8") != text:
         joined.write_text(text, encoding="utf-8")
-    config = {"vector_size": 200, "window": 5, "min_count": 2, "epochs": 3 if args.quick else 10, "sg": 1}
+    config = {"vector_size": common.pick(args, 16, 200, 200), "window": 5, "min_count": 2,
+              "epochs": common.pick(args, 1, 3, 10), "sg": 1}
     stage("word2vec", config, {"corpus": str(joined)}, work / "word2vec")
     return work / "word2vec"
 
@@ -68,13 +69,13 @@ def speed(directory: Path, texts: list[str]) -> float:
 def main() -> None:
     args = _args()
     info = common.machine()
-    work = args.work
+    work = args.work or (common.bench_dir(args, "textcnn") if args.smoke else Path("runs/bench_textcnn"))
     for split in ("train", "dev", "test"):
         stage("segment", {}, {"corpus": [str(common.data_path(args, "chnsenticorp", f"{split}.tsv"))]}, work / f"seg_{split}")
     vec = vectors(args, work)
     results = {}
     for mode in MODES[:1] if args.quick else MODES:
-        config = {"mode": mode}  # the stage's defaults otherwise: the figures are what a user gets
+        config = {"mode": mode, **({"epochs": 1} if args.smoke else {})}  # the stage's defaults otherwise: what a user gets
         t0 = time.perf_counter()
         manifest = stage("textcnn", config, {"train": str(work / "seg_train"), "dev": str(work / "seg_dev"),
                                             "test": str(work / "seg_test"), "vectors": str(vec)}, work / f"textcnn_{mode}")
@@ -112,8 +113,9 @@ def main() -> None:
 
 def _args():
     p = common.parser("TextCNN on ChnSentiCorp vs TF-IDF + logistic regression")
-    p.add_argument("--work", type=Path, default=Path("runs/bench_textcnn"), help="artifact directory (reused when fresh)")
-    return p.parse_args()
+    p.add_argument("--work", type=Path, default=None,
+                   help="artifact directory, reused when fresh (default runs/bench_textcnn; runs/bench/smoke/textcnn with --smoke)")
+    return common.parse(p)
 
 
 if __name__ == "__main__":

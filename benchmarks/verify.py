@@ -1,6 +1,6 @@
 """Checking an unchanged input artifact before use, against hashing all of it.
 
-    python benchmarks/verify.py [--quick] [--gb 1] [--out bench-verify.json]
+    python benchmarks/verify.py [--quick | --smoke] [--gb 1] [--out bench-verify.json]
 
 Builds an artifact of --gb gigabytes (a real `segment` artifact of the fixtures, padded with one
 large file so its size is what a corpus or a vectors matrix would be) through the runner, then
@@ -29,7 +29,7 @@ FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "revie
 def main() -> None:
     args = _args()
     info = common.machine()
-    size = int((0.05 if args.quick else args.gb) * (1 << 30))
+    size = int(common.pick(args, 2 / 1024, 0.05, args.gb) * (1 << 30))
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         out = Path(tmp) / "seg"
         module = __import__("nlp_pipe.stages.segment", fromlist=["run"])
@@ -77,7 +77,7 @@ def _args():
     p = common.parser("Verifying an unchanged artifact (stat + cached hashes) vs hashing every file")
     p.add_argument("--gb", type=float, default=1.0, help="artifact size in GB (default 1)")
     p.add_argument("--work", type=Path, default=None, help="directory for the temporary artifact (default: the system's)")
-    return p.parse_args()
+    return common.parse(p)
 
 
 if __name__ == "__main__":

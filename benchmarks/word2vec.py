@@ -1,6 +1,6 @@
 """`nlp-pipe word2vec` against a direct gensim `Word2Vec(corpus_file=...)` call, same corpus, same run.
 
-    python benchmarks/word2vec.py [--quick] [--out bench-word2vec.json] [--repeats 3] [--copies 4]
+    python benchmarks/word2vec.py [--quick | --smoke] [--out bench-word2vec.json] [--repeats 3] [--copies 4]
 
 The corpus is real text from --data-dir: the CLUE news/web sample and the Douban book reviews
 of book_review_cls.txt (about 4 MB, 0.9M words), segmented once by the segment stage. The
@@ -18,6 +18,7 @@ gensim's own evaluate_word_analogies on its model).
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 import tempfile
@@ -29,6 +30,7 @@ from gensim.models import Word2Vec
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from nlp_pipe import runner  # noqa: E402
+from nlp_pipe.core.files import CORPUS_TXT  # noqa: E402
 from nlp_pipe.stages import word2vec as stage  # noqa: E402
 from nlp_pipe.text.segmenter import default_workers  # noqa: E402
 
@@ -54,7 +56,7 @@ def repeated(corpus: Path, copies: int, tmp: Path) -> Path:
     path = tmp / f"corpus_x{copies}.txt"
     with open(path, "wb") as out:
         for _ in range(copies):
-            with open(corpus / stage.CORPUS_TXT, "rb") as src:
+            with open(corpus / CORPUS_TXT, "rb") as src:
                 shutil.copyfileobj(src, out)
     return path
 
@@ -78,9 +80,11 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="runs of each side (median reported)")
     p.add_argument("--copies", type=int, default=4, help="copies of the segmented corpus in the timed corpus (full run)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default 5; 1 with --quick)")
-    args = p.parse_args()
+    args = common.parse(p)
+    if args.smoke:
+        args.repeats = 1
     info = common.machine()
-    copies = 1 if args.quick else args.copies
+    copies = common.pick(args, 2, 1, args.copies)  # --smoke: two copies of its tiny corpus, so the copying runs too
     config = {"epochs": args.epochs or (1 if args.quick else 5), "workers": default_workers()}
     with tempfile.TemporaryDirectory(prefix="bench-word2vec-") as tmp:
         tmp = Path(tmp)
@@ -95,7 +99,8 @@ def main() -> None:
                 if side == "stage":
                     seconds, others, manifest = common.timed(lambda: run_stage(corpus, tmp / "w2v", config))
                     metrics = manifest["metrics"]
-                    words, accuracy = metrics["corpus_words"], metrics["analogy_accuracy"]
+                    words = metrics["corpus_words"]
+                    accuracy = math.nan if metrics["analogy_accuracy"] is None else metrics["analogy_accuracy"]  # no question in vocabulary
                     in_gensim = metrics["build_vocab_s"] + metrics["train_s"]
                 else:
                     seconds, others, model = common.timed(lambda: run_gensim(corpus_file, config))

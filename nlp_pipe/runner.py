@@ -151,14 +151,14 @@ def _check_path(path: Path, spec: Input, name: str, where: str, verified: set[Pa
     if path.is_dir():
         if spec.kind == "file":
             raise UserError(f"{where}: input '{name}' must be a file, {path} is a directory")
-        manifest = manifests.read_manifest(path)
+        manifest, problem = manifests.manifest_status(path)
         if manifest is not None and spec.stages and manifest.get("stage") not in spec.stages:
             raise UserError(
                 f"{where}: input '{name}' must be a {' or '.join(spec.stages)} artifact, "
                 f"{path} was made by '{manifest.get('stage')}'"
             )
         if manifest is None and spec.kind == "artifact":
-            raise UserError(f"{where}: input '{name}' points to {path}, which has no manifest.json (not a finished artifact)")
+            raise UserError(f"{where}: input '{name}' points to {path}, which {problem} (not a finished artifact)")
     elif spec.kind == "artifact":
         raise UserError(f"{where}: input '{name}' must be an artifact directory, {path} is a file")
     _verify_input(path, name, where, verified)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, assert_pipeline_agrees, build, run_cli
+from conftest import FIXTURES, assert_pipeline_agrees, build, fixture_lines, run_cli
 from nlp_pipe.checkpoints.families import ALL, SUPPORTED
 from nlp_pipe.core.errors import UserError
 
@@ -49,7 +49,7 @@ def test_finetune_and_extract_take_every_family(family, seg_reviews, tmp_path):
     config = json.loads((tmp_path / "clf" / "config.json").read_text(encoding="utf-8"))
     assert config["model_type"] == kind and config["architectures"][0].endswith("ForSequenceClassification")
     assert json.loads((tmp_path / "clf" / "labels.json").read_text(encoding="utf-8"))["threshold_folded"] is not None
-    assert_pipeline_agrees(tmp_path / "clf", ["质量很好，推荐", "太差了，不会再买", "物流快", "一般"])
+    assert_pipeline_agrees(tmp_path / "clf", fixture_lines("pos.txt")[:20] + fixture_lines("neg.txt")[:20])
     build("extract", tmp_path / "feats", {"checkpoint": model, "corpus": [seg_reviews]}, pooling="mean")
     features = np.load(tmp_path / "feats" / "features.npy")
     assert features.shape == (160, 32) and np.isfinite(features).all()

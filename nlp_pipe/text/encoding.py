@@ -10,6 +10,7 @@ from __future__ import annotations
 import bz2
 import codecs
 import gzip
+import os
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ import charset_normalizer
 from ..core.errors import UserError
 
 SAMPLE = 1 << 20
+_SPREAD, _PIECE = 8, 64 << 10  # pieces of a larger file's rest read for detection, and their size
 _GB = {"gb2312", "gbk", "gb18030", "hz", "cp936"}
 _CONTROL_SHARE = 0.01  # more control characters than this in a decoded sample: not text
 _MOJIBAKE_SHARE = 0.5  # forced decoding: share of non-ASCII characters that are Latin-1 letters or C1 codes
@@ -38,9 +40,23 @@ def open_binary(path: Path) -> IO[bytes]:
 
 
 def sample_of(path: Path) -> bytes:
+    """The first MiB, and for a larger plain file whole lines from _SPREAD places spread over the rest: a file can
+    change encoding after its first MiB (ASCII rows first, GBK ones later), and rows decoded with the first MiB's
+    guess would be lost. Compressed files give their first MiB only (no cheap seeking)."""
     with open_binary(path) as fh:
         try:
-            return fh.read(SAMPLE)
+            head = fh.read(SAMPLE)
+            if len(head) < SAMPLE or path.name.lower().endswith((".gz", ".bz2")) or b"\n" not in head:
+                return head
+            size = fh.seek(0, os.SEEK_END)
+            pieces = [head[: head.rfind(b"\n") + 1]]  # whole lines only: no character cut in two
+            for i in range(1, _SPREAD + 1):
+                fh.seek(SAMPLE + (size - SAMPLE - _PIECE) * i // _SPREAD if size > SAMPLE + _PIECE else SAMPLE)
+                piece = fh.read(_PIECE)
+                start, end = piece.find(b"\n") + 1, piece.rfind(b"\n") + 1
+                if 0 < start < end:
+                    pieces.append(piece[start:end])
+            return b"".join(pieces)
         except (OSError, EOFError) as exc:  # a damaged .gz/.bz2
             raise UserError(f"{path}: cannot read ({exc}); is the archive complete?") from None
 

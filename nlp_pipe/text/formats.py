@@ -133,6 +133,14 @@ def _csv_records(lines: Lines, path: Path, counts: Counts) -> Iterator[tuple[int
         block = [item]  # an open quoted field: join the lines that close it
         while cells is None:
             nxt = replay.popleft() if replay else next(source, None)
+            if nxt is not None and len(block) <= _MAX_QUOTED_LINES:
+                # A line that reads as a record by itself may still close the quote (csv.writer's `"\n0",pos`
+                # is the lines `"` and `0",pos`): a join that parses strictly, with the file's width, wins.
+                joined = _parse_strict("\n".join(t for _, t in block + [nxt]))
+                if joined is not None and (width is None or len(joined) == width):
+                    block.append(nxt)
+                    cells = joined
+                    break
             if nxt is None or len(block) > _MAX_QUOTED_LINES or (width and _is_record(nxt[1], width)):
                 counts.rows_in += 1
                 counts.drop("malformed", where=f"{path.name}:{number}")
@@ -154,6 +162,14 @@ def _parse(text: str) -> list[str] | None:
         if "unexpected end of data" in str(exc):
             return None
         return next(csv.reader([text]), [])  # other quirks (text after a closing quote): csv's lenient reading
+
+
+def _parse_strict(text: str) -> list[str] | None:
+    """The cells of one complete record read strictly (as csv.writer writes); None otherwise."""
+    try:
+        return next(csv.reader([text], strict=True), [])
+    except csv.Error:
+        return None
 
 
 def _is_record(text: str, width: int) -> bool:

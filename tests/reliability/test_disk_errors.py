@@ -2,18 +2,20 @@
 
 Each fault is injected into a real `nlp-pipe` call (in this process, through `main`): the disk fills
 while the stage writes a file or while publish writes manifest.json, a rename fails, the directory for
-the temporary cannot be made, the parent is read-only (chmod; skipped as root, where chmod does not
-bind), or a file stands where a directory must be. Every one must end as users see a mistake of theirs:
+the temporary cannot be made, the parent is a read-only mount, the filesystem is really full (a 3 MB tmpfs;
+both mount tests need root, which CI has), or a file stands where a directory must be. Every one must end as users see a mistake of theirs:
 exit 2 and one line naming the artifact path and the cause, no traceback; the previous good artifact
 unchanged (verify == []) and no temporary left behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import pathlib
-import stat
+import shutil
+import subprocess
 
 import pytest
 
@@ -152,16 +154,50 @@ def test_temporary_directory_cannot_be_made(good, seg_reviews, monkeypatch):
     assert ".voc.tmp-" in result.err  # the path that could not be made
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions (see the monkeypatched cases)")
-def test_read_only_parent_directory(good, seg_reviews):
-    out, manifest = good
-    mode = out.parent.stat().st_mode
-    out.parent.chmod(stat.S_IRUSR | stat.S_IXUSR)
+@contextlib.contextmanager
+def mounted(*args: str | pathlib.Path):
+    """`mount ARGS` for the block; skipped where that is impossible (not root, no mount namespace rights).
+    CI runs as root, so there these real-filesystem faults run."""
+    target = pathlib.Path(args[-1])
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting needs root")
+    done = subprocess.run(["mount", *map(str, args)], capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"mount failed here: {done.stderr.strip()}")
     try:
-        result = rerun(out, seg_reviews)
+        yield target
     finally:
-        out.parent.chmod(mode)
-    assert_clean_failure(result, out, manifest, "Permission denied")
+        if subprocess.run(["umount", str(target)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(target)], capture_output=True)
+
+
+def test_read_only_filesystem(good, seg_reviews):
+    """The artifact's parent is a read-only bind mount of itself (chmod does not bind root; a mount does)."""
+    out, manifest = good
+    with mounted("--bind", "-o", "ro", out.parent, out.parent):
+        result = rerun(out, seg_reviews)
+        assert_clean_failure(result, out, manifest, "Read-only file system")
+
+
+def test_full_filesystem(tmp_path, seg_reviews):
+    """A real full disk: a 3 MB tmpfs, filled to the last byte once the good artifact is in it."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    with mounted("-t", "tmpfs", "-o", "size=3m", "tmpfs", disk):
+        out = disk / "voc"
+        assert run_cli("vocab", "--corpus", seg_reviews, "--min-freq", "1", "--out", out).code == 0
+        manifest = manifests.read_manifest(out)
+        with open(disk / "filler", "wb") as fh:
+            try:
+                while True:
+                    fh.write(b"\0" * 65536)
+                    fh.flush()
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+        result = rerun(out, seg_reviews)
+        assert_clean_failure(result, out, manifest, "No space left on device")
+        (disk / "filler").unlink()
+        assert rerun(out, seg_reviews).code == 0 and manifests.verify(out) == []
 
 
 def test_a_file_where_the_output_directory_must_be(tmp_path, seg_reviews):

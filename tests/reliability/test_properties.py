@@ -238,8 +238,15 @@ def check_reader(case: Case) -> None:
 
 # ---------------------------------------------------------------- readers
 
+# Every case a fresh hypothesis run found failing: an explicit @example of the test, replayed in every run.
+# A row whose quoted text starts with a newline, written by csv.writer as the lines `"` and `0",pos`; the
+# second reads as a record by itself, and the reader counted 2 rows in for 1 written.
+CSV_QUOTED_NEWLINE = Case(fmt="csv", encoding="utf-8", newline="\n", lines=[("header", False), ("row", ("\n0", "pos"))])
+
+
 @FAST
 @given(case=cases)
+@example(case=CSV_QUOTED_NEWLINE)
 def test_reader_accounts_for_every_row_and_round_trips(case):
     check_reader(case)
 
@@ -247,6 +254,7 @@ def test_reader_accounts_for_every_row_and_round_trips(case):
 @pytest.mark.slow
 @MANY
 @given(case=cases)
+@example(case=CSV_QUOTED_NEWLINE)
 def test_reader_accounts_for_every_row_and_round_trips_many(case):
     check_reader(case)
 

@@ -1,0 +1,77 @@
+"""Every benchmark still runs: `python benchmarks/NAME.py --smoke` for each script in benchmarks/, a process each.
+
+--smoke runs a benchmark's --quick code path on tiny inputs it makes from tests/fixtures (benchmarks/common.py,
+`smoke_data`), so a moved name, a changed stage option or a broken import fails `make test` instead of the next
+`make bench`. The scripts share one working directory, so the pretrained model and teacher that finetune.py builds
+are fresh for distill.py. About 100 s in all on 2 cores (scale ~30 s: six process launches; the rest 1-11 s each).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+LIBRARY = {"common"}  # imported by the scripts, not run
+# run_all.py's order, so distill finds finetune's models fresh; any other script after them
+ORDER = ["segment", "word2vec", "textcnn", "pretrain", "expand", "finetune", "distill", "verify", "scale", "gpu", "compile"]
+SCRIPTS = sorted((p.stem for p in BENCHMARKS.glob("*.py") if p.stem not in LIBRARY | {"run_all"}),
+                 key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("bench-smoke")
+
+
+def smoke(workdir: Path, script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(BENCHMARKS / f"{script}.py"), "--smoke", *args], cwd=workdir,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_benchmark_runs_in_smoke_mode(workdir, script):
+    out = workdir / f"{script}.json"
+    done = smoke(workdir, script, "--out", str(out))
+    assert done.returncode == 0, f"benchmarks/{script}.py --smoke failed:\n{done.stderr[-4000:]}"
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["smoke"] is True and result["quick"] is True
+    assert result["figures"], "no figures"
+    assert all(f.get("smoke") for f in result["figures"].values()), "a smoke run's figure is not marked as one"
+
+
+def test_run_all_lists_smoke_figures_apart(workdir):
+    done = smoke(workdir, "run_all", "--only", "verify,word2vec")
+    assert done.returncode == 0, done.stderr[-4000:]
+    summary = (workdir / "runs" / "bench" / "smoke" / "summary.md").read_text(encoding="utf-8")
+    results, _, smoke_part = summary.partition("## Smoke figures")
+    assert "check_unchanged_s" in smoke_part and "words_per_s" in smoke_part
+    assert "check_unchanged_s" not in results  # not printed as a result beside real ones
+    assert not (workdir / "runs" / "bench" / "summary.md").exists()  # the real summary is left alone
+
+
+def test_a_figure_of_a_too_small_model_is_a_smoke_figure():
+    """--quick's BERT (10 pretraining steps) gives smoke figures; run_all keeps them out of the results and bars."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import finetune
+        import run_all
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    assert finetune.too_small({"pretraining": {"steps": 10}})
+    assert finetune.too_small({"pretraining": {"steps": 300}}) is None
+    assert finetune.too_small({"pretraining": {"steps": None}}) is None  # a downloaded model
+    figure = {"value": 0.67, "unit": "accuracy", "baseline": 0.85, "ratio": 0.79, "smoke": "BERT pretrained 10 steps"}
+    assert run_all.judge("distill", "student_test_accuracy", figure) == {}
+    summary = {"mode": "quick", "started": "now", "commit": None,
+               "machine": {"cpus_usable": 2, "cpu_model": "x", "load_avg_during_run": [0.0], "gpu": None},
+               "benchmarks": [{"name": "finetune", "status": "ran", "figures": {
+                   "test_accuracy": figure, "predict_texts_per_s": {"value": 900.0, "unit": "texts/s", "baseline": 100.0,
+                                                                    "ratio": 9.0}}}]}
+    results, _, smoke_part = run_all.markdown(summary).partition("## Smoke figures")
+    assert "predict_texts_per_s" in results and "test_accuracy" not in results
+    assert "test_accuracy" in smoke_part and "BERT pretrained 10 steps" in smoke_part
