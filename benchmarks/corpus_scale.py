@@ -197,15 +197,14 @@ def _row(result: dict[str, Any], mb: float, out: Path | None) -> dict[str, Any]:
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--sizes", type=float, nargs="+", default=None, help="corpus sizes in MB (default 20 200)")
-    p.add_argument("--smoke", action="store_true", help="a tiny corpus made in the run, seconds; no data needed")
     p.add_argument("--pretrain-only", action="store_true", help="segment and the pretrain data build only")
-    args = p.parse_args()
+    args = common.parse(p)  # --smoke (common.parser): a tiny corpus made in the run, one size, seconds
     work = Path(tempfile.mkdtemp(prefix="corpus-scale-"))
     try:
         if args.smoke:
             rng = random.Random(0)
             source = ["".join(rng.choice(_SMOKE_SENTENCES) for _ in range(rng.randint(2, 12))) for _ in range(300)]
-            sizes = args.sizes or [0.05, 0.1]
+            sizes = args.sizes or [0.03]
             vocab_txt = common.ROOT / "tests" / "fixtures" / "bert_zh" / "vocab.txt"
         else:
             source = [line for line in common.data_path(args, "corpora", "CLUECorpusSmall_sampled.txt")

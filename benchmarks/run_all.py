@@ -36,10 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-ORDER = ("segment", "word2vec", "textcnn", "pretrain", "expand", "finetune", "distill", "verify", "scale", "gpu")
+ORDER = ("segment", "word2vec", "textcnn", "pretrain", "expand", "finetune", "distill", "verify", "scale", "corpus_scale", "serve", "gpu")
 # (benchmark, figure) -> (compare the ratio or the value, operator, bar, where the bar comes from)
 BARS: dict[tuple[str, str], tuple[str, str, float, str]] = {
-    ("segment", "segment_mb_per_s"): ("ratio", ">=", 4.0, "issue 16"),
+    ("segment", "segment_mb_per_s"): ("ratio", ">=", 20.0, "issue 30: the stage on 2 cores >= 20x plain jieba"),
+    ("segment", "segment_mb_per_s_one_process"): ("ratio", ">=", 12.0, "issue 30: one core >= 12x plain jieba"),
+    ("segment", "rjieba_accurate_hmm_on_mb_per_s"): ("ratio", ">=", 12.0, "issue 30: the exact engine >= 12x jieba per core"),
+    ("segment", "rjieba_search_hmm_on_mb_per_s"): ("ratio", ">=", 8.0, "issue 30: search mode >= 8x jieba per core"),
     ("segment", "segment_mb_per_s_loaded"): ("ratio", ">=", 1.5, "issue 16"),
     ("segment", "identical_lines_pct"): ("value", ">=", 100.0, "issue 16"),
     ("textcnn", "test_accuracy"): ("ratio", ">=", 1.0, "issue 19: TextCNN >= TF-IDF + LR"),
@@ -49,6 +52,9 @@ BARS: dict[tuple[str, str], tuple[str, str, float, str]] = {
     ("verify", "check_unchanged_s"): ("value", "<=", 1.0, "issue 14: an unchanged 1 GB artifact in under 1 s"),
     ("scale", "segment_identical"): ("value", ">=", 1.0, "issue 17: 2 processes byte-identical to 1"),
     ("scale", "vocab_identical"): ("value", ">=", 1.0, "issue 17: 2 processes byte-identical to 1"),
+    ("serve", "student_onnx_int8_c32_texts_per_s"): ("ratio", ">=", 40.0, "issue 31: int8 ONNX TinyBERT-4 >= 40x the teacher"),
+    ("serve", "textcnn_onnx_c32_texts_per_s"): ("value", ">=", 1000.0, "issue 31: TextCNN ONNX >= 1,000 texts/s"),
+    ("serve", "load_run_errors"): ("value", "<=", 0.0, "issue 31: the 60 s load run without an error"),
     ("gpu", "pretrain_mfu"): ("value", ">=", 0.40, "issue 17"),
     ("gpu", "parity_max_relative_difference"): ("value", "<=", 1e-3, "issue 17"),
 }

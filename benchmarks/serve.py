@@ -222,13 +222,12 @@ def main() -> None:
 
 def _args():
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--smoke", action="store_true", help="tiny models made in the run, levels 1 and 8 for 0.5 s: seconds, no figures")
     p.add_argument("--work", type=Path, default=None, help="artifact directory (reused when fresh)")
     p.add_argument("--teacher", type=Path, default=None, help="a finetune artifact (default: a random-weight 12x768 classifier)")
     p.add_argument("--student", type=Path, default=None, help="a distill artifact (default: a random-weight TinyBERT-4 shape)")
     p.add_argument("--only", default="", help="comma-separated models to serve (default: all six)")
     p.add_argument("--texts-per-request", type=int, default=4, help="texts in each request")
-    return p.parse_args()
+    return common.parse(p)  # --smoke (common.parser): tiny models made in the run, levels 1 and 8 for 0.5 s
 
 
 if __name__ == "__main__":

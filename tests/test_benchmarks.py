@@ -18,7 +18,8 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 LIBRARY = {"common"}  # imported by the scripts, not run
 # run_all.py's order, so distill finds finetune's models fresh; any other script after them
-ORDER = ["segment", "word2vec", "textcnn", "pretrain", "expand", "finetune", "distill", "verify", "scale", "gpu", "compile"]
+ORDER = ["segment", "word2vec", "textcnn", "pretrain", "expand", "finetune", "distill", "verify", "scale", "corpus_scale", "serve",
+         "gpu", "compile"]
 SCRIPTS = sorted((p.stem for p in BENCHMARKS.glob("*.py") if p.stem not in LIBRARY | {"run_all"}),
                  key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
 
@@ -75,3 +76,21 @@ def test_a_figure_of_a_too_small_model_is_a_smoke_figure():
     results, _, smoke_part = run_all.markdown(summary).partition("## Smoke figures")
     assert "predict_texts_per_s" in results and "test_accuracy" not in results
     assert "test_accuracy" in smoke_part and "BERT pretrained 10 steps" in smoke_part
+
+
+def test_serve_smoke_served_every_model_without_an_error(workdir):
+    """serve.py --smoke (run above): every model answered at concurrency 1 and 8, the load run had 0 errors."""
+    figures = json.loads((workdir / "serve.json").read_text(encoding="utf-8"))["figures"]
+    for name in ("teacher", "student", "student_onnx_fp32", "student_onnx_int8", "textcnn_onnx", "baseline"):
+        assert figures[f"{name}_c8_texts_per_s"]["value"] > 0 and figures[f"{name}_c1_errors"]["value"] == 0
+    assert figures["load_run_errors"]["value"] == 0
+
+
+def test_corpus_scale_smoke_measured_the_compact_cache(workdir):
+    """corpus_scale.py --smoke (run above): both pretrain data builds beside plain tokenizers, the cache under 2x the text."""
+    figures = json.loads((workdir / "corpus_scale.json").read_text(encoding="utf-8"))["figures"]
+    for source in ("raw_text", "the_segment_artifact"):
+        build = figures[f"pretrain_data_from_{source}_0.03mb"]
+        assert build["value"] > 0 and build["baseline"] > 0 and build["peak_private_mb"] > 0
+        assert 0 < build["disk_per_input_byte"] < 2  # the compact cache
+    assert figures["segment_0.03mb"]["disk_per_input_byte"] > 0

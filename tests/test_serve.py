@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -161,17 +159,3 @@ def test_sigterm_answers_the_requests_in_flight_then_exits(export):
 def test_serve_refuses_a_directory_that_is_not_a_classifier(seg_reviews):
     result = run_cli("serve", seg_reviews, "--port", "0")
     assert result.code == 2 and len(result.err_lines) == 1, result
-
-
-def test_benchmark_smoke_mode_runs(tmp_path):
-    """benchmarks/serve.py --smoke: tiny models made in the run, served at concurrency 1 and 8, the load run with 0
-    errors (the exports and the baseline: a PyTorch server costs ~10 s more to start, the same loader serves it)."""
-    out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "serve.py"), "--smoke", "--work", str(tmp_path / "w"),
-                           "--out", str(out), "--only", "student_onnx_int8,textcnn_onnx,baseline"],
-                          capture_output=True, text=True, timeout=240, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    figures = json.loads(out.read_text(encoding="utf-8"))["figures"]
-    assert {"student_onnx_int8_c8_p99_ms", "student_onnx_int8_c8_texts_per_s", "textcnn_onnx_c8_texts_per_s",
-            "baseline_c1_texts_per_s", "load_run_errors"} <= set(figures)
-    assert figures["load_run_errors"]["value"] == 0 and figures["student_onnx_int8_c1_errors"]["value"] == 0
