@@ -15,6 +15,7 @@ import json
 import logging
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import yaml
 from . import __version__, runner, stages
 from . import pipeline as pipelines
 from .core import config as configs
-from .core import console, distributed
+from .core import console, distributed, process
 from .core import manifest as manifests
 from .core.errors import UserError, did_you_mean
 
@@ -324,11 +325,34 @@ def _allocation(exc: RuntimeError) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     verbose = "-v" in (argv or sys.argv) or "--verbose" in (argv or sys.argv)
+    process.configure()
+    try:
+        with process.signals_handled():
+            _main(argv, verbose)
+    except process.Interrupted as exc:
+        _interrupted(exc, verbose)
+    except Exception:
+        interrupt = process.received()
+        if interrupt is None:
+            raise
+        _interrupted(interrupt, verbose)
+
+
+def _interrupted(exc: process.Interrupted, verbose: bool) -> None:
+    """One line from the main rank (the others of a launch stop with the same code, silently)."""
+    if verbose:
+        traceback.print_exc()
+    if distributed.is_main():
+        click.echo(exc.line(), err=True)
+    sys.exit(exc.exit_code)
+
+
+def _main(argv: list[str] | None, verbose: bool) -> None:
     try:
         cli.main(args=argv, prog_name="nlp-pipe", standalone_mode=False)
         distributed.close()  # a failed rank needs no goodbye: the launcher stops the others
     except UserError as exc:
-        if verbose:
+        if verbose or process.received():  # e.g. a launched rank told that the interrupted main rank stopped
             raise
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

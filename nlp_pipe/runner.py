@@ -293,6 +293,12 @@ def _build(p: Plan, tmp: Path) -> tuple[dict[str, Any], Result]:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("nlp_pipe")
     root.addHandler(handler)
+    libraries = logging.getLogger()  # the libraries' warnings (hidden on the terminal without -v) are kept here
+    library_handler = logging.FileHandler(tmp / artifacts.LOG, encoding="utf-8")
+    library_handler.setFormatter(handler.formatter)
+    library_handler.setLevel(logging.WARNING)
+    library_handler.addFilter(lambda record: not record.name.startswith("nlp_pipe"))
+    libraries.addHandler(library_handler)
     level = root.level
     if not root.isEnabledFor(logging.INFO):  # stage.log gets INFO lines even when the caller set up no logging
         root.setLevel(logging.INFO)
@@ -311,7 +317,9 @@ def _build(p: Plan, tmp: Path) -> tuple[dict[str, Any], Result]:
     finally:
         root.setLevel(level)
         root.removeHandler(handler)
+        libraries.removeHandler(library_handler)
         handler.close()
+        library_handler.close()
     counts = result.counts
     reading = counts.details() if isinstance(counts, Counts) else {}
     manifest = {

@@ -124,8 +124,8 @@ def die_after_first_checkpoint(monkeypatch) -> None:
 
     original = Trainer._save_checkpoint
 
-    def save_then_die(self, state, per_epoch):
-        original(self, state, per_epoch)
+    def save_then_die(self, *args):
+        original(self, *args)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Trainer, "_save_checkpoint", save_then_die)
