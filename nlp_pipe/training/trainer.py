@@ -35,6 +35,7 @@ Result, and the runner removes it once the artifact is published.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import importlib.util
 import json
 import math
@@ -103,7 +104,7 @@ class Trainer:
         `unused_parameters`: some trainable parameters get no gradient from the loss (a distilled student's
         head while only its layers are distilled): DDP is then told to find them each step
         (find_unused_parameters; without it a multi-process run fails in the first backward)."""
-        self.options, self.out, self.name = options, out, name
+        self.options, self.out, self.name, self.phase = options, out, name, phase
         self.work = work or artifacts.work_dir(out, f"{phase}.checkpoints" if phase else "checkpoints")
         self.metrics_name = f"metrics_{phase}.jsonl" if phase else METRICS
         self.curves_name = f"training_curves_{phase}.png" if phase else CURVES_PNG
@@ -160,15 +161,21 @@ class Trainer:
 
     def _threads(self) -> int:
         """The run's thread count (options.resolve_threads): decided by the main process, which reads what
-        an earlier start of the same run recorded in run.json, and the same on every process."""
+        an earlier start of the same run recorded in run.json (its own, else another phase's of the same stage
+        run: a rerun that resumes the first phase must train the next ones as the killed run would have), and
+        the same on every process."""
         recorded = None
         if self.accelerator.is_main_process and self.options.resume:
-            try:
-                previous = json.loads((self.work / RUN_JSON).read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                previous = {}
-            if {k: previous.get(k) for k in self.run_config} == self.run_config:
-                recorded = previous.get("threads")
+            artifact = artifacts.final_path(self.out).name
+            phases = sorted(self.work.parent.glob(f"{glob.escape(artifact)}.*checkpoints/{RUN_JSON}"))
+            for run_file in [self.work / RUN_JSON, *phases]:
+                try:
+                    previous = json.loads(run_file.read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    continue
+                if {k: previous.get(k) for k in self.run_config} == self.run_config and previous.get("threads"):
+                    recorded = previous["threads"]
+                    break
         box = [resolve_threads(self.options.threads, recorded) if self.accelerator.is_main_process else 0]
         if self.accelerator.num_processes > 1:
             broadcast_object_list(box)
@@ -301,7 +308,7 @@ class Trainer:
         if not self.is_main:
             return
         o, processes = self.options, self.accelerator.num_processes
-        lines = [f"***** {self.name}: training *****",
+        lines = [f"***** {self.name}: training{' (' + self.phase + ')' if self.phase else ''} *****",
                  f"  examples {examples:,}; batch {o.batch_size} per process x {o.grad_accum} accumulation x {processes} "
                  f"process(es) = {o.batch_size * o.grad_accum * processes} per step",
                  f"  steps {total:,}" + (f" (resuming at step {resumed})" if resumed else ""),
