@@ -110,10 +110,20 @@ def run(pipeline_file, variables, overrides, workdir, only, start, force) -> Non
     """Run a pipeline file: every stage whose artifact is missing or stale."""
     pipe = _load_pipeline(pipeline_file, variables, overrides, workdir)
     selected = pipe.select(list(only), start)
-    pipe.plans()  # validate every stage's config and references before any work starts
+    # planned once, before any work starts (every config and reference checked), each step against what the
+    # steps before it will produce. A step is planned again (against the disk) only when an upstream artifact is
+    # not the planned one: left out by --only/--from while stale, changed or missing (plan_now says what to run),
+    # or itself planned again
+    planned = {step.name: plan for step, plan in zip(pipe.steps, pipe.plans())}
+    as_planned = {name for name, plan in planned.items() if plan.fresh}
     rows = []
     for step in selected:
-        plan = pipe.plan_now(step)
+        plan = planned[step.name]
+        if any(up not in as_planned for up in step.upstream):
+            plan = pipe.plan_now(step)
+            as_planned.discard(step.name)
+        else:
+            as_planned.add(step.name)  # fresh, or about to be built as planned
         if plan.fresh and not force:
             _say(f"[{step.name}] fresh, skipped ({plan.out})")
             rows.append((step.name, "skipped (fresh)", "", plan.out))
