@@ -222,10 +222,12 @@ def _execute_main(p: Plan, force: bool, launched: bool) -> dict[str, Any]:
                     raise UserError(f"{p.stage}: {p.out} changed on disk since it was written ({'; '.join(changed[:2])}); "
                                     f"`nlp-pipe inspect {p.out}` shows what changed. Rebuild it with --force, or restore it")
                 log.info("%s: fresh, skipped (%s)", p.stage, p.out)
-                told = _tell_ranks(launched, ("fresh", None))
+                _tell_ranks(launched, ("fresh", None))
+                told = True
                 return current
             with artifacts.staging(p.out) as tmp:
-                told = _tell_ranks(launched, ("build", str(tmp)))
+                _tell_ranks(launched, ("build", str(tmp)))
+                told = True
                 manifest, result = _build(p, tmp)
                 artifacts.publish(tmp, p.out, manifest)
     except BaseException as exc:
@@ -256,11 +258,10 @@ def _os_error(p: Plan, exc: OSError) -> str:
             f"there is unchanged); fix the cause (free space? permissions?) and rerun, or choose another --out")
 
 
-def _tell_ranks(launched: bool, word: tuple[str, str | None]) -> bool:
+def _tell_ranks(launched: bool, word: tuple[str, str | None]) -> None:
     """The main rank tells the others (waiting in `_execute_secondary`) what it decided under the lock."""
     if launched:
         distributed.broadcast(word)
-    return True
 
 
 def _execute_secondary(p: Plan, sharded: bool) -> dict[str, Any]:

@@ -7,10 +7,12 @@ backend a training stage used is recorded. 15-40 s per launch here (two processe
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from test_ddp import ENV, _free_port, manifest
 
@@ -105,3 +107,33 @@ def test_launched_pipeline_records_the_training_backend(tmp_path, tiny_bert):
     assert manifest(tmp_path / "runs" / "segment")["backend"] == "gloo"
     assert "processes 2; backend gloo" in done.stderr  # the training header, from the main rank only
     assert done.stderr.count("***** pretrain: training *****") == 1
+
+
+@pytest.mark.slow  # about 25 s: a launch that trains until its first checkpoint
+def test_interrupted_launch_ends_every_rank(tmp_path, tiny_bert):
+    """Ctrl-C to the launcher (torchrun forwards SIGINT to every rank): the launch ends within seconds, the
+    main rank prints the one line, no rank prints a traceback, and nothing is published."""
+    out = tmp_path / "bert"
+    command = [str(VENV_BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--main_process_port", str(_free_port()), "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "nlp_pipe", "pretrain", "--corpus", str(FIXTURES / "news.txt"), "--corpus",
+               str(FIXTURES / "reviews.tsv"), "--tokenizer", str(tiny_bert), "--out", str(out), "--model-config",
+               str(tiny_bert / "config.json"), "--max-seq-len", "64", "--batch-size", "4", "--steps", "2000",
+               "--save-every", "5", "--eval-every", "0", "--eval-docs", "2", "--num-proc", "1", "--precision", "fp32"]
+    with open(tmp_path / "stderr.txt", "w", encoding="utf-8") as err:
+        proc = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            deadline = time.monotonic() + 180
+            while not list((tmp_path / "bert.checkpoints").glob("step_*")):
+                assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint"
+                time.sleep(0.05)
+            start = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=60)
+            seconds = time.monotonic() - start
+        finally:
+            proc.kill()
+    stderr = (tmp_path / "stderr.txt").read_text(encoding="utf-8")
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
+    assert len([line for line in stderr.splitlines() if line.startswith("interrupted (SIGINT) at step ")]) == 1
+    assert not out.exists() and seconds < 30
