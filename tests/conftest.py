@@ -35,6 +35,9 @@ from click.testing import CliRunner  # noqa: E402
 
 from nlp_pipe import runner  # noqa: E402
 from nlp_pipe.cli import main  # noqa: E402
+from nlp_pipe.core import process  # noqa: E402
+
+process.configure()  # the process-wide settings the CLI makes at its entry, for stages run through `build`
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 VENV_BIN = Path(sys.executable).parent

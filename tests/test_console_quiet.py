@@ -25,6 +25,7 @@ def shown(capsys, verbose: bool) -> str:
     return capsys.readouterr().err
 
 
+@pytest.mark.filterwarnings("ignore:Cannot enable progress bars")  # -v under the tests' HF_*_DISABLE_PROGRESS_BARS
 def test_library_warnings_only_with_verbose(capsys):
     quiet = shown(capsys, verbose=False)
     assert "our own warning" in quiet and "Removed shared tensor" not in quiet and "advice" not in quiet
