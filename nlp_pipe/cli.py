@@ -15,6 +15,7 @@ import json
 import logging
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import yaml
 
 from . import __version__, runner, stages
 from . import pipeline as pipelines
-from .core import artifacts, console, distributed
+from .core import artifacts, console, distributed, process
 from .core import cache as cache_store
 from .core import config as configs
 from .core import manifest as manifests
@@ -110,10 +111,20 @@ def run(pipeline_file, variables, overrides, workdir, only, start, force) -> Non
     """Run a pipeline file: every stage whose artifact is missing or stale."""
     pipe = _load_pipeline(pipeline_file, variables, overrides, workdir)
     selected = pipe.select(list(only), start)
-    pipe.plans()  # validate every stage's config and references before any work starts
+    # planned once, before any work starts (every config and reference checked), each step against what the
+    # steps before it will produce. A step is planned again (against the disk) only when an upstream artifact is
+    # not the planned one: left out by --only/--from while stale, changed or missing (plan_now says what to run),
+    # or itself planned again
+    planned = {step.name: plan for step, plan in zip(pipe.steps, pipe.plans())}
+    as_planned = {name for name, plan in planned.items() if plan.fresh}
     rows = []
     for step in selected:
-        plan = pipe.plan_now(step)
+        plan = planned[step.name]
+        if any(up not in as_planned for up in step.upstream):
+            plan = pipe.plan_now(step)
+            as_planned.discard(step.name)
+        else:
+            as_planned.add(step.name)  # fresh, or about to be built as planned
         if plan.fresh and not force:
             _say(f"[{step.name}] fresh, skipped ({plan.out})")
             rows.append((step.name, "skipped (fresh)", "", plan.out))
@@ -396,11 +407,34 @@ def _allocation(exc: RuntimeError) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     verbose = "-v" in (argv or sys.argv) or "--verbose" in (argv or sys.argv)
+    process.configure()
+    try:
+        with process.signals_handled():
+            _main(argv, verbose)
+    except process.Interrupted as exc:
+        _interrupted(exc, verbose)
+    except Exception:
+        interrupt = process.received()
+        if interrupt is None:
+            raise
+        _interrupted(interrupt, verbose)
+
+
+def _interrupted(exc: process.Interrupted, verbose: bool) -> None:
+    """One line from the main rank (the others of a launch stop with the same code, silently)."""
+    if verbose:
+        traceback.print_exc()
+    if distributed.is_main():
+        click.echo(exc.line(), err=True)
+    sys.exit(exc.exit_code)
+
+
+def _main(argv: list[str] | None, verbose: bool) -> None:
     try:
         cli.main(args=argv, prog_name="nlp-pipe", standalone_mode=False)
         distributed.close()  # a failed rank needs no goodbye: the launcher stops the others
     except UserError as exc:
-        if verbose:
+        if verbose or process.received():  # e.g. a launched rank told that the interrupted main rank stopped
             raise
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

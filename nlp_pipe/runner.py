@@ -202,10 +202,17 @@ def execute(p: Plan, force: bool = False) -> dict[str, Any]:
     if launched and not (getattr(module, "DISTRIBUTED", False) or getattr(module, "SHARDED", False)):
         # every rank refuses, the main one too, before the lock: no rank builds (or publishes) it alone
         raise UserError(f"stage '{p.stage}' runs in one process; run it without accelerate launch / torchrun")
-    sharded = launched and getattr(module, "SHARDED", False)
-    if process_rank() > 0:
-        return _execute_shard(p) if sharded else _execute_secondary(p)
-    told = False  # whether the other ranks of a sharded launch were told what to do
+    if distributed.rank() > 0:
+        manifest = _execute_secondary(p, getattr(module, "SHARDED", False))
+    else:
+        manifest = _execute_main(p, force, launched)
+    if launched:  # every rank leaves once the main one has published: the next stage of a pipeline reads it
+        distributed.barrier()
+    return manifest
+
+
+def _execute_main(p: Plan, force: bool, launched: bool) -> dict[str, Any]:
+    told = False  # whether the other ranks of a launch were told what to do
     try:
         with artifacts.locked(p.out):
             current = manifests.read_manifest(p.out)
@@ -215,19 +222,23 @@ def execute(p: Plan, force: bool = False) -> dict[str, Any]:
                     raise UserError(f"{p.stage}: {p.out} changed on disk since it was written ({'; '.join(changed[:2])}); "
                                     f"`nlp-pipe inspect {p.out}` shows what changed. Rebuild it with --force, or restore it")
                 log.info("%s: fresh, skipped (%s)", p.stage, p.out)
-                told = _tell_shards(sharded, ("fresh", None))
+                _tell_ranks(launched, ("fresh", None))
+                told = True
                 return current
             with artifacts.staging(p.out) as tmp:
-                told = _tell_shards(sharded, ("build", str(tmp)))
+                _tell_ranks(launched, ("build", str(tmp)))
+                told = True
                 manifest, result = _build(p, tmp)
                 artifacts.publish(tmp, p.out, manifest)
     except BaseException as exc:
-        if sharded and not told:  # the other ranks wait for a word: let them stop instead of hanging
-            _tell_shards(sharded, ("error", str(exc) or type(exc).__name__))
+        if launched and not told:  # the other ranks wait for a word: let them stop instead of hanging
+            _tell_ranks(launched, ("error", str(exc) or type(exc).__name__))
         if isinstance(exc, OSError):  # disk full, read-only or missing directory: the user's to fix, in one line
             raise UserError(_os_error(p, exc)) from exc
         raise
-    problems = manifests.verify(p.out)  # re-read what we published: hashes must match
+    # what we published must be there as listed: sizes and mtimes (hashing every file again would double the cost
+    # of hashing a large artifact; a file whose mtime moved is hashed)
+    problems = manifests.check_files(p.out, manifest)
     if problems:
         raise UserError(f"{p.stage}: {p.out} does not read back as written ({'; '.join(problems[:3])}); "
                         "is the disk healthy? Rerun with --force")
@@ -247,41 +258,27 @@ def _os_error(p: Plan, exc: OSError) -> str:
             f"there is unchanged); fix the cause (free space? permissions?) and rerun, or choose another --out")
 
 
-def process_rank() -> int:
-    """This process's rank under `accelerate launch` / torchrun (which set RANK); 0 when run plainly."""
-    return distributed.rank()
-
-
-def _tell_shards(sharded: bool, word: tuple[str, str | None]) -> bool:
-    """The main rank of a sharded stage tells the others (blocked in `_execute_shard`) what to do."""
-    if sharded:
+def _tell_ranks(launched: bool, word: tuple[str, str | None]) -> None:
+    """The main rank tells the others (waiting in `_execute_secondary`) what it decided under the lock."""
+    if launched:
         distributed.broadcast(word)
-    return True
 
 
-def _execute_shard(p: Plan) -> dict[str, Any]:
-    """A non-main rank of a SHARDED corpus stage: it waits for the main rank, which holds the lock, to say
-    whether the artifact is fresh, then runs the stage into the main rank's staging directory, where
-    it writes its part of the rows (core.shards); the main rank merges the parts and publishes."""
+def _execute_secondary(p: Plan, sharded: bool) -> dict[str, Any]:
+    """A non-main rank of a launch waits for the main rank, which holds the lock, to say whether the artifact
+    is fresh, refused (an error) or to be built; only then does it run the stage. A SHARDED corpus stage runs
+    into the main rank's staging directory, where it writes its part of the rows (core.shards) for the main
+    rank to merge; a DISTRIBUTED (training) stage trains with the main rank, which alone writes the artifact:
+    its `out` is a staging-style path, never created, so `artifacts.work_dir(out, ...)` finds the shared
+    checkpoints."""
     what, where = distributed.broadcast(None)
     if what == "error":
         raise UserError(f"{p.stage}: the main process stopped ({where}); nothing was published")
     if what == "fresh":
         return manifests.read_manifest(p.out) or {}
+    out = Path(str(where)) if sharded else p.out.parent / f".{p.out.name}.tmp-rank{distributed.rank()}"
     t0 = time.perf_counter()
-    result: Result = stages.load(p.stage).run(p.config, p.inputs, Path(str(where)))
-    counts = result.counts.as_dict() if isinstance(result.counts, Counts) else result.counts
-    return {"stage": p.stage, "wall_time_s": round(time.perf_counter() - t0, 3), "counts": counts,
-            "metrics": result.metrics}
-
-
-def _execute_secondary(p: Plan) -> dict[str, Any]:
-    """A non-main process of a DISTRIBUTED stage's launch: it runs the stage (training needs every process),
-    but the main process owns the artifact. Its `out` is the staging-style path of the artifact, never
-    created, so `artifacts.work_dir(out, ...)` still finds the shared checkpoints."""
-    module = stages.load(p.stage)
-    t0 = time.perf_counter()
-    result: Result = module.run(p.config, p.inputs, p.out.parent / f".{p.out.name}.tmp-rank{process_rank()}")
+    result: Result = stages.load(p.stage).run(p.config, p.inputs, out)
     counts = result.counts.as_dict() if isinstance(result.counts, Counts) else result.counts
     return {"stage": p.stage, "wall_time_s": round(time.perf_counter() - t0, 3), "counts": counts,
             "metrics": result.metrics}
@@ -293,6 +290,12 @@ def _build(p: Plan, tmp: Path) -> tuple[dict[str, Any], Result]:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("nlp_pipe")
     root.addHandler(handler)
+    libraries = logging.getLogger()  # the libraries' warnings (hidden on the terminal without -v) are kept here
+    library_handler = logging.FileHandler(tmp / artifacts.LOG, encoding="utf-8")
+    library_handler.setFormatter(handler.formatter)
+    library_handler.setLevel(logging.WARNING)
+    library_handler.addFilter(lambda record: not record.name.startswith("nlp_pipe"))
+    libraries.addHandler(library_handler)
     level = root.level
     if not root.isEnabledFor(logging.INFO):  # stage.log gets INFO lines even when the caller set up no logging
         root.setLevel(logging.INFO)
@@ -311,7 +314,9 @@ def _build(p: Plan, tmp: Path) -> tuple[dict[str, Any], Result]:
     finally:
         root.setLevel(level)
         root.removeHandler(handler)
+        libraries.removeHandler(library_handler)
         handler.close()
+        library_handler.close()
     counts = result.counts
     reading = counts.details() if isinstance(counts, Counts) else {}
     manifest = {
@@ -333,6 +338,7 @@ def _build(p: Plan, tmp: Path) -> tuple[dict[str, Any], Result]:
         "finished": artifacts.now(),
         "device": result.extra.get("device", "cpu"),
         "processes": distributed.world_size(),  # ranks of `accelerate launch` / torchrun that built it (1 = plain)
+        "backend": distributed.backend(),  # their process group's (a training stage's gradients); None = one process
         "host": {"hostname": socket.gethostname(), "python": platform.python_version(), "cpus": os.cpu_count(),
                  "packages": _package_versions()},
     }

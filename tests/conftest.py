@@ -48,6 +48,9 @@ hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 from nlp_pipe import runner  # noqa: E402
 from nlp_pipe.cli import main  # noqa: E402
+from nlp_pipe.core import process  # noqa: E402
+
+process.configure()  # the process-wide settings the CLI makes at its entry, for stages run through `build`
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 VENV_BIN = Path(sys.executable).parent
@@ -137,8 +140,8 @@ def die_after_first_checkpoint(monkeypatch) -> None:
 
     original = Trainer._save_checkpoint
 
-    def save_then_die(self, state, per_epoch):
-        original(self, state, per_epoch)
+    def save_then_die(self, *args):
+        original(self, *args)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Trainer, "_save_checkpoint", save_then_die)

@@ -60,5 +60,17 @@ def load_model(cls: Any, path: Path, **kwargs: Any) -> Any:
             raise UserError(f"cannot load {path} as {cls.__name__} ({_first_line(exc)})") from None
 
 
+def check_vocabulary(tokenizer: Any, model: Any, stage: str, checkpoint: Path) -> None:
+    """Every id the tokenizer can emit needs a row in the model's input embeddings: a tokenizer grown on its own
+    (tokenizer.add_tokens without resize_token_embeddings) trains and saves fine, then fails on the first text
+    containing one of its new words. `nlp-pipe expand` grows both together."""
+    rows = model.get_input_embeddings().num_embeddings
+    ids = max(len(tokenizer), max(tokenizer.get_vocab().values(), default=-1) + 1)
+    if ids > rows:
+        raise UserError(f"{stage}: the tokenizer of {checkpoint} has {ids:,} token ids but the model only {rows:,} embedding "
+                        f"rows: a text with one of the {ids - rows:,} tokens past them would fail. Grow the tokenizer and the "
+                        "embeddings together with `nlp-pipe expand`")
+
+
 def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

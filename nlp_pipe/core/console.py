@@ -2,7 +2,7 @@
 
 Everything else a run logs (the resolved config, what was read, the libraries' INFO lines) goes to the
 artifact's stage.log only. `--log-level info|debug` shows it on the terminal too, `-v` also turns the
-libraries' own chatter and progress bars back on, `-q` leaves warnings and errors only (no bars).
+libraries' own chatter, warnings and progress bars back on, `-q` leaves warnings and errors only (no bars).
 """
 
 from __future__ import annotations
@@ -23,11 +23,17 @@ _state = {"quiet": False}
 
 
 class _Console(logging.Filter):
-    def __init__(self, level: int) -> None:
+    """Our records at the chosen level (and the stage lines); the libraries' (their loggers, and Python
+    warnings through py.warnings) only errors unless -v: accelerate's "Removed shared tensor ... while
+    saving" on every checkpoint and the like would bury the progress bar. stage.log keeps them."""
+
+    def __init__(self, level: int, verbose: bool) -> None:
         super().__init__()
-        self.level = level
+        self.level, self.verbose = level, verbose
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if not self.verbose and record.name.split(".")[0] != "nlp_pipe":
+            return record.levelno >= max(self.level, logging.ERROR)
         return record.levelno >= self.level or (record.name == STAGE_LOGGER and record.levelno >= logging.INFO
                                                 and self.level <= logging.WARNING and not _state["quiet"])
 
@@ -40,11 +46,12 @@ def configure(level: str = "warning", quiet: bool = False, verbose: bool = False
     threshold = logging.DEBUG if verbose else logging.ERROR if quiet else getattr(logging, level.upper())
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname).1s %(name)s: %(message)s", "%H:%M:%S"))
-    handler.addFilter(_Console(logging.WARNING if quiet and not verbose else threshold))
+    handler.addFilter(_Console(logging.WARNING if quiet and not verbose else threshold, verbose))
     handler._nlp_pipe = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)  # stage.log keeps INFO whatever the terminal shows
     _state["quiet"] = quiet and not verbose
+    logging.captureWarnings(True)  # the libraries' warnings.warn calls go through the filter above too
     for name in _NOISY:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
     _libraries(verbose)
@@ -71,6 +78,11 @@ def _libraries(verbose: bool) -> None:
         import huggingface_hub.utils as hub_utils
 
         hub_utils.enable_progress_bars() if verbose else hub_utils.disable_progress_bars()
+
+
+def announce(text: str) -> None:
+    """Lines the terminal shows like a stage's start and end (not with -q), and stage.log keeps."""
+    logging.getLogger(STAGE_LOGGER).info(text)
 
 
 def quiet() -> bool:

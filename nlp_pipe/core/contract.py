@@ -4,7 +4,8 @@ Every stage module defines NAME, VERSION (bumped by hand when its output changes
 dataclass `Config`, `INPUTS` (name -> Input), `OUTPUTS` (the files and folders it always writes,
 checked by the runner after the run) and `run(config, inputs, out) -> Result`. A stage that trains
 across the processes of `accelerate launch` also sets `DISTRIBUTED = True` (the runner then runs it
-in every process; only the main one writes the artifact). A corpus stage that splits its rows across
+in every process once the main one, under the lock, decided to build; only the main one writes the
+artifact). A corpus stage that splits its rows across
 those processes sets `SHARDED = True`: every process runs it into the main one's staging directory,
 writes its part there (core.shards) and the main one merges the parts and publishes. A stage with
 neither runs in one process: under a launch every process stops with a one-line error (exit 2).

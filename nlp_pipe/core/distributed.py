@@ -7,12 +7,12 @@
     barrier()
     close()                                    at the end of a launched command, on every rank
 
-Training stages get their process group from accelerate (training/); a corpus stage has no model
-and no Accelerator, so the first `gather`/`barrier` here joins the launcher's rendezvous itself with
-torch.distributed's gloo backend (the variables torchrun sets: MASTER_ADDR, MASTER_PORT, RANK,
-WORLD_SIZE), on CPU and GPU machines alike: only small Python objects (counts, file names) travel
-through it, the rows themselves go through the shared filesystem as part files in the staging
-directory. One process and no launcher: every function is a no-op and touches no torch state.
+The first `gather`/`broadcast`/`barrier` here (the runner's word to the other ranks, a corpus stage's
+counts) joins the launcher's rendezvous (the variables torchrun sets: MASTER_ADDR, MASTER_PORT, RANK,
+WORLD_SIZE) with the backend accelerate would choose for training (see `_group`), which a training
+stage's Accelerator then adopts; small Python objects (words, counts, file names) travel through gloo,
+the rows themselves through the shared filesystem as part files in the staging directory. One process
+and no launcher: every function is a no-op and touches no torch state.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 
 _RANK = "RANK"
 _WORLD = "WORLD_SIZE"
+_objects: list[Any] = []  # the gloo group beside an NCCL default group (made once per process, on first use)
 
 
 def rank() -> int:
@@ -51,11 +52,38 @@ def shard(n: int, ranks: int | None = None, index: int | None = None) -> range:
 
 
 def _group() -> Any:
+    """The gloo group our objects travel through. The launch's default group is made with the backend accelerate
+    would choose for training on this machine (NCCL with CUDA, else gloo): it outlives this call, and accelerate
+    adopts an existing default group whatever its backend, so a gloo default group would make a training stage
+    later in the same process (a launched pipeline: segment -> pretrain) all-reduce CUDA gradients over gloo."""
+    import torch
     import torch.distributed as dist
 
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")  # env:// rendezvous of torchrun / accelerate launch
-    return dist
+    if not dist.is_initialized():  # env:// rendezvous of torchrun / accelerate launch
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(training_backend())
+    if dist.get_backend() == "gloo":
+        return None
+    if not _objects:
+        _objects.append(dist.new_group(backend="gloo"))  # every rank, once, in the same order
+    return _objects[0]
+
+
+def training_backend() -> str:
+    import torch
+
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def backend() -> str | None:
+    """The backend of the launch's default group (what a training stage's gradients went through); None when
+    there is none (one process, or nothing communicated)."""
+    if "torch.distributed" not in sys.modules:
+        return None
+    import torch.distributed as dist
+
+    return dist.get_backend() if dist.is_available() and dist.is_initialized() else None
 
 
 def gather(obj: Any, to_main: bool = False) -> list[Any]:
@@ -63,12 +91,14 @@ def gather(obj: Any, to_main: bool = False) -> list[Any]:
     (the others get [])."""
     if world_size() == 1:
         return [obj]
-    dist = _group()
+    import torch.distributed as dist
+
+    group = _group()
     out: list[Any] = [None] * world_size()
     if to_main:
-        dist.gather_object(obj, out if is_main() else None, dst=0)
+        dist.gather_object(obj, out if is_main() else None, dst=0, group=group)
         return out if is_main() else []
-    dist.all_gather_object(out, obj)
+    dist.all_gather_object(out, obj, group=group)
     return out
 
 
@@ -76,15 +106,19 @@ def broadcast(obj: Any) -> Any:
     """The main rank's `obj` on every rank."""
     if world_size() == 1:
         return obj
-    dist = _group()
+    import torch.distributed as dist
+
+    group = _group()
     box = [obj]
-    dist.broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=0, group=group)
     return box[0]
 
 
 def barrier() -> None:
     if world_size() > 1:
-        _group().barrier()
+        import torch.distributed as dist
+
+        dist.barrier(group=_group())
 
 
 def close() -> None:
@@ -97,5 +131,6 @@ def close() -> None:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        dist.barrier(group=_objects[0] if _objects else None)
         dist.destroy_process_group()
+        _objects.clear()

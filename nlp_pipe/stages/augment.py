@@ -130,7 +130,9 @@ def _mlm(checkpoint: Path) -> tuple[Any, Any]:
 
     loading.require(checkpoint, NAME)
     families.require(checkpoint, NAME, "mlm")
-    return loading.load_tokenizer(checkpoint), loading.load_model(AutoModelForMaskedLM, checkpoint).eval()
+    tokenizer, model = loading.load_tokenizer(checkpoint), loading.load_model(AutoModelForMaskedLM, checkpoint).eval()
+    loading.check_vocabulary(tokenizer, model, NAME, checkpoint)
+    return tokenizer, model
 
 
 def _report(config: Config, m: dict[str, Any], rows: list[dict[str, Any]]) -> str:

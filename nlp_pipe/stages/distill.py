@@ -127,6 +127,7 @@ def _general(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: 
 
     tokenizer = _tokenizer(inputs["teacher"][0])
     teacher = loading.load_model(AutoModel, inputs["teacher"][0])  # its own family's encoder, not BERT weights by name
+    loading.check_vocabulary(tokenizer, teacher, NAME, inputs["teacher"][0])
     counts = Counts()
     texts = [t for t, _, _ in read_texts(inputs["corpus"], config, counts, NAME)]
     held = min(config.eval_docs, len(texts) // 5)
@@ -140,6 +141,7 @@ def _general(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: 
                  unused_parameters=INTERMEDIATE_UNUSED) as trainer:
         student = loading.load_model(BertModel, inputs["student"][0]) if inputs["student"] else BertModel(
             _student_config(teacher.config, config), add_pooling_layer=False)
+        loading.check_vocabulary(tokenizer, student, NAME, inputs["student"][0] if inputs["student"] else inputs["teacher"][0])
         distiller = _distiller(teacher, student, "intermediate", config)
         summary = _fit(trainer, distiller, train, evaluation, tokenizer)
         student.set_attn_implementation("sdpa")  # the scores-reporting attention is for distillation only
@@ -165,6 +167,7 @@ def _task(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dic
     teacher_dir = inputs["teacher"][0]
     tokenizer = _tokenizer(teacher_dir)
     teacher, teacher_meta, teacher_threshold = load_teacher(teacher_dir)
+    loading.check_vocabulary(tokenizer, teacher, NAME, teacher_dir)
     first = lambda name: inputs[name][0] if inputs[name] else None  # noqa: E731
     splits = _teacher_labels(load_splits(inputs["train"][0], first("dev"), first("test"), config.seed), teacher)
     train_ds, augmented = _training_texts(splits, first("augmented"), inputs["train"][0])
@@ -183,6 +186,7 @@ def _task(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dic
         else:
             shape = _student_config(teacher.config, config)
             student = BertForSequenceClassification(type(shape)(**{**shape.to_dict(), **labels}))
+        loading.check_vocabulary(tokenizer, student, NAME, inputs["student"][0] if inputs["student"] else teacher_dir)
         first_step = None
         if config.epochs or config.steps:
             first_step = _fit(trainer, _distiller(teacher, student, "intermediate", config), train, None, tokenizer)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..checkpoints import families
+from ..checkpoints import families, loading
 from ..core.config import SEED_MAX, option
 from ..core.contract import Input, Result
 from ..core.errors import UserError
@@ -75,6 +75,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     log.info("%d new words; %d already single tokens, %d in the vocab but never emitted, %d invalid",
              len(planner.new), len(planner.existing), len(planner.activated), len(planner.invalid))
     model = load_model(checkpoint)  # after the words: a bad word file fails before the slow load
+    loading.check_vocabulary(tokenizer, model, NAME, checkpoint)  # rows for the old ids first, then the new words
     before, old_size = snapshot(model), len(tokenizer)
     expanded = write_expanded(tokenizer, planner, out, checkpoint / VOCAB_TXT)
     init_stats = _grow(model, planner.new, config, inputs, tokenizer)

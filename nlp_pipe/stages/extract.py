@@ -118,7 +118,9 @@ def _load(checkpoint: Path) -> tuple[Any, Any]:
 
     loading.require(checkpoint, NAME)
     families.require(checkpoint, NAME)
-    return loading.load_tokenizer(checkpoint), loading.load_model(AutoModel, checkpoint).eval()
+    tokenizer, model = loading.load_tokenizer(checkpoint), loading.load_model(AutoModel, checkpoint).eval()
+    loading.check_vocabulary(tokenizer, model, NAME, checkpoint)
+    return tokenizer, model
 
 
 def _tokenize(tokenizer: Any, texts: list[str], max_len: int) -> tuple[list[np.ndarray], int]:

@@ -94,6 +94,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
                 for name, ds in (("dev", splits.dev), ("test", splits.test)) if ds is not None}
     with Trainer(config, out, run_config=run_identity(config, inputs), name=NAME) as trainer:
         model, head = _model(checkpoint, splits.labels, config)
+        loading.check_vocabulary(tokenizer, model, NAME, checkpoint)
         summary = _train(trainer, model, config, encoded["train"][0], encoded["dev"][0], tokenizer, len(splits.labels))
     folds = _cross_validate(config, checkpoint, splits, tokenizer, max_len, out) if config.folds else None  # every process trains
     if not trainer.is_main:

@@ -169,9 +169,7 @@ def _model(config: Config, inputs: dict[str, list[Path]], tokenizer: Any) -> Any
     if inputs["init"]:
         families.require(inputs["init"][0], NAME, "init")
         model = bert.load(inputs["init"][0], config.sentence_task, config.attention)
-        if model.config.vocab_size != len(tokenizer):
-            raise UserError(f"pretrain: init {inputs['init'][0]} has a vocabulary of {model.config.vocab_size}, the tokenizer "
-                            f"{len(tokenizer)}; use the tokenizer saved with the checkpoint, or grow the model with the expand stage")
+        loading.check_vocabulary(tokenizer, model, NAME, inputs["init"][0])
         return model
     bert_config = bert.new_config(config.size, config.model_config, len(tokenizer), config.max_seq_len, tokenizer.pad_token_id)
     return bert.create(bert_config, config.sentence_task, config.attention)

@@ -31,8 +31,6 @@ LABEL_COLUMNS = ("label", "labels", "class", "category", "sentiment", "polarity"
 LIKELY_LABELS = (*LABEL_COLUMNS, "cat", "tag", "tags", "topic", "score", "rating", "stars", "intent")
 _MAX_QUOTED_LINES = 200  # a quoted field spanning more lines than this is an unterminated quote
 
-csv.field_size_limit(1 << 30)  # real corpora have single fields far above csv's 128 KiB default
-
 Lines = Iterable[tuple[int, str]]
 
 

@@ -34,7 +34,6 @@ from ..core.errors import UserError
 from ..core.files import SEGMENTER_JSON
 from . import engines
 
-jieba.setLogLevel(logging.WARNING)
 log = logging.getLogger(__name__)
 
 FreqPolicy = Literal["file", "multiply", "force"]

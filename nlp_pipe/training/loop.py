@@ -136,10 +136,15 @@ class StepLoop:
 
 
 class EarlyStop:
-    """Best evaluation so far (kept in TrainState, so it survives a resume) and its weights in best.pt."""
+    """Best evaluation so far (kept in TrainState, so it survives a resume) and its weights: held in memory
+    (a CPU copy, on every process) and written into each checkpoint beside that TrainState, so a kill can
+    never leave weights of a step the resumed state does not name."""
 
-    def __init__(self, metric: str | None, greater: bool, patience: int, acc: Accelerator, path: Path) -> None:
-        self.metric, self.greater, self.patience, self.acc, self.path = metric, greater, patience, acc, path
+    FILE = "best.pt"
+
+    def __init__(self, metric: str | None, greater: bool, patience: int, acc: Accelerator) -> None:
+        self.metric, self.greater, self.patience, self.acc = metric, greater, patience, acc
+        self.weights: dict[str, torch.Tensor] | None = None
 
     def stop(self, state: TrainState) -> bool:
         return bool(self.metric and self.patience and state.bad_evals >= self.patience)
@@ -152,15 +157,23 @@ class EarlyStop:
         value, best = metrics[self.metric], (state.best or {}).get(self.metric)
         if best is None or (value > best if self.greater else value < best):
             state.best, state.bad_evals = {"step": state.step, **metrics}, 0
-            if self.acc.is_main_process:
-                torch.save(model.state_dict(), self.path)
+            self.weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         else:
             state.bad_evals += 1
 
+    def save(self, checkpoint: Path) -> None:
+        """Into a checkpoint being written (before it is renamed into place), by the main process."""
+        if self.weights is not None and self.acc.is_main_process:
+            torch.save(self.weights, checkpoint / self.FILE)
+
+    def load(self, checkpoint: Path) -> None:
+        """From the checkpoint a run resumes from: the weights its TrainState.best names."""
+        if self.metric and (checkpoint / self.FILE).exists():
+            self.weights = torch.load(checkpoint / self.FILE, map_location="cpu", weights_only=True)
+
     def restore(self, state: TrainState, model: torch.nn.Module) -> dict[str, float] | None:
-        self.acc.wait_for_everyone()
-        if self.metric and state.best is not None and self.path.exists():
-            model.load_state_dict(torch.load(self.path, map_location="cpu", weights_only=True))
+        if self.metric and state.best is not None and self.weights is not None:
+            model.load_state_dict(self.weights)
         return state.best
 
 

@@ -4,8 +4,8 @@
     class Config(TrainOptions): ...          # steps/epochs, batch, lr, schedule, precision, checkpoints ...
 
 `run_identity` says which options and inputs make two runs the same run (checkpoints of another
-run are never resumed); `resolve_precision` and `cpu_threads` turn `precision` and the machine's
-load into what accelerate and torch are told.
+run are never resumed); `resolve_precision` and `resolve_threads` turn `precision` and `threads` into
+what accelerate and torch are told.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from ..core.config import SEED_MAX, option, to_dict
 log = get_logger(__name__)
 
 # TrainOptions fields that do not change the training trajectory
-NOT_RUN_IDENTITY = ("resume", "keep_checkpoints", "report_to", "log_every", "save_every", "checkpoint_limit", "compile")
+# (threads: run.json records the count it resolved to, which is what a resume must match)
+NOT_RUN_IDENTITY = ("resume", "keep_checkpoints", "report_to", "log_every", "save_every", "checkpoint_limit", "compile",
+                    "threads")
 # accelerate tracker name -> the package it needs
 TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "aim": "aim"}
 T = TypeVar("T")
@@ -61,6 +63,8 @@ class TrainOptions:
     compile: bool = option(False, "torch.compile the model: off by default; on CPU pretrain 0.77x, finetune 1.06x after "
                                   "51 s of compiling, distill 0.34x, never bit-identical (docs/performance.md); try it on GPUs")
     seed: int = option(42, "seed for initial weights, batch order, masking and dropout", min=0, max=SEED_MAX)
+    threads: int = option(0, "CPU intra-op threads; 0 = decided at the run's first start (OMP_NUM_THREADS, else a probe "
+                             "of the load) and kept by every resume, so a resumed run ends bitwise equal", min=0)
 
     def __post_init__(self) -> None:
         if self.steps == 0 and self.epochs == 0:
@@ -86,12 +90,17 @@ def resolve_precision(choice: str) -> str:
     return "bf16" if amx else "no"
 
 
-def cpu_threads() -> int:
-    """Intra-op threads for CPU training. OMP_NUM_THREADS wins; without it, a short probe (an MLP
-    step with all cores, then with one) keeps all cores only when they are clearly faster: on a shared
-    2-core machine two threads measured 4-12x slower than one (docs/performance.md)."""
-    if os.environ.get("OMP_NUM_THREADS") or torch.get_num_threads() == 1:
-        return torch.get_num_threads()
+def resolve_threads(requested: int, recorded: int | None) -> int:
+    """Intra-op threads for CPU training, decided once per run: `threads` when set, else what the run's
+    first start chose (run.json: a resumed run must compute as the killed one did to end bitwise equal),
+    else OMP_NUM_THREADS, else a short probe of the current load (an MLP step with all cores, then with
+    one) that keeps all cores only when they are clearly faster: on a shared 2-core machine two threads
+    measured 4-12x slower than one (docs/performance.md). Leaves torch's setting as it found it."""
+    if requested or recorded:
+        return requested or int(recorded or 0)
+    cores = torch.get_num_threads()
+    if os.environ.get("OMP_NUM_THREADS") or cores == 1:
+        return cores
     net = torch.nn.Sequential(torch.nn.Linear(256, 1024), torch.nn.GELU(), torch.nn.Linear(1024, 256))
     x = torch.randn(512, 256)
 
@@ -104,9 +113,10 @@ def cpu_threads() -> int:
             times.append(time.perf_counter() - start)
         return sorted(times)[1]
 
-    cores = torch.get_num_threads()
-    threads = cores if probe(cores) * 1.2 < probe(1) else 1
-    torch.set_num_threads(threads)
+    try:
+        threads = cores if probe(cores) * 1.2 < probe(1) else 1
+    finally:
+        torch.set_num_threads(cores)
     log.info(f"{threads} intra-op thread(s) of {cores} (OMP_NUM_THREADS unset; probe of the current load)",
              main_process_only=True)
     return threads

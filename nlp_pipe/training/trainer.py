@@ -20,10 +20,12 @@ early stopping with the best weights restored, metrics.jsonl, a curves PNG, Tens
 and checkpoints with exact resume. Those live beside the artifact (`artifacts.work_dir`), because
 the runner builds each attempt in a fresh temporary directory:
 
-    NAME.checkpoints/run.json           config + inputs of the run; other values refuse to resume
+    NAME.checkpoints/run.json           config + inputs of the run and the CPU thread count its first start
+                                        chose; other values refuse to resume
     NAME.checkpoints/metrics.jsonl      every logged record; copied into the artifact at the end
     NAME.checkpoints/step_000500/       accelerator.save_state: model, optimizer, RNG, scheduler, trainer
-                                        state; data_position.json says where the data stood
+                                        state; data_position.json says where the data stood; best.pt the
+                                        weights of the best evaluation so far (with best_metric)
     NAME.checkpoints/tracking/          with report_to tensorboard or aim; copied into the artifact at the end
 
 `trainer.cleanup` is that directory unless keep_checkpoints: the stage hands it to the runner in its
@@ -33,6 +35,7 @@ Result, and the runner removes it once the artifact is published.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import importlib.util
 import json
 import math
@@ -43,17 +46,19 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.state import AcceleratorState
-from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, broadcast_object_list, set_seed
 from transformers import get_scheduler
 
 from ..core import artifacts, console
 from ..core.contract import Result
 from ..core.errors import UserError
+from ..core.process import Interrupted
 from .loop import EarlyStop, Forward, StepLoop, TrainState, add_sums, call_model, mean_loss, reduce_sums, rows, to_device
-from .options import TRACKERS, TrainOptions, cpu_processes, cpu_threads, resolve_precision
+from .options import TRACKERS, TrainOptions, cpu_processes, resolve_precision, resolve_threads
 from .records import MetricsLog, plot_curves
 
 log = get_logger(__name__)
@@ -99,7 +104,7 @@ class Trainer:
         `unused_parameters`: some trainable parameters get no gradient from the loss (a distilled student's
         head while only its layers are distilled): DDP is then told to find them each step
         (find_unused_parameters; without it a multi-process run fails in the first backward)."""
-        self.options, self.out, self.name = options, out, name
+        self.options, self.out, self.name, self.phase = options, out, name, phase
         self.work = work or artifacts.work_dir(out, f"{phase}.checkpoints" if phase else "checkpoints")
         self.metrics_name = f"metrics_{phase}.jsonl" if phase else METRICS
         self.curves_name = f"training_curves_{phase}.png" if phase else CURVES_PNG
@@ -118,13 +123,18 @@ class Trainer:
                                            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused_parameters)])
         except ValueError as exc:  # e.g. fp16 without a GPU
             raise UserError(f"{name}: precision {options.precision}: {exc}") from None
-        self.run_config = {"config": run_config, "processes": self.accelerator.num_processes}
         self.summary: Summary | None = None  # set by fit
         self._threads_before = torch.get_num_threads()
-        self.threads = cpu_threads() if self.accelerator.device.type == "cpu" else None
+        self.run_config = {"config": run_config, "processes": self.accelerator.num_processes}
+        self.threads = self._threads() if self.accelerator.device.type == "cpu" else None
+        if self.threads:
+            torch.set_num_threads(self.threads)  # for this block only: __exit__ restores what was there
+        self.run_config["threads"] = self.threads
+        self.backend = dist.get_backend() if dist.is_available() and dist.is_initialized() else "none"
         # where and how it trains, for the manifest (readable after the accelerator state is gone)
         self.device = (f"{self.accelerator.device} x{self.accelerator.num_processes}, {self.precision}"
-                       + (f", {self.threads} thread(s)" if self.threads else ""))
+                       + (f", {self.threads} thread(s)" if self.threads else "")
+                       + (f", {self.backend}" if self.accelerator.num_processes > 1 else ""))
         set_seed(options.seed)  # the model built next gets the same weights on every process and every rerun
 
     def __enter__(self) -> Trainer:
@@ -148,6 +158,28 @@ class Trainer:
     def secondary_result(self) -> Result:
         """What a non-main process returns after training: the main process evaluates, reports and publishes."""
         return Result(metrics={"steps": self.summary.steps if self.summary else 0}, cleanup=self.cleanup)
+
+    def _threads(self) -> int:
+        """The run's thread count (options.resolve_threads): decided by the main process, which reads what
+        an earlier start of the same run recorded in run.json (its own, else another phase's of the same stage
+        run: a rerun that resumes the first phase must train the next ones as the killed run would have), and
+        the same on every process."""
+        recorded = None
+        if self.accelerator.is_main_process and self.options.resume:
+            artifact = artifacts.final_path(self.out).name
+            phases = sorted(self.work.parent.glob(f"{glob.escape(artifact)}.*checkpoints/{RUN_JSON}"))
+            for run_file in [self.work / RUN_JSON, *phases]:
+                try:
+                    previous = json.loads(run_file.read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    continue
+                if {k: previous.get(k) for k in self.run_config} == self.run_config and previous.get("threads"):
+                    recorded = previous["threads"]
+                    break
+        box = [resolve_threads(self.options.threads, recorded) if self.accelerator.is_main_process else 0]
+        if self.accelerator.num_processes > 1:
+            broadcast_object_list(box)
+        return int(box[0])
 
     def steps_per_epoch(self, n_examples: int) -> int:
         """Optimizer steps in one pass over `n_examples` (e.g. eval_steps for one evaluation an epoch)."""
@@ -190,13 +222,14 @@ class Trainer:
         model, optimizer = acc.prepare(model, optimizer)  # compiled here with compile=true (dynamo_backend)
         state = TrainState()
         acc.register_for_checkpointing(scheduler, state)  # our scheduler steps once per step, not once per process
-        resumed = self._resume(state)
+        stopper = EarlyStop(best_metric, greater_is_better, patience, acc)
+        resumed = self._resume(state, stopper)
+        self._header(len(train), total, resumed)
         metrics_log = MetricsLog(self.work / METRICS, self.is_main, keep_until=state.step)
         if self.tracker:
             acc.init_trackers(self.name, config=_flat(self.run_config["config"]))
         loop = StepLoop(acc, o, model, optimizer, scheduler, train, collate, forward or call_model, transform,
                         summarize or mean_loss, per_epoch, None if lengths is None else np.asarray(lengths))
-        stopper = EarlyStop(best_metric, greater_is_better, patience, acc, self.work / "best.pt")
 
         def evaluate() -> dict[str, float]:
             return self.evaluate(model, eval_data, collate, forward, transform, summarize)
@@ -205,18 +238,24 @@ class Trainer:
             self._log(metrics_log, {"split": "eval", "step": 0, **evaluate()})
         model.train()  # from_pretrained returns eval mode: without this, dropout would stay off after a resume
         progress = console.progress(total=total, initial=state.step, desc=self.name, unit="step", disable=not self.is_main)
-        while state.step < total and not stopper.stop(state):
-            loop.step(state)
-            progress.update(1)
-            if state.step % o.log_every == 0 or state.step == total:
-                self._log(metrics_log, {"split": "train", **loop.flush(state)})
-            if eval_data is not None and ((every and state.step % every == 0) or state.step == total):
-                loop.last_eval = evaluate()
-                self._log(metrics_log, {"split": "eval", "step": state.step, **loop.last_eval})
-                stopper.update(state, loop.last_eval, acc.unwrap_model(model))
-            if save_every and state.step % save_every == 0 and state.step < total:
-                self._save_checkpoint(state, per_epoch)
-        progress.close()
+        try:
+            while state.step < total and not stopper.stop(state):
+                loop.step(state)
+                progress.update(1)
+                if state.step % o.log_every == 0 or state.step == total:
+                    self._log(metrics_log, {"split": "train", **loop.flush(state)})
+                if eval_data is not None and ((every and state.step % every == 0) or state.step == total):
+                    loop.last_eval = evaluate()
+                    self._log(metrics_log, {"split": "eval", "step": state.step, **loop.last_eval})
+                    stopper.update(state, loop.last_eval, acc.unwrap_model(model))
+                if save_every and state.step % save_every == 0 and state.step < total:
+                    self._save_checkpoint(state, per_epoch, stopper)
+        except Interrupted as exc:  # the CLI's line says where training stood and what a rerun resumes from
+            saved = saved_steps(self.work)
+            exc.step, exc.checkpoint = state.step, int(saved[-1].name.split("_")[1]) if saved else 0
+            raise
+        finally:
+            progress.close()
         best = stopper.restore(state, acc.unwrap_model(model))
         # prepare() wrapped the caller's module's forward in autocast; give it back its plain forward, so what
         # the stage evaluates or checks after training is the fp32 model it saves
@@ -263,7 +302,22 @@ class Trainer:
                             "lower batch_size or add data")
         return n_examples // global_batch  # the incomplete last batch is left out: every step sees full batches
 
-    def _resume(self, state: TrainState) -> int:
+    def _header(self, examples: int, total: int, resumed: int) -> None:
+        """What this run will do, once, from the main process: the terminal (as HF's no_trainer scripts
+        print "***** Running training *****") and stage.log."""
+        if not self.is_main:
+            return
+        o, processes = self.options, self.accelerator.num_processes
+        lines = [f"***** {self.name}: training{' (' + self.phase + ')' if self.phase else ''} *****",
+                 f"  examples {examples:,}; batch {o.batch_size} per process x {o.grad_accum} accumulation x {processes} "
+                 f"process(es) = {o.batch_size * o.grad_accum * processes} per step",
+                 f"  steps {total:,}" + (f" (resuming at step {resumed})" if resumed else ""),
+                 f"  precision {'fp32' if self.precision == 'no' else self.precision}; device {self.accelerator.device}"
+                 + (f"; threads {self.threads}" if self.threads else ""),
+                 f"  processes {processes}; backend {self.backend}"]
+        console.announce("\n".join(lines))
+
+    def _resume(self, state: TrainState, stopper: EarlyStop) -> int:
         """Load the newest checkpoint of the same run, if any; returns the step resumed from (0 = fresh)."""
         acc = self.accelerator
         if acc.is_main_process:
@@ -278,8 +332,7 @@ class Trainer:
             if not same or not self.options.resume:  # a fresh start: nothing of an earlier run may leak in
                 for old in saved_steps(self.work):
                     shutil.rmtree(old)
-                for stale in (self.work / METRICS, self.work / "best.pt"):
-                    stale.unlink(missing_ok=True)
+                (self.work / METRICS).unlink(missing_ok=True)
                 shutil.rmtree(self.work / TRACKING, ignore_errors=True)
             run_file.write_text(json.dumps(self.run_config, indent=2, ensure_ascii=False), encoding="utf-8")
         acc.wait_for_everyone()
@@ -287,12 +340,13 @@ class Trainer:
         if not found:
             return 0
         acc.load_state(str(found[-1]))
+        stopper.load(found[-1])
         log.info(f"resumed from {found[-1]} (step {state.step})", main_process_only=True)
         return state.step
 
-    def _save_checkpoint(self, state: TrainState, per_epoch: int) -> None:
-        """accelerator.save_state into a hidden directory renamed into place: a kill while saving
-        leaves the previous checkpoint as the newest complete one."""
+    def _save_checkpoint(self, state: TrainState, per_epoch: int, stopper: EarlyStop) -> None:
+        """accelerator.save_state (and the best weights so far) into a hidden directory renamed into place:
+        a kill while saving leaves the previous checkpoint as the newest complete one."""
         acc = self.accelerator
         final = self.work / f"step_{state.step:06d}"
         tmp = self.work / f".{final.name}.tmp"
@@ -305,6 +359,7 @@ class Trainer:
             epoch, batch = divmod(state.micro_step, per_epoch)
             position = {"step": state.step, "micro_batches": state.micro_step, "epoch": epoch, "batch_in_epoch": batch}
             (tmp / POSITION_JSON).write_text(json.dumps(position), encoding="utf-8")
+            stopper.save(tmp)
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
             for old in saved_steps(self.work)[:-self.options.checkpoint_limit]:
@@ -359,7 +414,7 @@ def _flat(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
-    a = _flat({**old.get("config", {}), "processes": old.get("processes")})
-    b = _flat({**new["config"], "processes": new["processes"]})
+    a = _flat({**old.get("config", {}), "processes": old.get("processes"), "threads": old.get("threads")})
+    b = _flat({**new["config"], "processes": new["processes"], "threads": new["threads"]})
     changed = [f"{k}: {a.get(k)} -> {b.get(k)}" for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
     return "; ".join(changed[:4]) or "inputs changed"

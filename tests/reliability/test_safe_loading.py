@@ -23,7 +23,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "nlp_pipe"
 REVIEWED = {
     ("vectors/store.py", "KeyedVectors.load"): "vectors.kv (a pickle) of a word2vec/import-vectors artifact, loaded only "
                                          "when its sha256 matches the manifest; and the reload right after writing it",
-    ("training/loop.py", "torch.load"): "best.pt that training itself wrote into its work dir, loaded with weights_only=True",
+    ("training/loop.py", "torch.load"): "best.pt that training itself wrote into its checkpoint, loaded with weights_only=True",
     ("training/trainer.py", "acc.load_state"): "accelerate unpickles custom_checkpoint_*.pkl (weights_only=False) from "
                                        "NAME.checkpoints/step_*/, written by the same stage; trust = the output dir's",
 }

@@ -1,0 +1,87 @@
+"""Ctrl-C (SIGINT) and SIGTERM on a real `nlp-pipe` process: one line on stderr naming the step and the last
+checkpoint, exit 130 / 143, no traceback, no artifact and no staging directory or lock left behind; the
+rerun of the same command resumes from that checkpoint. 15-40 s per training case here (two process starts
+and 150 tiny steps); SIGTERM's case is `slow`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import FIXTURES
+
+TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+        "max_position_embeddings": 64}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+
+
+def pretrain_command(tmp_path: Path, tokenizer: Path, out: Path, steps: int) -> list[str]:
+    shape = tmp_path / "tiny.json"
+    shape.write_text(json.dumps(TINY), encoding="utf-8")
+    return [sys.executable, "-m", "nlp_pipe", "pretrain", "--corpus", str(FIXTURES / "news.txt"), "--tokenizer",
+            str(tokenizer), "--out", str(out), "--model-config", str(shape), "--max-seq-len", "64", "--batch-size", "8",
+            "--steps", str(steps), "--save-every", "5", "--eval-every", "0", "--eval-docs", "2", "--num-proc", "1",
+            "--precision", "fp32", "--seed", "1"]
+
+
+def wait_for(path_glob: Path, proc: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not list(path_glob.parent.glob(path_glob.name)):
+        assert proc.poll() is None, "the run ended before its first checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint within the time allowed"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)],
+                         ids=["SIGINT", "SIGTERM"])
+def test_interrupted_training_says_one_line_and_the_rerun_resumes(tmp_path, tiny_bert, signum):
+    out = tmp_path / "bert"
+    command = pretrain_command(tmp_path, tiny_bert, out, steps=150)  # ~5 s of training: signalled at step 5 or so
+    with open(tmp_path / "stderr.txt", "w", encoding="utf-8") as err:
+        proc = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            wait_for(tmp_path / "bert.checkpoints" / "step_*", proc)
+            proc.send_signal(signum)
+            proc.wait(timeout=60)
+        finally:
+            proc.kill()
+    lines = [line for line in (tmp_path / "stderr.txt").read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert proc.returncode == 128 + signum, lines
+    assert not any("Traceback" in line for line in lines), lines
+    name = signal.Signals(signum).name
+    last = lines[-1]
+    assert last.startswith(f"interrupted ({name}) at step ") and last.endswith("rerun the same command to resume"), lines
+    assert [line for line in lines if "interrupted" in line] == [last]
+    checkpoint = int(last.split("the last checkpoint is step ")[1].split(";")[0])
+    assert checkpoint >= 5 and (tmp_path / "bert.checkpoints" / f"step_{checkpoint:06d}").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bert.cache", "bert.checkpoints", "stderr.txt", "tiny.json"]
+
+    rerun = subprocess.run(command, env=ENV,
+                           capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    metrics = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["metrics"]
+    assert metrics["resumed_from_step"] == checkpoint and metrics["steps"] == 150
+
+
+def test_interrupt_outside_training_says_nothing_was_published(tmp_path):
+    """A corpus stage interrupted mid-build (a `segment` on a large corpus): one line, exit 130, nothing left."""
+    corpus = tmp_path / "corpus.txt"
+    text = (FIXTURES / "news.txt").read_text(encoding="utf-8")
+    corpus.write_text(text * 400, encoding="utf-8")
+    out = tmp_path / "runs" / "seg"
+    command = [sys.executable, "-m", "nlp_pipe", "segment", "--corpus", str(corpus), "--out", str(out), "--workers", "1"]
+    proc = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for(out.parent / ".seg.tmp-*", proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert lines[-1] == "interrupted (SIGINT); nothing was published; rerun the same command to start again", lines
+    assert list(out.parent.iterdir()) == []  # no artifact, no staging directory, no lock file
