@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from .classifiers.loaded import TextClassifier
+from .core.contract import Counts
 from .core.errors import UserError
-from .text.corpus import Counts, ReadOptions, read_rows
+from .text.corpus import ReadOptions, read_rows
 
 __all__ = ["TextClassifier", "read_texts", "predict"]
 

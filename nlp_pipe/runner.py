@@ -29,7 +29,7 @@ from .checkpoints import references
 from .core import artifacts, distributed
 from .core import config as configs
 from .core import manifest as manifests
-from .core.contract import Counts, Input, Result
+from .core.contract import Input, Result
 from .core.errors import UserError, did_you_mean
 
 log = logging.getLogger(__name__)  # its INFO lines (stage finished, fresh) are what the terminal shows
@@ -279,7 +279,7 @@ def _execute_secondary(p: Plan, sharded: bool) -> dict[str, Any]:
     out = Path(str(where)) if sharded else p.out.parent / f".{p.out.name}.tmp-rank{distributed.rank()}"
     t0 = time.perf_counter()
     result: Result = stages.load(p.stage).run(p.config, p.inputs, out)
-    counts = result.counts.as_dict() if isinstance(result.counts, Counts) else result.counts
+    counts = result.counts.as_dict() if result.counts is not None else None
     return {"stage": p.stage, "wall_time_s": round(time.perf_counter() - t0, 3), "counts": counts,
             "metrics": result.metrics}
 
@@ -318,7 +318,7 @@ def _build(p: Plan, tmp: Path) -> tuple[dict[str, Any], Result]:
         handler.close()
         library_handler.close()
     counts = result.counts
-    reading = counts.details() if isinstance(counts, Counts) else {}
+    reading = counts.details() if counts is not None else {}
     manifest = {
         "schema": manifests.SCHEMA,
         "stage": p.stage,
@@ -329,7 +329,7 @@ def _build(p: Plan, tmp: Path) -> tuple[dict[str, Any], Result]:
         "config": configs.to_dict(p.config),
         "inputs": {k: {"paths": [str(v) for v in p.inputs[k]], "fingerprints": p.input_fingerprints[k],
                        **({"hub": p.models[k]} if k in p.models else {})} for k in p.inputs},
-        "counts": counts.as_dict() if isinstance(counts, Counts) else counts,
+        "counts": counts.as_dict() if counts is not None else None,
         **({"reading": reading} if reading else {}),
         "metrics": result.metrics,
         **result.extra,
@@ -355,12 +355,10 @@ def stage_config(p: Plan) -> dict[str, Any]:
 
 def _write_report(tmp: Path, p: Plan, result: Result, wall: float) -> None:
     lines = [f"# {p.stage}: `{p.out.name}`", "", f"- wall time: {wall:.1f} s", f"- fingerprint: `{p.fingerprint[:16]}`"]
-    counts = result.counts.as_dict() if isinstance(result.counts, Counts) else result.counts
-    if counts:
-        dropped = ", ".join(f"{k}: {v}" for k, v in sorted(counts.get("dropped", {}).items())) or "none"
-        lines.append(f"- rows: {counts.get('rows_in')} in, {counts.get('rows_out')} out; dropped: {dropped}")
-    if isinstance(result.counts, Counts):
-        details = result.counts
+    details = result.counts
+    if details is not None:
+        dropped = ", ".join(f"{k}: {v}" for k, v in sorted(details.dropped.items())) or "none"
+        lines.append(f"- rows: {details.rows_in} in, {details.rows_out} out; dropped: {dropped}")
         for name, used in details.columns.items():
             lines.append(f"- columns of {name}: text `{used['text']}`, label " + (f"`{used['label']}`" if used["label"] else "none"))
         for reason, places in details.where.items():

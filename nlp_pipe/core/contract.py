@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -46,6 +47,14 @@ class Counts:
         self.where: dict[str, list[str]] = {}
         self.columns: dict[str, dict[str, Any]] = {}
         self.notices: list[str] = []
+
+    @classmethod
+    def of(cls, rows_in: int, rows_out: int | None = None, dropped: Mapping[str, int] | None = None) -> Counts:
+        """The counts of a stage that knows its rows in bulk (rows_out = rows_in unless given); also reads `as_dict()`."""
+        counts = cls()
+        counts.rows_in, counts.rows_out = rows_in, rows_in if rows_out is None else rows_out
+        counts.dropped.update(dropped or {})
+        return counts
 
     def drop(self, reason: str, n: int = 1, where: str | None = None) -> None:
         self.dropped[reason] += n
@@ -79,7 +88,7 @@ class Counts:
 class Result:
     """What a stage hands back to the runner for the manifest and report."""
 
-    counts: Counts | dict[str, Any] | None = None  # rows_in, rows_out, dropped {reason: n} (a Counts adds its details)
+    counts: Counts | None = None  # rows in, out and dropped by reason; None: the stage counts no rows (e.g. vocab)
     metrics: dict[str, Any] = field(default_factory=dict)
     report: str = ""  # markdown body appended under the runner's summary
     extra: dict[str, Any] = field(default_factory=dict)  # stage-specific manifest fields

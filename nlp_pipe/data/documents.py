@@ -17,7 +17,8 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
-from ..text.corpus import Counts, ReadOptions, read_rows, segmented_dataset
+from ..core.contract import Counts
+from ..text.corpus import ReadOptions, read_rows, segmented_dataset
 
 Layout = Literal["auto", "line", "blank"]
 _SNIFF_ROWS = 2000

@@ -39,8 +39,9 @@ import numpy as np
 
 from ..core import artifacts, console, distributed
 from ..core import manifest as manifests
+from ..core.contract import Counts
 from ..core.errors import UserError
-from ..text.corpus import Counts, ReadOptions
+from ..text.corpus import ReadOptions
 from ..text.segmenter import Segmenter, SegmenterSpec
 from .blocks import IGNORE, BlockSpec, Doc, assemble, build_layouts, doc_in_stream
 from .documents import Document, Layout, documents

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from ..core import console
 from ..core.config import option
+from ..core.contract import Counts
 from ..core.errors import UserError
 from ..core.files import CORPUS_TXT, PHRASES_TSV
-from ..text.corpus import Counts, ReadOptions, read_rows
+from ..text.corpus import ReadOptions, read_rows
 from ..text.segmenter import SegmenterSpec, cut_parallel, default_workers
 from .tokenizer_growth import WordPlanner
 

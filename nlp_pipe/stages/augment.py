@@ -30,7 +30,7 @@ from ..augmentation.word_substitution import AugmentStats, augment
 from ..checkpoints import families, loading
 from ..core import console, distributed, shards
 from ..core.config import SEED_MAX, option
-from ..core.contract import Input, Result
+from ..core.contract import Counts, Input, Result
 from ..core.files import AUGMENT_STATS_JSON, DATASET_DIR, SEGMENTER_JSON
 from ..data.labelled import load_dataset
 from ..text.segmenter import Segmenter, SegmenterSpec
@@ -82,7 +82,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
         if not distributed.is_main():
             for _ in batches:  # augments this rank's chunks into its part
                 pass
-            return Result({"rows_in": len(texts), "rows_out": 0, "dropped": {}}, {})
+            return Result(Counts.of(len(texts), 0), {})
     table = pa.Table.from_batches(list(batches), schema=_SCHEMA).combine_chunks()
     seconds = time.perf_counter() - t0
     datasets.Dataset(table).save_to_disk(str(out / DATASET_DIR))
@@ -94,7 +94,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     (out / AUGMENT_STATS_JSON).write_text(json.dumps(counts, indent=2), encoding="utf-8")
     metrics = {**counts, "texts_per_s": round(len(texts) / seconds, 1) if seconds else 0.0}
     examples = table.slice(0, 3 * (config.copies + 1)).to_pylist()
-    return Result({"rows_in": len(texts), "rows_out": len(table), "dropped": {}}, metrics,
+    return Result(Counts.of(len(texts), len(table)), metrics,
                   _report(config, metrics, examples))
 
 

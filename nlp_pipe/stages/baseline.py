@@ -20,7 +20,7 @@ from ..classifiers.labels import LabelInfo
 from ..classifiers.outcome import finish
 from ..classifiers.tfidf import TfidfOptions, fit_splits, probabilities
 from ..core.config import option
-from ..core.contract import Input, Result
+from ..core.contract import Counts, Input, Result
 from ..core.files import CONFIG_JSON, LABELS_JSON, METRICS_JSON, NGRAMS_JSON, SEGMENTER_JSON, WEIGHTS
 from ..data.labelled import load_splits
 from ..text.segmenter import SegmenterSpec
@@ -74,4 +74,4 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
              f"{config.class_weight}; data {splits.origin}; trained in {train_s:.1f} s.", "", *done.sections, "",
              "![confusion matrix](confusion_matrix.png)"]
     figures = {"features": len(model.ngrams), "train_s": round(train_s, 2), **done.figures}
-    return Result({"rows_in": rows, "rows_out": rows, "dropped": {}}, figures, "\n".join(lines))
+    return Result(Counts.of(rows), figures, "\n".join(lines))

@@ -101,7 +101,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
                     "onnxruntime_int8_texts_per_s": round(int8_rate, 1)}
     info["parity"] = metrics
     (out / EXPORT_JSON).write_text(json.dumps(info, ensure_ascii=False, indent=2), encoding="utf-8")
-    return Result({"rows_in": len(texts), "rows_out": len(texts), "dropped": {}}, metrics,
+    return Result(Counts.of(len(texts)), metrics,
                   _report(source, kind, info, metrics, origin))
 
 

@@ -27,11 +27,11 @@ import torch
 from ..checkpoints import families, loading
 from ..core import console, distributed, shards
 from ..core.config import option
-from ..core.contract import Input, Result
+from ..core.contract import Counts, Input, Result
 from ..core.errors import UserError
 from ..core.files import DATASET_DIR, FEATURES_NPY, INDEX_JSONL, OFFSETS_NPY
 from ..data.bert_inputs import coverage, encoding_of, tokenize
-from ..text.corpus import Counts, ReadOptions, read_texts
+from ..text.corpus import ReadOptions, read_texts
 
 NAME = "extract"
 VERSION = 1

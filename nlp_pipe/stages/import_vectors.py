@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Literal
 
 from ..core.config import option
-from ..core.contract import Input, Result
+from ..core.contract import Counts, Input, Result
 from ..core.errors import UserError
 from ..core.files import EVAL_JSON, VECTORS_KV, VECTORS_TXT, VOCAB_TXT, read_vocab
-from ..text.corpus import Counts
 from ..vectors.store import ReportOptions, finish_artifact
 from ..vectors.word2vec_text import read_word2vec_text
 

@@ -23,9 +23,8 @@ from gensim.models.phrases import Phrases
 
 from ..core import console, distributed, shards
 from ..core.config import option
-from ..core.contract import Input, Result
+from ..core.contract import Counts, Input, Result
 from ..core.files import CORPUS_TXT, PHRASES_TSV, USERDICT_TXT, corpus_txt
-from ..text.corpus import Counts
 from ..text.userdict import write_userdict
 
 NAME = "phrases"

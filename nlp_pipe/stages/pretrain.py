@@ -32,7 +32,7 @@ from ..checkpoints import families, loading
 from ..core import artifacts
 from ..core import manifest as manifests
 from ..core.config import option, to_dict
-from ..core.contract import Input, Result
+from ..core.contract import Counts, Input, Result
 from ..core.errors import UserError
 from ..core.files import CONFIG_JSON, DATASET_DIR, PRETRAINING_JSON, USERDICT_TXT, VOCAB_TXT, WEIGHTS, read_vocab
 from ..data import pretraining as blocks_data
@@ -112,7 +112,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     if not trainer.is_main:
         return trainer.secondary_result()
     metrics = _write_extras(out, config, hf_model, tokenizer_source, collator, built, summary)
-    return Result(built.stats["counts"], metrics, _report(config, summary, built, hf_model),
+    return Result(Counts.of(**built.stats["counts"]), metrics, _report(config, summary, built, hf_model),
                   {"device": trainer.device, "data_cache": str(built.cache_dir)}, trainer.cleanup)
 
 

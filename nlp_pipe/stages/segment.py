@@ -31,11 +31,11 @@ from datasets.arrow_writer import ArrowWriter
 
 from ..core import console, distributed, shards
 from ..core.config import option
-from ..core.contract import Input, Result
+from ..core.contract import Counts, Input, Result
 from ..core.errors import UserError
 from ..core.files import CORPUS_TXT, DATASET_DIR, SEGMENTER_JSON
 from ..core.manifest import sha256_file
-from ..text.corpus import Counts, ReadOptions, read_rows
+from ..text.corpus import ReadOptions, read_rows
 from ..text.engines import proven
 from ..text.segmenter import LoadProbe, Segmenter, SegmenterSpec, cut_parallel
 from ..text.userdict import read_userdict, userdict_file

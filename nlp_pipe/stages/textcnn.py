@@ -39,7 +39,7 @@ from ..classifiers.labels import LabelInfo
 from ..classifiers.outcome import Evaluation, finish, fold_summary
 from ..core import artifacts, distributed, plots
 from ..core.config import option
-from ..core.contract import Input, Result
+from ..core.contract import Counts, Input, Result
 from ..core.errors import UserError
 from ..core.files import (
     CHARS_TXT,
@@ -183,7 +183,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
                "vectors": vector_stats, "steps": summary.steps, "resumed_from_step": summary.resumed_from,
                "best_step": (summary.best or {}).get("step"), **done.figures}
     report = _report(config, splits, done.sections, summary, max_len, char_max_len, oov)
-    return Result({"rows_in": rows, "rows_out": rows, "dropped": {}}, figures, report, {"device": trainer.device}, trainer.cleanup)
+    return Result(Counts.of(rows), figures, report, {"device": trainer.device}, trainer.cleanup)
 
 
 def _model(config: Config, model_config: TextCNNConfig, vectors: torch.Tensor | None, idf: torch.Tensor | None,

@@ -32,7 +32,7 @@ from gensim.models.callbacks import CallbackAny2Vec
 from ..core import console
 from ..core.artifacts import read_manifest
 from ..core.config import SEED_MAX, option
-from ..core.contract import Input, Result
+from ..core.contract import Counts, Input, Result
 from ..core.errors import UserError
 from ..core.files import EVAL_JSON, VECTORS_KV, VECTORS_TXT, corpus_txt
 from ..text.segmenter import default_workers
@@ -148,12 +148,12 @@ def new_model(config: Config, workers: int) -> Word2Vec:
     return Word2Vec(**common)
 
 
-def _vocabulary_counts(model: Word2Vec) -> tuple[dict, dict]:
+def _vocabulary_counts(model: Word2Vec) -> tuple[Counts, dict]:
     """Rows = words: distinct corpus words in, words with a vector out, the rest below min_count."""
     distinct = len(model.raw_vocab)
     kept_tokens = int(model.wv.expandos["count"].sum()) if len(model.wv) else 0
     model.raw_vocab = defaultdict(int)  # what gensim does without keep_raw_vocab: free it before training
-    counts = {"rows_in": distinct, "rows_out": len(model.wv), "dropped": {"below_min_count": distinct - len(model.wv)}}
+    counts = Counts.of(distinct, len(model.wv), {"below_min_count": distinct - len(model.wv)})
     metrics = {"corpus_sentences": model.corpus_count,  # lines; gensim cuts lines over 10,000 words
                "corpus_words": model.corpus_total_words,
                "tokens_below_min_count": model.corpus_total_words - kept_tokens}

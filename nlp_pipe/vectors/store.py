@@ -22,9 +22,9 @@ from gensim.models import KeyedVectors
 
 from ..core import manifest as manifests
 from ..core.config import option
+from ..core.contract import Counts
 from ..core.errors import UserError
 from ..core.files import EVAL_JSON, VECTORS_KV, VECTORS_TXT
-from ..text.corpus import Counts
 from .evaluation import RESTRICT_VOCAB, eval_metrics, eval_tables, evaluate
 from .word2vec_text import read_word2vec_text, write_word2vec_text
 

@@ -13,8 +13,8 @@ from typing import IO
 import numpy as np
 from gensim.models import KeyedVectors
 
+from ..core.contract import Counts
 from ..core.errors import UserError
-from ..text.corpus import Counts
 from ..text.encoding import open_binary
 
 _BATCH_ROWS = 4096
