@@ -167,10 +167,7 @@ def _runs(codes):
             if runs:
                 buffers[used] = _SEP
                 used += 1
-            for i in range(run_start, run_end):
-                if codes[i] != _SEP:
-                    buffers[used] = codes[i]
-                    used += 1
+            used = _copy_without(buffers, used, codes, run_start, run_end, _SEP)
             starts[runs] = run_start
             ends[runs] = run_end
             runs += 1
@@ -186,8 +183,14 @@ def _put(out, used, pending, sep, source, start, end):
     if pending:
         out[used] = sep
         used += 1
+    return _copy_without(out, used, source, start, end, _MARK)
+
+
+@njit(cache=True)
+def _copy_without(out, used, source, start, end, skip):
+    """Append source[start:end] less every `skip` code to out[used:]; the new length."""
     for i in range(start, end):
-        if source[i] != _MARK:
+        if source[i] != skip:
             out[used] = source[i]
             used += 1
     return used
