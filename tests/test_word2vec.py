@@ -8,7 +8,7 @@ import random
 
 import numpy as np
 import pytest
-from gensim.models import KeyedVectors
+from gensim.models import KeyedVectors, Word2Vec
 
 from conftest import build, run_cli
 from nlp_pipe.core import manifest as manifests
@@ -193,7 +193,34 @@ def test_training_progress_follows_gensims_progress_lines(monkeypatch):
     monkeypatch.setattr(console, "progress", lambda **kw: bars.append(real(**{**kw, "disable": False, "file": io.StringIO()}))
                         or bars[-1])
     gensim_log = logging.getLogger("gensim.models.word2vec")
-    with w2v_stage._progress(2):
+    with w2v_stage._gensim_progress(w2v_stage._TRAINED, lambda m: 100 * int(m.group(1)) + float(m.group(2)), total=200):
         gensim_log.info("EPOCH %i - PROGRESS: at %.2f%% examples, %.0f words/s, in_qsize %i, out_qsize %i", 1, 41.5, 1e4, -1, 0)
         assert bars[0].n == pytest.approx(141.5) and bars[0].total == 200
     assert bars[0].n == 200 and not gensim_log.handlers and gensim_log.propagate
+
+
+def test_the_vocabulary_pass_shows_progress_over_the_artifacts_lines(monkeypatch, tmp_path, seg_reviews):
+    """build_vocab's own "PROGRESS: at sentence #N" lines move a bar whose total is the corpus artifact's rows out."""
+    import functools
+    import io
+
+    from tqdm.auto import tqdm
+
+    from nlp_pipe.core import console
+
+    class Recording(tqdm):
+        moves = 0
+
+        def update(self, n=1):
+            self.moves += 1
+            return super().update(n)
+
+    bars: list[Recording] = []
+    monkeypatch.setattr(console, "progress", lambda **kw: bars.append(Recording(**{**kw, "disable": False, "file": io.StringIO()}))
+                        or bars[-1])
+    # gensim logs every 10,000 lines; the fixture has 160, so it is asked for a line every 10
+    monkeypatch.setattr(Word2Vec, "build_vocab", functools.partialmethod(Word2Vec.build_vocab, progress_per=10))
+    build("word2vec", tmp_path / "w2v", {"corpus": seg_reviews}, min_count=1, epochs=1, vector_size=8, workers=1)
+    vocabulary = next(b for b in bars if b.desc == "word2vec vocabulary")
+    assert vocabulary.total == manifests.read_manifest(seg_reviews)["counts"]["rows_out"] == 160
+    assert vocabulary.n == 160 and vocabulary.moves >= 10  # moved while counting, not only filled at the end

@@ -163,9 +163,10 @@ def _train_wordpiece(config: Config, files: list[Path], out: Path) -> list[str]:
     from tokenizers import BertWordPieceTokenizer
 
     tokenizer = BertWordPieceTokenizer(clean_text=True, handle_chinese_chars=True, lowercase=config.lowercase)
-    # limit_alphabet defaults to 1000, which turns most hanzi into [UNK] (docs/library-notes.md)
+    # limit_alphabet defaults to 1000, which turns most hanzi into [UNK] (docs/library-notes.md); tokenizers draws
+    # its own progress bar (with an ETA) unless -q
     tokenizer.train([str(f) for f in files], vocab_size=config.wordpiece_size, min_frequency=config.min_freq,
-                    special_tokens=list(config.special_tokens), limit_alphabet=100_000, show_progress=False)
+                    special_tokens=list(config.special_tokens), limit_alphabet=100_000, show_progress=not console.quiet())
     vocab = tokenizer.get_vocab()
     return [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
 

@@ -20,11 +20,11 @@ import logging
 import re
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from gensim.models import FastText, Word2Vec
 from gensim.models.callbacks import CallbackAny2Vec
@@ -89,13 +89,16 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     workers = config.workers or default_workers()
     model = new_model(config, workers)
     t0 = time.perf_counter()
-    model.build_vocab(corpus_file=str(corpus), keep_raw_vocab=True)
+    with _gensim_progress(_SCANNED, lambda m: int(m.group(1)), total=_lines(inputs["corpus"][0]), desc="word2vec vocabulary",
+                          unit=" lines"):
+        model.build_vocab(corpus_file=str(corpus), keep_raw_vocab=True)
     vocab_s = time.perf_counter() - t0
     counts, vocab_metrics = _vocabulary_counts(model)
     if not len(model.wv):
         raise UserError(f"word2vec: no word of {corpus} occurs {config.min_count} times; lower --min-count or use a larger corpus")
     t0 = time.perf_counter()
-    with _progress(config.epochs):
+    with _gensim_progress(_TRAINED, lambda m: 100 * int(m.group(1)) + float(m.group(2)), total=100 * config.epochs,
+                          desc="word2vec", unit="%", bar_format=_BAR):
         _, raw_words = model.train(corpus_file=str(corpus), total_examples=model.corpus_count,
                                    total_words=model.corpus_total_words, epochs=config.epochs, callbacks=[_EpochLog(config.epochs)])
     train_s = time.perf_counter() - t0
@@ -160,40 +163,47 @@ def _vocabulary_counts(model: Word2Vec) -> tuple[Counts, dict]:
     return counts, metrics
 
 
-_PROGRESS = re.compile(r"EPOCH (\d+) - PROGRESS: at ([\d.]+)%")
+# gensim tells its progress only in its log: "PROGRESS: at sentence #10000, ..." while it counts the vocabulary,
+# "EPOCH 1 - PROGRESS: at 41.20% examples, ..." every second while it trains
+_SCANNED = re.compile(r"PROGRESS: at sentence #(\d+)")
+_TRAINED = re.compile(r"EPOCH (\d+) - PROGRESS: at ([\d.]+)%")
 
 
 class _ProgressLines(logging.Handler):
-    def __init__(self, bar) -> None:
+    def __init__(self, bar, pattern: re.Pattern, done: Callable[[re.Match], float]) -> None:
         super().__init__(logging.INFO)
-        self.bar = bar
+        self.bar, self.pattern, self.done = bar, pattern, done
 
     def emit(self, record: logging.LogRecord) -> None:
-        match = _PROGRESS.match(record.getMessage())
+        match = self.pattern.match(record.getMessage())
         if match:
-            done = 100 * int(match.group(1)) + float(match.group(2))
-            self.bar.update(max(0.0, done - self.bar.n))
+            self.bar.update(max(0.0, self.done(match) - self.bar.n))
 
 
 @contextmanager
-def _progress(epochs: int) -> Iterator[None]:
-    """A bar over the epochs (100% each) with an ETA: gensim reports training progress only in its log
-    ("EPOCH 1 - PROGRESS: at 41.20% examples, ..." every second), so those lines, kept off the terminal
-    and stage.log as before, drive it."""
+def _gensim_progress(pattern: re.Pattern, done: Callable[[re.Match], float], **bar: Any) -> Iterator[None]:
+    """A bar (with an ETA where the total is known) moved by gensim's log lines that match `pattern`; those lines
+    stay off the terminal and stage.log as before. The bar ends full when the step does."""
     gensim_log = logging.getLogger("gensim.models.word2vec")
     level, propagate = gensim_log.level, gensim_log.propagate
-    with console.progress(total=100 * epochs, desc="word2vec", unit="%", bar_format=_BAR) as bar:
-        handler = _ProgressLines(bar)
+    with console.progress(**bar) as shown:
+        handler = _ProgressLines(shown, pattern, done)
         gensim_log.addHandler(handler)
         gensim_log.setLevel(logging.INFO)
         gensim_log.propagate = False
         try:
             yield
-            bar.update(max(0.0, bar.total - bar.n))
+            if shown.total:
+                shown.update(max(0.0, shown.total - shown.n))
         finally:
             gensim_log.removeHandler(handler)
             gensim_log.setLevel(level)
             gensim_log.propagate = propagate
+
+
+def _lines(corpus: Path) -> int | None:
+    """The lines of an artifact's corpus.txt (its manifest's rows out), the vocabulary bar's total; None for a file."""
+    return ((read_manifest(corpus) or {}).get("counts") or {}).get("rows_out") if corpus.is_dir() else None
 
 
 _BAR = "{desc}: {percentage:3.0f}%|{bar}| epoch-% {n:.0f}/{total:.0f} [{elapsed}<{remaining}]"
