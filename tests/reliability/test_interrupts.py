@@ -61,7 +61,7 @@ def test_interrupted_training_says_one_line_and_the_rerun_resumes(tmp_path, tiny
     assert [line for line in lines if "interrupted" in line] == [last]
     checkpoint = int(last.split("the last checkpoint is step ")[1].split(";")[0])
     assert checkpoint >= 5 and (tmp_path / "bert.checkpoints" / f"step_{checkpoint:06d}").is_dir()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bert.cache", "bert.checkpoints", "stderr.txt", "tiny.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bert.checkpoints", "nlp_pipe_cache", "stderr.txt", "tiny.json"]
 
     rerun = subprocess.run(command, env=ENV,
                            capture_output=True, text=True, timeout=300)
