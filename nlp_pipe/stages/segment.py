@@ -19,7 +19,7 @@ import json
 import logging
 from collections import Counter, deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
@@ -233,10 +233,12 @@ class _DatasetFile:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if self._writer is None:
             return
+        if kind is not None:
+            with suppress(Exception):  # a full disk fails again here: the stage's own error is the one to report
+                self._writer.close()
+            return
         self._writer.finalize()
         self._writer.close()
-        if kind is not None:
-            return
         # datasets derives a fingerprint from the file's path (a random staging dir): the rows' own digest
         # instead makes state.json, like every other file, the same for the same rows
         with _datasets_quiet():
