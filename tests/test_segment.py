@@ -67,6 +67,19 @@ def test_unlabelled_corpus_has_no_label_column(seg_news):
     assert manifest["counts"] == {"rows_in": 59, "rows_out": len(NEWS), "dropped": {"empty": 59 - len(NEWS)}}
 
 
+def test_labelled_file_after_unlabelled_chunks_gets_null_labels(tmp_path):
+    """The dataset is written as it is cut: a labelled file whose rows come after chunks already written
+    without a label column still gives every row a label column (null where the file had none)."""
+    (tmp_path / "plain.txt").write_text("他来到了网易杭研大厦\n小明硕士毕业于中国科学院计算所\n", encoding="utf-8")
+    (tmp_path / "rated.jsonl").write_text('{"text": "我爱北京天安门", "label": "a"}\n', encoding="utf-8")
+    out = tmp_path / "seg"
+    manifest = build("segment", out, {"corpus": [tmp_path / "plain.txt", tmp_path / "rated.jsonl"]}, workers=1, chunk_rows=1)
+    ds = load(out)
+    assert ds.column_names == ["text", "words", "label"] and ds["label"] == [None, None, "a"]
+    assert ds["words"] == [jieba_words(t, True) for t in ds["text"]] and manifest["metrics"]["labels"] == {"a": 1}
+    assert sorted(p.name for p in (out / "dataset").iterdir()) == ["data-00000-of-00001.arrow", "dataset_info.json", "state.json"]
+
+
 def test_parallel_is_identical_to_serial(tmp_path, seg_reviews):
     serial = seg_reviews  # reviews.tsv with workers=1
     parallel = tmp_path / "parallel"

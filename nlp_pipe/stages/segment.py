@@ -15,19 +15,21 @@ in input order: the artifact is byte-identical to a one-process run.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
-import shutil
 from collections import Counter, deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Literal
 
 import datasets
 import pyarrow as pa
 import pyarrow.compute as pc
 from datasets.arrow_writer import ArrowWriter
+from datasets.utils.py_utils import asdict  # drops unset fields as save_to_disk does
 
 from ..core import console, distributed, shards
 from ..core.config import option
@@ -98,15 +100,11 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
             for _ in chunks:  # cuts this rank's chunks into its part
                 pass
             return Result(counts, {"workers": workers})
-    cache = out / ".hf_cache"
-    cache.mkdir()
-    arrow_file = str(cache / "segment.arrow")
     # Rows go to Arrow a chunk at a time as whole columns (the words column split from the joined
     # line in C++): building them row by row through Dataset.from_generator took a third of the
     # main process's time, and the main process shares the cores with the workers.
     running = _Stats()
-    with open(out / CORPUS_TXT, "w", encoding="utf-8") as corpus_txt, \
-            ArrowWriter(features=_FEATURES, path=arrow_file) as writer:
+    with open(out / CORPUS_TXT, "w", encoding="utf-8") as corpus_txt, _DatasetFile(out / DATASET_DIR) as dataset:
         for texts, labels, lines in chunks:
             if not dict_info["engine_exact"] and len(sample) < _AGREEMENT_ROWS:
                 sample += zip(texts[:_AGREEMENT_ROWS - len(sample)], lines)
@@ -114,21 +112,10 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
             table = pa.table({"text": pa.array(texts, pa.string()), "words": pc.split_pattern(pa.array(lines, pa.string()), " "),
                               "label": pa.array(labels, pa.string())})
             running.add(table)
-            writer.write_table(table)
-        writer.finalize()
-    if counts.rows_out == 0:
-        raise UserError(f"segment: no text left in {', '.join(map(str, files))} (dropped: {dict(counts.dropped)})")
+            dataset.write(table)
+        if counts.rows_out == 0:
+            raise UserError(f"segment: no text left in {', '.join(map(str, files))} (dropped: {dict(counts.dropped)})")
     stats = running.result()
-    with _datasets_quiet():  # our own tqdm bar is the one progress display
-        ds = datasets.Dataset.from_file(arrow_file, split=datasets.Split.TRAIN)
-        if not stats["labels"]:
-            ds = ds.remove_columns("label")
-        # datasets derives the fingerprint from the cache file's path (a random staging dir): the rows' own
-        # digest instead makes dataset/state.json, like every other file, the same for the same rows
-        ds._fingerprint = f"{sha256_file(Path(arrow_file))[:16]}{'' if stats['labels'] else '-nolabel'}"
-        ds.save_to_disk(str(out / DATASET_DIR))
-        del ds
-    shutil.rmtree(cache, ignore_errors=True)
     if sample:
         dict_info["engine_agreement"] = _agreement(spec, sample)
     metrics = {
@@ -199,6 +186,70 @@ def _chunks(rows: Iterator, max_rows: int) -> Iterator[list]:
             chunk, chars = [], 0
     if chunk:
         yield chunk
+
+
+class _DatasetFile:
+    """The dataset written as it is cut, straight into `folder` in the layout `datasets.load_from_disk` reads
+    (one data file, then state.json and dataset_info.json as `Dataset.save_to_disk` writes them): writing a
+    cache file and then `save_to_disk` copied every byte once more and mapped the whole dataset (private
+    memory and RSS grew with the corpus). The label column is there when any row has a label, as before:
+    the first chunk decides, and the rare corpus whose labelled file comes after an unlabelled one has the
+    rows already written copied once into a file with an all-null label column."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.path = folder / "data-00000-of-00001.arrow"
+        self.labels: bool | None = None  # whether the file has a label column; None until the first chunk
+        self._writer: ArrowWriter | None = None
+
+    def __enter__(self) -> _DatasetFile:
+        self.folder.mkdir()
+        return self
+
+    def _open(self, labels: bool) -> ArrowWriter:
+        self.labels = labels
+        features = _FEATURES if labels else datasets.Features({k: v for k, v in _FEATURES.items() if k != "label"})
+        self._writer = ArrowWriter(features=features, path=str(self.path))
+        return self._writer
+
+    def write(self, table: pa.Table) -> None:
+        labelled = table.column("label").null_count < table.num_rows
+        writer = self._writer or self._open(labelled)
+        if labelled and not self.labels:
+            writer = self._add_label_column(writer)
+        writer.write_table(table if self.labels else table.drop_columns("label"))
+
+    def _add_label_column(self, writer: ArrowWriter) -> ArrowWriter:
+        writer.finalize()
+        unlabelled = self.path.with_suffix(".unlabelled")
+        self.path.rename(unlabelled)
+        writer = self._open(labels=True)
+        with pa.OSFile(str(unlabelled)) as source:  # read a batch at a time, not mapped: memory stays flat
+            for batch in pa.ipc.open_stream(source):
+                writer.write_table(pa.Table.from_batches([batch]).append_column("label", pa.nulls(batch.num_rows, pa.string())))
+        unlabelled.unlink()
+        return writer
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._writer is None:
+            return
+        if kind is not None:
+            with suppress(Exception):  # a full disk fails again here: the stage's own error is the one to report
+                self._writer.close()
+            return
+        self._writer.finalize()
+        self._writer.close()
+        # datasets derives a fingerprint from the file's path (a random staging dir): the rows' own digest
+        # instead makes state.json, like every other file, the same for the same rows
+        with _datasets_quiet():
+            info = asdict(datasets.Dataset.from_file(str(self.path)).info)  # maps the file, reads only its schema
+        state: dict[str, Any] = {"_data_files": [{"filename": self.path.name}], "_fingerprint": sha256_file(self.path)[:16],
+                 "_format_columns": None, "_format_kwargs": {}, "_format_type": None, "_output_all_columns": False,
+                 "_split": str(datasets.Split.TRAIN)}
+        with open(self.folder / datasets.config.DATASET_STATE_JSON_FILENAME, "w", encoding="utf-8") as fh:
+            json.dump(state, fh, indent=2, sort_keys=True)
+        with open(self.folder / datasets.config.DATASET_INFO_FILENAME, "w", encoding="utf-8") as fh:
+            json.dump({key: info[key] for key in sorted(info)}, fh, indent=2)  # as save_to_disk: nested order kept
 
 
 class _Stats:
