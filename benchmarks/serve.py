@@ -141,9 +141,9 @@ async def level(url: str, texts: list[str], concurrency: int, seconds: float, pe
 
 
 def _session(concurrency: int) -> Any:
-    """aiohttp, not httpx: at 32 concurrent requests httpx's AsyncClient took 0.4-0.7 of the 2 cores and sent fewer
-    requests than at 8 (907 vs 1,548 texts/s against one TextCNN server), so it measured itself; aiohttp's client
-    took 0.1 core for 2,020 texts/s (docs/performance.md, serving)."""
+    """aiohttp, not httpx: against one TextCNN export httpx's AsyncClient sent fewer texts at c=32 than at c=8
+    (562 vs 1,280 texts/s, its client taking 0.4-0.7 of the 2 cores), so the benchmark measured its own client;
+    aiohttp's took 0.1 core and got 1,682 at c=32 from the same server (docs/performance.md, serving)."""
     import aiohttp
 
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency + 2),
