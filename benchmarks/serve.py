@@ -5,7 +5,7 @@ TF-IDF + LR baseline; then a load run on the int8 student that must end with 0 e
     python benchmarks/serve.py [--smoke | --quick] [--out bench-serve.json] [--student DIR] [--teacher DIR] [--work DIR]
 
 Each model is served by its own `nlp-pipe serve` child process (nlp_pipe.serving.local_server; stopped with
-SIGTERM); the client is httpx's AsyncClient in this process, `c` coroutines each sending one request of
+SIGTERM); the client is aiohttp's ClientSession in this process, `c` coroutines each sending one request of
 --texts-per-request texts at a time for --seconds (then waiting for the answers in flight), so client and server
 share the same cores, as on a one-box deployment. Texts: ChnSentiCorp dev (--data-dir), round-robin.
 Models: --teacher / --student are classifier artifacts (finetune, distill); without them random-weight
@@ -103,33 +103,34 @@ def models(args) -> tuple[dict[str, Path], list[str]]:
 
 async def level(url: str, texts: list[str], concurrency: int, seconds: float, per_request: int) -> dict[str, Any]:
     """`concurrency` clients posting for `seconds`: texts/s, p50/p99 latency (ms) and errors."""
-    import httpx
+    import aiohttp
 
     latencies: list[float] = []
     errors: list[str] = []
     done = 0
 
-    async def client(i: int, http: httpx.AsyncClient, deadline: float) -> None:
+    async def client(i: int, http: aiohttp.ClientSession, deadline: float) -> None:
         nonlocal done
         k = i
         while time.perf_counter() < deadline:
             batch = [texts[(k * per_request + j) % len(texts)] for j in range(per_request)]
             t0 = time.perf_counter()
             try:
-                response = await http.post(url + "/predict", json={"texts": batch})
-            except httpx.HTTPError as exc:
+                async with http.post(url + "/predict", json={"texts": batch}) as response:
+                    body = await response.read()
+            except aiohttp.ClientError as exc:
                 errors.append(type(exc).__name__)
                 continue
-            if response.status_code == 200:
+            if response.status == 200:
                 latencies.append(time.perf_counter() - t0)
                 done += per_request
             else:
-                errors.append(f"{response.status_code} {response.text[:100]}")
+                errors.append(f"{response.status} {body[:100]!r}")
             k += concurrency
 
-    limits = httpx.Limits(max_connections=concurrency + 2, max_keepalive_connections=concurrency + 2)
-    async with httpx.AsyncClient(limits=limits, timeout=600) as http:
-        await http.post(url + "/predict", json={"texts": texts[:per_request]})  # warm the connection and the model
+    async with _session(concurrency) as http:
+        async with http.post(url + "/predict", json={"texts": texts[:per_request]}) as response:  # warm the connection
+            await response.read()  # and the model
         t0 = time.perf_counter()
         await asyncio.gather(*(client(i, http, t0 + seconds) for i in range(concurrency)))
         elapsed = time.perf_counter() - t0
@@ -139,15 +140,23 @@ async def level(url: str, texts: list[str], concurrency: int, seconds: float, pe
             "errors": len(errors), "first_errors": errors[:3], "seconds": elapsed}
 
 
-async def labels(url: str, texts: list[str]) -> list[str]:
-    import httpx
+def _session(concurrency: int) -> Any:
+    """aiohttp, not httpx: against one TextCNN export httpx's AsyncClient sent fewer texts at c=32 than at c=8
+    (562 vs 1,280 texts/s, its client taking 0.4-0.7 of the 2 cores), so the benchmark measured its own client;
+    aiohttp's took 0.1 core and got 1,682 at c=32 from the same server (docs/performance.md, serving)."""
+    import aiohttp
 
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency + 2),
+                                 timeout=aiohttp.ClientTimeout(total=600))
+
+
+async def labels(url: str, texts: list[str]) -> list[str]:
     out: list[str] = []
-    async with httpx.AsyncClient(timeout=600) as http:
+    async with _session(1) as http:
         for i in range(0, len(texts), 32):
-            response = await http.post(url + "/predict", json={"texts": texts[i:i + 32]})
-            response.raise_for_status()
-            out += [r["label"] for r in response.json()["predictions"]]
+            async with http.post(url + "/predict", json={"texts": texts[i:i + 32]}) as response:
+                response.raise_for_status()
+                out += [r["label"] for r in (await response.json())["predictions"]]
     return out
 
 

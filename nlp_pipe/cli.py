@@ -266,7 +266,7 @@ def predict(model_dir: str, texts: tuple[str, ...], file: str | None, encoding: 
 @click.option("--max-body", default=1 << 20, show_default=True, help="Bytes per request body.")
 @click.option("--max-queue", default=1024, show_default=True, help="Texts waiting or being classified; more get 503.")
 @click.option("--batch-size", default=0, show_default=True,
-              help="Texts per model call, the gathered texts sorted by length; 0 = 8 for a BERT, 64 for others.")
+              help="Texts per model call, the gathered texts sorted by length; 0 = 4 for a BERT, 64 for others.")
 @click.option("--gather", default=64, show_default=True, help="Texts gathered from the queue before they are sorted and classified.")
 @click.option("--max-wait-ms", default=2.0, show_default=True, help="How long a text waits for others to share its batch.")
 def serve(model_dir: str, host: str, port: int, api_key: str | None, max_texts: int, max_chars: int, max_body: int,
