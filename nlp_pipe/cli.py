@@ -125,7 +125,7 @@ def run(pipeline_file, variables, overrides, workdir, only, start, force) -> Non
             as_planned.discard(step.name)
         else:
             as_planned.add(step.name)  # fresh, or about to be built as planned
-        if plan.fresh and not force:
+        if runner.skipped(plan, force):
             _say(f"[{step.name}] fresh, skipped ({plan.out})")
             rows.append((step.name, "skipped (fresh)", "", plan.out))
             continue
@@ -341,7 +341,7 @@ def _stage_command(name: str) -> click.Command:
         inputs.update({k: v for k, v in values.items() if k in module.INPUTS and v not in (None, ())})
         config.update({k: v for k, v in values.items() if k not in module.INPUTS and v is not None})
         plan = runner.plan(name, config, inputs, out, where=name)
-        if plan.fresh and not force:
+        if runner.skipped(plan, force):
             click.echo(f"{out} is fresh (same config and inputs); nothing to do. Use --force to rebuild.")
             return
         manifest = runner.execute(plan, force=force)

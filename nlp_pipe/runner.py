@@ -195,6 +195,13 @@ def _why_changed(manifest: dict[str, Any], stage: str, cfg: Any, fps: dict[str, 
     return f"input changed: {', '.join(changed)}" if changed else "fingerprint changed"
 
 
+def skipped(p: Plan, force: bool = False) -> bool:
+    """Whether `p` is skipped as fresh: under a launch, the main rank's answer on every rank. Each rank plans on
+    its own, and one that plans a moment later can find an artifact a concurrent writer has just published: it
+    would skip the stage while the main rank, which planned to build, waits for it in `execute` forever."""
+    return bool(distributed.broadcast(p.fresh and not force))
+
+
 def execute(p: Plan, force: bool = False) -> dict[str, Any]:
     """Build the artifact unless it is fresh; returns its manifest."""
     module = stages.load(p.stage)

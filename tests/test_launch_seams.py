@@ -42,10 +42,33 @@ cli.main()
 """
 
 
-def launch(tmp_path: Path, *args: object, hook: bool = False, env: dict | None = None) -> tuple[subprocess.CompletedProcess, float]:
+# Runs the CLI with the ranks planning at different moments: the main rank plans (to build), then a rival writer
+# publishes the artifact (a copy of FRESH_FROM at FRESH_OUT), and only then does rank 1 plan (and finds it fresh).
+PLANNING_HOOK = """
+import os, shutil, sys, time
+from nlp_pipe import cli, runner
+
+planned = runner.plan
+rival, out = os.environ["FRESH_FROM"], os.environ["FRESH_OUT"]
+
+def plan_apart(*args, **kwargs):
+    if os.environ.get("RANK", "0") == "0":
+        p = planned(*args, **kwargs)
+        shutil.copytree(rival, out)
+        return p
+    while not os.path.exists(os.path.join(out, "manifest.json")):
+        time.sleep(0.05)
+    return planned(*args, **kwargs)
+
+runner.plan = plan_apart
+cli.main()
+"""
+
+
+def launch(tmp_path: Path, *args: object, hook: str | None = None, env: dict | None = None) -> tuple[subprocess.CompletedProcess, float]:
     script = ["-m", "nlp_pipe"]
     if hook:
-        (tmp_path / "hook.py").write_text(HOOK, encoding="utf-8")
+        (tmp_path / "hook.py").write_text(hook, encoding="utf-8")
         script = [str(tmp_path / "hook.py")]
     command = [str(VENV_BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                "--main_process_port", str(_free_port()), "--mixed_precision", "no", "--dynamo_backend", "no",
@@ -66,12 +89,26 @@ def test_artifact_fresh_under_the_lock_ends_every_rank(tmp_path, tiny_bert, seg_
     rival = tmp_path / "rival"
     build("finetune", rival, {"checkpoint": tiny_bert, "train": seg_reviews}, **FINETUNE)
     out = tmp_path / "clf"
-    done, seconds = launch(tmp_path, *finetune_args(tiny_bert, seg_reviews, out), hook=True, env={"FRESH_FROM": str(rival)})
+    done, seconds = launch(tmp_path, *finetune_args(tiny_bert, seg_reviews, out), hook=HOOK, env={"FRESH_FROM": str(rival)})
     assert done.returncode == 0, done.stderr[-3000:]
     assert "fresh, skipped" in done.stderr and "training" not in done.stderr, done.stderr[-3000:]
     assert manifest(out) == manifest(rival)
     assert not list(tmp_path.glob("clf.*")) and not list(tmp_path.glob(".clf*"))
     print(f"fresh under the lock: the launch ended in {seconds:.1f} s")
+
+
+def test_ranks_that_planned_apart_follow_the_main_rank(tmp_path, tiny_bert, seg_reviews):
+    """Rank 1 plans after a rival published the artifact (fresh), the main rank before (build): the skip is the
+    main rank's decision on every rank, so rank 1 does not leave the main rank waiting at the lock's word."""
+    rival = tmp_path / "rival"
+    build("finetune", rival, {"checkpoint": tiny_bert, "train": seg_reviews}, **FINETUNE)
+    out = tmp_path / "clf"
+    done, seconds = launch(tmp_path, *finetune_args(tiny_bert, seg_reviews, out), hook=PLANNING_HOOK,
+                           env={"FRESH_FROM": str(rival), "FRESH_OUT": str(out)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "fresh, skipped" in done.stderr and "training" not in done.stderr, done.stderr[-3000:]
+    assert manifest(out) == manifest(rival)
+    print(f"planned apart: the launch ended in {seconds:.1f} s")
 
 
 def test_refused_out_ends_every_rank(tmp_path, tiny_bert, seg_reviews):
