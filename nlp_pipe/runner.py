@@ -199,7 +199,11 @@ def skipped(p: Plan, force: bool = False) -> bool:
     """Whether `p` is skipped as fresh: under a launch, the main rank's answer on every rank. Each rank plans on
     its own, and one that plans a moment later can find an artifact a concurrent writer has just published: it
     would skip the stage while the main rank, which planned to build, waits for it in `execute` forever."""
-    return bool(distributed.broadcast(p.fresh and not force))
+    skip = p.fresh and not force
+    module = stages.load(p.stage)
+    if getattr(module, "DISTRIBUTED", False) or getattr(module, "SHARDED", False):  # a one-process stage is refused
+        skip = bool(distributed.broadcast(skip))  # by `execute` on every rank, with no word between them
+    return skip
 
 
 def execute(p: Plan, force: bool = False) -> dict[str, Any]:

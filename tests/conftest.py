@@ -9,6 +9,8 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -77,6 +79,20 @@ def run_cli(*args: str | Path) -> CliResult:
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         return CliResult(code, out.getvalue().decode("utf-8"), err.getvalue().decode("utf-8"))
+
+
+def run_launch(command: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """subprocess.run for a launch (accelerate launch / torchrun): on a timeout the whole process group is killed,
+    the launcher and every rank, which may sit in a gloo collective that no signal handler can leave; a hung
+    launch then fails its test and leaves nothing running."""
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
 
 
 def build(stage: str, out: Path, inputs: dict[str, Any], force: bool = False, **config: Any) -> dict[str, Any]:

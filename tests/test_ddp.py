@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 from transformers import AutoModelForMaskedLM
 
-from conftest import FIXTURES, VENV_BIN, build
+from conftest import FIXTURES, VENV_BIN, build, run_launch
 
 LOSS_ATOL = 1e-5  # per-step mean loss, same batches: only float summation order differs
 DISTILL_ATOL = 2e-3  # token-averaged losses: the mean of per-rank means
@@ -57,7 +57,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 
 
 def launch2(*args: object) -> None:
-    done = subprocess.run(launch_command(*args), env=ENV, capture_output=True, text=True, timeout=300)
+    done = run_launch(launch_command(*args), ENV, 300)
     assert done.returncode == 0, done.stderr[-4000:]
 
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from test_ddp import ENV, _free_port, manifest
 
-from conftest import FIXTURES, VENV_BIN, build
+from conftest import FIXTURES, VENV_BIN, build, run_launch
 
 FINETUNE = dict(steps=2, batch_size=8, lr=3e-3, precision="fp32", patience=0, seed=1, max_seq_len=32, eval_every=0)
 
@@ -74,7 +74,7 @@ def launch(tmp_path: Path, *args: object, hook: str | None = None, env: dict | N
                "--main_process_port", str(_free_port()), "--mixed_precision", "no", "--dynamo_backend", "no",
                *script, *[str(a) for a in args]]
     start = time.monotonic()
-    done = subprocess.run(command, env={**ENV, **(env or {})}, capture_output=True, text=True, timeout=240)
+    done = run_launch(command, {**ENV, **(env or {})}, 240)
     return done, time.monotonic() - start
 
 

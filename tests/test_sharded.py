@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 from test_ddp import ENV, cli_args, launch2, launch_command, manifest
 
-from conftest import FIXTURES, build, run_cli
+from conftest import FIXTURES, build, run_cli, run_launch
 from nlp_pipe.core import shards
 from nlp_pipe.core.files import PARTS_DIR
 
@@ -111,8 +110,7 @@ def test_one_process_stage_under_a_launch_stops_it(tmp_path, seg_reviews):
     """The real launch: the first rank to refuse exits 2 and torchrun stops the other (SIGTERM) if it has not
     refused yet; nothing is built or published."""
     out = tmp_path / "w2v"
-    done = subprocess.run(launch_command("word2vec", "--corpus", seg_reviews, "--out", out, "--min-count", "1"),
-                          env=ENV, capture_output=True, text=True, timeout=300)
+    done = run_launch(launch_command("word2vec", "--corpus", seg_reviews, "--out", out, "--min-count", "1"), ENV, 300)
     errors = [line for line in done.stderr.splitlines() if "runs in one process" in line]
     assert done.returncode != 0 and errors and set(errors) == {REFUSAL}, done.stderr[-3000:]
     exits = {line.split(":")[1].split()[0] for line in done.stderr.splitlines() if line.strip().startswith("exitcode  :")}
@@ -138,7 +136,7 @@ def test_killed_rank_leaves_no_artifact_and_the_rerun_rebuilds(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     args = ("segment", "--corpus", FIXTURES / "reviews.tsv", "--out", two, "--workers", "1", "--chunk-rows", "16")
     env = {**ENV, "PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run(launch_command(*args), env=env, capture_output=True, text=True, timeout=300)
+    done = run_launch(launch_command(*args), env, 300)
     assert done.returncode != 0 and "exitcode  : 9" in done.stderr and not two.exists()  # rank 1 died as planned
     launch2(*args)
     build("segment", one, {"corpus": [FIXTURES / "reviews.tsv"]}, workers=1, chunk_rows=16)

@@ -9,6 +9,8 @@ pretraining must give one process's losses within test_ddp's tolerance (~50 s: m
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 
 import numpy as np
@@ -25,14 +27,14 @@ def two_machines(*args: object, timeout: float = 300) -> None:
     port = str(_free_port())
     nodes = [subprocess.Popen([str(VENV_BIN / "torchrun"), "--nnodes", "2", "--node_rank", str(rank), "--nproc_per_node", "1",
                                "--master_addr", "127.0.0.1", "--master_port", port, "-m", "nlp_pipe", *map(str, args)],
-                              env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
              for rank in (0, 1)]
     try:
         outputs = [node.communicate(timeout=timeout) for node in nodes]
     finally:
-        for node in nodes:
+        for node in nodes:  # a hung node: its torchrun and its rank, which may sit in a collective no signal ends
             if node.poll() is None:
-                node.kill()
+                os.killpg(node.pid, signal.SIGKILL)
                 node.wait()
     for rank, (node, (_, err)) in enumerate(zip(nodes, outputs)):
         assert node.returncode == 0, f"machine {rank}:\n{err[-3000:]}"
