@@ -201,16 +201,21 @@ def skipped(p: Plan, force: bool = False) -> bool:
     would skip the stage while the main rank, which planned to build, waits for it in `execute` forever."""
     skip = p.fresh and not force
     module = stages.load(p.stage)
-    if getattr(module, "DISTRIBUTED", False) or getattr(module, "SHARDED", False):  # a one-process stage is refused
+    if _across_ranks(module):  # a one-process stage is refused
         skip = bool(distributed.broadcast(skip))  # by `execute` on every rank, with no word between them
     return skip
+
+
+def _across_ranks(module: Any) -> bool:
+    """A stage whose ranks work together under a launch (training or sharded rows); any other runs in one process."""
+    return bool(getattr(module, "DISTRIBUTED", False) or getattr(module, "SHARDED", False))
 
 
 def execute(p: Plan, force: bool = False) -> dict[str, Any]:
     """Build the artifact unless it is fresh; returns its manifest."""
     module = stages.load(p.stage)
     launched = distributed.world_size() > 1
-    if launched and not (getattr(module, "DISTRIBUTED", False) or getattr(module, "SHARDED", False)):
+    if launched and not _across_ranks(module):
         # every rank refuses, the main one too, before the lock: no rank builds (or publishes) it alone
         raise UserError(f"stage '{p.stage}' runs in one process; run it without accelerate launch / torchrun")
     if distributed.rank() > 0:
