@@ -137,13 +137,13 @@ def _hf(data, tokenizer_dir: Path, precision: str, steps: int, batch: int) -> di
     """transformers/examples/pytorch/language-modeling/run_mlm_no_trainer.py, its training loop."""
     import torch
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
     from torch.utils.data import DataLoader
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling, get_scheduler
 
-    AcceleratorState._reset_state()
-    accelerator = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no")
+    # bf16 as the stage's Trainer applies it (autocast around the forward), not Accelerator(mixed_precision=...):
+    # accelerate keeps that process-wide and this process also runs the stage (training/loop.py, Precision)
+    accelerator = Accelerator(mixed_precision="no")
     set_seed(42)
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     model = BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=256, num_hidden_layers=4,
@@ -162,7 +162,8 @@ def _hf(data, tokenizer_dir: Path, precision: str, steps: int, batch: int) -> di
     for step in range(1, steps + 1):
         start = time.perf_counter()
         batch = next(batches)
-        loss = model(**batch).loss
+        with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = model(**batch).loss
         accelerator.backward(loss)
         optimizer.step()
         scheduler.step()

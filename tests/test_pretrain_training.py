@@ -66,3 +66,50 @@ def test_epoch_training_with_early_stopping_restores_the_best_weights(tmp_path):
     evals = [r for r in records if r["split"] == "eval"]
     assert evals[0]["step"] == 0 and all(r["step"] % per_epoch == 0 for r in evals)
     assert (out / "training_curves.png").stat().st_size > 0
+
+
+def _train(out, precision: str, steps: int, rows: list[dict], seen: set | None = None) -> dict[str, torch.Tensor]:
+    """`steps` steps of a linear model on `rows` at `precision`, checkpointing every 3; the final weights. `seen`
+    collects the dtypes of the model's outputs in training and evaluation."""
+    model = torch.nn.Linear(4, 2)
+    if seen is not None:
+        model.register_forward_hook(lambda module, args, output: seen.add(output.dtype))
+    config = dataclasses.replace(ToyConfig(), precision=precision, steps=steps, epochs=0.0, save_every=3, keep_checkpoints=True)
+    with Trainer(config, out, run_config={"precision": precision, "steps": steps}, name="toy") as trainer:
+        trainer.fit(model, rows, collate=_collate, forward=_forward, eval_data=rows[:32], summarize=_summarize)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_trainings_in_one_process_each_use_their_own_precision(tmp_path):
+    """A pipeline trains several stages in one process. accelerate keeps mixed precision in a process-wide singleton
+    without a public reset, so the Trainer leaves that at fp32 and applies each run's precision itself: fp32, bf16,
+    fp16 and fp32 again each compute in their own dtype, and accelerate's state is never changed."""
+    from accelerate.state import AcceleratorState, GradientState
+    from accelerate.utils import DynamoBackend
+
+    rows = _rows(64, 0)
+    dtypes = []
+    for i, precision in enumerate(["fp32", "bf16", "fp16", "fp32"]):
+        seen: set[torch.dtype] = set()
+        out = tmp_path / f"run{i}"
+        out.mkdir()
+        _train(out, precision, 2, rows, seen)
+        dtypes.append(seen)
+        state = AcceleratorState()
+        assert state.mixed_precision == "no" and state.dynamo_plugin.backend == DynamoBackend.NO
+        assert GradientState().sync_gradients and GradientState().num_steps == 1
+    assert dtypes == [{torch.float32}, {torch.bfloat16}, {torch.float16}, {torch.float32}]
+
+
+def test_fp16_resume_keeps_the_loss_scale(tmp_path):
+    """fp16's GradScaler state is part of the checkpoint: inputs large enough to overflow fp16 gradients make the
+    scaler skip steps 1-4, halving its scale each time; a run resumed at step 3 must go on with the scale of step 3
+    (a fresh scaler would skip steps 4-6 too) and end with the uninterrupted run's weights, bitwise."""
+    rows = [{"x": r["x"] * 30, "y": r["y"]} for r in _rows(64, 0)]  # steps 1-4 overflow: scale 64k -> 4k
+    out = tmp_path / "toy"
+    out.mkdir()
+    whole = _train(out, "fp16", 6, rows)  # leaves its checkpoint of step 3 (keep_checkpoints)
+    assert [p.name for p in (tmp_path / "toy.checkpoints").glob("step_*")] == ["step_000003"]
+    resumed = _train(out, "fp16", 6, rows)  # the same run: resumes from step 3
+    for name, weights in whole.items():
+        assert torch.equal(weights, resumed[name]), name

@@ -1,4 +1,4 @@
-"""The step loop behind the Trainer: batch order, micro-batch accumulation, metric sums, early stopping.
+"""The step loop behind the Trainer: batch order, micro-batch accumulation, precision, metric sums, early stopping.
 Kept apart so trainer.py reads as the public API; nothing here is used by stages directly.
 """
 
@@ -34,6 +34,50 @@ class TrainState:
     def load_state_dict(self, values: dict[str, Any]) -> None:
         for key, value in values.items():
             setattr(self, key, value)
+
+
+class Precision:
+    """The run's arithmetic: bf16/fp16 autocast around each forward and, for fp16 (whose narrow range needs loss
+    scaling; bf16 has fp32's range), a GradScaler whose state every checkpoint keeps, so a resume goes on with
+    the scale the killed run had.
+
+    Applied here, not through Accelerator(mixed_precision=...): accelerate keeps that choice in a process-wide
+    singleton (AcceleratorState) that refuses a second value and has no public reset (accelerate 1.16), while one
+    process may train several stages with different precisions (`nlp-pipe run`, the tests). So every Accelerator
+    of the package is made with the same process-wide arguments (Trainer) and never needs a reset."""
+
+    DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+    def __init__(self, precision: str, device: torch.device) -> None:
+        self.dtype, self.device_type = self.DTYPES.get(precision), device.type
+        self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+
+    def autocast(self) -> Any:
+        """Around the forward only: backward runs in the dtypes autocast chose for each op (torch's AMP recipe)."""
+        return torch.autocast(self.device_type, dtype=self.dtype) if self.dtype else nullcontext()
+
+    def scale(self, loss: torch.Tensor) -> torch.Tensor:
+        return self.scaler.scale(loss) if self.scaler else loss
+
+    def unscale(self, optimizer: Any) -> None:
+        """Before clipping: the norm must be measured on the true gradients."""
+        if self.scaler:
+            self.scaler.unscale_(_torch_optimizer(optimizer))
+
+    def step(self, optimizer: Any) -> None:
+        """The optimizer step; with fp16 the scaler's, which skips a step whose gradients overflowed and adapts
+        the scale."""
+        if self.scaler is None:
+            optimizer.step()
+            return
+        self.scaler.step(_torch_optimizer(optimizer))
+        self.scaler.update()
+
+
+def _torch_optimizer(optimizer: Any) -> torch.optim.Optimizer:
+    """The torch optimizer inside accelerate's AcceleratedOptimizer, which is what the GradScaler must see (as in
+    accelerate's own fp16 step): the fused AdamW reads the scaler's found_inf from its own attributes."""
+    return getattr(optimizer, "optimizer", optimizer)
 
 
 class BatchOrder:
@@ -79,10 +123,11 @@ class BatchOrder:
 class StepLoop:
     """One optimizer step at a time: accumulate micro-batches, clip, step; sums for the next log record."""
 
-    def __init__(self, acc: Accelerator, options: Any, model, optimizer, scheduler, data, collate: Callable,
-                 forward: Forward, transform: Callable | None, summarize: Callable, per_epoch: int,
+    def __init__(self, acc: Accelerator, options: Any, precision: Precision, model, optimizer, scheduler, data,
+                 collate: Callable, forward: Forward, transform: Callable | None, summarize: Callable, per_epoch: int,
                  lengths: np.ndarray | None = None) -> None:
-        self.acc, self.o, self.model, self.optimizer, self.scheduler = acc, options, model, optimizer, scheduler
+        self.acc, self.o, self.precision = acc, options, precision
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.data, self.collate, self.forward, self.transform, self.summarize = data, collate, forward, transform, summarize
         self.order = BatchOrder(len(data), options.batch_size, options.seed, acc.num_processes, acc.process_index, per_epoch,
                                 lengths)
@@ -103,13 +148,15 @@ class StepLoop:
                 self._count(tokens=int(batch["attention_mask"].sum()), slots=batch["attention_mask"].numel())
             sync = i == o.grad_accum - 1  # gradients are all-reduced once per step, not per micro-batch
             with nullcontext() if sync else acc.no_sync(self.model):
-                out = self.forward(self.model, to_device(batch, acc.device))
-                acc.backward(out["loss"] / o.grad_accum)
+                with self.precision.autocast():
+                    out = self.forward(self.model, to_device(batch, acc.device))
+                acc.backward(self.precision.scale(out["loss"] / o.grad_accum))
             add_sums(self.window, out)
             state.micro_step += 1
         if o.max_grad_norm:
+            self.precision.unscale(self.optimizer)
             acc.clip_grad_norm_(self.model.parameters(), o.max_grad_norm)
-        self.optimizer.step()
+        self.precision.step(self.optimizer)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         state.step += 1

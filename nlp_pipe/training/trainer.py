@@ -13,7 +13,9 @@
     ...
     return Result(counts, metrics, report, cleanup=trainer.cleanup)
 
-One process or many (`accelerate launch`), CPU or GPU, fp32/bf16/fp16 autocast: that is accelerate.
+One process or many (`accelerate launch`), CPU or GPU: that is accelerate. The run's precision (fp32, or
+bf16/fp16 autocast with fp16's GradScaler) and `compile` are applied here, not by accelerate, which keeps them
+in process-wide state that one process training several stages could not change (loop.Precision).
 Here: AdamW (no decay on biases and norms) with warmup + linear/cosine decay, gradient accumulation
 and clipping, a seeded batch order whose position alone says what comes next, periodic evaluation,
 early stopping with the best weights restored, metrics.jsonl, a curves PNG, TensorBoard on request,
@@ -49,7 +51,6 @@ import torch
 import torch.distributed as dist
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, broadcast_object_list, set_seed
 from transformers import get_scheduler
 
@@ -57,7 +58,7 @@ from ..core import artifacts, console
 from ..core.contract import Result
 from ..core.errors import UserError
 from ..core.process import Interrupted
-from .loop import EarlyStop, Forward, StepLoop, TrainState, add_sums, call_model, mean_loss, reduce_sums, rows, to_device
+from .loop import EarlyStop, Forward, Precision, StepLoop, TrainState, add_sums, call_model, mean_loss, reduce_sums, rows, to_device
 from .options import TRACKERS, TrainOptions, cpu_processes, resolve_precision, resolve_threads
 from .records import MetricsLog, plot_curves
 
@@ -109,20 +110,19 @@ class Trainer:
         self.metrics_name = f"metrics_{phase}.jsonl" if phase else METRICS
         self.curves_name = f"training_curves_{phase}.png" if phase else CURVES_PNG
         self.precision = resolve_precision(options.precision)
-        # accelerate keeps one global state per process; a second training stage in the same process
-        # (a pipeline, a test) with another precision must start from a clean one
-        AcceleratorState._reset_state()
         self.tracker = None if options.report_to == "none" else options.report_to
         if self.tracker and not importlib.util.find_spec(TRACKERS[self.tracker]):
             raise UserError(f"{name}: report_to {self.tracker} needs the {TRACKERS[self.tracker]} package "
                             f"(pip install {TRACKERS[self.tracker]})")
         project = ProjectConfiguration(project_dir=str(self.work), logging_dir=str(self.work / TRACKING))
-        try:
-            self.accelerator = Accelerator(mixed_precision=self.precision, project_config=project, cpu=cpu_processes(),
-                                           log_with=self.tracker, dynamo_backend="inductor" if options.compile else "no",
-                                           kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused_parameters)])
-        except ValueError as exc:  # e.g. fp16 without a GPU
-            raise UserError(f"{name}: precision {options.precision}: {exc}") from None
+        # What accelerate keeps process-wide (AcceleratorState: mixed precision, dynamo backend, CPU or not) is the
+        # same for every Accelerator of the package, so a second training in this process (a pipeline's next stage,
+        # a test) finds the state it would have set and nothing needs the private reset; the run's precision and
+        # compile are applied by this Trainer (loop.Precision, fit). The other arguments are this instance's own.
+        self.accelerator = Accelerator(mixed_precision="no", dynamo_backend="no", cpu=cpu_processes(),
+                                       project_config=project, log_with=self.tracker,
+                                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused_parameters)])
+        self.amp = Precision(self.precision, self.accelerator.device)
         self.summary: Summary | None = None  # set by fit
         self._threads_before = torch.get_num_threads()
         self.run_config = {"config": run_config, "processes": self.accelerator.num_processes}
@@ -141,9 +141,6 @@ class Trainer:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        """Leave no accelerate state behind: a later Accelerator() in this process (another stage of a
-        pipeline, a test) would otherwise inherit this run's mixed precision."""
-        AcceleratorState._reset_state()
         torch.set_num_threads(self._threads_before)  # what runs next in this process (e.g. predict) keeps its own
 
     @property
@@ -219,16 +216,21 @@ class Trainer:
         optimizer = make_optimizer(model, o, lr_scale)
         scheduler = get_scheduler("constant_with_warmup" if o.schedule == "constant" else o.schedule, optimizer,
                                   num_warmup_steps=_warmup_steps(o.warmup, total), num_training_steps=total)
-        model, optimizer = acc.prepare(model, optimizer)  # compiled here with compile=true (dynamo_backend)
+        model, optimizer = acc.prepare(model, optimizer)
         state = TrainState()
         acc.register_for_checkpointing(scheduler, state)  # our scheduler steps once per step, not once per process
+        if self.amp.scaler is not None:  # fp16: the loss scale is part of where training stands
+            acc.register_for_checkpointing(self.amp.scaler)
         stopper = EarlyStop(best_metric, greater_is_better, patience, acc)
         resumed = self._resume(state, stopper)
         self._header(len(train), total, resumed)
         metrics_log = MetricsLog(self.work / METRICS, self.is_main, keep_until=state.step)
         if self.tracker:
             acc.init_trackers(self.name, config=_flat(self.run_config["config"]))
-        loop = StepLoop(acc, o, model, optimizer, scheduler, train, collate, forward or call_model, transform,
+        # compiled for the training steps only: checkpoints, the best weights and evaluation use the module itself,
+        # whose state_dict keys then stay those of an eager run (a compiled module's carry "_orig_mod.")
+        stepped = torch.compile(model) if o.compile else model
+        loop = StepLoop(acc, o, self.amp, stepped, optimizer, scheduler, train, collate, forward or call_model, transform,
                         summarize or mean_loss, per_epoch, None if lengths is None else np.asarray(lengths))
 
         def evaluate() -> dict[str, float]:
@@ -257,9 +259,6 @@ class Trainer:
         finally:
             progress.close()
         best = stopper.restore(state, acc.unwrap_model(model))
-        # prepare() wrapped the caller's module's forward in autocast; give it back its plain forward, so what
-        # the stage evaluates or checks after training is the fp32 model it saves
-        acc.unwrap_model(model, keep_fp32_wrapper=False)
         self._finish(metrics_log)
         total_counts = loop.total
         padding = 1 - total_counts["tokens"] / total_counts["slots"] if total_counts["slots"] else 0.0
@@ -281,7 +280,8 @@ class Trainer:
             batch = collate(rows(data, list(range(start, min(start + o.batch_size, len(data))))))
             if transform is not None:
                 batch = transform(batch, np.random.default_rng([o.seed, 1, acc.process_index, i]))
-            add_sums(sums, (forward or call_model)(model, to_device(batch, acc.device)))
+            with self.amp.autocast():
+                add_sums(sums, (forward or call_model)(model, to_device(batch, acc.device)))
         model.train()
         return (summarize or mean_loss)(reduce_sums(acc, sums))
 
