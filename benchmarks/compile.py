@@ -1,4 +1,4 @@
-"""`torch.compile` (inductor, what `--compile` / accelerate's dynamo_backend does) against eager, on CPU.
+"""`torch.compile` (inductor, what `--compile` does to the Trainer's training steps) against eager, on CPU.
 
     python benchmarks/compile.py [--quick | --smoke] [--steps 20] [--out bench-compile.json]
 
