@@ -95,7 +95,7 @@ def models(args) -> tuple[dict[str, Path], list[str]]:
         "textcnn_onnx": stage("export", parity, {"model": textcnn, "texts": dev}, work / "textcnn_onnx"),
         "baseline": baseline,
     }
-    from nlp_pipe.text.corpus import segmented_dataset
+    from nlp_pipe.core.files import segmented_dataset
 
     texts = list(segmented_dataset(dev, "bench")["text"])
     return served, texts

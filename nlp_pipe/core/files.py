@@ -1,4 +1,5 @@
-"""The names of the files artifacts hold, in one place, and the readers of the plain line formats.
+"""The names of the files artifacts hold, in one place, and the readers of the plain line formats and of a
+segment artifact's dataset.
 
 A stage declares the files it writes (`OUTPUTS` in its module, as DVC declares outs) with these
 names; every reader of an artifact's file goes through the helper for its kind, so a name or a
@@ -8,6 +9,7 @@ format rule (vocab.txt splits at "\\n" only) is spelled once.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from .errors import UserError
 
@@ -75,3 +77,13 @@ def corpus_txt(source: Path, stage: str) -> Path:
     if not file.is_file():
         raise UserError(f"{stage}: {source} has no {CORPUS_TXT}; pass a segment or phrases artifact")
     return file
+
+
+def segmented_dataset(artifact: Path, stage: str, keep_in_memory: bool = False) -> Any:
+    """The `datasets` dataset of a segment (or augment) artifact: text, words and label columns."""
+    import datasets
+
+    folder = artifact / DATASET_DIR
+    if not folder.is_dir():
+        raise UserError(f"{stage}: {artifact} is not a segment artifact (no {DATASET_DIR}/); pass text files or a segment artifact")
+    return datasets.load_from_disk(str(folder), keep_in_memory=keep_in_memory)

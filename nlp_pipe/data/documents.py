@@ -18,7 +18,8 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from ..core.contract import Counts
-from ..text.corpus import ReadOptions, read_rows, segmented_dataset
+from ..core.files import segmented_dataset
+from ..text.corpus import ReadOptions, read_rows
 
 Layout = Literal["auto", "line", "blank"]
 _SNIFF_ROWS = 2000

@@ -14,7 +14,7 @@ import datasets
 import numpy as np
 
 from ..core.errors import UserError
-from ..text.corpus import segmented_dataset
+from ..core.files import segmented_dataset
 
 
 @dataclass

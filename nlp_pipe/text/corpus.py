@@ -13,18 +13,17 @@ import codecs
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 from ..core.contract import Counts
 from ..core.errors import UserError
-from ..core.files import DATASET_DIR
+from ..core.files import segmented_dataset
 from .encoding import check_forced, detect_encoding, open_binary, records
 from .formats import ReadOptions, Row, jsonl_rows, table_rows, txt_rows
 from .normalization import to_halfwidth
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Counts", "ReadOptions", "Row", "detect_encoding", "read_rows", "read_texts", "segmented_dataset"]
+__all__ = ["Counts", "ReadOptions", "Row", "detect_encoding", "read_rows", "read_texts"]
 _BAD = ("undecodable", "malformed", "invalid_unicode")
 _CHECK_EVERY = 10_000  # rows between two checks of the bad-row share while reading
 
@@ -128,13 +127,3 @@ def read_texts(paths: list[Path], opts: ReadOptions, counts: Counts, stage: str)
                 counts.rows_out += 1
                 rows.append((text, label, path.name))
     return rows
-
-
-def segmented_dataset(artifact: Path, stage: str, keep_in_memory: bool = False) -> Any:
-    """The `datasets` dataset of a segment (or augment) artifact: text, words and label columns."""
-    import datasets
-
-    folder = artifact / DATASET_DIR
-    if not folder.is_dir():
-        raise UserError(f"{stage}: {artifact} is not a segment artifact (no {DATASET_DIR}/); pass text files or a segment artifact")
-    return datasets.load_from_disk(str(folder), keep_in_memory=keep_in_memory)
