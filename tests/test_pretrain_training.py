@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 import pytest
 import torch
 
 from nlp_pipe.core.config import option
 from nlp_pipe.training.options import TrainOptions
-from nlp_pipe.training.trainer import Trainer
+from nlp_pipe.training.trainer import Summary, Trainer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,16 +69,18 @@ def test_epoch_training_with_early_stopping_restores_the_best_weights(tmp_path):
     assert (out / "training_curves.png").stat().st_size > 0
 
 
-def _train(out, precision: str, steps: int, rows: list[dict], seen: set | None = None) -> dict[str, torch.Tensor]:
-    """`steps` steps of a linear model on `rows` at `precision`, checkpointing every 3; the final weights. `seen`
-    collects the dtypes of the model's outputs in training and evaluation."""
+def _train(out, precision: str, steps: int, rows: list[dict], seen: set | None = None,
+           **options: Any) -> tuple[dict[str, torch.Tensor], Summary]:
+    """`steps` steps of a linear model on `rows` at `precision`, checkpointing every 3; the final weights and the
+    summary. `seen` collects the dtypes of the model's outputs in training and evaluation."""
     model = torch.nn.Linear(4, 2)
     if seen is not None:
         model.register_forward_hook(lambda module, args, output: seen.add(output.dtype))
-    config = dataclasses.replace(ToyConfig(), precision=precision, steps=steps, epochs=0.0, save_every=3, keep_checkpoints=True)
+    config = dataclasses.replace(ToyConfig(), precision=precision, steps=steps, epochs=0.0, save_every=3, keep_checkpoints=True,
+                                 **options)
     with Trainer(config, out, run_config={"precision": precision, "steps": steps}, name="toy") as trainer:
-        trainer.fit(model, rows, collate=_collate, forward=_forward, eval_data=rows[:32], summarize=_summarize)
-    return {k: v.clone() for k, v in model.state_dict().items()}
+        summary = trainer.fit(model, rows, collate=_collate, forward=_forward, eval_data=rows[:32], summarize=_summarize)
+    return {k: v.clone() for k, v in model.state_dict().items()}, summary
 
 
 def test_trainings_in_one_process_each_use_their_own_precision(tmp_path):
@@ -108,8 +111,27 @@ def test_fp16_resume_keeps_the_loss_scale(tmp_path):
     rows = [{"x": r["x"] * 30, "y": r["y"]} for r in _rows(64, 0)]  # steps 1-4 overflow: scale 64k -> 4k
     out = tmp_path / "toy"
     out.mkdir()
-    whole = _train(out, "fp16", 6, rows)  # leaves its checkpoint of step 3 (keep_checkpoints)
+    whole, _ = _train(out, "fp16", 6, rows)  # leaves its checkpoint of step 3 (keep_checkpoints)
     assert [p.name for p in (tmp_path / "toy.checkpoints").glob("step_*")] == ["step_000003"]
-    resumed = _train(out, "fp16", 6, rows)  # the same run: resumes from step 3
+    resumed, summary = _train(out, "fp16", 6, rows)  # the same run: resumes from step 3
+    assert summary.resumed_from == 3
     for name, weights in whole.items():
         assert torch.equal(weights, resumed[name]), name
+
+
+@pytest.mark.slow
+def test_compiled_training_resumes_without_compile(tmp_path):
+    """compile=true compiles the training steps only: checkpoints hold the module's own state_dict keys (a compiled
+    module's start with "_orig_mod."), so a run started with compile resumes without it (compile is not part of the
+    run's identity). 20 s on CPU, most of it inductor compiling."""
+    from safetensors.torch import load_file
+
+    rows = _rows(64, 0)
+    out = tmp_path / "toy"
+    out.mkdir()
+    compiled, _ = _train(out, "fp32", 6, rows, compile=True)
+    assert set(load_file(tmp_path / "toy.checkpoints" / "step_000003" / "model.safetensors")) == {"weight", "bias"}
+    eager, summary = _train(out, "fp32", 6, rows)
+    assert summary.resumed_from == 3
+    for name, weights in compiled.items():
+        torch.testing.assert_close(eager[name], weights)  # compiled arithmetic is close to eager, not bitwise
