@@ -122,6 +122,8 @@ class Trainer:
         self.accelerator = Accelerator(mixed_precision="no", dynamo_backend="no", cpu=cpu_processes(),
                                        project_config=project, log_with=self.tracker,
                                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused_parameters)])
+        if self.precision == "bf16" and self.accelerator.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise UserError(f"{name}: precision bf16: this GPU has no bf16 arithmetic; use fp16 (or auto) or fp32")
         self.amp = Precision(self.precision, self.accelerator.device)
         self.summary: Summary | None = None  # set by fit
         self._threads_before = torch.get_num_threads()
