@@ -81,7 +81,8 @@ def test_concurrent_requests_on_two_model_workers_get_their_own_records(server, 
         if all(r.status_code == 200 for r in responses):
             served = [r.json()["predictions"][0]["probabilities"]["pos"] for r in responses]
             break
-    assert len(served) == 32 and max(abs(a - b) for a, b in zip(served, expected)) < 1e-5, (served, expected)
+    # int8 quantises activations per batch, so a text's probability moves a little with its batch mates
+    assert len(served) == 32 and max(abs(a - b) for a, b in zip(served, expected)) < 5e-3, (served, expected)
 
 
 def test_metadata_states_model_labels_versions_hashes_and_limits(server):
