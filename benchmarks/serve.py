@@ -17,6 +17,8 @@ train; baseline: char 1-3-grams. Exports are `nlp-pipe export` artifacts, parity
 --quick: 5 s per level, the 60-second load run, 300 dev texts for the agreement. Full: 15 s per level.
 --smoke: tiny models made in the run from tests/fixtures (2x32 teacher, 1x16 student, 1-epoch TextCNN),
 levels 1 and 8 for 0.5 s each, a 2-second load run: a check that everything runs (seconds), not a measurement.
+Beside the served figures, the BERTs' model calls alone in this process on one thread, as texts per CPU second
+(`*_model_call_texts_per_cpu_s`): a figure the machine's other work hardly moves.
 Targets (2 cores): int8 ONNX TinyBERT-4 >= 40x the 12x768 teacher's PyTorch texts/s at >= 99% label agreement
 with the PyTorch student; TextCNN ONNX >= 1,000 texts/s.
 """
@@ -150,6 +152,29 @@ def _session(concurrency: int) -> Any:
                                  timeout=aiohttp.ClientTimeout(total=600))
 
 
+def model_calls(served: dict[str, Path], texts: list[str], repeats: int = 3) -> dict[str, float]:
+    """The BERTs' model calls alone, in this process, on one thread: texts per CPU second of the calling thread
+    (median of `repeats`, models alternating), 4 texts a call as served. CPU time, not wall time: it does not
+    move with the other work on the machine, which the served figures do (onnxruntime and PyTorch suffer
+    differently from contention). With one call per core, a quiet N-core server approaches N times this."""
+    import torch
+
+    from nlp_pipe.classifiers.loaded import TextClassifier
+
+    torch.set_num_threads(1)
+    models = {name: TextClassifier.load(served[name], threads=1)
+              for name in ("teacher", "student", "student_onnx_fp32", "student_onnx_int8") if name in served}
+    runs: dict[str, list[float]] = {name: [] for name in models}
+    for clf in models.values():
+        clf.predict(texts[:8], 4)  # first-call costs
+    for _ in range(repeats):
+        for name, clf in models.items():
+            t0 = time.thread_time()
+            clf.predict(texts, 4)
+            runs[name].append(len(texts) / (time.thread_time() - t0))
+    return {name: sorted(r)[len(r) // 2] for name, r in runs.items()}
+
+
 async def labels(url: str, texts: list[str]) -> list[str]:
     out: list[str] = []
     async with _session(1) as http:
@@ -213,12 +238,17 @@ def main() -> None:
         figures["load_run_errors"] = common.figure(load["errors"], "requests")
         print(f"load run: student_onnx_int8 c={concurrency[-1]} for {load['seconds']:.0f} s: {load['texts_per_s']:.1f} texts/s, "
               f"p99 {load['p99_ms']:.1f} ms, {load['requests']} requests, {load['errors']} errors", flush=True)
+    calls = model_calls(served, texts[:16 if args.smoke else 64])
+    for name, rate in calls.items():
+        base = calls.get("teacher") if name != "teacher" else None
+        figures[f"{name}_model_call_texts_per_cpu_s"] = common.figure(rate, "texts/CPU-s", base)
     top = concurrency[-1]
     if "teacher" in results and "student_onnx_int8" in results:
         int8_ratio = results["student_onnx_int8"][top]["texts_per_s"] / results["teacher"][top]["texts_per_s"]
         agreement = figures.get("student_onnx_int8_label_agreement", {}).get("value", float("nan"))
         print(f"\ntarget int8 ONNX student >= 40x teacher PyTorch at c={top}: {int8_ratio:.1f}x, label agreement {agreement:.2%} "
-              f"(>= 99%){' (random-weight student: agreement not meaningful)' if args.student is None else ''}")
+              f"(>= 99%){' (random-weight student: agreement not meaningful)' if args.student is None else ''}; "
+              f"model call alone, per CPU second: {calls['student_onnx_int8'] / calls['teacher']:.1f}x")
     if "textcnn_onnx" in results:
         print(f"target TextCNN ONNX >= 1,000 texts/s at c={top}: {results['textcnn_onnx'][top]['texts_per_s']:.0f}")
     info["settings"] = {"seconds_per_level": seconds, "texts_per_request": args.texts_per_request, "load_run_seconds": load_seconds,

@@ -8,11 +8,14 @@ POST /predict takes {"texts": [...]} and answers one record per text, the record
 GET /health answers {"status": "ok"}; GET /metadata the model, labels, threshold, normalisation, versions, file
 hashes and the limits. Requests are micro-batched: the texts arriving within `max_wait_ms` of each other (up
 to `gather`) are sorted by length and classified `batch_size` at a time (TextClassifier.predict), so a short
-text is not padded to a long one's length; one model call at a time runs in a worker thread while the event
-loop keeps reading requests. On CPU a BERT's throughput hardly grows past a few texts a call while its padding
-grows with the batch, hence 4 texts a call for BERTs (int8 TinyBERT-4 on ChnSentiCorp dev: 233 texts/s at 4, 208
-at 8, 183 at 16); a TextCNN or the baseline gains from 64. The queue is bounded in texts: a
-request that would overfill it gets 503 at once (the server never queues more work than it can answer).
+text is not padded to a long one's length. `workers` such batches (default: one per core) run at once in worker
+threads, each model call on cores / workers threads, while the event loop keeps reading requests: a small
+model's matrices are too small to split across cores (int8 TinyBERT-4: 266 texts/s on one call with 2 threads,
+516 with two 1-thread calls at once), and a large one loses little (the 12x768 teacher 16.1 vs 17.5); --workers 1
+gives one request all the cores (lower latency when requests are few). On CPU a BERT's throughput hardly grows
+past a few texts a call while its padding grows with the batch, hence 4 texts a call for BERTs; a TextCNN or the
+baseline gains from 64. The queue is bounded in texts: a request that would overfill it gets 503 at once (the
+server never queues more work than it can answer).
 Every refusal is a 4xx with a one-line JSON reason; no response carries a traceback. The model is the one
 given at start: no request names a file, a model or a path. Bound to 127.0.0.1 unless --host says
 otherwise; with an API key (--api-key or NLP_PIPE_API_KEY), /predict and /metadata need it
@@ -47,6 +50,7 @@ from .classifiers.loaded import EXPORT_JSON, TextClassifier
 from .core.errors import UserError
 from .core.manifest import read_manifest
 from .predict import records
+from .text.segmenter import default_workers
 
 log = logging.getLogger(__name__)
 API_KEY_ENV = "NLP_PIPE_API_KEY"
@@ -61,10 +65,11 @@ class Limits:
     batch_size: int = 0  # texts per model call (0: 4 for a BERT, 64 otherwise); the gathered texts are sorted by length first
     gather: int = 64  # texts gathered from the queue before they are sorted and classified
     max_wait_ms: float = 2.0  # how long the first text of a batch waits for others to join it
+    workers: int = 0  # model calls at once, each on cores / workers threads (0: one per core)
 
     def check(self) -> None:
         for name, value in asdict(self).items():
-            if value < 0 or (value == 0 and name != "max_wait_ms"):
+            if value < 0 or (value == 0 and name not in ("max_wait_ms", "batch_size", "workers")):  # 0: the default
                 raise UserError(f"serve: --{name.replace('_', '-')} must be positive (got {value})")
 
 
@@ -77,22 +82,24 @@ class Refused(Exception):
 
 
 class Batcher:
-    """Texts of concurrent requests classified together: a bounded queue and one model call at a time."""
+    """Texts of concurrent requests classified together: a bounded queue and `limits.workers` model calls at a
+    time, each gathering its own batch from the queue."""
 
     def __init__(self, clf: TextClassifier, limits: Limits) -> None:
         self.clf, self.limits = clf, limits
         self.queue: asyncio.Queue[tuple[list[str], asyncio.Future[np.ndarray]]] = asyncio.Queue()
         self.pending = 0  # texts queued or in the model
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nlp-pipe-model")
-        self.task: asyncio.Task[None] | None = None
+        self.executor = ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="nlp-pipe-model")
+        self.tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        self.tasks = [loop.create_task(self._run()) for _ in range(self.limits.workers)]
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
         self.executor.shutdown(wait=True)
 
     async def classify(self, texts: list[str]) -> np.ndarray:
@@ -281,10 +288,16 @@ def serve(path: str, host: str, port: int, limits: Limits, api_key: str | None, 
 
     directory = Path(path)
     t0 = time.perf_counter()
-    clf = TextClassifier.load(directory)
-    if not limits.batch_size:
-        limits = replace(limits, batch_size=4 if "Bert" in type(clf).__name__ else 64)
     limits.check()
+    cores = default_workers()
+    workers = limits.workers or cores
+    threads = max(1, cores // workers)
+    clf = TextClassifier.load(directory, threads=threads)
+    if "torch" in sys.modules:  # a PyTorch artifact (an export never imports torch): its threads are process-wide
+        import torch
+
+        torch.set_num_threads(threads)
+    limits = replace(limits, workers=workers, batch_size=limits.batch_size or (4 if "Bert" in type(clf).__name__ else 64))
     clf.predict(["预热"])  # first-call costs (dictionary load, graph allocation) before the first request
     app = create_app(directory, clf, limits, api_key)
     print(f"serving {directory.name} ({type(clf).__name__}) on http://{host}:{port}, loaded in {time.perf_counter() - t0:.1f} s"

@@ -22,7 +22,7 @@ KEY = "s3cret-key"
 UNSEEN = ["物流很快，包装也结实，下次还来", "客服态度恶劣，再也不买了", "ＡＢＣ牌子的耳机音质一般般", "还行吧", "差"]
 AUTH = {"Authorization": f"Bearer {KEY}"}
 # small limits, and a 100 ms batching window so that a burst of requests fills the queue
-LIMITS = ("--max-texts", "8", "--max-chars", "50", "--max-body", "4096", "--max-queue", "8", "--max-wait-ms", "100")
+LIMITS = ("--max-texts", "8", "--max-chars", "50", "--max-body", "4096", "--max-queue", "8", "--max-wait-ms", "100", "--workers", "2")
 
 
 @pytest.fixture(scope="module")
@@ -63,11 +63,33 @@ def test_served_records_are_predict_json_records(server, export, tmp_path):
     assert response.json()["predictions"] == [json.loads(line) for line in cli.out.splitlines()]
 
 
+def test_concurrent_requests_on_two_model_workers_get_their_own_records(server, export):
+    """32 requests at once, each of its own texts, answered by two model calls running side by side: every
+    response holds exactly the records of its own texts (no batch's rows handed to another request)."""
+    texts = [f"{UNSEEN[i % len(UNSEEN)]}{'好' * (i % 7)}" for i in range(32)]
+    from nlp_pipe.classifiers.loaded import TextClassifier
+
+    expected = TextClassifier.load(export).predict(texts)[:, 1]
+
+    def post(i):
+        return httpx.post(server.url + "/predict", json={"texts": [texts[i]]}, headers=AUTH, timeout=30)
+
+    served: list[float] = []
+    for _ in range(3):  # bounded: the queue of 8 texts may refuse part of a burst
+        with ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(post, range(32)))
+        if all(r.status_code == 200 for r in responses):
+            served = [r.json()["predictions"][0]["probabilities"]["pos"] for r in responses]
+            break
+    # int8 quantises activations per batch, so a text's probability moves a little with its batch mates
+    assert len(served) == 32 and max(abs(a - b) for a, b in zip(served, expected)) < 5e-3, (served, expected)
+
+
 def test_metadata_states_model_labels_versions_hashes_and_limits(server):
     meta = httpx.get(server.url + "/metadata", headers=AUTH, timeout=10).json()
     assert meta["labels"] == ["neg", "pos"] and meta["model"]["kind"] == "textcnn" and meta["model"]["file"] == "model_int8.onnx"
     assert meta["limits"] == {"max_texts": 8, "max_chars": 50, "max_body": 4096, "max_queue": 8, "batch_size": 64, "gather": 64,
-                              "max_wait_ms": 100.0}
+                              "max_wait_ms": 100.0, "workers": 2}
     assert len(meta["hashes"]["model_int8.onnx"]) == 64 and meta["versions"]["onnxruntime"]
     assert str(Path.cwd()) not in json.dumps(meta, ensure_ascii=False)  # no server path leaks
 

@@ -68,7 +68,8 @@ def export_segmenter_spec(directory: Path, info: dict[str, Any]) -> SegmenterSpe
     return spec if same_as_bundled else dataclasses.replace(spec, dictionary=str(shipped))
 
 
-def _session(path: Path) -> Any:
+def _session(path: Path, threads: int | None) -> Any:
+    """An onnxruntime session on `threads` intra-op threads (None: onnxruntime's default, one per core)."""
     import onnxruntime as ort
 
     if not path.is_file():
@@ -77,10 +78,12 @@ def _session(path: Path) -> Any:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # idle intra-op threads sleep instead of spinning: a server shares its cores with its own event loop
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    threads = os.environ.get("NLP_PIPE_ORT_THREADS")  # onnxruntime's default: one thread per core
     if threads:
-        options.intra_op_num_threads = int(threads)
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        options.intra_op_num_threads = threads
+    # onnxruntime 1.32's fused SkipLayerNormalization kernel took 17% of an int8 TinyBERT-4 call; Add +
+    # LayerNormalization give the same logits in 0.85x the time (docs/performance.md, Serving)
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=["SkipLayerNormFusion"])
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -93,11 +96,11 @@ class OnnxBertClassifier(TextClassifier):
     """A BERT classifier's ONNX graph with its tokenizer.json (tokenizers alone: the same fast tokenizer
     transformers wraps), cutting texts at the training max_len."""
 
-    def __init__(self, directory: Path, info: dict[str, Any], meta: LabelInfo, model_file: str) -> None:
+    def __init__(self, directory: Path, info: dict[str, Any], meta: LabelInfo, model_file: str, threads: int | None) -> None:
         from tokenizers import Tokenizer
 
         super().__init__(meta.labels, meta.threshold, meta.halfwidth)
-        self.session = _session(directory / model_file)
+        self.session = _session(directory / model_file, threads)
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_JSON))
         self.tokenizer.enable_truncation(int(info["max_len"]))
@@ -114,14 +117,14 @@ class OnnxBertClassifier(TextClassifier):
 class OnnxTextCNNClassifier(TextClassifier):
     """A TextCNN's ONNX graph with its vocabularies and segmenter, fed the padded id streams PyTorch is fed."""
 
-    def __init__(self, directory: Path, info: dict[str, Any], meta: LabelInfo, model_file: str) -> None:
+    def __init__(self, directory: Path, info: dict[str, Any], meta: LabelInfo, model_file: str, threads: int | None) -> None:
         super().__init__(meta.labels, meta.threshold, meta.halfwidth)
         config = json.loads((directory / CONFIG_JSON).read_text(encoding="utf-8"))
         words = config["input"] in ("words", "both")
         spec = export_segmenter_spec(directory, info) if words else SegmenterSpec()
         self.encoder, self.segmenter = textcnn_text_pipeline(directory, config, spec)
         self.min_len = max(config["kernel_sizes"])
-        self.session = _session(directory / model_file)
+        self.session = _session(directory / model_file, threads)
 
     def _probs(self, texts: list[str]) -> np.ndarray:
         words = [self.segmenter.cut(t) for t in texts] if self.segmenter is not None else None
@@ -130,15 +133,16 @@ class OnnxTextCNNClassifier(TextClassifier):
         return softmax(self.session.run(None, feed)[0])
 
 
-def load_export(directory: Path, fp32: bool = False) -> TextClassifier:
-    """The classifier of an export directory; `fp32` runs model.onnx even when the export's model is int8."""
+def load_export(directory: Path, fp32: bool = False, threads: int | None = None) -> TextClassifier:
+    """The classifier of an export directory; `fp32` runs model.onnx even when the export's model is int8;
+    `threads`: onnxruntime threads a call (None: one per core)."""
     info = read_export_info(directory)
     meta = LabelInfo.load(directory)
     model_file = MODEL_ONNX if fp32 else str(info.get("model") or MODEL_ONNX)
     if info["kind"] == "bert":
-        return OnnxBertClassifier(directory, info, meta, model_file)
+        return OnnxBertClassifier(directory, info, meta, model_file, threads)
     if info["kind"] == "textcnn":
-        return OnnxTextCNNClassifier(directory, info, meta, model_file)
+        return OnnxTextCNNClassifier(directory, info, meta, model_file, threads)
     if info["kind"] == "ngram-lr":
         spec = export_segmenter_spec(directory, info) if info.get("segmenter") else None
         return NgramClassifier(directory, meta, spec)

@@ -43,10 +43,11 @@ class TextClassifier:
         self.halfwidth = halfwidth  # the training text was mapped to half-width: new text is too
 
     @staticmethod
-    def load(directory: str | Path, int8: bool = False, compile: bool = False) -> TextClassifier:
+    def load(directory: str | Path, int8: bool = False, compile: bool = False, threads: int | None = None) -> TextClassifier:
         """The classifier in `directory`; int8=True takes a distill artifact's model_int8.pt (CPU). compile=True
         runs a BERT classifier through torch.compile (inductor, dynamic shapes): the first batches pay the
-        compiling (about 20 s on CPU), later ones ran 1.17x faster at batch 32 x 128 (docs/performance.md)."""
+        compiling (about 20 s on CPU), later ones ran 1.17x faster at batch 32 x 128 (docs/performance.md).
+        `threads`: onnxruntime threads a model call of an export (None: one per core); PyTorch's are process-wide."""
         directory = Path(directory)
         config_path = directory / CONFIG_JSON
         if not directory.is_dir():
@@ -58,7 +59,7 @@ class TextClassifier:
                                 "(export with --quantize int8 for an int8 one); --int8 and --compile apply to PyTorch artifacts")
             from .exported import load_export
 
-            return load_export(directory)
+            return load_export(directory, threads=threads)
         if not config_path.exists():
             raise UserError(f"{directory} is not a classifier artifact (no {CONFIG_JSON}); point to a textcnn, baseline, "
                             "finetune or distill output")
