@@ -50,6 +50,7 @@ from .classifiers.loaded import EXPORT_JSON, TextClassifier
 from .core.errors import UserError
 from .core.manifest import read_manifest
 from .predict import records
+from .text.encoding import encodes
 from .text.segmenter import default_workers
 
 log = logging.getLogger(__name__)
@@ -168,19 +169,11 @@ def parse_texts(body: bytes, limits: Limits) -> list[str]:
             raise Refused(422, f"texts[{i}] is not a string")
         if not text.strip():
             raise Refused(422, f"texts[{i}] is empty: a classifier needs text to classify")
-        if not text.isprintable() and not _encodable(text):  # a lone surrogate ("\ud800") no tokenizer can take
+        if not text.isprintable() and not encodes(text, "utf-8"):  # a lone surrogate ("\ud800") no tokenizer can take
             raise Refused(422, f"texts[{i}] is not valid Unicode (a lone surrogate)")
         if len(text) > limits.max_chars:
             raise Refused(413, f"texts[{i}] has {len(text)} characters, over the limit of {limits.max_chars}")
     return texts
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def metadata(directory: Path, clf: TextClassifier, limits: Limits) -> dict[str, Any]:

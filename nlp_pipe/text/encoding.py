@@ -154,13 +154,14 @@ def _reads_as_common_gb(sample: bytes) -> bool:
         wide = [ch for ch in sample.decode("gb18030") if ord(ch) > 0x7F]
     except UnicodeDecodeError:
         return False
-    common = sum(1 for ch in wide if _in_gb2312(ch))
+    common = sum(1 for ch in wide if encodes(ch, "gb2312"))
     return bool(wide) and common >= 0.95 * len(wide)
 
 
-def _in_gb2312(ch: str) -> bool:
+def encodes(text: str, codec: str) -> bool:
+    """Whether `codec` can write `text` (utf-8 cannot write a lone surrogate such as "\\ud800")."""
     try:
-        ch.encode("gb2312")
+        text.encode(codec)
     except UnicodeEncodeError:
         return False
     return True
