@@ -100,18 +100,18 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
             for _ in chunks:  # cuts this rank's chunks into its part
                 pass
             return Result(counts, {"workers": workers})
-    # Rows go to Arrow a chunk at a time as whole columns (the words column split from the joined
-    # line in C++): building them row by row through Dataset.from_generator took a third of the
-    # main process's time, and the main process shares the cores with the workers.
+    # Rows go to Arrow a chunk at a time as whole columns, built (with the chunk's word counts) by
+    # the process that cut the chunk (`_columns`): building them row by row through
+    # Dataset.from_generator took a third of the main process's time, and building them here made
+    # this process, which also reads, hands out and writes every chunk, the one the others waited for.
     running = _Stats()
     with open(out / CORPUS_TXT, "w", encoding="utf-8") as corpus_txt, _DatasetFile(out / DATASET_DIR) as dataset:
-        for texts, labels, lines in chunks:
+        for texts, labels, cut in chunks:
             if not dict_info["engine_exact"] and len(sample) < _AGREEMENT_ROWS:
-                sample += zip(texts[:_AGREEMENT_ROWS - len(sample)], lines)
-            corpus_txt.write("\n".join(lines) + "\n")
-            table = pa.table({"text": pa.array(texts, pa.string()), "words": pc.split_pattern(pa.array(lines, pa.string()), " "),
-                              "label": pa.array(labels, pa.string())})
-            running.add(table)
+                sample += zip(texts[:_AGREEMENT_ROWS - len(sample)], cut.lines())
+            corpus_txt.write(cut.corpus_txt)
+            table = cut.table.append_column("label", pa.array(labels, pa.string()))
+            running.add(cut, table.column("label"))
             dataset.write(table)
         if counts.rows_out == 0:
             raise UserError(f"segment: no text left in {', '.join(map(str, files))} (dropped: {dict(counts.dropped)})")
@@ -135,20 +135,21 @@ def _agreement(spec: SegmenterSpec, sample: list[tuple[str, str]]) -> dict:
     return {"rows": len(sample), "identical_rows": same, "identical_pct": pct}
 
 
-def _sharded(chunks: Iterator[tuple[list[str], list, list[str]]], out: Path) -> Iterator[tuple[list[str], list, list[str]]]:
+def _sharded(chunks: Iterator[tuple[list[str], list, _Cut]], out: Path) -> Iterator[tuple[list[str], list, _Cut]]:
     """This rank's chunks into its part; then, on the main rank, every rank's chunks in input order."""
     with shards.PartWriter(out, NAME) as part:
-        for texts, labels, lines in chunks:
-            part.write(pa.table({"text": pa.array(texts, pa.string()), "line": pa.array(lines, pa.string()),
+        for _, labels, cut in chunks:
+            part.write(pa.table({"text": cut.table.column("text"), "line": pa.array(cut.lines(), pa.string()),
                                  "label": pa.array(labels, pa.string())}))
     sizes = distributed.gather(part.batches)
     if distributed.is_main():
         for batch in shards.merged(out, NAME, sizes):
-            yield batch.column(0).to_pylist(), batch.column(2).to_pylist(), batch.column(1).to_pylist()
+            texts = batch.column(0).to_pylist()
+            yield texts, batch.column(2).to_pylist(), _columns(texts, batch.column(1).to_pylist())
 
 
-def _segmented_chunks(config, files, segmenter, workers, counts) -> Iterator[tuple[list[str], list, list[str]]]:
-    """(texts, labels, space-joined words) for each chunk of rows, in input order; under a launch, only the
+def _segmented_chunks(config, files, segmenter, workers, counts) -> Iterator[tuple[list[str], list, _Cut]]:
+    """(texts, labels, their `_Cut`) for each chunk of rows, in input order; under a launch, only the
     chunks this rank owns (every rank reads every row, so the counts and drops are everyone's)."""
     rows = itertools.chain.from_iterable(
         read_rows(path, config, counts, config.label_per_file[i] if config.label_per_file else None)
@@ -166,12 +167,40 @@ def _segmented_chunks(config, files, segmenter, workers, counts) -> Iterator[tup
     # Workers send each text back as one space-joined string (cheap to pickle); jieba never emits
     # a word that contains whitespace (whitespace-only tokens are dropped), so corpus.txt lines
     # are exactly that and splitting them on " " gives the words back.
-    for lines in cut_parallel(segmenter, texts(), workers, join=" "):
+    for cut in cut_parallel(segmenter, texts(), workers, join=" ", then=_columns):
         chunk = buffered.popleft()
-        yield [row.text for row in chunk], [row.label for row in chunk], lines
-        progress.update(sum(len(row.text.encode("utf-8")) + 1 for row in chunk))  # about the bytes read (the text's)
+        yield [row.text for row in chunk], [row.label for row in chunk], cut
+        progress.update(cut.text_bytes)  # about the bytes read (the text's)
     progress.update(max(0, progress.total - progress.n))  # what dropped rows, other encodings and CRs took
     progress.close()
+
+
+@dataclass(frozen=True)
+class _Cut:
+    """A chunk's words as the writer takes them: corpus.txt's lines, the dataset's text and words
+    columns, and what the statistics need. Arrow columns pickle as their buffers, so handing
+    them from a worker to the writer costs about what handing over the joined lines did."""
+
+    corpus_txt: str  # the chunk's lines, each ending in \n
+    table: pa.Table  # text, words
+    counts: pa.Table  # word, n: the chunk's distinct words and how often each occurs
+    words: int
+    chars: int
+    text_bytes: int  # UTF-8 bytes of the texts and their newlines, for the progress bar
+
+    def lines(self) -> list[str]:
+        return self.corpus_txt.split("\n")[:-1]
+
+
+def _columns(texts: list[str], lines: list[str]) -> _Cut:
+    """`texts` and their space-joined words as a `_Cut` (in the process that cut them: see cut_parallel)."""
+    text = pa.array(texts, pa.string())
+    words = pc.split_pattern(pa.array(lines, pa.string()), " ")  # jieba's words never hold a space: see above
+    flat = pc.list_flatten(words)
+    counted = pc.value_counts(flat)
+    return _Cut("\n".join(lines) + "\n", pa.table({"text": text, "words": words}),
+                pa.table({"word": counted.field("values"), "n": counted.field("counts")}), len(flat),
+                pc.sum(pc.utf8_length(text)).as_py() or 0, pc.sum(pc.binary_length(text)).as_py() + len(texts))
 
 
 def _chunks(rows: Iterator, max_rows: int) -> Iterator[list]:
@@ -266,16 +295,14 @@ class _Stats:
         self._unmerged: list[pa.Table] = []
         self._labels: Counter[str] = Counter()
 
-    def add(self, table: pa.Table) -> None:
-        words = pc.list_flatten(table.column("words"))
-        self.words += len(words)
-        self.chars += pc.sum(pc.utf8_length(table.column("text"))).as_py() or 0
-        counted = pc.value_counts(words)
-        self._unmerged.append(pa.table({"word": counted.field("values"), "n": counted.field("counts")}))
-        self._unmerged_rows += len(counted)
+    def add(self, cut: _Cut, label: pa.ChunkedArray) -> None:
+        self.words += cut.words
+        self.chars += cut.chars
+        self._unmerged.append(cut.counts)
+        self._unmerged_rows += cut.counts.num_rows
         if self._unmerged_rows > self._MERGE_ROWS:
             self._merge()
-        labels = pc.value_counts(pc.drop_null(table.column("label")))
+        labels = pc.value_counts(pc.drop_null(label))
         self._labels.update(dict(zip(labels.field("values").to_pylist(), labels.field("counts").to_pylist())))
 
     def _merge(self) -> None:
