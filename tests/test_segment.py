@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import datasets
 import jieba
 import pytest
@@ -90,6 +92,22 @@ def test_parallel_is_identical_to_serial(tmp_path, seg_reviews):
     assert a["text"] == b["text"] == [t for pair in zip(POS, NEG) for t in pair]
     assert a["words"] == b["words"] and a["label"] == b["label"]
     assert lines(parallel / "corpus.txt") == [" ".join(w) for w in b["words"]]
+
+
+def test_files_hashed_while_written_are_listed_with_their_real_digests(seg_reviews, tmp_path):
+    """segment hashes corpus.txt as it writes it and the data file once; the manifest takes those digests
+    instead of reading the files again, and they are the files' real ones."""
+    listed = {f["name"]: f["sha256"] for f in manifests.read_manifest(seg_reviews)["files"]}
+    for name in ("corpus.txt", "dataset/data-00000-of-00001.arrow"):
+        assert listed[name] == manifests.sha256_file(seg_reviews / name), name
+    assert manifests.verify(seg_reviews) == []
+    # a file changed after its writer hashed it is hashed again
+    path = tmp_path / "a.txt"
+    path.write_text("one", encoding="utf-8")
+    known = {"a.txt": manifests.hashed(path, manifests.sha256_file(path))}
+    path.write_text("two", encoding="utf-8")
+    os.utime(path, ns=(known["a.txt"][1] + 10_000_000, known["a.txt"][1] + 10_000_000))
+    assert manifests.list_files(tmp_path, known)[0]["sha256"] == manifests.sha256_file(path)
 
 
 def test_label_per_file(tmp_path):

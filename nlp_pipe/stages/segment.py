@@ -14,6 +14,7 @@ in input order: the artifact is byte-identical to a one-process run.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -36,7 +37,7 @@ from ..core.config import option
 from ..core.contract import Counts, Input, Result
 from ..core.errors import UserError
 from ..core.files import CORPUS_TXT, DATASET_DIR, SEGMENTER_JSON
-from ..core.manifest import sha256_file
+from ..core.manifest import hashed, sha256_file
 from ..text.corpus import ReadOptions, read_rows
 from ..text.engines import proven
 from ..text.segmenter import LoadProbe, Segmenter, SegmenterSpec, cut_parallel
@@ -105,11 +106,14 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     # Dataset.from_generator took a third of the main process's time, and building them here made
     # this process, which also reads, hands out and writes every chunk, the one the others waited for.
     running = _Stats()
-    with open(out / CORPUS_TXT, "w", encoding="utf-8") as corpus_txt, _DatasetFile(out / DATASET_DIR) as dataset:
+    corpus_sha = hashlib.sha256()  # hashed as written, not read back for the manifest
+    with open(out / CORPUS_TXT, "wb") as corpus_txt, _DatasetFile(out / DATASET_DIR) as dataset:
         for texts, labels, cut in chunks:
             if not dict_info["engine_exact"] and len(sample) < _AGREEMENT_ROWS:
                 sample += zip(texts[:_AGREEMENT_ROWS - len(sample)], cut.lines())
-            corpus_txt.write(cut.corpus_txt)
+            data = cut.corpus_txt.encode("utf-8")
+            corpus_sha.update(data)
+            corpus_txt.write(data)
             table = cut.table.append_column("label", pa.array(labels, pa.string()))
             running.add(cut, table.column("label"))
             dataset.write(table)
@@ -123,7 +127,10 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
         "words_per_text": round(stats["words"] / counts.rows_out, 2), "workers": workers,
         "labels": stats["labels"],
     }
-    return Result(counts, metrics, _report(stats, dict_info), {"segmenter": dict_info})
+    written = {CORPUS_TXT: hashed(out / CORPUS_TXT, corpus_sha.hexdigest())}
+    if dataset.sha256:
+        written[dataset.path.relative_to(out).as_posix()] = hashed(dataset.path, dataset.sha256)
+    return Result(counts, metrics, _report(stats, dict_info), {"segmenter": dict_info}, hashed=written)
 
 
 def _agreement(spec: SegmenterSpec, sample: list[tuple[str, str]]) -> dict:
@@ -229,6 +236,7 @@ class _DatasetFile:
         self.folder = folder
         self.path = folder / "data-00000-of-00001.arrow"
         self.labels: bool | None = None  # whether the file has a label column; None until the first chunk
+        self.sha256 = ""  # the data file's, once written
         self._writer: ArrowWriter | None = None
 
     def __enter__(self) -> _DatasetFile:
@@ -272,7 +280,8 @@ class _DatasetFile:
         # instead makes state.json, like every other file, the same for the same rows
         with _datasets_quiet():
             info = asdict(datasets.Dataset.from_file(str(self.path)).info)  # maps the file, reads only its schema
-        state: dict[str, Any] = {"_data_files": [{"filename": self.path.name}], "_fingerprint": sha256_file(self.path)[:16],
+        self.sha256 = sha256_file(self.path)
+        state: dict[str, Any] = {"_data_files": [{"filename": self.path.name}], "_fingerprint": self.sha256[:16],
                  "_format_columns": None, "_format_kwargs": {}, "_format_type": None, "_output_all_columns": False,
                  "_split": str(datasets.Split.TRAIN)}
         with open(self.folder / datasets.config.DATASET_STATE_JSON_FILENAME, "w", encoding="utf-8") as fh:
