@@ -110,6 +110,49 @@ def test_files_hashed_while_written_are_listed_with_their_real_digests(seg_revie
     assert manifests.list_files(tmp_path, known)[0]["sha256"] == manifests.sha256_file(path)
 
 
+@pytest.mark.parametrize("labelled", [True, False])
+def test_dataset_files_are_what_datasets_writes(tmp_path, labelled):
+    """segment writes its dataset with pyarrow alone (importing datasets costs 0.8 s a process): the data
+    file is byte for byte datasets' ArrowWriter's, dataset_info.json is save_to_disk's, and it loads."""
+    import json
+
+    import pyarrow as pa
+    from datasets.arrow_writer import ArrowWriter
+    from datasets.utils.py_utils import asdict
+
+    from nlp_pipe.stages import segment
+
+    texts = [f"第{i}条评论很好" for i in range(2500)]  # 3 record batches of datasets' 1000 rows
+    lines = [f"第 {i} 条 评论 很 好" for i in range(2500)]
+    labels = pa.array([("pos", "neg")[i % 2] if labelled else None for i in range(2500)], pa.string())
+    table = segment._columns(texts, lines).table.append_column("label", labels)
+    with segment._DatasetFile(tmp_path / "ours") as ours:
+        ours.write(table.slice(0, 1200))
+        ours.write(table.slice(1200))
+    features = datasets.Features({"text": datasets.Value("string"), "words": datasets.List(datasets.Value("string")),
+                                  **({"label": datasets.Value("string")} if labelled else {})})
+    theirs = tmp_path / "theirs.arrow"
+    with ArrowWriter(features=features, path=str(theirs)) as writer:
+        for part in (table.slice(0, 1200), table.slice(1200)):
+            writer.write_table(part if labelled else part.drop_columns("label"))
+        writer.finalize()
+    assert ours.path.read_bytes() == theirs.read_bytes()
+    info = asdict(datasets.Dataset.from_file(str(theirs)).info)
+    assert (ours.folder / "dataset_info.json").read_text(encoding="utf-8") == json.dumps(
+        {key: info[key] for key in sorted(info)}, indent=2)
+    ds = datasets.load_from_disk(str(ours.folder))
+    assert ds["text"] == texts and ds["words"][7] == lines[7].split(" ")
+    assert ds.column_names == ["text", "words"] + (["label"] if labelled else [])
+
+
+def test_the_stage_does_not_import_datasets():
+    import subprocess
+    import sys
+
+    code = "import sys, nlp_pipe.stages.segment; print('datasets' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
 def test_label_per_file(tmp_path):
     out = tmp_path / "seg"
     manifest = build("segment", out, {"corpus": [FIXTURES / "pos.txt", FIXTURES / "neg.txt"]}, workers=1,
