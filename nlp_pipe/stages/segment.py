@@ -171,9 +171,9 @@ def _segmented_chunks(config, files, segmenter, workers, counts) -> Iterator[tup
                 buffered.append(chunk)
                 yield [row.text for row in chunk]
 
-    # Workers send each text back as one space-joined string (cheap to pickle); jieba never emits
-    # a word that contains whitespace (whitespace-only tokens are dropped), so corpus.txt lines
-    # are exactly that and splitting them on " " gives the words back.
+    # Each text is cut into one space-joined string (the engine writes it so in one pass); jieba never
+    # emits a word that contains whitespace (whitespace-only tokens are dropped), so corpus.txt lines
+    # are exactly that and splitting them on " " gives the words back (`_columns`).
     for cut in cut_parallel(segmenter, texts(), workers, join=" ", then=_columns):
         chunk = buffered.popleft()
         yield [row.text for row in chunk], [row.label for row in chunk], cut
@@ -202,7 +202,7 @@ class _Cut:
 def _columns(texts: list[str], lines: list[str]) -> _Cut:
     """`texts` and their space-joined words as a `_Cut` (in the process that cut them: see cut_parallel)."""
     text = pa.array(texts, pa.string())
-    words = pc.split_pattern(pa.array(lines, pa.string()), " ")  # jieba's words never hold a space: see above
+    words = pc.split_pattern(pa.array(lines, pa.string()), " ")  # jieba's words never hold a space: see _segmented_chunks
     flat = pc.list_flatten(words)
     counted = pc.value_counts(flat)
     return _Cut("\n".join(lines) + "\n", pa.table({"text": text, "words": words}),
