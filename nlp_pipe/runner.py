@@ -359,7 +359,7 @@ def _build(p: Plan, tmp: Path) -> tuple[dict[str, Any], Result]:
                  "packages": _package_versions()},
     }
     _write_report(tmp, p, result, wall)
-    manifest["files"] = manifests.list_files(tmp)
+    manifest["files"] = manifests.list_files(tmp, result.hashed)
     return manifest, result
 
 

@@ -4,6 +4,7 @@ policy, falls back to jieba when missing, is recorded in segmenter.json, and cut
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 from dataclasses import replace
@@ -94,7 +95,11 @@ def test_user_dictionary_effects_are_jiebas():
     assert "糖类抗原19-9" in forced and "喵窝智投" in forced
     assert "*ST舜船" not in forced  # jieba never matches a word with "*": it ends a block
     # jieba's quirk, kept: a deleted word is force-split by every tokenizer of the process from then on
-    assert "张小明" not in Segmenter(SegmenterSpec(engine="rjieba")).cut(text)
+    after = Segmenter(SegmenterSpec(engine="rjieba"))
+    assert "张小明" not in after.cut(text)
+    # the default dictionary is built once a process and shared; the user dictionaries above had their own
+    assert after.engine._dict is Segmenter(SegmenterSpec(engine="rjieba", mode="search")).engine._dict
+    assert "糖类抗原19-9" not in after.cut(text) and "喵窝智投" not in after.cut(text)
 
 
 def test_search_mode_adds_the_dictionary_ngrams():
@@ -207,6 +212,14 @@ def test_parallel_cutting_keeps_order_and_words(workers):
     assert list(cut_parallel(spec, chunks, workers, join=" ")) == serial
     assert list(cut_parallel(spec, chunks[:5], workers)) == [[s.split(" ") if s else [] for s in lines]
                                                            for lines in serial[:5]]
+    # `then` runs where each chunk was cut (a helper or this process), on that chunk's texts and lines
+    done = list(cut_parallel(spec, chunks, workers, join=" ", then=_where_and_what))
+    assert [(texts, lines) for _, texts, lines in done] == list(zip(chunks, serial))
+    assert {pid for pid, _, _ in done} - {os.getpid()}, "no chunk was finished in a helper process"
+
+
+def _where_and_what(texts: list[str], lines: list[str]) -> tuple[int, list[str], list[str]]:
+    return os.getpid(), texts, lines
 
 
 def test_free_cores_follow_what_others_use(monkeypatch):

@@ -93,3 +93,4 @@ class Result:
     report: str = ""  # markdown body appended under the runner's summary
     extra: dict[str, Any] = field(default_factory=dict)  # stage-specific manifest fields
     cleanup: list[Path] = field(default_factory=list)  # work dirs (e.g. checkpoints) the runner removes once published
+    hashed: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # files hashed as written (manifest.hashed)

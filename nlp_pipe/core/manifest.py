@@ -77,14 +77,26 @@ def require_manifest(directory: str | Path, hint: str = "") -> dict[str, Any]:
     return manifest
 
 
-def list_files(directory: Path) -> list[dict[str, Any]]:
-    """Every file of an artifact (but the manifest) with its size, mtime and sha256, sorted by name."""
+def hashed(path: Path, sha256: str) -> tuple[int, int, str]:
+    """(size, mtime, sha256) of a file just written and hashed as it was written, for `list_files`'s `known`."""
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns, sha256
+
+
+def list_files(directory: Path, known: dict[str, tuple[int, int, str]] | None = None) -> list[dict[str, Any]]:
+    """Every file of an artifact (but the manifest) with its size, mtime and sha256, sorted by name.
+    `known`: {name: `hashed(...)`} of files their writer hashed as it wrote them; each is taken as it is
+    while the file keeps that size and mtime (reading a large file once more is a real share of a
+    fast stage's time), and hashed again otherwise."""
     files = []
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
         rel = path.relative_to(directory).as_posix()
         if rel != MANIFEST:
             stat = path.stat()
-            files.append({"name": rel, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256_file(path)})
+            size, mtime_ns, digest = (known or {}).get(rel, (-1, -1, ""))
+            if (size, mtime_ns) != (stat.st_size, stat.st_mtime_ns):
+                digest = sha256_file(path)
+            files.append({"name": rel, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest})
     return files
 
 

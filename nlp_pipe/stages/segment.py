@@ -14,29 +14,27 @@ in input order: the artifact is byte-identical to a one-process run.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
 from collections import Counter, deque
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-import datasets
 import pyarrow as pa
 import pyarrow.compute as pc
-from datasets.arrow_writer import ArrowWriter
-from datasets.utils.py_utils import asdict  # drops unset fields as save_to_disk does
 
 from ..core import console, distributed, shards
 from ..core.config import option
 from ..core.contract import Counts, Input, Result
 from ..core.errors import UserError
 from ..core.files import CORPUS_TXT, DATASET_DIR, SEGMENTER_JSON
-from ..core.manifest import sha256_file
+from ..core.manifest import hashed, sha256_file
 from ..text.corpus import ReadOptions, read_rows
 from ..text.engines import proven
 from ..text.segmenter import LoadProbe, Segmenter, SegmenterSpec, cut_parallel
@@ -57,8 +55,11 @@ INPUTS = {
 }
 
 log = logging.getLogger(__name__)
-_FEATURES = datasets.Features({"text": datasets.Value("string"), "words": datasets.List(datasets.Value("string")),
-                               "label": datasets.Value("string")})
+# The dataset's columns: their Arrow types and their `datasets` features (as `Features.to_dict()` writes them)
+_STRING = {"dtype": "string", "_type": "Value"}
+_COLUMNS = {"text": (pa.string(), _STRING), "words": (pa.list_(pa.string()), {"feature": _STRING, "_type": "List"}),
+            "label": (pa.string(), _STRING)}
+_BATCH_ROWS = 1000  # rows per record batch, as datasets' ArrowWriter writes them (config.DEFAULT_MAX_BATCH_SIZE)
 
 
 @dataclass(frozen=True)
@@ -100,18 +101,21 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
             for _ in chunks:  # cuts this rank's chunks into its part
                 pass
             return Result(counts, {"workers": workers})
-    # Rows go to Arrow a chunk at a time as whole columns (the words column split from the joined
-    # line in C++): building them row by row through Dataset.from_generator took a third of the
-    # main process's time, and the main process shares the cores with the workers.
+    # Rows go to Arrow a chunk at a time as whole columns, built (with the chunk's word counts) by
+    # the process that cut the chunk (`_columns`): building them row by row through
+    # Dataset.from_generator took a third of the main process's time, and building them here made
+    # this process, which also reads, hands out and writes every chunk, the one the others waited for.
     running = _Stats()
-    with open(out / CORPUS_TXT, "w", encoding="utf-8") as corpus_txt, _DatasetFile(out / DATASET_DIR) as dataset:
-        for texts, labels, lines in chunks:
+    corpus_sha = hashlib.sha256()  # hashed as written, not read back for the manifest
+    with open(out / CORPUS_TXT, "wb") as corpus_txt, _DatasetFile(out / DATASET_DIR) as dataset:
+        for texts, labels, cut in chunks:
             if not dict_info["engine_exact"] and len(sample) < _AGREEMENT_ROWS:
-                sample += zip(texts[:_AGREEMENT_ROWS - len(sample)], lines)
-            corpus_txt.write("\n".join(lines) + "\n")
-            table = pa.table({"text": pa.array(texts, pa.string()), "words": pc.split_pattern(pa.array(lines, pa.string()), " "),
-                              "label": pa.array(labels, pa.string())})
-            running.add(table)
+                sample += zip(texts[:_AGREEMENT_ROWS - len(sample)], cut.lines())
+            data = cut.corpus_txt.encode("utf-8")
+            corpus_sha.update(data)
+            corpus_txt.write(data)
+            table = cut.table.append_column("label", pa.array(labels, pa.string()))
+            running.add(cut, table.column("label"))
             dataset.write(table)
         if counts.rows_out == 0:
             raise UserError(f"segment: no text left in {', '.join(map(str, files))} (dropped: {dict(counts.dropped)})")
@@ -123,7 +127,10 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
         "words_per_text": round(stats["words"] / counts.rows_out, 2), "workers": workers,
         "labels": stats["labels"],
     }
-    return Result(counts, metrics, _report(stats, dict_info), {"segmenter": dict_info})
+    written = {CORPUS_TXT: hashed(out / CORPUS_TXT, corpus_sha.hexdigest())}
+    if dataset.sha256:
+        written[dataset.path.relative_to(out).as_posix()] = hashed(dataset.path, dataset.sha256)
+    return Result(counts, metrics, _report(stats, dict_info), {"segmenter": dict_info}, hashed=written)
 
 
 def _agreement(spec: SegmenterSpec, sample: list[tuple[str, str]]) -> dict:
@@ -135,20 +142,21 @@ def _agreement(spec: SegmenterSpec, sample: list[tuple[str, str]]) -> dict:
     return {"rows": len(sample), "identical_rows": same, "identical_pct": pct}
 
 
-def _sharded(chunks: Iterator[tuple[list[str], list, list[str]]], out: Path) -> Iterator[tuple[list[str], list, list[str]]]:
+def _sharded(chunks: Iterator[tuple[list[str], list, _Cut]], out: Path) -> Iterator[tuple[list[str], list, _Cut]]:
     """This rank's chunks into its part; then, on the main rank, every rank's chunks in input order."""
     with shards.PartWriter(out, NAME) as part:
-        for texts, labels, lines in chunks:
-            part.write(pa.table({"text": pa.array(texts, pa.string()), "line": pa.array(lines, pa.string()),
+        for _, labels, cut in chunks:
+            part.write(pa.table({"text": cut.table.column("text"), "line": pa.array(cut.lines(), pa.string()),
                                  "label": pa.array(labels, pa.string())}))
     sizes = distributed.gather(part.batches)
     if distributed.is_main():
         for batch in shards.merged(out, NAME, sizes):
-            yield batch.column(0).to_pylist(), batch.column(2).to_pylist(), batch.column(1).to_pylist()
+            texts = batch.column(0).to_pylist()
+            yield texts, batch.column(2).to_pylist(), _columns(texts, batch.column(1).to_pylist())
 
 
-def _segmented_chunks(config, files, segmenter, workers, counts) -> Iterator[tuple[list[str], list, list[str]]]:
-    """(texts, labels, space-joined words) for each chunk of rows, in input order; under a launch, only the
+def _segmented_chunks(config, files, segmenter, workers, counts) -> Iterator[tuple[list[str], list, _Cut]]:
+    """(texts, labels, their `_Cut`) for each chunk of rows, in input order; under a launch, only the
     chunks this rank owns (every rank reads every row, so the counts and drops are everyone's)."""
     rows = itertools.chain.from_iterable(
         read_rows(path, config, counts, config.label_per_file[i] if config.label_per_file else None)
@@ -163,15 +171,43 @@ def _segmented_chunks(config, files, segmenter, workers, counts) -> Iterator[tup
                 buffered.append(chunk)
                 yield [row.text for row in chunk]
 
-    # Workers send each text back as one space-joined string (cheap to pickle); jieba never emits
-    # a word that contains whitespace (whitespace-only tokens are dropped), so corpus.txt lines
-    # are exactly that and splitting them on " " gives the words back.
-    for lines in cut_parallel(segmenter, texts(), workers, join=" "):
+    # Each text is cut into one space-joined string (the engine writes it so in one pass); jieba never
+    # emits a word that contains whitespace (whitespace-only tokens are dropped), so corpus.txt lines
+    # are exactly that and splitting them on " " gives the words back (`_columns`).
+    for cut in cut_parallel(segmenter, texts(), workers, join=" ", then=_columns):
         chunk = buffered.popleft()
-        yield [row.text for row in chunk], [row.label for row in chunk], lines
-        progress.update(sum(len(row.text.encode("utf-8")) + 1 for row in chunk))  # about the bytes read (the text's)
+        yield [row.text for row in chunk], [row.label for row in chunk], cut
+        progress.update(cut.text_bytes)  # about the bytes read (the text's)
     progress.update(max(0, progress.total - progress.n))  # what dropped rows, other encodings and CRs took
     progress.close()
+
+
+@dataclass(frozen=True)
+class _Cut:
+    """A chunk's words as the writer takes them: corpus.txt's lines, the dataset's text and words
+    columns, and what the statistics need. Arrow columns pickle as their buffers, so handing
+    them from a worker to the writer costs about what handing over the joined lines did."""
+
+    corpus_txt: str  # the chunk's lines, each ending in \n
+    table: pa.Table  # text, words
+    counts: pa.Table  # word, n: the chunk's distinct words and how often each occurs
+    words: int
+    chars: int
+    text_bytes: int  # UTF-8 bytes of the texts and their newlines, for the progress bar
+
+    def lines(self) -> list[str]:
+        return self.corpus_txt.split("\n")[:-1]
+
+
+def _columns(texts: list[str], lines: list[str]) -> _Cut:
+    """`texts` and their space-joined words as a `_Cut` (in the process that cut them: see cut_parallel)."""
+    text = pa.array(texts, pa.string())
+    words = pc.split_pattern(pa.array(lines, pa.string()), " ")  # jieba's words never hold a space: see _segmented_chunks
+    flat = pc.list_flatten(words)
+    counted = pc.value_counts(flat)
+    return _Cut("\n".join(lines) + "\n", pa.table({"text": text, "words": words}),
+                pa.table({"word": counted.field("values"), "n": counted.field("counts")}), len(flat),
+                pc.sum(pc.utf8_length(text)).as_py() or 0, pc.sum(pc.binary_length(text)).as_py() + len(texts))
 
 
 def _chunks(rows: Iterator, max_rows: int) -> Iterator[list]:
@@ -194,62 +230,86 @@ class _DatasetFile:
     cache file and then `save_to_disk` copied every byte once more and mapped the whole dataset (private
     memory and RSS grew with the corpus). The label column is there when any row has a label, as before:
     the first chunk decides, and the rare corpus whose labelled file comes after an unlabelled one has the
-    rows already written copied once into a file with an all-null label column."""
+    rows already written copied once into a file with an all-null label column.
+
+    The files are written with pyarrow, byte for byte what datasets' ArrowWriter and save_to_disk write
+    (an Arrow stream of 1000-row batches, the features in the schema's `huggingface` metadata; the test
+    `test_dataset_files_are_what_datasets_writes` compares them with datasets' own): importing `datasets`
+    (and pandas with it) costs 0.8 s, most of what the stage spends on 10 MB of text in a fresh process."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.path = folder / "data-00000-of-00001.arrow"
         self.labels: bool | None = None  # whether the file has a label column; None until the first chunk
-        self._writer: ArrowWriter | None = None
+        self.sha256 = ""  # the data file's, once written
+        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
+        self._sink: pa.NativeFile | None = None
+        self._schema = pa.schema([])
 
     def __enter__(self) -> _DatasetFile:
         self.folder.mkdir()
         return self
 
-    def _open(self, labels: bool) -> ArrowWriter:
+    def _features(self) -> dict[str, Any]:
+        return {name: feature for name, (_, feature) in _COLUMNS.items() if self.labels or name != "label"}
+
+    def _open(self, labels: bool) -> pa.ipc.RecordBatchStreamWriter:
         self.labels = labels
-        features = _FEATURES if labels else datasets.Features({k: v for k, v in _FEATURES.items() if k != "label"})
-        self._writer = ArrowWriter(features=features, path=str(self.path))
+        metadata = {"huggingface": json.dumps({"info": {"features": self._features()}})}
+        self._schema = pa.schema([(name, _COLUMNS[name][0]) for name in self._features()], metadata=metadata)
+        self._sink = pa.OSFile(str(self.path), "wb")
+        self._writer = pa.ipc.new_stream(self._sink, self._schema)
         return self._writer
 
     def write(self, table: pa.Table) -> None:
         labelled = table.column("label").null_count < table.num_rows
-        writer = self._writer or self._open(labelled)
-        if labelled and not self.labels:
-            writer = self._add_label_column(writer)
-        writer.write_table(table if self.labels else table.drop_columns("label"))
+        if self._writer is None:
+            self._open(labelled)
+        elif labelled and not self.labels:
+            self._add_label_column()
+        self._write(table if self.labels else table.drop_columns("label"))
 
-    def _add_label_column(self, writer: ArrowWriter) -> ArrowWriter:
-        writer.finalize()
+    def _write(self, table: pa.Table) -> None:
+        if self._writer is None:
+            raise RuntimeError("dataset file written before it was opened")
+        self._writer.write_table(table.combine_chunks().cast(self._schema), max_chunksize=_BATCH_ROWS)
+
+    def _close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._sink is not None:
+            self._sink.close()
+        self._writer = self._sink = None
+
+    def _add_label_column(self) -> None:
+        self._close()
         unlabelled = self.path.with_suffix(".unlabelled")
         self.path.rename(unlabelled)
-        writer = self._open(labels=True)
+        self._open(labels=True)
         with pa.OSFile(str(unlabelled)) as source:  # read a batch at a time, not mapped: memory stays flat
             for batch in pa.ipc.open_stream(source):
-                writer.write_table(pa.Table.from_batches([batch]).append_column("label", pa.nulls(batch.num_rows, pa.string())))
+                self._write(pa.Table.from_batches([batch]).append_column("label", pa.nulls(batch.num_rows, pa.string())))
         unlabelled.unlink()
-        return writer
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if self._writer is None:
             return
         if kind is not None:
             with suppress(Exception):  # a full disk fails again here: the stage's own error is the one to report
-                self._writer.close()
+                self._close()
             return
-        self._writer.finalize()
-        self._writer.close()
+        self._close()
         # datasets derives a fingerprint from the file's path (a random staging dir): the rows' own digest
         # instead makes state.json, like every other file, the same for the same rows
-        with _datasets_quiet():
-            info = asdict(datasets.Dataset.from_file(str(self.path)).info)  # maps the file, reads only its schema
-        state: dict[str, Any] = {"_data_files": [{"filename": self.path.name}], "_fingerprint": sha256_file(self.path)[:16],
+        self.sha256 = sha256_file(self.path)
+        state: dict[str, Any] = {"_data_files": [{"filename": self.path.name}], "_fingerprint": self.sha256[:16],
                  "_format_columns": None, "_format_kwargs": {}, "_format_type": None, "_output_all_columns": False,
-                 "_split": str(datasets.Split.TRAIN)}
-        with open(self.folder / datasets.config.DATASET_STATE_JSON_FILENAME, "w", encoding="utf-8") as fh:
+                 "_split": "train"}
+        with open(self.folder / "state.json", "w", encoding="utf-8") as fh:
             json.dump(state, fh, indent=2, sort_keys=True)
-        with open(self.folder / datasets.config.DATASET_INFO_FILENAME, "w", encoding="utf-8") as fh:
-            json.dump({key: info[key] for key in sorted(info)}, fh, indent=2)  # as save_to_disk: nested order kept
+        info = {"citation": "", "description": "", "features": self._features(), "homepage": "", "license": ""}
+        with open(self.folder / "dataset_info.json", "w", encoding="utf-8") as fh:  # save_to_disk's keys, sorted
+            json.dump(info, fh, indent=2)
 
 
 class _Stats:
@@ -266,16 +326,14 @@ class _Stats:
         self._unmerged: list[pa.Table] = []
         self._labels: Counter[str] = Counter()
 
-    def add(self, table: pa.Table) -> None:
-        words = pc.list_flatten(table.column("words"))
-        self.words += len(words)
-        self.chars += pc.sum(pc.utf8_length(table.column("text"))).as_py() or 0
-        counted = pc.value_counts(words)
-        self._unmerged.append(pa.table({"word": counted.field("values"), "n": counted.field("counts")}))
-        self._unmerged_rows += len(counted)
+    def add(self, cut: _Cut, label: pa.ChunkedArray) -> None:
+        self.words += cut.words
+        self.chars += cut.chars
+        self._unmerged.append(cut.counts)
+        self._unmerged_rows += cut.counts.num_rows
         if self._unmerged_rows > self._MERGE_ROWS:
             self._merge()
-        labels = pc.value_counts(pc.drop_null(table.column("label")))
+        labels = pc.value_counts(pc.drop_null(label))
         self._labels.update(dict(zip(labels.field("values").to_pylist(), labels.field("counts").to_pylist())))
 
     def _merge(self) -> None:
@@ -292,17 +350,6 @@ class _Stats:
         return {"words": self.words, "chars": self.chars, "distinct_words": vocab.num_rows,
                 "top": list(zip(top.column("word").to_pylist(), top.column("n").to_pylist())),
                 "labels": dict(sorted(self._labels.items()))}
-
-
-@contextmanager
-def _datasets_quiet() -> Iterator[None]:
-    enabled = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if enabled:
-            datasets.enable_progress_bars()
 
 
 def _segmenter_spec(config: Config, userdicts: list[Path]) -> tuple[SegmenterSpec, dict]:

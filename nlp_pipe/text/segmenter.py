@@ -22,11 +22,11 @@ import multiprocessing
 import os
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import jieba
 
@@ -151,22 +151,25 @@ def _init_worker(spec_or_segmenter: SegmenterSpec | Segmenter) -> None:
     _worker = given if isinstance(given, Segmenter) else Segmenter(given)
 
 
-def _cut_chunk(texts: list[str], join: str | None) -> list:
+def _cut_chunk(texts: list[str], join: str | None, then: Callable[[list[str], list], Any] | None) -> Any:
     if _worker is None:
         raise RuntimeError("segmenter worker used before its initializer ran")
-    return _cut_texts(_worker, texts, join)
+    return _cut_texts(_worker, texts, join, then)
 
 
-def _cut_texts(segmenter: Segmenter, texts: list[str], join: str | None) -> list:
+def _cut_texts(segmenter: Segmenter, texts: list[str], join: str | None,
+               then: Callable[[list[str], list], Any] | None = None) -> Any:
     if join is None:
-        return [segmenter.cut(t) for t in texts]
-    if join == " ":
-        return segmenter.cut_lines(texts)
-    return [join.join(segmenter.cut(t)) for t in texts]
+        cut: list = [segmenter.cut(t) for t in texts]
+    elif join == " ":
+        cut = segmenter.cut_lines(texts)
+    else:
+        cut = [join.join(segmenter.cut(t)) for t in texts]
+    return cut if then is None else then(texts, cut)
 
 
 def cut_parallel(segmenter: Segmenter | SegmenterSpec, chunks: Iterable[list[str]], workers: int,
-                 join: str | None = None) -> Iterator[list]:
+                 join: str | None = None, then: Callable[[list[str], list], Any] | None = None) -> Iterator[Any]:
     """Segment chunks of texts in `workers` processes, this one included, results in input order.
 
     `workers - 1` helper processes are started; whenever they all have enough queued, this process
@@ -174,11 +177,15 @@ def cut_parallel(segmenter: Segmenter | SegmenterSpec, chunks: Iterable[list[str
     also does never leaves a core idle, and a busy machine never makes it slower than one process.
     Each text comes back as its list of words or, with `join`, as one string of its words joined
     by `join`: a string is about 10x cheaper to pickle between processes than a list of words.
+    `then(texts, cut)`, when given, runs in the process that cut the chunk and its value is
+    yielded instead: work on the words there (building columns, counting) runs in parallel too,
+    instead of in this process, which also reads, writes, and hands out every chunk. It must be
+    a module-level function (it is pickled by name).
     """
     seg = segmenter if isinstance(segmenter, Segmenter) else Segmenter(segmenter)
     if workers <= 1:
         for chunk in chunks:
-            yield _cut_texts(seg, chunk, join)
+            yield _cut_texts(seg, chunk, join, then)
         return
     helpers = workers - 1
     context = multiprocessing.get_context()  # the platform default: fork on Linux before Python 3.14
@@ -186,18 +193,18 @@ def cut_parallel(segmenter: Segmenter | SegmenterSpec, chunks: Iterable[list[str
     # pickled) instead of each spending CPU time loading their own while sharing the cores.
     init = seg if context.get_start_method() == "fork" else seg.spec
     with ProcessPoolExecutor(helpers, mp_context=context, initializer=_init_worker, initargs=(init,)) as pool:
-        pending: deque[Future | list] = deque()  # in input order: a helper's future or a chunk cut here
+        pending: deque[Future | Any] = deque()  # in input order: a helper's future or a chunk cut here
         balance = _Balance(helpers)
         for chunk in chunks:
             while True:
                 while pending and _ready(pending[0]):
                     yield _result(pending.popleft())
                 if sum(1 for p in pending if isinstance(p, Future) and not p.done()) < 2 * helpers:
-                    pending.append(pool.submit(_cut_chunk, chunk, join))
+                    pending.append(pool.submit(_cut_chunk, chunk, join, then))
                     break
                 if balance.steal():
                     start = time.perf_counter()
-                    pending.append(_cut_texts(seg, chunk, join))
+                    pending.append(_cut_texts(seg, chunk, join, then))
                     balance.cut_s += time.perf_counter() - start
                     balance.cut_n += 1
                     break
@@ -233,11 +240,11 @@ class _Balance:
         return self.cut_n < share * self.chunks
 
 
-def _ready(item: Future | list) -> bool:
+def _ready(item: Future | Any) -> bool:
     return not isinstance(item, Future) or item.done()
 
 
-def _result(item: Future | list) -> list:
+def _result(item: Future | Any) -> Any:
     return item.result() if isinstance(item, Future) else item
 
 
