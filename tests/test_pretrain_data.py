@@ -188,10 +188,12 @@ def _long_corpus(path: Path, docs: int, seed: int = 0) -> Path:
     return path
 
 
-def test_blocks_are_the_same_whatever_the_worker_count(tmp_path, tokenizer):
+def test_blocks_are_the_same_whatever_the_worker_count(tmp_path, tokenizer, monkeypatch):
     corpus = [_long_corpus(tmp_path / "docs.txt", 2300)]
     spec = _spec(tokenizer, "nsp", eval_docs=20, pair_sets=2)
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
     built = {n: pretraining.build(corpus, "docs", tokenizer, spec, tmp_path / f"cache{n}", num_proc=n) for n in (1, 2, 3)}
+    assert "TOKENIZERS_PARALLELISM" not in os.environ  # the workers' setting does not outlive the build
     assert len(built[1].train) > 1000 and built[1].stats["train"]["negative_pairs"] > 100  # pairs, negatives among them
     for n in (2, 3):  # 3 runs of documents over 1, 2 and 3 workers
         for name in sorted(os.listdir(built[1].cache_dir)):

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core import artifacts, console, distributed
+from ..core import artifacts, console, distributed, process
 from ..core import manifest as manifests
 from ..core.contract import Counts
 from ..core.errors import UserError
@@ -366,10 +366,10 @@ def _parallel(runs: Iterator[_Run], state: tuple[TokenEncoder, BuildSpec, int],
         for run in runs:
             yield _process(run)
         return
-    # the tokenizer's own thread pool would fight the workers for the cores (and warns after a fork)
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     context = multiprocessing.get_context()
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(state,)) as pool:
+    # the tokenizer's own thread pool would fight the workers for the cores (and warns after a fork)
+    with process.environment(TOKENIZERS_PARALLELISM="false"), \
+            ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(state,)) as pool:
         pending: deque[Future] = deque()
         for run in runs:
             pending.append(pool.submit(_process, run))
