@@ -108,19 +108,19 @@ def test_disk_full_midway_through_segment_output(tmp_path, monkeypatch):
 
 def test_disk_full_midway_through_segment_dataset(tmp_path, monkeypatch):
     """segment streams its dataset file too: the disk fills at its third chunk; the one-line error is the disk's."""
-    class FullArrowWriter(segment_stage.ArrowWriter):
-        chunks = 0
+    real_write = segment_stage._DatasetFile._write
+    chunks = []
 
-        def write_table(self, *args, **kwargs):
-            FullArrowWriter.chunks += 1
-            if FullArrowWriter.chunks == 3:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            return super().write_table(*args, **kwargs)
+    def write(self, table):
+        chunks.append(table.num_rows)
+        if len(chunks) == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(self, table)
 
-    monkeypatch.setattr(segment_stage, "ArrowWriter", FullArrowWriter)
+    monkeypatch.setattr(segment_stage._DatasetFile, "_write", write)
     out = tmp_path / "runs" / "seg"
     result = run_cli("segment", "--corpus", FIXTURES / "reviews.tsv", "--workers", "1", "--chunk-rows", "20", "--out", out)
-    assert FullArrowWriter.chunks == 3
+    assert len(chunks) == 3
     assert_clean_failure(result, out, None, "No space left on device")
     assert not out.exists()
 
