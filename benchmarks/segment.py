@@ -11,7 +11,8 @@ load probe, worker start-up, corpus.txt, the `datasets` dataset, manifest, verif
 its default engine and worker choice; the baseline initialises a fresh `jieba.Tokenizer()` and
 writes `" ".join(words)` a line. Sides alternate each repeat (fair to a drifting load), first
 on the idle machine (`segment_mb_per_s`; the stage once more with `--workers 1`:
-`segment_mb_per_s_one_process`), then again with a busy-loop process keeping one core busy
+`segment_mb_per_s_one_process`, and with `--workers 2`: `segment_mb_per_s_two_processes`, the two-core figure
+whatever the stage's own load probe decides), then again with a busy-loop process keeping one core busy
 during both sides (`segment_mb_per_s_loaded`). `identical_lines_pct`: the stage's lines equal to
 the baseline's.
 
@@ -132,14 +133,14 @@ def check_dataset(artifact: Path, rows: int) -> None:
 
 def timed_sides(corpus: Path, tmp: Path, repeats: int, label: str,
                 sides: tuple[str, ...] = ("stage", "plain")) -> dict[str, list[tuple[float, float | None]]]:
-    """`repeats` runs of each side (the stage; `stage_1`, the stage in one process; the baseline),
+    """`repeats` runs of each side (the stage; `stage_1` / `stage_2`, the stage in one / two processes; the baseline),
     alternating their order."""
     size = corpus.stat().st_size
     runs: dict[str, list[tuple[float, float | None]]] = {side: [] for side in sides}  # (s, others' cores)
     for r in range(repeats):
         for side in (sides if r % 2 == 0 else sides[::-1]):
             if side.startswith("stage"):
-                t, others, _ = common.timed(lambda: run_stage(corpus, tmp / side, 1 if side == "stage_1" else 0))
+                t, others, _ = common.timed(lambda: run_stage(corpus, tmp / side, {"stage_1": 1, "stage_2": 2}.get(side, 0)))
                 workers = _manifest_workers(tmp / side)
             else:
                 t, others, _ = common.timed(lambda: run_plain(corpus, tmp / "plain.txt"))
@@ -257,9 +258,10 @@ def main() -> None:
         size = build_corpus(args, corpus, common.pick(args, SMOKE_MB, QUICK_MB, FULL_MB) * 1_000_000)
         print(f"corpus: {size / 1e6:.1f} MB, {sum(1 for _ in open(corpus, encoding='utf-8'))} lines; "
               f"load average {info['load_avg']}")
-        idle = timed_sides(corpus, tmp, args.repeats, "idle", ("stage", "stage_1", "plain"))
+        idle = timed_sides(corpus, tmp, args.repeats, "idle", ("stage", "stage_1", "stage_2", "plain"))
         pct, rows = identical_pct(corpus, tmp / "stage" / "corpus.txt", tmp / "plain.txt")
         pct_1, _ = identical_pct(corpus, tmp / "stage_1" / "corpus.txt", tmp / "plain.txt")
+        pct_2, _ = identical_pct(corpus, tmp / "stage_2" / "corpus.txt", tmp / "plain.txt")
         check_dataset(tmp / "stage", rows)
         spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # keeps one core busy
         try:
@@ -274,9 +276,11 @@ def main() -> None:
     figures = {
         "segment_mb_per_s": _throughput(size, idle),
         "segment_mb_per_s_one_process": _throughput(size, idle, "stage_1"),
+        "segment_mb_per_s_two_processes": _throughput(size, idle, "stage_2"),
         "segment_mb_per_s_loaded": _throughput(size, loaded),
         "identical_lines_pct": common.figure(pct, "%"),
         "identical_lines_pct_one_process": common.figure(pct_1, "%"),
+        "identical_lines_pct_two_processes": common.figure(pct_2, "%"),
     }
     jieba_speed = {(r["mode"], r["hmm"]): r["mb_per_s"] for r in table if r["engine"] == "jieba"}
     for r in table:

@@ -78,6 +78,13 @@ def test_a_figure_of_a_too_small_model_is_a_smoke_figure():
     assert "test_accuracy" in smoke_part and "BERT pretrained 10 steps" in smoke_part
 
 
+def test_segment_smoke_cut_as_jieba_in_one_and_two_processes(workdir):
+    """segment.py --smoke (run above): the stage's lines equal plain jieba's, its own worker choice, one and two processes."""
+    figures = json.loads((workdir / "segment.json").read_text(encoding="utf-8"))["figures"]
+    for side in ("", "_one_process", "_two_processes"):
+        assert figures[f"identical_lines_pct{side}"]["value"] == 100 and figures[f"segment_mb_per_s{side}"]["ratio"] > 0
+
+
 def test_serve_smoke_served_every_model_without_an_error(workdir):
     """serve.py --smoke (run above): every model answered at concurrency 1 and 8, the load run had 0 errors."""
     figures = json.loads((workdir / "serve.json").read_text(encoding="utf-8"))["figures"]
