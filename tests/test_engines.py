@@ -231,6 +231,13 @@ def test_free_cores_follow_what_others_use(monkeypatch):
         assert probe.free_cores() == free
 
 
+def test_free_cores_are_measured_even_when_nothing_ran_in_between(monkeypatch):
+    """A probe read at once (the dictionary was already loaded) measures a short window of its own instead of
+    taking the load average, which counts this process's own recent work."""
+    monkeypatch.setattr(os, "getloadavg", lambda: (5.0, 5.0, 5.0))
+    assert LoadProbe().others() < 4.0  # 2 cores here: the load average's 5 would be a guess, not a measurement
+
+
 def test_rjiebas_builtin_dictionary_is_jiebas():
     """What the fast default path relies on: rjieba's built-in dictionary holds exactly jieba's words
     of frequency > 0 with their frequencies, and the constants for jieba's total hold."""

@@ -255,6 +255,9 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
+_PROBE_WINDOW_S = 0.05  # /proc/stat counts in 10 ms ticks: 10 of them on 2 cores
+
+
 class LoadProbe:
     """How many cores other processes keep busy, measured over the time between `__init__` and
     `free_cores()` (Linux /proc/stat minus this process's own CPU time); elsewhere the 1-minute
@@ -266,12 +269,16 @@ class LoadProbe:
 
     def others(self) -> float:
         busy0, own0, t0 = self._start
-        busy1, own1, t1 = _busy_cpu_s(), _own_cpu_s(), time.perf_counter()
-        if busy0 is None or busy1 is None or t1 - t0 < 0.05:
+        if busy0 is None:
             try:
                 return os.getloadavg()[0]
             except (AttributeError, OSError):
                 return 0.0
+        # a dictionary already loaded in this process (a pipeline's second segment, a benchmark's repeat) leaves
+        # no window: wait out a short one rather than take the load average, which counts this process's own
+        # work of the last minute (it kept a benchmark's stage at 1 process on an idle 2-core machine)
+        time.sleep(max(0.0, _PROBE_WINDOW_S - (time.perf_counter() - t0)))
+        busy1, own1, t1 = _busy_cpu_s() or busy0, _own_cpu_s(), time.perf_counter()
         return max(0.0, (busy1 - busy0) - (own1 - own0)) / (t1 - t0)
 
     def free_cores(self) -> int:
