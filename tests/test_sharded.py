@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -43,13 +44,19 @@ def test_line_shards_cover_every_line_once_in_order(tmp_path, ranks):
     assert got == ["一 二\n", "三\n", "\n", "四 五 六\n", "七\r\n", "八 九"]
 
 
-def test_segment_two_processes_byte_identical(tmp_path):
+def assert_segment_launch_matches_one_process(tmp_path: Path, launch: Callable[..., object]) -> None:
+    """`launch(*cli_args)` runs segment on two fixture files across its ranks: the artifact is the one a single
+    process writes, and no shard parts or staging directory are left behind."""
     corpus = [FIXTURES / "reviews.tsv", FIXTURES / "news.txt"]
     one, two = tmp_path / "one", tmp_path / "two"
     build("segment", one, {"corpus": corpus}, workers=1, chunk_rows=16)
-    launch2("segment", "--corpus", corpus[0], "--corpus", corpus[1], "--out", two, "--workers", "1", "--chunk-rows", "16")
+    launch("segment", "--corpus", corpus[0], "--corpus", corpus[1], "--out", two, "--workers", "1", "--chunk-rows", "16")
     assert_same_artifact(one, two, metrics_skip=("workers",))
     assert not list(two.rglob(PARTS_DIR)) and not list(tmp_path.glob(".two*"))
+
+
+def test_segment_two_processes_byte_identical(tmp_path):
+    assert_segment_launch_matches_one_process(tmp_path, launch2)
 
 
 def test_vocab_two_processes_byte_identical(tmp_path, seg_reviews, seg_news):

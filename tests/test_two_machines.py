@@ -16,10 +16,9 @@ import subprocess
 import numpy as np
 import pytest
 from test_ddp import ENV, PRETRAIN, PRETRAIN_ATOL, _free_port, bert_no_dropout, cli_args, manifest, train_losses  # noqa: F401
-from test_sharded import assert_same_artifact
+from test_sharded import assert_segment_launch_matches_one_process
 
 from conftest import FIXTURES, VENV_BIN, build
-from nlp_pipe.core.files import PARTS_DIR
 
 
 def two_machines(*args: object, timeout: float = 300) -> None:
@@ -41,12 +40,7 @@ def two_machines(*args: object, timeout: float = 300) -> None:
 
 
 def test_segment_on_two_machines_is_byte_identical_to_one_process(tmp_path):
-    corpus = [FIXTURES / "reviews.tsv", FIXTURES / "news.txt"]
-    one, two = tmp_path / "one", tmp_path / "two"
-    build("segment", one, {"corpus": corpus}, workers=1, chunk_rows=16)
-    two_machines("segment", "--corpus", corpus[0], "--corpus", corpus[1], "--out", two, "--workers", "1", "--chunk-rows", "16")
-    assert_same_artifact(one, two, metrics_skip=("workers",))
-    assert not list(two.rglob(PARTS_DIR)) and not list(tmp_path.glob(".two*"))
+    assert_segment_launch_matches_one_process(tmp_path, two_machines)
 
 
 @pytest.mark.slow  # ~50 s on 2 busy cores (two torch start-ups, a rendezvous, a 1-process run); docs/reliability.md
