@@ -389,13 +389,7 @@ def _write_report(tmp: Path, p: Plan, result: Result, wall: float) -> None:
 
 @functools.cache  # importlib.metadata reads dist-info folders: once per process, not per stage
 def _package_versions() -> dict[str, str]:
-    versions = {}
-    for name in _PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return versions
+    return manifests.installed_versions(_PACKAGES)
 
 
 def _git_commit() -> str | None:

@@ -14,6 +14,7 @@ manifest lists every file with its size, modification time and sha256:
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 from pathlib import Path
@@ -75,6 +76,17 @@ def require_manifest(directory: str | Path, hint: str = "") -> dict[str, Any]:
         reason = "does not exist" if not Path(directory).exists() else f"{problem}: not a finished nlp-pipe artifact"
         raise UserError(f"{directory} {reason}.{' ' + hint if hint else ''}")
     return manifest
+
+
+def installed_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """The installed version of each distribution in `names`; those not installed are left out."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
 
 
 def hashed(path: Path, sha256: str) -> tuple[int, int, str]:
