@@ -17,7 +17,6 @@ Load it with `nlp_pipe.TextClassifier.load(dir)`, `nlp-pipe predict dir` or `nlp
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import json
 import time
 from pathlib import Path
@@ -27,12 +26,12 @@ import numpy as np
 
 from ..classifiers.exported import EXPORT_FORMAT, MODEL_INT8_ONNX, MODEL_ONNX, load_export
 from ..classifiers.labels import LabelInfo
-from ..classifiers.loaded import EXPORT_JSON, TextClassifier
+from ..classifiers.loaded import EXPORT_JSON, TextClassifier, is_classifier
 from ..core.config import option
 from ..core.contract import Counts, Input, Result
 from ..core.errors import UserError
 from ..core.files import CONFIG_JSON, LABELS_JSON
-from ..core.manifest import read_manifest
+from ..core.manifest import installed_versions, read_manifest
 from ..text.corpus import read_texts
 from ..text.formats import ReadOptions
 
@@ -40,6 +39,8 @@ NAME = "export"
 VERSION = 1
 OUTPUTS = (EXPORT_JSON, LABELS_JSON)
 POSITIONAL = "model"  # `nlp-pipe export ARTIFACT --out DIR`
+# what made the graph and what runs it, recorded in export.json (/metadata shows them)
+EXPORT_PACKAGES = ("torch", "transformers", "onnx", "onnxruntime", "tokenizers", "jieba", "rjieba", "numpy")
 FP32_MAX_DELTA = 1e-4
 
 INPUTS = {
@@ -77,7 +78,8 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
         onnx_export.quantize_int8(out)
     info = {"format": EXPORT_FORMAT, **info, "runtime": info.get("runtime", "onnxruntime"),
             "model": MODEL_INT8_ONNX if config.quantize == "int8" else (None if kind == "ngram-lr" else MODEL_ONNX),
-            "quantize": config.quantize, "halfwidth": meta.halfwidth, "source": _source(source), "versions": _versions()}
+            "quantize": config.quantize, "halfwidth": meta.halfwidth, "source": _source(source),
+            "versions": installed_versions(EXPORT_PACKAGES)}
     (out / EXPORT_JSON).write_text(json.dumps(info, ensure_ascii=False, indent=2), encoding="utf-8")
 
     reference = TextClassifier.load(source)
@@ -88,12 +90,9 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
         raise UserError(f"export: the exported model disagrees with {source} on {len(texts)} texts ({parity['labels_differ']} "
                         f"labels differ, max |delta p| {parity['max_abs_delta']:.2e}, allowed {FP32_MAX_DELTA}); not published: "
                         "this model does not export faithfully, please report it")
-    runtime = "onnxruntime" if kind != "ngram-lr" else "numpy"
     metrics: dict[str, Any] = {"kind": kind, "parity_texts": len(texts), "fp32_labels_identical": parity["labels_identical"],
-                               "fp32_max_abs_delta": parity["max_abs_delta"], "pytorch_texts_per_s": round(ref_rate, 1),
-                               f"{runtime}_fp32_texts_per_s": round(fp32_rate, 1), "export_s": round(export_s, 2)}
-    if kind == "ngram-lr":
-        metrics = {k.replace("pytorch", "artifact"): v for k, v in metrics.items()}
+                               "fp32_max_abs_delta": parity["max_abs_delta"], _reference_key(kind): round(ref_rate, 1),
+                               f"{info['runtime']}_fp32_texts_per_s": round(fp32_rate, 1), "export_s": round(export_s, 2)}
     if config.quantize == "int8":
         int8_probs, int8_rate = _timed(load_export(out), texts, config.batch_size)
         q = _compare(reference, ref_probs, int8_probs)
@@ -113,7 +112,7 @@ def _kind(source: Path) -> str:
                         "baseline artifact") from None
     if config.get("model_type") in ("textcnn", "ngram-lr"):
         return str(config["model_type"])
-    if any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or []):
+    if is_classifier(config.get("architectures")):
         return "bert"
     raise UserError(f"export: {source} holds a '{config.get('model_type')}' model, not a classifier")
 
@@ -153,19 +152,14 @@ def _source(source: Path) -> dict[str, Any]:
     return {"path": str(source.resolve()), "stage": manifest.get("stage"), "fingerprint": manifest.get("fingerprint")}
 
 
-def _versions() -> dict[str, str]:
-    found = {}
-    for package in ("torch", "transformers", "onnx", "onnxruntime", "tokenizers", "jieba", "rjieba", "numpy"):
-        try:
-            found[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return found
+def _reference_key(kind: str) -> str:
+    """The metric of the source artifact's texts/s: a baseline's runs on numpy, the others' on PyTorch."""
+    return "artifact_texts_per_s" if kind == "ngram-lr" else "pytorch_texts_per_s"
 
 
 def _report(source: Path, kind: str, info: dict[str, Any], m: dict[str, Any], origin: str) -> str:
-    runtime = "numpy" if kind == "ngram-lr" else "onnxruntime"
-    rows = [f"| PyTorch artifact ({source.name}) | {m.get('pytorch_texts_per_s', m.get('artifact_texts_per_s'))} | - | - |",
+    runtime = info["runtime"]
+    rows = [f"| PyTorch artifact ({source.name}) | {m[_reference_key(kind)]} | - | - |",
             f"| {runtime} fp32 | {m[f'{runtime}_fp32_texts_per_s']} | {'yes' if m['fp32_labels_identical'] else 'NO'} | "
             f"{m['fp32_max_abs_delta']:.2e} |"]
     if "int8_label_agreement" in m:
