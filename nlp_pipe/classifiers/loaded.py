@@ -34,6 +34,11 @@ from .labels import LabelInfo
 EXPORT_JSON = "export.json"  # marks an `nlp-pipe export` directory
 
 
+def is_classifier(architectures: list[str] | None) -> bool:
+    """Whether a transformers config's `architectures` name a *ForSequenceClassification model."""
+    return any(a.endswith("ForSequenceClassification") for a in architectures or [])
+
+
 class TextClassifier:
     """A loaded classifier: `predict(texts)` gives per-class probabilities."""
 
@@ -76,7 +81,7 @@ class TextClassifier:
             if int8:
                 raise UserError(f"{directory} is a TF-IDF + LR baseline; int8 models come from distill --quantize int8")
             return NgramClassifier(directory)
-        if any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or []):
+        if is_classifier(config.get("architectures")):
             return BertClassifier.from_dir(directory, int8, compile)
         raise UserError(f"{directory} holds a '{config.get('model_type')}' model, not a classifier (textcnn or *ForSequenceClassification)")
 

@@ -30,7 +30,7 @@ import torch
 from ..checkpoints import families, loading
 from ..classifiers.decision import unfold_threshold
 from ..classifiers.labels import LabelInfo
-from ..classifiers.loaded import BertClassifier
+from ..classifiers.loaded import BertClassifier, is_classifier
 from ..classifiers.outcome import Evaluation, finish_bert
 from ..core.config import option
 from ..core.contract import Counts, Input, Result
@@ -217,7 +217,7 @@ def load_teacher(directory: Path) -> tuple[Any, LabelInfo | None, float | None]:
     from transformers import AutoModelForSequenceClassification
 
     teacher = loading.load_model(AutoModelForSequenceClassification, directory)
-    if not any(a.endswith("ForSequenceClassification") for a in teacher.config.architectures or []):
+    if not is_classifier(teacher.config.architectures):
         raise UserError(f"distill --mode task: teacher {directory} is not a classifier; fine-tune it first (nlp-pipe finetune)")
     meta = LabelInfo.find(directory)
     return teacher, meta, unfold_threshold(teacher, meta)

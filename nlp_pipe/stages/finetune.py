@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..checkpoints import families, loading
-from ..classifiers.loaded import BertClassifier
+from ..classifiers.loaded import BertClassifier, is_classifier
 from ..classifiers.outcome import Evaluation, finish_bert, fold_summary
 from ..core import artifacts
 from ..core.config import option
@@ -158,8 +158,7 @@ def _model(checkpoint: Path, labels: list[str], config: Config) -> tuple[Any, st
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     base = AutoConfig.from_pretrained(str(checkpoint))
-    kept = base.architectures and any(a.endswith("ForSequenceClassification") for a in base.architectures) \
-        and [base.id2label.get(i) for i in range(len(base.id2label))] == labels
+    kept = is_classifier(base.architectures) and [base.id2label.get(i) for i in range(len(base.id2label))] == labels
     extra = {} if config.dropout < 0 else {"classifier_dropout": config.dropout}
     # quiet: "newly initialised classifier" is the point of fine-tuning
     model = loading.load_model(AutoModelForSequenceClassification, checkpoint, num_labels=len(labels),
