@@ -42,7 +42,6 @@ RELOAD_SAMPLE = 16  # dev texts the reloaded artifact must score as the trained 
 @dataclass(frozen=True)
 class Finished:
     metrics: dict[str, Any]  # metrics.json
-    threshold: float | None  # binary tasks: the dev F1-optimal threshold
     figures: dict[str, Any]  # manifest metrics every classifier writes
     sections: list[str]  # report lines: scores, per class, the baseline beside the model
 
@@ -63,7 +62,7 @@ def finish(out: Path, splits: Splits, probabilities: Probabilities, save: Callab
         base = baseline_scores(splits)
         figures |= {f"baseline_{k}": v for k, v in flat(base["metrics"]).items()} | {"baseline_train_s": base["train_s"]}
         sections += ["", *baseline_section(metrics, base, name)]
-    return Finished(metrics, threshold, figures, sections)
+    return Finished(metrics, figures, sections)
 
 
 def finish_bert(out: Path, splits: Splits, model: Any, tokenizer: Any, max_seq_len: int, *, name: str, baseline: bool,
@@ -81,9 +80,9 @@ def flat(metrics: dict[str, Any]) -> dict[str, float]:
     return {f"{s}_{k}": round(float(metrics[s][k]), 4) for s in FIGURE_SPLITS if s in metrics for k in ("accuracy", "macro_f1")}
 
 
-def baseline_scores(splits: Splits, options: tfidf.TfidfOptions | None = None) -> dict[str, Any]:
-    """The baseline fitted on `splits.train` and scored like the classifiers, with its training time."""
-    options = options or tfidf.TfidfOptions()
+def baseline_scores(splits: Splits) -> dict[str, Any]:
+    """The baseline (default options) fitted on `splits.train` and scored like the classifiers, with its training time."""
+    options = tfidf.TfidfOptions()
     model, train_s = tfidf.fit_splits(splits, options)
     metrics, threshold = final_metrics(lambda ds: tfidf.probabilities(model, ds), splits)
     return {"name": f"TF-IDF {options.analyzer} n-grams + LR (C={options.C:g})", "train_s": round(train_s, 2),

@@ -201,7 +201,8 @@ def _task(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dic
         return trainer.secondary_result()
     done = finish_bert(out, splits, student, tokenizer, max_len, name="student", baseline=config.baseline)
     sizes = _sizes(teacher, student, config)
-    compared = _compare(teacher, student, tokenizer, splits, max_len, config, out, sizes["speed_seq_len"], teacher_threshold)
+    compared = _compare(teacher, student, tokenizer, splits, max_len, config, out, sizes["speed_seq_len"], teacher_threshold,
+                        done.metrics)
     summary = {"mode": "task", "train_rows": len(train_ds), "augmented_rows": augmented,
                "steps_intermediate": first_step.steps if first_step else 0, "steps_prediction": second.steps,
                "best_step": (second.best or {}).get("step"), "vocabulary": vocabulary, **sizes, **compared, **done.figures}
@@ -324,17 +325,17 @@ def _sizes(teacher: Any, student: Any, config: Config) -> dict[str, Any]:
 
 
 def _compare(teacher: Any, student: Any, tokenizer: Any, splits: Splits, max_len: int, config: Config, out: Path,
-             speed_seq_len: int, teacher_threshold: float | None) -> dict[str, Any]:
+             speed_seq_len: int, teacher_threshold: float | None, student_metrics: dict[str, Any]) -> dict[str, Any]:
     """Teacher vs student (and the int8 student) on the test split, or dev without one; each model with
-    the binary threshold chosen on dev for it: the student's is folded into its head by now, the teacher's
-    (unfolded for distillation, `load_teacher`) applies on top of its trained head."""
+    the binary threshold chosen on dev for it. The student's score is the one `finish_bert` measured (its
+    metrics.json); the teacher's threshold (unfolded for distillation, `load_teacher`) applies on top of its
+    trained head."""
     split = splits.test if splits.test is not None else splits.dev
     name = "test" if splits.test is not None else "dev"
     teacher_clf = BertClassifier(teacher.eval(), tokenizer, splits.labels, teacher_threshold, max_len)
-    student_clf = BertClassifier(student, tokenizer, splits.labels, None, max_len)
     gold = splits.ids(split)
-    scores = {who: Evaluation(clf.predict(list(split["text"])), gold).metrics(clf.threshold)["accuracy"]
-              for who, clf in (("teacher", teacher_clf), ("student", student_clf))}
+    scores = {"teacher": Evaluation(teacher_clf.predict(list(split["text"])), gold).metrics(teacher_threshold)["accuracy"],
+              "student": student_metrics[name]["accuracy"]}
     result = {"compared_on": name, f"teacher_{name}_accuracy": scores["teacher"], f"student_{name}_accuracy": scores["student"],
               "retention": round(scores["student"] / scores["teacher"], 4) if scores["teacher"] else None}
     if config.quantize == "int8":
