@@ -45,7 +45,6 @@ from typing import Protocol, cast
 import jieba
 
 from ..core.errors import UserError
-from . import hmm as jieba_hmm
 from .rjieba_dict import RjiebaDictionary, is_jieba_dict_txt
 
 log = logging.getLogger(__name__)
@@ -184,6 +183,11 @@ class RjiebaEngine:
         self._hmm = hmm
         self._search = search
         self._fallback = jieba_fallback  # jieba in accurate mode: search n-grams are added here
+        # text.hmm loads numba and its compiled code: only when an rjieba engine is made, not for every importer of
+        # the segmenter (serving or predicting with a BERT never cuts)
+        from . import hmm as jieba_hmm
+
+        self._hmm_cut, self._long_words = jieba_hmm.cut, jieba_hmm.long_words
         self._grams: dict[str, str] = {}  # a long word -> its dictionary n-grams and itself, joined by spaces
         self._ascii_multi: frozenset[str] | None = None
         self._longest_ascii = 1
@@ -221,7 +225,7 @@ class RjiebaEngine:
             route, hmm = "\x01".join(self._fallback().words(text)), False
         if not route:
             return ""
-        joined = jieba_hmm.cut(route, hmm, self._has_word, lines)
+        joined = self._hmm_cut(route, hmm, self._has_word, lines)
         return self._search_grams(joined, " " if lines else "\x01") if self._search else joined
 
     def _around_odd(self, text: str) -> list[str]:
@@ -291,7 +295,7 @@ class RjiebaEngine:
         memo, has_word = self._grams, self._has_word
         pieces: list[str] = []
         done = 0
-        spans = jieba_hmm.long_words(joined, sep)
+        spans = self._long_words(joined, sep)
         for start, end in zip(spans[::2], spans[1::2]):
             word = joined[start:end]
             grams = memo.get(word)
