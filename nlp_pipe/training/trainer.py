@@ -48,13 +48,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, broadcast_object_list, set_seed
 from transformers import get_scheduler
 
-from ..core import artifacts, console
+from ..core import artifacts, console, distributed
 from ..core.contract import Result
 from ..core.errors import UserError
 from ..core.process import Interrupted
@@ -132,7 +131,7 @@ class Trainer:
         if self.threads:
             torch.set_num_threads(self.threads)  # for this block only: __exit__ restores what was there
         self.run_config["threads"] = self.threads
-        self.backend = dist.get_backend() if dist.is_available() and dist.is_initialized() else "none"
+        self.backend = distributed.backend() or "none"
         # where and how it trains, for the manifest (readable after the accelerator state is gone)
         self.device = (f"{self.accelerator.device} x{self.accelerator.num_processes}, {self.precision}"
                        + (f", {self.threads} thread(s)" if self.threads else "")
