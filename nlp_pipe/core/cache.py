@@ -1,6 +1,6 @@
 """The shared cache folder (docs/pretraining-cache.md): `ROOT/KIND/KEY/` entries, listed and freed by `nlp-pipe cache`.
 
-An entry is complete when its folder exists (builders write `.KEY.tmp-PID` and rename it); each holds a
+An entry is complete when its folder exists (builders write `.KEY.tmp-*` through artifacts.staging and rename it); each holds a
 stats.json whose `built_for` says which inputs built it and when. An entry is removed only under its lock
 (artifacts.locked), so nothing is deleted while a builder writes it; the leftovers of killed builds go with
 `rm --all` or the next build of their key.

@@ -11,7 +11,7 @@ word starts as bits, and each block as its layout (token ranges, segment A, sent
 The folder is `cache_root/<key>/`, where the key hashes everything that decides the data (inputs'
 fingerprints, tokenizer vocabulary, block settings, segmenter, DATA_VERSION): a rerun, another
 --out or another pipeline with the same inputs loads it in a second. Builders of one key wait for
-each other on its lock; a build is written to `.<key>.tmp-PID` and renamed into place when
+each other on its lock; a build is written to `.<key>.tmp-*` (artifacts.staging) and renamed into place when
 complete, and the leftovers of killed builds are removed under that lock.
 Evaluation holds out whole documents, drawn from the first 50 x eval_docs documents (so the build
 never needs the document count in advance), so no held-out text leaks into training blocks.
@@ -27,7 +27,6 @@ import logging
 import multiprocessing
 import os
 import random
-import shutil
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -89,26 +88,19 @@ def build(paths: list[Path], input_key: str, tokenizer: Any, spec: BuildSpec, ca
     launch calls it; the main one builds (under the key's lock, waiting for another builder of it)."""
     key = cache_key(input_key, tokenizer, spec)
     folder = cache_root / key
+    reused = True
     if distributed.is_main() and not (folder / STATS).exists():
         with artifacts.locked(folder, wait=True):
             if not (folder / STATS).exists():  # not built meanwhile by the builder we waited for
-                for stale in cache_root.glob(f".{key}.tmp-*"):  # a SIGKILLed build skips the finally below
-                    shutil.rmtree(stale, ignore_errors=True)
-                tmp = cache_root / f".{key}.tmp-{os.getpid()}"
-                try:
-                    tmp.mkdir(parents=True)
+                with artifacts.staging(folder) as tmp:  # it also removes what a SIGKILLed build left
                     stats = _build_into(tmp, paths, tokenizer, spec, num_proc)
                     stats["built_for"] = {"inputs": [str(p) for p in paths], "built_at": artifacts.now()}
                     (tmp / STATS).write_text(json.dumps(stats, indent=2, ensure_ascii=False), encoding="utf-8")
                     os.rename(tmp, folder)  # complete or absent: a killed build is rebuilt, never half-used
-                finally:
-                    shutil.rmtree(tmp, ignore_errors=True)
-                distributed.barrier()
-                log.info("pretraining blocks: built %s", folder)
-                return load(folder, spec.block, reused=False)
+                reused = False
     distributed.barrier()  # the others load what the main process saved
-    log.info("pretraining blocks: reusing %s", folder)
-    return load(folder, spec.block, reused=True)
+    log.info("pretraining blocks: %s %s", "reusing" if reused else "built", folder)
+    return load(folder, spec.block, reused=reused)
 
 
 def load(folder: Path, spec: BlockSpec, reused: bool) -> Built:
