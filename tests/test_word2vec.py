@@ -181,8 +181,9 @@ def test_report_compares_with_other_vectors(w2v, seg, eval_files, tmp_path):
     assert f"| analogy_accuracy | {manifest['metrics']['analogy_accuracy']} | {earlier['analogy_accuracy']} |" in table
 
 
-def test_training_progress_follows_gensims_progress_lines(monkeypatch):
-    """gensim tells training progress only in its log: those lines move our bar (epochs x 100%), not the terminal."""
+def test_training_progress_follows_gensims_progress_lines(monkeypatch, caplog):
+    """gensim tells training progress only in its log: those lines move our bar (epochs x 100%), not the terminal;
+    its warnings still reach the log."""
     import io
     import logging
 
@@ -193,10 +194,14 @@ def test_training_progress_follows_gensims_progress_lines(monkeypatch):
     monkeypatch.setattr(console, "progress", lambda **kw: bars.append(real(**{**kw, "disable": False, "file": io.StringIO()}))
                         or bars[-1])
     gensim_log = logging.getLogger("gensim.models.word2vec")
-    with w2v_stage._gensim_progress(w2v_stage._TRAINED, lambda m: 100 * int(m.group(1)) + float(m.group(2)), total=200):
+    with caplog.at_level(logging.INFO), \
+            w2v_stage._gensim_progress(w2v_stage._TRAINED, lambda m: 100 * int(m.group(1)) + float(m.group(2)), total=200):
         gensim_log.info("EPOCH %i - PROGRESS: at %.2f%% examples, %.0f words/s, in_qsize %i, out_qsize %i", 1, 41.5, 1e4, -1, 0)
         assert bars[0].n == pytest.approx(141.5) and bars[0].total == 200
-    assert bars[0].n == 200 and not gensim_log.handlers and gensim_log.propagate
+        warning = "Effective 'alpha' higher than previous training cycles"
+        gensim_log.warning(warning)  # gensim's own warnings still reach the log
+    assert [r.getMessage() for r in caplog.records if r.name == gensim_log.name] == [warning]
+    assert bars[0].n == 200 and not gensim_log.handlers and not gensim_log.filters and gensim_log.propagate
 
 
 def test_the_vocabulary_pass_shows_progress_over_the_artifacts_lines(monkeypatch, tmp_path, seg_reviews):

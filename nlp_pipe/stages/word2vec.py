@@ -169,36 +169,41 @@ _SCANNED = re.compile(r"PROGRESS: at sentence #(\d+)")
 _TRAINED = re.compile(r"EPOCH (\d+) - PROGRESS: at ([\d.]+)%")
 
 
-class _ProgressLines(logging.Handler):
+class _ProgressLines(logging.Filter):
+    """On gensim's word2vec logger: its lines that match `pattern` move the bar; its warnings pass on (terminal,
+    stage.log); its other lines, let through the logger only so that it emits the progress ones, go nowhere."""
+
     def __init__(self, bar, pattern: re.Pattern, done: Callable[[re.Match], float]) -> None:
-        super().__init__(logging.INFO)
+        super().__init__()
         self.bar, self.pattern, self.done = bar, pattern, done
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
         match = self.pattern.match(record.getMessage())
         if match:
             self.bar.update(max(0.0, self.done(match) - self.bar.n))
+        return False
 
 
 @contextmanager
 def _gensim_progress(pattern: re.Pattern, done: Callable[[re.Match], float], **bar: Any) -> Iterator[None]:
     """A bar (with an ETA where the total is known) moved by gensim's log lines that match `pattern`; those lines
-    stay off the terminal and stage.log as before. The bar ends full when the step does."""
+    stay off the terminal and stage.log as before, gensim's warnings still reach them. The bar ends full when
+    the step does."""
     gensim_log = logging.getLogger("gensim.models.word2vec")
-    level, propagate = gensim_log.level, gensim_log.propagate
+    level = gensim_log.level
     with console.progress(**bar) as shown:
-        handler = _ProgressLines(shown, pattern, done)
-        gensim_log.addHandler(handler)
+        lines = _ProgressLines(shown, pattern, done)
+        gensim_log.addFilter(lines)
         gensim_log.setLevel(logging.INFO)
-        gensim_log.propagate = False
         try:
             yield
             if shown.total:
                 shown.update(max(0.0, shown.total - shown.n))
         finally:
-            gensim_log.removeHandler(handler)
+            gensim_log.removeFilter(lines)
             gensim_log.setLevel(level)
-            gensim_log.propagate = propagate
 
 
 def _lines(corpus: Path) -> int | None:
