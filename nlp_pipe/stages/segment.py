@@ -234,8 +234,9 @@ class _DatasetFile:
 
     The files are written with pyarrow, byte for byte what datasets' ArrowWriter and save_to_disk write
     (an Arrow stream of 1000-row batches, the features in the schema's `huggingface` metadata; the test
-    `test_dataset_files_are_what_datasets_writes` compares them with datasets' own): importing `datasets`
-    (and pandas with it) costs 0.8 s, most of what the stage spends on 10 MB of text in a fresh process."""
+    `test_dataset_files_are_what_datasets_writes` compares them with datasets' own): importing `datasets` costs
+    0.26 s even after pyarrow has imported pandas, and a fresh `nlp-pipe segment --workers 1` on 10 MB took
+    2.23 s without it against 2.69 s with it."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
