@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .classifiers.exported import read_export_info
 from .classifiers.loaded import EXPORT_JSON, TextClassifier
 from .core import process
 from .core.errors import UserError
@@ -180,7 +181,7 @@ def parse_texts(body: bytes, limits: Limits) -> list[str]:
 def metadata(directory: Path, clf: TextClassifier, limits: Limits) -> dict[str, Any]:
     """What GET /metadata answers: enough to tell which model answers and how, no server path."""
     manifest = read_manifest(directory) or {}
-    export = json.loads((directory / EXPORT_JSON).read_text(encoding="utf-8")) if (directory / EXPORT_JSON).exists() else None
+    export = read_export_info(directory) if (directory / EXPORT_JSON).exists() else None
     model: dict[str, Any] = {"name": directory.name, "stage": manifest.get("stage"), "fingerprint": manifest.get("fingerprint"),
                              "class": type(clf).__name__}
     if export is not None:
