@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import UserError
+from . import families
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 
@@ -70,6 +71,16 @@ def check_vocabulary(tokenizer: Any, model: Any, stage: str, checkpoint: Path) -
         raise UserError(f"{stage}: the tokenizer of {checkpoint} has {ids:,} token ids but the model only {rows:,} embedding "
                         f"rows: a text with one of the {ids - rows:,} tokens past them would fail. Grow the tokenizer and the "
                         "embeddings together with `nlp-pipe expand`")
+
+
+def load_checked(cls: Any, checkpoint: Path, stage: str, role: str = "checkpoint") -> tuple[Any, Any]:
+    """Tokenizer and `cls` model of `checkpoint`, in eval mode, once it is a model directory of a family `stage`
+    takes and its tokenizer's every id has an embedding row (one-line errors otherwise)."""
+    require(checkpoint, stage)
+    families.require(checkpoint, stage, role)
+    tokenizer, model = load_tokenizer(checkpoint), load_model(cls, checkpoint).eval()
+    check_vocabulary(tokenizer, model, stage, checkpoint)
+    return tokenizer, model
 
 
 def _first_line(exc: Exception) -> str:

@@ -27,7 +27,7 @@ import datasets
 import pyarrow as pa
 
 from ..augmentation.word_substitution import AugmentStats, augment
-from ..checkpoints import families, loading
+from ..checkpoints import loading
 from ..core import console, distributed, shards
 from ..core.config import SEED_MAX, option
 from ..core.contract import Counts, Input, Result
@@ -128,11 +128,7 @@ def _mlm(checkpoint: Path) -> tuple[Any, Any]:
     """Tokenizer and MLM of --mlm (a pretraining checkpoint's NSP/SOP head is left out)."""
     from transformers import AutoModelForMaskedLM
 
-    loading.require(checkpoint, NAME)
-    families.require(checkpoint, NAME, "mlm")
-    tokenizer, model = loading.load_tokenizer(checkpoint), loading.load_model(AutoModelForMaskedLM, checkpoint).eval()
-    loading.check_vocabulary(tokenizer, model, NAME, checkpoint)
-    return tokenizer, model
+    return loading.load_checked(AutoModelForMaskedLM, checkpoint, NAME, "mlm")
 
 
 def _report(config: Config, m: dict[str, Any], rows: list[dict[str, Any]]) -> str:

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ..checkpoints import families, loading
+from ..checkpoints import loading
 from ..core import console, distributed, shards
 from ..core.config import option
 from ..core.contract import Counts, Input, Result
@@ -116,11 +116,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
 def _load(checkpoint: Path) -> tuple[Any, Any]:
     from transformers import AutoModel
 
-    loading.require(checkpoint, NAME)
-    families.require(checkpoint, NAME)
-    tokenizer, model = loading.load_tokenizer(checkpoint), loading.load_model(AutoModel, checkpoint).eval()
-    loading.check_vocabulary(tokenizer, model, NAME, checkpoint)
-    return tokenizer, model
+    return loading.load_checked(AutoModel, checkpoint, NAME)
 
 
 def _tokenize(tokenizer: Any, texts: list[str], max_len: int) -> tuple[list[np.ndarray], int]:
