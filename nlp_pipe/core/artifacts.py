@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import UserError
-from .manifest import MANIFEST, list_files, manifest_status, read_manifest, sha256_file, sha256_json, unlisted
+from .manifest import MANIFEST, list_files, manifest_status, read_manifest, read_state, sha256_file, sha256_json, unlisted, write_state
 
 REPORT = "report.md"
 CACHE_ENV = "NLP_PIPE_CACHE"  # the shared cache folder, as HF_DATASETS_CACHE is datasets'
@@ -66,10 +66,7 @@ def file_fingerprint(path: Path) -> str:
         return sha256_file(path)
     store = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nlp_pipe" / "file-hashes.json"
     key = str(path.resolve())
-    try:
-        known = json.loads(store.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        known = {}
+    known = read_state(store)
     entry = known.get(key)
     if isinstance(entry, list) and entry[:2] == [stat.st_size, stat.st_mtime_ns]:
         return str(entry[2])
@@ -77,11 +74,9 @@ def file_fingerprint(path: Path) -> str:
     known[key] = [stat.st_size, stat.st_mtime_ns, digest]
     try:  # a cache only: a read-only home costs the re-hash, nothing else
         store.parent.mkdir(parents=True, exist_ok=True)
-        tmp = store.with_name(f".{store.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(known), encoding="utf-8")
-        os.replace(tmp, store)
     except OSError:
-        pass
+        return digest
+    write_state(store, known)
     return digest
 
 

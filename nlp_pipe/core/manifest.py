@@ -131,7 +131,7 @@ def check_files(directory: Path, manifest: dict[str, Any]) -> list[str]:
     """What changed in the listed files since the artifact was written ([] = unchanged): size and mtime for
     every file, sha256 for a file whose mtime moved. Cheap for an unchanged artifact of any size."""
     state_path = directory.parent / f".{directory.name}.verified.json"
-    state = _read_state(state_path)
+    state = read_state(state_path)
     problems, hashed = [], {}
     for entry in manifest.get("files", []):
         name, path = entry["name"], directory / entry["name"]
@@ -150,7 +150,7 @@ def check_files(directory: Path, manifest: dict[str, Any]) -> list[str]:
             continue
         hashed[name] = [stat.st_size, stat.st_mtime_ns, entry["sha256"]]
     if hashed:
-        _write_state(state_path, {**state, **hashed})
+        write_state(state_path, {**state, **hashed})
     return problems
 
 
@@ -170,7 +170,8 @@ def verify(directory: str | Path) -> list[str]:
     return sorted(problems)
 
 
-def _read_state(path: Path) -> dict[str, list]:
+def read_state(path: Path) -> dict[str, list]:
+    """A JSON record of remembered hashes ({name: [size, mtime_ns, sha256]}); {} when absent or unreadable."""
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -178,7 +179,7 @@ def _read_state(path: Path) -> dict[str, list]:
     return state if isinstance(state, dict) else {}
 
 
-def _write_state(path: Path, state: dict[str, list]) -> None:
+def write_state(path: Path, state: dict[str, list]) -> None:
     """Best effort: on a read-only filesystem the next use simply hashes again."""
     tmp = path.parent / f"{path.name}.{os.getpid()}"
     try:
