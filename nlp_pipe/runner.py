@@ -304,14 +304,11 @@ def _build(p: Plan, tmp: Path) -> tuple[dict[str, Any], Result]:
     module = stages.load(p.stage)
     handler = logging.FileHandler(tmp / artifacts.LOG, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # nlp_pipe's own lines, and the libraries' warnings (hidden on the terminal without -v)
+    handler.addFilter(lambda record: record.name.split(".")[0] == "nlp_pipe" or record.levelno >= logging.WARNING)
+    libraries = logging.getLogger()
+    libraries.addHandler(handler)
     root = logging.getLogger("nlp_pipe")
-    root.addHandler(handler)
-    libraries = logging.getLogger()  # the libraries' warnings (hidden on the terminal without -v) are kept here
-    library_handler = logging.FileHandler(tmp / artifacts.LOG, encoding="utf-8")
-    library_handler.setFormatter(handler.formatter)
-    library_handler.setLevel(logging.WARNING)
-    library_handler.addFilter(lambda record: not record.name.startswith("nlp_pipe"))
-    libraries.addHandler(library_handler)
     level = root.level
     if not root.isEnabledFor(logging.INFO):  # stage.log gets INFO lines even when the caller set up no logging
         root.setLevel(logging.INFO)
@@ -329,10 +326,8 @@ def _build(p: Plan, tmp: Path) -> tuple[dict[str, Any], Result]:
         log.info("%s finished in %.1f s", p.stage, wall)
     finally:
         root.setLevel(level)
-        root.removeHandler(handler)
-        libraries.removeHandler(library_handler)
+        libraries.removeHandler(handler)
         handler.close()
-        library_handler.close()
     counts = result.counts
     reading = counts.details() if counts is not None else {}
     manifest = {
