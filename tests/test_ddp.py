@@ -29,6 +29,7 @@ import pytest
 from transformers import AutoModelForMaskedLM
 
 from conftest import FIXTURES, VENV_BIN, build, run_launch
+from nlp_pipe.core import distributed
 
 LOSS_ATOL = 1e-5  # per-step mean loss, same batches: only float summation order differs
 DISTILL_ATOL = 2e-3  # token-averaged losses: the mean of per-rank means
@@ -223,3 +224,27 @@ def test_close_leaves_the_process_group_on_every_rank(tmp_path):
                           env=ENV, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert [(tmp_path / f"rank{r}").read_text() for r in (0, 1)] == ["False", "False"]
+
+
+def test_ranks_wait_out_the_main_ranks_long_work(tmp_path):
+    """The gloo wait is ours (NLP_PIPE_RANK_WAIT_S, default 24 h), not torch's 30 minutes: rank 1 waits at a barrier
+    while rank 0 works alone for 4 s; with a 1 s wait the launch fails there, with the default it succeeds."""
+    script = tmp_path / "ranks.py"
+    script.write_text("import time\n"
+                      "from nlp_pipe.core import distributed\n"
+                      "distributed.gather(distributed.rank())\n"
+                      "if distributed.is_main():\n"
+                      "    time.sleep(4)  # the main rank's own work (a pretraining cache, a merge)\n"
+                      "distributed.barrier()\n"
+                      "distributed.close()\n", encoding="utf-8")
+    assert distributed.rank_wait().total_seconds() >= 24 * 3600
+
+    def launch(env):
+        return subprocess.run([str(VENV_BIN / "python"), "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                               "--master_port", str(_free_port()), str(script)],
+                              env=env, capture_output=True, text=True, timeout=120)
+
+    short = launch({**ENV, distributed.RANK_WAIT_ENV: "1"})
+    assert short.returncode != 0 and "timed out" in short.stderr.lower(), short.stderr[-3000:]
+    default = launch(ENV)
+    assert default.returncode == 0, default.stderr[-3000:]

@@ -11,19 +11,38 @@ The first `gather`/`broadcast`/`barrier` here (the runner's word to the other ra
 counts) joins the launcher's rendezvous (the variables torchrun sets: MASTER_ADDR, MASTER_PORT, RANK,
 WORLD_SIZE) with the backend accelerate would choose for training (see `_group`), which a training
 stage's Accelerator then adopts; small Python objects (words, counts, file names) travel through gloo,
-the rows themselves through the shared filesystem as part files in the staging directory. One process
+the rows themselves through the shared filesystem as part files in the staging directory. A rank waits up to
+NLP_PIPE_RANK_WAIT_S (default 24 h, `rank_wait`) for the others at a gloo collective. One process
 and no launcher: every function is a no-op and touches no torch state.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 import sys
 from typing import Any
 
+from .errors import UserError
+
 _RANK = "RANK"
 _WORLD = "WORLD_SIZE"
 _objects: list[Any] = []  # the gloo group beside an NCCL default group (made once per process, on first use)
+RANK_WAIT_ENV = "NLP_PIPE_RANK_WAIT_S"
+RANK_WAIT_DEFAULT_S = 24 * 3600
+
+
+def rank_wait() -> datetime.timedelta:
+    """How long a rank waits at a gloo collective for the others. Some work is the main rank's alone while the
+    others wait at a barrier (building the pretraining cache, merging a segment's parts) and grows with the
+    corpus: torch's 30-minute default failed healthy launches on large corpora. A rank that dies ends the launch
+    through the launcher (torchrun stops the others), not through this wait; NCCL groups keep torch's default,
+    so a hung GPU collective is still caught."""
+    seconds = os.environ.get(RANK_WAIT_ENV, "")
+    try:
+        return datetime.timedelta(seconds=float(seconds) if seconds else RANK_WAIT_DEFAULT_S)
+    except ValueError:
+        raise UserError(f"{RANK_WAIT_ENV}={seconds!r} is not a number of seconds") from None
 
 
 def rank() -> int:
@@ -62,11 +81,12 @@ def _group() -> Any:
     if not dist.is_initialized():  # env:// rendezvous of torchrun / accelerate launch
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(training_backend())
+        backend = training_backend()
+        dist.init_process_group(backend, **({"timeout": rank_wait()} if backend == "gloo" else {}))
     if dist.get_backend() == "gloo":
         return None
     if not _objects:
-        _objects.append(dist.new_group(backend="gloo"))  # every rank, once, in the same order
+        _objects.append(dist.new_group(backend="gloo", timeout=rank_wait()))  # every rank, once, in the same order
     return _objects[0]
 
 
