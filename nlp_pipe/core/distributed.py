@@ -82,7 +82,7 @@ def _group() -> Any:
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         backend = training_backend()
-        dist.init_process_group(backend, **({"timeout": rank_wait()} if backend == "gloo" else {}))
+        dist.init_process_group(backend, timeout=rank_wait() if backend == "gloo" else None)  # None: torch's NCCL default
     if dist.get_backend() == "gloo":
         return None
     if not _objects:
