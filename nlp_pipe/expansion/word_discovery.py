@@ -29,13 +29,14 @@ _PARALLEL_MIN_BYTES = 1 << 20  # below this, starting jieba workers costs more t
 class DiscoveryOptions(ReadOptions):
     """How corpus words are found and filtered; the expand stage's config inherits these fields."""
 
+    # how raw text corpora are cut, then which of their words are kept
+    hmm: bool = option(True, "jieba HMM when segmenting raw text corpora")
+    workers: int = option(0, "jieba processes for raw text corpora; 0 = one per core for inputs over 1 MB", min=0)
     min_freq: int = option(10, "corpus words and phrases seen fewer times are not added", min=1)
     max_words: int = option(5000, "at most this many corpus words, most frequent first (0 = no cap; word files are not capped)", min=0)
     min_len: int = option(2, "shortest corpus word in characters", min=1)
     max_len: int = option(8, "longest corpus word in characters", min=1)
     cjk_only: bool = option(True, "corpus words must contain a Chinese character (Latin words already have WordPiece pieces)")
-    hmm: bool = option(True, "jieba HMM when segmenting raw text corpora")
-    workers: int = option(0, "jieba processes for raw text corpora; 0 = one per core for inputs over 1 MB", min=0)
     measure_rows: int = option(2000, "corpus texts on which tokens per text are measured before and after (0 = none)", min=0)
 
     def __post_init__(self) -> None:
