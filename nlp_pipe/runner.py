@@ -26,7 +26,7 @@ import yaml
 
 from . import __version__, stages
 from .checkpoints import references
-from .core import artifacts, distributed
+from .core import artifacts, distributed, process
 from .core import config as configs
 from .core import manifest as manifests
 from .core.contract import Input, Result
@@ -245,6 +245,7 @@ def _execute_main(p: Plan, force: bool, launched: bool) -> dict[str, Any]:
                 _tell_ranks(launched, ("build", str(tmp)))
                 told = True
                 manifest, result = _build(p, tmp)
+                process.check_interrupted()  # a Ctrl-C whose exception was lost mid-stage still publishes nothing
                 artifacts.publish(tmp, p.out, manifest)
     except BaseException as exc:
         if launched and not told:  # the other ranks wait for a word: let them stop instead of hanging

@@ -56,7 +56,7 @@ from transformers import get_scheduler
 from ..core import artifacts, console, distributed
 from ..core.contract import Result
 from ..core.errors import UserError
-from ..core.process import Interrupted
+from ..core.process import Interrupted, check_interrupted
 from .loop import EarlyStop, Forward, Precision, StepLoop, TrainState, add_sums, call_model, mean_loss, reduce_sums, rows, to_device
 from .options import TRACKERS, TrainOptions, cpu_processes, resolve_precision, resolve_threads
 from .records import MetricsLog, plot_curves
@@ -243,6 +243,7 @@ class Trainer:
         progress = console.progress(total=total, initial=state.step, desc=self.name, unit="step", disable=not self.is_main)
         try:
             while state.step < total and not stopper.stop(state):
+                check_interrupted()
                 loop.step(state)
                 progress.update(1)
                 if state.step % o.log_every == 0 or state.step == total:

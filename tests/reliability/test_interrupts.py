@@ -85,3 +85,57 @@ def test_interrupt_outside_training_says_nothing_was_published(tmp_path):
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert lines[-1] == "interrupted (SIGINT); nothing was published; rerun the same command to start again", lines
     assert list(out.parent.iterdir()) == []  # no artifact, no staging directory, no lock file
+
+
+# The signal arrives while Python runs a __del__ (as a weakref callback of the garbage collector would), where
+# Python drops the handler's exception ("Exception ignored in ...") and the run goes on.
+LOST_SIGNAL = """
+import os, signal, sys
+from nlp_pipe import cli
+from nlp_pipe.stages import segment
+
+class Finalised:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        sum(range(1000))  # the handler runs at a bytecode boundary here, inside __del__
+
+built = segment.run
+
+def run_losing_the_signal(*args, **kwargs):
+    result = built(*args, **kwargs)
+    Finalised()  # dropped at once: __del__ runs, the Interrupted it raises is lost
+    print("the stage went on after the signal", file=sys.stderr)
+    return result
+
+segment.run = run_losing_the_signal
+sys.argv[0] = "nlp-pipe"
+cli.main()
+"""
+
+
+def test_interrupt_lost_in_a_finaliser_still_stops_the_run(tmp_path):
+    """An interrupt whose exception Python dropped (raised inside a __del__ / weakref callback: 2 of 15 Ctrl-Cs
+    during textcnn's set-up in a user's run) still ends the run before anything is published, with the one line
+    and exit 130, and without Python's "Exception ignored" traceback."""
+    out = tmp_path / "runs" / "seg"
+    done = subprocess.run([sys.executable, "-c", LOST_SIGNAL, "segment", "--corpus", str(FIXTURES / "news.txt"),
+                           "--out", str(out), "--workers", "1"], env=ENV, capture_output=True, text=True, timeout=120)
+    assert "the stage went on after the signal" in done.stderr, done.stderr  # the exception really was lost
+    assert done.returncode == 130 and "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines[-1] == "interrupted (SIGINT); nothing was published; rerun the same command to start again", lines
+    assert list(out.parent.iterdir()) == []
+
+
+def test_lost_interrupt_stops_training_at_the_next_step(tmp_path, seg_reviews):
+    """The signal's exception lost before training (as in the user's run above, during textcnn's set-up): training
+    stops at its first step instead of running to the end, and says so."""
+    from conftest import build
+    from nlp_pipe.core import process
+
+    with process.signals_handled():
+        process._received.append(signal.SIGINT)  # what the handler recorded before its exception was dropped
+        with pytest.raises(process.Interrupted) as caught:
+            build("textcnn", tmp_path / "cnn", {"train": seg_reviews}, input="chars", steps=50, filters=4, baseline=False)
+    assert caught.value.step == 0 and caught.value.checkpoint == 0
+    assert not (tmp_path / "cnn").exists()
