@@ -13,6 +13,7 @@ manifest lists every file with its size, modification time and sha256:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -186,4 +187,5 @@ def write_state(path: Path, state: dict[str, list]) -> None:
         tmp.write_text(json.dumps(state), encoding="utf-8")
         os.replace(tmp, path)
     except OSError:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # on a read-only mount even removing a file that is not there fails (EROFS)
+            tmp.unlink(missing_ok=True)

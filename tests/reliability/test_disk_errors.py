@@ -245,3 +245,14 @@ def test_pipeline_run_reports_a_full_disk_the_same_way(tmp_path, seg_reviews, mo
     assert_clean_failure(run_cli("run", pipe), out, None, "No space left on device")
     monkeypatch.undo()
     assert run_cli("run", pipe).code == 0 and manifests.verify(out) == []
+
+
+def test_copied_input_on_a_read_only_mount(tmp_path, seg_reviews):
+    """An input artifact copied onto a read-only mount (the copy gives its files new mtimes, so its hashes are
+    checked again and would be remembered beside it): it is verified and used; remembering is skipped."""
+    source = tmp_path / "ro" / "train"
+    shutil.copytree(seg_reviews, source, copy_function=shutil.copyfile)  # new mtimes: the files are hashed again
+    with mounted("--bind", "-o", "ro", source.parent, source.parent):
+        result = run_cli("vocab", "--corpus", source, "--min-freq", "1", "--out", tmp_path / "voc")
+    assert result.code == 0, result.err
+    assert (tmp_path / "voc" / "manifest.json").exists()
