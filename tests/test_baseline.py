@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -72,3 +73,15 @@ def test_nothing_left_after_min_df_is_a_user_error():
 
     with pytest.raises(UserError, match="lower min_df"):
         fit(["好", "差", "好"], None, np.array([0, 1, 0]), 2, TfidfOptions(min_df=10))
+
+
+def test_every_published_file_has_the_umasks_mode(tmp_path, seg_reviews):
+    """safetensors writes 0600 files; a published artifact's files all get the mode the umask gives new files,
+    so another account (a server's) can read the model, not only its JSON beside it."""
+    old = os.umask(0o022)
+    try:
+        build("baseline", tmp_path / "clf", {"train": seg_reviews}, seed=1, min_df=1)
+    finally:
+        os.umask(old)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (tmp_path / "clf").iterdir() if p.is_file()}
+    assert set(modes.values()) == {"0o644"}, modes

@@ -180,8 +180,29 @@ def cache_dir(out: Path, override: str = "") -> Path:
     return Path(chosen).expanduser() if chosen else final_path(out).parent / CACHE_DIR
 
 
+def _umask() -> int:
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            return next(int(line.split()[1], 8) for line in fh if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        mask = os.umask(0o022)  # elsewhere: read it by setting it (and back at once)
+        os.umask(mask)
+        return mask
+
+
+def _readable(tmp: Path) -> None:
+    """Every file of the artifact with the mode the user's umask gives new files: safetensors 0.8 writes its files
+    0600 (it goes through a private temporary file), so model.safetensors was the one file of an artifact that
+    another account (a server's) could not read."""
+    mode = 0o666 & ~_umask()
+    for path in tmp.rglob("*"):
+        if path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o777 != mode:
+            path.chmod(mode)
+
+
 def publish(tmp: Path, out: Path, manifest: dict[str, Any]) -> None:
     """Write the manifest last, then swap `tmp` into `out` with renames (same filesystem)."""
+    _readable(tmp)
     data = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
     with open(tmp / MANIFEST, "w", encoding="utf-8") as fh:
         fh.write(data)
