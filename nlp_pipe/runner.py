@@ -69,6 +69,7 @@ def plan(stage: str, config: dict[str, Any], inputs: dict[str, Any], out: str | 
     hub: dict[str, list[dict[str, str]]] = {}
     resolved = resolve_inputs(module, inputs, where, set(expected or {}), hub)
     _refuse_overlap(out, resolved, where)
+    _refuse_nesting(out, where)
     fps = {name: [artifacts.input_fingerprint(p, expected or {}) for p in paths] for name, paths in resolved.items()}
     fp = artifacts.fingerprint(stage, module.VERSION, configs.to_dict(cfg), fps)
     manifest, problem = manifests.manifest_status(out)
@@ -93,6 +94,14 @@ def _refuse_overlap(out: Path, inputs: dict[str, list[Path]], where: str) -> Non
                 how = "is" if target == source else "lies inside" if source in target.parents else "contains"
                 raise UserError(f"{where}: --out {out} {how} input '{name}' ({path}); writing there would replace "
                                 "or delete that input. Choose another --out")
+
+
+def _refuse_nesting(out: Path, where: str) -> None:
+    """--out must not lie inside an artifact: the outer one would then hold files its manifest does not list, and
+    could not be rebuilt or replaced without deleting them (which nlp-pipe never does)."""
+    for parent in out.resolve().parents:
+        if manifests.manifest_status(parent)[0] is not None:
+            raise UserError(f"{where}: --out {out} lies inside the artifact {parent}; choose an --out outside it")
 
 
 def resolve_inputs(module: Any, given: dict[str, Any], where: str, planned: Collection[Path] = frozenset(),
@@ -232,6 +241,9 @@ def _execute_main(p: Plan, force: bool, launched: bool) -> dict[str, Any]:
     try:
         with artifacts.locked(p.out):
             current = manifests.read_manifest(p.out)
+            if not force and current is not None and current.get("stage") != p.stage:
+                raise UserError(f"{p.stage}: {p.out} holds a {current.get('stage')} artifact; a {p.stage} run replaces it "
+                                "only with --force (or choose another --out)")
             if not force and current is not None and current.get("fingerprint") == p.fingerprint:
                 changed = manifests.check_files(p.out, current)
                 if changed:

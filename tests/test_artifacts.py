@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import FIXTURES, VENV_BIN, build, fixture_lines, lines
+from conftest import FIXTURES, VENV_BIN, build, fixture_lines, lines, run_cli
 from nlp_pipe import runner, stages
 from nlp_pipe.core import artifacts
 from nlp_pipe.core import config as configs
@@ -274,3 +274,24 @@ def test_the_shared_cache_folder_option_then_environment_then_beside_the_artifac
     monkeypatch.setenv(artifacts.CACHE_ENV, str(tmp_path / "shared"))
     assert artifacts.cache_dir(staging) == tmp_path / "shared"
     assert artifacts.cache_dir(staging, str(tmp_path / "mine")) == tmp_path / "mine"
+
+
+def test_out_inside_an_artifact_is_refused(seg, tmp_path):
+    """An --out inside an existing artifact would leave the outer one holding files its manifest does not list."""
+    outer = tmp_path / "voc"
+    assert run_cli("vocab", "--corpus", seg, "--min-freq", "1", "--out", outer).code == 0
+    result = run_cli("segment", "--corpus", FIXTURES / "news.txt", "--out", outer / "sub")
+    assert result.code == 2 and f"lies inside the artifact {outer.resolve()}" in result.err, result.err
+    assert not (outer / "sub").exists()
+
+
+def test_an_artifact_of_another_stage_is_replaced_only_with_force(seg, tmp_path):
+    """A typo in --out should not cost a trained model: another stage's artifact there needs --force."""
+    out = tmp_path / "voc"
+    assert run_cli("vocab", "--corpus", seg, "--min-freq", "1", "--out", out).code == 0
+    before = (out / "manifest.json").read_text(encoding="utf-8")
+    result = run_cli("segment", "--corpus", FIXTURES / "news.txt", "--out", out)
+    assert result.code == 2 and "holds a vocab artifact" in result.err and "--force" in result.err, result.err
+    assert (out / "manifest.json").read_text(encoding="utf-8") == before
+    assert run_cli("segment", "--corpus", FIXTURES / "news.txt", "--out", out, "--force").code == 0
+    assert json.loads((out / "manifest.json").read_text(encoding="utf-8"))["stage"] == "segment"
