@@ -264,7 +264,7 @@ def predict(model_dir: str, texts: tuple[str, ...], file: str | None, encoding: 
 @click.option("--max-texts", default=64, show_default=True, help="Texts per request.")
 @click.option("--max-chars", default=2000, show_default=True, help="Characters per text.")
 @click.option("--max-body", default=1 << 20, show_default=True, help="Bytes per request body.")
-@click.option("--max-queue", default=1024, show_default=True, help="Texts waiting or being classified; more get 503.")
+@click.option("--max-queue", default=1024, show_default=True, help="Texts waiting or being classified, at least --max-texts; more get 503.")
 @click.option("--batch-size", default=0, show_default=True,
               help="Texts per model call, the gathered texts sorted by length; 0 = 4 for a BERT, 64 for others.")
 @click.option("--gather", default=64, show_default=True, help="Texts gathered from the queue before they are sorted and classified.")
@@ -277,7 +277,7 @@ def serve(model_dir: str, host: str, port: int, api_key: str | None, max_texts: 
     from . import serving
 
     limits = serving.Limits(max_texts, max_chars, max_body, max_queue, batch_size, gather, max_wait_ms, workers)
-    serving.serve(model_dir, host, port, limits, api_key or None)
+    serving.serve(model_dir, host, port, limits, api_key)
 
 
 @cli.command(name="word2vec-eval")

@@ -19,13 +19,17 @@ server never queues more work than it can answer).
 Every refusal is a 4xx with a one-line JSON reason; no response carries a traceback. The model is the one
 given at start: no request names a file, a model or a path. Bound to 127.0.0.1 unless --host says
 otherwise; with an API key (--api-key or NLP_PIPE_API_KEY), /predict and /metadata need it
-(`Authorization: Bearer KEY` or `X-API-Key: KEY`, compared in constant time), else 401. uvicorn stops on
-SIGTERM after the requests in flight are answered. Imports neither torch nor transformers for an export.
+(`Authorization: Bearer KEY` or `X-API-Key: KEY`, compared in constant time), else 401; an empty key is refused.
+The port is bound before the model loads and the socket handed to uvicorn, so a port that is taken is one line and
+exit 2 and "serving on" is printed only once it is ours. uvicorn stops on SIGTERM / Ctrl-C after the requests in
+flight are answered; the process then exits 143 / 130 with one line. Imports neither torch nor transformers for an
+export.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import hmac
 import json
 import logging
@@ -74,6 +78,9 @@ class Limits:
         for name, value in asdict(self).items():
             if value < 0 or (value == 0 and name not in ("max_wait_ms", "batch_size", "workers")):  # 0: the default
                 raise UserError(f"serve: --{name.replace('_', '-')} must be positive (got {value})")
+        if self.max_queue < self.max_texts:  # a full-size request would be refused as overloaded however idle the server
+            raise UserError(f"serve: --max-queue {self.max_queue} is below --max-texts {self.max_texts}, so a request of "
+                            f"{self.max_texts} texts could never be answered; raise --max-queue or lower --max-texts")
 
 
 class Refused(Exception):
@@ -284,26 +291,74 @@ def serve(path: str, host: str, port: int, limits: Limits, api_key: str | None, 
     directory = Path(path)
     t0 = time.perf_counter()
     limits.check()
-    cores = default_workers()
-    workers = limits.workers or cores
-    threads = max(1, cores // workers)
-    clf = TextClassifier.load(directory, threads=threads)
-    process.serving_threads(threads)
-    limits = replace(limits, workers=workers, batch_size=limits.batch_size or (4 if "Bert" in type(clf).__name__ else 64))
-    clf.predict(["预热"])  # first-call costs (dictionary load, graph allocation) before the first request
-    app = create_app(directory, clf, limits, api_key)
-    print(f"serving {directory.name} ({type(clf).__name__}) on http://{host}:{port}, loaded in {time.perf_counter() - t0:.1f} s"
-          f"{', API key required' if api_key else ''}; SIGTERM or Ctrl-C stops it", file=sys.stderr, flush=True)
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=30,
-                            limit_concurrency=max(64, limits.max_queue), timeout_keep_alive=5, server_header=False)
-    # uvicorn answers SIGTERM / Ctrl-C itself (the requests in flight first), then re-raises the signal: under the
-    # default handlers that ends the process as killed by it, not as the CLI's "interrupted; nothing was published"
-    before = {s: signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGTERM)}
+    if api_key is None:  # click reads a variable set to "" as unset
+        api_key = os.environ.get(API_KEY_ENV)
+    if api_key is not None and not api_key.strip():  # e.g. --api-key "$UNSET": serving without a key is asked for by leaving it out
+        raise UserError(f"serve: the API key is empty (--api-key or {API_KEY_ENV}), which would let every request in; "
+                        f"give a key, or leave out --api-key and unset {API_KEY_ENV} to serve without one")
+    with bound_socket(host, port) as sock:  # before loading, so a taken port is refused at once
+        cores = default_workers()
+        workers = limits.workers or cores
+        threads = max(1, cores // workers)
+        clf = TextClassifier.load(directory, threads=threads)
+        process.serving_threads(threads)
+        limits = replace(limits, workers=workers, batch_size=limits.batch_size or (4 if "Bert" in type(clf).__name__ else 64))
+        clf.predict(["预热"])  # first-call costs (dictionary load, graph allocation) before the first request
+        app = create_app(directory, clf, limits, api_key)
+        try:
+            sock.listen()
+        except OSError as exc:  # another process bound the port too (SO_REUSEADDR) and listened first
+            raise address_error(exc, host, port) from None
+        where = f"[{host}]" if ":" in host else host
+        print(f"serving {directory.name} ({type(clf).__name__}) on http://{where}:{sock.getsockname()[1]}, loaded in "
+              f"{time.perf_counter() - t0:.1f} s{', API key required' if api_key else ''}; SIGTERM or Ctrl-C stops it",
+              file=sys.stderr, flush=True)
+        config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=30,
+                                limit_concurrency=max(64, limits.max_queue), timeout_keep_alive=5, server_header=False)
+        server = uvicorn.Server(config)
+        # uvicorn answers SIGTERM / Ctrl-C itself (the requests in flight first), then re-raises the signal to the
+        # handler it found: this one notes it, so the process ends with a line of its own and 128 + the signal (the
+        # CLI's 143 / 130), neither killed silently by the signal nor with the CLI's "nothing was published"
+        stopped: list[int] = []
+        before = {s: signal.signal(s, lambda signum, frame: stopped.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            server.run(sockets=[sock])
+        finally:
+            for s, handler in before.items():
+                signal.signal(s, handler)
+    if stopped:
+        name = signal.Signals(stopped[0]).name
+        print(f"stopped ({name}) {'without waiting for' if server.force_exit else 'after finishing'} the requests in flight",
+              file=sys.stderr, flush=True)
+        sys.exit(128 + stopped[0])
+
+
+def bound_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port, for uvicorn to listen on: left to itself, uvicorn binds after the "serving" line
+    and reports a taken port as a logged error and exit 3."""
     try:
-        uvicorn.Server(config).run()
-    finally:
-        for s, handler in before.items():
-            signal.signal(s, handler)
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)  # uvicorn's own rule (Config.bind_socket)
+    except OSError as exc:
+        raise address_error(exc, host, port) from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart takes the port its predecessor's closed connections hold
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise address_error(exc, host, port) from None
+    return sock
+
+
+def address_error(exc: OSError, host: str, port: int) -> UserError:
+    """The one line for a host:port the server cannot listen on."""
+    if exc.errno == errno.EADDRINUSE:
+        return UserError(f"serve: {host}:{port} is in use by another process; stop it or pick another --port")
+    if exc.errno == errno.EACCES:
+        return UserError(f"serve: no permission to listen on {host}:{port} (ports below 1024 need root); pick another --port")
+    if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) or isinstance(exc, socket.gaierror):
+        return UserError(f"serve: cannot listen on --host {host} ({exc.strerror}): not an address of this machine; "
+                         "127.0.0.1 serves this machine only, 0.0.0.0 every network")
+    return UserError(f"serve: cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
 @contextmanager

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -163,7 +164,8 @@ def test_overload_gets_503_and_the_server_keeps_serving(server):
     assert httpx.get(server.url + "/health", timeout=10).json()["queued_texts"] == 0
 
 
-def test_sigterm_answers_the_requests_in_flight_then_exits(export):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_answers_the_requests_in_flight_then_exits_with_one_line(export, signum):
     with local_server(export, "--max-wait-ms", "1500") as running:
         results: list[httpx.Response] = []
         client = threading.Thread(target=lambda: results.append(
@@ -171,11 +173,49 @@ def test_sigterm_answers_the_requests_in_flight_then_exits(export):
         client.start()
         time.sleep(0.5)  # the request is in the server's queue, waiting out its 1.5 s batching window
         t0 = time.monotonic()
-        code = running.stop()
+        running.process.send_signal(signum)
+        code = running.process.wait(15)
         client.join(30)
         assert results and results[0].status_code == 200 and len(results[0].json()["predictions"]) == len(UNSEEN)
-        # uvicorn re-raises the signal once it has shut down, so the process ends as killed by SIGTERM, not by SIGKILL
-        assert code in (0, -signal.SIGTERM) and time.monotonic() - t0 < 15
+        # the CLI's codes for an interrupt (README "Errors"): 143 for SIGTERM, 130 for Ctrl-C
+        assert code == 128 + signum and time.monotonic() - t0 < 15, running.log()
+        assert running.log().splitlines()[-1] == f"stopped ({signum.name}) after finishing the requests in flight"
+
+
+@pytest.fixture
+def never_serving(monkeypatch):
+    """uvicorn fails the test instead of serving: a start-up that should have been refused ends, not hangs."""
+    import uvicorn
+
+    def serving(*args, **kwargs):
+        raise AssertionError("the server started")
+
+    monkeypatch.setattr(uvicorn.Server, "run", serving)
+    monkeypatch.delenv("NLP_PIPE_API_KEY", raising=False)
+    return monkeypatch
+
+
+@pytest.mark.parametrize("options,env,reason", [
+    (["--api-key", ""], {}, "error: serve: the API key is empty"),  # e.g. --api-key "$UNSET": not a server without a key
+    ([], {"NLP_PIPE_API_KEY": ""}, "error: serve: the API key is empty"),
+    (["--max-queue", "4"], {}, "error: serve: --max-queue 4 is below --max-texts 64"),  # 64 texts would always get 503
+    (["--host", "203.0.113.7"], {}, "error: serve: cannot listen on --host 203.0.113.7"),  # TEST-NET: no machine's address
+])
+def test_serve_refuses_a_start_it_cannot_serve_with_one_line(export, never_serving, options, env, reason):
+    for name, value in env.items():
+        never_serving.setenv(name, value)
+    result = run_cli("serve", export, "--port", "0", *options)
+    assert result.code == 2 and len(result.err_lines) == 1 and result.err_lines[0].startswith(reason), result
+
+
+def test_serve_refuses_a_port_in_use_before_saying_it_serves(export, never_serving):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("serve", export, "--port", port)
+    assert result.code == 2 and result.err_lines == [f"error: serve: 127.0.0.1:{port} is in use by another process; "
+                                                     "stop it or pick another --port"], result
 
 
 def test_serve_refuses_a_directory_that_is_not_a_classifier(seg_reviews):
