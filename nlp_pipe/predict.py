@@ -51,21 +51,16 @@ def read_texts(texts: Sequence[str], file: str | None, encoding: str) -> list[st
 
 def _file_lines(path: Path, encoding: str, name: str) -> list[str]:
     counts = Counts()
-    rows = list(read_rows(path, ReadOptions(format="txt", encoding=encoding), counts))
+    rows = list(read_rows(path, ReadOptions(format="txt", encoding=encoding), counts,
+                          decode_hint="fix the file or pass --encoding"))
     if counts.dropped:
         reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.dropped.items()))
-        raise UserError(f"predict: {name}: {reasons} line(s) (first after line {_first_gap(rows)}); a classifier needs "
+        first = min(int(where.rsplit(":", 1)[1]) for shown in counts.where.values() for where in shown)  # "file:line"
+        raise UserError(f"predict: {name}: {reasons} line(s) (first at line {first}); a classifier needs "
                         "one text a line: remove them")
+    if not rows:
+        raise UserError(f"predict: {name} has no texts; give one text a line")
     return [row.text for row in rows]
-
-
-def _first_gap(rows: list[Any]) -> int:
-    expected = 1
-    for row in rows:
-        if row.line != expected:
-            return expected - 1
-        expected += 1
-    return expected - 1
 
 
 def predict(clf: TextClassifier, texts: list[str], batch_size: int = 64) -> Iterator[dict[str, Any]]:

@@ -94,6 +94,10 @@ def test_export_refuses_what_it_cannot_export_in_one_line(classifiers, seg_revie
     assert result.code == 2 and "numpy model" in result.err and len(result.err_lines) == 1, result
     result = run_cli("export", classifiers["baseline"], "--model", classifiers["baseline"], "--out", tmp_path / "x")
     assert result.code == 2 and "once" in result.err, result
+    (tmp_path / "empty.txt").write_bytes(b"")
+    result = run_cli("export", classifiers["baseline"], "--out", tmp_path / "x", "--texts", tmp_path / "empty.txt")
+    assert result.code == 2 and f"--texts {tmp_path / 'empty.txt'} has no texts" in result.err, result
+    assert len(result.err_lines) == 1 and "manifest.json" not in result.err, result  # the model's dev data is there
     assert not (tmp_path / "x").exists()
 
 

@@ -90,6 +90,8 @@ class TextClassifier:
         cut per batch), so a mixed list runs as fast as a sorted one."""
         if isinstance(texts, str):
             raise TypeError("predict takes a list of texts, not one string")
+        if batch_size < 1:  # range() would step backwards (every probability 0) or fail
+            raise UserError(f"predict: batch size must be at least 1 (got {batch_size})")
         if self.halfwidth:
             texts = [to_halfwidth(t) for t in texts]
         probs = np.zeros((len(texts), len(self.labels)), dtype=np.float32)

@@ -128,6 +128,9 @@ def _parity_texts(source: Path, given: Path | None, limit: int) -> tuple[list[st
             texts = [text for text, _, _ in read_texts([path], ReadOptions(format="txt"), Counts(), "export")][:limit]
             if texts:
                 return texts, str(path)
+    if given is not None:
+        raise UserError(f"export: --texts {given} has no texts to check the export against; give a text file (one text "
+                        "a line) or a segment artifact")
     raise UserError(f"export: no texts to check the export against: the data named in {source}/manifest.json is gone; "
                     "pass --texts (a segment artifact or a text file)")
 

@@ -26,9 +26,13 @@ log = logging.getLogger(__name__)
 __all__ = ["Counts", "ReadOptions", "Row", "detect_encoding", "read_rows", "read_texts"]
 _BAD = ("undecodable", "malformed", "invalid_unicode")
 _CHECK_EVERY = 10_000  # rows between two checks of the bad-row share while reading
+# what an undecodable line's error suggests: the stages reading corpora have both options; other callers
+# (`nlp-pipe predict`) name only what their command has
+_DECODE_HINT = "fix the file, pass --encoding, or --on-decode-error skip"
 
 
-def read_rows(path: Path, opts: ReadOptions, counts: Counts, label: str | None = None) -> Iterator[Row]:
+def read_rows(path: Path, opts: ReadOptions, counts: Counts, label: str | None = None,
+              decode_hint: str = _DECODE_HINT) -> Iterator[Row]:
     """Rows of one file; `label` (if given) labels every row, as for one-file-per-class corpora."""
     fmt = opts.format if opts.format != "auto" else _format_from_name(path)
     encoding = opts.encoding if opts.encoding != "auto" else detect_encoding(path)
@@ -39,7 +43,7 @@ def read_rows(path: Path, opts: ReadOptions, counts: Counts, label: str | None =
     if opts.encoding != "auto":
         check_forced(path, encoding)
     log.info("reading %s as %s (%s)", path, fmt, encoding)
-    lines = _decoded_lines(path, encoding, opts.on_decode_error, counts)
+    lines = _decoded_lines(path, encoding, opts.on_decode_error, counts, decode_hint)
     parsers: dict[str, Callable[..., Iterator[Row]]] = {"txt": txt_rows, "jsonl": jsonl_rows, "csv": table_rows, "tsv": table_rows}
     table = {"fmt": fmt} if fmt in ("csv", "tsv") else {}
     start_in, start_bad = counts.rows_in, counts.bad(_BAD)
@@ -78,7 +82,7 @@ def _format_from_name(path: Path) -> str:
     return {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv"}.get(ext, "txt")
 
 
-def _decoded_lines(path: Path, encoding: str, on_error: str, counts: Counts) -> Iterator[tuple[int, str]]:
+def _decoded_lines(path: Path, encoding: str, on_error: str, counts: Counts, hint: str) -> Iterator[tuple[int, str]]:
     base = "utf-8" if encoding.lower().replace("_", "-") in ("utf-8-sig", "utf8-sig") else encoding
     utf8 = base.lower().replace("_", "-") in ("utf-8", "utf8")
     with open_binary(path) as fh:
@@ -90,7 +94,7 @@ def _decoded_lines(path: Path, encoding: str, on_error: str, counts: Counts) -> 
                     if on_error == "stop":
                         raise UserError(
                             f"{path}: line {number}, byte offset {offset + exc.start}: cannot decode as {encoding} "
-                            f"({raw[exc.start:exc.start + 4]!r}); fix the file, pass --encoding, or --on-decode-error skip"
+                            f"({raw[exc.start:exc.start + 4]!r}); {hint}"
                         ) from None
                     counts.rows_in += 1
                     counts.drop("undecodable", where=f"{path.name}:{number}")

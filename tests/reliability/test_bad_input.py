@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import FIXTURES, build, run_cli
+from nlp_pipe import TextClassifier
 from nlp_pipe.core import manifest as manifests
 from nlp_pipe.core.errors import UserError
 from nlp_pipe.text.corpus import Counts, ReadOptions, read_rows
@@ -110,7 +111,7 @@ def test_predict_reads_gbk_files_and_refuses_empty_lines_binary_and_missing(text
     assert json.loads(gbk.out.splitlines()[0])["text"] == (FIXTURES / "gbk.txt").read_bytes().decode("gb18030").splitlines()[0]
     blank = tmp_path / "blank.txt"
     blank.write_text("好评\n\n差评\n", encoding="utf-8")
-    one_line_error(run_cli("predict", textcnn_dir, "--file", blank), "1 empty line", "after line 1")
+    one_line_error(run_cli("predict", textcnn_dir, "--file", blank), "1 empty line", "(first at line 2)")
     one_line_error(run_cli("predict", textcnn_dir, "--text", "  "), "--text number 1 is empty")
     binary = tmp_path / "b.bin"
     binary.write_bytes(bytes(range(256)) * 20)
@@ -128,6 +129,29 @@ def test_predict_reads_gbk_from_stdin(textcnn_dir):
                           capture_output=True, timeout=120)
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
     assert len(done.stdout.decode("utf-8").splitlines()) == len(data.splitlines())
+
+
+def test_predict_names_the_line_of_the_first_empty_text_and_an_empty_file(textcnn_dir, tmp_path):
+    gap = tmp_path / "gap.txt"
+    gap.write_text("".join(f"好评{i}\n" for i in range(1, 41)) + "\n差评\n\n", encoding="utf-8")
+    one_line_error(run_cli("predict", textcnn_dir, "--file", gap), "2 empty line(s) (first at line 41)")
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    one_line_error(run_cli("predict", textcnn_dir, "--file", empty), f"{empty} has no texts")
+
+
+def test_predict_decode_error_names_only_options_predict_has(textcnn_dir):
+    result = run_cli("predict", textcnn_dir, "--file", FIXTURES / "gbk.txt", "--encoding", "utf-8")
+    one_line_error(result, "line 1, byte offset 0: cannot decode as utf-8", "--encoding")
+    assert "--on-decode-error" not in result.err  # predict has no such option (the corpus stages do: test_corpus.py)
+
+
+@pytest.mark.parametrize("size", ["0", "-3"])
+def test_predict_batch_size_below_one_is_refused(textcnn_dir, size):
+    """-3 gave probabilities 0.0 for every class, 0 a traceback (range() arg 3 must not be zero)."""
+    one_line_error(run_cli("predict", textcnn_dir, "--text", "好吃", "--batch-size", size), f"batch size must be at least 1 (got {size})")
+    with pytest.raises(UserError, match="at least 1"):
+        TextClassifier.load(textcnn_dir).predict(["好吃"], batch_size=int(size))
 
 
 def test_yaml_tab_error_names_line_and_column(tmp_path):
