@@ -422,12 +422,18 @@ def main(argv: list[str] | None = None) -> None:
         _interrupted(interrupt, verbose)
 
 
+def _last_word(line: str) -> None:
+    """The run's last line (an error, an interrupt), on a line of its own even when a progress bar was open."""
+    console.end_bars()
+    click.echo(line, err=True)
+
+
 def _interrupted(exc: process.Interrupted, verbose: bool) -> None:
     """One line from the main rank (the others of a launch stop with the same code, silently)."""
     if verbose:
         traceback.print_exc()
     if distributed.is_main():
-        click.echo(exc.line(), err=True)
+        _last_word(exc.line())
     sys.exit(exc.exit_code)
 
 
@@ -438,19 +444,19 @@ def _main(argv: list[str] | None, verbose: bool) -> None:
     except UserError as exc:
         if verbose or process.received():  # e.g. a launched rank told that the interrupted main rank stopped
             raise
-        click.echo(f"error: {exc}", err=True)
+        _last_word(f"error: {exc}")
         sys.exit(2)
     except MemoryError as exc:  # a size in the config beyond this machine: the user's to lower, in one line
         if verbose:
             raise
-        click.echo(f"error: out of memory{': ' + str(exc).splitlines()[0][:200] if str(exc) else ''}; lower the sizes "
-                   "in the config (batch, vocabulary, filters, dimensions) or use a machine with more memory", err=True)
+        _last_word(f"error: out of memory{': ' + str(exc).splitlines()[0][:200] if str(exc) else ''}; lower the sizes "
+                   "in the config (batch, vocabulary, filters, dimensions) or use a machine with more memory")
         sys.exit(2)
     except RuntimeError as exc:
         if verbose or "can't allocate memory" not in str(exc):  # torch reports failed allocations as RuntimeError
             raise
-        click.echo(f"error: out of memory ({_allocation(exc)}); lower the sizes in the config (batch, vocabulary, filters, "
-                   "dimensions) or use a machine with more memory", err=True)
+        _last_word(f"error: out of memory ({_allocation(exc)}); lower the sizes in the config (batch, vocabulary, filters, "
+                   "dimensions) or use a machine with more memory")
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

@@ -120,3 +120,14 @@ def test_textcnn_logs_to_a_tracker_like_the_bert_stages(tmp_path, seg_reviews):
     assert list((tmp_path / "cnn" / "tracking").rglob("events.out.tfevents.*"))
     result = run_cli("textcnn", "--train", seg_reviews, "--vectors", vectors, "--out", tmp_path / "x", "--report-to", "wandb")
     assert result.code == 2 and len(result.err.strip().splitlines()) == 1 and "pip install wandb" in result.err, result
+
+
+def test_an_error_midway_is_on_a_line_of_its_own_after_the_progress_bar(tmp_path):
+    """The bar a failing step left open is closed first: the error line was glued onto it (`segment: 0%|...error:`)."""
+    corpus = tmp_path / "bad.txt"  # detected as UTF-8 from its start; the last line is not
+    corpus.write_bytes("一行中文很长的一行文本内容\n".encode() * 20000 + "坏行".encode("gbk") + b"\n")
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}  # bars on, as for a user
+    done = subprocess.run([sys.executable, "-m", "nlp_pipe", "segment", "--corpus", str(corpus), "--out", str(tmp_path / "seg"),
+                           "--workers", "1"], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 2 and "segment:" in done.stderr, done.stderr  # the bar was drawn
+    assert [line for line in done.stderr.splitlines() if "error:" in line][0].startswith("error: "), done.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,9 @@ def quiet() -> bool:
     return _state["quiet"]
 
 
+_bars: weakref.WeakSet[tqdm] = weakref.WeakSet()  # open or not; closing twice is harmless
+
+
 def progress(**kwargs: Any) -> tqdm:
     """Our progress bar: on stderr, redrawn at most once a second on a terminal and every 30 s in a log
     file (so logs stay readable), none with -q."""
@@ -96,7 +100,16 @@ def progress(**kwargs: Any) -> tqdm:
     kwargs.setdefault("mininterval", 1.0 if interactive else 30.0)
     if _state["quiet"]:
         kwargs["disable"] = True
-    return tqdm(**kwargs)
+    bar = tqdm(**kwargs)
+    _bars.add(bar)
+    return bar
+
+
+def end_bars() -> None:
+    """Close the bars a failing step left open, so that the line said next starts on a line of its own (it was
+    glued onto the bar: `segment:  40%|####  | ...error: ...`)."""
+    for bar in list(_bars):
+        bar.close()
 
 
 def bytes_progress(total: int, desc: str) -> tqdm:
