@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -131,3 +132,18 @@ def test_an_error_midway_is_on_a_line_of_its_own_after_the_progress_bar(tmp_path
                            "--workers", "1"], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 2 and "segment:" in done.stderr, done.stderr  # the bar was drawn
     assert [line for line in done.stderr.splitlines() if "error:" in line][0].startswith("error: "), done.stderr
+
+
+def test_the_progress_bar_counts_a_gbk_files_own_bytes(tmp_path):
+    """The bar's total is the file's size: it counts the bytes read, not the text re-encoded as UTF-8 (a GBK file
+    showed 52.7kB of 37.1k)."""
+    corpus = tmp_path / "gbk.txt"
+    corpus.write_bytes("这是一行用GBK编码的中文文本，用来测试进度条。\n".encode("gbk") * 3000)
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
+    done = subprocess.run([sys.executable, "-m", "nlp_pipe", "segment", "--corpus", str(corpus), "--out", str(tmp_path / "seg"),
+                           "--workers", "1"], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    shown = re.findall(r"segment:[^|]*\|[^|]*\| ([\d.]+)(k?)/([\d.]+)(k?)", done.stderr)
+    assert shown, done.stderr
+    assert all(float(n) * (1000 if k else 1) <= float(t) * (1000 if tk else 1) for n, k, t, tk in shown), shown
+    assert shown[-1][:2] == shown[-1][2:], shown  # and it ends at the total

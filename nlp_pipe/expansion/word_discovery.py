@@ -18,7 +18,7 @@ from ..core.config import option
 from ..core.contract import Counts
 from ..core.errors import UserError
 from ..core.files import CORPUS_TXT, PHRASES_TSV
-from ..text.corpus import ReadOptions, read_rows
+from ..text.corpus import BytesRead, ReadOptions, read_rows
 from ..text.segmenter import SegmenterSpec, cut_parallel, default_workers
 from .tokenizer_growth import WordPlanner
 
@@ -123,14 +123,15 @@ def _corpus_words(config: DiscoveryOptions, paths: list[Path], counts: Counts, s
 def _segment_files(config: DiscoveryOptions, files: list[Path], counts: Counts, sample: list[str]) -> Iterator[list[str]]:
     if not files:
         return
-    rows = itertools.chain.from_iterable(read_rows(path, config, counts) for path in files)
+    read = BytesRead()
+    rows = itertools.chain.from_iterable(read_rows(path, config, counts, read=read) for path in files)
     big = sum(f.stat().st_size for f in files) >= _PARALLEL_MIN_BYTES
     workers = config.workers or (default_workers() if big else 1)
 
     def chunks() -> Iterator[list[str]]:
         while chunk := [row.text for row in itertools.islice(rows, 500)]:
             sample.extend(chunk[: max(0, config.measure_rows - len(sample))])
-            bar.update(sum(len(text.encode("utf-8")) + 1 for text in chunk))  # about the bytes read
+            bar.update(max(0, min(read.n, bar.total) - bar.n))
             yield chunk
 
     with console.bytes_progress(sum(f.stat().st_size for f in files), "expand: segmenting") as bar:

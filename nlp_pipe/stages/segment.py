@@ -35,7 +35,7 @@ from ..core.contract import Counts, Input, Result
 from ..core.errors import UserError
 from ..core.files import CORPUS_TXT, DATASET_DIR, SEGMENTER_JSON
 from ..core.manifest import hashed, sha256_file
-from ..text.corpus import ReadOptions, read_rows
+from ..text.corpus import BytesRead, ReadOptions, read_rows
 from ..text.engines import proven
 from ..text.segmenter import LoadProbe, Segmenter, SegmenterSpec, cut_parallel
 from ..text.userdict import read_userdict, userdict_file
@@ -158,27 +158,28 @@ def _sharded(chunks: Iterator[tuple[list[str], list, _Cut]], out: Path) -> Itera
 def _segmented_chunks(config, files, segmenter, workers, counts) -> Iterator[tuple[list[str], list, _Cut]]:
     """(texts, labels, their `_Cut`) for each chunk of rows, in input order; under a launch, only the
     chunks this rank owns (every rank reads every row, so the counts and drops are everyone's)."""
+    read = BytesRead()
     rows = itertools.chain.from_iterable(
-        read_rows(path, config, counts, config.label_per_file[i] if config.label_per_file else None)
+        read_rows(path, config, counts, config.label_per_file[i] if config.label_per_file else None, read=read)
         for i, path in enumerate(files)
     )
     progress = console.bytes_progress(sum(path.stat().st_size for path in files), "segment")
-    buffered: deque[list] = deque()  # chunks sent to the workers, waiting for their words
+    buffered: deque[tuple[list, int]] = deque()  # chunks sent to the workers, waiting for their words; bytes read then
 
     def texts() -> Iterator[list[str]]:
         for i, chunk in enumerate(_chunks(rows, config.chunk_rows)):
             if shards.owns(i):
-                buffered.append(chunk)
+                buffered.append((chunk, read.n))
                 yield [row.text for row in chunk]
 
     # Each text is cut into one space-joined string (the engine writes it so in one pass); jieba never
     # emits a word that contains whitespace (whitespace-only tokens are dropped), so corpus.txt lines
     # are exactly that and splitting them on " " gives the words back (`_columns`).
     for cut in cut_parallel(segmenter, texts(), workers, join=" ", then=_columns):
-        chunk = buffered.popleft()
+        chunk, upto = buffered.popleft()
         yield [row.text for row in chunk], [row.label for row in chunk], cut
-        progress.update(cut.text_bytes)  # about the bytes read (the text's)
-    progress.update(max(0, progress.total - progress.n))  # what dropped rows, other encodings and CRs took
+        progress.update(max(0, min(upto, progress.total) - progress.n))  # as chunks are cut, by the bytes read for them
+    progress.update(max(0, progress.total - progress.n))  # the rest: rows after the last chunk, compressed files
     progress.close()
 
 
@@ -193,7 +194,6 @@ class _Cut:
     counts: pa.Table  # word, n: the chunk's distinct words and how often each occurs
     words: int
     chars: int
-    text_bytes: int  # UTF-8 bytes of the texts and their newlines, for the progress bar
 
     def lines(self) -> list[str]:
         return self.corpus_txt.split("\n")[:-1]
@@ -207,7 +207,7 @@ def _columns(texts: list[str], lines: list[str]) -> _Cut:
     counted = pc.value_counts(flat)
     return _Cut("\n".join(lines) + "\n", pa.table({"text": text, "words": words}),
                 pa.table({"word": counted.field("values"), "n": counted.field("counts")}), len(flat),
-                pc.sum(pc.utf8_length(text)).as_py() or 0, pc.sum(pc.binary_length(text)).as_py() + len(texts))
+                pc.sum(pc.utf8_length(text)).as_py() or 0)
 
 
 def _chunks(rows: Iterator, max_rows: int) -> Iterator[list]:

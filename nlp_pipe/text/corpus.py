@@ -23,7 +23,7 @@ from .normalization import to_halfwidth
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Counts", "ReadOptions", "Row", "detect_encoding", "read_rows", "read_texts"]
+__all__ = ["BytesRead", "Counts", "ReadOptions", "Row", "detect_encoding", "read_rows", "read_texts"]
 _BAD = ("undecodable", "malformed", "invalid_unicode")
 _CHECK_EVERY = 10_000  # rows between two checks of the bad-row share while reading
 # what an undecodable line's error suggests: the stages reading corpora have both options; other callers
@@ -31,8 +31,20 @@ _CHECK_EVERY = 10_000  # rows between two checks of the bad-row share while read
 _DECODE_HINT = "fix the file, pass --encoding, or --on-decode-error skip"
 
 
+class BytesRead:
+    """The bytes of the files `read_rows` has read so far (pass it as `read`): what a progress bar over the
+    files' sizes should show, in their own encoding (their text re-encoded as UTF-8 overshot a GBK file's size
+    by half). Compressed files count their decompressed bytes."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def add(self, n: int) -> None:
+        self.n += n
+
+
 def read_rows(path: Path, opts: ReadOptions, counts: Counts, label: str | None = None,
-              decode_hint: str = _DECODE_HINT) -> Iterator[Row]:
+              decode_hint: str = _DECODE_HINT, read: BytesRead | None = None) -> Iterator[Row]:
     """Rows of one file; `label` (if given) labels every row, as for one-file-per-class corpora."""
     fmt = opts.format if opts.format != "auto" else _format_from_name(path)
     encoding = opts.encoding if opts.encoding != "auto" else detect_encoding(path)
@@ -43,7 +55,7 @@ def read_rows(path: Path, opts: ReadOptions, counts: Counts, label: str | None =
     if opts.encoding != "auto":
         check_forced(path, encoding)
     log.info("reading %s as %s (%s)", path, fmt, encoding)
-    lines = _decoded_lines(path, encoding, opts.on_decode_error, counts, decode_hint)
+    lines = _decoded_lines(path, encoding, opts.on_decode_error, counts, decode_hint, read or BytesRead())
     parsers: dict[str, Callable[..., Iterator[Row]]] = {"txt": txt_rows, "jsonl": jsonl_rows, "csv": table_rows, "tsv": table_rows}
     table = {"fmt": fmt} if fmt in ("csv", "tsv") else {}
     start_in, start_bad = counts.rows_in, counts.bad(_BAD)
@@ -82,12 +94,14 @@ def _format_from_name(path: Path) -> str:
     return {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv"}.get(ext, "txt")
 
 
-def _decoded_lines(path: Path, encoding: str, on_error: str, counts: Counts, hint: str) -> Iterator[tuple[int, str]]:
+def _decoded_lines(path: Path, encoding: str, on_error: str, counts: Counts, hint: str,
+                   read: BytesRead) -> Iterator[tuple[int, str]]:
     base = "utf-8" if encoding.lower().replace("_", "-") in ("utf-8-sig", "utf8-sig") else encoding
     utf8 = base.lower().replace("_", "-") in ("utf-8", "utf8")
     with open_binary(path) as fh:
         try:
             for number, (offset, raw) in enumerate(records(fh, skip_bom=utf8), start=1):
+                read.add(len(raw))
                 try:
                     text = raw.decode(base)
                 except UnicodeDecodeError as exc:
