@@ -76,11 +76,17 @@ def check_vocabulary(tokenizer: Any, model: Any, stage: str, checkpoint: Path) -
 def load_checked(cls: Any, checkpoint: Path, stage: str, role: str = "checkpoint") -> tuple[Any, Any]:
     """Tokenizer and `cls` model of `checkpoint`, in eval mode, once it is a model directory of a family `stage`
     takes and its tokenizer's every id has an embedding row (one-line errors otherwise)."""
-    require(checkpoint, stage)
-    families.require(checkpoint, stage, role)
-    tokenizer, model = load_tokenizer(checkpoint), load_model(cls, checkpoint).eval()
+    tokenizer = checked_tokenizer(checkpoint, stage, role)
+    model = load_model(cls, checkpoint).eval()
     check_vocabulary(tokenizer, model, stage, checkpoint)
     return tokenizer, model
+
+
+def checked_tokenizer(checkpoint: Path, stage: str, role: str = "checkpoint") -> Any:
+    """The tokenizer of `checkpoint` once it is a model directory (`require`) of a family `stage` takes."""
+    require(checkpoint, stage)
+    families.require(checkpoint, stage, role)
+    return load_tokenizer(checkpoint)
 
 
 def _first_line(exc: Exception) -> str:

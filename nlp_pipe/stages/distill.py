@@ -27,7 +27,7 @@ import datasets
 import numpy as np
 import torch
 
-from ..checkpoints import families, loading
+from ..checkpoints import loading
 from ..classifiers.decision import unfold_threshold
 from ..classifiers.labels import LabelInfo
 from ..classifiers.loaded import BertClassifier, is_classifier
@@ -125,7 +125,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
 def _general(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dict) -> Result:
     from transformers import AutoModel, BertModel
 
-    tokenizer = _tokenizer(inputs["teacher"][0])
+    tokenizer = loading.checked_tokenizer(inputs["teacher"][0], NAME, "teacher")
     teacher = loading.load_model(AutoModel, inputs["teacher"][0])  # its own family's encoder, not BERT weights by name
     loading.check_vocabulary(tokenizer, teacher, NAME, inputs["teacher"][0])
     counts = Counts()
@@ -165,7 +165,7 @@ def _task(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dic
     from transformers import BertForSequenceClassification
 
     teacher_dir = inputs["teacher"][0]
-    tokenizer = _tokenizer(teacher_dir)
+    tokenizer = loading.checked_tokenizer(teacher_dir, NAME, "teacher")
     teacher, teacher_meta, teacher_threshold = load_teacher(teacher_dir)
     loading.check_vocabulary(tokenizer, teacher, NAME, teacher_dir)
     first = lambda name: inputs[name][0] if inputs[name] else None  # noqa: E731
@@ -270,12 +270,6 @@ def _student_config(teacher_config: Any, config: Config) -> Any:
         log.info("student takes the teacher's %d attention heads (the shape had %d)", heads, shape.num_attention_heads)
         shape.num_attention_heads = heads
     return shape
-
-
-def _tokenizer(checkpoint: Path) -> Any:
-    loading.require(checkpoint, NAME)
-    families.require(checkpoint, NAME, "teacher")
-    return loading.load_tokenizer(checkpoint)
 
 
 def _teacher_labels(splits: Splits, teacher: Any) -> Splits:

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ..checkpoints import families, loading
+from ..checkpoints import loading
 from ..classifiers.loaded import BertClassifier, is_classifier
 from ..classifiers.outcome import Evaluation, finish_bert, fold_summary
 from ..core import artifacts
@@ -141,9 +141,7 @@ def _layer_decay(layers: int, decay: float):
 
 
 def _tokenizer(checkpoint: Path) -> Any:
-    loading.require(checkpoint, NAME)
-    families.require(checkpoint, NAME)
-    tokenizer = loading.load_tokenizer(checkpoint)
+    tokenizer = loading.checked_tokenizer(checkpoint, NAME)
     if tokenizer.pad_token_id is None:
         raise UserError(f"finetune: the tokenizer in {checkpoint} has no padding token")
     return tokenizer
