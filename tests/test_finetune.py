@@ -267,3 +267,19 @@ def test_stage_training_defaults_are_data_on_the_inherited_fields():
     with pytest.raises(TypeError, match="not TrainOptions fields"):
         stage_defaults({"learning_rate": 1.0})
     assert dataclasses.fields(TrainOptions)[base.index("lr")].default == 1e-4  # the base is untouched
+
+
+def test_a_saved_tokenizer_with_padding_and_truncation_on_encodes_real_tokens_only(tiny_bert, tmp_path):
+    """A finetune artifact's tokenizer.json keeps the padding and truncation transformers switched on while
+    predicting; the classifier inputs (finetune again, distill's teacher, extract) must still be each text's own
+    tokens, cut at the max_len asked for: they were padded to the longest text with [PAD] counted as real."""
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert))
+    texts = ["好", "这家酒店的服务很好，房间也很干净，下次还来", "一般般吧"]
+    expected = [tokenizer(t, truncation=True, max_length=12)["input_ids"] for t in texts]
+    tokenizer(texts, padding=True, truncation=True, max_length=6)  # as predicting did before the artifact was saved
+    saved = tmp_path / "tok"
+    tokenizer.save_pretrained(str(saved))
+    assert json.loads((saved / "tokenizer.json").read_text(encoding="utf-8"))["padding"] is not None  # the case at hand
+    reloaded = AutoTokenizer.from_pretrained(str(saved))
+    ids, cut = tokenize(reloaded, texts, 12)
+    assert ids == expected and cut == [False, True, False]

@@ -17,6 +17,7 @@ import torch
 
 from ..core.contract import Counts
 from ..core.errors import UserError
+from .token_stream import plain_backend
 
 UNK_NOTICE = 0.01  # a share of [UNK] tokens above this gets a notice: the vocabulary lacks the text's characters
 
@@ -67,20 +68,22 @@ def auto_max_len(lengths: np.ndarray, percentile: float, limit: int) -> int:
 
 def tokenize(tokenizer: Any, texts: Sequence[str], max_len: int) -> tuple[list[list[int]], list[bool]]:
     """Token ids of each text cut at max_len (specials included), and whether it was cut."""
-    return _cut(tokenizer, _pieces(tokenizer, texts), max_len)
+    backend = plain_backend(tokenizer)
+    return _cut(tokenizer, backend, _pieces(backend, texts), max_len)
 
 
-def _pieces(tokenizer: Any, texts: Sequence[str]) -> list[Any]:
+def _pieces(backend: Any, texts: Sequence[str]) -> list[Any]:
     """The tokenizers backend's encodings before special tokens and truncation: one pass gives the lengths that
-    choose max_len and, cut, the ids (what tokenizer(texts, truncation=True) does in two)."""
-    return tokenizer.backend_tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    choose max_len and, cut, the ids (what tokenizer(texts, truncation=True) does in two). `backend` is the
+    tokenizer's `plain_backend`: post_process would otherwise truncate and pad again as the saved file says."""
+    return backend.encode_batch(list(texts), add_special_tokens=False)
 
 
-def _cut(tokenizer: Any, pieces: list[Any], max_len: int) -> tuple[list[list[int]], list[bool]]:
+def _cut(tokenizer: Any, backend: Any, pieces: list[Any], max_len: int) -> tuple[list[list[int]], list[bool]]:
     """Cut each encoding to leave room for the special tokens, then add them with the tokenizer's own template
     (post_process), as its truncation does."""
     room = max(max_len - tokenizer.num_special_tokens_to_add(), 0)
-    backend, ids, cut = tokenizer.backend_tokenizer, [], []
+    ids, cut = [], []
     for piece in pieces:
         cut.append(len(piece) > room)
         piece.truncate(room)
@@ -98,10 +101,11 @@ def encode(ds: datasets.Dataset, tokenizer: Any, labels: list[str], max_len: int
         unseen = sorted(set(ds["label"]) - set(index))
         if unseen:
             raise UserError(f"label '{unseen[0]}' is not among the model's labels ({', '.join(labels)})")
-    pieces = _pieces(tokenizer, ds["text"])
+    backend = plain_backend(tokenizer)
+    pieces = _pieces(backend, ds["text"])
     if max_len is None:
         max_len = auto_max_len(np.array([len(p) for p in pieces]) + tokenizer.num_special_tokens_to_add(), percentile, limit)
-    ids, cut = _cut(tokenizer, pieces, max_len)
+    ids, cut = _cut(tokenizer, backend, pieces, max_len)
     columns: dict[str, list] = {"input_ids": ids, "length": [len(x) for x in ids]}
     if "label" in ds.column_names:
         columns["label"] = [index[v] for v in ds["label"]]

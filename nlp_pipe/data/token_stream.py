@@ -45,18 +45,27 @@ class Encoded:
     chars: np.ndarray
 
 
+def plain_backend(tokenizer: Any) -> Any:
+    """A copy of the tokenizer's Rust backend with truncation and padding off. A tokenizer.json saved after
+    transformers called the tokenizer with padding=True, truncation=True keeps both switched on (a finetune
+    artifact's did: BatchLongest padding, truncation at its max_seq_len), and its `encode_batch` then pads
+    every text to the longest and cuts it: [PAD] ids counted as real tokens."""
+    from tokenizers import Tokenizer
+
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    if not isinstance(backend, Tokenizer):
+        raise TypeError(f"{type(tokenizer).__name__} is not a fast tokenizer")
+    plain = Tokenizer.from_str(backend.to_str())
+    plain.no_truncation()
+    plain.no_padding()
+    return plain
+
+
 class TokenEncoder:
     """Encodes texts with the tokenizer's Rust backend (no truncation, no special tokens)."""
 
     def __init__(self, tokenizer: Any) -> None:
-        from tokenizers import Tokenizer
-
-        backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
-        if not isinstance(backend, Tokenizer):
-            raise TypeError(f"{type(tokenizer).__name__} is not a fast tokenizer")
-        self.backend = Tokenizer.from_str(backend.to_str())  # our own copy: truncation and padding off
-        self.backend.no_truncation()
-        self.backend.no_padding()
+        self.backend = plain_backend(tokenizer)
         self.per_character = _pads_ideographs(json.loads(self.backend.to_str()))
         self._checked = False
         self._table = np.full(_TABLE_SIZE, _UNKNOWN, dtype=np.int64)

@@ -50,7 +50,8 @@ from ..training.trainer import Trainer
 log = logging.getLogger(__name__)
 
 NAME = "distill"
-VERSION = 2  # 2: soft targets from the teacher's trained head (its folded threshold taken out)
+VERSION = 3  # 2: soft targets from the teacher's trained head (its folded threshold taken out); 3: the teacher's
+# tokenizer.json keeps padding and truncation on (saved by finetune): texts are encoded without them, no [PAD] as tokens
 DISTRIBUTED = True  # every process of `accelerate launch` trains; the main one writes the artifact
 # the intermediate-layer loss leaves the student's pooler and classifier without gradients: DDP must look for them
 INTERMEDIATE_UNUSED = True

@@ -34,7 +34,7 @@ from ..data.bert_inputs import coverage, encoding_of, tokenize
 from ..text.corpus import ReadOptions, read_texts
 
 NAME = "extract"
-VERSION = 1
+VERSION = 2  # 2: a tokenizer.json with padding and truncation on (a finetune artifact's) is encoded without them
 SHARDED = True  # the forward passes run across the processes of a launch
 OUTPUTS = (INDEX_JSONL,)
 

@@ -41,7 +41,8 @@ from ..training.options import EVAL_EACH_EPOCH, TrainOptions, run_identity, stag
 from ..training.trainer import Trainer
 
 NAME = "finetune"
-VERSION = 2  # 2: scikit-learn splits, pad to 8, every classifier's figures (unseen test, per class, baseline) from classifiers/outcome
+VERSION = 3  # 2: scikit-learn splits, pad to 8, every classifier's figures (unseen test, per class, baseline) from classifiers/outcome
+# 3: a checkpoint whose tokenizer.json kept padding and truncation on (a finetune artifact) is encoded without them
 DISTRIBUTED = True
 OUTPUTS = (CONFIG_JSON, WEIGHTS, LABELS_JSON, METRICS_JSON)
 _LAYER = re.compile(r"\.layer\.(\d+)\.")
