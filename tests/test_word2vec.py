@@ -166,6 +166,10 @@ def test_bad_configs_and_inputs_are_user_errors(seg, tmp_path):
     raw.write_text("这是一段没有分词的中文文本，它应该先经过分词才能训练词向量。\n" * 20, encoding="utf-8")
     with pytest.raises(UserError, match="does not look segmented"):
         build("word2vec", tmp_path / "x", {"corpus": raw}, **W2V)
+    gbk = tmp_path / "gbk.txt"  # segmented, but GBK: gensim's reader died on it with a UnicodeDecodeError traceback
+    gbk.write_bytes("这 是 一段 已经 分词 的 中文 文本 ， 用 空格 分开 。\n".encode("gbk") * 50)
+    with pytest.raises(UserError, match="is gb18030 text; gensim's corpus_file mode reads UTF-8"):
+        build("word2vec", tmp_path / "x", {"corpus": gbk}, **W2V)
     with pytest.raises(UserError, match="min-count"):
         build("word2vec", tmp_path / "x", {"corpus": seg}, **{**W2V, "min_count": 100_000})
 

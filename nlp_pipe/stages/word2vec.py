@@ -35,6 +35,7 @@ from ..core.config import SEED_MAX, option
 from ..core.contract import Counts, Input, Result
 from ..core.errors import UserError
 from ..core.files import EVAL_JSON, VECTORS_KV, VECTORS_TXT, corpus_txt
+from ..text.encoding import detect_encoding
 from ..text.segmenter import default_workers
 from ..vectors.store import ReportOptions, finish_artifact
 
@@ -133,6 +134,11 @@ def corpus_file(path: Path) -> Path:
     if file.suffix.lower() in (".gz", ".bz2", ".xz", ".zip"):
         raise UserError(f"word2vec: {file} is compressed; gensim's corpus_file mode reads plain text: decompress it first")
     if not path.is_dir():
+        encoding = detect_encoding(file)
+        if encoding not in ("utf-8", "utf-8-sig"):  # gensim's C reader takes bytes and decodes words as UTF-8
+            raise UserError(f"word2vec: {file} is {encoding} text; gensim's corpus_file mode reads UTF-8: segment it "
+                            f"(nlp-pipe segment --corpus {file} --out SEG, then --corpus SEG) or convert it "
+                            f"(iconv -f {encoding} -t UTF-8)")
         with open(file, "rb") as fh:  # a first look (64 KB) at a user's file: is it segmented at all?
             words = fh.read(_SNIFF_BYTES).decode("utf-8", errors="replace").split()
         if words and sum(map(len, words)) / len(words) > 12:
