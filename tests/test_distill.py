@@ -168,6 +168,19 @@ def test_augmented_data_of_another_corpus_is_refused(work, teacher, augmented, s
     assert result.code == 2 and "was not made from the train input" in result.err_lines[-1]
 
 
+def test_augmented_data_of_part_of_the_train_input_is_refused(work, teacher, augmented, tmp_path, fixtures):
+    """An augment of the first rows only (the train input grew since): the rows without copies would silently drop
+    out of training (351 of about 1,050 rows trained in a user's run, exit 0)."""
+    grown = tmp_path / "grown.tsv"
+    grown.write_text((fixtures / "reviews.tsv").read_text(encoding="utf-8") + "pos\t新加的一行评论，服务很好。\n" * 30,
+                     encoding="utf-8")
+    train = tmp_path / "seg_grown"
+    build("segment", train, {"corpus": [grown]}, workers=1)
+    result = run_cli("distill", "--mode", "task", "--teacher", teacher, "--train", train, "--augmented", augmented[0],
+                     "--out", tmp_path / "x")
+    assert result.code == 2 and "holds no copy of" in result.err_lines[-1], result.err
+
+
 def test_task_mode_needs_a_classifier_teacher(tiny_bert, seg_reviews, tmp_path):
     result = run_cli("distill", "--mode", "task", "--teacher", tiny_bert, "--train", seg_reviews, "--out", tmp_path / "x")
     assert result.code == 2 and "not a classifier" in result.err_lines[-1]

@@ -296,6 +296,11 @@ def _training_texts(splits: Splits, augmented: Path | None, train_artifact: Path
     if source.max(initial=-1) >= len(original) or any(
             table[int(i)]["text"] != original[int(source[i])]["text"] for i in first[:: max(1, len(first) // 50)]):
         raise UserError(f"distill: {augmented} was not made from the train input {train_artifact}; augment that artifact")
+    missing = np.setdiff1d(splits.train_rows, source)
+    if len(missing):  # an augment of part of the train input would silently leave the other rows out of training
+        raise UserError(f"distill: {augmented} holds no copy of {len(missing)} of the {len(splits.train_rows)} train rows "
+                        f"(first: row {int(missing[0])}); it was made from another artifact than the train input "
+                        f"{train_artifact}: augment that artifact")
     keep = np.flatnonzero(np.isin(source, splits.train_rows))
     return table.select(keep).select_columns(["text", "label"]), int(len(keep))
 
