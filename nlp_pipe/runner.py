@@ -236,6 +236,18 @@ def execute(p: Plan, force: bool = False) -> dict[str, Any]:
     return manifest
 
 
+def _newest_checkpoint(out: Path) -> int | None:
+    """The step of the newest training checkpoint a rerun of the stage building `out` resumes from, if any."""
+    final = artifacts.final_path(out)
+    works = list(final.parent.glob(f"{final.name}.*checkpoints"))
+    if not works:  # a stage that does not train: no need to import the trainer (torch)
+        return None
+    from .training.trainer import saved_steps
+
+    saved = [step for work in works for step in saved_steps(work)]
+    return int(max(saved, key=lambda path: path.stat().st_mtime).name.split("_")[1]) if saved else None
+
+
 def _execute_main(p: Plan, force: bool, launched: bool) -> dict[str, Any]:
     told = False  # whether the other ranks of a launch were told what to do
     try:
@@ -264,6 +276,8 @@ def _execute_main(p: Plan, force: bool, launched: bool) -> dict[str, Any]:
             _tell_ranks(launched, ("error", str(exc) or type(exc).__name__))
         if isinstance(exc, OSError):  # disk full, read-only or missing directory: the user's to fix, in one line
             raise UserError(_os_error(p, exc)) from exc
+        if isinstance(exc, process.Interrupted) and exc.step is None:  # after training (evaluating, reporting)
+            exc.checkpoint = _newest_checkpoint(p.out)
         raise
     # what we published must be there as listed: sizes and mtimes (hashing every file again would double the cost
     # of hashing a large artifact; a file whose mtime moved is hashed)

@@ -26,6 +26,7 @@ from typing import Any
 CSV_FIELD_LIMIT = 1 << 30  # real corpora have single fields far above csv's 128 KiB default
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _received: list[int] = []  # the signal that arrived, if any: what a launched rank then dies of is that signal
+_handling: list[bool] = []  # non-empty while signals_handled() is active (the CLI's run)
 
 
 class Interrupted(BaseException):
@@ -46,6 +47,9 @@ class Interrupted(BaseException):
 
     def line(self) -> str:
         name = signal.Signals(self.signum).name
+        if self.step is None and self.checkpoint:  # after training: evaluating, writing the report
+            return (f"interrupted ({name}) after training; nothing was published; rerun the same command to resume "
+                    f"from the checkpoint at step {self.checkpoint}")
         if self.step is None:
             return f"interrupted ({name}); nothing was published; rerun the same command to start again"
         if not self.checkpoint:
@@ -121,9 +125,11 @@ def signals_handled() -> Iterator[None]:
     sys.unraisablehook = lost
     for s in SIGNALS:
         signal.signal(s, first)
+    _handling.append(True)
     try:
         yield
     finally:
+        _handling.pop()
         for s, handler in before.items():
             signal.signal(s, handler)
         sys.unraisablehook = unraisable
@@ -135,7 +141,7 @@ def check_interrupted() -> None:
     set-up were lost so, and the run trained to the end, published and exited 0. Called where stopping is
     safe: each training step and before the runner publishes (not in cleanup, which runs after the exception
     did propagate)."""
-    if _received:
+    if _handling and _received:  # outside the CLI's run (a library call after it) no signal is ours to raise
         raise Interrupted(_received[0])
 
 

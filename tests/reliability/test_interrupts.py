@@ -139,3 +139,26 @@ def test_lost_interrupt_stops_training_at_the_next_step(tmp_path, seg_reviews):
             build("textcnn", tmp_path / "cnn", {"train": seg_reviews}, input="chars", steps=50, filters=4, baseline=False)
     assert caught.value.step == 0 and caught.value.checkpoint == 0
     assert not (tmp_path / "cnn").exists()
+
+
+def test_interrupt_after_training_names_the_checkpoint_a_rerun_resumes_from(tmp_path, seg_reviews, monkeypatch):
+    """Ctrl-C while a trained model is evaluated and reported (finetune's baseline fit, distill's comparison): the
+    line said "rerun the same command to start again" although the rerun resumed from the last checkpoint."""
+    from conftest import build
+    from nlp_pipe.core import process
+    from nlp_pipe.stages import textcnn
+
+    def interrupted(*args, **kwargs):
+        raise process.Interrupted(signal.SIGINT)
+
+    monkeypatch.setattr(textcnn, "finish", interrupted)
+    with pytest.raises(process.Interrupted) as caught:
+        build("textcnn", tmp_path / "cnn", {"train": seg_reviews}, input="chars", steps=12, save_every=5, filters=4, patience=0,
+              baseline=False)
+    assert caught.value.step is None and caught.value.checkpoint == 10
+    assert caught.value.line() == ("interrupted (SIGINT) after training; nothing was published; rerun the same command "
+                                   "to resume from the checkpoint at step 10")
+    monkeypatch.undo()
+    manifest = build("textcnn", tmp_path / "cnn", {"train": seg_reviews}, input="chars", steps=12, save_every=5, filters=4, patience=0,
+                     baseline=False)
+    assert manifest["metrics"]["resumed_from_step"] == 10
