@@ -198,3 +198,10 @@ def test_a_preset_student_takes_the_teachers_attention_heads():
     assert _student_config(base, Config(student_shape="tinybert4")).num_attention_heads == 12
     with pytest.raises(Exception, match="does not split"):
         _student_config(BertConfig(hidden_size=280, num_attention_heads=7), Config(student_shape="tinybert4"))
+
+
+def test_conflicting_student_options_are_refused(work, teacher, general, seg_reviews, tmp_path):
+    """--student has its own shape: a --student-shape beside it was silently ignored."""
+    result = run_cli("distill", "--mode", "task", "--teacher", teacher, "--train", seg_reviews, "--student", general[0],
+                     "--student-shape", "tinybert6", "--out", tmp_path / "x")
+    assert result.code == 2 and "Give one of them" in result.err_lines[-1], result.err

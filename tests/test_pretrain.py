@@ -129,8 +129,10 @@ def test_continued_pretraining_from_init_uses_its_tokenizer(tmp_path, bert_vocab
     first = tmp_path / "first"
     build("pretrain", first, {"corpus": corpus(seg_reviews), "tokenizer": bert_vocab}, **{**settings, "steps": 10})
     second = tmp_path / "second"
+    with pytest.raises(UserError, match="--init continues .* with its own shape"):  # was silently ignored
+        build("pretrain", second, {"corpus": [FIXTURES / "news.txt"], "init": first}, **{**settings, "steps": 10})
     manifest = build("pretrain", second, {"corpus": [FIXTURES / "news.txt"], "init": first},
-                     **{**settings, "steps": 10, "sentence_task": "none", "export_dataset": True})
+                     **{**settings, "model_config": "", "steps": 10, "sentence_task": "none", "export_dataset": True})
     assert manifest["metrics"]["steps"] == 10
     exported = datasets.load_from_disk(str(second / "dataset" / "train"))
     assert set(exported.column_names) == {"input_ids", "token_type_ids", "word_labels", "sentence_label"}

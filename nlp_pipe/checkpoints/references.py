@@ -69,8 +69,8 @@ def resolve(text: str) -> HubModel:
                                       allow_patterns=[*MODEL_FILES, *weight_files(repo_id, revision or None)]))
     except LocalEntryNotFoundError:
         where = "HF_HUB_OFFLINE is set" if offline() else "the Hub cannot be reached"
-        raise UserError(f"{text} is no local directory, and as a Hub id it is not in the local Hugging Face cache and {where}; "
-                        f"download it first: {fetch} (or fix the path)") from None
+        raise UserError(f"{text}: no such directory (check the path); read as a Hub model id, it is not in the local "
+                        f"Hugging Face cache and {where} (to use that model, download it first: {fetch})") from None
     except (RepositoryNotFoundError, GatedRepoError) as exc:
         raise UserError(f"{repo_id}: no such model on the Hub, or it needs a token ({type(exc).__name__}); check the id, "
                         "or log in with `hf auth login`") from None

@@ -71,6 +71,7 @@ INPUTS = {
 }
 
 
+STUDENT_SHAPE = "tinybert4"
 TRAINING = {"steps": 0, "epochs": 3.0, "save_every": 0}
 TRAINING_HELP = {"steps": "optimizer steps of each step (intermediate, prediction); 0 = from epochs",
                  "epochs": "passes over the data learning the intermediate layers (general mode: all of it; 0 = skip in task mode)",
@@ -81,8 +82,8 @@ TRAINING_HELP = {"steps": "optimizer steps of each step (intermediate, predictio
 @stage_defaults(TRAINING, TRAINING_HELP)
 class Config(ReadOptions, TrainOptions):
     mode: Literal["general", "task"] = option("task", "general: intermediate layers on unlabelled text; task: a fine-tuned teacher")
-    student_shape: str = option("tinybert4", "student preset (tinybert4: 4x312, tinybert6: 6x768) or a BertConfig JSON file; "
-                                              "ignored with --student", path=True)
+    student_shape: str = option(STUDENT_SHAPE, "student preset (tinybert4: 4x312, tinybert6: 6x768) or a BertConfig JSON file; "
+                                              "not with --student (which has its own)", path=True)
     mapping: tuple[int, ...] = option((), "teacher layer for each student layer (1-based); empty = uniform g(m) = m*N/M")
     projection: Literal["shared", "per_layer"] = option("shared",
                                                         "student -> teacher hidden projection: one for all layers (TinyBERT) or one each")
@@ -119,6 +120,9 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     for name in needed:
         if not inputs[name]:
             raise UserError(f"distill --mode {config.mode} needs --{name}")
+    if inputs["student"] and config.student_shape != STUDENT_SHAPE:
+        raise UserError(f"distill: --student {inputs['student'][0]} has its own shape; --student-shape {config.student_shape} "
+                        "shapes a new student. Give one of them")
     run_key = run_identity(config, inputs, also_ignore=("quantize", "speed_batch", "speed_seq_len"))  # report only
     return (_general if config.mode == "general" else _task)(config, inputs, out, run_key)
 
@@ -268,7 +272,8 @@ def _student_config(teacher_config: Any, config: Config) -> Any:
         if shape.hidden_size % heads:
             raise UserError(f"distill: the student's hidden size {shape.hidden_size} does not split into the teacher's "
                             f"{heads} attention heads; choose a student shape whose hidden size it divides")
-        log.info("student takes the teacher's %d attention heads (the shape had %d)", heads, shape.num_attention_heads)
+        log.warning("the student takes the teacher's %d attention heads (its shape had %d): attention scores are "
+                    "compared head by head", heads, shape.num_attention_heads)
         shape.num_attention_heads = heads
     return shape
 
