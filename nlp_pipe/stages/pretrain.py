@@ -167,8 +167,9 @@ def _tokenizer(inputs: dict[str, list[Path]]) -> tuple[Any, Path]:
 
 def _model(config: Config, inputs: dict[str, list[Path]], tokenizer: Any) -> Any:
     if inputs["init"]:
-        if config.model_config:
-            raise UserError(f"pretrain: --model-config shapes a model from scratch; --init continues {inputs['init'][0]} "
+        if config.model_config or config.size != Config.size:
+            option = "--model-config" if config.model_config else f"--size {config.size}"
+            raise UserError(f"pretrain: {option} shapes a model from scratch; --init continues {inputs['init'][0]} "
                             "with its own shape. Give one of them")
         families.require(inputs["init"][0], NAME, "init")
         model = bert.load(inputs["init"][0], config.sentence_task, config.attention)
