@@ -23,6 +23,7 @@ from transformers import (
 )
 
 from conftest import FIXTURES, build, lines, run_cli
+from nlp_pipe.core.errors import UserError
 from nlp_pipe.expansion.embedding_growth import grow, initial_rows, load_model
 from nlp_pipe.expansion.tokenizer_growth import WordPlanner, load_tokenizer
 from nlp_pipe.text.segmenter import Segmenter, SegmenterSpec
@@ -194,6 +195,10 @@ def test_existing_words_are_a_reported_no_op(tmp_path, mlm_dir):
     only_existing.write_text("的\n好\n", encoding="utf-8")
     manifest = build("expand", tmp_path / "noop", {"checkpoint": mlm_dir, "words": [only_existing]})
     assert manifest["metrics"]["vocab_size_after"] == 21128 and manifest["metrics"]["new_words"] == 0
+    empty = tmp_path / "empty.txt"  # a word list with no words is "no words to add", as no list is (it published a copy)
+    empty.write_text("\n", encoding="utf-8")
+    with pytest.raises(UserError, match="no words to add"):
+        build("expand", tmp_path / "none", {"checkpoint": mlm_dir, "words": [empty]})
     new = AutoModelForMaskedLM.from_pretrained(tmp_path / "noop")
     old = AutoModelForMaskedLM.from_pretrained(mlm_dir)
     assert all(torch.equal(a, b) for a, b in zip(new.state_dict().values(), old.state_dict().values()))

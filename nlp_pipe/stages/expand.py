@@ -72,6 +72,9 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     tokenizer = load_tokenizer(checkpoint)
     planner = WordPlanner(tokenizer)
     found = gather_words(config, inputs, planner)
+    if not (planner.new or planner.existing or planner.activated or planner.invalid):  # empty files, or nothing over min_freq
+        raise UserError("expand: no words to add: the --words files, corpus and phrases given hold no word "
+                        f"(corpus words need min_freq {config.min_freq}, {config.min_len}-{config.max_len} characters)")
     log.info("%d new words; %d already single tokens, %d in the vocab but never emitted, %d invalid",
              len(planner.new), len(planner.existing), len(planner.activated), len(planner.invalid))
     model = load_model(checkpoint)  # after the words: a bad word file fails before the slow load
