@@ -78,6 +78,10 @@ def test_custom_specials_and_forced_words(seg_reviews, tmp_path):
     assert tokens[-2:] == ["喵窝智投", "蓝鲸听书"]  # forced words after the counted ones, whatever their count
     assert tokens.count("房间") == 1 and tokens.count("[UNK]") == 1
     assert ["喵窝智投", "7"] in userdict and dict(freq)["喵窝智投"] == "7"
+    gbk = tmp_path / "gbk_words.txt"  # a GBK word list reads as a GBK corpus does (it was refused as "must be UTF-8")
+    gbk.write_bytes("喵窝智投 7\n蓝鲸听书\n".encode("gbk"))
+    build("vocab", tmp_path / "g", {"corpus": [seg_reviews], "words": [gbk]}, min_freq=3)
+    assert vocab_files(tmp_path / "g")[0][-2:] == ["喵窝智投", "蓝鲸听书"]
 
 
 def test_literal_special_token_in_the_corpus_is_not_duplicated(tmp_path):

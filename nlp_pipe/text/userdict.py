@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..core.errors import UserError
 from ..core.files import USERDICT_TXT
+from .encoding import detect_encoding
 
 _LINE = re.compile(r"^(.+?)( [0-9]+)?( [a-zA-Z]+)?$")  # jieba's own user-dict line grammar
 
@@ -25,12 +26,15 @@ def userdict_file(source: Path, stage: str) -> Path:
 
 
 def read_userdict(path: Path) -> list[tuple[str, int | None]]:
-    """Words (and optional frequencies) of a jieba user dictionary, in file order."""
+    """Words (and optional frequencies) of a jieba user dictionary or word list, in file order; UTF-8 or GBK
+    (detected as corpora are: the words are written back as UTF-8 wherever they go)."""
     entries = []
+    encoding = detect_encoding(path)
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        lines = path.read_bytes().decode(encoding).lstrip("\ufeff").splitlines()
     except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: a jieba user dictionary must be UTF-8 (byte {exc.start} is not)") from None
+        raise UserError(f"{path}: a word list must be UTF-8 or GBK text; read as {encoding}, byte {exc.start} is not "
+                        "valid") from None
     for line in lines:
         line = line.strip()
         match = _LINE.match(line) if line else None
