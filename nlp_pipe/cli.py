@@ -322,9 +322,10 @@ def _stage_command(name: str) -> click.Command:
     if positional:
         params.insert(0, click.Argument(["positional_input"], required=False, metavar=positional.upper()))
     for input_name, spec in module.INPUTS.items():
-        kind = "PATH..." if spec.multiple else "PATH"
-        params.append(click.Option([f"--{input_name.replace('_', '-')}", input_name], multiple=spec.multiple, metavar=kind,
-                                   help=f"{spec.help}{' (repeatable)' if spec.multiple else ''}{'' if spec.required else ' [optional]'}"))
+        flag = f"--{input_name.replace('_', '-')}"
+        again = f" (repeatable: {flag} A {flag} B)" if spec.multiple else ""
+        params.append(click.Option([flag, input_name], multiple=spec.multiple, metavar="PATH",
+                                   help=f"{spec.help}{again}{'' if spec.required else ' [optional]'}"))
     for f in configs.fields(module.Config):
         flag = f"--{f.name.replace('_', '-')}"
         default = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
@@ -461,6 +462,12 @@ def _main(argv: list[str] | None, verbose: bool) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:  # one line, like every other error (click's own is a usage block of three)
+        command = exc.ctx.command_path if exc.ctx is not None else "nlp-pipe"
+        hint = ("; give each path with its own option (--corpus A --corpus B)"
+                if "unexpected extra argument" in exc.format_message() else "")
+        _last_word(f"error: {exc.format_message().rstrip('.')}{hint}; see {command} --help")
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

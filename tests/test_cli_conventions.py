@@ -147,3 +147,13 @@ def test_the_progress_bar_counts_a_gbk_files_own_bytes(tmp_path):
     assert shown, done.stderr
     assert all(float(n) * (1000 if k else 1) <= float(t) * (1000 if tk else 1) for n, k, t, tk in shown), shown
     assert shown[-1][:2] == shown[-1][2:], shown  # and it ends at the total
+
+
+def test_usage_errors_are_one_line_with_exit_2(tmp_path):
+    """click's usage errors were a three-line block; `--corpus A B` now also says how to give several paths."""
+    (tmp_path / "a.txt").write_text("一行\n", encoding="utf-8")
+    done = cli("segment", "--corpus", tmp_path / "a.txt", tmp_path / "b.txt", "--out", tmp_path / "seg")
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr
+    assert "give each path with its own option" in done.stderr and "see nlp-pipe segment --help" in done.stderr
+    typo = cli("segmnt")
+    assert typo.returncode == 2 and typo.stderr.strip() == "error: No such command 'segmnt' (did you mean 'segment'?); see nlp-pipe --help"
