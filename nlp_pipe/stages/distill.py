@@ -272,8 +272,10 @@ def _student_config(teacher_config: Any, config: Config) -> Any:
         if shape.hidden_size % heads:
             raise UserError(f"distill: the student's hidden size {shape.hidden_size} does not split into the teacher's "
                             f"{heads} attention heads; choose a student shape whose hidden size it divides")
-        log.warning("the student takes the teacher's %d attention heads (its shape had %d): attention scores are "
-                    "compared head by head", heads, shape.num_attention_heads)
+        # a preset follows the teacher quietly; heads the user wrote in a shape file are worth a word on the terminal
+        log.log(logging.WARNING if config.student_shape.endswith(".json") else logging.INFO,
+                "the student takes the teacher's %d attention heads (its shape had %d): attention scores are "
+                "compared head by head", heads, shape.num_attention_heads)
         shape.num_attention_heads = heads
     return shape
 
