@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import build, fixture_lines, run_cli
+from conftest import FIXTURES, build, fixture_lines, run_cli
 from nlp_pipe import TextClassifier
 from nlp_pipe.classifiers.tfidf import TfidfOptions, fit
 from nlp_pipe.models.ngram import NgramConfig, features
@@ -85,3 +85,14 @@ def test_every_published_file_has_the_umasks_mode(tmp_path, seg_reviews):
         os.umask(old)
     modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (tmp_path / "clf").iterdir() if p.is_file()}
     assert set(modes.values()) == {"0o644"}, modes
+
+
+def test_rows_without_a_label_are_one_line(tmp_path):
+    """A labelled file segmented with an unlabelled one: the latter's rows have no label, which made the classifier
+    stages fail with a TypeError traceback (sorting None with str)."""
+    seg = tmp_path / "mixed"
+    plain = tmp_path / "plain.txt"
+    plain.write_text("没有标签的一行\n又一行\n", encoding="utf-8")
+    build("segment", seg, {"corpus": [FIXTURES / "reviews.tsv", plain]}, workers=1)
+    result = run_cli("baseline", "--train", seg, "--out", tmp_path / "clf")
+    assert result.code == 2 and "2 of 162 rows have no label (the first is row 160" in result.err, result.err

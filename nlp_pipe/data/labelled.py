@@ -37,6 +37,12 @@ def load_dataset(artifact: Path, role: str) -> datasets.Dataset:
     ds = segmented_dataset(artifact, role, keep_in_memory=True)
     if "label" not in ds.column_names:
         raise UserError(f"{role} data {artifact} has no labels; segment a file with a label column (or --label-per-file)")
+    missing = ds.data.column("label").null_count  # a freshly loaded dataset: no indices mapping over its table
+    if missing:  # labelled and unlabelled files segmented together: their rows have no label
+        first = next(i for i, v in enumerate(ds["label"]) if v is None)
+        raise UserError(f"{role} data {artifact}: {missing} of {len(ds)} rows have no label (the first is row {first}, "
+                        "from a file without a label column segmented with labelled ones); segment the labelled files "
+                        "on their own, or label every file with --label-per-file")
     return ds
 
 
