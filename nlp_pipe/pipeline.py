@@ -153,6 +153,9 @@ def _step(raw: Any, index: int, vars_: dict, earlier: list[Step], root: Path, pa
             raise UserError(f"{path}: stage '{name}': '{section}' must be a mapping")
     base = _folder(path)
     out = anchor(_substitute(raw["out"], vars_, outs, where), base) if raw.get("out") else root / name
+    twin = next((s for s in earlier if s.out.resolve() == out.resolve()), None)
+    if twin is not None:  # the later step would replace the earlier one's artifact under its readers' feet
+        raise UserError(f"{where}: stage '{name}' writes to {out}, as stage '{twin.name}' does; give each its own 'out'")
     stage = str(raw["stage"])
     return Step(name, stage, anchor_inputs(stage, inputs, base), anchor_config(stage, config, base), out, sorted(used))
 

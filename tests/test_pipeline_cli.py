@@ -177,6 +177,8 @@ BROKEN = [
     ("config: {{workers: 1}}", "config: {{workers: many}}", "workers must be a whole number, got 'many'"),
     ("threshold: 0.3", "threshold: 3", "threshold = 3.0 is outside -1..1"),
     ("stages:\n", "stagse:\n", "unknown key 'stagse'"),
+    # two steps writing one artifact: the later replaced the earlier's under its readers (vocab trained on dev rows)
+    ("config: {{min_freq:", "out: runs/phrases\n    config: {{min_freq:", "writes to"),
 ]
 
 
