@@ -81,12 +81,17 @@ class Pipeline:
     def plan_now(self, step: Step) -> runner.Plan:
         """Resolve a step against the artifacts on disk, right before running it."""
         by_name = {s.name: s for s in self.steps}
-        for up in step.upstream:
-            if manifests.read_manifest(by_name[up].out) is None:
-                raise UserError(
-                    f"stage '{step.name}' needs {by_name[up].out} from stage '{up}', which has not finished. "
-                    f"Run: nlp-pipe run {self.path} --only {up}"
-                )
+        needed, todo = set(), list(step.upstream)
+        while todo:  # every unfinished step this one depends on, directly or not
+            up = todo.pop()
+            if up not in needed and manifests.read_manifest(by_name[up].out) is None:
+                needed.add(up)
+                todo += by_name[up].upstream
+        if needed:
+            first = [s.name for s in self.steps if s.name in needed]
+            raise UserError(f"stage '{step.name}' needs stage(s) {', '.join(first)}, which have not finished; run: "
+                            f"nlp-pipe run {self.path} {' '.join(f'--only {n}' for n in first)} (with this command's "
+                            "--workdir, --var and --set)")
         return runner.plan(step.stage, step.config, step.inputs, step.out, where=self._where(step))
 
     def _where(self, step: Step) -> str:

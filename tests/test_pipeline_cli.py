@@ -154,8 +154,11 @@ def test_only_a_stage_whose_upstream_never_ran(tmp_path):
     result = run_cli("run", path, "--only", "phrases")
     assert result.code == 2
     assert result.err_lines == [
-        f"error: stage 'phrases' needs {workdir / 'segment'} from stage 'segment', which has not finished. "
-        f"Run: nlp-pipe run {path} --only segment"]
+        f"error: stage 'phrases' needs stage(s) segment, which have not finished; run: nlp-pipe run {path} --only segment "
+        "(with this command's --workdir, --var and --set)"]
+    deeper = run_cli("run", path, "--only", "vocab")  # every unfinished step upstream, not the nearest one only
+    assert deeper.code == 2 and "needs stage(s) segment, phrases, which" in deeper.err_lines[0]
+    assert "--only segment --only phrases" in deeper.err_lines[0]
 
 
 def test_var_override_and_workdir_option(tmp_path):
