@@ -217,6 +217,16 @@ def test_userdict_from_a_vocab_artifact(tmp_path, seg_reviews):
     assert manifest["segmenter"]["userdict_words"] == len(lines(vocab / "jieba_userdict.txt"))
 
 
+def test_a_userdict_line_that_jieba_would_read_as_a_spaced_word_is_a_warning(tmp_path, caplog):
+    """`石墨烯<TAB>5` or `石墨烯 5.5` are words with whitespace to jieba, never found in text: they went by silently."""
+    userdict = tmp_path / "words.txt"
+    userdict.write_text(f"{DOMAIN_WORD} 5\n石墨烯\t5\n蓝瘦香菇 5.5\n", encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        build("segment", tmp_path / "seg", {"corpus": [_domain_corpus(tmp_path)], "userdict": [userdict]}, workers=1)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "whitespace inside" in r.getMessage()]
+    assert len(warned) == 1 and "2 line(s)" in warned[0] and "line 2: '石墨烯\\t5'" in warned[0], warned
+
+
 def test_userdict_artifact_must_be_a_vocab(tmp_path, seg_news):
     with pytest.raises(UserError, match="must be a vocab or phrases or expand artifact"):
         build("segment", tmp_path / "seg", {"corpus": [_domain_corpus(tmp_path)], "userdict": [seg_news]}, workers=1)

@@ -67,8 +67,9 @@ class Config(ReadOptions):
     hmm: bool = option(True, "let jieba's HMM find words missing from its dictionary")
     mode: Literal["accurate", "search"] = option("accurate", "jieba accurate mode, or search mode (long words also cut into their parts)")
     userdict_freq: Literal["file", "multiply", "force"] = option(
-        "force", "user-dictionary frequency policy: the file's own counts, counts x userdict_multiplier, or force every word to stay "
-            "whole (jieba suggest_freq)")
+        "force", "user-dictionary frequency policy: the file's own counts, counts x userdict_multiplier, or each word's count "
+            "raised as jieba's suggest_freq does, so that the word itself is kept whole (a longer dictionary word around it, as "
+            "长江大桥 around 江大桥, can still win: use multiply for that)")
     userdict_multiplier: float = option(1000.0, "multiplier for userdict_freq=multiply", min=0.0)
     label_per_file: tuple[str, ...] = option((), "one label per corpus file, in order (for one-file-per-class corpora such as "
                                              "pos.txt/neg.txt)")

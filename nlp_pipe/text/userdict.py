@@ -6,6 +6,7 @@ read them from files or from those artifacts. This module is the one reader and 
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -14,6 +15,7 @@ from ..core.errors import UserError
 from ..core.files import USERDICT_TXT
 from .encoding import detect_encoding
 
+log = logging.getLogger(__name__)
 _LINE = re.compile(r"^(.+?)( [0-9]+)?( [a-zA-Z]+)?$")  # jieba's own user-dict line grammar
 
 
@@ -35,12 +37,19 @@ def read_userdict(path: Path) -> list[tuple[str, int | None]]:
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: a word list must be UTF-8 or GBK text; read as {encoding}, byte {exc.start} is not "
                         "valid") from None
-    for line in lines:
+    spaced = []  # (line number, word) of words holding whitespace: jieba reads them so, but never cuts one out
+    for number, line in enumerate(lines, start=1):
         line = line.strip()
         match = _LINE.match(line) if line else None
         if match:
             word, freq, _tag = match.groups()
             entries.append((word, int(freq) if freq else None))
+            if any(c.isspace() for c in word):
+                spaced.append((number, word))
+    if spaced:
+        log.warning("%s: %d line(s) give a word with whitespace inside (line %d: %r), which jieba reads as one word and "
+                    "never finds in text: a line is `word [count] [tag]`, one space apart, the count a whole number",
+                    path, len(spaced), *spaced[0])
     return entries
 
 
