@@ -19,7 +19,8 @@ class MetricsLog:
     def __init__(self, path: Path, enabled: bool, keep_until: int) -> None:
         self.path, self.enabled = path, enabled
         if enabled and path.exists():
-            kept = [r for r in self.records() if r.get("step", 0) <= keep_until]
+            # a fresh start (no checkpoint: keep_until 0) recomputes the step-0 evaluation too: keep nothing
+            kept = [r for r in self.records() if r.get("step", 0) <= keep_until] if keep_until else []
             path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept), encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:

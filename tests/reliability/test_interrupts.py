@@ -162,3 +162,19 @@ def test_interrupt_after_training_names_the_checkpoint_a_rerun_resumes_from(tmp_
     manifest = build("textcnn", tmp_path / "cnn", {"train": seg_reviews}, input="chars", steps=12, save_every=5, filters=4, patience=0,
                      baseline=False)
     assert manifest["metrics"]["resumed_from_step"] == 10
+
+
+def test_a_rerun_from_no_checkpoint_writes_the_step_0_evaluation_once(tmp_path):
+    """A run killed before its first checkpoint left metrics.jsonl with its step-0 evaluation; the rerun starts
+    afresh and wrote it again (44 lines against 43 in a user's finetune)."""
+    from nlp_pipe.training.records import MetricsLog
+
+    path = tmp_path / "metrics.jsonl"
+    first = MetricsLog(path, True, keep_until=0)
+    first.write({"split": "eval", "step": 0, "loss": 1.0})
+    first.write({"split": "train", "step": 5, "loss": 0.9})
+    again = MetricsLog(path, True, keep_until=0)  # the rerun: nothing to resume from
+    again.write({"split": "eval", "step": 0, "loss": 1.0})
+    assert [r["step"] for r in again.records()] == [0]
+    resumed = MetricsLog(path, True, keep_until=5)  # from a checkpoint at step 5: what came before it stays
+    assert [r["step"] for r in resumed.records()] == [0]
