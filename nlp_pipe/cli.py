@@ -142,8 +142,10 @@ def run(pipeline_file, variables, overrides, workdir, only, start, force) -> Non
 def status(pipeline_file, variables, overrides, workdir) -> None:
     """Say which stages of a pipeline would run, and why."""
     pipe = _load_pipeline(pipeline_file, variables, overrides, workdir)
-    rows = [(p.stage if s.name == p.stage else f"{s.name} ({p.stage})", "fresh" if p.fresh else "will run",
-             p.reason, p.out) for s, p in zip(pipe.steps, pipe.plans())]
+    # an artifact changed on disk since it was written is rebuilt only with --force (run refuses it without)
+    rows = [(p.stage if s.name == p.stage else f"{s.name} ({p.stage})",
+             "fresh" if p.fresh else "needs --force" if p.changed else "will run", p.reason, p.out)
+            for s, p in zip(pipe.steps, pipe.plans())]
     _table(["stage", "status", "reason", "artifact"], rows)
 
 

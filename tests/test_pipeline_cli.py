@@ -332,3 +332,13 @@ def test_installed_entry_points_exit_codes(tmp_path):
     done = subprocess.run([sys.executable, "-m", "nlp_pipe", "-v", "segment", "--corpus", str(tmp_path / "nope.txt"),
                            "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert done.returncode == 1 and "Traceback" in done.stderr and "UserError" in done.stderr  # --verbose shows it
+
+
+def test_status_says_a_changed_artifact_needs_force(tmp_path):
+    """`run` refuses an artifact changed on disk without --force; status said "will run" for it."""
+    path, workdir = write_pipeline(tmp_path)
+    assert run_cli("run", path, "--only", "segment").code == 0
+    with open(workdir / "segment" / "corpus.txt", "a", encoding="utf-8") as fh:
+        fh.write("篡改\n")
+    row = table(run_cli("status", path).out)["segment"]
+    assert row[0] == "needs --force" and row[1].startswith("changed on disk"), row
