@@ -164,6 +164,16 @@ def test_label_per_file(tmp_path):
         build("segment", tmp_path / "bad", {"corpus": [FIXTURES / "pos.txt", FIXTURES / "neg.txt"]}, label_per_file="x")
 
 
+
+def test_label_per_file_over_a_files_own_labels_is_a_warning(tmp_path, caplog):
+    """A file with its own label column labelled by --label-per-file: every row gets the given label, said once."""
+    with caplog.at_level("WARNING"):
+        build("segment", tmp_path / "seg", {"corpus": [FIXTURES / "reviews.tsv"]}, workers=1, label_per_file="z")
+    assert set(load(tmp_path / "seg")["label"]) == {"z"}
+    said = [r.getMessage() for r in caplog.records if "labels all its rows 'z'" in r.getMessage()]
+    assert len(said) == 1, said
+
+
 def test_row_accounting_over_several_files(tmp_path):
     out = tmp_path / "seg"
     files = [FIXTURES / n for n in ("crlf_blank.txt", "bad_utf8.txt", "gbk.txt", "reviews.csv")]

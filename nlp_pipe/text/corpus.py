@@ -59,10 +59,14 @@ def read_rows(path: Path, opts: ReadOptions, counts: Counts, label: str | None =
     parsers: dict[str, Callable[..., Iterator[Row]]] = {"txt": txt_rows, "jsonl": jsonl_rows, "csv": table_rows, "tsv": table_rows}
     table = {"fmt": fmt} if fmt in ("csv", "tsv") else {}
     start_in, start_bad = counts.rows_in, counts.bad(_BAD)
+    overridden = False
     for row in parsers[fmt](lines, path, opts, counts, **table):
         counts.rows_in += 1
         text = _clean(row.text, opts)
         row_label = label if label is not None else row.label
+        if label is not None and row.label is not None and not overridden:
+            overridden = True  # said once a file: the file's own labels are not used
+            log.warning("%s has a label column; --label-per-file labels all its rows '%s' instead", path, label)
         if text is None or (row_label is not None and _clean(row_label, opts) is None):  # a label too
             counts.drop("invalid_unicode", where=f"{path.name}:{row.line}")
         elif not text:
