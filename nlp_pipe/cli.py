@@ -133,6 +133,8 @@ def run(pipeline_file, variables, overrides, workdir, only, start, force) -> Non
         t0 = time.perf_counter()
         runner.execute(plan, force=force)
         rows.append((step.name, "ran", f"{time.perf_counter() - t0:.1f}s", plan.out))
+    if not distributed.is_main():  # under a launch the table is the main rank's
+        return
     _table(["stage", "status", "time", "artifact"], rows)
     click.echo(f"\nartifacts in {pipe.workdir}/ (nlp-pipe inspect DIR shows one)")
 
@@ -350,6 +352,8 @@ def _stage_command(name: str) -> click.Command:
             click.echo(f"{out} is fresh (same config and inputs); nothing to do. Use --force to rebuild.")
             return
         manifest = runner.execute(plan, force=force)
+        if not distributed.is_main():  # under a launch the main rank wrote it and says so, once
+            return
         click.echo(f"{name}: wrote {out} in {manifest['wall_time_s']} s")
         if manifest.get("counts"):
             c = manifest["counts"]
@@ -391,8 +395,8 @@ def _keep_examples(doc: str) -> str:
 
 
 def _say(text: str) -> None:
-    """A stage line on stderr (not with -q)."""
-    if not console.quiet():
+    """A stage line on stderr (not with -q; under a launch, the main rank's)."""
+    if not console.quiet() and distributed.is_main():
         click.echo(text, err=True)
 
 

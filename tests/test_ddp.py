@@ -57,9 +57,10 @@ def launch_command(*args: object) -> list[str]:
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 
 
-def launch2(*args: object) -> None:
+def launch2(*args: object) -> subprocess.CompletedProcess:
     done = run_launch(launch_command(*args), ENV, 300)
     assert done.returncode == 0, done.stderr[-4000:]
+    return done
 
 
 def cli_args(config: dict) -> list[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,8 +51,10 @@ def assert_segment_launch_matches_one_process(tmp_path: Path, launch: Callable[.
     corpus = [FIXTURES / "reviews.tsv", FIXTURES / "news.txt"]
     one, two = tmp_path / "one", tmp_path / "two"
     build("segment", one, {"corpus": corpus}, workers=1, chunk_rows=16)
-    launch("segment", "--corpus", corpus[0], "--corpus", corpus[1], "--out", two, "--workers", "1", "--chunk-rows", "16")
+    done = launch("segment", "--corpus", corpus[0], "--corpus", corpus[1], "--out", two, "--workers", "1", "--chunk-rows", "16")
     assert_same_artifact(one, two, metrics_skip=("workers",))
+    if isinstance(done, subprocess.CompletedProcess):  # the main rank says what was written, once (every rank did)
+        assert done.stdout.count(" wrote ") == 1 and done.stdout.count("rows: ") == 1, done.stdout
     assert not list(two.rglob(PARTS_DIR)) and not list(tmp_path.glob(".two*"))
 
 
