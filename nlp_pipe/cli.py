@@ -28,7 +28,7 @@ from .core import artifacts, console, distributed, process
 from .core import cache as cache_store
 from .core import config as configs
 from .core import manifest as manifests
-from .core.errors import UserError, did_you_mean
+from .core.errors import SaidByMainRank, UserError, did_you_mean
 
 log = logging.getLogger("nlp_pipe")
 
@@ -451,7 +451,8 @@ def _main(argv: list[str] | None, verbose: bool) -> None:
     except UserError as exc:
         if verbose or process.received():  # e.g. a launched rank told that the interrupted main rank stopped
             raise
-        _last_word(f"error: {exc}")
+        if not isinstance(exc, SaidByMainRank):
+            _last_word(f"error: {exc}")
         sys.exit(2)
     except MemoryError as exc:  # a size in the config beyond this machine: the user's to lower, in one line
         if verbose:

@@ -30,7 +30,7 @@ from .core import artifacts, distributed, process
 from .core import config as configs
 from .core import manifest as manifests
 from .core.contract import Input, Result
-from .core.errors import UserError, did_you_mean
+from .core.errors import SaidByMainRank, UserError, did_you_mean
 
 log = logging.getLogger(__name__)  # its INFO lines (stage finished, fresh) are what the terminal shows
 config_log = logging.getLogger(f"{__name__}.config")  # the resolved config: stage.log, not the terminal
@@ -226,6 +226,7 @@ def execute(p: Plan, force: bool = False) -> dict[str, Any]:
     launched = distributed.world_size() > 1
     if launched and not _across_ranks(module):
         # every rank refuses, the main one too, before the lock: no rank builds (or publishes) it alone
+        # every rank says it: the first to stop makes torchrun end the others, perhaps before they could
         raise UserError(f"stage '{p.stage}' runs in one process; run it without accelerate launch / torchrun")
     if distributed.rank() > 0:
         manifest = _execute_secondary(p, getattr(module, "SHARDED", False))
@@ -316,7 +317,7 @@ def _execute_secondary(p: Plan, sharded: bool) -> dict[str, Any]:
     checkpoints."""
     what, where = distributed.broadcast(None)
     if what == "error":
-        raise UserError(f"{p.stage}: the main process stopped ({where}); nothing was published")
+        raise SaidByMainRank(f"{p.stage}: the main process stopped ({where}); nothing was published")
     if what == "fresh":
         return manifests.read_manifest(p.out) or {}
     out = Path(str(where)) if sharded else p.out.parent / f".{p.out.name}.tmp-rank{distributed.rank()}"

@@ -118,8 +118,7 @@ def test_refused_out_ends_every_rank(tmp_path, tiny_bert, seg_reviews):
     done, seconds = launch(tmp_path, *finetune_args(tiny_bert, seg_reviews, out))
     assert done.returncode != 0
     refusals = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
-    assert any("is not an nlp-pipe artifact" in line for line in refusals), done.stderr[-3000:]
-    assert all("is not an nlp-pipe artifact" in line or "the main process stopped" in line for line in refusals), refusals
+    assert len(refusals) == 1 and "is not an nlp-pipe artifact" in refusals[0], done.stderr[-3000:]  # the main rank's, once
     assert "training" not in done.stderr  # no rank started to train
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     print(f"refused --out: the launch ended in {seconds:.1f} s")
