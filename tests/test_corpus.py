@@ -127,6 +127,13 @@ def test_short_gbk_files_are_not_taken_for_korean_or_utf8(tmp_path, text):
     assert [r.text for r in rows] == text.split("\n")
 
 
+def test_a_short_utf8_file_with_one_bad_byte_is_damaged_utf8(tmp_path):
+    """"好吃" then a line of one bad byte was guessed cp1251 and read as "еҐЅеђѓ": it is UTF-8 with a bad line."""
+    path = tmp_path / "short.txt"
+    path.write_bytes("好吃\n".encode() + b"\xff\n")
+    assert detect_encoding(path) == "utf-8"
+
+
 def test_explicit_encoding_overrides_detection(tmp_path):
     path = tmp_path / "big5.txt"
     path.write_bytes("這家飯店的服務很好。\n".encode("big5"))

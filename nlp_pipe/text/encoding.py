@@ -78,7 +78,7 @@ def detect_encoding(path: Path) -> str:
         return "utf-8"
     if _reads_as_common_gb(sample):  # before the looser rule below: a short GB text can hold a few valid UTF-8 pairs
         return "gb18030"
-    if bad <= 4 and multibyte > 2 * bad:
+    if bad <= 4 and multibyte >= 2 * bad:  # "好吃\n\xff": damaged UTF-8 (charset-normalizer said cp1251)
         return "utf-8"
     if b"\x00" in sample:  # not UTF-8 and NUL bytes: no text encoding this reader supports
         raise UserError(f"{path} holds NUL bytes and is not UTF-8: a binary file, not text (UTF-16 text needs converting "
