@@ -14,6 +14,7 @@ import pytest
 from conftest import build, run_cli
 from nlp_pipe import TextClassifier
 from nlp_pipe.classifiers.exported import load_export
+from nlp_pipe.core.errors import UserError
 
 # texts none of the fixtures hold: the export must agree on text it was not checked on
 UNSEEN = ["物流很快，包装也结实，下次还来", "客服态度恶劣，再也不买了", "ＡＢＣ牌子的耳机音质一般般", "还行吧", "差",
@@ -62,6 +63,8 @@ def test_export_gives_the_artifacts_labels_on_unseen_texts(classifiers, tmp_path
     assert np.abs(fp32.predict(UNSEEN) - expected).max() <= 1e-4
     served = TextClassifier.load(out)  # the int8 graph where one was made
     assert np.abs(served.predict(UNSEEN) - expected).max() < (0.05 if quantize == "int8" else 1e-6)
+    if kind == "finetune":  # int8 BERT: a text's probabilities do not depend on the texts batched with it
+        assert np.array_equal(served.predict(UNSEEN, batch_size=1), served.predict(UNSEEN))
     info = json.loads((out / "export.json").read_text(encoding="utf-8"))
     assert info["model"] == ("model_int8.onnx" if quantize == "int8" else None)
     if kind != "finetune":  # word-level models ship their cut: spec, jieba dictionary and user dictionary, hashed
@@ -85,6 +88,20 @@ def test_an_export_runs_where_torch_and_transformers_cannot_be_imported(classifi
     proc = subprocess.run([sys.executable, "-c", BLOCK_TORCH, "predict", str(classifiers["baseline"]), "--text", "好"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0  # the baseline artifact itself never needed torch either
+    for kind in ("finetune", "textcnn"):  # a PyTorch artifact there: one line saying to export it, not a traceback
+        proc = subprocess.run([sys.executable, "-c", BLOCK_TORCH, "predict", str(classifiers[kind]), "--text", "好"],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and "is a PyTorch artifact" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_predict_refuses_a_lone_surrogate_and_flags_that_do_not_apply(classifiers):
+    """Bytes that were not UTF-8 on the command line reach Python as lone surrogates: a tokenizer's TypeError
+    traceback before; `--compile` on a baseline was silently ignored."""
+    for kind in ("finetune", "baseline"):
+        with pytest.raises(UserError, match="text 2 holds characters that are not valid Unicode"):
+            TextClassifier.load(classifiers[kind]).predict(["好", "\udcff好"])
+    result = run_cli("predict", classifiers["baseline"], "--compile", "--text", "好")
+    assert result.code == 2 and "apply to BERT classifiers" in result.err, result.err
 
 
 def test_export_refuses_what_it_cannot_export_in_one_line(classifiers, seg_reviews, tmp_path):

@@ -105,8 +105,15 @@ class OnnxBertClassifier(TextClassifier):
         self.tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_JSON))
         self.tokenizer.enable_truncation(int(info["max_len"]))
         self.tokenizer.enable_padding(pad_id=int(info["pad_id"]), pad_token=str(info["pad_token"]))
+        # int8 (onnxruntime's dynamic quantisation) scales each activation by the range of the whole batch, so a
+        # text's probabilities depended on the texts beside it (24 of 200 labels of a weak student moved between
+        # batches of 64 and 4, and served records differed from `predict --json`'s): one text a call, which ran a
+        # TinyBERT-4 in the same CPU time a text as 4 a call (2.61 vs 2.67 ms, docs/performance.md)
+        self.one_by_one = model_file == MODEL_INT8_ONNX
 
     def _probs(self, texts: list[str]) -> np.ndarray:
+        if self.one_by_one and len(texts) > 1:
+            return np.concatenate([self._probs([text]) for text in texts])
         encodings = self.tokenizer.encode_batch_fast(texts)  # no character offsets: 0.6x the time of encode_batch
         arrays = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings],
                   "token_type_ids": [e.type_ids for e in encodings]}

@@ -15,6 +15,7 @@ never imports it. Nothing here imports training code.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from ..core.files import CHARS_TXT, CONFIG_JSON, INT8_FILE, NGRAMS_TXT, VOCAB_TX
 from ..data.ngram_bag import NgramIndex
 from ..data.word_ids import TextEncoder, stream_batch
 from ..models.ngram import NgramModel
+from ..text.encoding import encodes
 from ..text.normalization import to_halfwidth
 from ..text.segmenter import Segmenter, SegmenterSpec
 from .labels import LabelInfo
@@ -78,8 +80,8 @@ class TextClassifier:
                                 "--compile applies to BERT classifiers (a TextCNN is a few convolutions)"))
             return TextCNNClassifier(directory)
         if config.get("model_type") == "ngram-lr":
-            if int8:
-                raise UserError(f"{directory} is a TF-IDF + LR baseline; int8 models come from distill --quantize int8")
+            if int8 or compile:
+                raise UserError(f"{directory} is a TF-IDF + LR baseline (numpy): --int8 and --compile apply to BERT classifiers")
             return NgramClassifier(directory)
         if is_classifier(config.get("architectures")):
             return BertClassifier.from_dir(directory, int8, compile)
@@ -92,6 +94,10 @@ class TextClassifier:
             raise TypeError("predict takes a list of texts, not one string")
         if batch_size < 1:  # range() would step backwards (every probability 0) or fail
             raise UserError(f"predict: batch size must be at least 1 (got {batch_size})")
+        unencodable = next((i for i, t in enumerate(texts) if not t.isprintable() and not encodes(t, "utf-8")), None)
+        if unencodable is not None:  # a lone surrogate (bytes that were not UTF-8 on a command line): no tokenizer takes it
+            raise UserError(f"predict: text {unencodable + 1} holds characters that are not valid Unicode text (a lone "
+                            "surrogate, e.g. bytes that were not UTF-8); fix its encoding")
         if self.halfwidth:
             texts = [to_halfwidth(t) for t in texts]
         probs = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
@@ -116,11 +122,23 @@ class TextClassifier:
         raise NotImplementedError
 
 
+def _require(directory: Path, *packages: str) -> None:
+    """A PyTorch artifact needs torch (a BERT one transformers too); the [serve] extra alone runs exports only."""
+    try:
+        for package in packages:
+            importlib.import_module(package)
+    except ImportError:
+        raise UserError(f"{directory} is a PyTorch artifact and this install cannot import {' and '.join(packages)}: "
+                        f"export it (nlp-pipe export {directory} --out DIR) and use the export, or install "
+                        f"{'them' if len(packages) > 1 else 'it'}") from None
+
+
 class TextCNNClassifier(TextClassifier):
     """A textcnn artifact: its segmenter.json cuts the text as in training, its vocab.txt indexes the words
     (chars.txt the characters of a char stream, ngrams.txt the n-grams of an n-gram bag)."""
 
     def __init__(self, directory: Path) -> None:
+        _require(directory, "torch")
         from ..models.textcnn import TextCNN
 
         meta = LabelInfo.load(directory)
@@ -178,6 +196,7 @@ class BertClassifier(TextClassifier):
 
     @classmethod
     def from_dir(cls, directory: Path, int8: bool = False, compile: bool = False) -> BertClassifier:
+        _require(directory, "torch", "transformers")
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -185,7 +204,8 @@ class BertClassifier(TextClassifier):
 
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
         if int8 and not (directory / INT8_FILE).exists():
-            raise UserError(f"{directory} has no {INT8_FILE}; distill with --quantize int8 makes one")
+            raise UserError(f"{directory} has no {INT8_FILE} (distill --quantize int8 writes one); for an int8 model of "
+                            f"this classifier, export it: nlp-pipe export {directory} --out DIR --quantize int8")
         model: Any = load_int8(directory) if int8 else AutoModelForSequenceClassification.from_pretrained(str(directory))
         meta = LabelInfo.find(directory)
         id2label = model.config.id2label
