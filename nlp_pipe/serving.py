@@ -76,8 +76,14 @@ class Limits:
 
     def check(self) -> None:
         for name, value in asdict(self).items():
-            if value < 0 or (value == 0 and name not in ("max_wait_ms", "batch_size", "workers")):  # 0: the default
-                raise UserError(f"serve: --{name.replace('_', '-')} must be positive (got {value})")
+            defaulted = name in ("max_wait_ms", "batch_size", "workers")  # 0 there: the default
+            if value < 0 or (value == 0 and not defaulted):
+                raise UserError(f"serve: --{name.replace('_', '-')} must be {'0 (the default) or more' if defaulted else 'positive'} "
+                                f"(got {value})")
+        smallest = len(json.dumps({"texts": ["x"]}, separators=(",", ":")))
+        if self.max_body < smallest:  # no request at all could be answered
+            raise UserError(f"serve: --max-body {self.max_body} is below the smallest request ({smallest} bytes, "
+                            '{"texts":["x"]}); raise it')
         if self.max_queue < self.max_texts:  # a full-size request would be refused as overloaded however idle the server
             raise UserError(f"serve: --max-queue {self.max_queue} is below --max-texts {self.max_texts}, so a request of "
                             f"{self.max_texts} texts could never be answered; raise --max-queue or lower --max-texts")

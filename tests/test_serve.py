@@ -199,6 +199,7 @@ def never_serving(monkeypatch):
     (["--api-key", ""], {}, "error: serve: the API key is empty"),  # e.g. --api-key "$UNSET": not a server without a key
     ([], {"NLP_PIPE_API_KEY": ""}, "error: serve: the API key is empty"),
     (["--max-queue", "4"], {}, "error: serve: --max-queue 4 is below --max-texts 64"),  # 64 texts would always get 503
+    (["--max-body", "10"], {}, "error: serve: --max-body 10 is below the smallest request"),  # nothing could be answered
     (["--host", "203.0.113.7"], {}, "error: serve: cannot listen on --host 203.0.113.7"),  # TEST-NET: no machine's address
 ])
 def test_serve_refuses_a_start_it_cannot_serve_with_one_line(export, never_serving, options, env, reason):
