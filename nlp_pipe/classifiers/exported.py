@@ -107,8 +107,9 @@ class OnnxBertClassifier(TextClassifier):
         self.tokenizer.enable_padding(pad_id=int(info["pad_id"]), pad_token=str(info["pad_token"]))
         # int8 (onnxruntime's dynamic quantisation) scales each activation by the range of the whole batch, so a
         # text's probabilities depended on the texts beside it (24 of 200 labels of a weak student moved between
-        # batches of 64 and 4, and served records differed from `predict --json`'s): one text a call, which ran a
-        # TinyBERT-4 in the same CPU time a text as 4 a call (2.61 vs 2.67 ms, docs/performance.md)
+        # batches of 64 and 4, and served records differed from `predict --json`'s): one text a call. It costs
+        # speed: 0.93x the texts per CPU second of 4 a call for a TinyBERT-4 at max_len 128, 0.79x at max_len 64
+        # (docs/performance.md, Serving); the same text always gets the same answer is worth it for a deployed model
         self.one_by_one = model_file == MODEL_INT8_ONNX
 
     def _probs(self, texts: list[str]) -> np.ndarray:
