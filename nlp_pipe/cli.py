@@ -275,12 +275,13 @@ def predict(model_dir: str, texts: tuple[str, ...], file: str | None, encoding: 
 @click.option("--max-wait-ms", default=2.0, show_default=True, help="How long a text waits for others to share its batch.")
 @click.option("--workers", default=0, show_default=True,
               help="Model calls at once, each on cores / workers threads; 0 = one per core (throughput), 1 = lowest latency.")
+@click.option("--body-timeout", default=10.0, show_default=True, help="Seconds a request body may take to arrive; then 408.")
 def serve(model_dir: str, host: str, port: int, api_key: str | None, max_texts: int, max_chars: int, max_body: int,
-          max_queue: int, batch_size: int, gather: int, max_wait_ms: float, workers: int) -> None:
+          max_queue: int, batch_size: int, gather: int, max_wait_ms: float, workers: int, body_timeout: float) -> None:
     """Serve a classifier (an export or a classifier artifact) over HTTP: POST /predict, GET /health, GET /metadata."""
     from . import serving
 
-    limits = serving.Limits(max_texts, max_chars, max_body, max_queue, batch_size, gather, max_wait_ms, workers)
+    limits = serving.Limits(max_texts, max_chars, max_body, max_queue, batch_size, gather, max_wait_ms, workers, body_timeout)
     serving.serve(model_dir, host, port, limits, api_key)
 
 

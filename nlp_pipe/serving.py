@@ -73,6 +73,8 @@ class Limits:
     gather: int = 64  # texts gathered from the queue before they are sorted and classified
     max_wait_ms: float = 2.0  # how long the first text of a batch waits for others to join it
     workers: int = 0  # model calls at once, each on cores / workers threads (0: one per core)
+    body_timeout_s: float = 10.0  # a body not complete by then gets 408 (a stalled client held its connection, and a
+    # SIGTERM waited uvicorn's 30 s for it, then printed a cancellation traceback); --body-timeout
 
     def check(self) -> None:
         for name, value in asdict(self).items():
@@ -243,11 +245,19 @@ def create_app(directory: Path, clf: TextClassifier, limits: Limits, api_key: st
         if declared is not None and (not declared.isdigit() or int(declared) > limits.max_body):
             raise Refused(413, f"body over the limit of {limits.max_body} bytes" if declared.isdigit() else "bad Content-Length")
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limits.max_body:
-                raise Refused(413, f"body over the limit of {limits.max_body} bytes")
-            chunks.append(chunk)
+
+        async def read() -> None:
+            nonlocal size
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limits.max_body:
+                    raise Refused(413, f"body over the limit of {limits.max_body} bytes")
+                chunks.append(chunk)
+
+        try:
+            await asyncio.wait_for(read(), limits.body_timeout_s)
+        except asyncio.TimeoutError:
+            raise Refused(408, f"the body did not arrive within {limits.body_timeout_s:g} s") from None
         return b"".join(chunks)
 
     async def predict(request: Request) -> JSONResponse:

@@ -90,7 +90,7 @@ def test_metadata_states_model_labels_versions_hashes_and_limits(server):
     meta = httpx.get(server.url + "/metadata", headers=AUTH, timeout=10).json()
     assert meta["labels"] == ["neg", "pos"] and meta["model"]["kind"] == "textcnn" and meta["model"]["file"] == "model_int8.onnx"
     assert meta["limits"] == {"max_texts": 8, "max_chars": 50, "max_body": 4096, "max_queue": 8, "batch_size": 64, "gather": 64,
-                              "max_wait_ms": 100.0, "workers": 2}
+                              "max_wait_ms": 100.0, "workers": 2, "body_timeout_s": 10.0}
     assert len(meta["hashes"]["model_int8.onnx"]) == 64 and meta["versions"]["onnxruntime"]
     assert str(Path.cwd()) not in json.dumps(meta, ensure_ascii=False)  # no server path leaks
 
@@ -162,6 +162,27 @@ def test_overload_gets_503_and_the_server_keeps_serving(server):
     after = httpx.post(server.url + "/predict", json={"texts": UNSEEN[:4]}, headers=AUTH, timeout=30)
     assert after.status_code == 200 and len(after.json()["predictions"]) == 4
     assert httpx.get(server.url + "/health", timeout=10).json()["queued_texts"] == 0
+
+
+def test_a_body_that_never_arrives_gets_408_and_sigterm_does_not_wait_for_it(export):
+    """A client that sends its headers and part of the body, then nothing: it held its connection for good, and a
+    SIGTERM waited uvicorn's 30 s for it and printed a cancellation traceback."""
+    with local_server(export, "--body-timeout", "1") as running:
+        host, port = running.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as stalled:
+            stalled.sendall(b'POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n'
+                            b'Content-Length: 50\r\n\r\n{"texts"')
+            t0 = time.monotonic()
+            answer = stalled.recv(4096).decode("latin-1")
+            assert answer.startswith("HTTP/1.1 408") and time.monotonic() - t0 < 5, answer
+        with socket.create_connection((host, int(port)), timeout=10) as stalled:  # in flight when SIGTERM comes
+            stalled.sendall(b'POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{"te')
+            time.sleep(0.2)
+            running.process.send_signal(signal.SIGTERM)
+            t0 = time.monotonic()
+            code = running.process.wait(15)
+            assert stalled.recv(4096).decode("latin-1").startswith("HTTP/1.1 408")
+        assert code == 143 and time.monotonic() - t0 < 5 and "Traceback" not in running.log(), running.log()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
