@@ -194,7 +194,11 @@ def _cache_option(fn):
 
 
 def _cache_root(folder: str | None) -> Path:
-    return artifacts.cache_dir(Path("runs") / "any", folder or "")
+    root = artifacts.cache_dir(Path("runs") / "any", folder or "")
+    if folder and not Path(folder).is_dir():  # a mistyped --dir looked like an empty cache
+        raise UserError(f"cache: --dir {folder} is {'a file' if Path(folder).exists() else 'not a directory'}; "
+                        "give the cache folder (the `cache_dir` of your runs, or $" + artifacts.CACHE_ENV + ")")
+    return root
 
 
 @cache.command(name="ls")
@@ -209,7 +213,7 @@ def cache_ls(folder) -> None:
     _table(["kind", "key", "size", "built", "inputs"],
            [(e.kind, e.key if e.complete else f"{e.key} (unfinished)", f"{e.bytes / 1e6:,.1f} MB", e.built_for.get("built_at", "-"),
              ", ".join(e.built_for.get("inputs", [])) or "-") for e in found])
-    click.echo(f"\n{root}: {sum(e.bytes for e in found) / 1e6:,.1f} MB in {len(found)} entries")
+    click.echo(f"\n{root}: {sum(e.bytes for e in found) / 1e6:,.1f} MB in {len(found)} {'entry' if len(found) == 1 else 'entries'}")
 
 
 @cache.command(name="rm")
@@ -220,7 +224,8 @@ def cache_rm(keys, everything, folder) -> None:
     """Remove cache entries by key (or a key's first characters); a later run rebuilds what it needs."""
     root = _cache_root(folder)
     gone = cache_store.remove(root, list(keys), everything)
-    click.echo(f"removed {len(gone)} entries, {sum(e.bytes for e in gone) / 1e6:,.1f} MB, from {root}")
+    click.echo(f"removed {len(gone)} {'entry' if len(gone) == 1 else 'entries'}, {sum(e.bytes for e in gone) / 1e6:,.1f} MB, "
+               f"from {root}")
 
 
 @cli.command(name="stages")

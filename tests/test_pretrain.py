@@ -218,11 +218,13 @@ def test_two_outs_share_one_cache_build_and_cache_ls_rm_free_it(tmp_path, bert_v
     listed = run_cli("cache", "ls", "--dir", root)
     assert listed.code == 0 and entry.name in listed.out and "news.txt" in listed.out and " MB" in listed.out
     removed = run_cli("cache", "rm", entry.name[:6], "--dir", root)
-    assert removed.code == 0 and not entry.exists() and "removed 1 entries" in removed.out
+    assert removed.code == 0 and not entry.exists() and "removed 1 entry," in removed.out
     (root / "pretraining" / f".{entry.name}.tmp-4242").mkdir()  # a SIGKILLed build's leftovers
     assert "(unfinished)" in run_cli("cache", "ls", "--dir", root).out
     assert run_cli("cache", "rm", "--all", "--dir", root).code == 0 and not any((root / "pretraining").iterdir())
     assert run_cli("cache", "rm", "--dir", root).code == 2  # neither keys nor --all: a one-line error
+    mistyped = run_cli("cache", "ls", "--dir", root / "nope")  # looked like an empty cache
+    assert mistyped.code == 2 and "is not a directory" in mistyped.err_lines[0]
 
 
 def test_raw_text_masks_with_the_init_artifacts_user_dictionary(tmp_path, bert_vocab):

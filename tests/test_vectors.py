@@ -87,6 +87,10 @@ def test_compressed_files_read_like_plain(tmp_path, structured):
     for name in ("v.txt.bz2", "v.txt.gz"):
         kv = load_keyed_vectors(tmp_path / name)
         assert kv.index_to_key == structured.index_to_key and np.array_equal(kv.vectors, structured.vectors)
+    for name in ("bad.txt.bz2", "bad.txt.gz"):  # corrupt compressed data: one line, not bz2's / gzip's traceback
+        (tmp_path / name).write_bytes(b"notcompressed")
+        with pytest.raises(UserError, match="reading failed .*is the file complete and readable"):
+            load_keyed_vectors(tmp_path / name)
 
 
 @pytest.mark.parametrize("text, where", [
@@ -201,6 +205,10 @@ def test_similarity_spearman_equals_gensim(tmp_path, structured):
     assert ours["spearman"] == pytest.approx(spearman.statistic, abs=1e-6)
     assert ours["pearson"] == pytest.approx(pearson.statistic, abs=1e-6)
     assert (ours["pairs"], ours["evaluated"], ours["oov_skipped"], ours["malformed_lines"]) == (41, 40, 1, 1)
+    bad = tmp_path / "bad.tsv"  # no pair at all: printed an empty table with exit 0
+    bad.write_text("a b notanumber\n酒店 服务\n", encoding="utf-8")
+    with pytest.raises(UserError, match="no `word word score` line"):
+        evaluate_similarity(structured, bad)
 
 
 # ---------------------------------------------------------------- embedding matrix

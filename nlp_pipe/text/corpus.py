@@ -17,7 +17,7 @@ from pathlib import Path
 from ..core.contract import Counts
 from ..core.errors import UserError
 from ..core.files import segmented_dataset
-from .encoding import check_forced, detect_encoding, open_binary, records
+from .encoding import check_forced, detect_encoding, reading, records
 from .formats import ReadOptions, Row, jsonl_rows, table_rows, txt_rows
 from .normalization import to_halfwidth
 
@@ -102,24 +102,21 @@ def _decoded_lines(path: Path, encoding: str, on_error: str, counts: Counts, hin
                    read: BytesRead) -> Iterator[tuple[int, str]]:
     base = "utf-8" if encoding.lower().replace("_", "-") in ("utf-8-sig", "utf8-sig") else encoding
     utf8 = base.lower().replace("_", "-") in ("utf-8", "utf8")
-    with open_binary(path) as fh:
-        try:
-            for number, (offset, raw) in enumerate(records(fh, skip_bom=utf8), start=1):
-                read.add(len(raw))
-                try:
-                    text = raw.decode(base)
-                except UnicodeDecodeError as exc:
-                    if on_error == "stop":
-                        raise UserError(
-                            f"{path}: line {number}, byte offset {offset + exc.start}: cannot decode as {encoding} "
-                            f"({raw[exc.start:exc.start + 4]!r}); {hint}"
-                        ) from None
-                    counts.rows_in += 1
-                    counts.drop("undecodable", where=f"{path.name}:{number}")
-                    continue
-                yield number, text.rstrip("\r").lstrip("\ufeff")
-        except (EOFError, OSError) as exc:  # a truncated .gz/.bz2, a read error
-            raise UserError(f"{path}: reading failed ({exc}); is the file complete and readable?") from None
+    with reading(path) as fh:  # a truncated .gz/.bz2, a read error: one line
+        for number, (offset, raw) in enumerate(records(fh, skip_bom=utf8), start=1):
+            read.add(len(raw))
+            try:
+                text = raw.decode(base)
+            except UnicodeDecodeError as exc:
+                if on_error == "stop":
+                    raise UserError(
+                        f"{path}: line {number}, byte offset {offset + exc.start}: cannot decode as {encoding} "
+                        f"({raw[exc.start:exc.start + 4]!r}); {hint}"
+                    ) from None
+                counts.rows_in += 1
+                counts.drop("undecodable", where=f"{path.name}:{number}")
+                continue
+            yield number, text.rstrip("\r").lstrip("\ufeff")
 
 
 def _clean(text: str, opts: ReadOptions) -> str | None:

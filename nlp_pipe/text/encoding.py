@@ -13,6 +13,7 @@ import gzip
 import os
 import unicodedata
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, cast
 
@@ -37,6 +38,17 @@ def open_binary(path: Path) -> IO[bytes]:
         return open(path, "rb")
     except OSError as exc:
         raise UserError(f"{path}: cannot open ({exc.strerror})") from None
+
+
+@contextmanager
+def reading(path: Path) -> Iterator[IO[bytes]]:
+    """`open_binary(path)` for the block; a read that fails inside it (a truncated or corrupt .gz/.bz2, an I/O
+    error) is one line naming the file, not a traceback nor the runner's "free space? permissions?" hint."""
+    with open_binary(path) as fh:
+        try:
+            yield fh
+        except (EOFError, OSError) as exc:
+            raise UserError(f"{path}: reading failed ({exc}); is the file complete and readable?") from None
 
 
 def sample_of(path: Path) -> bytes:

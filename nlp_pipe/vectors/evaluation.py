@@ -14,6 +14,7 @@ vectorised with 3CosMul (median of 3 on the shared 2-core machine); the price of
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from gensim.models import KeyedVectors
 
 from ..core.errors import UserError
 from .word2vec_text import is_number
+
+log = logging.getLogger(__name__)
 
 RESTRICT_VOCAB = 300_000  # gensim's default for evaluate_word_analogies / evaluate_word_pairs
 METHODS = ("3cosadd", "3cosmul")
@@ -89,6 +92,11 @@ def evaluate_similarity(kv: KeyedVectors, path: str | Path, *, restrict_vocab: i
 
     vocab = _ok_vocab(kv, restrict_vocab, case_insensitive)
     pairs, malformed = _read_pairs(Path(path), case_insensitive)
+    if not pairs:  # an analogy file without questions stops too; this one printed an empty table, exit 0
+        raise UserError(f"{path}: no `word word score` line ({malformed} malformed); a similarity file holds one pair and "
+                        "its score a line")
+    if malformed:
+        log.warning("%s: %d malformed line(s) skipped (a line is `word word score`)", path, malformed)
     evaluated = sum(a in vocab and b in vocab for a, b, _ in pairs)
     spearman = pearson = None
     if evaluated > 2:

@@ -15,7 +15,7 @@ from gensim.models import KeyedVectors
 
 from ..core.contract import Counts
 from ..core.errors import UserError
-from ..text.encoding import open_binary
+from ..text.encoding import reading
 
 _BATCH_ROWS = 4096
 
@@ -31,7 +31,7 @@ def read_word2vec_text(path: str | Path, *, keep: Collection[str] | None = None,
     """
     path = Path(path)
     counts = counts if counts is not None else Counts()
-    with open_binary(path) as fh:
+    with reading(path) as fh:
         lines = _decoded(fh, path, on_decode_error, counts)
         n_rows, dim = _header(next(lines, (1, ""))[1], path)
         capacity = min(n_rows, limit or n_rows, len(keep) if keep is not None else n_rows)
