@@ -56,7 +56,7 @@ from .core import process
 from .core.errors import UserError
 from .core.manifest import read_manifest
 from .predict import records
-from .text.encoding import encodes
+from .text.encoding import unicode_text
 from .text.segmenter import default_workers
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ def parse_texts(body: bytes, limits: Limits) -> list[str]:
             raise Refused(422, f"texts[{i}] is not a string")
         if not text.strip():
             raise Refused(422, f"texts[{i}] is empty: a classifier needs text to classify")
-        if not text.isprintable() and not encodes(text, "utf-8"):  # a lone surrogate ("\ud800") no tokenizer can take
+        if not unicode_text(text):  # a lone surrogate ("\ud800") no tokenizer can take
             raise Refused(422, f"texts[{i}] is not valid Unicode (a lone surrogate)")
         if len(text) > limits.max_chars:
             raise Refused(413, f"texts[{i}] has {len(text)} characters, over the limit of {limits.max_chars}")

@@ -28,7 +28,7 @@ from ..core.files import CHARS_TXT, CONFIG_JSON, INT8_FILE, NGRAMS_TXT, VOCAB_TX
 from ..data.ngram_bag import NgramIndex
 from ..data.word_ids import TextEncoder, stream_batch
 from ..models.ngram import NgramModel
-from ..text.encoding import encodes
+from ..text.encoding import unicode_text
 from ..text.normalization import to_halfwidth
 from ..text.segmenter import Segmenter, SegmenterSpec
 from .labels import LabelInfo
@@ -94,7 +94,7 @@ class TextClassifier:
             raise TypeError("predict takes a list of texts, not one string")
         if batch_size < 1:  # range() would step backwards (every probability 0) or fail
             raise UserError(f"predict: batch size must be at least 1 (got {batch_size})")
-        unencodable = next((i for i, t in enumerate(texts) if not t.isprintable() and not encodes(t, "utf-8")), None)
+        unencodable = next((i for i, t in enumerate(texts) if not unicode_text(t)), None)
         if unencodable is not None:  # a lone surrogate (bytes that were not UTF-8 on a command line): no tokenizer takes it
             raise UserError(f"predict: text {unencodable + 1} holds characters that are not valid Unicode text (a lone "
                             "surrogate, e.g. bytes that were not UTF-8); fix its encoding")

@@ -170,6 +170,12 @@ def _reads_as_common_gb(sample: bytes) -> bool:
     return bool(wide) and common >= 0.95 * len(wide)
 
 
+def unicode_text(text: str) -> bool:
+    """Whether `text` is text a tokenizer takes: no lone surrogate (e.g. "\\udcff", bytes that were not UTF-8 on a
+    command line, or a JSON escape); printable text, nearly all of it, is checked without encoding."""
+    return text.isprintable() or encodes(text, "utf-8")
+
+
 def encodes(text: str, codec: str) -> bool:
     """Whether `codec` can write `text` (utf-8 cannot write a lone surrogate such as "\\ud800")."""
     try:
