@@ -31,6 +31,7 @@ from ..core.contract import Counts, Input, Result
 from ..core.errors import UserError
 from ..core.files import DATASET_DIR, FEATURES_NPY, INDEX_JSONL, OFFSETS_NPY
 from ..data.bert_inputs import coverage, encoding_of, tokenize
+from ..data.token_stream import plain_backend
 from ..text.corpus import ReadOptions, read_texts
 
 NAME = "extract"
@@ -121,9 +122,9 @@ def _load(checkpoint: Path) -> tuple[Any, Any]:
 
 def _tokenize(tokenizer: Any, texts: list[str], max_len: int) -> tuple[list[np.ndarray], int]:
     """Token ids of every text (no padding) and how many texts were cut to max_len."""
-    ids, truncated = [], 0
+    ids, truncated, backend = [], 0, plain_backend(tokenizer)
     for start in range(0, len(texts), 1000):
-        batch_ids, cut = tokenize(tokenizer, texts[start:start + 1000], max_len)
+        batch_ids, cut = tokenize(tokenizer, texts[start:start + 1000], max_len, backend)
         ids += [np.asarray(x, dtype=np.int64) for x in batch_ids]
         truncated += sum(cut)
     return ids, truncated
