@@ -225,8 +225,8 @@ def execute(p: Plan, force: bool = False) -> dict[str, Any]:
     module = stages.load(p.stage)
     launched = distributed.world_size() > 1
     if launched and not _across_ranks(module):
-        # every rank refuses, the main one too, before the lock: no rank builds (or publishes) it alone
-        # every rank says it: the first to stop makes torchrun end the others, perhaps before they could
+        # every rank refuses, the main one too, before the lock: no rank builds (or publishes) it alone; each says
+        # so itself, since the first to stop makes torchrun end the others, perhaps before they could
         raise UserError(f"stage '{p.stage}' runs in one process; run it without accelerate launch / torchrun")
     if distributed.rank() > 0:
         manifest = _execute_secondary(p, getattr(module, "SHARDED", False))

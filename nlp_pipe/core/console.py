@@ -105,6 +105,11 @@ def progress(**kwargs: Any) -> tqdm:
     return bar
 
 
+def advance_to(bar: tqdm, done: int) -> None:
+    """Move a bar over a known total to `done`, never past the total (a compressed file's bytes read exceed its size)."""
+    bar.update(max(0, min(done, bar.total) - bar.n))
+
+
 def end_bars() -> None:
     """Close the bars a failing step left open, so that the line said next starts on a line of its own (it was
     glued onto the bar: `segment:  40%|####  | ...error: ...`)."""

@@ -131,7 +131,7 @@ def _segment_files(config: DiscoveryOptions, files: list[Path], counts: Counts, 
     def chunks() -> Iterator[list[str]]:
         while chunk := [row.text for row in itertools.islice(rows, 500)]:
             sample.extend(chunk[: max(0, config.measure_rows - len(sample))])
-            bar.update(max(0, min(read.n, bar.total) - bar.n))
+            console.advance_to(bar, read.n)
             yield chunk
 
     with console.bytes_progress(sum(f.stat().st_size for f in files), "expand: segmenting") as bar:

@@ -181,8 +181,8 @@ def _segmented_chunks(config, files, segmenter, workers, counts) -> Iterator[tup
     for cut in cut_parallel(segmenter, texts(), workers, join=" ", then=_columns):
         chunk, upto = buffered.popleft()
         yield pa.array([row.label for row in chunk], pa.string()), cut
-        progress.update(max(0, min(upto, progress.total) - progress.n))  # as chunks are cut, by the bytes read for them
-    progress.update(max(0, progress.total - progress.n))  # the rest: rows after the last chunk, compressed files
+        console.advance_to(progress, upto)  # as chunks are cut, by the bytes read for them
+    console.advance_to(progress, progress.total)  # the rest: rows after the last chunk, compressed files
     progress.close()
 
 
