@@ -14,11 +14,10 @@ from transformers import AutoModel, AutoModelForSequenceClassification
 
 from conftest import assert_pipeline_agrees, build, fixture_lines, run_cli
 from nlp_pipe import TextClassifier
-from nlp_pipe.classifiers.decision import log_odds
+from nlp_pipe.classifiers.decision import load_trained, log_odds
 from nlp_pipe.classifiers.labels import LabelInfo
 from nlp_pipe.models.int8 import load_int8
 from nlp_pipe.models.tinybert import Distiller, soft_cross_entropy
-from nlp_pipe.stages.distill import load_teacher
 
 STUDENT = {"num_hidden_layers": 1, "hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 32}
 FAST = dict(batch_size=8, lr=3e-3, precision="fp32", seed=1, speed_batch=4, speed_seq_len=32)
@@ -143,7 +142,7 @@ def test_the_teachers_soft_targets_are_its_trained_logits_not_its_folded_decisio
     the teacher's probabilities and the threshold applies on top of the teacher alone."""
     folded_at = LabelInfo.load(teacher).threshold_folded
     assert folded_at is not None and abs(log_odds(folded_at)) > 1e-3  # else folding would change nothing
-    model, _, threshold = load_teacher(teacher)
+    model, _, threshold = load_trained(teacher)
     saved = AutoModelForSequenceClassification.from_pretrained(teacher).eval()
     batch = {"input_ids": torch.tensor([[101, 6574, 7030, 2523, 1962, 102], [101, 1922, 2345, 749, 102, 0]]),
              "attention_mask": torch.tensor([[1] * 6, [1] * 5 + [0]])}

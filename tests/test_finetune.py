@@ -264,8 +264,9 @@ def test_stage_training_defaults_are_data_on_the_inherited_fields():
     assert configs.fields(finetune.Config)[base.index("eval_every")].help.endswith("0 = once an epoch")
     with pytest.raises(configs.UserError, match="lr = -1.0 is below its minimum"):  # the range comes along
         configs.build(finetune.Config, {"lr": -1}, "finetune")
-    with pytest.raises(TypeError, match="not TrainOptions fields"):
-        stage_defaults({"learning_rate": 1.0})
+    with pytest.raises(TypeError, match="not inherited option fields"):
+        stage_defaults({"learning_rate": 1.0})(type("Config", (TrainOptions,), {}))
+    assert textcnn.Config().patience == textcnn.TRAINING["patience"] != finetune.Config().patience  # a ClassifierOptions field too
     assert dataclasses.fields(TrainOptions)[base.index("lr")].default == 1e-4  # the base is untouched
 
 
@@ -283,3 +284,24 @@ def test_a_saved_tokenizer_with_padding_and_truncation_on_encodes_real_tokens_on
     reloaded = AutoTokenizer.from_pretrained(str(saved))
     ids, cut = tokenize(reloaded, texts, 12)
     assert ids == expected and cut == [False, True, False]
+
+
+@pytest.mark.parametrize("stage", ["finetune", "distill"])
+def test_a_checkpoint_whose_tokenizer_has_no_padding_token_is_refused_in_one_line(stage, tiny_bert, seg_reviews, tmp_path):
+    """Every stage reading a checkpoint pads its batches: a tokenizer without a padding token is named, before any
+    training (distill's teacher had no such check: it failed in the collator)."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from nlp_pipe.core.errors import UserError
+
+    checkpoint = tmp_path / "no_pad"
+    shutil.copytree(tiny_bert, checkpoint)
+    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
+    tokenizer.pad_token = None
+    tokenizer.save_pretrained(str(checkpoint))
+    assert AutoTokenizer.from_pretrained(str(checkpoint)).pad_token_id is None
+    inputs = {"checkpoint" if stage == "finetune" else "teacher": checkpoint, "train": seg_reviews}
+    with pytest.raises(UserError, match=f"^{stage}: the tokenizer in .*no_pad has no padding token$"):
+        build(stage, tmp_path / "out", inputs, **SETTINGS)

@@ -35,6 +35,11 @@ _WHY = {"pretrain": "it needs an MLM head", "augment": "it needs an MLM head",
         "distill": "it reads each layer's attention scores through transformers' AttentionInterface"}
 
 
+def is_classifier(architectures: list[str] | None) -> bool:
+    """Whether a transformers config's `architectures` name a *ForSequenceClassification model."""
+    return any(a.endswith("ForSequenceClassification") for a in architectures or [])
+
+
 def model_type(checkpoint: Path) -> str:
     try:
         return str(json.loads((checkpoint / CONFIG_JSON).read_text(encoding="utf-8")).get("model_type", ""))

@@ -83,10 +83,14 @@ def load_checked(cls: Any, checkpoint: Path, stage: str, role: str = "checkpoint
 
 
 def checked_tokenizer(checkpoint: Path, stage: str, role: str = "checkpoint") -> Any:
-    """The tokenizer of `checkpoint` once it is a model directory (`require`) of a family `stage` takes."""
+    """The tokenizer of `checkpoint` once it is a model directory (`require`) of a family `stage` takes, with
+    the padding token every stage that reads a checkpoint pads its batches with."""
     require(checkpoint, stage)
     families.require(checkpoint, stage, role)
-    return load_tokenizer(checkpoint)
+    tokenizer = load_tokenizer(checkpoint)
+    if tokenizer.pad_token_id is None:
+        raise UserError(f"{stage}: the tokenizer in {checkpoint} has no padding token")
+    return tokenizer
 
 
 def _first_line(exc: Exception) -> str:

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..checkpoints import loading
+from ..checkpoints.families import is_classifier
 from ..core.errors import UserError
 from .labels import LabelInfo
 
@@ -61,6 +63,19 @@ def unfold_threshold(model: Any, info: LabelInfo | None) -> float | None:
                         f"{model.config.num_labels} labels; rebuild the classifier")
     head_layer(model).bias[1] += log_odds(info.threshold_folded)
     return info.threshold_folded
+
+
+def load_trained(directory: Path) -> tuple[Any, LabelInfo | None, float | None]:
+    """A finetune artifact (or any HF classifier) as it was trained (distill's teacher): its head with the dev
+    threshold that nlp-pipe folded into the saved one taken out again, so its logits (the soft targets) are the
+    trained model's; returns it with its labels.json and the threshold that now applies on top (None: argmax)."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = loading.load_model(AutoModelForSequenceClassification, directory)
+    if not is_classifier(model.config.architectures):
+        raise UserError(f"distill --mode task: teacher {directory} is not a classifier; fine-tune it first (nlp-pipe finetune)")
+    meta = LabelInfo.find(directory)
+    return model, meta, unfold_threshold(model, meta)
 
 
 def save_classifier(out: Path, model: Any, tokenizer: Any, info: LabelInfo) -> LabelInfo:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..checkpoints.families import is_classifier
 from ..core.errors import UserError
 from ..core.files import CHARS_TXT, CONFIG_JSON, INT8_FILE, NGRAMS_TXT, VOCAB_TXT, read_vocab
 from ..data.ngram_bag import NgramIndex
@@ -34,11 +35,6 @@ from ..text.segmenter import Segmenter, SegmenterSpec
 from .labels import LabelInfo
 
 EXPORT_JSON = "export.json"  # marks an `nlp-pipe export` directory
-
-
-def is_classifier(architectures: list[str] | None) -> bool:
-    """Whether a transformers config's `architectures` name a *ForSequenceClassification model."""
-    return any(a.endswith("ForSequenceClassification") for a in architectures or [])
 
 
 class TextClassifier:

@@ -10,7 +10,7 @@ about the files it wrote), writes labels.json, metrics.json and the confusion ma
 as users load it, and fits the TF-IDF + LR baseline on the same split. It returns the manifest figures every
 classifier has (README: accuracy and macro-F1 of dev, test and the test rows unseen in train, threshold,
 baseline_*) and the report's shared sections (scores, per-class table, the baseline beside the model).
-`finish_bert` is that call for a BERT-family classifier; `Evaluation` and `fold_summary` score the
+`finish_bert` is that call for a BERT-family classifier (`bert_probabilities` its scoring); `Evaluation` and `fold_summary` score the
 held-out part of a cross-validation fold alike.
 """
 
@@ -69,10 +69,16 @@ def finish_bert(out: Path, splits: Splits, model: Any, tokenizer: Any, max_seq_l
                 cross_validation: dict[str, Any] | None = None) -> Finished:
     """`finish` for a trained BERT-family classifier (finetune, distill): saved once with its tokenizer, a binary
     one with its dev threshold folded into the head (classifiers/decision.py)."""
-    classifier = BertClassifier(model.float().eval(), tokenizer, splits.labels, None, max_seq_len)
-    return finish(out, splits, lambda ds: classifier.predict(list(ds["text"])),
-                  lambda info: save_classifier(out, classifier.model, tokenizer, info), name=name, baseline=baseline,
+    model = model.float().eval()
+    return finish(out, splits, bert_probabilities(model, tokenizer, splits.labels, max_seq_len),
+                  lambda info: save_classifier(out, model, tokenizer, info), name=name, baseline=baseline,
                   max_seq_len=max_seq_len, cross_validation=cross_validation)
+
+
+def bert_probabilities(model: Any, tokenizer: Any, labels: list[str], max_seq_len: int) -> Probabilities:
+    """A BERT-family classifier's probabilities of a split's texts, computed as `TextClassifier` computes them."""
+    classifier = BertClassifier(model, tokenizer, labels, None, max_seq_len)
+    return lambda ds: classifier.predict(list(ds["text"]))
 
 
 def flat(metrics: dict[str, Any]) -> dict[str, float]:

@@ -28,10 +28,8 @@ import numpy as np
 import torch
 
 from ..checkpoints import loading
-from ..classifiers.decision import unfold_threshold
-from ..classifiers.labels import LabelInfo
-from ..classifiers.loaded import BertClassifier, is_classifier
-from ..classifiers.outcome import Evaluation, finish_bert
+from ..classifiers.decision import load_trained
+from ..classifiers.outcome import Evaluation, bert_probabilities, finish_bert
 from ..core.config import option
 from ..core.contract import Counts, Input, Result
 from ..core.errors import UserError
@@ -171,7 +169,7 @@ def _task(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dic
 
     teacher_dir = inputs["teacher"][0]
     tokenizer = loading.checked_tokenizer(teacher_dir, NAME, "teacher")
-    teacher, teacher_meta, teacher_threshold = load_teacher(teacher_dir)
+    teacher, teacher_meta, teacher_threshold = load_trained(teacher_dir)
     loading.check_vocabulary(tokenizer, teacher, NAME, teacher_dir)
     first = lambda name: inputs[name][0] if inputs[name] else None  # noqa: E731
     splits = _teacher_labels(load_splits(inputs["train"][0], first("dev"), first("test"), config.seed), teacher)
@@ -214,19 +212,6 @@ def _task(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dic
     counts.rows_in = counts.rows_out = len(train_ds) + len(splits.dev) + (len(splits.test) if splits.test is not None else 0)
     return Result(counts, summary, _task_report(teacher, student, config, sizes, compared, summary, splits, done.sections),
                   cleanup=cleanup)
-
-
-def load_teacher(directory: Path) -> tuple[Any, LabelInfo | None, float | None]:
-    """A finetune artifact (or any HF classifier) as the teacher: its trained head, with the dev threshold that
-    nlp-pipe folded into the saved head taken out again, so its logits (the soft targets) are the trained
-    model's; returns it with its labels.json and the threshold that now applies on top of it (None: argmax)."""
-    from transformers import AutoModelForSequenceClassification
-
-    teacher = loading.load_model(AutoModelForSequenceClassification, directory)
-    if not is_classifier(teacher.config.architectures):
-        raise UserError(f"distill --mode task: teacher {directory} is not a classifier; fine-tune it first (nlp-pipe finetune)")
-    meta = LabelInfo.find(directory)
-    return teacher, meta, unfold_threshold(teacher, meta)
 
 
 def _phase_options(config: Config, epochs: float) -> Config:
@@ -335,21 +320,21 @@ def _compare(teacher: Any, student: Any, tokenizer: Any, splits: Splits, max_len
              speed_seq_len: int, teacher_threshold: float | None, student_metrics: dict[str, Any]) -> dict[str, Any]:
     """Teacher vs student (and the int8 student) on the test split, or dev without one; each model with
     the binary threshold chosen on dev for it. The student's score is the one `finish_bert` measured (its
-    metrics.json); the teacher's threshold (unfolded for distillation, `load_teacher`) applies on top of its
+    metrics.json); the teacher's threshold (unfolded for distillation, `load_trained`) applies on top of its
     trained head."""
     split = splits.test if splits.test is not None else splits.dev
     name = "test" if splits.test is not None else "dev"
-    teacher_clf = BertClassifier(teacher.eval(), tokenizer, splits.labels, teacher_threshold, max_len)
     gold = splits.ids(split)
-    scores = {"teacher": Evaluation(teacher_clf.predict(list(split["text"])), gold).metrics(teacher_threshold)["accuracy"],
+    teacher_probs = bert_probabilities(teacher.eval(), tokenizer, splits.labels, max_len)(split)
+    scores = {"teacher": Evaluation(teacher_probs, gold).metrics(teacher_threshold)["accuracy"],
               "student": student_metrics[name]["accuracy"]}
     result = {"compared_on": name, f"teacher_{name}_accuracy": scores["teacher"], f"student_{name}_accuracy": scores["student"],
               "retention": round(scores["student"] / scores["teacher"], 4) if scores["teacher"] else None}
     if config.quantize == "int8":
         int8 = quantize_int8(student.cpu().eval())
         save_int8(int8, out)
-        int8_clf = BertClassifier(int8, tokenizer, splits.labels, None, max_len)
-        result[f"int8_{name}_accuracy"] = Evaluation(int8_clf.predict(list(split["text"])), gold).metrics(None)["accuracy"]
+        int8_probs = bert_probabilities(int8, tokenizer, splits.labels, max_len)(split)
+        result[f"int8_{name}_accuracy"] = Evaluation(int8_probs, gold).metrics(None)["accuracy"]
         result["cpu_int8_texts_per_s"] = round(texts_per_second(int8, config.speed_batch, speed_seq_len,
                                                                    vocab_size=student.config.vocab_size), 1)
     return result

@@ -24,9 +24,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..checkpoints.families import is_classifier
 from ..classifiers.exported import EXPORT_FORMAT, MODEL_INT8_ONNX, MODEL_ONNX, load_export
 from ..classifiers.labels import LabelInfo
-from ..classifiers.loaded import EXPORT_JSON, TextClassifier, is_classifier
+from ..classifiers.loaded import EXPORT_JSON, TextClassifier
 from ..core.config import option
 from ..core.contract import Counts, Input, Result
 from ..core.errors import UserError

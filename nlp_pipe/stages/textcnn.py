@@ -25,8 +25,6 @@ Load it with `nlp_pipe.TextClassifier.load(dir)` or `nlp-pipe predict dir --text
 from __future__ import annotations
 
 import dataclasses
-import logging
-import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Literal
@@ -34,10 +32,10 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..classifiers import tfidf
+from ..classifiers import fitting, tfidf
 from ..classifiers.labels import LabelInfo
-from ..classifiers.outcome import Evaluation, finish, fold_summary
-from ..core import artifacts, distributed, plots
+from ..classifiers.outcome import Probabilities, finish
+from ..core import distributed, plots
 from ..core.config import option
 from ..core.contract import Counts, Input, Result
 from ..core.errors import UserError
@@ -52,13 +50,12 @@ from ..core.files import (
     WEIGHTS,
     write_vocab,
 )
-from ..data.labelled import Splits, load_splits, stratified_folds
+from ..data.labelled import Splits, load_splits
 from ..data.ngram_bag import MAX_N, NgramIndex, bag_matrix
 from ..data.word_ids import StreamCollator, TextEncoder, TextIds, stream_batch, text_chars
-from ..metrics.scores import confusion_sums, summarize
 from ..models.textcnn import TextCNN, TextCNNConfig
 from ..text.segmenter import SegmenterSpec
-from ..training.options import EVAL_EACH_EPOCH, TrainOptions, run_identity, stage_defaults
+from ..training.options import EVAL_EACH_EPOCH, run_identity, stage_defaults
 from ..training.trainer import Trainer
 from ..vectors.embedding import embedding_matrix
 from ..vectors.store import load_keyed_vectors
@@ -82,17 +79,14 @@ INPUTS = {
                      required=False, stages=("word2vec", "import-vectors")),
 }
 
-log = logging.getLogger(__name__)
-
-
 # Adam at a constant lr, one evaluation an epoch, early stopping (Kim 2014's setting, defaults chosen on dev)
 TRAINING = {"steps": 0, "epochs": 5.0, "batch_size": 100, "lr": 2e-3, "weight_decay": 0.0, "warmup": 0.0, "schedule": "constant",
-            "max_grad_norm": 0.0, "eval_every": 0, "save_every": 0}
+            "max_grad_norm": 0.0, "eval_every": 0, "save_every": 0, "patience": 2}
 
 
 @dataclasses.dataclass(frozen=True)
 @stage_defaults(TRAINING, EVAL_EACH_EPOCH)
-class Config(TrainOptions):
+class Config(fitting.ClassifierOptions):
     mode: Literal["static", "non-static", "multichannel"] = option("non-static",
                                                                    "embeddings frozen (static), fine-tuned (non-static), or both channels "
                                                                        "(Kim 2014)")
@@ -116,15 +110,6 @@ class Config(TrainOptions):
     max_len: int = option(0, "words kept per text; 0 = the len_percentile of training lengths", min=0)
     len_percentile: float = option(95.0, "percentile of training text lengths used as max_len", min=1.0, max=100.0)
     max_vocab: int = option(200_000, "most frequent vector words kept in the model's vocabulary", min=1)
-    patience: int = option(2, "stop after this many evaluations without dev improvement (0 = never)", min=0)
-    monitor: Literal["macro_f1", "accuracy", "loss"] = option("macro_f1", "dev figure for early stopping and the best checkpoint")
-    baseline: bool = option(True, "also fit the TF-IDF + LR baseline on the same split and report its scores beside these")
-    folds: int = option(0, "K-fold cross-validation on train+dev (0 = off); the saved model still uses the normal split", min=0)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.folds == 1:
-            raise ValueError("folds must be 0 (off) or at least 2")
 
 
 def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
@@ -219,18 +204,10 @@ def _cut(config: Config, fixed: int, lengths: list[int], unit: str, out: Path) -
 
 
 def _train(trainer: Trainer, model: TextCNN, config: Config, train: TextIds, dev: TextIds):
-    num_labels = model.config.num_labels
-
-    def forward(m: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        logits = m(batch.get("input_ids"), batch.get("char_ids"), batch.get("ngram_ids"))
-        loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
-        return {"loss": loss, **confusion_sums(logits, batch["labels"], num_labels)}
-
-    return trainer.fit(model, train, collate=StreamCollator(max(config.kernel_sizes)), forward=forward,
-                       eval_data=dev.select(np.argsort(dev.lengths, kind="stable")),
-                       summarize=lambda sums: summarize(sums, num_labels), best_metric=config.monitor,
-                       greater_is_better=config.monitor != "loss", patience=config.patience,
-                       eval_steps=config.eval_every or trainer.steps_per_epoch(len(train)), lengths=train.lengths,
+    return fitting.fit(trainer, model, config, train, dev, num_labels=model.config.num_labels,
+                       collate=StreamCollator(max(config.kernel_sizes)),
+                       logits=lambda m, batch: m(batch.get("input_ids"), batch.get("char_ids"), batch.get("ngram_ids")),
+                       lengths=train.lengths, dev_lengths=dev.lengths,
                        lr_scale=lambda name: config.ngram_lr_scale if name.startswith("wide.") else 1.0)
 
 
@@ -248,31 +225,15 @@ def _probabilities(model: TextCNN, data: TextIds) -> np.ndarray:
 
 def _cross_validate(config: Config, model_config: TextCNNConfig, vectors: torch.Tensor | None, idf: torch.Tensor | None,
                     data: dict[str, TextIds], out: Path) -> dict:
-    """Mean and standard deviation of held-out metrics over K stratified folds of train+dev."""
+    """K-fold scores of train+dev, each fold a fresh TextCNN (classifiers/fitting.py)."""
+
+    def train_fold(trainer: Trainer, options: Config, train: TextIds, dev: TextIds) -> Probabilities:
+        model = _model(config, model_config, vectors, idf, train)
+        _train(trainer, model, options, train, dev)
+        return lambda held: _probabilities(model.cpu().eval(), held)
+
     pooled = data["train"].concat(data["dev"])
-    gold = pooled.labels
-    fold_config = dataclasses.replace(config, save_every=10**9, resume=False)  # folds are short: no checkpoints
-    results = []
-    for k, (train_idx, held_idx) in enumerate(stratified_folds(gold, config.folds, config.seed)):
-        inner_train, inner_dev = stratified_folds(gold[train_idx], 9, config.seed)[0]  # a tenth for early stopping
-        part = pooled.select(train_idx)
-        fold_out = out / f".fold{k}"
-        with Trainer(fold_config, fold_out, run_config={"fold": k}, name=f"{NAME} fold {k + 1}/{config.folds}",
-                     work=artifacts.work_dir(out, f"fold{k}.checkpoints")) as trainer:  # the same path on every process
-            main = trainer.is_main
-            if main:
-                fold_out.mkdir()
-            inner = part.select(inner_train)
-            model = _model(config, model_config, vectors, idf, inner)
-            _train(trainer, model, fold_config, inner, part.select(inner_dev))
-        if not main:
-            continue
-        held = pooled.select(held_idx)
-        results.append(Evaluation(_probabilities(model.cpu().eval(), held), gold[held_idx]).metrics(None))
-        log.info("fold %d/%d: accuracy %.4f, macro_f1 %.4f", k + 1, config.folds, results[-1]["accuracy"], results[-1]["macro_f1"])
-        for path in (fold_out, trainer.work):
-            shutil.rmtree(path, ignore_errors=True)
-    return fold_summary(results) if results else {}
+    return fitting.cross_validate(config, out, NAME, pooled, pooled.labels, train_fold)
 
 
 def _save(out: Path, model: TextCNN, vocabularies: dict[str, list[str]], train_dir: Path) -> None:

@@ -130,7 +130,8 @@ def cpu_processes() -> bool:
 
 
 def stage_defaults(values: Mapping[str, Any], help: Mapping[str, str] | None = None) -> Callable[[type[T]], type[T]]:
-    """A stage's own defaults for inherited TrainOptions fields, as data (place it under @dataclass):
+    """A stage's own defaults for inherited option fields (TrainOptions', or any other dataclass base's), as
+    data (place it under @dataclass):
 
         @dataclasses.dataclass(frozen=True)
         @stage_defaults({"epochs": 3.0, "lr": 5e-5}, help={"eval_every": "...; 0 = once an epoch"})
@@ -138,13 +139,14 @@ def stage_defaults(values: Mapping[str, Any], help: Mapping[str, str] | None = N
 
     Each field keeps its type, range and place (CLI flags and YAML keys unchanged); `help` replaces the
     help of a field whose meaning the stage changes."""
-    inherited = {f.name: f for f in dataclasses.fields(TrainOptions)}
-    hints = typing.get_type_hints(TrainOptions)
-    unknown = sorted(set(values) - set(inherited)) + sorted(set(help or {}) - set(inherited))
-    if unknown:
-        raise TypeError(f"stage_defaults: {unknown} are not TrainOptions fields")  # a bug in a stage, not user input
 
     def apply(cls: type[T]) -> type[T]:
+        bases = [b for b in cls.__bases__ if dataclasses.is_dataclass(b)]
+        inherited = {f.name: f for b in reversed(bases) for f in dataclasses.fields(b)}
+        hints = {k: v for b in reversed(bases) for k, v in typing.get_type_hints(b).items()}
+        unknown = sorted(set(values) - set(inherited)) + sorted(set(help or {}) - set(inherited))
+        if unknown:
+            raise TypeError(f"stage_defaults: {unknown} are not inherited option fields")  # a bug in a stage, not user input
         annotations = cls.__dict__.get("__annotations__", {})
         cls.__annotations__ = annotations  # the class's own, never a base's
         for name in {**values, **(help or {})}:
