@@ -305,3 +305,22 @@ def test_a_checkpoint_whose_tokenizer_has_no_padding_token_is_refused_in_one_lin
     inputs = {"checkpoint" if stage == "finetune" else "teacher": checkpoint, "train": seg_reviews}
     with pytest.raises(UserError, match=f"^{stage}: the tokenizer in .*no_pad has no padding token$"):
         build(stage, tmp_path / "out", inputs, **SETTINGS)
+
+
+def test_a_classifier_checkpoint_for_other_labels_gets_a_new_head(finetuned, tmp_path):
+    """Fine-tuning a classifier on other labels of the same count: transformers loads the old head (same shape),
+    which would start the new classes as the old ones while the manifest said "new (random)"; it is drawn anew.
+    The same labels keep it."""
+    from nlp_pipe.classifiers.decision import head_layer
+    from nlp_pipe.stages import finetune
+
+    out, _ = finetuned
+    config = finetune.Config(**SETTINGS)
+    old = json.loads((out / "config.json").read_text(encoding="utf-8"))["id2label"]
+    labels = [old[str(i)] for i in range(len(old))]
+    kept, said = finetune._model(out, labels, config)
+    assert said == "kept from the checkpoint"
+    other, said = finetune._model(out, ["x", "y"], config)
+    assert said == "new (random)" and other.config.id2label == {0: "x", 1: "y"}
+    assert not torch.equal(head_layer(other).weight, head_layer(kept).weight)
+    assert float(head_layer(other).bias.detach().abs().max()) == 0.0

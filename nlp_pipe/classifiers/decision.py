@@ -36,6 +36,15 @@ def head_layer(model: Any) -> nn.Linear:
     return layer
 
 
+@torch.no_grad()
+def new_head(model: Any) -> None:
+    """Draw the class-logit layer anew as transformers initialises a missing one (normal, std initializer_range;
+    bias 0): from_pretrained keeps a checkpoint's head whenever the label count matches, trained for other labels."""
+    layer = head_layer(model)
+    layer.weight.normal_(0.0, model.config.initializer_range)
+    layer.bias.zero_()
+
+
 def log_odds(threshold: float) -> float:
     """log(t / (1 - t)): how far the class-1 logit must lead for p1 > t (t kept off 0 and 1)."""
     t = min(max(threshold, 1e-6), 1 - 1e-6)

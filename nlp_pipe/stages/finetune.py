@@ -23,6 +23,7 @@ from typing import Any
 
 from ..checkpoints import families, loading
 from ..classifiers import fitting
+from ..classifiers.decision import new_head
 from ..classifiers.outcome import Probabilities, bert_probabilities, finish_bert
 from ..core.config import option
 from ..core.contract import Counts, Input, Result
@@ -33,8 +34,9 @@ from ..training.options import EVAL_EACH_EPOCH, run_identity, stage_defaults
 from ..training.trainer import Trainer
 
 NAME = "finetune"
-VERSION = 3  # 2: scikit-learn splits, pad to 8, every classifier's figures (unseen test, per class, baseline) from classifiers/outcome
+VERSION = 4  # 2: scikit-learn splits, pad to 8, every classifier's figures (unseen test, per class, baseline) from classifiers/outcome
 # 3: a checkpoint whose tokenizer.json kept padding and truncation on (a finetune artifact) is encoded without them
+# 4: a classifier checkpoint trained for other labels (same count) starts from a new head, not the old labels' one
 DISTRIBUTED = True
 OUTPUTS = (CONFIG_JSON, WEIGHTS, LABELS_JSON, METRICS_JSON)
 _LAYER = re.compile(r"\.layer\.(\d+)\.")
@@ -117,17 +119,20 @@ def _max_positions(checkpoint: Path) -> int:
 
 
 def _model(checkpoint: Path, labels: list[str], config: Config) -> tuple[Any, str]:
-    """The checkpoint with a classification head for `labels`; says whether the head is new or kept."""
+    """The checkpoint with a classification head for `labels`; says whether the head is new or kept (only a head
+    trained for these labels, in this order, is kept)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     base = AutoConfig.from_pretrained(str(checkpoint))
-    kept = families.is_classifier(base.architectures) and [base.id2label.get(i) for i in range(len(base.id2label))] == labels
+    trained = [base.id2label.get(i) for i in range(len(base.id2label))] if families.is_classifier(base.architectures) else None
     extra = {} if config.dropout < 0 else {"classifier_dropout": config.dropout}
     # quiet: "newly initialised classifier" is the point of fine-tuning
     model = loading.load_model(AutoModelForSequenceClassification, checkpoint, num_labels=len(labels),
                                    id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
                                    ignore_mismatched_sizes=True, **extra)
-    return model, "kept from the checkpoint" if kept else "new (random)"
+    if trained is not None and trained != labels and len(trained) == len(labels):
+        new_head(model)  # transformers loaded the other labels' head (same shape)
+    return model, "kept from the checkpoint" if trained == labels else "new (random)"
 
 
 def _cross_validate(config: Config, checkpoint: Path, splits: Splits, tokenizer: Any, max_len: int, out: Path) -> dict:
