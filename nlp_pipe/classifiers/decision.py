@@ -36,13 +36,23 @@ def head_layer(model: Any) -> nn.Linear:
     return layer
 
 
-@torch.no_grad()
-def new_head(model: Any) -> None:
-    """Draw the class-logit layer anew as transformers initialises a missing one (normal, std initializer_range;
-    bias 0): from_pretrained keeps a checkpoint's head whenever the label count matches, trained for other labels."""
-    layer = head_layer(model)
-    layer.weight.normal_(0.0, model.config.initializer_range)
-    layer.bias.zero_()
+def classifier_for(checkpoint: Path, labels: list[str], **kwargs: Any) -> tuple[Any, str]:
+    """`checkpoint` as a *ForSequenceClassification model for `labels` (`kwargs` to its config), and what its head
+    is: "kept from the checkpoint" only when trained for these labels in this order, else "new (random)". A head
+    trained for other labels of the same count is drawn anew: from_pretrained would load it (the shape matches)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    base = AutoConfig.from_pretrained(str(checkpoint))
+    trained = [base.id2label.get(i) for i in range(len(base.id2label))] if is_classifier(base.architectures) else None
+    # quiet: "newly initialised classifier" is the point of fine-tuning
+    model = loading.load_model(AutoModelForSequenceClassification, checkpoint, num_labels=len(labels),
+                               id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
+                               ignore_mismatched_sizes=True, **kwargs)
+    if trained is not None and trained != labels and len(trained) == len(labels):
+        with torch.no_grad():  # as transformers draws a missing head
+            head_layer(model).weight.normal_(0.0, model.config.initializer_range)
+            head_layer(model).bias.zero_()
+    return model, "kept from the checkpoint" if trained == labels else "new (random)"
 
 
 def log_odds(threshold: float) -> float:

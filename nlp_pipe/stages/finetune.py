@@ -21,9 +21,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..checkpoints import families, loading
+from ..checkpoints import loading
 from ..classifiers import fitting
-from ..classifiers.decision import new_head
+from ..classifiers.decision import classifier_for
 from ..classifiers.outcome import Probabilities, bert_probabilities, finish_bert
 from ..core.config import option
 from ..core.contract import Counts, Input, Result
@@ -119,20 +119,8 @@ def _max_positions(checkpoint: Path) -> int:
 
 
 def _model(checkpoint: Path, labels: list[str], config: Config) -> tuple[Any, str]:
-    """The checkpoint with a classification head for `labels`; says whether the head is new or kept (only a head
-    trained for these labels, in this order, is kept)."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    base = AutoConfig.from_pretrained(str(checkpoint))
-    trained = [base.id2label.get(i) for i in range(len(base.id2label))] if families.is_classifier(base.architectures) else None
-    extra = {} if config.dropout < 0 else {"classifier_dropout": config.dropout}
-    # quiet: "newly initialised classifier" is the point of fine-tuning
-    model = loading.load_model(AutoModelForSequenceClassification, checkpoint, num_labels=len(labels),
-                                   id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
-                                   ignore_mismatched_sizes=True, **extra)
-    if trained is not None and trained != labels and len(trained) == len(labels):
-        new_head(model)  # transformers loaded the other labels' head (same shape)
-    return model, "kept from the checkpoint" if trained == labels else "new (random)"
+    """The checkpoint with a classification head for `labels`; says whether the head is new or kept."""
+    return classifier_for(checkpoint, labels, **({} if config.dropout < 0 else {"classifier_dropout": config.dropout}))
 
 
 def _cross_validate(config: Config, checkpoint: Path, splits: Splits, tokenizer: Any, max_len: int, out: Path) -> dict:
