@@ -46,8 +46,9 @@ def teacher(work, tiny_bert, seg_reviews):
 @pytest.fixture(scope="module")
 def general(work, tiny_bert, seg_reviews, student_shape):
     out = work / "general"
+    # 32-token blocks: the 160 short reviews fill 90 of them (a dozen steps an epoch; 128 would give 2)
     manifest = build("distill", out, {"teacher": tiny_bert, "corpus": [seg_reviews]}, mode="general",
-                     student_shape=str(student_shape), epochs=2, keep_checkpoints=True, **FAST)
+                     student_shape=str(student_shape), epochs=2, max_seq_len=32, keep_checkpoints=True, **FAST)
     return out, manifest
 
 

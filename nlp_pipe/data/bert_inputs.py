@@ -115,15 +115,18 @@ def encode(ds: datasets.Dataset, tokenizer: Any, labels: list[str], max_len: int
 
 
 class Collator:
-    """Rows (a dict of columns from datasets) -> padded tensors input_ids, attention_mask, labels: transformers'
-    DataCollatorWithPadding, to the batch's longest row rounded up to a multiple of 8 (tensor-core friendly
-    shapes on GPU, as the MLM collator pads)."""
+    """Rows -> padded tensors input_ids, attention_mask, labels: transformers' DataCollatorWithPadding, to the
+    batch's longest row rounded up to a multiple of 8 (tensor-core friendly shapes on GPU, as the MLM collator
+    pads). Rows come as a dict of columns (a datasets.Dataset) or as a list of rows (pretraining's blocks, whose
+    input_ids alone are used: distillation needs no labels, and their token types are all 0)."""
 
     def __init__(self, tokenizer: Any) -> None:
         from transformers import DataCollatorWithPadding
 
         self.pad = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8, return_tensors="pt")
 
-    def __call__(self, rows: dict[str, list]) -> dict[str, torch.Tensor]:
+    def __call__(self, rows: dict[str, list] | list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if isinstance(rows, list):
+            return dict(self.pad([{"input_ids": np.asarray(row["input_ids"]).tolist()} for row in rows]))
         keys = [k for k in ("input_ids", "label") if k in rows]
         return dict(self.pad([dict(zip(keys, values)) for values in zip(*(rows[k] for k in keys))]))

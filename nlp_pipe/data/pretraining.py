@@ -40,6 +40,7 @@ from ..core import artifacts, console, distributed, process
 from ..core import manifest as manifests
 from ..core.contract import Counts
 from ..core.errors import UserError
+from ..core.files import segmented_dataset
 from ..text.corpus import ReadOptions
 from ..text.segmenter import Segmenter, SegmenterSpec
 from .blocks import IGNORE, BlockSpec, Doc, assemble, build_layouts, doc_in_stream
@@ -244,7 +245,7 @@ def _build_into(tmp: Path, paths: list[Path], tokenizer: Any, spec: BuildSpec, n
     writer = _Writer(tmp, dtype, names)
     total = sum(p.stat().st_size for p in paths) if all(p.is_file() for p in paths) else None  # else documents
     bar = console.progress(total=total, unit="B", unit_scale=True, desc="pretraining data") if total else \
-        console.progress(unit=" docs", desc="pretraining data")
+        console.progress(total=_rows(paths), unit=" docs", desc="pretraining data")
     documents_seen = eval_seen = 0
     runs = _runs(documents(paths, spec.read, spec.layout, counts), spec)
     with bar:
@@ -262,6 +263,14 @@ def _build_into(tmp: Path, paths: list[Path], tokenizer: Any, spec: BuildSpec, n
     if built[1] is not None:
         stats["eval"] = block_stats(built[1], spec.block.max_seq_len)
     return stats
+
+
+def _rows(paths: list[Path]) -> int | None:
+    """Rows of the segment artifacts, the bar's total when every input is one (its empty rows are never counted
+    as documents: the bar may stop short of it); None with a text file among them."""
+    if not all(p.is_dir() for p in paths):
+        return None
+    return sum(len(segmented_dataset(p, "pretrain")) for p in paths)
 
 
 def _runs(docs: Iterable[Document], spec: BuildSpec) -> Iterator[_Run]:

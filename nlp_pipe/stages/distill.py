@@ -5,7 +5,8 @@
         --augmented runs/aug --student runs/tiny_general --out runs/tiny_clf --quantize int8
 
 general: the student learns the teacher's embedding output, hidden states (through a learned projection)
-and attention scores (nlp_pipe.distillation) on the corpus; it is saved as a BertModel directory that
+and attention scores (nlp_pipe.models.tinybert) on the corpus, all of its text packed into max_seq_len blocks
+by pretraining's streaming data path and shared cache (nlp_pipe.data.pretraining); it is saved as a BertModel directory that
 `finetune`, `extract` and `distill --student` load. task: the teacher is a `finetune` artifact; the
 student (from --student, else a fresh one of --student-shape) first learns the intermediate layers for
 `epochs`, then the teacher's soft predictions for `prediction_epochs` with early stopping on dev. Its
@@ -30,30 +31,37 @@ import torch
 from ..checkpoints import loading
 from ..classifiers.decision import load_trained
 from ..classifiers.outcome import Evaluation, bert_probabilities, finish_bert
+from ..core import artifacts
+from ..core import manifest as manifests
 from ..core.config import option
 from ..core.contract import Counts, Input, Result
 from ..core.errors import UserError
 from ..core.files import CONFIG_JSON, WEIGHTS
 from ..data import bert_inputs
+from ..data import pretraining as blocks_data
+from ..data.blocks import BlockSpec
 from ..data.labelled import Splits, load_dataset, load_splits
 from ..metrics.scores import confusion_sums
 from ..metrics.scores import summarize as summarize_scores
 from ..metrics.throughput import param_count, texts_per_second
 from ..models import tinybert as kd
 from ..models.int8 import quantize_int8, save_int8
-from ..text.corpus import ReadOptions, read_texts
+from ..text.corpus import ReadOptions
+from ..text.segmenter import SegmenterSpec, default_workers
 from ..training.options import TrainOptions, run_identity, stage_defaults
 from ..training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
 NAME = "distill"
-VERSION = 3  # 2: soft targets from the teacher's trained head (its folded threshold taken out); 3: the teacher's
-# tokenizer.json keeps padding and truncation on (saved by finetune): texts are encoded without them, no [PAD] as tokens
+VERSION = 4  # 2: soft targets from the teacher's trained head (its folded threshold taken out); 3: the teacher's
+# tokenizer.json keeps padding and truncation on (saved by finetune): texts are encoded without them, no [PAD] as tokens;
+# 4: general mode trains on the whole text packed into max_seq_len blocks (was: each text cut at max_seq_len)
 DISTRIBUTED = True  # every process of `accelerate launch` trains; the main one writes the artifact
 # the intermediate-layer loss leaves the student's pooler and classifier without gradients: DDP must look for them
 INTERMEDIATE_UNUSED = True
 OUTPUTS = (CONFIG_JSON, WEIGHTS)
+_CHUNK = 1 << 24  # tokens of the corpus's token stream read at a time
 
 INPUTS = {
     "teacher": Input("general: a pretrained BERT (pretrain/expand artifact); task: a finetune artifact",
@@ -92,9 +100,9 @@ class Config(ReadOptions, TrainOptions):
     w_prediction: float = option(1.0, "weight of the soft cross-entropy on the teacher's logits", min=0.0)
     w_hard: float = option(0.0, "weight of the cross-entropy on the gold labels (task mode)", min=0.0)
     prediction_epochs: float = option(3.0, "task mode: passes learning the teacher's predictions", min=0.0)
-    max_seq_len: int = option(0, "tokens per text, [CLS]/[SEP] included; 0 = the teacher classifier's (labels.json), "
-                                 "128 in general mode", min=0, max=512)
-    eval_docs: int = option(200, "general mode: texts held out for the evaluation loss", min=0)
+    max_seq_len: int = option(0, "task mode: tokens per text, [CLS]/[SEP] included, 0 = the teacher classifier's (labels.json); "
+                                 "general mode: tokens per block, 0 = 128", min=0, max=512)
+    eval_docs: int = option(200, "general mode: documents held out for the evaluation loss (at most a fifth of them)", min=0)
     patience: int = option(3, "task mode: stop after this many dev evaluations without improvement (0 = never)", min=0)
     monitor: Literal["macro_f1", "accuracy"] = option("macro_f1", "task mode: dev figure for early stopping")
     baseline: bool = option(True, "task mode: also fit the TF-IDF + LR baseline on the same split and report it beside the student")
@@ -131,37 +139,71 @@ def _general(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: 
     tokenizer = loading.checked_tokenizer(inputs["teacher"][0], NAME, "teacher")
     teacher = loading.load_model(AutoModel, inputs["teacher"][0])  # its own family's encoder, not BERT weights by name
     loading.check_vocabulary(tokenizer, teacher, NAME, inputs["teacher"][0])
-    counts = Counts()
-    texts = [t for t, _, _ in read_texts(inputs["corpus"], config, counts, NAME)]
-    held = min(config.eval_docs, len(texts) // 5)
-    order = np.random.default_rng(config.seed).permutation(len(texts))
-    table = datasets.Dataset.from_dict({"text": texts})
-    max_len = config.max_seq_len or 128
-    train, encoding = bert_inputs.encode(table.select(order[held:]), tokenizer, [], max_len)
-    vocabulary = bert_inputs.coverage({"train": encoding}, inputs["teacher"][0], NAME, counts)
-    evaluation = bert_inputs.encode(table.select(order[:held]), tokenizer, [], max_len)[0] if held else None
+    max_len = min(config.max_seq_len or 128, teacher.config.max_position_embeddings)
     with Trainer(_phase_options(config, config.epochs), out, run_config=run_key, name=NAME,
                  unused_parameters=INTERMEDIATE_UNUSED) as trainer:
+        built = _general_blocks(config, inputs, out, run_key, tokenizer, max_len)
+        counts = Counts.of(**built.stats["counts"])
+        vocabulary = bert_inputs.coverage({"train": _stream_encoding(built, tokenizer, max_len)}, inputs["teacher"][0], NAME, counts)
         student = loading.load_model(BertModel, inputs["student"][0]) if inputs["student"] else BertModel(
             _student_config(teacher.config, config), add_pooling_layer=False)
         loading.check_vocabulary(tokenizer, student, NAME, inputs["student"][0] if inputs["student"] else inputs["teacher"][0])
         distiller = _distiller(teacher, student, "intermediate", config)
-        summary = _fit(trainer, distiller, train, evaluation, tokenizer)
+        summary = _fit(trainer, distiller, built.train, built.eval, bert_inputs.Collator(tokenizer))
         student.set_attn_implementation("sdpa")  # the scores-reporting attention is for distillation only
         trainer.save_pretrained(student, tokenizer)
     if not trainer.is_main:
         return trainer.secondary_result()
     sizes = _sizes(teacher, student, config)
+    used = _data_used(built, summary, config)
     metrics = {"mode": "general", "steps": summary.steps, "resumed_from_step": summary.resumed_from, **sizes,
-               "vocabulary": vocabulary,
+               "vocabulary": vocabulary, **used,
                **{f"train_{k}": round(v, 5) for k, v in summary.last_train.items() if k.endswith("loss")},
                **{f"eval_{k}": round(v, 5) for k, v in summary.last_eval.items() if k.endswith("loss")}}
-    report = "\n".join(["## General distillation", _shape_line(teacher, student, config),
+    report = "\n".join(["## General distillation", _shape_line(teacher, student, config), _data_line(used, max_len),
                         bert_inputs.coverage_line(vocabulary), _sizes_table(sizes), "",
                         f"{summary.steps} steps; last losses: " + ", ".join(f"{k} {v:.4f}" for k, v in summary.last_train.items()
                                                                               if k.endswith("loss")),
                         "", "![training curves](training_curves.png)"])
-    return Result(counts, metrics, report, cleanup=trainer.cleanup)
+    return Result(counts, metrics, report, {"data_cache": str(built.cache_dir)}, cleanup=trainer.cleanup)
+
+
+def _general_blocks(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dict, tokenizer: Any,
+                    max_len: int) -> blocks_data.Built:
+    """The corpus as pretraining's packed blocks without sentence pairs (data/pretraining.py): documents streamed,
+    tokenised by worker processes and cut into max_len blocks, documents separated by [SEP], so every token of
+    the text is in one block and memory stays flat in the corpus size. It is the shared cache's entry of
+    `pretrain --sentence-task none` with the same corpus, tokenizer, max_seq_len, seed and eval_docs."""
+    read = ReadOptions(**{f.name: getattr(config, f.name) for f in dataclasses.fields(ReadOptions)})
+    block = BlockSpec(max_len, "none", config.seed, tokenizer.cls_token_id, tokenizer.sep_token_id)
+    spec = blocks_data.BuildSpec(block, "auto", read, SegmenterSpec(), config.eval_docs)
+    return blocks_data.build(inputs["corpus"], manifests.sha256_json(run_key["inputs"]["corpus"]), tokenizer, spec,
+                             artifacts.cache_dir(out) / blocks_data.CACHE_KIND, default_workers())
+
+
+def _stream_encoding(built: blocks_data.Built, tokenizer: Any, max_len: int) -> bert_inputs.Encoding:
+    """The corpus's [UNK] count, read from the token stream a chunk at a time (it stays on disk); no text is cut."""
+    ids, unk = built.train.stream.ids, tokenizer.unk_token_id
+    unknown = 0 if unk is None else sum(int(np.count_nonzero(ids[i:i + _CHUNK] == unk)) for i in range(0, len(ids), _CHUNK))
+    return bert_inputs.Encoding(max_len, 0, built.stats["documents"], int(built.stats["tokens"]), unknown)
+
+
+def _data_used(built: blocks_data.Built, summary: Any, config: Config) -> dict[str, Any]:
+    """How much of the corpus the student saw: documents, blocks and tokens, and the share of the blocks the steps covered."""
+    stats, train = built.stats, built.stats["train"]
+    seen = summary.steps * config.batch_size * config.grad_accum * summary.processes
+    return {"documents": stats["documents"] - stats["eval_documents"], "eval_documents": stats["eval_documents"],
+            "text_tokens": stats["tokens"], "blocks": train["blocks"], "block_tokens": train["tokens"],
+            "eval_blocks": stats.get("eval", {}).get("blocks", 0), "padding_fraction": train["padding_fraction"],
+            "blocks_trained": seen, "passes": round(seen / max(train["blocks"], 1), 4), "data_cache_reused": built.reused}
+
+
+def _data_line(used: dict[str, Any], max_len: int) -> str:
+    documents = used["documents"] + used["eval_documents"]
+    return (f"Data: {documents:,} documents, {used['text_tokens']:,} tokens, every one of them in a block (none cut off): "
+            f"{used['blocks']:,} training blocks of {max_len} tokens ([SEP] between documents, {used['padding_fraction']:.2%} "
+            f"padding) and {used['eval_blocks']:,} evaluation blocks from {used['eval_documents']:,} held-out documents; "
+            f"the steps trained on {used['blocks_trained']:,} blocks, {used['passes']:.4g} passes over the training blocks.")
 
 
 def _task(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dict) -> Result:
@@ -180,6 +222,7 @@ def _task(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dic
     dev, dev_encoding = bert_inputs.encode(splits.dev, tokenizer, splits.labels, max_len)
     counts = Counts()
     vocabulary = bert_inputs.coverage({"train": train_encoding, "dev": dev_encoding}, teacher_dir, NAME, counts)
+    collate = bert_inputs.Collator(tokenizer)
     labels = {"num_labels": len(splits.labels), "id2label": dict(enumerate(splits.labels)),
               "label2id": {n: i for i, n in enumerate(splits.labels)}}
     with Trainer(_phase_options(config, config.epochs), out, run_config=run_key, name=NAME, phase="intermediate",
@@ -192,13 +235,14 @@ def _task(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dic
         loading.check_vocabulary(tokenizer, student, NAME, inputs["student"][0] if inputs["student"] else teacher_dir)
         first_step = None
         if config.epochs or config.steps:
-            first_step = _fit(trainer, _distiller(teacher, student, "intermediate", config), train, None, tokenizer)
+            first_step = _fit(trainer, _distiller(teacher, student, "intermediate", config), train, None, collate,
+                              train["length"])
     cleanup = trainer.cleanup
     for model in (teacher, student):  # the prediction step needs logits only: back to the fast attention
         model.set_attn_implementation("sdpa")
     with Trainer(_phase_options(config, config.prediction_epochs), out, run_config=run_key, name=NAME, phase="prediction") as trainer:
         distiller = _distiller(teacher, student, "prediction", config)
-        second = _fit(trainer, distiller, train, dev, tokenizer, len(splits.labels), config)
+        second = _fit(trainer, distiller, train, _by_length(dev), collate, train["length"], len(splits.labels), config)
     cleanup += trainer.cleanup
     if not trainer.is_main:
         return trainer.secondary_result()
@@ -218,9 +262,10 @@ def _phase_options(config: Config, epochs: float) -> Config:
     return dataclasses.replace(config, epochs=epochs or 1.0)
 
 
-def _fit(trainer: Trainer, distiller: kd.Distiller, train, dev, tokenizer: Any, num_labels: int = 0, config: Config | None = None):
+def _fit(trainer: Trainer, distiller: kd.Distiller, train, dev, collate: Any, lengths: Any = None, num_labels: int = 0,
+         config: Config | None = None):
     """One distillation step. With labelled dev data (the prediction step), the student's dev accuracy
-    picks the best epoch and stops early."""
+    picks the best epoch and stops early. `lengths`: the training texts' (similar lengths batched together)."""
     per_epoch = trainer.steps_per_epoch(len(train))
 
     def forward(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -236,10 +281,13 @@ def _fit(trainer: Trainer, distiller: kd.Distiller, train, dev, tokenizer: Any, 
                       if num_labels and "count" in sums else {})
 
     monitor, patience = (config.monitor, config.patience) if (config and dev is not None) else (None, 0)
-    return trainer.fit(distiller, train, collate=bert_inputs.Collator(tokenizer), forward=forward,
-                       eval_data=None if dev is None else dev.select(np.argsort(dev["length"], kind="stable")),
-                       summarize=summarize, best_metric=monitor, patience=patience,
-                       eval_steps=per_epoch, lengths=train["length"])
+    return trainer.fit(distiller, train, collate=collate, forward=forward, eval_data=dev, summarize=summarize,
+                       best_metric=monitor, patience=patience, eval_steps=per_epoch, lengths=lengths)
+
+
+def _by_length(ds: datasets.Dataset) -> datasets.Dataset:
+    """Evaluation rows sorted by length: batches of similar lengths carry little padding."""
+    return ds.select(np.argsort(ds["length"], kind="stable"))
 
 
 def _distiller(teacher: Any, student: Any, mode: kd.Mode, config: Config) -> kd.Distiller:
