@@ -205,3 +205,24 @@ def test_conflicting_student_options_are_refused(work, teacher, general, seg_rev
     result = run_cli("distill", "--mode", "task", "--teacher", teacher, "--train", seg_reviews, "--student", general[0],
                      "--student-shape", "tinybert6", "--out", tmp_path / "x")
     assert result.code == 2 and "Give one of them" in result.err_lines[-1], result.err
+
+
+def test_general_distillation_trains_on_all_of_a_long_document(work, tiny_bert, student_shape, fixtures):
+    """A document far longer than a block becomes several blocks that hold every one of its tokens (was: one
+    example cut at max_seq_len, the rest never seen); the manifest and report say how much text was used. 3 s."""
+    from transformers import AutoTokenizer
+
+    news = [line for line in fixture_lines("news.txt") if line.strip()]
+    documents = ["".join(news), *news[:3]]  # one document of ~1,400 characters and three sentences
+    corpus = work / "long.txt"
+    corpus.write_text("\n".join(documents) + "\n", encoding="utf-8")
+    manifest = build("distill", work / "long", {"teacher": tiny_bert, "corpus": [corpus]}, mode="general",
+                     student_shape=str(student_shape), steps=1, max_seq_len=32, eval_docs=0, **FAST)
+    m = manifest["metrics"]
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert))
+    tokens = sum(len(tokenizer(d, add_special_tokens=False)["input_ids"]) for d in documents)
+    assert m["documents"] == 4 and m["text_tokens"] == tokens > 1000
+    assert m["blocks"] >= tokens / 30  # [CLS] ... [SEP]: at most 30 tokens of text a block
+    # each block: its text, [CLS], a closing [SEP], and at most one [SEP] more per document boundary
+    assert tokens + 2 * m["blocks"] <= m["block_tokens"] <= tokens + 2 * m["blocks"] + len(documents)
+    assert f"{tokens:,} tokens, every one of them in a block" in (work / "long" / "report.md").read_text(encoding="utf-8")
