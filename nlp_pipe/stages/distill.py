@@ -103,6 +103,9 @@ class Config(ReadOptions, TrainOptions):
     max_seq_len: int = option(0, "task mode: tokens per text, [CLS]/[SEP] included, 0 = the teacher classifier's (labels.json); "
                                  "general mode: tokens per block, 0 = 128", min=0, max=512)
     eval_docs: int = option(200, "general mode: documents held out for the evaluation loss (at most a fifth of them)", min=0)
+    num_proc: int = option(0, "general mode: processes tokenising the corpus; 0 = every core", min=0)
+    cache_dir: str = option("", "general mode: the shared cache of tokenised corpora, as pretrain's (default: $NLP_PIPE_CACHE, "
+                                "else nlp_pipe_cache/ beside --out)")
     patience: int = option(3, "task mode: stop after this many dev evaluations without improvement (0 = never)", min=0)
     monitor: Literal["macro_f1", "accuracy"] = option("macro_f1", "task mode: dev figure for early stopping")
     baseline: bool = option(True, "task mode: also fit the TF-IDF + LR baseline on the same split and report it beside the student")
@@ -129,7 +132,8 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     if inputs["student"] and config.student_shape != STUDENT_SHAPE:
         raise UserError(f"distill: --student {inputs['student'][0]} has its own shape; --student-shape {config.student_shape} "
                         "shapes a new student. Give one of them")
-    run_key = run_identity(config, inputs, also_ignore=("quantize", "speed_batch", "speed_seq_len"))  # report only
+    run_key = run_identity(config, inputs, also_ignore=("quantize", "speed_batch", "speed_seq_len",  # report only
+                                                            "num_proc", "cache_dir"))  # nor do these change the data
     return (_general if config.mode == "general" else _task)(config, inputs, out, run_key)
 
 
@@ -178,7 +182,8 @@ def _general_blocks(config: Config, inputs: dict[str, list[Path]], out: Path, ru
     block = BlockSpec(max_len, "none", config.seed, tokenizer.cls_token_id, tokenizer.sep_token_id)
     spec = blocks_data.BuildSpec(block, "auto", read, SegmenterSpec(), config.eval_docs)
     return blocks_data.build(inputs["corpus"], manifests.sha256_json(run_key["inputs"]["corpus"]), tokenizer, spec,
-                             artifacts.cache_dir(out) / blocks_data.CACHE_KIND, default_workers())
+                             artifacts.cache_dir(out, config.cache_dir) / blocks_data.CACHE_KIND,
+                             config.num_proc or default_workers())
 
 
 def _stream_encoding(built: blocks_data.Built, tokenizer: Any, max_len: int) -> bert_inputs.Encoding:
