@@ -72,14 +72,14 @@ def _joined(lines: list[str]) -> Document:
     return Document("\n".join(lines), starts, None)
 
 
-def artifact_documents(path: Path, counts: Counts) -> Iterator[Document]:
+def artifact_documents(path: Path, counts: Counts, stage: str = "pretrain") -> Iterator[Document]:
     """Documents of a segment artifact: one a row, with the artifact's jieba words as their lengths (read
     with pyarrow, no Python string a word) where they cover the text or all of it but its whitespace, else
     as the words themselves."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    for batch in _record_batches(segmented_dataset(path, "pretrain")):
+    for batch in _record_batches(segmented_dataset(path, stage)):
         words = batch.column("words")
         if isinstance(words, pa.ChunkedArray):
             words = words.combine_chunks()
@@ -112,10 +112,10 @@ def _record_batches(dataset: Any) -> Iterator[Any]:
                 yield batch.select(["text", "words"])
 
 
-def documents(paths: list[Path], opts: ReadOptions, layout: Layout, counts: Counts) -> Iterator[Document]:
-    """Every document of every corpus input, files and segment artifacts alike."""
+def documents(paths: list[Path], opts: ReadOptions, layout: Layout, counts: Counts, stage: str = "pretrain") -> Iterator[Document]:
+    """Every document of every corpus input, files and segment artifacts alike (`stage` names the caller in errors)."""
     for path in paths:
         if path.is_dir():
-            yield from artifact_documents(path, counts)
+            yield from artifact_documents(path, counts, stage)
         else:
             yield from file_documents(path, opts, layout, counts)

@@ -84,9 +84,10 @@ def cache_key(input_key: str, tokenizer: Any, spec: BuildSpec) -> str:
 
 
 def build(paths: list[Path], input_key: str, tokenizer: Any, spec: BuildSpec, cache_root: Path,
-          num_proc: int) -> Built:
+          num_proc: int, stage: str = "pretrain") -> Built:
     """The train/eval blocks for `paths`, from the cache when an identical build exists. Every process of a
-    launch calls it; the main one builds (under the key's lock, waiting for another builder of it)."""
+    launch calls it; the main one builds (under the key's lock, waiting for another builder of it). `stage`
+    names the caller in errors."""
     key = cache_key(input_key, tokenizer, spec)
     folder = cache_root / key
     reused = True
@@ -94,7 +95,7 @@ def build(paths: list[Path], input_key: str, tokenizer: Any, spec: BuildSpec, ca
         with artifacts.locked(folder, wait=True):
             if not (folder / STATS).exists():  # not built meanwhile by the builder we waited for
                 with artifacts.staging(folder) as tmp:  # it also removes what a SIGKILLed build left
-                    stats = _build_into(tmp, paths, tokenizer, spec, num_proc)
+                    stats = _build_into(tmp, paths, tokenizer, spec, num_proc, stage)
                     stats["built_for"] = {"inputs": [str(p) for p in paths], "built_at": artifacts.now()}
                     (tmp / STATS).write_text(json.dumps(stats, indent=2, ensure_ascii=False), encoding="utf-8")
                     os.rename(tmp, folder)  # complete or absent: a killed build is rebuilt, never half-used
@@ -236,7 +237,7 @@ class _RunResult:
     eval_documents: int
 
 
-def _build_into(tmp: Path, paths: list[Path], tokenizer: Any, spec: BuildSpec, num_proc: int) -> dict[str, Any]:
+def _build_into(tmp: Path, paths: list[Path], tokenizer: Any, spec: BuildSpec, num_proc: int, stage: str) -> dict[str, Any]:
     """Write the token stream and the layouts into `tmp`; returns the statistics."""
     counts = Counts()
     sets = spec.pair_sets if spec.block.sentence_task != "none" else 1
@@ -245,9 +246,9 @@ def _build_into(tmp: Path, paths: list[Path], tokenizer: Any, spec: BuildSpec, n
     writer = _Writer(tmp, dtype, names)
     total = sum(p.stat().st_size for p in paths) if all(p.is_file() for p in paths) else None  # else documents
     bar = console.progress(total=total, unit="B", unit_scale=True, desc="pretraining data") if total else \
-        console.progress(total=_rows(paths), unit=" docs", desc="pretraining data")
+        console.progress(total=_rows(paths, stage), unit=" docs", desc="pretraining data")
     documents_seen = eval_seen = 0
-    runs = _runs(documents(paths, spec.read, spec.layout, counts), spec)
+    runs = _runs(documents(paths, spec.read, spec.layout, counts, stage), spec)
     with bar:
         for result, size in _parallel(runs, (TokenEncoder(tokenizer), spec, sets), num_proc):
             writer.add(result)
@@ -256,7 +257,7 @@ def _build_into(tmp: Path, paths: list[Path], tokenizer: Any, spec: BuildSpec, n
             bar.update(size if total else result.documents)
     meta = writer.finish(names)
     if not meta["tokens"]:
-        raise UserError(f"pretrain: no text in {', '.join(map(str, paths))} (dropped: {dict(counts.dropped)})")
+        raise UserError(f"{stage}: no text in {', '.join(map(str, paths))} (dropped: {dict(counts.dropped)})")
     built = _blocks(tmp, meta, spec.block)
     stats: dict[str, Any] = {"counts": counts.as_dict(), "documents": documents_seen, "eval_documents": eval_seen,
                              "tokens": meta["tokens"], "train": block_stats(built[0], spec.block.max_seq_len)}
@@ -265,12 +266,12 @@ def _build_into(tmp: Path, paths: list[Path], tokenizer: Any, spec: BuildSpec, n
     return stats
 
 
-def _rows(paths: list[Path]) -> int | None:
+def _rows(paths: list[Path], stage: str) -> int | None:
     """Rows of the segment artifacts, the bar's total when every input is one (its empty rows are never counted
     as documents: the bar may stop short of it); None with a text file among them."""
     if not all(p.is_dir() for p in paths):
         return None
-    return sum(len(segmented_dataset(p, "pretrain")) for p in paths)
+    return sum(len(segmented_dataset(p, stage)) for p in paths)
 
 
 def _runs(docs: Iterable[Document], spec: BuildSpec) -> Iterator[_Run]:

@@ -183,7 +183,7 @@ def _general_blocks(config: Config, inputs: dict[str, list[Path]], out: Path, ru
     spec = blocks_data.BuildSpec(block, "auto", read, SegmenterSpec(), config.eval_docs)
     return blocks_data.build(inputs["corpus"], manifests.sha256_json(run_key["inputs"]["corpus"]), tokenizer, spec,
                              artifacts.cache_dir(out, config.cache_dir) / blocks_data.CACHE_KIND,
-                             config.num_proc or default_workers())
+                             config.num_proc or default_workers(), NAME)
 
 
 def _stream_encoding(built: blocks_data.Built, tokenizer: Any, max_len: int) -> bert_inputs.Encoding:
