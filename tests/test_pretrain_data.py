@@ -90,6 +90,21 @@ def test_per_character_encoding_equals_plain_encoding(tokenizer):
         assert fast.ids.tolist() == plain.ids.tolist() and fast.chars.tolist() == plain.chars.tolist(), text
 
 
+def test_line_by_line_encoding_equals_plain_encoding_with_added_words():
+    """A vocabulary grown with words (expand) rules out the ideograph shortcut; its runs are then encoded a line
+    at a time in one encode_batch, with exactly the ids and offsets of plain encoding (sabotaged: line starts
+    not added to the offsets fails here)."""
+    grown = BertTokenizer(vocab=str(FIXTURES / "bert_zh" / "vocab.txt"))
+    grown.add_tokens(["北京大学", "人工智能"])
+    encoder = TokenEncoder(grown)
+    assert not encoder.per_character and encoder.by_line
+    for text in ("\n".join([MIXED, "北京大学和人工智能", "", "人工\n智能北京大学"]), "\n", "北京大学", MIXED * 2):
+        lines, plain = encoder._lines(text), encoder._plain(text)
+        assert lines.ids.tolist() == plain.ids.tolist() and lines.chars.tolist() == plain.chars.tolist(), text
+    assert encoder.encode("北京大学\n人工智能").ids.tolist() == grown("北京大学\n人工智能", add_special_tokens=False)["input_ids"]
+    assert encoder.by_line  # the check on the first text agreed
+
+
 def _stream_docs(n_docs: int, rng: np.random.Generator) -> tuple[np.ndarray, list, set[int]]:
     """A token stream whose ids say where they come from: doc d, position p -> 10000 + 1000 d + p; its
     documents; the ids that end a sentence."""
