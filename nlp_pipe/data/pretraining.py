@@ -16,7 +16,7 @@ complete, and the leftovers of killed builds are removed under that lock.
 Evaluation holds out whole documents, drawn from the first 50 x eval_docs documents (so the build
 never needs the document count in advance), so no held-out text leaks into training blocks.
 Under `accelerate launch` the main process builds (its workers use the machine's cores) and the
-others load what it saved.
+others load what it saved. `distill --mode general` trains on the same data with sentence task none.
 """
 
 from __future__ import annotations
