@@ -16,7 +16,9 @@ import torch
 from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
 from conftest import FIXTURES, VENV_BIN, build, die_after_first_checkpoint, run_cli
+from nlp_pipe import runner
 from nlp_pipe.core.errors import UserError
+from nlp_pipe.stages import pretrain
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
         "max_position_embeddings": 64}
@@ -133,6 +135,9 @@ def test_continued_pretraining_from_init_uses_its_tokenizer(tmp_path, bert_vocab
         build("pretrain", second, {"corpus": [FIXTURES / "news.txt"], "init": first}, **{**settings, "steps": 10})
     manifest = build("pretrain", second, {"corpus": [FIXTURES / "news.txt"], "init": first},
                      **{**settings, "model_config": "", "steps": 10, "sentence_task": "none", "export_dataset": True})
+    # a pretrain artifact holds its tokenizer: --tokenizer takes it as --help says (the runner refused it)
+    assert runner.plan("pretrain", settings, {"corpus": [FIXTURES / "news.txt"], "tokenizer": first}, tmp_path / "third")
+    assert pretrain._tokenizer({"tokenizer": [first], "init": []})[0].get_vocab() == AutoTokenizer.from_pretrained(first).get_vocab()
     assert manifest["metrics"]["steps"] == 10
     exported = datasets.load_from_disk(str(second / "dataset" / "train"))
     assert set(exported.column_names) == {"input_ids", "token_type_ids", "word_labels", "sentence_label"}
@@ -154,6 +159,27 @@ def test_user_mistakes_are_one_line_errors(tmp_path, bert_vocab, seg_reviews, ti
     result = run_cli("pretrain", "--corpus", news, "--tokenizer", bert_vocab, "--out", tmp_path / "x",
                      "--model-config", tiny_config, "--max-seq-len", "64", "--batch-size", "512", "--steps", "1", "--num-proc", "1")
     assert result.code == 2 and "do not fill one batch" in result.err_lines[-1]
+
+
+def test_a_bad_vocab_txt_says_what_is_wrong(tmp_path, bert_vocab):
+    """BertTokenizer reads a repeated token, a blank line or a missing [MASK] without a word; only the token counts
+    disagreed ("tokenizer has N tokens but vocab.txt M"), as they did for a tokenizer.json given as a vocab.txt."""
+    tokens = (bert_vocab / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
+
+    def error(lines: list[str], name: str = "vocab.txt") -> str:
+        path = tmp_path / name
+        path.write_text("".join(t + "\n" for t in lines), encoding="utf-8")
+        with pytest.raises(UserError) as caught:
+            pretrain._tokenizer({"tokenizer": [path], "init": []})
+        return str(caught.value)
+
+    assert f"duplicate token '{tokens[10]}' at lines 11 and {len(tokens) + 1}" in error([*tokens, tokens[10]])
+    assert "blank line 8;" in error([*tokens[:7], "", *tokens[7:]])
+    assert "[MASK] missing" in error([t for t in tokens if t != "[MASK]"])
+    assert "pass the directory that holds it" in error(
+        (bert_vocab / "tokenizer.json").read_text(encoding="utf-8").splitlines(), "tokenizer.json")
+    (tmp_path / "good.txt").write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
+    assert len(pretrain._tokenizer({"tokenizer": [tmp_path / "good.txt"], "init": []})[0]) == len(tokens)
 
 
 def _cli(*args) -> list[str]:
@@ -230,8 +256,6 @@ def test_two_outs_share_one_cache_build_and_cache_ls_rm_free_it(tmp_path, bert_v
 def test_raw_text_masks_with_the_init_artifacts_user_dictionary(tmp_path, bert_vocab):
     """pretrain --init EXPAND --corpus raw.txt: jieba cuts with the expansion's jieba_userdict.txt (its new words are
     masked whole, as its tokenizer emits them), not jieba's default dictionary alone."""
-    from nlp_pipe.stages import pretrain
-
     init = tmp_path / "expanded"
     init.mkdir()
     (init / "jieba_userdict.txt").write_text("自然语言处理模型 5\n", encoding="utf-8")

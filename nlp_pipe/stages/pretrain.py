@@ -53,8 +53,9 @@ OUTPUTS = (CONFIG_JSON, WEIGHTS, PRETRAINING_JSON)
 INPUTS = {
     "corpus": Input("text files (one document a line, or one sentence a line with blank lines between documents) "
                     "or segment artifacts", kind="any", multiple=True, stages=("segment",)),
-    "tokenizer": Input("a vocab artifact made with --kind bert, a directory AutoTokenizer loads, or a BERT vocab.txt",
-                       kind="any", required=False, stages=("vocab",), hub=True),
+    "tokenizer": Input("a vocab artifact made with --kind bert, a pretrain/expand/distill artifact (its tokenizer), a directory "
+                       "AutoTokenizer loads, or a BERT vocab.txt", kind="any", required=False,
+                       stages=("vocab", "pretrain", "expand", "distill"), hub=True),
     "init": Input("a BERT-family checkpoint (directory or Hub id) to continue pretraining from", kind="any", required=False,
                   stages=("pretrain", "expand", "distill"), hub=True),
 }
@@ -142,6 +143,9 @@ def _tokenizer(inputs: dict[str, list[Path]]) -> tuple[Any, Path]:
     source = given[0]
     tokenizer: Any
     if source.is_file():  # a bare vocab.txt, e.g. Google's Chinese BERT vocabulary
+        if source.suffix == ".json" or source.read_bytes()[:1] == b"{":
+            raise UserError(f"pretrain: {source} is a tokenizer file, not a vocab.txt; pass the directory that holds it "
+                            f"({source.parent})")
         # not BertTokenizerFast(vocab_file=): it ignores the file in transformers 5 (docs/library-notes.md)
         tokenizer, vocab_txt = BertTokenizer(vocab=str(source)), source
     elif (manifests.read_manifest(source) or {}).get("config", {}).get("kind") == "word":
@@ -154,7 +158,7 @@ def _tokenizer(inputs: dict[str, list[Path]]) -> tuple[Any, Path]:
     if not tokenizer.is_fast or tokenizer.mask_token_id is None or tokenizer.cls_token_id is None:
         raise UserError(f"pretrain: {source} is not a fast BERT tokenizer with [CLS]/[SEP]/[MASK] (vocab --kind bert makes one)")
     if vocab_txt.exists():  # a tokenizer that silently lost its vocabulary would train on [UNK]
-        lines = len(read_vocab(vocab_txt))
+        lines = _checked_vocab(vocab_txt, tokenizer.all_special_tokens)
         if lines != len(tokenizer):
             raise UserError(f"pretrain: tokenizer in {source} has {len(tokenizer)} tokens but vocab.txt {lines}")
     init = inputs["init"][0] if inputs["init"] else None
@@ -163,6 +167,26 @@ def _tokenizer(inputs: dict[str, list[Path]]) -> tuple[Any, Path]:
             raise UserError(f"pretrain: the tokenizer {source} differs from the one saved with init {init}; leave out "
                             "--tokenizer to use the checkpoint's, or grow the checkpoint with the expand stage")
     return tokenizer, source
+
+
+def _checked_vocab(vocab_txt: Path, specials: list[str]) -> int:
+    """The line count of a vocab.txt once it is one distinct token a line holding the tokenizer's special tokens:
+    the tokenizers read a blank line or a repeated token without a word (ids shift or alias) and add a missing
+    special token past the end, so only the counts would disagree."""
+    first: dict[str, int] = {}
+    for number, token in enumerate(read_vocab(vocab_txt), start=1):
+        if not token:  # not token.strip(): U+2028 is a token of Google's Chinese vocabulary
+            raise UserError(f"pretrain: {vocab_txt}: blank line {number}; a vocab.txt holds one token a line (a blank "
+                            "line shifts the ids after it)")
+        if token in first:
+            raise UserError(f"pretrain: {vocab_txt}: duplicate token {token!r} at lines {first[token]} and {number}; each "
+                            "token once (line number - 1 is its id)")
+        first[token] = number
+    missing = [t for t in specials if t not in first]
+    if missing:
+        raise UserError(f"pretrain: {vocab_txt}: {' '.join(missing)} missing; a BERT vocab.txt lists its special tokens "
+                        "([PAD] [UNK] [CLS] [SEP] [MASK])")
+    return len(first)
 
 
 def _model(config: Config, inputs: dict[str, list[Path]], tokenizer: Any) -> Any:
