@@ -308,3 +308,15 @@ def test_invalid_words_are_reported_not_added(tmp_path, mlm_dir):
     assert set(manifest["invalid_words"]) == {"##ab", "零宽\u200b空格", "长" * 101}
     planner = WordPlanner(load_tokenizer(mlm_dir))
     assert "whitespace" in planner.consider("两个 词") and planner.consider("两个词") == "new"
+
+
+def test_malformed_word_file_lines_are_dropped_with_their_line(tmp_path, mlm_dir, caplog):
+    """`hello world` was added as `hello` (count 0) and `人工智能 12 extra` lost "extra" without a word."""
+    words = tmp_path / "words.txt"
+    words.write_text("hello world\n人工智能 12 extra\n区块链\t7\n好词\n", encoding="utf-8")
+    manifest = build("expand", tmp_path / "out", {"checkpoint": mlm_dir, "words": [words]})
+    added = {row.split("\t")[0]: row.split("\t")[3] for row in lines(tmp_path / "out" / "words.tsv")[1:]}
+    assert added == {"区块链": "7", "好词": "0"}
+    assert manifest["counts"]["dropped"] == {"word file: count not a whole number": 1, "word file: more than `word count`": 1}
+    assert manifest["reading"]["dropped_at"]["word file: count not a whole number"] == [f"{words}:1"]
+    assert "line 2 '人工智能 12 extra' dropped" in caplog.text

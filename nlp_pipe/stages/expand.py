@@ -101,7 +101,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
              "invalid_words": planner.invalid,
              "tokenizer_mechanism": "Chinese/mixed words: added tokens (normalized=False, leftmost-longest match in raw "
                                     "text); one-piece words: WordPiece vocab entries; all listed in vocab.txt"}
-    counts = found.rows if found.rows.rows_in else None
+    counts = found.rows if found.rows.rows_in or found.rows.dropped else None
     return Result(counts, metrics, _report(metrics, planner, found, old_size), extra)
 
 
