@@ -140,6 +140,7 @@ def test_continued_pretraining_from_init_uses_its_tokenizer(tmp_path, bert_vocab
     assert pretrain._tokenizer({"tokenizer": [first], "init": []})[0].get_vocab() == AutoTokenizer.from_pretrained(first).get_vocab()
     assert manifest["metrics"]["steps"] == 10
     exported = datasets.load_from_disk(str(second / "dataset" / "train"))
+    assert list(datasets.load_from_disk(str(second / "dataset"))) == ["train", "eval"]  # a DatasetDict
     assert set(exported.column_names) == {"input_ids", "token_type_ids", "word_labels", "sentence_label"}
     assert {-1, 0, 1} == set(exported[0]["word_labels"])
     start = AutoModelForMaskedLM.from_pretrained(first).bert.encoder.layer[0].output.dense.weight
@@ -264,3 +265,22 @@ def test_raw_text_masks_with_the_init_artifacts_user_dictionary(tmp_path, bert_v
     assert spec.segmenter.userdict == (("自然语言处理模型", 5),)
     assert pretrain._build_spec(pretrain.Config(), {"tokenizer": [bert_vocab], "init": [], "corpus": []},
                                 tokenizer).segmenter.userdict == ()
+
+
+def test_init_without_pretraining_heads_is_warned(tmp_path, caplog):
+    """An encoder-only checkpoint (a distill student) continued with MLM + SOP: its heads start from random
+    weights, said in one warning line (was silent); a full pretraining checkpoint warns nothing."""
+    from transformers import BertConfig, BertForPreTraining, BertModel
+
+    from nlp_pipe.models import bert_pretraining as bert
+
+    config = BertConfig(vocab_size=50, **TINY)
+    BertModel(config, add_pooling_layer=False).save_pretrained(tmp_path / "student")
+    BertForPreTraining(config).save_pretrained(tmp_path / "full")
+    mine = lambda: [r for r in caplog.records if r.name == bert.__name__]  # noqa: E731
+    with caplog.at_level("WARNING", logger=bert.__name__):
+        bert.load(tmp_path / "full", "sop", "eager")
+        assert not mine()
+        bert.load(tmp_path / "student", "sop", "eager")
+    (record,) = mine()
+    assert "has no MLM head and no sop head and no pooler: they start from random weights" in record.getMessage()

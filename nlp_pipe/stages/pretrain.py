@@ -83,7 +83,8 @@ class Config(ReadOptions, TrainOptions):
     num_proc: int = option(0, "processes for tokenisation and jieba; 0 = every core", min=0)
     cache_dir: str = option("", "shared cache folder for the tokenised corpus (default: $NLP_PIPE_CACHE, else nlp_pipe_cache/ "
                                 "beside --out)")
-    export_dataset: bool = option(False, "also save the tokenised blocks with word-boundary labels under dataset/")
+    export_dataset: bool = option(False, "also save the tokenised blocks with word-boundary labels under dataset/ "
+                                         "(a DatasetDict: train, eval)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -123,10 +124,11 @@ def _write_extras(out: Path, config: Config, hf_model: Any, tokenizer_source: Pa
     vocab_txt = tokenizer_source if tokenizer_source.is_file() else tokenizer_source / VOCAB_TXT
     if vocab_txt.exists():  # for tools that read vocab.txt (Google BERT, UER-py)
         shutil.copy(vocab_txt, out / VOCAB_TXT)
-    if config.export_dataset:
-        built.train.to_dataset().save_to_disk(str(out / DATASET_DIR / "train"))
-        if built.eval is not None:
-            built.eval.to_dataset().save_to_disk(str(out / DATASET_DIR / "eval"))
+    if config.export_dataset:  # a DatasetDict: load_from_disk of dataset/ and of dataset/train both work
+        from datasets import DatasetDict
+
+        splits = {"train": built.train} | ({"eval": built.eval} if built.eval is not None else {})
+        DatasetDict({name: data.to_dataset() for name, data in splits.items()}).save_to_disk(str(out / DATASET_DIR))
     settings = _settings(config, built, tokenizer_source, hf_model)
     (out / PRETRAINING_JSON).write_text(json.dumps(settings, indent=2, ensure_ascii=False), encoding="utf-8")
     return _metrics(summary, built, _check_saved(out, hf_model, collator, built))
