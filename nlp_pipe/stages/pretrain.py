@@ -160,7 +160,8 @@ def _tokenizer(inputs: dict[str, list[Path]]) -> tuple[Any, Path]:
     if not tokenizer.is_fast or tokenizer.mask_token_id is None or tokenizer.cls_token_id is None:
         raise UserError(f"pretrain: {source} is not a fast BERT tokenizer with [CLS]/[SEP]/[MASK] (vocab --kind bert makes one)")
     if vocab_txt.exists():  # a tokenizer that silently lost its vocabulary would train on [UNK]
-        lines = _checked_vocab(vocab_txt, tokenizer.all_special_tokens)
+        empty_id = tokenizer.get_vocab().get("") if source.is_dir() else None  # a bare file: its lines are the table
+        lines = _checked_vocab(vocab_txt, tokenizer.all_special_tokens, empty_id)
         if lines != len(tokenizer):
             raise UserError(f"pretrain: tokenizer in {source} has {len(tokenizer)} tokens but vocab.txt {lines}")
     init = inputs["init"][0] if inputs["init"] else None
@@ -171,13 +172,14 @@ def _tokenizer(inputs: dict[str, list[Path]]) -> tuple[Any, Path]:
     return tokenizer, source
 
 
-def _checked_vocab(vocab_txt: Path, specials: list[str]) -> int:
+def _checked_vocab(vocab_txt: Path, specials: list[str], empty_id: int | None) -> int:
     """The line count of a vocab.txt once it is one distinct token a line holding the tokenizer's special tokens:
     the tokenizers read a blank line or a repeated token without a word (ids shift or alias) and add a missing
-    special token past the end, so only the counts would disagree."""
+    special token past the end, so only the counts would disagree. A blank line beside a tokenizer.json is its own
+    where its token at that id is '' (HF loaders read Google's U+2028 token so, and expand writes that table out)."""
     first: dict[str, int] = {}
     for number, token in enumerate(read_vocab(vocab_txt), start=1):
-        if not token:  # not token.strip(): U+2028 is a token of Google's Chinese vocabulary
+        if not token and number - 1 != empty_id:  # not token.strip(): U+2028 is a token of Google's vocabulary
             raise UserError(f"pretrain: {vocab_txt}: blank line {number}; a vocab.txt holds one token a line (a blank "
                             "line shifts the ids after it)")
         if token in first:
