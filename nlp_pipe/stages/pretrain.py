@@ -294,6 +294,7 @@ def _report(config: Config, summary: Summary, built: blocks_data.Built, hf_model
              f"Data: {built.stats['documents']} documents -> {built.stats['train']['blocks']} training blocks of "
              f"{config.max_seq_len} ({built.stats['train']['pair_blocks']} sentence pairs"
              f"{f', {config.pair_sets} pair sets' if config.sentence_task != 'none' else ''}); cache {built.cache_dir}.",
+             *(f"Read: {notice}." for notice in built.stats.get("notices", [])),
              "", "| split | " + " | ".join(summary.last_eval or summary.last_train) + " |",
              "| --- |" + " --- |" * len(summary.last_eval or summary.last_train)]
     for split, values in (("train", summary.last_train), ("eval", summary.last_eval)):
