@@ -13,11 +13,12 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
-from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
+from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForPreTraining, BertModel, BertTokenizer
 
 from conftest import FIXTURES, VENV_BIN, build, die_after_first_checkpoint, run_cli
 from nlp_pipe import runner
 from nlp_pipe.core.errors import UserError
+from nlp_pipe.models import bert_pretraining as bert
 from nlp_pipe.stages import pretrain
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
@@ -181,6 +182,15 @@ def test_a_bad_vocab_txt_says_what_is_wrong(tmp_path, bert_vocab):
         (bert_vocab / "tokenizer.json").read_text(encoding="utf-8").splitlines(), "tokenizer.json")
     (tmp_path / "good.txt").write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
     assert len(pretrain._tokenizer({"tokenizer": [tmp_path / "good.txt"], "init": []})[0]) == len(tokens)
+    # beside a tokenizer.json, a blank line where the tokenizer's own token is '' is its table (HF reads Google's
+    # U+2028 token, id 343, as ''; expand writes that table out)
+    google = tmp_path / "google"
+    table = BertTokenizer(vocab=str(FIXTURES / "bert_zh" / "vocab.txt"))
+    table.save_pretrained(google)
+    (google / "vocab.txt").write_text("".join(t + "\n" for t in table.convert_ids_to_tokens(list(range(len(table))))),
+                                      encoding="utf-8")
+    assert (google / "vocab.txt").read_text(encoding="utf-8").split("\n")[343] == ""
+    assert len(pretrain._tokenizer({"tokenizer": [google], "init": []})[0]) == 21128
 
 
 def _cli(*args) -> list[str]:
@@ -270,10 +280,6 @@ def test_raw_text_masks_with_the_init_artifacts_user_dictionary(tmp_path, bert_v
 def test_init_without_pretraining_heads_is_warned(tmp_path, caplog):
     """An encoder-only checkpoint (a distill student) continued with MLM + SOP: its heads start from random
     weights, said in one warning line (was silent); a full pretraining checkpoint warns nothing."""
-    from transformers import BertConfig, BertForPreTraining, BertModel
-
-    from nlp_pipe.models import bert_pretraining as bert
-
     config = BertConfig(vocab_size=50, **TINY)
     BertModel(config, add_pooling_layer=False).save_pretrained(tmp_path / "student")
     BertForPreTraining(config).save_pretrained(tmp_path / "full")
