@@ -261,6 +261,8 @@ def _build_into(tmp: Path, paths: list[Path], tokenizer: Any, spec: BuildSpec, n
                              "tokens": meta["tokens"], "train": block_stats(built[0], spec.block.max_seq_len)}
     if built[1] is not None:
         stats["eval"] = block_stats(built[1], spec.block.max_seq_len)
+    if counts.notices:  # how a file was read (a detected layout): pretraining.json and the report say it
+        stats["notices"] = counts.notices
     return stats
 
 
