@@ -106,7 +106,8 @@ def _key_value(item: str, flag: str) -> tuple[str, Any]:
 @_pipeline_options
 @click.option("--only", multiple=True, help="Run only these stages (repeatable).")
 @click.option("--from", "start", default=None, help="Run this stage and every stage after it.")
-@click.option("--force", is_flag=True, help="Rebuild the selected stages even when fresh.")
+@click.option("--force", is_flag=True,
+              help="Rebuild the selected stages even when fresh (and discard checkpoints a run with other settings left).")
 def run(pipeline_file, variables, overrides, workdir, only, start, force) -> None:
     """Run a pipeline file: every stage whose artifact is missing or stale."""
     pipe = _load_pipeline(pipeline_file, variables, overrides, workdir)
@@ -114,15 +115,18 @@ def run(pipeline_file, variables, overrides, workdir, only, start, force) -> Non
     # planned once, before any work starts (every config and reference checked), each step against what the
     # steps before it will produce. A step is planned again (against the disk) only when an upstream artifact is
     # not the planned one: left out by --only/--from while stale, changed or missing (plan_now says what to run),
-    # or itself planned again
+    # or itself planned again. A step fresh as planned whose upstream was left out is skipped without that: it
+    # already holds what the planned upstream artifacts give (as `status` says), even where one is missing now
     planned = {step.name: plan for step, plan in zip(pipe.steps, pipe.plans())}
     as_planned = {name for name, plan in planned.items() if plan.fresh}
+    replanned: set[str] = set()
     rows = []
     for step in selected:
         plan = planned[step.name]
-        if any(up not in as_planned for up in step.upstream):
+        if any(up not in as_planned for up in step.upstream) and (force or not plan.fresh or replanned & set(step.upstream)):
             plan = pipe.plan_now(step)
             as_planned.discard(step.name)
+            replanned.add(step.name)
         else:
             as_planned.add(step.name)  # fresh, or about to be built as planned
         if runner.skipped(plan, force):
@@ -323,7 +327,8 @@ def _stage_command(name: str) -> click.Command:
     module = stages.load(name)
     params: list[click.Parameter] = [
         click.Option(["--out"], required=True, type=click.Path(file_okay=False), help="Artifact directory to write."),
-        click.Option(["--force"], is_flag=True, help="Rebuild even when the artifact is fresh."),
+        click.Option(["--force"], is_flag=True,
+                     help="Rebuild even when the artifact is fresh (and discard checkpoints a run with other settings left)."),
         click.Option(["--config", "config_file"], type=click.Path(dir_okay=False), default=None,
                      help="YAML file of this stage's inputs and options (flags given here override it); an artifact's "
                           "stage_config.yaml reruns that stage"),
