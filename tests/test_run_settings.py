@@ -105,6 +105,8 @@ def test_what_differs_between_runs_names_inputs_not_their_hashes():
     old = {"config": {"epochs": 40.0, "inputs": {"train": ["3669053e" * 8], "dev": ["aa" * 32]}}, "processes": 1, "threads": 1}
     new = {"config": {"epochs": 2.0, "inputs": {"train": ["ffffffff" * 8], "dev": ["aa" * 32]}}, "processes": 1, "threads": 1}
     assert trainer._differences(old, new) == "epochs: 40.0 -> 2.0; inputs changed: train"
+    old["config"]["student_shape"], new["config"]["student_shape"] = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    assert trainer._differences(old, new).startswith("epochs: 40.0 -> 2.0; student_shape: file edited;")
 
 
 def test_interrupted_before_training_names_the_checkpoint_the_rerun_resumes_from(tmp_path, seg_reviews, monkeypatch):

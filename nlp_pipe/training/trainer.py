@@ -424,7 +424,7 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
     a = _flat({**old.get("config", {}), "processes": old.get("processes"), "threads": old.get("threads")})
     b = _flat({**new["config"], "processes": new["processes"], "threads": new["threads"]})
     a_inputs, b_inputs = old.get("config", {}).get("inputs") or {}, new["config"].get("inputs") or {}
-    changed = [f"{k}: {'file edited' if str(a.get(k)).startswith('sha256:') else f'{a.get(k)} -> {b.get(k)}'}"
+    changed = [f"{k}: {'file edited' if str(b.get(k)).startswith('sha256:') else f'{a.get(k)} -> {b.get(k)}'}"
                for k in sorted(a.keys() | b.keys()) if k != "inputs" and a.get(k) != b.get(k)]
     inputs = sorted(k for k in a_inputs.keys() | b_inputs.keys() if a_inputs.get(k) != b_inputs.get(k))
     if inputs:
