@@ -49,7 +49,10 @@ class StageGroup(click.Group):
         if name and not name.startswith("-") and name not in stages.STAGES and name not in self.commands:
             # click's own message suggests only the built-in commands, never a stage name
             raise click.UsageError(f"No such command '{name}'{did_you_mean(name, self.list_commands(ctx))}.", ctx)
-        return super().resolve_command(ctx, args)
+        # a stage's module is imported here (torch for a training stage: seconds), before click has parsed --out: a
+        # Ctrl-C meanwhile names the checkpoint a rerun resumes from, as it does later
+        with runner.naming_checkpoints(_out_argument(args) if name in stages.STAGES else []):
+            return super().resolve_command(ctx, args)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         own = [(n, self.commands[n].get_short_help_str(60)) for n in sorted(self.commands)]
@@ -70,6 +73,17 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool, log_level: str) -> None:
     """Chinese text pipeline: segmentation, vocabularies, vectors, BERT pretraining, classifiers."""
     ctx.obj = {"verbose": verbose}
     console.configure(log_level, quiet=quiet, verbose=verbose)
+
+
+def _out_argument(args: list[str]) -> list[Path]:
+    """The --out a stage command was given, read from its raw arguments (click parses them only after the stage's
+    module, which declares the options, is imported)."""
+    for flag, value in zip(args, [*args[1:], ""]):
+        if flag == "--out" and value:
+            return [Path(value)]
+        if flag.startswith("--out="):
+            return [Path(flag[len("--out="):])]
+    return []
 
 
 def _pipeline_options(fn):
@@ -112,6 +126,16 @@ def run(pipeline_file, variables, overrides, workdir, only, start, force) -> Non
     """Run a pipeline file: every stage whose artifact is missing or stale."""
     pipe = _load_pipeline(pipeline_file, variables, overrides, workdir)
     selected = pipe.select(list(only), start)
+    with runner.naming_checkpoints([step.out for step in selected]):  # Ctrl-C while planning too
+        rows = _run_steps(pipe, selected, force)
+    if not distributed.is_main():  # under a launch the table is the main rank's
+        return
+    _table(["stage", "status", "time", "artifact"], rows)
+    click.echo(f"\nartifacts in {pipe.workdir}/ (nlp-pipe inspect DIR shows one)")
+
+
+def _run_steps(pipe: pipelines.Pipeline, selected: list[pipelines.Step], force: bool) -> list[tuple]:
+    """Plan and run the selected steps; a row of `run`'s table for each."""
     # planned once, before any work starts (every config and reference checked), each step against what the
     # steps before it will produce. A step is planned again (against the disk) only when an upstream artifact is
     # not the planned one: left out by --only/--from while stale, changed or missing (plan_now says what to run),
@@ -137,10 +161,7 @@ def run(pipeline_file, variables, overrides, workdir, only, start, force) -> Non
         t0 = time.perf_counter()
         runner.execute(plan, force=force)
         rows.append((step.name, "ran", f"{time.perf_counter() - t0:.1f}s", plan.out))
-    if not distributed.is_main():  # under a launch the table is the main rank's
-        return
-    _table(["stage", "status", "time", "artifact"], rows)
-    click.echo(f"\nartifacts in {pipe.workdir}/ (nlp-pipe inspect DIR shows one)")
+    return rows
 
 
 @cli.command()
@@ -358,11 +379,12 @@ def _stage_command(name: str) -> click.Command:
         inputs, config = _config_file(name, config_file) if config_file else ({}, {})
         inputs.update({k: v for k, v in values.items() if k in module.INPUTS and v not in (None, ())})
         config.update({k: v for k, v in values.items() if k not in module.INPUTS and v is not None})
-        plan = runner.plan(name, config, inputs, out, where=name)
-        if runner.skipped(plan, force):
-            click.echo(f"{out} is fresh (same config and inputs); nothing to do. Use --force to rebuild.")
-            return
-        manifest = runner.execute(plan, force=force)
+        with runner.naming_checkpoints([Path(out)]):
+            plan = runner.plan(name, config, inputs, out, where=name)
+            if runner.skipped(plan, force):
+                click.echo(f"{out} is fresh (same config and inputs); nothing to do. Use --force to rebuild.")
+                return
+            manifest = runner.execute(plan, force=force)
         if not distributed.is_main():  # under a launch the main rank wrote it and says so, once
             return
         click.echo(f"{name}: wrote {out} in {manifest['wall_time_s']} s")

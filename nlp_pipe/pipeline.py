@@ -129,6 +129,12 @@ def load(path: str | Path, variables: dict[str, Any] | None = None, overrides: d
     steps: list[Step] = []
     for i, raw in enumerate(doc["stages"]):
         steps.append(_step(raw, i, vars_, steps, root, path))
+    # the stages' modules are imported here (torch for a training stage: seconds): a Ctrl-C meanwhile names the
+    # checkpoint a rerun resumes from, as it does later
+    with runner.naming_checkpoints([step.out for step in steps]):
+        for step in steps:
+            step.inputs = anchor_inputs(step.stage, step.inputs, _folder(path))
+            step.config = anchor_config(step.stage, step.config, _folder(path))
     _apply_overrides(steps, overrides or {}, path)
     return Pipeline(path, str(doc.get("name", path.stem)), root, steps)
 
@@ -175,7 +181,7 @@ def _step(raw: Any, index: int, vars_: dict, earlier: list[Step], root: Path, pa
     if twin is not None:  # the later step would replace the earlier one's artifact under its readers' feet
         raise UserError(f"{where}: stage '{name}' writes to {out}, as stage '{twin.name}' does; give each its own 'out'")
     stage = str(raw["stage"])
-    return Step(name, stage, anchor_inputs(stage, inputs, base), anchor_config(stage, config, base), out, sorted(used))
+    return Step(name, stage, inputs, config, out, sorted(used))  # inputs and config anchored by `load`
 
 
 def _folder(path: Path) -> Path:

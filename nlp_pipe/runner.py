@@ -17,7 +17,8 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -271,12 +272,33 @@ def _newest_checkpoint(out: Path) -> int | None:
     """The step of the newest training checkpoint a rerun of the stage building `out` resumes from, if any."""
     final = artifacts.final_path(out)
     works = list(final.parent.glob(f"{final.name}.*checkpoints"))
-    if not works:  # a stage that does not train: no need to import the trainer (torch)
-        return None
-    from .training.trainer import saved_steps
-
-    saved = [step for work in works for step in saved_steps(work)]
+    saved = [step for work in works for step in artifacts.saved_steps(work)]
     return int(max(saved, key=lambda path: path.stat().st_mtime).name.split("_")[1]) if saved else None
+
+
+def _interrupt_of(exc: BaseException, outs: Iterable[Path]) -> BaseException:
+    """What to raise for `exc`: the interrupt it is, or became on its way (a library's exception raised while the
+    signal arrived), naming (when it came outside a training loop: planning, setting up, evaluating, reporting) the
+    checkpoint a rerun resumes from, the newest of the first of `outs` that has one; any other exception as it is."""
+    interrupt = exc if isinstance(exc, process.Interrupted) else process.pending()
+    if interrupt is None:
+        return exc
+    if interrupt.step is None and not interrupt.checkpoint:
+        interrupt.checkpoint = next(filter(None, map(_newest_checkpoint, outs)), None)
+    return interrupt
+
+
+@contextmanager
+def naming_checkpoints(outs: Iterable[Path]) -> Iterator[None]:
+    """Around planning and running the stages that build `outs`: an interrupt names the checkpoint a rerun resumes
+    from (`_interrupt_of`), also one that arrives before `execute` (importing a stage, hashing its inputs)."""
+    try:
+        yield
+    except BaseException as exc:
+        stopped = _interrupt_of(exc, outs)
+        if stopped is not exc:
+            raise stopped from exc
+        raise
 
 
 def _execute_main(p: Plan, force: bool, launched: bool) -> dict[str, Any]:
@@ -308,13 +330,9 @@ def _execute_main(p: Plan, force: bool, launched: bool) -> dict[str, Any]:
             _tell_ranks(launched, ("error", str(exc) or type(exc).__name__))
         if isinstance(exc, OSError):  # disk full, read-only or missing directory: the user's to fix, in one line
             raise UserError(_os_error(p, exc)) from exc
-        # outside the training loop (setting up, evaluating, reporting) the line names the checkpoint a rerun resumes
-        # from; an interrupt whose exception became another one on its way (a library's) is that interrupt
-        interrupt = exc if isinstance(exc, process.Interrupted) else process.pending()
-        if interrupt is not None and interrupt.step is None:
-            interrupt.checkpoint = _newest_checkpoint(p.out)
-            if interrupt is not exc:
-                raise interrupt from exc
+        stopped = _interrupt_of(exc, [p.out])
+        if stopped is not exc:
+            raise stopped from exc
         raise
     # what we published must be there as listed: sizes and mtimes (hashing every file again would double the cost
     # of hashing a large artifact; a file whose mtime moved is hashed)

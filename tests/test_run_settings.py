@@ -130,3 +130,25 @@ def test_interrupted_before_training_names_the_checkpoint_the_rerun_resumes_from
     assert caught.value.line() == ("interrupted (SIGINT); nothing was published; rerun the same command to resume from "
                                    "the checkpoint at step 5")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["pipeline", "stage"])
+def test_interrupted_while_a_stage_is_imported_names_the_checkpoint(tmp_path, monkeypatch, command):
+    """Ctrl-C in the first seconds of `nlp-pipe run` / `nlp-pipe textcnn` (importing the stage: torch) said 'start
+    again' although the rerun resumed from step 10 (and naming the checkpoint must not import torch either)."""
+    from conftest import run_cli
+
+    (tmp_path / "runs" / "cnn.checkpoints" / "step_000010").mkdir(parents=True)
+    pipe = tmp_path / "p.yaml"
+    pipe.write_text("name: p\nworkdir: runs\nstages:\n  - stage: textcnn\n    name: cnn\n    inputs: {train: seg}\n",
+                    encoding="utf-8")
+
+    def interrupted(name):
+        raise process.Interrupted(signal.SIGINT)
+
+    monkeypatch.setattr(stages, "load", interrupted)
+    args = ["run", pipe] if command == "pipeline" else ["textcnn", "--train", tmp_path, "--out", tmp_path / "runs" / "cnn"]
+    result = run_cli(*args)
+    assert result.code == 130
+    assert result.err_lines[-1] == ("interrupted (SIGINT); nothing was published; rerun the same command to resume from "
+                                    "the checkpoint at step 10")

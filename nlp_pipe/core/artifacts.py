@@ -213,6 +213,13 @@ def work_dir(out: Path, purpose: str) -> Path:
     return final.parent / f"{final.name}.{purpose}"
 
 
+def saved_steps(work: Path) -> list[Path]:
+    """Complete training checkpoints in a work dir, oldest first (hidden .step_*.tmp directories are unfinished
+    saves). Here, not in the trainer: the runner reads them without importing torch (an interrupt may have
+    stopped torch's import)."""
+    return sorted(p for p in work.glob("step_*") if p.is_dir()) if work.exists() else []
+
+
 def cache_dir(out: Path, override: str = "") -> Path:
     """The cache shared by every run (docs/pretraining-cache.md): `override` (an option), else $NLP_PIPE_CACHE,
     else `nlp_pipe_cache/` beside the artifact being built, so runs in one work folder share it."""

@@ -54,6 +54,7 @@ from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 from transformers import get_scheduler
 
 from ..core import artifacts, console, distributed
+from ..core.artifacts import saved_steps
 from ..core.contract import Result
 from ..core.errors import UserError
 from ..core.process import Interrupted, check_interrupted
@@ -403,11 +404,6 @@ def make_optimizer(model: torch.nn.Module, options: TrainOptions,
         return torch.optim.AdamW(groups, lr=options.lr, betas=(0.9, 0.999), eps=1e-6, fused=True)
     except (RuntimeError, TypeError):
         return torch.optim.AdamW(groups, lr=options.lr, betas=(0.9, 0.999), eps=1e-6)
-
-
-def saved_steps(work: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (hidden .step_*.tmp directories are unfinished saves)."""
-    return sorted(p for p in work.glob("step_*") if p.is_dir()) if work.exists() else []
 
 
 def _warmup_steps(warmup: float, total: int) -> int:
