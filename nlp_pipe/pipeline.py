@@ -1,7 +1,7 @@
 """Pipeline files: YAML -> ordered stage calls; skip fresh ones; --only / --from / --force.
 
     name: demo
-    workdir: runs/demo                 # each stage writes {workdir}/{name} unless it sets `out`
+    workdir: runs/demo                 # each stage writes {workdir}/{name} unless it sets `out`; default runs/STEM
     vars: {corpus: my.txt}             # overridable: nlp-pipe run demo.yaml --var corpus=other.txt
     stages:
       - stage: segment                 # registry name; `name` defaults to it (set it to use a stage twice)
