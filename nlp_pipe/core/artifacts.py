@@ -19,9 +19,11 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import IO, Any
 
+from . import config as configs
 from .errors import UserError
 from .manifest import MANIFEST, list_files, manifest_status, read_manifest, read_state, sha256_file, sha256_json, unlisted, write_state
 
@@ -30,6 +32,9 @@ CACHE_ENV = "NLP_PIPE_CACHE"  # the shared cache folder, as HF_DATASETS_CACHE is
 CACHE_DIR = "nlp_pipe_cache"
 _REMEMBER_HASH_BYTES = 1 << 20
 LOG = "stage.log"
+# set by the runner for a --force build: work files an earlier run with other settings left (its checkpoints) are
+# discarded instead of refused
+_FORCED: ContextVar[bool] = ContextVar("forced", default=False)
 
 
 def fingerprint(stage: str, version: int, config: dict[str, Any], inputs: dict[str, list[str]]) -> str:
@@ -39,6 +44,41 @@ def fingerprint(stage: str, version: int, config: dict[str, Any], inputs: dict[s
     so a docs edit does not retrain a model; a stage bumps VERSION when its output changes.
     """
     return sha256_json({"stage": stage, "version": version, "config": config, "inputs": inputs})
+
+
+def config_files(config: Any) -> dict[str, str]:
+    """The content of each file the config names (fields declared with path=True), as `sha256:HEX`: an edited
+    file is another config, the same file moved elsewhere is not. A value that names no file (a preset) is absent."""
+    named = {}
+    for field in configs.fields(type(config)):
+        value = getattr(config, field.name)
+        if field.is_path and isinstance(value, str) and value and Path(value).expanduser().is_file():
+            named[field.name] = f"sha256:{file_fingerprint(Path(value).expanduser())}"
+    return named
+
+
+def freshness_config(config: Any, files: dict[str, str]) -> dict[str, Any]:
+    """The config as an artifact's fingerprint holds it: a named file by its content (`files`, config_files), a
+    neutral field (never changes the artifact: checkpointing, resuming) at its default, so its value never
+    makes an artifact stale, and an artifact written before it was neutral keeps its fingerprint when built
+    with the default."""
+    neutral = {f.name: f.default for f in configs.fields(type(config)) if f.is_neutral}
+    return {**configs.to_dict(config), **neutral, **files}
+
+
+@contextmanager
+def forced(on: bool) -> Iterator[None]:
+    """Within the block, `discard_other_runs()` says whether the build was forced (--force)."""
+    token = _FORCED.set(on)
+    try:
+        yield
+    finally:
+        _FORCED.reset(token)
+
+
+def discard_other_runs() -> bool:
+    """Whether work files (checkpoints) of an earlier run with other settings are discarded rather than refused."""
+    return _FORCED.get()
 
 
 def input_fingerprint(path: Path, expected: dict[Path, str]) -> str:
@@ -171,6 +211,13 @@ def work_dir(out: Path, purpose: str) -> Path:
     them) or preprocessing caches. The stage creates it if it needs it."""
     final = final_path(out)
     return final.parent / f"{final.name}.{purpose}"
+
+
+def saved_steps(work: Path) -> list[Path]:
+    """Complete training checkpoints in a work dir, oldest first (hidden .step_*.tmp directories are unfinished
+    saves). Here, not in the trainer: the runner reads them without importing torch (an interrupt may have
+    stopped torch's import)."""
+    return sorted(p for p in work.glob("step_*") if p.is_dir()) if work.exists() else []
 
 
 def cache_dir(out: Path, override: str = "") -> Path:

@@ -47,8 +47,8 @@ class Interrupted(BaseException):
 
     def line(self) -> str:
         name = signal.Signals(self.signum).name
-        if self.step is None and self.checkpoint:  # after training: evaluating, writing the report
-            return (f"interrupted ({name}) after training; nothing was published; rerun the same command to resume "
+        if self.step is None and self.checkpoint:  # before or after training: setting up, evaluating, reporting
+            return (f"interrupted ({name}); nothing was published; rerun the same command to resume "
                     f"from the checkpoint at step {self.checkpoint}")
         if self.step is None:
             return f"interrupted ({name}); nothing was published; rerun the same command to start again"
@@ -143,6 +143,11 @@ def check_interrupted() -> None:
     did propagate)."""
     if _handling and _received:  # outside the CLI's run (a library call after it) no signal is ours to raise
         raise Interrupted(_received[0])
+
+
+def pending() -> Interrupted | None:
+    """The interrupt that arrived during the CLI's run, if any (outside its run no signal is ours)."""
+    return received() if _handling else None
 
 
 def received() -> Interrupted | None:

@@ -54,6 +54,7 @@ from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 from transformers import get_scheduler
 
 from ..core import artifacts, console, distributed
+from ..core.artifacts import saved_steps
 from ..core.contract import Result
 from ..core.errors import UserError
 from ..core.process import Interrupted, check_interrupted
@@ -328,9 +329,12 @@ class Trainer:
             previous = json.loads(run_file.read_text(encoding="utf-8")) if run_file.exists() else None
             same = previous == self.run_config
             if not same and previous is not None and self.options.resume and saved_steps(self.work):
-                raise UserError(f"{self.name}: {self.work} holds checkpoints of a run with other settings "
-                                f"({_differences(previous, self.run_config)}); rerun with those settings to resume, "
-                                "pass --no-resume to start over, or delete that directory")
+                if not artifacts.discard_other_runs():
+                    raise UserError(f"{self.name}: {self.work} holds checkpoints of a run with other settings "
+                                    f"({_differences(previous, self.run_config)}); rerun with those settings to resume, "
+                                    "or start over with --force (or --no-resume; in nlp-pipe run --set STEP.resume=false)")
+                log.info(f"{self.name}: --force: checkpoints of a run with other settings in {self.work} discarded "
+                         f"({_differences(previous, self.run_config)})", main_process_only=True)
             if not same or not self.options.resume:  # a fresh start: nothing of an earlier run may leak in
                 for old in saved_steps(self.work):
                     shutil.rmtree(old)
@@ -402,11 +406,6 @@ def make_optimizer(model: torch.nn.Module, options: TrainOptions,
         return torch.optim.AdamW(groups, lr=options.lr, betas=(0.9, 0.999), eps=1e-6)
 
 
-def saved_steps(work: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (hidden .step_*.tmp directories are unfinished saves)."""
-    return sorted(p for p in work.glob("step_*") if p.is_dir()) if work.exists() else []
-
-
 def _warmup_steps(warmup: float, total: int) -> int:
     return int(warmup) if warmup >= 1 else int(round(warmup * total))
 
@@ -416,7 +415,14 @@ def _flat(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """What differs between two runs' run.json, in words: option values (a named file's content as 'edited'),
+    the names of inputs whose content changed (their fingerprints say nothing to a reader)."""
     a = _flat({**old.get("config", {}), "processes": old.get("processes"), "threads": old.get("threads")})
     b = _flat({**new["config"], "processes": new["processes"], "threads": new["threads"]})
-    changed = [f"{k}: {a.get(k)} -> {b.get(k)}" for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
-    return "; ".join(changed[:4]) or "inputs changed"
+    a_inputs, b_inputs = old.get("config", {}).get("inputs") or {}, new["config"].get("inputs") or {}
+    changed = [f"{k}: {'file edited' if str(b.get(k)).startswith('sha256:') else f'{a.get(k)} -> {b.get(k)}'}"
+               for k in sorted(a.keys() | b.keys()) if k != "inputs" and a.get(k) != b.get(k)]
+    inputs = sorted(k for k in a_inputs.keys() | b_inputs.keys() if a_inputs.get(k) != b_inputs.get(k))
+    if inputs:
+        changed.append(f"inputs changed: {', '.join(inputs)}")
+    return "; ".join(changed[:4]) or "other settings"

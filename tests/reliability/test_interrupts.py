@@ -156,7 +156,7 @@ def test_interrupt_after_training_names_the_checkpoint_a_rerun_resumes_from(tmp_
         build("textcnn", tmp_path / "cnn", {"train": seg_reviews}, input="chars", steps=12, save_every=5, filters=4, patience=0,
               baseline=False)
     assert caught.value.step is None and caught.value.checkpoint == 10
-    assert caught.value.line() == ("interrupted (SIGINT) after training; nothing was published; rerun the same command "
+    assert caught.value.line() == ("interrupted (SIGINT); nothing was published; rerun the same command "
                                    "to resume from the checkpoint at step 10")
     monkeypatch.undo()
     manifest = build("textcnn", tmp_path / "cnn", {"train": seg_reviews}, input="chars", steps=12, save_every=5, filters=4, patience=0,
