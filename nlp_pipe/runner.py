@@ -13,7 +13,6 @@ import importlib.util
 import logging
 import os
 import platform
-import shutil
 import socket
 import subprocess
 import time
@@ -30,7 +29,7 @@ from .core import artifacts, distributed, process
 from .core import config as configs
 from .core import manifest as manifests
 from .core.contract import Input, Result
-from .core.errors import SaidByMainRank, UserError, did_you_mean
+from .core.errors import SaidByMainRank, UserError, as_os_error, did_you_mean
 
 log = logging.getLogger(__name__)  # its INFO lines (stage finished, fresh) are what the terminal shows
 config_log = logging.getLogger(f"{__name__}.config")  # the resolved config: stage.log, not the terminal
@@ -275,8 +274,9 @@ def _execute_main(p: Plan, force: bool, launched: bool) -> dict[str, Any]:
     except BaseException as exc:
         if launched and not told:  # the other ranks wait for a word: let them stop instead of hanging
             _tell_ranks(launched, ("error", str(exc) or type(exc).__name__))
-        if isinstance(exc, OSError):  # disk full, read-only or missing directory: the user's to fix, in one line
-            raise UserError(_os_error(p, exc)) from exc
+        error = as_os_error(exc, p.out.parent)
+        if error is not None:  # disk full, read-only or missing directory: the user's to fix, in one line
+            raise UserError(_os_error(p, error)) from exc
         if isinstance(exc, process.Interrupted) and exc.step is None:  # after training (evaluating, reporting)
             exc.checkpoint = _newest_checkpoint(p.out)
         raise
@@ -287,7 +287,7 @@ def _execute_main(p: Plan, force: bool, launched: bool) -> dict[str, Any]:
         raise UserError(f"{p.stage}: {p.out} does not read back as written ({'; '.join(problems[:3])}); "
                         "is the disk healthy? Rerun with --force")
     for path in result.cleanup:  # work dirs (checkpoints) only needed until the artifact was published
-        shutil.rmtree(path, ignore_errors=True)
+        artifacts.remove_work_dir(path)  # only what the package wrote there
     return manifest
 
 

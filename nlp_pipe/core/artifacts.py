@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import fnmatch
 import json
 import os
 import re
@@ -30,6 +31,7 @@ CACHE_ENV = "NLP_PIPE_CACHE"  # the shared cache folder, as HF_DATASETS_CACHE is
 CACHE_DIR = "nlp_pipe_cache"
 _REMEMBER_HASH_BYTES = 1 << 20
 LOG = "stage.log"
+WORK_MARK = ".nlp-pipe-work.json"  # in a work directory the package made (claim_work_dir)
 
 
 def fingerprint(stage: str, version: int, config: dict[str, Any], inputs: dict[str, list[str]]) -> str:
@@ -171,6 +173,51 @@ def work_dir(out: Path, purpose: str) -> Path:
     them) or preprocessing caches. The stage creates it if it needs it."""
     final = final_path(out)
     return final.parent / f"{final.name}.{purpose}"
+
+
+def claim_work_dir(path: Path, writes: tuple[str, ...], where: str) -> None:
+    """Make `path` a work directory of the package, marked (WORK_MARK) with the names (fnmatch patterns) it writes
+    there, or reuse one it marked so. Anything else at `path` is the user's and is refused, since the runner removes
+    the work directory once the artifact is published: a folder without the mark, or one holding other files."""
+    mark = path / WORK_MARK
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise UserError(f"{where}: {path} is a {'link' if path.is_symlink() else 'file'} where nlp-pipe keeps its "
+                        "checkpoints; move it away or choose another --out")
+    if not path.exists():
+        path.mkdir(parents=True)
+        mark.write_text(json.dumps({"writes": list(writes)}) + "\n", encoding="utf-8")
+        return
+    if not mark.is_file():
+        raise UserError(f"{where}: {path} exists but was not made by nlp-pipe (no {WORK_MARK}); nlp-pipe keeps its "
+                        "checkpoints there and deletes them when done, so it will not use that folder. Move it away "
+                        "or choose another --out")
+    stray = sorted(p.name for p in path.iterdir() if p.name != WORK_MARK and not _written(p.name, writes))
+    if stray:
+        shown = ", ".join(stray[:5]) + (f" and {len(stray) - 5} more" if len(stray) > 5 else "")
+        raise UserError(f"{where}: {path} holds files nlp-pipe did not write ({shown}); it deletes that folder when done, "
+                        "so move them out of it (or choose another --out)")
+
+
+def remove_work_dir(path: Path) -> None:
+    """Delete what the package wrote in a work directory of `claim_work_dir` (as its mark lists), then the folder
+    if nothing else is left in it; a folder without the mark is not ours and stays as it is."""
+    try:
+        writes = json.loads((path / WORK_MARK).read_text(encoding="utf-8"))["writes"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    for entry in path.iterdir():
+        if entry.name != WORK_MARK and _written(entry.name, writes):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+    if [p.name for p in path.iterdir()] == [WORK_MARK]:
+        (path / WORK_MARK).unlink()
+        path.rmdir()
+
+
+def _written(name: str, writes: list[str] | tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in writes)
 
 
 def cache_dir(out: Path, override: str = "") -> Path:
