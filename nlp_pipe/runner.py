@@ -69,6 +69,7 @@ def plan(stage: str, config: dict[str, Any], inputs: dict[str, Any], out: str | 
     resolved = resolve_inputs(module, inputs, where, set(expected or {}), hub)
     _refuse_overlap(out, resolved, where)
     _refuse_nesting(out, where)
+    _refuse_cache_placement(cfg, out, resolved, where)
     fps = {name: [artifacts.input_fingerprint(p, expected or {}) for p in paths] for name, paths in resolved.items()}
     fp = artifacts.fingerprint(stage, module.VERSION, configs.to_dict(cfg), fps)
     manifest, problem = manifests.manifest_status(out)
@@ -101,6 +102,28 @@ def _refuse_nesting(out: Path, where: str) -> None:
     for parent in out.resolve().parents:
         if manifests.manifest_status(parent)[0] is not None:
             raise UserError(f"{where}: --out {out} lies inside the artifact {parent}; choose an --out outside it")
+
+
+def _refuse_cache_placement(cfg: Any, out: Path, inputs: dict[str, list[Path]], where: str) -> None:
+    """A stage's shared cache folder (its `cache_dir`) must not be --out or lie inside it (publishing then refused
+    the out that held the cache, after the whole cache was built), nor be or lie inside an input or another artifact
+    (which then holds files its manifest does not list: `inspect` fails and it cannot be rebuilt)."""
+    if not hasattr(cfg, "cache_dir"):
+        return
+    cache = artifacts.cache_dir(out, cfg.cache_dir).resolve()
+    named = f"--cache-dir {cfg.cache_dir}" if cfg.cache_dir else f"the cache folder {cache}"
+    target = out.resolve()
+    if cache == target or target in cache.parents:
+        raise UserError(f"{where}: {named} {'is' if cache == target else 'lies inside'} --out {out}; choose a cache "
+                        "folder outside it")
+    for name, paths in inputs.items():
+        for path in paths:
+            if cache == path.resolve() or path.resolve() in cache.parents:
+                raise UserError(f"{where}: {named} {'is' if cache == path.resolve() else 'lies inside'} input '{name}' "
+                                f"({path}); writing there would change that input. Choose a cache folder outside it")
+    for parent in (cache, *cache.parents):
+        if manifests.manifest_status(parent)[0] is not None:
+            raise UserError(f"{where}: {named} lies inside the artifact {parent}; choose a cache folder outside it")
 
 
 def resolve_inputs(module: Any, given: dict[str, Any], where: str, planned: Collection[Path] = frozenset(),

@@ -96,15 +96,22 @@ def locked(out: Path, wait: bool = False) -> Iterator[None]:
     while True:
         fh = open(lock_path, "a+")
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.seek(0)
             owner = fh.read().strip() or "another process"
-            fh.close()
-            raise UserError(f"{out} is being written by {owner}; wait for it to finish (or write to another --out)") from None
+            if _dead(fh):  # held by what its writer left running (processes it forked): not a writer
+                lock_path.unlink(missing_ok=True)
+                fh.close()
+                continue
+            if not wait:
+                fh.close()
+                raise UserError(f"{out} is being written by {owner}; wait for it to finish (or write to another --out)") from None
+            fcntl.flock(fh, fcntl.LOCK_EX)
         if _same_file(fh, lock_path):
             break
         fh.close()  # the holder removed this lock file after we opened it: take the one that is there now
+    _held.add(fh)
     try:
         fh.seek(0)
         fh.truncate()
@@ -112,8 +119,47 @@ def locked(out: Path, wait: bool = False) -> Iterator[None]:
         fh.flush()
         yield
     finally:
+        _held.discard(fh)
         lock_path.unlink(missing_ok=True)  # while still holding it: whoever opened it meanwhile retries
         fh.close()
+
+
+_held: set[IO[str]] = set()  # the lock files this process holds
+
+
+def _release_in_child() -> None:
+    """A forked child (a pool worker) closes its copies of the held locks' descriptors: an flock belongs to the open
+    file, so a worker outliving its parent kept the artifact locked, and the rerun was refused naming a dead pid.
+    The parent still holds them through its own descriptors."""
+    for fh in _held:
+        fh.close()
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_release_in_child)
+
+
+def _dead(fh: IO[str]) -> bool:
+    """Whether the process that took the lock on `fh`'s file has ended while others still hold it (what a killed
+    writer forked); from /proc/locks, which names the locker (Linux; elsewhere a held lock is never taken over)."""
+    st = os.fstat(fh.fileno())
+    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii") as locks:
+            holders = [int(f[4]) for f in (line.split() for line in locks) if len(f) > 5 and f[1] == "FLOCK" and f[5] == where]
+    except (OSError, ValueError):
+        return False
+    if not holders:
+        return False
+    for pid in holders:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        except OSError:  # alive, someone else's
+            return False
+        return False
+    return True
 
 
 def _same_file(fh: IO[str], path: Path) -> bool:

@@ -361,7 +361,7 @@ def _parallel(runs: Iterator[_Run], state: tuple[TokenEncoder, BuildSpec, int],
     context = multiprocessing.get_context()
     # the tokenizer's own thread pool would fight the workers for the cores (and warns after a fork)
     with process.environment(TOKENIZERS_PARALLELISM="false"), \
-            ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(state,)) as pool:
+            ProcessPoolExecutor(workers, mp_context=context, **process.pool_initializer(_init_worker, state)) as pool:
         pending: deque[Future] = deque()
         for run in runs:
             pending.append(pool.submit(_process, run))

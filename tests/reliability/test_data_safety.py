@@ -228,3 +228,16 @@ def test_cache_rm_all_touches_only_what_the_cache_wrote(tmp_path):
     result = run_cli("cache", "rm", "--all", "--dir", cache)
     assert result.code == 0 and "removed 2 entries" in result.out, result
     assert sorted(p.name for p in (cache / "pretraining").iterdir()) == ["mine"]
+
+
+@pytest.mark.parametrize("where", ["an input", "--out", "inside --out", "another artifact"])
+def test_the_cache_folder_may_not_be_an_input_the_out_or_inside_an_artifact(tmp_path, seg, tiny_bert, where):
+    """`pretrain --cache-dir` wrote its cache inside an input artifact (which then failed `inspect` and could not be
+    rebuilt), or built the whole cache in --out and only then refused to publish: refused up front, in one line."""
+    out = tmp_path / "bert"
+    cache = {"an input": tiny_bert, "--out": out, "inside --out": out / "cache", "another artifact": seg / "cache"}[where]
+    before = snapshot(seg)
+    with pytest.raises(UserError, match=f"--cache-dir {cache} (is|lies inside) (input|--out|the artifact)") as err:
+        runner.plan("pretrain", {"cache_dir": str(cache)}, {"corpus": [FIXTURES / "news.txt"], "tokenizer": tiny_bert}, out)
+    assert "\n" not in str(err.value)
+    assert snapshot(seg) == before and not out.exists()

@@ -16,6 +16,7 @@ import os
 import pathlib
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -283,3 +284,19 @@ def test_a_safetensors_write_error_is_the_os_error_it_wraps(tmp_path):
     assert isinstance(error, OSError) and error.errno == errno.ENOSPC and error.strerror == "No space left on device"
     assert as_os_error(SafetensorError("invalid header")) is None
     assert as_os_error(RuntimeError("basic_ios::clear: iostream error"), tmp_path) is None  # a disk with room left
+
+
+def test_full_filesystem_while_extract_writes_token_features(tmp_path, seg_reviews, tiny_bert):
+    """`extract --pooling tokens` writes features.npy through a memory map: on a full disk the sparse file's
+    pages had no blocks and the process died of SIGBUS (exit 135, no message). Its space is reserved first."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    with mounted("-t", "tmpfs", "-o", "size=3m", "tmpfs", disk):
+        (disk / "filler").write_bytes(b"\0" * (3 * 2**20 - 64 * 2**10))  # 64 KB left: the features need ~600 KB
+        out = disk / "feats"
+        argv = ["extract", "--checkpoint", str(tiny_bert), "--corpus", str(seg_reviews), "--pooling", "tokens", "--out", str(out)]
+        code = f"from nlp_pipe.cli import main; main({argv!r})"
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)  # a SIGBUS would end pytest
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.strip().splitlines()[-1].startswith("error: extract: building") and "No space left on device" in done.stderr
+        assert not out.exists() and leftovers(disk) == []
