@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from typing import Any
 
 import pytest
@@ -111,8 +112,9 @@ def test_fp16_resume_keeps_the_loss_scale(tmp_path):
     rows = [{"x": r["x"] * 30, "y": r["y"]} for r in _rows(64, 0)]  # steps 1-4 overflow: scale 64k -> 4k
     out = tmp_path / "toy"
     out.mkdir()
-    whole, _ = _train(out, "fp16", 6, rows)  # leaves its checkpoint of step 3 (keep_checkpoints)
-    assert [p.name for p in (tmp_path / "toy.checkpoints").glob("step_*")] == ["step_000003"]
+    whole, _ = _train(out, "fp16", 6, rows)  # leaves its checkpoints of step 3 and the final step (keep_checkpoints)
+    assert sorted(p.name for p in (tmp_path / "toy.checkpoints").glob("step_*")) == ["step_000003", "step_000006"]
+    shutil.rmtree(tmp_path / "toy.checkpoints" / "step_000006")  # as if killed before the final one
     resumed, summary = _train(out, "fp16", 6, rows)  # the same run: resumes from step 3
     assert summary.resumed_from == 3
     for name, weights in whole.items():
@@ -131,6 +133,7 @@ def test_compiled_training_resumes_without_compile(tmp_path):
     out.mkdir()
     compiled, _ = _train(out, "fp32", 6, rows, compile=True)
     assert set(load_file(tmp_path / "toy.checkpoints" / "step_000003" / "model.safetensors")) == {"weight", "bias"}
+    shutil.rmtree(tmp_path / "toy.checkpoints" / "step_000006")  # as if killed before the final one
     eager, summary = _train(out, "fp32", 6, rows)
     assert summary.resumed_from == 3
     for name, weights in compiled.items():

@@ -14,6 +14,7 @@ Tests call `configure()` as the CLI does.
 
 from __future__ import annotations
 
+import atexit
 import csv
 import ctypes
 import logging
@@ -30,6 +31,8 @@ CSV_FIELD_LIMIT = 1 << 30  # real corpora have single fields far above csv's 128
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _received: list[int] = []  # the signal that arrived, if any: what a launched rank then dies of is that signal
 _handling: list[bool] = []  # non-empty while signals_handled() is active (the CLI's run)
+_published: list[str] = []  # artifacts this process's CLI run wrote (for `ending`'s line)
+_ending: list[bool] = []  # non-empty once `ending` ran
 
 
 class Interrupted(BaseException):
@@ -160,6 +163,41 @@ def signals_handled() -> Iterator[None]:
         for s, handler in before.items():
             signal.signal(s, handler)
         sys.unraisablehook = unraisable
+
+
+def published(what: str) -> None:
+    """`what` is written and complete: an interrupt while the process ends (`ending`) names it."""
+    _published.append(what)
+
+
+def ending() -> None:
+    """For the rest of the CLI's process: SIGINT and SIGTERM end it at once, with one line naming what was published
+    and the shell's code. Python's own handler is back after `signals_handled`, and the ~1.5 s of atexit callbacks
+    and library teardown after `expand: wrote ...` turned a Ctrl-C into exit 130 with a traceback or no word at all,
+    though the artifact was complete."""
+    def late(signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        done = f" after {', '.join(_published)} was published (it is complete)" if _published else ""
+        sys.stdout.flush()
+        sys.stderr.write(f"interrupted ({name}){done}; the process ended before its clean-up\n")
+        sys.stderr.flush()
+        os._exit(128 + signum)
+
+    for s in SIGNALS:
+        signal.signal(s, late)
+    _ending.append(True)
+
+
+def _teardown() -> None:
+    """The last atexit callback of an `ending` process: after it Python puts the default handlers back (not over an
+    ignored signal) and tears down its modules, where a signal killed the process silently, exit 130 after a
+    complete run. Ignored there, the process ends with its own code; its last line already said what it wrote."""
+    if _ending:
+        for s in SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+
+
+atexit.register(_teardown)  # at import, before the libraries': atexit runs its callbacks last-registered first
 
 
 def check_interrupted() -> None:

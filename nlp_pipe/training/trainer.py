@@ -263,6 +263,11 @@ class Trainer:
             raise
         finally:
             progress.close()
+        saved = saved_steps(self.work)
+        if save_every and state.step and (not saved or saved[-1].name != f"step_{state.step:06d}"):
+            # the final step too: an interrupt during the stage's work after training (evaluating, writing) then
+            # costs a rerun that work only, not the steps since the last periodic checkpoint
+            self._save_checkpoint(state, per_epoch, stopper)
         best = stopper.restore(state, acc.unwrap_model(model))
         self._finish(metrics_log)
         total_counts = loop.total
