@@ -138,3 +138,17 @@ def test_compiled_training_resumes_without_compile(tmp_path):
     assert summary.resumed_from == 3
     for name, weights in compiled.items():
         torch.testing.assert_close(eager[name], weights)  # compiled arithmetic is close to eager, not bitwise
+
+
+def test_a_run_resumed_at_its_final_step_keeps_its_weights_and_last_metrics(tmp_path):
+    """Training saves its final step (a Ctrl-C while the stage evaluates or writes then costs no retraining): the
+    rerun resumes there, trains nothing, and reports the metrics the first run ended with (from metrics.jsonl)."""
+    rows = _rows(64, 0)
+    out = tmp_path / "toy"
+    out.mkdir()
+    first_weights, first = _train(out, "fp32", 6, rows)
+    again_weights, again = _train(out, "fp32", 6, rows)
+    assert again.resumed_from == 6 and again.steps == 6 and first.last_train and first.last_eval
+    assert again.last_train == pytest.approx(first.last_train) and again.last_eval == pytest.approx(first.last_eval)
+    for name, weights in first_weights.items():
+        assert torch.equal(weights, again_weights[name]), name

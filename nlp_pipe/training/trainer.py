@@ -59,7 +59,7 @@ from ..core.errors import UserError, as_os_error
 from ..core.process import Interrupted, check_interrupted
 from .loop import EarlyStop, Forward, Precision, StepLoop, TrainState, add_sums, call_model, mean_loss, reduce_sums, rows, to_device
 from .options import TRACKERS, TrainOptions, cpu_processes, resolve_precision, resolve_threads
-from .records import MetricsLog, plot_curves
+from .records import RECORD_FIELDS, MetricsLog, plot_curves
 
 log = get_logger(__name__)
 
@@ -264,10 +264,12 @@ class Trainer:
         finally:
             progress.close()
         saved = saved_steps(self.work)
-        if save_every and state.step and (not saved or saved[-1].name != f"step_{state.step:06d}"):
+        if save_every and save_every <= total and state.step and (not saved or saved[-1].name != f"step_{state.step:06d}"):
             # the final step too: an interrupt during the stage's work after training (evaluating, writing) then
             # costs a rerun that work only, not the steps since the last periodic checkpoint
             self._save_checkpoint(state, per_epoch, stopper)
+        if state.step == resumed and not loop.last_train:  # resumed at the final step: nothing trained this session
+            loop.last_train, loop.last_eval = _last_logged(metrics_log.records())
         best = stopper.restore(state, acc.unwrap_model(model))
         self._finish(metrics_log)
         total_counts = loop.total
@@ -422,6 +424,15 @@ def make_optimizer(model: torch.nn.Module, options: TrainOptions,
 def saved_steps(work: Path) -> list[Path]:
     """Complete checkpoints, oldest first (hidden .step_*.tmp directories are unfinished saves)."""
     return sorted(p for p in work.glob("step_*") if p.is_dir()) if work.exists() else []
+
+
+def _last_logged(records: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, float]]:
+    """The last training and evaluation metrics metrics.jsonl holds, as fit's summary has them."""
+    last: dict[str, dict[str, float]] = {"train": {}, "eval": {}}
+    for record in records:
+        if record.get("split") in last:
+            last[record["split"]] = {k: v for k, v in record.items() if k != "split" and k not in RECORD_FIELDS}
+    return last["train"], last["eval"]
 
 
 def _warmup_steps(warmup: float, total: int) -> int:
