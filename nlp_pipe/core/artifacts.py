@@ -149,17 +149,15 @@ def _dead(fh: IO[str]) -> bool:
             holders = [int(f[4]) for f in (line.split() for line in locks) if len(f) > 5 and f[1] == "FLOCK" and f[5] == where]
     except (OSError, ValueError):
         return False
-    if not holders:
-        return False
     for pid in holders:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             continue
-        except OSError:  # alive, someone else's
-            return False
+        except OSError:  # alive, another user's
+            pass
         return False
-    return True
+    return bool(holders)
 
 
 def _same_file(fh: IO[str], path: Path) -> bool:

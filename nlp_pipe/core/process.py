@@ -97,17 +97,15 @@ def pool_initializer(init: Callable[..., None], *args: Any) -> dict[str, Any]:
     PR_SET_PDEATHSIG); the signal comes when the forking *thread* ends, so only pools started from the main thread
     ask for it."""
     main = threading.current_thread() is threading.main_thread()
-    return {"initializer": _in_worker, "initargs": (os.getpid() if main else 0, init, *args)}
+    return {"initializer": _in_worker, "initargs": (main, init, *args)}
 
 
-def _in_worker(parent: int, init: Callable[..., None], *args: Any) -> None:
-    if parent and sys.platform.startswith("linux"):
+def _in_worker(main: bool, init: Callable[..., None], *args: Any) -> None:
+    if main and sys.platform.startswith("linux"):  # the parent: this process's (fork, spawn) or the forkserver
         try:
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         except (OSError, AttributeError):  # no libc prctl: the worker merely outlives a killed parent
             pass
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
     init(*args)
 
 
