@@ -388,6 +388,7 @@ def _stage_command(name: str) -> click.Command:
         if not distributed.is_main():  # under a launch the main rank wrote it and says so, once
             return
         click.echo(f"{name}: wrote {out} in {manifest['wall_time_s']} s")
+        process.published(str(out))
         if manifest.get("counts"):
             c = manifest["counts"]
             click.echo(f"rows: {c['rows_in']} in, {c['rows_out']} out, dropped {c.get('dropped') or {}}")
@@ -460,6 +461,8 @@ def main(argv: list[str] | None = None) -> None:
         if interrupt is None:
             raise
         _interrupted(interrupt, verbose)
+    if argv is None:  # the command line's process, which ends next (not a call from Python, such as a test's)
+        process.ending()
 
 
 def _last_word(line: str) -> None:

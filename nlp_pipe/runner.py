@@ -13,7 +13,6 @@ import importlib.util
 import logging
 import os
 import platform
-import shutil
 import socket
 import subprocess
 import time
@@ -31,7 +30,7 @@ from .core import artifacts, distributed, process
 from .core import config as configs
 from .core import manifest as manifests
 from .core.contract import Input, Result
-from .core.errors import SaidByMainRank, UserError, did_you_mean
+from .core.errors import SaidByMainRank, UserError, as_os_error, did_you_mean
 
 log = logging.getLogger(__name__)  # its INFO lines (stage finished, fresh) are what the terminal shows
 config_log = logging.getLogger(f"{__name__}.config")  # the resolved config: stage.log, not the terminal
@@ -80,6 +79,7 @@ def plan(stage: str, config: dict[str, Any], inputs: dict[str, Any], out: str | 
     resolved = resolve_inputs(module, inputs, where, set(expected or {}), hub)
     _refuse_overlap(out, resolved, where)
     _refuse_nesting(out, where)
+    _refuse_cache_placement(cfg, out, resolved, where)
     fps = {name: [artifacts.input_fingerprint(p, expected or {}) for p in paths] for name, paths in resolved.items()}
     files = artifacts.config_files(cfg)
     fp = artifacts.fingerprint(stage, module.VERSION, artifacts.freshness_config(cfg, files), fps)
@@ -128,6 +128,28 @@ def _refuse_nesting(out: Path, where: str) -> None:
     for parent in out.resolve().parents:
         if manifests.manifest_status(parent)[0] is not None:
             raise UserError(f"{where}: --out {out} lies inside the artifact {parent}; choose an --out outside it")
+
+
+def _refuse_cache_placement(cfg: Any, out: Path, inputs: dict[str, list[Path]], where: str) -> None:
+    """A stage's shared cache folder (its `cache_dir`) must not be --out or lie inside it (publishing then refused
+    the out that held the cache, after the whole cache was built), nor be or lie inside an input or another artifact
+    (which then holds files its manifest does not list: `inspect` fails and it cannot be rebuilt)."""
+    if not hasattr(cfg, "cache_dir"):
+        return
+    cache = artifacts.cache_dir(out, cfg.cache_dir).resolve()
+    named = f"--cache-dir {cfg.cache_dir}" if cfg.cache_dir else f"the cache folder {cache}"
+    target = out.resolve()
+    if cache == target or target in cache.parents:
+        raise UserError(f"{where}: {named} {'is' if cache == target else 'lies inside'} --out {out}; choose a cache "
+                        "folder outside it")
+    for name, paths in inputs.items():
+        for path in paths:
+            if cache == path.resolve() or path.resolve() in cache.parents:
+                raise UserError(f"{where}: {named} {'is' if cache == path.resolve() else 'lies inside'} input '{name}' "
+                                f"({path}); writing there would change that input. Choose a cache folder outside it")
+    for parent in (cache, *cache.parents):
+        if manifests.manifest_status(parent)[0] is not None:
+            raise UserError(f"{where}: {named} lies inside the artifact {parent}; choose a cache folder outside it")
 
 
 def resolve_inputs(module: Any, given: dict[str, Any], where: str, planned: Collection[Path] = frozenset(),
@@ -328,8 +350,9 @@ def _execute_main(p: Plan, force: bool, launched: bool) -> dict[str, Any]:
     except BaseException as exc:
         if launched and not told:  # the other ranks wait for a word: let them stop instead of hanging
             _tell_ranks(launched, ("error", str(exc) or type(exc).__name__))
-        if isinstance(exc, OSError):  # disk full, read-only or missing directory: the user's to fix, in one line
-            raise UserError(_os_error(p, exc)) from exc
+        error = as_os_error(exc, p.out.parent)
+        if error is not None:  # disk full, read-only or missing directory: the user's to fix, in one line
+            raise UserError(_os_error(p, error)) from exc
         stopped = _interrupt_of(exc, [p.out])
         if stopped is not exc:
             raise stopped from exc
@@ -341,7 +364,7 @@ def _execute_main(p: Plan, force: bool, launched: bool) -> dict[str, Any]:
         raise UserError(f"{p.stage}: {p.out} does not read back as written ({'; '.join(problems[:3])}); "
                         "is the disk healthy? Rerun with --force")
     for path in result.cleanup:  # work dirs (checkpoints) only needed until the artifact was published
-        shutil.rmtree(path, ignore_errors=True)
+        artifacts.remove_work_dir(path)  # only what the package wrote there
     return manifest
 
 

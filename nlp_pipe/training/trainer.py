@@ -56,11 +56,11 @@ from transformers import get_scheduler
 from ..core import artifacts, console, distributed
 from ..core.artifacts import saved_steps
 from ..core.contract import Result
-from ..core.errors import UserError
+from ..core.errors import UserError, as_os_error
 from ..core.process import Interrupted, check_interrupted
 from .loop import EarlyStop, Forward, Precision, StepLoop, TrainState, add_sums, call_model, mean_loss, reduce_sums, rows, to_device
 from .options import TRACKERS, TrainOptions, cpu_processes, resolve_precision, resolve_threads
-from .records import MetricsLog, plot_curves
+from .records import RECORD_FIELDS, MetricsLog, plot_curves
 
 log = get_logger(__name__)
 
@@ -69,6 +69,7 @@ CURVES_PNG = "training_curves.png"
 RUN_JSON = "run.json"
 POSITION_JSON = "data_position.json"
 TRACKING = "tracking"
+WORK_FILES = (RUN_JSON, METRICS, "step_*", ".step_*.tmp", TRACKING)  # all the trainer writes in its work dir
 
 
 @dataclasses.dataclass
@@ -107,6 +108,8 @@ class Trainer:
         (find_unused_parameters; without it a multi-process run fails in the first backward)."""
         self.options, self.out, self.name, self.phase = options, out, name, phase
         self.work = work or artifacts.work_dir(out, f"{phase}.checkpoints" if phase else "checkpoints")
+        if distributed.is_main():  # before any work: a folder of the user's there is refused, never deleted later
+            artifacts.claim_work_dir(self.work, WORK_FILES, name)
         self.metrics_name = f"metrics_{phase}.jsonl" if phase else METRICS
         self.curves_name = f"training_curves_{phase}.png" if phase else CURVES_PNG
         self.precision = resolve_precision(options.precision)
@@ -261,6 +264,13 @@ class Trainer:
             raise
         finally:
             progress.close()
+        saved = saved_steps(self.work)
+        if save_every and save_every <= total and state.step and (not saved or saved[-1].name != f"step_{state.step:06d}"):
+            # the final step too: an interrupt during the stage's work after training (evaluating, writing) then
+            # costs a rerun that work only, not the steps since the last periodic checkpoint
+            self._save_checkpoint(state, per_epoch, stopper)
+        if state.step == resumed and not loop.last_train:  # resumed at the final step: nothing trained this session
+            loop.last_train, loop.last_eval = _last_logged(metrics_log.records())
         best = stopper.restore(state, acc.unwrap_model(model))
         self._finish(metrics_log)
         total_counts = loop.total
@@ -359,15 +369,24 @@ class Trainer:
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
         acc.wait_for_everyone()
-        acc.save_state(str(tmp))
-        acc.wait_for_everyone()
+        try:
+            acc.save_state(str(tmp))
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                epoch, batch = divmod(state.micro_step, per_epoch)
+                position = {"step": state.step, "micro_batches": state.micro_step, "epoch": epoch, "batch_in_epoch": batch}
+                (tmp / POSITION_JSON).write_text(json.dumps(position), encoding="utf-8")
+                stopper.save(tmp)
+                shutil.rmtree(final, ignore_errors=True)
+                tmp.rename(final)
+        except BaseException as exc:
+            error = as_os_error(exc, self.work)  # before the cleanup below frees the space that ran out
+            if acc.is_main_process:  # a failed save (disk full) leaves no half checkpoint behind
+                shutil.rmtree(tmp, ignore_errors=True)
+            if error is not None and error is not exc:
+                raise error from exc
+            raise
         if acc.is_main_process:
-            epoch, batch = divmod(state.micro_step, per_epoch)
-            position = {"step": state.step, "micro_batches": state.micro_step, "epoch": epoch, "batch_in_epoch": batch}
-            (tmp / POSITION_JSON).write_text(json.dumps(position), encoding="utf-8")
-            stopper.save(tmp)
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
             for old in saved_steps(self.work)[:-self.options.checkpoint_limit]:
                 shutil.rmtree(old)
         acc.wait_for_everyone()
@@ -404,6 +423,15 @@ def make_optimizer(model: torch.nn.Module, options: TrainOptions,
         return torch.optim.AdamW(groups, lr=options.lr, betas=(0.9, 0.999), eps=1e-6, fused=True)
     except (RuntimeError, TypeError):
         return torch.optim.AdamW(groups, lr=options.lr, betas=(0.9, 0.999), eps=1e-6)
+
+
+def _last_logged(records: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, float]]:
+    """The last training and evaluation metrics metrics.jsonl holds, as fit's summary has them."""
+    last: dict[str, dict[str, float]] = {"train": {}, "eval": {}}
+    for record in records:
+        if record.get("split") in last:
+            last[record["split"]] = {k: v for k, v in record.items() if k != "split" and k not in RECORD_FIELDS}
+    return last["train"], last["eval"]
 
 
 def _warmup_steps(warmup: float, total: int) -> int:
