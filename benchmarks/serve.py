@@ -18,7 +18,9 @@ train; baseline: char 1-3-grams. Exports are `nlp-pipe export` artifacts, parity
 --smoke: tiny models made in the run from tests/fixtures (2x32 teacher, 1x16 student, 1-epoch TextCNN),
 levels 1 and 8 for 0.5 s each, a 2-second load run: a check that everything runs (seconds), not a measurement.
 Beside the served figures, the BERTs' model calls alone in this process on one thread, as texts per CPU second
-(`*_model_call_texts_per_cpu_s`): a figure the machine's other work hardly moves.
+(`*_model_call_texts_per_cpu_s`): a figure the machine's other work hardly moves; and per level the server's CPU
+time per answered text (`*_server_cpu_ms_per_text`, all its threads, from /proc on Linux), which moves much less
+with that work than texts/s do.
 Targets (2 cores): int8 ONNX TinyBERT-4 >= 40x the 12x768 teacher's PyTorch texts/s at >= 99% label agreement
 with the PyTorch student; TextCNN ONNX >= 1,000 texts/s.
 """
@@ -26,6 +28,7 @@ with the PyTorch student; TextCNN ONNX >= 1,000 texts/s.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
@@ -103,8 +106,20 @@ def models(args) -> tuple[dict[str, Path], list[str]]:
     return served, texts
 
 
-async def level(url: str, texts: list[str], concurrency: int, seconds: float, per_request: int) -> dict[str, Any]:
-    """`concurrency` clients posting for `seconds`: texts/s, p50/p99 latency (ms) and errors."""
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, all threads) process `pid` has used so far; None without Linux's /proc."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime, in clock ticks
+
+
+async def level(url: str, texts: list[str], concurrency: int, seconds: float, per_request: int,
+                server_pid: int | None = None) -> dict[str, Any]:
+    """`concurrency` clients posting for `seconds`: texts/s, p50/p99 latency (ms), errors, and the CPU time per
+    answered text of the server process (`server_pid`) and of this client."""
     import aiohttp
 
     latencies: list[float] = []
@@ -133,13 +148,19 @@ async def level(url: str, texts: list[str], concurrency: int, seconds: float, pe
     async with _session(concurrency) as http:
         async with http.post(url + "/predict", json={"texts": texts[:per_request]}) as response:  # warm the connection
             await response.read()  # and the model
+        server0, client0 = cpu_seconds(server_pid) if server_pid else None, time.process_time()
         t0 = time.perf_counter()
         await asyncio.gather(*(client(i, http, t0 + seconds) for i in range(concurrency)))
         elapsed = time.perf_counter() - t0
+        server1, client_cpu = cpu_seconds(server_pid) if server_pid else None, time.process_time() - client0
+    server_cpu = server1 - server0 if server0 is not None and server1 is not None else float("nan")
     latencies.sort()
     pct = lambda q: 1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else float("nan")  # noqa: E731
+    per_text = lambda cpu: 1000 * cpu / done if done else float("nan")  # noqa: E731
     return {"texts_per_s": done / elapsed, "p50_ms": pct(0.5), "p99_ms": pct(0.99), "requests": len(latencies),
-            "errors": len(errors), "first_errors": errors[:3], "seconds": elapsed}
+            "errors": len(errors), "first_errors": errors[:3], "seconds": elapsed,
+            "server_cpu_ms_per_text": per_text(server_cpu), "server_cores": server_cpu / elapsed,
+            "client_cpu_ms_per_text": per_text(client_cpu)}
 
 
 def _session(concurrency: int) -> Any:
@@ -211,10 +232,12 @@ def main() -> None:
             results[name] = {}
             print(f"{name}: server answering after {time.perf_counter() - t0:.1f} s", flush=True)
             for c in concurrency:
-                r = asyncio.run(level(server.url, texts, c, seconds, args.texts_per_request))
+                r = asyncio.run(level(server.url, texts, c, seconds, args.texts_per_request, server.process.pid))
                 results[name][c] = r
                 print(f"{name:18s} c={c:<3d} {r['texts_per_s']:9.1f} texts/s  p50 {r['p50_ms']:8.1f} ms  p99 {r['p99_ms']:8.1f} ms  "
-                      f"errors {r['errors']}{' ' + str(r['first_errors']) if r['errors'] else ''}", flush=True)
+                      f"server {r['server_cores']:.2f} cores, {r['server_cpu_ms_per_text']:.2f} CPU-ms/text (client "
+                      f"{r['client_cpu_ms_per_text']:.2f})  errors {r['errors']}{' ' + str(r['first_errors']) if r['errors'] else ''}",
+                      flush=True)
             if name in ("student", "student_onnx_fp32", "student_onnx_int8"):
                 predicted[name] = asyncio.run(labels(server.url, agreement_texts))
             if name == "student_onnx_int8":
@@ -228,6 +251,9 @@ def main() -> None:
             figures[f"{name}_c{c}_p50_ms"] = common.figure(r["p50_ms"], "ms")
             figures[f"{name}_c{c}_p99_ms"] = common.figure(r["p99_ms"], "ms")
             figures[f"{name}_c{c}_errors"] = common.figure(r["errors"], "requests")
+            cpu_base = results["teacher"][c]["server_cpu_ms_per_text"] if "teacher" in results and name != "teacher" else None
+            figures[f"{name}_c{c}_server_cpu_ms_per_text"] = common.figure(r["server_cpu_ms_per_text"], "CPU-ms/text",
+                                                                           cpu_base)
     for name in ("student_onnx_fp32", "student_onnx_int8"):
         if name in predicted and "student" in predicted:
             same = sum(a == b for a, b in zip(predicted[name], predicted["student"])) / len(agreement_texts)
@@ -245,10 +271,12 @@ def main() -> None:
     top = concurrency[-1]
     if "teacher" in results and "student_onnx_int8" in results:
         int8_ratio = results["student_onnx_int8"][top]["texts_per_s"] / results["teacher"][top]["texts_per_s"]
+        cpu_ratio = results["teacher"][top]["server_cpu_ms_per_text"] / results["student_onnx_int8"][top]["server_cpu_ms_per_text"]
         agreement = figures.get("student_onnx_int8_label_agreement", {}).get("value", float("nan"))
         print(f"\ntarget int8 ONNX student >= 40x teacher PyTorch at c={top}: {int8_ratio:.1f}x, label agreement {agreement:.2%} "
               f"(>= 99%){' (random-weight student: agreement not meaningful)' if args.student is None else ''}; "
-              f"model call alone, per CPU second: {calls['student_onnx_int8'] / calls['teacher']:.1f}x")
+              f"model call alone, per CPU second: {calls['student_onnx_int8'] / calls['teacher']:.1f}x; served, server CPU "
+              f"per text: {cpu_ratio:.1f}x")
     if "textcnn_onnx" in results:
         print(f"target TextCNN ONNX >= 1,000 texts/s at c={top}: {results['textcnn_onnx'][top]['texts_per_s']:.0f}")
     info["settings"] = {"seconds_per_level": seconds, "texts_per_request": args.texts_per_request, "load_run_seconds": load_seconds,

@@ -49,7 +49,10 @@ class StageGroup(click.Group):
         if name and not name.startswith("-") and name not in stages.STAGES and name not in self.commands:
             # click's own message suggests only the built-in commands, never a stage name
             raise click.UsageError(f"No such command '{name}'{did_you_mean(name, self.list_commands(ctx))}.", ctx)
-        return super().resolve_command(ctx, args)
+        # a stage's module is imported here (torch for a training stage: seconds), before click has parsed --out: a
+        # Ctrl-C meanwhile names the checkpoint a rerun resumes from, as it does later
+        with runner.naming_checkpoints(_out_argument(args) if name in stages.STAGES else []):
+            return super().resolve_command(ctx, args)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         own = [(n, self.commands[n].get_short_help_str(60)) for n in sorted(self.commands)]
@@ -70,6 +73,17 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool, log_level: str) -> None:
     """Chinese text pipeline: segmentation, vocabularies, vectors, BERT pretraining, classifiers."""
     ctx.obj = {"verbose": verbose}
     console.configure(log_level, quiet=quiet, verbose=verbose)
+
+
+def _out_argument(args: list[str]) -> list[Path]:
+    """The --out a stage command was given, read from its raw arguments (click parses them only after the stage's
+    module, which declares the options, is imported)."""
+    for flag, value in zip(args, [*args[1:], ""]):
+        if flag == "--out" and value:
+            return [Path(value)]
+        if flag.startswith("--out="):
+            return [Path(flag[len("--out="):])]
+    return []
 
 
 def _pipeline_options(fn):
@@ -106,23 +120,37 @@ def _key_value(item: str, flag: str) -> tuple[str, Any]:
 @_pipeline_options
 @click.option("--only", multiple=True, help="Run only these stages (repeatable).")
 @click.option("--from", "start", default=None, help="Run this stage and every stage after it.")
-@click.option("--force", is_flag=True, help="Rebuild the selected stages even when fresh.")
+@click.option("--force", is_flag=True,
+              help="Rebuild the selected stages even when fresh (and discard checkpoints a run with other settings left).")
 def run(pipeline_file, variables, overrides, workdir, only, start, force) -> None:
     """Run a pipeline file: every stage whose artifact is missing or stale."""
     pipe = _load_pipeline(pipeline_file, variables, overrides, workdir)
     selected = pipe.select(list(only), start)
+    with runner.naming_checkpoints([step.out for step in selected]):  # Ctrl-C while planning too
+        rows = _run_steps(pipe, selected, force)
+    if not distributed.is_main():  # under a launch the table is the main rank's
+        return
+    _table(["stage", "status", "time", "artifact"], rows)
+    click.echo(f"\nartifacts in {pipe.workdir}/ (nlp-pipe inspect DIR shows one)")
+
+
+def _run_steps(pipe: pipelines.Pipeline, selected: list[pipelines.Step], force: bool) -> list[tuple]:
+    """Plan and run the selected steps; a row of `run`'s table for each."""
     # planned once, before any work starts (every config and reference checked), each step against what the
     # steps before it will produce. A step is planned again (against the disk) only when an upstream artifact is
     # not the planned one: left out by --only/--from while stale, changed or missing (plan_now says what to run),
-    # or itself planned again
+    # or itself planned again. A step fresh as planned whose upstream was left out is skipped without that: it
+    # already holds what the planned upstream artifacts give (as `status` says), even where one is missing now
     planned = {step.name: plan for step, plan in zip(pipe.steps, pipe.plans())}
     as_planned = {name for name, plan in planned.items() if plan.fresh}
+    replanned: set[str] = set()
     rows = []
     for step in selected:
         plan = planned[step.name]
-        if any(up not in as_planned for up in step.upstream):
+        if any(up not in as_planned for up in step.upstream) and (force or not plan.fresh or replanned & set(step.upstream)):
             plan = pipe.plan_now(step)
             as_planned.discard(step.name)
+            replanned.add(step.name)
         else:
             as_planned.add(step.name)  # fresh, or about to be built as planned
         if runner.skipped(plan, force):
@@ -133,10 +161,7 @@ def run(pipeline_file, variables, overrides, workdir, only, start, force) -> Non
         t0 = time.perf_counter()
         runner.execute(plan, force=force)
         rows.append((step.name, "ran", f"{time.perf_counter() - t0:.1f}s", plan.out))
-    if not distributed.is_main():  # under a launch the table is the main rank's
-        return
-    _table(["stage", "status", "time", "artifact"], rows)
-    click.echo(f"\nartifacts in {pipe.workdir}/ (nlp-pipe inspect DIR shows one)")
+    return rows
 
 
 @cli.command()
@@ -323,7 +348,8 @@ def _stage_command(name: str) -> click.Command:
     module = stages.load(name)
     params: list[click.Parameter] = [
         click.Option(["--out"], required=True, type=click.Path(file_okay=False), help="Artifact directory to write."),
-        click.Option(["--force"], is_flag=True, help="Rebuild even when the artifact is fresh."),
+        click.Option(["--force"], is_flag=True,
+                     help="Rebuild even when the artifact is fresh (and discard checkpoints a run with other settings left)."),
         click.Option(["--config", "config_file"], type=click.Path(dir_okay=False), default=None,
                      help="YAML file of this stage's inputs and options (flags given here override it); an artifact's "
                           "stage_config.yaml reruns that stage"),
@@ -353,14 +379,16 @@ def _stage_command(name: str) -> click.Command:
         inputs, config = _config_file(name, config_file) if config_file else ({}, {})
         inputs.update({k: v for k, v in values.items() if k in module.INPUTS and v not in (None, ())})
         config.update({k: v for k, v in values.items() if k not in module.INPUTS and v is not None})
-        plan = runner.plan(name, config, inputs, out, where=name)
-        if runner.skipped(plan, force):
-            click.echo(f"{out} is fresh (same config and inputs); nothing to do. Use --force to rebuild.")
-            return
-        manifest = runner.execute(plan, force=force)
+        with runner.naming_checkpoints([Path(out)]):
+            plan = runner.plan(name, config, inputs, out, where=name)
+            if runner.skipped(plan, force):
+                click.echo(f"{out} is fresh (same config and inputs); nothing to do. Use --force to rebuild.")
+                return
+            manifest = runner.execute(plan, force=force)
         if not distributed.is_main():  # under a launch the main rank wrote it and says so, once
             return
         click.echo(f"{name}: wrote {out} in {manifest['wall_time_s']} s")
+        process.published(str(out))
         if manifest.get("counts"):
             c = manifest["counts"]
             click.echo(f"rows: {c['rows_in']} in, {c['rows_out']} out, dropped {c.get('dropped') or {}}")
@@ -433,6 +461,8 @@ def main(argv: list[str] | None = None) -> None:
         if interrupt is None:
             raise
         _interrupted(interrupt, verbose)
+    if argv is None:  # the command line's process, which ends next (not a call from Python, such as a test's)
+        process.ending()
 
 
 def _last_word(line: str) -> None:

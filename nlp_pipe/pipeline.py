@@ -1,7 +1,7 @@
 """Pipeline files: YAML -> ordered stage calls; skip fresh ones; --only / --from / --force.
 
     name: demo
-    workdir: runs/demo                 # each stage writes {workdir}/{name} unless it sets `out`
+    workdir: runs/demo                 # each stage writes {workdir}/{name} unless it sets `out`; default runs/STEM
     vars: {corpus: my.txt}             # overridable: nlp-pipe run demo.yaml --var corpus=other.txt
     stages:
       - stage: segment                 # registry name; `name` defaults to it (set it to use a stage twice)
@@ -74,7 +74,7 @@ class Pipeline:
         plans = []
         for step in self.steps:
             plan = runner.plan(step.stage, step.config, step.inputs, step.out, expected, where=self._where(step))
-            expected[plan.out.resolve()] = plan.fingerprint
+            expected[plan.out.resolve()] = plan.artifact_fingerprint
             plans.append(plan)
         return plans
 
@@ -112,19 +112,29 @@ def load(path: str | Path, variables: dict[str, Any] | None = None, overrides: d
         _no_unknown(doc, _TOP_KEYS, str(path))
     if not isinstance(doc, dict) or not isinstance(doc.get("stages"), list):
         raise UserError(f"{path}: a pipeline file is a mapping with a 'stages' list")
-    vars_ = {**(doc.get("vars") or {}), **(variables or {})}
-    unknown_vars = set(variables or {}) - set(doc.get("vars") or {})
+    declared = doc.get("vars") or {}
+    if not isinstance(declared, dict):
+        raise UserError(f"{path}: 'vars' must be a mapping of names to values (vars: {{corpus: my.txt}}), got {declared!r}")
+    vars_ = {**declared, **(variables or {})}
+    unknown_vars = set(variables or {}) - set(declared)
     if unknown_vars:
         name = sorted(unknown_vars)[0]
-        raise UserError(f"{path}: unknown var '{name}'{did_you_mean(name, doc.get('vars') or {})}; vars: "
-                        f"{', '.join(doc.get('vars') or {})}")
-    written = doc.get("workdir")
-    # absolute, so `${stage}` references stay right when anchored against the file's folder
-    root = Path(workdir).absolute() if workdir else anchor(_substitute(written, vars_, {}, str(path)), _folder(path)) \
-        if written else Path(f"runs/{path.stem}").absolute()
+        raise UserError(f"{path}: unknown var '{name}'{did_you_mean(name, declared)}; vars: {', '.join(declared)}")
+    written = _substitute(doc.get("workdir"), vars_, {}, str(path))
+    if written is not None and not (isinstance(written, str) and written.strip()):
+        raise UserError(f"{path}: 'workdir' must be a directory path, got {written!r}")
+    # absolute, so `${stage}` references stay right when anchored against the file's folder; without one, runs/STEM
+    # beside the file (as a written workdir is taken from there)
+    root = Path(workdir).absolute() if workdir else anchor(written or f"runs/{path.stem}", _folder(path))
     steps: list[Step] = []
     for i, raw in enumerate(doc["stages"]):
         steps.append(_step(raw, i, vars_, steps, root, path))
+    # the stages' modules are imported here (torch for a training stage: seconds): a Ctrl-C meanwhile names the
+    # checkpoint a rerun resumes from, as it does later
+    with runner.naming_checkpoints([step.out for step in steps]):
+        for step in steps:
+            step.inputs = anchor_inputs(step.stage, step.inputs, _folder(path))
+            step.config = anchor_config(step.stage, step.config, _folder(path))
     _apply_overrides(steps, overrides or {}, path)
     return Pipeline(path, str(doc.get("name", path.stem)), root, steps)
 
@@ -146,7 +156,10 @@ def _step(raw: Any, index: int, vars_: dict, earlier: list[Step], root: Path, pa
     if str(raw["stage"]) not in stages.STAGES:  # before its name is used: '${segment}' would be the first complaint
         raise UserError(f"{where}: unknown stage '{raw['stage']}'{did_you_mean(str(raw['stage']), stages.STAGES)}; "
                         f"stages: {', '.join(stages.STAGES)}")
-    name = str(raw.get("name", raw["stage"]))
+    name = raw.get("name", str(raw["stage"]))
+    if not isinstance(name, str) or not name.strip() or name in (".", "..") or "/" in name or "\\" in name:
+        raise UserError(f"{where}: 'name' must be a plain name (the artifact's folder in the workdir: no '/', not empty), "
+                        f"got {name!r}")
     if name == "vars" or any(s.name == name for s in earlier):
         raise UserError(f"{where}: stage name '{name}' is {'reserved' if name == 'vars' else 'used twice'}; set a unique 'name'")
     outs = {s.name: s.out for s in earlier}
@@ -156,13 +169,19 @@ def _step(raw: Any, index: int, vars_: dict, earlier: list[Step], root: Path, pa
     for section, value in (("inputs", inputs), ("config", config)):
         if not isinstance(value, dict):
             raise UserError(f"{path}: stage '{name}': '{section}' must be a mapping")
+    for key, value in inputs.items():
+        if not (value is None or isinstance(value, str) or isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise UserError(f"{path}: stage '{name}': input '{key}' must be a path or a list of paths, got {value!r}")
     base = _folder(path)
-    out = anchor(_substitute(raw["out"], vars_, outs, where), base) if raw.get("out") else root / name
+    written = _substitute(raw["out"], vars_, outs, where) if raw.get("out") is not None else None
+    if written is not None and not (isinstance(written, str) and written.strip()):
+        raise UserError(f"{where}: 'out' must be a directory path, got {written!r}")
+    out = anchor(written, base) if written else root / name
     twin = next((s for s in earlier if s.out.resolve() == out.resolve()), None)
     if twin is not None:  # the later step would replace the earlier one's artifact under its readers' feet
         raise UserError(f"{where}: stage '{name}' writes to {out}, as stage '{twin.name}' does; give each its own 'out'")
     stage = str(raw["stage"])
-    return Step(name, stage, anchor_inputs(stage, inputs, base), anchor_config(stage, config, base), out, sorted(used))
+    return Step(name, stage, inputs, config, out, sorted(used))  # inputs and config anchored by `load`
 
 
 def _folder(path: Path) -> Path:

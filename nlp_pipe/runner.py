@@ -13,11 +13,11 @@ import importlib.util
 import logging
 import os
 import platform
-import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from .core import artifacts, distributed, process
 from .core import config as configs
 from .core import manifest as manifests
 from .core.contract import Input, Result
-from .core.errors import SaidByMainRank, UserError, did_you_mean
+from .core.errors import SaidByMainRank, UserError, as_os_error, did_you_mean
 
 log = logging.getLogger(__name__)  # its INFO lines (stage finished, fresh) are what the terminal shows
 config_log = logging.getLogger(f"{__name__}.config")  # the resolved config: stage.log, not the terminal
@@ -52,10 +52,19 @@ class Plan:
     reason: str  # why it must run; "" when the artifact is fresh
     models: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # Hub ids of model inputs, resolved
     changed: list[str] = field(default_factory=list)  # files of the existing artifact that changed since it was written
+    files: dict[str, str] = field(default_factory=dict)  # content of the files config options name (config_files)
+    # the existing artifact's fingerprint when it holds what this plan builds but was fingerprinted before neutral
+    # options left the fingerprint (with another value of one of them): it stays fresh, and readers keep reading it
+    same_as: str = ""
 
     @property
     def fresh(self) -> bool:
         return not self.reason
+
+    @property
+    def artifact_fingerprint(self) -> str:
+        """The fingerprint readers of `out` will see once this plan has run (or been skipped as fresh)."""
+        return self.same_as if self.fresh and self.same_as else self.fingerprint
 
 
 def plan(stage: str, config: dict[str, Any], inputs: dict[str, Any], out: str | Path,
@@ -70,18 +79,35 @@ def plan(stage: str, config: dict[str, Any], inputs: dict[str, Any], out: str | 
     resolved = resolve_inputs(module, inputs, where, set(expected or {}), hub)
     _refuse_overlap(out, resolved, where)
     _refuse_nesting(out, where)
+    _refuse_cache_placement(cfg, out, resolved, where)
     fps = {name: [artifacts.input_fingerprint(p, expected or {}) for p in paths] for name, paths in resolved.items()}
-    fp = artifacts.fingerprint(stage, module.VERSION, configs.to_dict(cfg), fps)
+    files = artifacts.config_files(cfg)
+    fp = artifacts.fingerprint(stage, module.VERSION, artifacts.freshness_config(cfg, files), fps)
     manifest, problem = manifests.manifest_status(out)
     changed: list[str] = []
+    same_as = ""
+    if manifest is not None and manifest.get("fingerprint") != fp and _written_before_neutral(manifest, stage, cfg, fps, files):
+        same_as = manifest["fingerprint"]
     if manifest is None:
         reason = "no artifact yet" if not out.exists() else f"no finished artifact ({out.name} {problem})"
-    elif manifest.get("fingerprint") != fp:
-        reason = _why_changed(manifest, stage, cfg, fps)
+    elif manifest.get("fingerprint") != fp and not same_as:
+        reason = _why_changed(manifest, stage, cfg, fps, files)
     else:
         changed = manifests.check_files(out, manifest)
         reason = f"changed on disk: {'; '.join(changed[:2])}" if changed else ""
-    return Plan(stage, cfg, resolved, fps, out, fp, reason, hub, changed)
+    return Plan(stage, cfg, resolved, fps, out, fp, reason, hub, changed, files, same_as)
+
+
+def _written_before_neutral(manifest: dict[str, Any], stage: str, cfg: Any, fps: dict[str, list[str]],
+                            files: dict[str, str]) -> bool:
+    """An artifact fingerprinted (as before) with every option, neutral ones included, that differs from `cfg` in
+    those alone: it holds what `cfg` builds. Not with a named file, which such a fingerprint held by its name."""
+    if files:
+        return False
+    old = manifest.get("config") or {}
+    neutral = {f.name: old[f.name] for f in configs.fields(type(cfg)) if f.is_neutral and f.name in old}
+    kept = {**configs.to_dict(cfg), **neutral}
+    return bool(neutral) and manifest.get("fingerprint") == artifacts.fingerprint(stage, stages.load(stage).VERSION, kept, fps)
 
 
 def _refuse_overlap(out: Path, inputs: dict[str, list[Path]], where: str) -> None:
@@ -102,6 +128,28 @@ def _refuse_nesting(out: Path, where: str) -> None:
     for parent in out.resolve().parents:
         if manifests.manifest_status(parent)[0] is not None:
             raise UserError(f"{where}: --out {out} lies inside the artifact {parent}; choose an --out outside it")
+
+
+def _refuse_cache_placement(cfg: Any, out: Path, inputs: dict[str, list[Path]], where: str) -> None:
+    """A stage's shared cache folder (its `cache_dir`) must not be --out or lie inside it (publishing then refused
+    the out that held the cache, after the whole cache was built), nor be or lie inside an input or another artifact
+    (which then holds files its manifest does not list: `inspect` fails and it cannot be rebuilt)."""
+    if not hasattr(cfg, "cache_dir"):
+        return
+    cache = artifacts.cache_dir(out, cfg.cache_dir).resolve()
+    named = f"--cache-dir {cfg.cache_dir}" if cfg.cache_dir else f"the cache folder {cache}"
+    target = out.resolve()
+    if cache == target or target in cache.parents:
+        raise UserError(f"{where}: {named} {'is' if cache == target else 'lies inside'} --out {out}; choose a cache "
+                        "folder outside it")
+    for name, paths in inputs.items():
+        for path in paths:
+            if cache == path.resolve() or path.resolve() in cache.parents:
+                raise UserError(f"{where}: {named} {'is' if cache == path.resolve() else 'lies inside'} input '{name}' "
+                                f"({path}); writing there would change that input. Choose a cache folder outside it")
+    for parent in (cache, *cache.parents):
+        if manifests.manifest_status(parent)[0] is not None:
+            raise UserError(f"{where}: {named} lies inside the artifact {parent}; choose a cache folder outside it")
 
 
 def resolve_inputs(module: Any, given: dict[str, Any], where: str, planned: Collection[Path] = frozenset(),
@@ -190,15 +238,20 @@ def _verify_input(path: Path, name: str, where: str, verified: set[Path]) -> Non
         return
 
 
-def _why_changed(manifest: dict[str, Any], stage: str, cfg: Any, fps: dict[str, list[str]]) -> str:
+def _why_changed(manifest: dict[str, Any], stage: str, cfg: Any, fps: dict[str, list[str]], files: dict[str, str]) -> str:
     if manifest.get("stage") != stage:
         return f"artifact was made by stage '{manifest.get('stage')}'"
     if manifest.get("stage_version") != stages.load(stage).VERSION:
         return "stage version changed"
+    neutral = {f.name for f in configs.fields(type(cfg)) if f.is_neutral}
     old, new = manifest.get("config", {}), configs.to_dict(cfg)
-    changed = sorted(k for k in new.keys() | old.keys() if old.get(k) != new.get(k))
+    changed = sorted(k for k in new.keys() | old.keys() if old.get(k) != new.get(k) and k not in neutral)
     if changed:
         return f"config changed: {', '.join(changed)}"
+    old_files = manifest.get("config_files") or {}
+    edited = sorted(k for k in files.keys() | old_files.keys() if old_files.get(k) != files.get(k))
+    if edited:
+        return f"file changed: {', '.join(f'{k} ({new.get(k)})' for k in edited)}"
     old_inputs = {k: v.get("fingerprints") for k, v in manifest.get("inputs", {}).items()}
     changed = sorted(k for k in fps.keys() | old_inputs.keys() if old_inputs.get(k) != fps.get(k))
     return f"input changed: {', '.join(changed)}" if changed else "fingerprint changed"
@@ -241,12 +294,33 @@ def _newest_checkpoint(out: Path) -> int | None:
     """The step of the newest training checkpoint a rerun of the stage building `out` resumes from, if any."""
     final = artifacts.final_path(out)
     works = list(final.parent.glob(f"{final.name}.*checkpoints"))
-    if not works:  # a stage that does not train: no need to import the trainer (torch)
-        return None
-    from .training.trainer import saved_steps
-
-    saved = [step for work in works for step in saved_steps(work)]
+    saved = [step for work in works for step in artifacts.saved_steps(work)]
     return int(max(saved, key=lambda path: path.stat().st_mtime).name.split("_")[1]) if saved else None
+
+
+def _interrupt_of(exc: BaseException, outs: Iterable[Path]) -> BaseException:
+    """What to raise for `exc`: the interrupt it is, or became on its way (a library's exception raised while the
+    signal arrived), naming (when it came outside a training loop: planning, setting up, evaluating, reporting) the
+    checkpoint a rerun resumes from, the newest of the first of `outs` that has one; any other exception as it is."""
+    interrupt = exc if isinstance(exc, process.Interrupted) else process.pending()
+    if interrupt is None:
+        return exc
+    if interrupt.step is None and not interrupt.checkpoint:
+        interrupt.checkpoint = next(filter(None, map(_newest_checkpoint, outs)), None)
+    return interrupt
+
+
+@contextmanager
+def naming_checkpoints(outs: Iterable[Path]) -> Iterator[None]:
+    """Around planning and running the stages that build `outs`: an interrupt names the checkpoint a rerun resumes
+    from (`_interrupt_of`), also one that arrives before `execute` (importing a stage, hashing its inputs)."""
+    try:
+        yield
+    except BaseException as exc:
+        stopped = _interrupt_of(exc, outs)
+        if stopped is not exc:
+            raise stopped from exc
+        raise
 
 
 def _execute_main(p: Plan, force: bool, launched: bool) -> dict[str, Any]:
@@ -257,7 +331,7 @@ def _execute_main(p: Plan, force: bool, launched: bool) -> dict[str, Any]:
             if not force and current is not None and current.get("stage") != p.stage:
                 raise UserError(f"{p.stage}: {p.out} holds a {current.get('stage')} artifact; a {p.stage} run replaces it "
                                 "only with --force (or choose another --out)")
-            if not force and current is not None and current.get("fingerprint") == p.fingerprint:
+            if not force and current is not None and current.get("fingerprint") in (p.fingerprint, p.same_as):
                 changed = manifests.check_files(p.out, current)
                 if changed:
                     raise UserError(f"{p.stage}: {p.out} changed on disk since it was written ({'; '.join(changed[:2])}); "
@@ -269,16 +343,19 @@ def _execute_main(p: Plan, force: bool, launched: bool) -> dict[str, Any]:
             with artifacts.staging(p.out) as tmp:
                 _tell_ranks(launched, ("build", str(tmp)))
                 told = True
-                manifest, result = _build(p, tmp)
+                with artifacts.forced(force):
+                    manifest, result = _build(p, tmp)
                 process.check_interrupted()  # a Ctrl-C whose exception was lost mid-stage still publishes nothing
                 artifacts.publish(tmp, p.out, manifest)
     except BaseException as exc:
         if launched and not told:  # the other ranks wait for a word: let them stop instead of hanging
             _tell_ranks(launched, ("error", str(exc) or type(exc).__name__))
-        if isinstance(exc, OSError):  # disk full, read-only or missing directory: the user's to fix, in one line
-            raise UserError(_os_error(p, exc)) from exc
-        if isinstance(exc, process.Interrupted) and exc.step is None:  # after training (evaluating, reporting)
-            exc.checkpoint = _newest_checkpoint(p.out)
+        error = as_os_error(exc, p.out.parent)
+        if error is not None:  # disk full, read-only or missing directory: the user's to fix, in one line
+            raise UserError(_os_error(p, error)) from exc
+        stopped = _interrupt_of(exc, [p.out])
+        if stopped is not exc:
+            raise stopped from exc
         raise
     # what we published must be there as listed: sizes and mtimes (hashing every file again would double the cost
     # of hashing a large artifact; a file whose mtime moved is hashed)
@@ -287,7 +364,7 @@ def _execute_main(p: Plan, force: bool, launched: bool) -> dict[str, Any]:
         raise UserError(f"{p.stage}: {p.out} does not read back as written ({'; '.join(problems[:3])}); "
                         "is the disk healthy? Rerun with --force")
     for path in result.cleanup:  # work dirs (checkpoints) only needed until the artifact was published
-        shutil.rmtree(path, ignore_errors=True)
+        artifacts.remove_work_dir(path)  # only what the package wrote there
     return manifest
 
 
@@ -366,6 +443,7 @@ def _build(p: Plan, tmp: Path) -> tuple[dict[str, Any], Result]:
         "nlp_pipe_version": __version__,
         "git_commit": _git_commit(),
         "config": configs.to_dict(p.config),
+        **({"config_files": p.files} if p.files else {}),
         "inputs": {k: {"paths": [str(v) for v in p.inputs[k]], "fingerprints": p.input_fingerprints[k],
                        **({"hub": p.models[k]} if k in p.models else {})} for k in p.inputs},
         "counts": counts.as_dict() if counts is not None else None,

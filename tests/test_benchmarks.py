@@ -90,6 +90,7 @@ def test_serve_smoke_served_every_model_without_an_error(workdir):
     figures = json.loads((workdir / "serve.json").read_text(encoding="utf-8"))["figures"]
     for name in ("teacher", "student", "student_onnx_fp32", "student_onnx_int8", "textcnn_onnx", "baseline"):
         assert figures[f"{name}_c8_texts_per_s"]["value"] > 0 and figures[f"{name}_c1_errors"]["value"] == 0
+        assert figures[f"{name}_c8_server_cpu_ms_per_text"]["value"] > 0  # the server process's CPU, read from /proc
     assert figures["load_run_errors"]["value"] == 0
     for name in ("student", "student_onnx_fp32", "student_onnx_int8"):  # model calls alone, against the teacher's
         assert figures[f"{name}_model_call_texts_per_cpu_s"]["ratio"] > 0

@@ -92,14 +92,14 @@ def test_new_words_are_single_tokens_in_running_text(expanded, mlm_dir):
     tok = AutoTokenizer.from_pretrained(out)
     vocab = tok.get_vocab()
     assert manifest["metrics"]["new_words"] == len(WORDS) and len(tok) == 21128 + len(WORDS)
-    assert [vocab[w] for w in ["机器学习", "性价比", "T恤", "covid", "pm2.5"]] == [21128, 21133, 21134, 21135, 21136]
-    assert tok.tokenize("这家店的性价比很高，T恤也不错") == ["这", "家", "店", "的", "性价比", "很", "高", "，", "T恤", "也", "不", "错"]
+    assert [vocab[w] for w in ["机器学习", "性价比", "t恤", "covid", "pm2.5"]] == [21128, 21133, 21134, 21135, 21136]
+    assert tok.tokenize("这家店的性价比很高，T恤也不错") == ["这", "家", "店", "的", "性价比", "很", "高", "，", "t恤", "也", "不", "错"]
     assert tok.tokenize("今年covid，还有COVID19") == ["今", "年", "covid", "，", "还", "有", "covid", "##19"]
     assert tok.tokenize("pm2.5超标") == ["pm2.5", "超", "标"]
-    assert "pm2.5" not in tok.tokenize("PM2.5")  # added tokens match the raw text: case-sensitively
+    assert tok.tokenize("PM2.5") == tok.tokenize("Pm2.5") == ["pm2.5"]  # matched in the lower-cased text, as all else
     text = "用性价比高的学习机做机器学习"
     assert tok.convert_tokens_to_ids(tok.tokenize(text)) == ids_of(tok, text)  # token strings are real vocab entries
-    assert tok.decode(ids_of(tok, "性价比T恤")) == "性价比 T恤"
+    assert tok.decode(ids_of(tok, "性价比T恤")) == "性价比 t恤"
     for cls in (BertTokenizer, AutoTokenizer):  # the explicit class loads the same tokenizer
         assert ids_of(cls.from_pretrained(out), text) == ids_of(tok, text)
 
@@ -128,10 +128,10 @@ def test_vocab_txt_lists_new_words_after_old_tokens(expanded, mlm_dir):
     vocab = vocab_lines(out / "vocab.txt")
     old = AutoTokenizer.from_pretrained(mlm_dir)  # saved without vocab.txt: its table is the reference
     assert vocab[:21128] == old.convert_ids_to_tokens(list(range(21128)))
-    assert vocab[21128:] == ["机器学习", "机器", "学习", "深度学习", "学习机", "性价比", "T恤", "covid", "pm2.5"]
+    assert vocab[21128:] == ["机器学习", "机器", "学习", "深度学习", "学习机", "性价比", "t恤", "covid", "pm2.5"]
     added = json.loads((out / "tokenizer.json").read_text(encoding="utf-8"))["added_tokens"]
-    assert {t["content"] for t in added if not t["special"]} == set(WORDS) - {"covid"}  # covid: a WordPiece entry
-    assert all(not t["normalized"] for t in added)
+    assert {t["content"] for t in added if not t["special"]} == {w.lower() for w in WORDS} - {"covid"}  # covid: a WordPiece entry
+    assert all(t["normalized"] for t in added if not t["special"])
     tsv = lines(out / "words.tsv")
     assert tsv[0].split("\t")[:4] == ["word", "token", "id", "count"] and tsv[1].split("\t")[:4] == ["机器学习", "机器学习", "21128", "3"]
 
@@ -308,3 +308,35 @@ def test_invalid_words_are_reported_not_added(tmp_path, mlm_dir):
     assert set(manifest["invalid_words"]) == {"##ab", "零宽\u200b空格", "长" * 101}
     planner = WordPlanner(load_tokenizer(mlm_dir))
     assert "whitespace" in planner.consider("两个 词") and planner.consider("两个词") == "new"
+
+
+def test_malformed_word_file_lines_are_dropped_with_their_line(tmp_path, mlm_dir, caplog):
+    """`hello world` was added as `hello` (count 0) and `人工智能 12 extra` lost "extra" without a word."""
+    words = tmp_path / "words.txt"
+    words.write_text("hello world\n人工智能 12 extra\n区块链\t7\n好词\n", encoding="utf-8")
+    manifest = build("expand", tmp_path / "out", {"checkpoint": mlm_dir, "words": [words]})
+    added = {row.split("\t")[0]: row.split("\t")[3] for row in lines(tmp_path / "out" / "words.tsv")[1:]}
+    assert added == {"区块链": "7", "好词": "0"}
+    assert manifest["counts"]["dropped"] == {"word file: count not a whole number": 1, "word file: more than `word count`": 1}
+    assert manifest["reading"]["dropped_at"]["word file: count not a whole number"] == [f"{words}:1"]
+    assert "line 2 '人工智能 12 extra' dropped" in caplog.text
+
+
+def test_added_words_match_as_the_tokenizer_normalises(tmp_path, mlm_dir):
+    """The tokenizer lower-cases: "abc公司" gave a, ##b, ##c, 公司 while "ABC公司" was one token (raw-text match)."""
+    from tokenizers import normalizers
+
+    from nlp_pipe.expansion.tokenizer_growth import CJK_RANGES
+
+    words = tmp_path / "words.txt"
+    words.write_text("ABC公司\n机器学习\n", encoding="utf-8")
+    build("expand", tmp_path / "out", {"checkpoint": mlm_dir, "words": [words]})
+    tok = AutoTokenizer.from_pretrained(tmp_path / "out")
+    company = tok.convert_tokens_to_ids("abc公司")
+    for text in ("ABC公司", "abc公司", "Abc公司"):
+        assert tok.tokenize(text) == ["abc公司"] and ids_of(tok, text) == [company], text
+    assert tok("ABC公司好", "机器学习")["token_type_ids"] == [0, 0, 0, 0, 1, 1]
+    # the pre-tokenizer's CJK split is the BERT normalizer's: the same characters stand alone
+    spacing = normalizers.BertNormalizer(clean_text=False, handle_chinese_chars=True, strip_accents=False, lowercase=False)
+    spaced = {cp for cp in range(0x30000) if not 0xD800 <= cp < 0xE000 and spacing.normalize_str(chr(cp)) != chr(cp)}
+    assert spaced == {cp for a, b in CJK_RANGES for cp in range(a, b + 1)}

@@ -51,8 +51,11 @@ def table(out: str) -> dict[str, list[str]]:
 
 def stamps(workdir) -> dict[str, tuple[int, str]]:
     """(manifest mtime, finished) per stage: changes exactly when the stage is rebuilt."""
-    return {s: ((workdir / s / manifests.MANIFEST).stat().st_mtime_ns, manifests.read_manifest(workdir / s)["finished"])
-            for s in STEPS}
+    return {s: stamps_of(workdir, s) for s in STEPS}
+
+
+def stamps_of(workdir, step: str) -> tuple[int, str]:
+    return ((workdir / step / manifests.MANIFEST).stat().st_mtime_ns, manifests.read_manifest(workdir / step)["finished"])
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +164,25 @@ def test_only_a_stage_whose_upstream_never_ran(tmp_path):
     assert "--only segment --only phrases" in deeper.err_lines[0]
 
 
+def test_only_a_fresh_stage_whose_upstream_artifact_is_gone_is_skipped(tmp_path):
+    """`status` says phrases is fresh (segment would be rebuilt as it was), but `run --only phrases` refused because
+    segment's artifact was missing: a fresh stage is skipped; rebuilding it (--force) still needs segment."""
+    import shutil
+
+    path, workdir = write_pipeline(tmp_path)
+    assert run_cli("run", path).code == 0
+    before = stamps(workdir)
+    shutil.rmtree(workdir / "segment")
+    assert table(run_cli("status", path).out)["phrases"][0] == "fresh"
+    result = run_cli("run", path, "--only", "phrases")
+    assert result.code == 0, result.err
+    assert table(result.out) == {"phrases": ["skipped (fresh)", str(workdir / "phrases")]}
+    assert stamps_of(workdir, "phrases") == before["phrases"]
+    forced = run_cli("run", path, "--only", "phrases", "--force")
+    assert forced.code == 2 and "needs stage(s) segment" in forced.err_lines[0]
+
+
+
 def test_var_override_and_workdir_option(tmp_path):
     path, _ = write_pipeline(tmp_path)
     other = tmp_path / "elsewhere"
@@ -182,6 +204,17 @@ BROKEN = [
     ("stages:\n", "stagse:\n", "unknown key 'stagse'"),
     # two steps writing one artifact: the later replaced the earlier's under its readers (vocab trained on dev rows)
     ("config: {{min_freq:", "out: runs/phrases\n    config: {{min_freq:", "writes to"),
+    # wrong types and names: a traceback (vars), or silently a directory named "['a', 'b']", the workdir itself as the
+    # artifact, an artifact outside the workdir or nested in it, an input "5"
+    ("vars:\n  corpus: {corpus}\n  min_freq: 1\n", "vars: 5\n", "'vars' must be a mapping"),
+    ("vars:\n  corpus: {corpus}\n  min_freq: 1\n", "vars: [a]\n", "'vars' must be a mapping"),
+    ("workdir: {workdir}", "workdir: [a, b]", "'workdir' must be a directory path, got ['a', 'b']"),
+    ("stage: segment\n", 'stage: segment\n    name: ""\n', "'name' must be a plain name"),
+    ("stage: segment\n", "stage: segment\n    name: ../../escape\n", "'name' must be a plain name"),
+    ("stage: segment\n", "stage: segment\n    name: a/b\n", "'name' must be a plain name"),
+    ('inputs: {{corpus: "${{vars.corpus}}"}}', "inputs: {{corpus: 5}}", "input 'corpus' must be a path or a list of paths, got 5"),
+    ('inputs: {{corpus: "${{vars.corpus}}"}}', "inputs: {{corpus: {{a: b}}}}", "input 'corpus' must be a path or a list"),
+    ("config: {{min_count: 3,", "out: [x]\n    config: {{min_count: 3,", "'out' must be a directory path"),
 ]
 
 
@@ -195,6 +228,19 @@ def test_mistakes_in_the_pipeline_file_exit_2_with_one_line(tmp_path, old, new, 
         assert len(result.err_lines) == 1 and result.err_lines[0].startswith("error: ")
         assert message in result.err_lines[0] and "Traceback" not in result.err
     assert not workdir.exists()  # nothing ran: everything is checked before the first stage starts
+
+
+def test_the_default_workdir_is_beside_the_file(tmp_path, monkeypatch):
+    """Without a `workdir:` key the artifacts went to runs/STEM under the current directory, so the pipeline ran
+    differently from each directory (the module's promise is that it runs the same from any)."""
+    text = PIPELINE.replace("workdir: {workdir}\n", "")
+    path, _ = write_pipeline(tmp_path, text)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = run_cli("status", path)
+    assert result.code == 0, result.err
+    assert str(tmp_path / "runs" / "pipe" / "segment") in result.out and str(elsewhere) not in result.out
 
 
 @pytest.mark.parametrize("args, message", [

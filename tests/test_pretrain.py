@@ -13,10 +13,13 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
-from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
+from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForPreTraining, BertModel, BertTokenizer
 
 from conftest import FIXTURES, VENV_BIN, build, die_after_first_checkpoint, run_cli
+from nlp_pipe import runner
 from nlp_pipe.core.errors import UserError
+from nlp_pipe.models import bert_pretraining as bert
+from nlp_pipe.stages import pretrain
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
         "max_position_embeddings": 64}
@@ -133,8 +136,12 @@ def test_continued_pretraining_from_init_uses_its_tokenizer(tmp_path, bert_vocab
         build("pretrain", second, {"corpus": [FIXTURES / "news.txt"], "init": first}, **{**settings, "steps": 10})
     manifest = build("pretrain", second, {"corpus": [FIXTURES / "news.txt"], "init": first},
                      **{**settings, "model_config": "", "steps": 10, "sentence_task": "none", "export_dataset": True})
+    # a pretrain artifact holds its tokenizer: --tokenizer takes it as --help says (the runner refused it)
+    assert runner.plan("pretrain", settings, {"corpus": [FIXTURES / "news.txt"], "tokenizer": first}, tmp_path / "third")
+    assert pretrain._tokenizer({"tokenizer": [first], "init": []})[0].get_vocab() == AutoTokenizer.from_pretrained(first).get_vocab()
     assert manifest["metrics"]["steps"] == 10
     exported = datasets.load_from_disk(str(second / "dataset" / "train"))
+    assert list(datasets.load_from_disk(str(second / "dataset"))) == ["train", "eval"]  # a DatasetDict
     assert set(exported.column_names) == {"input_ids", "token_type_ids", "word_labels", "sentence_label"}
     assert {-1, 0, 1} == set(exported[0]["word_labels"])
     start = AutoModelForMaskedLM.from_pretrained(first).bert.encoder.layer[0].output.dense.weight
@@ -154,6 +161,36 @@ def test_user_mistakes_are_one_line_errors(tmp_path, bert_vocab, seg_reviews, ti
     result = run_cli("pretrain", "--corpus", news, "--tokenizer", bert_vocab, "--out", tmp_path / "x",
                      "--model-config", tiny_config, "--max-seq-len", "64", "--batch-size", "512", "--steps", "1", "--num-proc", "1")
     assert result.code == 2 and "do not fill one batch" in result.err_lines[-1]
+
+
+def test_a_bad_vocab_txt_says_what_is_wrong(tmp_path, bert_vocab):
+    """BertTokenizer reads a repeated token, a blank line or a missing [MASK] without a word; only the token counts
+    disagreed ("tokenizer has N tokens but vocab.txt M"), as they did for a tokenizer.json given as a vocab.txt."""
+    tokens = (bert_vocab / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
+
+    def error(lines: list[str], name: str = "vocab.txt") -> str:
+        path = tmp_path / name
+        path.write_text("".join(t + "\n" for t in lines), encoding="utf-8")
+        with pytest.raises(UserError) as caught:
+            pretrain._tokenizer({"tokenizer": [path], "init": []})
+        return str(caught.value)
+
+    assert f"duplicate token '{tokens[10]}' at lines 11 and {len(tokens) + 1}" in error([*tokens, tokens[10]])
+    assert "blank line 8;" in error([*tokens[:7], "", *tokens[7:]])
+    assert "[MASK] missing" in error([t for t in tokens if t != "[MASK]"])
+    assert "pass the directory that holds it" in error(
+        (bert_vocab / "tokenizer.json").read_text(encoding="utf-8").splitlines(), "tokenizer.json")
+    (tmp_path / "good.txt").write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
+    assert len(pretrain._tokenizer({"tokenizer": [tmp_path / "good.txt"], "init": []})[0]) == len(tokens)
+    # beside a tokenizer.json, a blank line where the tokenizer's own token is '' is its table (HF reads Google's
+    # U+2028 token, id 343, as ''; expand writes that table out)
+    google = tmp_path / "google"
+    table = BertTokenizer(vocab=str(FIXTURES / "bert_zh" / "vocab.txt"))
+    table.save_pretrained(google)
+    (google / "vocab.txt").write_text("".join(t + "\n" for t in table.convert_ids_to_tokens(list(range(len(table))))),
+                                      encoding="utf-8")
+    assert (google / "vocab.txt").read_text(encoding="utf-8").split("\n")[343] == ""
+    assert len(pretrain._tokenizer({"tokenizer": [google], "init": []})[0]) == 21128
 
 
 def _cli(*args) -> list[str]:
@@ -230,8 +267,6 @@ def test_two_outs_share_one_cache_build_and_cache_ls_rm_free_it(tmp_path, bert_v
 def test_raw_text_masks_with_the_init_artifacts_user_dictionary(tmp_path, bert_vocab):
     """pretrain --init EXPAND --corpus raw.txt: jieba cuts with the expansion's jieba_userdict.txt (its new words are
     masked whole, as its tokenizer emits them), not jieba's default dictionary alone."""
-    from nlp_pipe.stages import pretrain
-
     init = tmp_path / "expanded"
     init.mkdir()
     (init / "jieba_userdict.txt").write_text("自然语言处理模型 5\n", encoding="utf-8")
@@ -240,3 +275,18 @@ def test_raw_text_masks_with_the_init_artifacts_user_dictionary(tmp_path, bert_v
     assert spec.segmenter.userdict == (("自然语言处理模型", 5),)
     assert pretrain._build_spec(pretrain.Config(), {"tokenizer": [bert_vocab], "init": [], "corpus": []},
                                 tokenizer).segmenter.userdict == ()
+
+
+def test_init_without_pretraining_heads_is_warned(tmp_path, caplog):
+    """An encoder-only checkpoint (a distill student) continued with MLM + SOP: its heads start from random
+    weights, said in one warning line (was silent); a full pretraining checkpoint warns nothing."""
+    config = BertConfig(vocab_size=50, **TINY)
+    BertModel(config, add_pooling_layer=False).save_pretrained(tmp_path / "student")
+    BertForPreTraining(config).save_pretrained(tmp_path / "full")
+    mine = lambda: [r for r in caplog.records if r.name == bert.__name__]  # noqa: E731
+    with caplog.at_level("WARNING", logger=bert.__name__):
+        bert.load(tmp_path / "full", "sop", "eager")
+        assert not mine()
+        bert.load(tmp_path / "student", "sop", "eager")
+    (record,) = mine()
+    assert "has no MLM head and no sop head and no pooler: they start from random weights" in record.getMessage()

@@ -65,6 +65,21 @@ def test_layout_detection_and_document_boundaries(tmp_path):
     assert [(d.text, d.sentences) for d in lines] == [("第一篇。有两句！", None), ("第二篇只有一句。", None)]
 
 
+def test_the_detected_layout_is_said_with_its_reason(tmp_path, caplog):
+    """A file with >= 5% blank lines was read as blank-line documents without a word (pairs then cross what the
+    user meant as documents): a notice in the manifest names why and the option that reads it the other way."""
+    counts = Counts()
+    list(docs_mod.file_documents(FIXTURES / "news.txt", ReadOptions(), "auto", counts))
+    (notice,) = counts.notices
+    assert "news.txt: read as documents separated by blank lines (" in notice and "--layout line" in notice
+    one_per_line = tmp_path / "docs.txt"
+    one_per_line.write_text("第一篇。\n第二篇。\n", encoding="utf-8")
+    with caplog.at_level("INFO", logger=docs_mod.__name__):
+        list(docs_mod.file_documents(one_per_line, ReadOptions(), "auto", counts))
+    assert "docs.txt: read as one document a line (0 of its first 2 rows follow a blank line, under 5%); --layout blank" in caplog.text
+    assert len(counts.notices) == 1
+
+
 def test_word_labels_mark_jieba_word_starts_over_characters(tokenizer):
     text = "北京大学hello世界"
     encoded = TokenEncoder(tokenizer).encode(text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from typing import Any
 
 import pytest
@@ -111,8 +112,9 @@ def test_fp16_resume_keeps_the_loss_scale(tmp_path):
     rows = [{"x": r["x"] * 30, "y": r["y"]} for r in _rows(64, 0)]  # steps 1-4 overflow: scale 64k -> 4k
     out = tmp_path / "toy"
     out.mkdir()
-    whole, _ = _train(out, "fp16", 6, rows)  # leaves its checkpoint of step 3 (keep_checkpoints)
-    assert [p.name for p in (tmp_path / "toy.checkpoints").glob("step_*")] == ["step_000003"]
+    whole, _ = _train(out, "fp16", 6, rows)  # leaves its checkpoints of step 3 and the final step (keep_checkpoints)
+    assert sorted(p.name for p in (tmp_path / "toy.checkpoints").glob("step_*")) == ["step_000003", "step_000006"]
+    shutil.rmtree(tmp_path / "toy.checkpoints" / "step_000006")  # as if killed before the final one
     resumed, summary = _train(out, "fp16", 6, rows)  # the same run: resumes from step 3
     assert summary.resumed_from == 3
     for name, weights in whole.items():
@@ -131,7 +133,22 @@ def test_compiled_training_resumes_without_compile(tmp_path):
     out.mkdir()
     compiled, _ = _train(out, "fp32", 6, rows, compile=True)
     assert set(load_file(tmp_path / "toy.checkpoints" / "step_000003" / "model.safetensors")) == {"weight", "bias"}
+    shutil.rmtree(tmp_path / "toy.checkpoints" / "step_000006")  # as if killed before the final one
     eager, summary = _train(out, "fp32", 6, rows)
     assert summary.resumed_from == 3
     for name, weights in compiled.items():
         torch.testing.assert_close(eager[name], weights)  # compiled arithmetic is close to eager, not bitwise
+
+
+def test_a_run_resumed_at_its_final_step_keeps_its_weights_and_last_metrics(tmp_path):
+    """Training saves its final step (a Ctrl-C while the stage evaluates or writes then costs no retraining): the
+    rerun resumes there, trains nothing, and reports the metrics the first run ended with (from metrics.jsonl)."""
+    rows = _rows(64, 0)
+    out = tmp_path / "toy"
+    out.mkdir()
+    first_weights, first = _train(out, "fp32", 6, rows)
+    again_weights, again = _train(out, "fp32", 6, rows)
+    assert again.resumed_from == 6 and again.steps == 6 and first.last_train and first.last_eval
+    assert again.last_train == pytest.approx(first.last_train) and again.last_eval == pytest.approx(first.last_eval)
+    for name, weights in first_weights.items():
+        assert torch.equal(weights, again_weights[name]), name

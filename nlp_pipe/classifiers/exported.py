@@ -104,25 +104,27 @@ class OnnxBertClassifier(TextClassifier):
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_JSON))
         self.tokenizer.enable_truncation(int(info["max_len"]))
-        self.tokenizer.enable_padding(pad_id=int(info["pad_id"]), pad_token=str(info["pad_token"]))
         # int8 (onnxruntime's dynamic quantisation) scales each activation by the range of the whole batch, so a
         # text's probabilities depended on the texts beside it (24 of 200 labels of a weak student moved between
         # batches of 64 and 4, and served records differed from `predict --json`'s): one text a model call,
         # tokenized together. Against 4 texts a call: 1.05x the texts per CPU second for a TinyBERT-4 at max_len 128
         # (no padding), 0.96x at max_len 64 (docs/performance.md, Serving)
         self.one_by_one = model_file == MODEL_INT8_ONNX
+        if self.one_by_one:  # each text runs at its own length: nothing to pad (tokenizer.json may ask for it)
+            self.tokenizer.no_padding()
+        else:
+            self.tokenizer.enable_padding(pad_id=int(info["pad_id"]), pad_token=str(info["pad_token"]))
 
     def _probs(self, texts: list[str]) -> np.ndarray:
         encodings = self.tokenizer.encode_batch_fast(texts)  # no character offsets: 0.6x the time of encode_batch
+        if self.one_by_one:
+            return softmax(np.concatenate([self.session.run(None, self._feed([e]))[0] for e in encodings]))
+        return softmax(self.session.run(None, self._feed(encodings))[0])
+
+    def _feed(self, encodings: list[Any]) -> dict[str, np.ndarray]:
         arrays = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings],
                   "token_type_ids": [e.type_ids for e in encodings]}
-        feed = {name: np.asarray(arrays[name], dtype=np.int64) for name in self.inputs}
-        if not self.one_by_one or len(texts) == 1:
-            return softmax(self.session.run(None, feed)[0])
-        # one row a call, each cut to its own length: the same arrays a batch of one would have been
-        lengths = feed["attention_mask"].sum(axis=1) if "attention_mask" in feed else [feed["input_ids"].shape[1]] * len(texts)
-        return softmax(np.concatenate([self.session.run(None, {k: v[i:i + 1, :n] for k, v in feed.items()})[0]
-                                       for i, n in enumerate(lengths)]))
+        return {name: np.asarray(arrays[name], dtype=np.int64) for name in self.inputs}
 
 
 class OnnxTextCNNClassifier(TextClassifier):

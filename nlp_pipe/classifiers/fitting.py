@@ -107,6 +107,6 @@ def cross_validate(options: Opts, out: Path, stage: str, pooled: R, gold: np.nda
             continue
         results.append(Evaluation(probabilities(pooled.select(held_idx)), gold[held_idx]).metrics(None))
         log.info("fold %d/%d: accuracy %.4f, macro_f1 %.4f", k + 1, options.folds, results[-1]["accuracy"], results[-1]["macro_f1"])
-        for path in (fold_out, trainer.work):
-            shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(fold_out, ignore_errors=True)
+        artifacts.remove_work_dir(trainer.work)
     return fold_summary(results) if results else {}

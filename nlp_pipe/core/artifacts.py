@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import fnmatch
 import json
 import os
 import re
@@ -19,9 +20,11 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import IO, Any
 
+from . import config as configs
 from .errors import UserError
 from .manifest import MANIFEST, list_files, manifest_status, read_manifest, read_state, sha256_file, sha256_json, unlisted, write_state
 
@@ -30,6 +33,10 @@ CACHE_ENV = "NLP_PIPE_CACHE"  # the shared cache folder, as HF_DATASETS_CACHE is
 CACHE_DIR = "nlp_pipe_cache"
 _REMEMBER_HASH_BYTES = 1 << 20
 LOG = "stage.log"
+# set by the runner for a --force build: work files an earlier run with other settings left (its checkpoints) are
+# discarded instead of refused
+_FORCED: ContextVar[bool] = ContextVar("forced", default=False)
+WORK_MARK = ".nlp-pipe-work.json"  # in a work directory the package made (claim_work_dir)
 
 
 def fingerprint(stage: str, version: int, config: dict[str, Any], inputs: dict[str, list[str]]) -> str:
@@ -39,6 +46,41 @@ def fingerprint(stage: str, version: int, config: dict[str, Any], inputs: dict[s
     so a docs edit does not retrain a model; a stage bumps VERSION when its output changes.
     """
     return sha256_json({"stage": stage, "version": version, "config": config, "inputs": inputs})
+
+
+def config_files(config: Any) -> dict[str, str]:
+    """The content of each file the config names (fields declared with path=True), as `sha256:HEX`: an edited
+    file is another config, the same file moved elsewhere is not. A value that names no file (a preset) is absent."""
+    named = {}
+    for field in configs.fields(type(config)):
+        value = getattr(config, field.name)
+        if field.is_path and isinstance(value, str) and value and Path(value).expanduser().is_file():
+            named[field.name] = f"sha256:{file_fingerprint(Path(value).expanduser())}"
+    return named
+
+
+def freshness_config(config: Any, files: dict[str, str]) -> dict[str, Any]:
+    """The config as an artifact's fingerprint holds it: a named file by its content (`files`, config_files), a
+    neutral field (never changes the artifact: checkpointing, resuming) at its default, so its value never
+    makes an artifact stale, and an artifact written before it was neutral keeps its fingerprint when built
+    with the default."""
+    neutral = {f.name: f.default for f in configs.fields(type(config)) if f.is_neutral}
+    return {**configs.to_dict(config), **neutral, **files}
+
+
+@contextmanager
+def forced(on: bool) -> Iterator[None]:
+    """Within the block, `discard_other_runs()` says whether the build was forced (--force)."""
+    token = _FORCED.set(on)
+    try:
+        yield
+    finally:
+        _FORCED.reset(token)
+
+
+def discard_other_runs() -> bool:
+    """Whether work files (checkpoints) of an earlier run with other settings are discarded rather than refused."""
+    return _FORCED.get()
 
 
 def input_fingerprint(path: Path, expected: dict[Path, str]) -> str:
@@ -94,15 +136,22 @@ def locked(out: Path, wait: bool = False) -> Iterator[None]:
     while True:
         fh = open(lock_path, "a+")
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.seek(0)
             owner = fh.read().strip() or "another process"
-            fh.close()
-            raise UserError(f"{out} is being written by {owner}; wait for it to finish (or write to another --out)") from None
+            if _dead(fh):  # held by what its writer left running (processes it forked): not a writer
+                lock_path.unlink(missing_ok=True)
+                fh.close()
+                continue
+            if not wait:
+                fh.close()
+                raise UserError(f"{out} is being written by {owner}; wait for it to finish (or write to another --out)") from None
+            fcntl.flock(fh, fcntl.LOCK_EX)
         if _same_file(fh, lock_path):
             break
         fh.close()  # the holder removed this lock file after we opened it: take the one that is there now
+    _held.add(fh)
     try:
         fh.seek(0)
         fh.truncate()
@@ -110,8 +159,45 @@ def locked(out: Path, wait: bool = False) -> Iterator[None]:
         fh.flush()
         yield
     finally:
+        _held.discard(fh)
         lock_path.unlink(missing_ok=True)  # while still holding it: whoever opened it meanwhile retries
         fh.close()
+
+
+_held: set[IO[str]] = set()  # the lock files this process holds
+
+
+def _release_in_child() -> None:
+    """A forked child (a pool worker) closes its copies of the held locks' descriptors: an flock belongs to the open
+    file, so a worker outliving its parent kept the artifact locked, and the rerun was refused naming a dead pid.
+    The parent still holds them through its own descriptors."""
+    for fh in _held:
+        fh.close()
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_release_in_child)
+
+
+def _dead(fh: IO[str]) -> bool:
+    """Whether the process that took the lock on `fh`'s file has ended while others still hold it (what a killed
+    writer forked); from /proc/locks, which names the locker (Linux; elsewhere a held lock is never taken over)."""
+    st = os.fstat(fh.fileno())
+    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii") as locks:
+            holders = [int(f[4]) for f in (line.split() for line in locks) if len(f) > 5 and f[1] == "FLOCK" and f[5] == where]
+    except (OSError, ValueError):
+        return False
+    for pid in holders:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        except OSError:  # alive, another user's
+            pass
+        return False
+    return bool(holders)
 
 
 def _same_file(fh: IO[str], path: Path) -> bool:
@@ -171,6 +257,56 @@ def work_dir(out: Path, purpose: str) -> Path:
     them) or preprocessing caches. The stage creates it if it needs it."""
     final = final_path(out)
     return final.parent / f"{final.name}.{purpose}"
+
+
+def saved_steps(work: Path) -> list[Path]:
+    """Complete training checkpoints in a work dir, oldest first (hidden .step_*.tmp directories are unfinished
+    saves). Here, not in the trainer: the runner reads them without importing torch (an interrupt may have
+    stopped torch's import)."""
+    return sorted(p for p in work.glob("step_*") if p.is_dir()) if work.exists() else []
+def claim_work_dir(path: Path, writes: tuple[str, ...], where: str) -> None:
+    """Make `path` a work directory of the package, marked (WORK_MARK) with the names (fnmatch patterns) it writes
+    there, or reuse one it marked so. Anything else at `path` is the user's and is refused, since the runner removes
+    the work directory once the artifact is published: a folder without the mark, or one holding other files."""
+    mark = path / WORK_MARK
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise UserError(f"{where}: {path} is a {'link' if path.is_symlink() else 'file'} where nlp-pipe keeps its "
+                        "checkpoints; move it away or choose another --out")
+    if not path.exists():
+        path.mkdir(parents=True)
+        mark.write_text(json.dumps({"writes": list(writes)}) + "\n", encoding="utf-8")
+        return
+    if not mark.is_file():
+        raise UserError(f"{where}: {path} exists but was not made by nlp-pipe (no {WORK_MARK}); nlp-pipe keeps its "
+                        "checkpoints there and deletes them when done, so it will not use that folder. Move it away "
+                        "or choose another --out")
+    stray = sorted(p.name for p in path.iterdir() if p.name != WORK_MARK and not _written(p.name, writes))
+    if stray:
+        shown = ", ".join(stray[:5]) + (f" and {len(stray) - 5} more" if len(stray) > 5 else "")
+        raise UserError(f"{where}: {path} holds files nlp-pipe did not write ({shown}); it deletes that folder when done, "
+                        "so move them out of it (or choose another --out)")
+
+
+def remove_work_dir(path: Path) -> None:
+    """Delete what the package wrote in a work directory of `claim_work_dir` (as its mark lists), then the folder
+    if nothing else is left in it; a folder without the mark is not ours and stays as it is."""
+    try:
+        writes = json.loads((path / WORK_MARK).read_text(encoding="utf-8"))["writes"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    for entry in path.iterdir():
+        if entry.name != WORK_MARK and _written(entry.name, writes):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+    if [p.name for p in path.iterdir()] == [WORK_MARK]:
+        (path / WORK_MARK).unlink()
+        path.rmdir()
+
+
+def _written(name: str, writes: list[str] | tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in writes)
 
 
 def cache_dir(out: Path, override: str = "") -> Path:

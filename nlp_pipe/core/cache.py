@@ -3,12 +3,14 @@
 An entry is complete when its folder exists (builders write `.KEY.tmp-*` through artifacts.staging and rename it); each holds a
 stats.json whose `built_for` says which inputs built it and when. An entry is removed only under its lock
 (artifacts.locked), so nothing is deleted while a builder writes it; the leftovers of killed builds go with
-`rm --all` or the next build of their key.
+`rm --all` or the next build of their key. Nothing else is ever listed or removed: a folder of an unknown kind, one
+without stats.json, a folder that is not a cache at all (refused).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,11 @@ from typing import Any
 
 from . import artifacts
 from .errors import UserError
+
+PRETRAINING = "pretraining"  # data.pretraining's tokenised corpora and blocks
+KINDS = (PRETRAINING,)  # every kind of entry; a folder of another name in the cache is not the cache's
+STATS = "stats.json"  # in every complete entry, written last by its builder
+_UNFINISHED = re.compile(r"\.(.+)\.tmp-[0-9a-f]+")  # an unfinished build (artifacts.staging's name)
 
 
 @dataclass
@@ -29,17 +36,28 @@ class Entry:
 
 
 def entries(root: Path) -> list[Entry]:
-    """Every entry and every unfinished build under `root`, by kind and key."""
+    """Every entry and every unfinished build under `root`, by kind and key: only folders the cache wrote, a
+    known kind's `KEY/` with its STATS or a `.KEY.tmp-*` of artifacts.staging. A folder with no known kind that
+    holds anything is not a cache and is refused, so `rm --all` never walks someone else's folders."""
+    if not root.is_dir():
+        return []
+    kinds = [root / kind for kind in KINDS if (root / kind).is_dir()]
+    if not kinds and any(root.iterdir()):
+        raise UserError(f"cache: {root} is not an nlp-pipe cache (no {' or '.join(f'{k}/' for k in KINDS)} folder in it); "
+                        "give the cache folder (the `cache_dir` of your runs, or $" + artifacts.CACHE_ENV + ")")
     found = []
-    for kind in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
-        for path in sorted(p for p in kind.iterdir() if p.is_dir()):
-            complete = not path.name.startswith(".")
+    for kind in kinds:
+        for path in sorted(p for p in kind.iterdir() if p.is_dir() and not p.is_symlink()):
+            unfinished = _UNFINISHED.fullmatch(path.name)
+            if unfinished:
+                found.append(Entry(kind.name, unfinished.group(1), path, _size(path), {}, False))
+                continue
             try:
-                stats = json.loads((path / "stats.json").read_text(encoding="utf-8")) if complete else {}
+                stats = json.loads((path / STATS).read_text(encoding="utf-8"))
             except (OSError, ValueError):
-                stats = {}
-            key = path.name if complete else path.name[1:].split(".tmp-")[0]
-            found.append(Entry(kind.name, key, path, _size(path), stats.get("built_for", {}), complete))
+                continue  # not written by the cache: neither listed nor removed
+            built_for = stats.get("built_for", {}) if isinstance(stats, dict) else {}
+            found.append(Entry(kind.name, path.name, path, _size(path), built_for, True))
     return found
 
 

@@ -23,11 +23,13 @@ _FALSE = {"false", "no", "off", "0"}
 
 
 def option(default: Any, help: str, *, min: float | None = None, max: float | None = None, min_items: int = 0,
-           path: bool = False) -> Any:
-    """A config field with a default, a one-line help, an optional numeric range, for lists a least length, and
-    `path` for a field that names a file (a relative one in a pipeline or --config file is taken from its folder)."""
+           path: bool = False, neutral: bool = False) -> Any:
+    """A config field with a default, a one-line help, an optional numeric range, for lists a least length,
+    `path` for a field that names a file (a relative one in a pipeline or --config file is taken from its folder;
+    the file's content, not its name, is what the artifact depends on), and `neutral` for one that never changes
+    what the artifact holds (how often a run checkpoints, whether it resumes): left out of freshness."""
     return dataclasses.field(default=default, metadata={"help": help, "min": min, "max": max, "min_items": min_items,
-                                                        "path": path})
+                                                        "path": path, "neutral": neutral})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +41,7 @@ class FieldInfo:
     choices: tuple[str, ...] | None
     is_bool: bool
     is_path: bool = False
+    is_neutral: bool = False
 
 
 def fields(cls: type) -> list[FieldInfo]:
@@ -49,7 +52,7 @@ def fields(cls: type) -> list[FieldInfo]:
         hint = _strip_optional(hints[f.name])
         choices = tuple(str(c) for c in get_args(hint)) if get_origin(hint) is Literal else None
         out.append(FieldInfo(f.name, hints[f.name], f.default, f.metadata.get("help", ""), choices, hint is bool,
-                             bool(f.metadata.get("path"))))
+                             bool(f.metadata.get("path")), bool(f.metadata.get("neutral"))))
     return out
 
 

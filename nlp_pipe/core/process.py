@@ -4,6 +4,7 @@
     with process.signals_handled():   SIGINT / SIGTERM -> `Interrupted` (the CLI's one-line exit 130 / 143)
     process.check_interrupted()  at each training step and before publishing: an interrupt whose exception was lost
     with process.environment(NAME=value):   variables for the block and the processes it starts, restored after
+    ProcessPoolExecutor(n, **process.pool_initializer(init, *args))   workers that die with their parent
     process.serving_threads(n)   `nlp-pipe serve`: n threads a model call (torch's are process-wide)
 
 The terminal's logging and the libraries' verbosity variables are core.console's (also called once, by the
@@ -13,12 +14,15 @@ Tests call `configure()` as the CLI does.
 
 from __future__ import annotations
 
+import atexit
 import csv
+import ctypes
 import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
@@ -27,6 +31,8 @@ CSV_FIELD_LIMIT = 1 << 30  # real corpora have single fields far above csv's 128
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _received: list[int] = []  # the signal that arrived, if any: what a launched rank then dies of is that signal
 _handling: list[bool] = []  # non-empty while signals_handled() is active (the CLI's run)
+_published: list[str] = []  # artifacts this process's CLI run wrote (for `ending`'s line)
+_ending: list[bool] = []  # non-empty once `ending` ran
 
 
 class Interrupted(BaseException):
@@ -47,8 +53,8 @@ class Interrupted(BaseException):
 
     def line(self) -> str:
         name = signal.Signals(self.signum).name
-        if self.step is None and self.checkpoint:  # after training: evaluating, writing the report
-            return (f"interrupted ({name}) after training; nothing was published; rerun the same command to resume "
+        if self.step is None and self.checkpoint:  # before or after training: setting up, evaluating, reporting
+            return (f"interrupted ({name}); nothing was published; rerun the same command to resume "
                     f"from the checkpoint at step {self.checkpoint}")
         if self.step is None:
             return f"interrupted ({name}); nothing was published; rerun the same command to start again"
@@ -82,6 +88,28 @@ def environment(**values: str) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def pool_initializer(init: Callable[..., None], *args: Any) -> dict[str, Any]:
+    """`initializer` and `initargs` for a ProcessPoolExecutor whose workers run `init(*args)`: each worker also dies
+    with the process that started it. A second Ctrl-C ends that process at once (`signals_handled`), without the
+    pool's shutdown: its workers ran on, reparented to PID 1, ~500 MB each for minutes. Linux only (prctl's
+    PR_SET_PDEATHSIG); the signal comes when the forking *thread* ends, so only pools started from the main thread
+    ask for it."""
+    main = threading.current_thread() is threading.main_thread()
+    return {"initializer": _in_worker, "initargs": (main, init, *args)}
+
+
+def _in_worker(main: bool, init: Callable[..., None], *args: Any) -> None:
+    if main and sys.platform.startswith("linux"):  # the parent: this process's (fork, spawn) or the forkserver
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no libc prctl: the worker merely outlives a killed parent
+            pass
+    init(*args)
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def serving_threads(threads: int) -> None:
@@ -135,6 +163,41 @@ def signals_handled() -> Iterator[None]:
         sys.unraisablehook = unraisable
 
 
+def published(what: str) -> None:
+    """`what` is written and complete: an interrupt while the process ends (`ending`) names it."""
+    _published.append(what)
+
+
+def ending() -> None:
+    """For the rest of the CLI's process: SIGINT and SIGTERM end it at once, with one line naming what was published
+    and the shell's code. Python's own handler is back after `signals_handled`, and the ~1.5 s of atexit callbacks
+    and library teardown after `expand: wrote ...` turned a Ctrl-C into exit 130 with a traceback or no word at all,
+    though the artifact was complete."""
+    def late(signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        done = f" after {', '.join(_published)} was published (it is complete)" if _published else ""
+        sys.stdout.flush()
+        sys.stderr.write(f"interrupted ({name}){done}; the process ended before its clean-up\n")
+        sys.stderr.flush()
+        os._exit(128 + signum)
+
+    for s in SIGNALS:
+        signal.signal(s, late)
+    _ending.append(True)
+
+
+def _teardown() -> None:
+    """The last atexit callback of an `ending` process: after it Python puts the default handlers back (not over an
+    ignored signal) and tears down its modules, where a signal killed the process silently, exit 130 after a
+    complete run. Ignored there, the process ends with its own code; its last line already said what it wrote."""
+    if _ending:
+        for s in SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+
+
+atexit.register(_teardown)  # at import, before the libraries': atexit runs its callbacks last-registered first
+
+
 def check_interrupted() -> None:
     """Raise the interrupt that arrived if its exception was lost: the signal handler raises wherever Python
     is, and inside a weakref callback or __del__ Python drops the exception. 2 of 15 Ctrl-Cs during textcnn's
@@ -143,6 +206,11 @@ def check_interrupted() -> None:
     did propagate)."""
     if _handling and _received:  # outside the CLI's run (a library call after it) no signal is ours to raise
         raise Interrupted(_received[0])
+
+
+def pending() -> Interrupted | None:
+    """The interrupt that arrived during the CLI's run, if any (outside its run no signal is ours)."""
+    return received() if _handling else None
 
 
 def received() -> Interrupted | None:

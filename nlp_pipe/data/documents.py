@@ -11,6 +11,7 @@ segmentation the user chose.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -24,6 +25,8 @@ from ..text.corpus import ReadOptions, read_rows
 Layout = Literal["auto", "line", "blank"]
 _SNIFF_ROWS = 2000
 _BLANK_SHARE = 0.05
+_LAYOUTS = {"line": "one document a line", "blank": "documents separated by blank lines"}
+log = logging.getLogger(__name__)
 
 
 class Document(NamedTuple):
@@ -34,15 +37,29 @@ class Document(NamedTuple):
 
 def detect_layout(path: Path, opts: ReadOptions) -> Literal["line", "blank"]:
     """`blank` when empty lines separate at least 5% of the first rows (BERT's document format)."""
+    return _sniff(path, opts)[0]
+
+
+def _sniff(path: Path, opts: ReadOptions) -> tuple[Literal["line", "blank"], str]:
+    """The detected layout and why."""
     rows = list(itertools.islice(read_rows(path, opts, Counts()), _SNIFF_ROWS))
     gaps = sum(1 for a, b in zip(rows, rows[1:]) if b.line > a.line + 1)
-    return "blank" if rows and gaps >= _BLANK_SHARE * len(rows) else "line"
+    blank = bool(rows) and gaps >= _BLANK_SHARE * len(rows)
+    return ("blank" if blank else "line"), (f"{gaps} of its first {len(rows)} rows follow a blank line, "
+                                            f"{'at least' if blank else 'under'} {_BLANK_SHARE:.0%}")
 
 
 def file_documents(path: Path, opts: ReadOptions, layout: Layout, counts: Counts) -> Iterator[Document]:
-    """Documents of one raw text file; rows are counted in `counts` by the reader."""
+    """Documents of one raw text file; rows are counted in `counts` by the reader. A detected layout is logged
+    with its reason; blank-line documents also as a notice in the manifest, since they decide the sentence pairs."""
     if layout == "auto":
-        layout = detect_layout(path, opts)
+        layout, why = _sniff(path, opts)
+        other = "line" if layout == "blank" else "blank"
+        said = f"{path.name}: read as {_LAYOUTS[layout]} ({why}); --layout {other} reads it as {_LAYOUTS[other]}"
+        if layout == "blank":
+            counts.notice(said)
+        else:
+            log.info(said)
     if layout == "line":
         for row in read_rows(path, opts, counts):
             if row.text.strip():

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core import artifacts, console, distributed, process
+from ..core import artifacts, cache, console, distributed, process
 from ..core import manifest as manifests
 from ..core.contract import Counts
 from ..core.errors import UserError
@@ -50,8 +50,8 @@ from .token_stream import TokenEncoder, sentence_starts, word_start_flags, word_
 log = logging.getLogger(__name__)
 
 DATA_VERSION = 5  # bump when the data built from the same inputs changes (5: token stream + block layouts)
-CACHE_KIND = "pretraining"  # its folder in the shared cache
-STATS = "stats.json"
+CACHE_KIND = cache.PRETRAINING  # its folder in the shared cache
+STATS = cache.STATS
 META = "meta.json"
 _RUN_DOCS = 1000  # documents per run: NSP negatives come from the same run
 _EVAL_POOL = 50  # held-out documents are drawn from the first 50 x eval_docs (read ahead, kept in memory)
@@ -263,6 +263,8 @@ def _build_into(tmp: Path, paths: list[Path], tokenizer: Any, spec: BuildSpec, n
                              "tokens": meta["tokens"], "train": block_stats(built[0], spec.block.max_seq_len)}
     if built[1] is not None:
         stats["eval"] = block_stats(built[1], spec.block.max_seq_len)
+    if counts.notices:  # how a file was read (a detected layout): pretraining.json and the report say it
+        stats["notices"] = counts.notices
     return stats
 
 
@@ -371,7 +373,7 @@ def _parallel(runs: Iterator[_Run], state: tuple[TokenEncoder, BuildSpec, int],
     context = multiprocessing.get_context()
     # the tokenizer's own thread pool would fight the workers for the cores (and warns after a fork)
     with process.environment(TOKENIZERS_PARALLELISM="false"), \
-            ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(state,)) as pool:
+            ProcessPoolExecutor(workers, mp_context=context, **process.pool_initializer(_init_worker, state)) as pool:
         pending: deque[Future] = deque()
         for run in runs:
             pending.append(pool.submit(_process, run))

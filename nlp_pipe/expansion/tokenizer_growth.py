@@ -13,19 +13,24 @@ What survives that split:
   WordPiece entry ("piece"). It is matched after normalisation, so case-insensitively under
   do_lower_case, and as the start of a piece like every English entry ("covid19" -> covid ##19).
 - Every other word (Chinese words, mixed scripts, words with punctuation) becomes an added token
-  ("added"): tokenizers' AddedVocabulary finds added tokens in the text before normalisation and
-  splitting, leftmost-longest (Aho-Corasick), so a word beats its own prefixes and suffixes and
-  overlapping words resolve left to right, like greedy maximum matching.
+  ("added"): tokenizers' AddedVocabulary finds added tokens in the text before splitting,
+  leftmost-longest (Aho-Corasick), so a word beats its own prefixes and suffixes and overlapping
+  words resolve left to right, like greedy maximum matching.
 
-Added tokens are registered with normalized=False, i.e. matched in the raw text. With normalized=True
-tokenizers matches them in the normalised text, where the BERT normalizer has spaced out every CJK
-character, and then names the token " 机  器 ": convert_tokens_to_ids(tokenize(text)) gives [UNK] and
-decode() spaces it out. New words must also all be of one kind, because non-normalized added tokens
-are extracted before normalized ones (mixing them breaks longest match). The price: a word mixing
-scripts matches case-sensitively ("T恤" but not "t恤"); list both spellings when both occur.
+Added tokens are matched in the normalised text (normalized=True), so "ABC公司", "abc公司" and
+"Abc公司" are one token, as the tokenizer lower-cases (and strips accents) for every other word;
+the token is the word's normalised form ("abc公司", in vocab.txt too). The BERT normalizer cannot
+stay as it is for that: it also puts spaces around every CJK character, so a normalised-text match
+would be named " 机  器 " (convert_tokens_to_ids(tokenize(text)) gives [UNK], decode() spaces it
+out). The expanded tokenizer.json therefore splits those characters off in its pre-tokenizer
+instead (a Split on the normalizer's own CJK ranges, then the BERT pre-tokenizer: the same pieces
+and offsets for any text without a new word, as compare_tokenization checks on the corpus), the
+normalizer's other steps unchanged. transformers 5 rebuilds BertTokenizer's normalizer and
+pre-tokenizer from the class on load and keeps only the vocab and the added tokens, so such a
+tokenizer is saved with tokenizer_class TokenizersBackend, which loads tokenizer.json as it is
+(model_input_names keeps token_type_ids). All new words are of one kind (normalised added tokens):
+non-normalised added tokens are extracted before normalised ones, and mixing them breaks longest match.
 
-A custom pre-tokenizer in tokenizer.json is no option: transformers 5 rebuilds BertTokenizer's
-normalizer and pre-tokenizer from the class on load and keeps only the vocab and the added tokens.
 Every new word also goes into the WordPiece vocab at its id, so tokenizer.json and vocab.txt list it
 after the old tokens (old ids keep their meaning; vocab.txt line = id, as `pretrain` checks).
 """
@@ -47,13 +52,19 @@ from ..core.files import VOCAB_TXT, read_vocab
 log = logging.getLogger(__name__)
 
 TOKENIZER_JSON = "tokenizer.json"
+TOKENIZER_CONFIG = "tokenizer_config.json"
+# the code points tokenizers' BertNormalizer (handle_chinese_chars) puts spaces around, read off tokenizers 0.23
+# (tests/test_expand.py checks them against it): the expanded pre-tokenizer splits them off instead
+CJK_RANGES = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x2A6DF), (0x2A700, 0x2B81F),
+              (0x2B920, 0x2CEAF), (0x2F800, 0x2FA1F))
+CJK_PATTERN = "[" + "".join(f"\\x{{{a:X}}}-\\x{{{b:X}}}" for a, b in CJK_RANGES) + "]"
 Kind = Literal["piece", "added"]
 
 
 @dataclass(frozen=True)
 class NewWord:
     word: str  # as given
-    token: str  # its vocabulary entry: the normalised piece ("piece") or the word itself ("added")
+    token: str  # its vocabulary entry: the normalised piece ("piece") or the normalised word ("added")
     kind: Kind
     pieces: tuple[int, ...]  # ids the original tokenizer gives the word: what its embedding starts from
 
@@ -71,6 +82,7 @@ class WordPlanner:
 
     def __post_init__(self) -> None:
         self._model = wordpiece_model(self.tokenizer)
+        self._normalizer = added_normalizer(self.tokenizer)
         self._vocab = self.tokenizer.get_vocab()
         self._tokens: dict[str, str] = {}  # new token -> the word that brought it
 
@@ -92,8 +104,11 @@ class WordPlanner:
             return "activated"
         pieces = pre_tokenize(tok, word)
         kind: Kind = "piece" if len(pieces) == 1 else "added"
-        token = pieces[0] if kind == "piece" else word
-        if token in self._tokens:  # "COVID" after "covid": one token, already planned
+        token = pieces[0] if kind == "piece" else self._normalizer.normalize_str(word) if self._normalizer else word
+        if not token or any(ch.isspace() for ch in token):
+            self.invalid[word] = f"normalises to {token!r}"
+            return self.invalid[word]
+        if token in self._tokens:  # "COVID" after "covid", "abc公司" after "ABC公司": one token, already planned
             return "duplicate"
         self._tokens[token] = word
         self.new.append(NewWord(word, token, kind, tuple(ids)))
@@ -130,6 +145,24 @@ def wordpiece_model(tokenizer: Any, where: Path | str = "the tokenizer") -> dict
     return model
 
 
+def _cjk_spacing(tokenizer: Any) -> dict[str, Any] | None:
+    """The tokenizer's normalizer spec when it is the BERT normalizer that spaces out CJK characters."""
+    spec = json.loads(tokenizer.backend_tokenizer.to_str()).get("normalizer") or {}
+    return spec if spec.get("type") == "BertNormalizer" and spec.get("handle_chinese_chars") else None
+
+
+def added_normalizer(tokenizer: Any) -> Any:
+    """The normalizer the expanded tokenizer matches added words with: the tokenizer's own, less the BERT
+    normalizer's spaces around CJK characters (its pre-tokenizer splits them off instead)."""
+    from tokenizers import normalizers
+
+    spec = _cjk_spacing(tokenizer)
+    if spec is None:
+        return tokenizer.backend_tokenizer.normalizer
+    return normalizers.BertNormalizer(clean_text=spec["clean_text"], handle_chinese_chars=False,
+                                      strip_accents=spec["strip_accents"], lowercase=spec["lowercase"])
+
+
 def pre_tokenize(tokenizer: Any, text: str) -> list[str]:
     """The pieces WordPiece would see: the tokenizer's normalizer, then its pre-tokenizer."""
     backend = tokenizer.backend_tokenizer
@@ -143,7 +176,7 @@ def write_expanded(tokenizer: Any, planner: WordPlanner, out: Path, old_vocab_tx
     """Save `tokenizer` grown by the planner's new and activated words into `out`; returns it reloaded.
     vocab.txt starts with `old_vocab_txt`'s lines when it has one per old token (byte-for-byte the old
     file: HF loaders strip tokens such as Google's U+2028 to ''), else with the tokenizer's own table."""
-    from tokenizers import Tokenizer
+    from tokenizers import Regex, Tokenizer, pre_tokenizers
 
     tokenizer.save_pretrained(str(out))
     data = json.loads(tokenizer.backend_tokenizer.to_str())
@@ -157,7 +190,15 @@ def write_expanded(tokenizer: Any, planner: WordPlanner, out: Path, old_vocab_tx
             data["added_tokens"].append(_added_token(size + offset, new.token))
     for word, token_id in planner.activated.items():
         data["added_tokens"].append(_added_token(token_id, word))
-    Tokenizer.from_str(json.dumps(data, ensure_ascii=False)).save(str(out / TOKENIZER_JSON))
+    backend = Tokenizer.from_str(json.dumps(data, ensure_ascii=False))
+    if _cjk_spacing(tokenizer) is not None and (planner.activated or any(w.kind == "added" for w in planner.new)):
+        backend.normalizer = added_normalizer(tokenizer)
+        backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(CJK_PATTERN), "isolated"),
+                                                         backend.pre_tokenizer])
+        config = json.loads((out / TOKENIZER_CONFIG).read_text(encoding="utf-8"))
+        config.update(tokenizer_class="TokenizersBackend", model_input_names=list(tokenizer.model_input_names))
+        (out / TOKENIZER_CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
+    backend.save(str(out / TOKENIZER_JSON))
     tokens = sorted(vocab, key=vocab.__getitem__)
     old_lines = read_vocab(old_vocab_txt) if old_vocab_txt is not None and old_vocab_txt.is_file() else []
     if len(old_lines) == size:
@@ -170,7 +211,7 @@ def write_expanded(tokenizer: Any, planner: WordPlanner, out: Path, old_vocab_tx
 
 def _added_token(token_id: int, content: str) -> dict[str, Any]:
     return {"id": token_id, "content": content, "single_word": False, "lstrip": False, "rstrip": False,
-            "normalized": False, "special": False}
+            "normalized": True, "special": False}
 
 
 def _id_table(data: dict[str, Any], size: int) -> dict[int, str]:
@@ -198,7 +239,8 @@ def _check(old: Any, new: Any, planner: WordPlanner, out: Path) -> None:
     expected = {w.word: size + i for i, w in enumerate(planner.new)} | planner.activated
     for word, token_id in expected.items():
         ids = new(word, add_special_tokens=False)["input_ids"]
-        if ids != [token_id] or lines[token_id] != new.convert_ids_to_tokens(token_id):
+        name = new.convert_ids_to_tokens(token_id)  # also what tokenize() calls it: " 机  器 " would give [UNK]
+        if ids != [token_id] or lines[token_id] != name or new.tokenize(word) != [name]:
             raise RuntimeError(f"new word {word!r} encodes to {ids}, expected [{token_id}]")
 
 
@@ -206,21 +248,13 @@ class WordMatcher:
     """Does a text contain any of the new words, as the expanded tokenizer would see it?"""
 
     def __init__(self, tokenizer: Any, words: Iterable[NewWord]) -> None:
-        self.tokenizer = tokenizer
-        words = list(words)
-        self.raw = {w.token for w in words if w.kind == "added"}
-        self.pieces = {w.token for w in words if w.kind == "piece"}
-        self._raw_lengths = sorted({len(t) for t in self.raw})
+        self.normalizer = tokenizer.backend_tokenizer.normalizer
+        self.tokens = {w.token for w in words}  # added words and pieces, both matched in the normalised text
+        self._lengths = sorted({len(t) for t in self.tokens})
 
     def contains(self, text: str) -> bool:
-        for n in self._raw_lengths:
-            if any(text[i:i + n] in self.raw for i in range(len(text) - n + 1)):
-                return True
-        if self.pieces:
-            backend = self.tokenizer.backend_tokenizer
-            normalized = backend.normalizer.normalize_str(text) if backend.normalizer is not None else text
-            return any(piece in normalized for piece in self.pieces)
-        return False
+        normalized = self.normalizer.normalize_str(text) if self.normalizer is not None else text
+        return any(normalized[i:i + n] in self.tokens for n in self._lengths for i in range(len(normalized) - n + 1))
 
 
 def compare_tokenization(old: Any, new: Any, texts: list[str], words: list[NewWord]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ a Chinese character, a letter, a stoplist) before the WordPlanner sorts them int
 from __future__ import annotations
 
 import itertools
+import logging
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from ..text.corpus import BytesRead, ReadOptions, read_rows
 from ..text.segmenter import SegmenterSpec, cut_parallel, default_workers
 from .tokenizer_growth import WordPlanner
 
+log = logging.getLogger(__name__)
 _PARALLEL_MIN_BYTES = 1 << 20  # below this, starting jieba workers costs more than it saves
 
 
@@ -55,7 +57,7 @@ class Found:
 def gather_words(config: DiscoveryOptions, inputs: dict[str, list[Path]], planner: WordPlanner) -> Found:
     """Word files first (in file order, whatever their count), then corpus words and phrases by count."""
     found = Found({}, {}, Counts(), [])
-    for word, n in _read_word_files(inputs["words"]).items():
+    for word, n in _read_word_files(inputs["words"], found.rows).items():
         if planner.consider(word) == "new":
             found.counts[word], found.sources[word] = n, "words"
     corpus_counts = _corpus_words(config, inputs["corpus"], found.rows, found.sample)
@@ -72,15 +74,21 @@ def _read_lines(path: Path) -> list[str]:
         raise UserError(f"{path}: word lists must be UTF-8 (byte {exc.start} is not)") from None
 
 
-def _read_word_files(paths: list[Path]) -> dict[str, int]:
-    """`word [count]` a line, in file order; a repeated word keeps its largest count."""
+def _read_word_files(paths: list[Path], counts: Counts) -> dict[str, int]:
+    """`word [count]` a line, in file order; a repeated word keeps its largest count. A line whose second field is
+    not a whole number, or with a third, is dropped (counted with its line, warned): `hello world` is not the word
+    `hello`, nor `人工智能 12 extra` the word 人工智能."""
     words: dict[str, int] = {}
     for path in paths:
-        for line in _read_lines(path):
+        for number, line in enumerate(_read_lines(path), start=1):
             parts = line.split()
-            if parts:
-                count = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-                words[parts[0]] = max(words.get(parts[0], 0), count)
+            reason = ("word file: more than `word count`" if len(parts) > 2 else
+                      "word file: count not a whole number" if len(parts) == 2 and not parts[1].isdigit() else None)
+            if reason:
+                counts.drop(reason, where=f"{path}:{number}")
+                log.warning("%s: line %d %r dropped (%s)", path, number, line.strip(), reason.removeprefix("word file: "))
+            elif parts:
+                words[parts[0]] = max(words.get(parts[0], 0), int(parts[1]) if len(parts) > 1 else 0)
     return words
 
 

@@ -11,6 +11,7 @@ directory that `AutoModelForMaskedLM` / `AutoModel` load as usual.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from torch.nn import functional as F
 from transformers import BertConfig, BertForMaskedLM, BertForPreTraining, PreTrainedModel
 
 from ..core.errors import UserError
+
+log = logging.getLogger(__name__)
 
 # (layers, hidden, heads): Google's BERT miniatures (Turc et al. 2019) and BERT-base; FFN = 4 x hidden
 PRESETS: dict[str, tuple[int, int, int]] = {
@@ -65,13 +68,29 @@ def load(init: Path, sentence_task: str, attention: str) -> PreTrainedModel:
     cls = AutoModelForMaskedLM if sentence_task == "none" else AutoModelForPreTraining
     try:
         try:
-            return cls.from_pretrained(str(init), attn_implementation=attention)
+            model, info = cls.from_pretrained(str(init), attn_implementation=attention, output_loading_info=True)
         except ValueError as exc:
             if "attn_implementation" not in str(exc) and "sdpa" not in str(exc).lower():
                 raise
-            return cls.from_pretrained(str(init), attn_implementation="eager")
+            model, info = cls.from_pretrained(str(init), attn_implementation="eager", output_loading_info=True)
     except (OSError, ValueError) as exc:
         raise UserError(f"pretrain: init {init} cannot be loaded as {cls.__name__} ({str(exc).splitlines()[0]})") from None
+    _warn_fresh(init, sentence_task, info.get("missing_keys") or [])
+    return model
+
+
+def _warn_fresh(init: Path, sentence_task: str, missing: list[str]) -> None:
+    """One line naming the parts that start from random weights: an encoder-only checkpoint (a distill student,
+    AutoModel.save_pretrained) has no MLM head, an MLM-only one no sentence head or pooler."""
+    parts = {"MLM head": ("predictions",), f"{sentence_task} head": ("seq_relationship", "sop_classifier"),
+             "pooler": ("pooler",)}
+    fresh = [name for name, marks in parts.items() if any(m in key.split(".") for key in missing for m in marks)]
+    other = [key for key in missing if not any(m in key.split(".") for marks in parts.values() for m in marks)]
+    if other:
+        fresh.append(f"{len(other)} other tensors (e.g. {other[0]})")
+    if fresh:
+        log.warning("pretrain: init %s has no %s: %s from random weights", init, " and no ".join(fresh),
+                    "it starts" if len(fresh) == 1 else "they start")
 
 
 def heads(hf_model: Any) -> tuple[Any, Any]:

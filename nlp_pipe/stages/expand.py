@@ -32,7 +32,7 @@ from ..expansion.word_discovery import DiscoveryOptions, Found, gather_words
 from ..text.userdict import write_userdict
 
 NAME = "expand"
-VERSION = 1
+VERSION = 2  # 2: added words matched in the normalised (lower-cased) text, stored normalised ("T恤" -> t恤)
 OUTPUTS = (WORDS_TSV, USERDICT_TXT, VOCAB_TXT)
 
 INPUTS = {
@@ -99,9 +99,10 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
              "skipped_existing": [{"word": w, "id": i} for w, i in planner.existing.items()],
              "activated": [{"word": w, "id": i} for w, i in planner.activated.items()],
              "invalid_words": planner.invalid,
-             "tokenizer_mechanism": "Chinese/mixed words: added tokens (normalized=False, leftmost-longest match in raw "
-                                    "text); one-piece words: WordPiece vocab entries; all listed in vocab.txt"}
-    counts = found.rows if found.rows.rows_in else None
+             "tokenizer_mechanism": "Chinese/mixed words: added tokens (normalized=True: leftmost-longest match in the "
+                                    "normalised text, CJK characters split off by the pre-tokenizer); one-piece words: "
+                                    "WordPiece vocab entries; all listed in vocab.txt"}
+    counts = found.rows if found.rows.rows_in or found.rows.dropped else None
     return Result(counts, metrics, _report(metrics, planner, found, old_size), extra)
 
 
@@ -144,8 +145,9 @@ def _report(metrics: dict, planner: WordPlanner, found: Found, old_size: int) ->
     lines = ["## Vocabulary expansion",
              f"{m['vocab_size_before']:,} -> {m['vocab_size_after']:,} tokens: {m['new_words']} new words "
              f"({m['from_word_files']} from word files, {m['from_corpus']} from the corpus), rows initialised with "
-             f"`{m['init']}`. {m['added_tokens']} are added tokens matched in the raw text before BERT splits Chinese "
-             f"characters (longest match first), {m['wordpiece_entries']} WordPiece entries.",
+             f"`{m['init']}`. {m['added_tokens']} are added tokens matched in the normalised "
+             f"text (lower-cased as the tokenizer does) before Chinese characters are split (longest match first), "
+             f"{m['wordpiece_entries']} WordPiece entries.",
              f"Skipped: {m['skipped_existing']} already single tokens, {m['invalid']} invalid{activated}."]
     if "tokens_per_text_before" in m:
         lines.append(f"On {m['texts_measured']} corpus texts: {m['tokens_per_text_before']} -> {m['tokens_per_text_after']} "

@@ -14,7 +14,9 @@ process.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -91,7 +93,7 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
             return Result(counts, {"rows": len(texts)})
     features: np.ndarray
     if config.output_format == "npy":  # written in place: a tokens matrix need not fit in memory
-        features = np.lib.format.open_memmap(out / FEATURES_NPY, mode="w+", dtype=np.float32, shape=shape)
+        features = _reserved_memmap(out / FEATURES_NPY, shape)
     else:
         features = np.empty(shape, dtype=np.float32)
     for batch_rows, hidden in encoded:
@@ -215,3 +217,19 @@ def _report(config: Config, m: dict[str, Any], shape: tuple[int, int]) -> str:
         lines.append("`dataset/`: `datasets.load_from_disk('dataset')`, columns text, label (when present), features.")
     lines.append("`index.jsonl`: one line per text in input order (row, text, label, source file, tokens).")
     return "\n".join(lines)
+
+
+def _reserved_memmap(path: Path, shape: tuple[int, ...]) -> np.memmap:
+    """A float32 .npy written in place, its blocks reserved on disk first: open_memmap makes a sparse file, whose
+    pages get their blocks only when written, and a full disk then killed the process with SIGBUS (exit 135, no
+    message); posix_fallocate says ENOSPC up front, which the runner reports in one line."""
+    features = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a filesystem without it: written as before
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+    finally:
+        os.close(fd)
+    return features

@@ -53,8 +53,9 @@ OUTPUTS = (CONFIG_JSON, WEIGHTS, PRETRAINING_JSON)
 INPUTS = {
     "corpus": Input("text files (one document a line, or one sentence a line with blank lines between documents) "
                     "or segment artifacts", kind="any", multiple=True, stages=("segment",)),
-    "tokenizer": Input("a vocab artifact made with --kind bert, a directory AutoTokenizer loads, or a BERT vocab.txt",
-                       kind="any", required=False, stages=("vocab",), hub=True),
+    "tokenizer": Input("a vocab artifact made with --kind bert, a pretrain/expand/distill artifact (its tokenizer), a directory "
+                       "AutoTokenizer loads, or a BERT vocab.txt", kind="any", required=False,
+                       stages=("vocab", "pretrain", "expand", "distill"), hub=True),
     "init": Input("a BERT-family checkpoint (directory or Hub id) to continue pretraining from", kind="any", required=False,
                   stages=("pretrain", "expand", "distill"), hub=True),
 }
@@ -82,7 +83,8 @@ class Config(ReadOptions, TrainOptions):
     num_proc: int = option(0, "processes for tokenisation and jieba; 0 = every core", min=0)
     cache_dir: str = option("", "shared cache folder for the tokenised corpus (default: $NLP_PIPE_CACHE, else nlp_pipe_cache/ "
                                 "beside --out)")
-    export_dataset: bool = option(False, "also save the tokenised blocks with word-boundary labels under dataset/")
+    export_dataset: bool = option(False, "also save the tokenised blocks with word-boundary labels under dataset/ "
+                                         "(a DatasetDict: train, eval)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -122,10 +124,11 @@ def _write_extras(out: Path, config: Config, hf_model: Any, tokenizer_source: Pa
     vocab_txt = tokenizer_source if tokenizer_source.is_file() else tokenizer_source / VOCAB_TXT
     if vocab_txt.exists():  # for tools that read vocab.txt (Google BERT, UER-py)
         shutil.copy(vocab_txt, out / VOCAB_TXT)
-    if config.export_dataset:
-        built.train.to_dataset().save_to_disk(str(out / DATASET_DIR / "train"))
-        if built.eval is not None:
-            built.eval.to_dataset().save_to_disk(str(out / DATASET_DIR / "eval"))
+    if config.export_dataset:  # a DatasetDict: load_from_disk of dataset/ and of dataset/train both work
+        from datasets import DatasetDict
+
+        splits = {"train": built.train} | ({"eval": built.eval} if built.eval is not None else {})
+        DatasetDict({name: data.to_dataset() for name, data in splits.items()}).save_to_disk(str(out / DATASET_DIR))
     settings = _settings(config, built, tokenizer_source, hf_model)
     (out / PRETRAINING_JSON).write_text(json.dumps(settings, indent=2, ensure_ascii=False), encoding="utf-8")
     return _metrics(summary, built, _check_saved(out, hf_model, collator, built))
@@ -142,6 +145,9 @@ def _tokenizer(inputs: dict[str, list[Path]]) -> tuple[Any, Path]:
     source = given[0]
     tokenizer: Any
     if source.is_file():  # a bare vocab.txt, e.g. Google's Chinese BERT vocabulary
+        if source.suffix == ".json" or source.read_bytes()[:1] == b"{":
+            raise UserError(f"pretrain: {source} is a tokenizer file, not a vocab.txt; pass the directory that holds it "
+                            f"({source.parent})")
         # not BertTokenizerFast(vocab_file=): it ignores the file in transformers 5 (docs/library-notes.md)
         tokenizer, vocab_txt = BertTokenizer(vocab=str(source)), source
     elif (manifests.read_manifest(source) or {}).get("config", {}).get("kind") == "word":
@@ -154,7 +160,8 @@ def _tokenizer(inputs: dict[str, list[Path]]) -> tuple[Any, Path]:
     if not tokenizer.is_fast or tokenizer.mask_token_id is None or tokenizer.cls_token_id is None:
         raise UserError(f"pretrain: {source} is not a fast BERT tokenizer with [CLS]/[SEP]/[MASK] (vocab --kind bert makes one)")
     if vocab_txt.exists():  # a tokenizer that silently lost its vocabulary would train on [UNK]
-        lines = len(read_vocab(vocab_txt))
+        empty_id = tokenizer.get_vocab().get("") if source.is_dir() else None  # a bare file: its lines are the table
+        lines = _checked_vocab(vocab_txt, tokenizer.all_special_tokens, empty_id)
         if lines != len(tokenizer):
             raise UserError(f"pretrain: tokenizer in {source} has {len(tokenizer)} tokens but vocab.txt {lines}")
     init = inputs["init"][0] if inputs["init"] else None
@@ -163,6 +170,27 @@ def _tokenizer(inputs: dict[str, list[Path]]) -> tuple[Any, Path]:
             raise UserError(f"pretrain: the tokenizer {source} differs from the one saved with init {init}; leave out "
                             "--tokenizer to use the checkpoint's, or grow the checkpoint with the expand stage")
     return tokenizer, source
+
+
+def _checked_vocab(vocab_txt: Path, specials: list[str], empty_id: int | None) -> int:
+    """The line count of a vocab.txt once it is one distinct token a line holding the tokenizer's special tokens:
+    the tokenizers read a blank line or a repeated token without a word (ids shift or alias) and add a missing
+    special token past the end, so only the counts would disagree. A blank line beside a tokenizer.json is its own
+    where its token at that id is '' (HF loaders read Google's U+2028 token so, and expand writes that table out)."""
+    first: dict[str, int] = {}
+    for number, token in enumerate(read_vocab(vocab_txt), start=1):
+        if not token and number - 1 != empty_id:  # not token.strip(): U+2028 is a token of Google's vocabulary
+            raise UserError(f"pretrain: {vocab_txt}: blank line {number}; a vocab.txt holds one token a line (a blank "
+                            "line shifts the ids after it)")
+        if token in first:
+            raise UserError(f"pretrain: {vocab_txt}: duplicate token {token!r} at lines {first[token]} and {number}; each "
+                            "token once (line number - 1 is its id)")
+        first[token] = number
+    missing = [t for t in specials if t not in first]
+    if missing:
+        raise UserError(f"pretrain: {vocab_txt}: {' '.join(missing)} missing; a BERT vocab.txt lists its special tokens "
+                        "([PAD] [UNK] [CLS] [SEP] [MASK])")
+    return len(first)
 
 
 def _model(config: Config, inputs: dict[str, list[Path]], tokenizer: Any) -> Any:
@@ -266,6 +294,7 @@ def _report(config: Config, summary: Summary, built: blocks_data.Built, hf_model
              f"Data: {built.stats['documents']} documents -> {built.stats['train']['blocks']} training blocks of "
              f"{config.max_seq_len} ({built.stats['train']['pair_blocks']} sentence pairs"
              f"{f', {config.pair_sets} pair sets' if config.sentence_task != 'none' else ''}); cache {built.cache_dir}.",
+             *(f"Read: {notice}." for notice in built.stats.get("notices", [])),
              "", "| split | " + " | ".join(summary.last_eval or summary.last_train) + " |",
              "| --- |" + " --- |" * len(summary.last_eval or summary.last_train)]
     for split, values in (("train", summary.last_train), ("eval", summary.last_eval)):

@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import jieba
 
+from ..core import process
 from ..core.errors import UserError
 from ..core.files import SEGMENTER_JSON
 from . import engines
@@ -192,7 +193,7 @@ def cut_parallel(segmenter: Segmenter | SegmenterSpec, chunks: Iterable[list[str
     # With fork the helpers inherit this process's loaded dictionary (copy-on-write, nothing
     # pickled) instead of each spending CPU time loading their own while sharing the cores.
     init = seg if context.get_start_method() == "fork" else seg.spec
-    with ProcessPoolExecutor(helpers, mp_context=context, initializer=_init_worker, initargs=(init,)) as pool:
+    with ProcessPoolExecutor(helpers, mp_context=context, **process.pool_initializer(_init_worker, init)) as pool:
         pending: deque[Future | Any] = deque()  # in input order: a helper's future or a chunk cut here
         balance = _Balance(helpers)
         for chunk in chunks:

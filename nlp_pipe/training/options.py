@@ -21,13 +21,16 @@ from typing import Any, Literal, TypeVar
 import torch
 from accelerate.logging import get_logger
 
-from ..core.artifacts import input_fingerprint
+from ..core.artifacts import config_files, input_fingerprint
 from ..core.config import SEED_MAX, option, to_dict
 
 log = get_logger(__name__)
 
 # TrainOptions fields that do not change the training trajectory
-# (threads: run.json records the count it resolved to, which is what a resume must match)
+# (threads: run.json records the count it resolved to, which is what a resume must match). Of these, the ones
+# declared `neutral` (resume and checkpointing) are also left out of the artifact's freshness; log_every and
+# report_to stay in it (they change what metrics.jsonl and tracking/ hold), as do threads and compile (they change
+# the numerics: a run on other threads or compiled is not bitwise the same model)
 NOT_RUN_IDENTITY = ("resume", "keep_checkpoints", "report_to", "log_every", "save_every", "checkpoint_limit", "compile",
                     "threads")
 # accelerate tracker name -> the package it needs
@@ -54,10 +57,12 @@ class TrainOptions:
         "auto", "autocast precision; auto = bf16 on GPUs that have it (else fp16) and on CPUs with AMX, else fp32")
     log_every: int = option(10, "log training metrics every N steps", min=1)
     eval_every: int = option(200, "evaluate every N steps (0 = only at the start and the end)", min=0)
-    save_every: int = option(200, "checkpoint every N steps (0 = with each evaluation); a rerun after a kill resumes from the last", min=0)
-    checkpoint_limit: int = option(2, "checkpoints kept while training (oldest removed first)", min=1)
-    keep_checkpoints: bool = option(False, "keep NAME.checkpoints/ after the artifact is published")
-    resume: bool = option(True, "resume from NAME.checkpoints/ when a killed run left checkpoints there")
+    save_every: int = option(200, "checkpoint every N steps (0 = with each evaluation); a rerun after a kill resumes from the last", min=0,
+                            neutral=True)
+    checkpoint_limit: int = option(2, "checkpoints kept while training (oldest removed first)", min=1, neutral=True)
+    keep_checkpoints: bool = option(False, "keep NAME.checkpoints/ after the artifact is published", neutral=True)
+    resume: bool = option(True, "resume from NAME.checkpoints/ when a killed run left checkpoints there",
+                          neutral=True)
     report_to: Literal["none", "tensorboard", "wandb", "mlflow", "aim"] = option(
         "none", "also log metrics to this tracker (through accelerate); tensorboard and aim write under tracking/ in the artifact")
     compile: bool = option(False, "torch.compile the model: off by default; on CPU pretrain 0.77x, finetune 1.06x after "
@@ -73,9 +78,10 @@ class TrainOptions:
 
 def run_identity(config: Any, inputs: dict[str, list[Path]], also_ignore: tuple[str, ...] = ()) -> dict[str, Any]:
     """A Trainer's `run_config`: the config without the fields that only log, checkpoint or report (a rerun with
-    other values of those still resumes) plus the inputs' fingerprints under "inputs"."""
+    other values of those still resumes), a file the config names as its content (config_files), plus the inputs'
+    fingerprints under "inputs"."""
     ignore = set(NOT_RUN_IDENTITY) | set(also_ignore)
-    return {**{k: v for k, v in to_dict(config).items() if k not in ignore},
+    return {**{k: v for k, v in {**to_dict(config), **config_files(config)}.items() if k not in ignore},
             "inputs": {k: [input_fingerprint(p, {}) for p in v] for k, v in inputs.items()}}
 
 

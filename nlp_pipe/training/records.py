@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+RECORD_FIELDS = ("step", "epoch", "lr", "step_s", "tokens_per_s", "padding_fraction")  # a train record's, besides metrics (loop.flush)
+
 
 class MetricsLog:
     """Append-only JSON lines, one record per log/eval event, written by the main process only.

@@ -54,12 +54,13 @@ from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 from transformers import get_scheduler
 
 from ..core import artifacts, console, distributed
+from ..core.artifacts import saved_steps
 from ..core.contract import Result
-from ..core.errors import UserError
+from ..core.errors import UserError, as_os_error
 from ..core.process import Interrupted, check_interrupted
 from .loop import EarlyStop, Forward, Precision, StepLoop, TrainState, add_sums, call_model, mean_loss, reduce_sums, rows, to_device
 from .options import TRACKERS, TrainOptions, cpu_processes, resolve_precision, resolve_threads
-from .records import MetricsLog, plot_curves
+from .records import RECORD_FIELDS, MetricsLog, plot_curves
 
 log = get_logger(__name__)
 
@@ -68,6 +69,7 @@ CURVES_PNG = "training_curves.png"
 RUN_JSON = "run.json"
 POSITION_JSON = "data_position.json"
 TRACKING = "tracking"
+WORK_FILES = (RUN_JSON, METRICS, "step_*", ".step_*.tmp", TRACKING)  # all the trainer writes in its work dir
 
 
 @dataclasses.dataclass
@@ -106,6 +108,8 @@ class Trainer:
         (find_unused_parameters; without it a multi-process run fails in the first backward)."""
         self.options, self.out, self.name, self.phase = options, out, name, phase
         self.work = work or artifacts.work_dir(out, f"{phase}.checkpoints" if phase else "checkpoints")
+        if distributed.is_main():  # before any work: a folder of the user's there is refused, never deleted later
+            artifacts.claim_work_dir(self.work, WORK_FILES, name)
         self.metrics_name = f"metrics_{phase}.jsonl" if phase else METRICS
         self.curves_name = f"training_curves_{phase}.png" if phase else CURVES_PNG
         self.precision = resolve_precision(options.precision)
@@ -260,6 +264,13 @@ class Trainer:
             raise
         finally:
             progress.close()
+        saved = saved_steps(self.work)
+        if save_every and save_every <= total and state.step and (not saved or saved[-1].name != f"step_{state.step:06d}"):
+            # the final step too: an interrupt during the stage's work after training (evaluating, writing) then
+            # costs a rerun that work only, not the steps since the last periodic checkpoint
+            self._save_checkpoint(state, per_epoch, stopper)
+        if state.step == resumed and not loop.last_train:  # resumed at the final step: nothing trained this session
+            loop.last_train, loop.last_eval = _last_logged(metrics_log.records())
         best = stopper.restore(state, acc.unwrap_model(model))
         self._finish(metrics_log)
         total_counts = loop.total
@@ -328,9 +339,12 @@ class Trainer:
             previous = json.loads(run_file.read_text(encoding="utf-8")) if run_file.exists() else None
             same = previous == self.run_config
             if not same and previous is not None and self.options.resume and saved_steps(self.work):
-                raise UserError(f"{self.name}: {self.work} holds checkpoints of a run with other settings "
-                                f"({_differences(previous, self.run_config)}); rerun with those settings to resume, "
-                                "pass --no-resume to start over, or delete that directory")
+                if not artifacts.discard_other_runs():
+                    raise UserError(f"{self.name}: {self.work} holds checkpoints of a run with other settings "
+                                    f"({_differences(previous, self.run_config)}); rerun with those settings to resume, "
+                                    "or start over with --force (or --no-resume; in nlp-pipe run --set STEP.resume=false)")
+                log.info(f"{self.name}: --force: checkpoints of a run with other settings in {self.work} discarded "
+                         f"({_differences(previous, self.run_config)})", main_process_only=True)
             if not same or not self.options.resume:  # a fresh start: nothing of an earlier run may leak in
                 for old in saved_steps(self.work):
                     shutil.rmtree(old)
@@ -355,15 +369,24 @@ class Trainer:
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
         acc.wait_for_everyone()
-        acc.save_state(str(tmp))
-        acc.wait_for_everyone()
+        try:
+            acc.save_state(str(tmp))
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                epoch, batch = divmod(state.micro_step, per_epoch)
+                position = {"step": state.step, "micro_batches": state.micro_step, "epoch": epoch, "batch_in_epoch": batch}
+                (tmp / POSITION_JSON).write_text(json.dumps(position), encoding="utf-8")
+                stopper.save(tmp)
+                shutil.rmtree(final, ignore_errors=True)
+                tmp.rename(final)
+        except BaseException as exc:
+            error = as_os_error(exc, self.work)  # before the cleanup below frees the space that ran out
+            if acc.is_main_process:  # a failed save (disk full) leaves no half checkpoint behind
+                shutil.rmtree(tmp, ignore_errors=True)
+            if error is not None and error is not exc:
+                raise error from exc
+            raise
         if acc.is_main_process:
-            epoch, batch = divmod(state.micro_step, per_epoch)
-            position = {"step": state.step, "micro_batches": state.micro_step, "epoch": epoch, "batch_in_epoch": batch}
-            (tmp / POSITION_JSON).write_text(json.dumps(position), encoding="utf-8")
-            stopper.save(tmp)
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
             for old in saved_steps(self.work)[:-self.options.checkpoint_limit]:
                 shutil.rmtree(old)
         acc.wait_for_everyone()
@@ -402,9 +425,13 @@ def make_optimizer(model: torch.nn.Module, options: TrainOptions,
         return torch.optim.AdamW(groups, lr=options.lr, betas=(0.9, 0.999), eps=1e-6)
 
 
-def saved_steps(work: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (hidden .step_*.tmp directories are unfinished saves)."""
-    return sorted(p for p in work.glob("step_*") if p.is_dir()) if work.exists() else []
+def _last_logged(records: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, float]]:
+    """The last training and evaluation metrics metrics.jsonl holds, as fit's summary has them."""
+    last: dict[str, dict[str, float]] = {"train": {}, "eval": {}}
+    for record in records:
+        if record.get("split") in last:
+            last[record["split"]] = {k: v for k, v in record.items() if k != "split" and k not in RECORD_FIELDS}
+    return last["train"], last["eval"]
 
 
 def _warmup_steps(warmup: float, total: int) -> int:
@@ -416,7 +443,14 @@ def _flat(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """What differs between two runs' run.json, in words: option values (a named file's content as 'edited'),
+    the names of inputs whose content changed (their fingerprints say nothing to a reader)."""
     a = _flat({**old.get("config", {}), "processes": old.get("processes"), "threads": old.get("threads")})
     b = _flat({**new["config"], "processes": new["processes"], "threads": new["threads"]})
-    changed = [f"{k}: {a.get(k)} -> {b.get(k)}" for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
-    return "; ".join(changed[:4]) or "inputs changed"
+    a_inputs, b_inputs = old.get("config", {}).get("inputs") or {}, new["config"].get("inputs") or {}
+    changed = [f"{k}: {'file edited' if str(b.get(k)).startswith('sha256:') else f'{a.get(k)} -> {b.get(k)}'}"
+               for k in sorted(a.keys() | b.keys()) if k != "inputs" and a.get(k) != b.get(k)]
+    inputs = sorted(k for k in a_inputs.keys() | b_inputs.keys() if a_inputs.get(k) != b_inputs.get(k))
+    if inputs:
+        changed.append(f"inputs changed: {', '.join(inputs)}")
+    return "; ".join(changed[:4]) or "other settings"

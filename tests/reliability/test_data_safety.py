@@ -169,3 +169,75 @@ def test_manifests_carry_the_schema_marker_and_legacy_ones_still_count(seg):
     del data["schema"]  # an artifact of an earlier nlp_pipe version
     (seg / "manifest.json").write_text(json.dumps(data), encoding="utf-8")
     assert manifests.read_manifest(seg) is not None
+
+
+def test_a_checkpoint_folder_the_package_did_not_make_is_refused_and_kept(tmp_path, seg_reviews, tiny_bert):
+    """NAME.checkpoints/ is removed once the artifact is published: one that was there before (the user's files,
+    even named like checkpoints) is refused in one line before any training, and left as it was."""
+    work = tmp_path / "bert.checkpoints"
+    (work / "step_000010").mkdir(parents=True)
+    (work / "notes.txt").write_text("precious", encoding="utf-8")
+    before = snapshot(work)
+    result = run_cli("pretrain", "--corpus", seg_reviews, "--init", tiny_bert, "--out", tmp_path / "bert", "--steps", "2",
+                     "--batch-size", "4", "--max-seq-len", "32")
+    assert result.code == 2 and len(result.err_lines) == 1 and "was not made by nlp-pipe" in result.err, result
+    assert snapshot(work) == before and (work / "step_000010").is_dir() and not (tmp_path / "bert").exists()
+
+
+def test_cleanup_removes_only_what_the_package_wrote_in_its_work_folder(tmp_path):
+    """A file dropped into a marked work folder during the run survives the cleanup (and so does its folder); an
+    unmarked folder is never touched; a marked folder holding a stranger is refused by the next run."""
+    work = tmp_path / "x.checkpoints"
+    artifacts.claim_work_dir(work, ("run.json", "step_*"), "test")
+    (work / "step_000002").mkdir()
+    (work / "step_000002" / "model.safetensors").write_bytes(b"w")
+    (work / "run.json").write_text("{}", encoding="utf-8")
+    (work / "mine.txt").write_text("precious", encoding="utf-8")
+    with pytest.raises(UserError, match="holds files nlp-pipe did not write \\(mine.txt\\)"):
+        artifacts.claim_work_dir(work, ("run.json", "step_*"), "test")
+    artifacts.remove_work_dir(work)
+    assert sorted(p.name for p in work.iterdir()) == [artifacts.WORK_MARK, "mine.txt"]
+    (work / "mine.txt").unlink()
+    artifacts.remove_work_dir(work)
+    assert not work.exists()
+    theirs = tmp_path / "y.checkpoints"
+    (theirs / "step_000001").mkdir(parents=True)
+    artifacts.remove_work_dir(theirs)
+    assert (theirs / "step_000001").is_dir()
+
+
+def test_cache_rm_all_touches_only_what_the_cache_wrote(tmp_path):
+    """`cache rm --all --dir DIR` took every folder as a kind and every subfolder as an entry: a photo album's
+    2024/trip went. A folder that is not a cache is refused (ls and rm); in a cache, only entries with their
+    stats.json and unfinished builds go, a stranger's folder in it stays."""
+    photos = tmp_path / "photos"
+    (photos / "2024" / "trip").mkdir(parents=True)
+    (photos / "2024" / "trip" / "a.jpg").write_bytes(b"jpg")
+    for command in ("ls", "rm"):
+        result = run_cli("cache", command, *(["--all"] if command == "rm" else []), "--dir", photos)
+        assert result.code == 2 and len(result.err_lines) == 1 and "is not an nlp-pipe cache" in result.err, result
+    assert (photos / "2024" / "trip" / "a.jpg").read_bytes() == b"jpg"
+    cache = tmp_path / "cache"
+    entry, unfinished, stranger = (cache / "pretraining" / name for name in ("0123456789abcdef", ".0123456789abcdef.tmp-1a2b3c4d", "mine"))
+    for folder in (entry, unfinished, stranger):
+        folder.mkdir(parents=True)
+    (entry / "stats.json").write_text('{"built_for": {"inputs": ["c.txt"]}}', encoding="utf-8")
+    (stranger / "notes.txt").write_text("precious", encoding="utf-8")
+    listed = run_cli("cache", "ls", "--dir", cache)
+    assert listed.code == 0 and "0123456789abcdef" in listed.out and "mine" not in listed.out, listed
+    result = run_cli("cache", "rm", "--all", "--dir", cache)
+    assert result.code == 0 and "removed 2 entries" in result.out, result
+    assert sorted(p.name for p in (cache / "pretraining").iterdir()) == ["mine"]
+
+
+@pytest.mark.parametrize("where", ["an input", "--out", "inside --out", "another artifact"])
+def test_the_cache_folder_may_not_be_an_input_the_out_or_inside_an_artifact(tmp_path, seg, tiny_bert, where):
+    """`pretrain --cache-dir` wrote its cache inside an input artifact (which then failed `inspect` and could not be
+    rebuilt), or built the whole cache in --out and only then refused to publish: refused up front, in one line."""
+    out = tmp_path / "bert"
+    cache = {"an input": tiny_bert, "--out": out, "inside --out": out / "cache", "another artifact": seg / "cache"}[where]
+    before = snapshot(seg)
+    with pytest.raises(UserError, match=f"--cache-dir {cache} (is|lies inside) (input|--out|the artifact)") as err:
+        runner.plan("pretrain", {"cache_dir": str(cache)}, {"corpus": [FIXTURES / "news.txt"], "tokenizer": tiny_bert}, out)
+    assert "\n" not in str(err.value)
+    assert snapshot(seg) == before and not out.exists()

@@ -16,6 +16,7 @@ import os
 import pathlib
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -256,3 +257,46 @@ def test_copied_input_on_a_read_only_mount(tmp_path, seg_reviews):
         result = run_cli("vocab", "--corpus", source, "--min-freq", "1", "--out", tmp_path / "voc")
     assert result.code == 0, result.err
     assert (tmp_path / "voc" / "manifest.json").exists()
+
+
+def test_full_filesystem_while_a_checkpoint_is_saved(tmp_path, seg_reviews, tiny_bert):
+    """safetensors reports a full disk as its SafetensorError ("No space left on device (os error 28)"), no
+    OSError: the checkpoint save of a training stage ended in a traceback and left .step_000001.tmp behind."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    with mounted("-t", "tmpfs", "-o", "size=3m", "tmpfs", disk):  # the tiny BERT's weights alone are 2.8 MB
+        out = disk / "bert"
+        result = run_cli("pretrain", "--corpus", seg_reviews, "--init", tiny_bert, "--out", out, "--steps", "2",
+                         "--save-every", "1", "--batch-size", "4", "--max-seq-len", "32", "--eval-docs", "0",
+                         "--cache-dir", tmp_path / "cache")
+        assert_clean_failure(result, out, None, "No space left on device")
+        assert [p.name for p in (disk / "bert.checkpoints").iterdir() if p.name.startswith(".step")] == []
+
+
+def test_a_safetensors_write_error_is_the_os_error_it_wraps(tmp_path):
+    """save_pretrained on a full disk raises SafetensorError: the runner maps it as the OSError it names (the
+    full-disk line, exit 2) and leaves other errors alone."""
+    from safetensors import SafetensorError
+
+    from nlp_pipe.core.errors import as_os_error
+
+    error = as_os_error(SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"))
+    assert isinstance(error, OSError) and error.errno == errno.ENOSPC and error.strerror == "No space left on device"
+    assert as_os_error(SafetensorError("invalid header")) is None
+    assert as_os_error(RuntimeError("basic_ios::clear: iostream error"), tmp_path) is None  # a disk with room left
+
+
+def test_full_filesystem_while_extract_writes_token_features(tmp_path, seg_reviews, tiny_bert):
+    """`extract --pooling tokens` writes features.npy through a memory map: on a full disk the sparse file's
+    pages had no blocks and the process died of SIGBUS (exit 135, no message). Its space is reserved first."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    with mounted("-t", "tmpfs", "-o", "size=3m", "tmpfs", disk):
+        (disk / "filler").write_bytes(b"\0" * (3 * 2**20 - 64 * 2**10))  # 64 KB left: the features need ~600 KB
+        out = disk / "feats"
+        argv = ["extract", "--checkpoint", str(tiny_bert), "--corpus", str(seg_reviews), "--pooling", "tokens", "--out", str(out)]
+        code = f"from nlp_pipe.cli import main; main({argv!r})"
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)  # a SIGBUS would end pytest
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.strip().splitlines()[-1].startswith("error: extract: building") and "No space left on device" in done.stderr
+        assert not out.exists() and leftovers(disk) == []

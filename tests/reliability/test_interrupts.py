@@ -143,7 +143,8 @@ def test_lost_interrupt_stops_training_at_the_next_step(tmp_path, seg_reviews):
 
 def test_interrupt_after_training_names_the_checkpoint_a_rerun_resumes_from(tmp_path, seg_reviews, monkeypatch):
     """Ctrl-C while a trained model is evaluated and reported (finetune's baseline fit, distill's comparison): the
-    line said "rerun the same command to start again" although the rerun resumed from the last checkpoint."""
+    line said "rerun the same command to start again" although the rerun resumed from the last checkpoint. Training
+    saves its final step too, so the rerun resumes there (it retrained the 2 steps since step 10)."""
     from conftest import build
     from nlp_pipe.core import process
     from nlp_pipe.stages import textcnn
@@ -155,13 +156,13 @@ def test_interrupt_after_training_names_the_checkpoint_a_rerun_resumes_from(tmp_
     with pytest.raises(process.Interrupted) as caught:
         build("textcnn", tmp_path / "cnn", {"train": seg_reviews}, input="chars", steps=12, save_every=5, filters=4, patience=0,
               baseline=False)
-    assert caught.value.step is None and caught.value.checkpoint == 10
-    assert caught.value.line() == ("interrupted (SIGINT) after training; nothing was published; rerun the same command "
-                                   "to resume from the checkpoint at step 10")
+    assert caught.value.step is None and caught.value.checkpoint == 12
+    assert caught.value.line() == ("interrupted (SIGINT); nothing was published; rerun the same command "
+                                   "to resume from the checkpoint at step 12")
     monkeypatch.undo()
     manifest = build("textcnn", tmp_path / "cnn", {"train": seg_reviews}, input="chars", steps=12, save_every=5, filters=4, patience=0,
                      baseline=False)
-    assert manifest["metrics"]["resumed_from_step"] == 10
+    assert manifest["metrics"]["resumed_from_step"] == 12
 
 
 def test_a_rerun_from_no_checkpoint_writes_the_step_0_evaluation_once(tmp_path):
@@ -178,3 +179,24 @@ def test_a_rerun_from_no_checkpoint_writes_the_step_0_evaluation_once(tmp_path):
     assert [r["step"] for r in again.records()] == [0]
     resumed = MetricsLog(path, True, keep_until=5)  # from a checkpoint at step 5: what came before it stays
     assert [r["step"] for r in resumed.records()] == [0]
+
+
+def test_an_interrupt_while_the_process_ends_says_the_artifact_was_published(tmp_path):
+    """A Ctrl-C in the ~1.5 s after `expand: wrote ...` (atexit callbacks, library teardown) exited 130 with a
+    traceback or no word, though the artifact was complete. A slow atexit callback of the test's stands for them."""
+    out = tmp_path / "seg"
+    code = ("import atexit, sys, time\nfrom nlp_pipe.cli import main\n"
+            "atexit.register(lambda: (print('EXITING', file=sys.stderr, flush=True), time.sleep(20)))\n"
+            f"sys.argv = ['nlp-pipe', 'segment', '--corpus', {str(FIXTURES / 'reviews.tsv')!r}, '--workers', '1', '--out', {str(out)!r}]\n"
+            "main()")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.strip() == "EXITING":
+            break
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    assert stderr.strip().splitlines() == [f"interrupted (SIGINT) after {out} was published (it is complete); the process "
+                                           "ended before its clean-up"]
+    assert f"segment: wrote {out}" in stdout and (out / "manifest.json").is_file()

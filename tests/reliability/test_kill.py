@@ -20,6 +20,7 @@ the rest of the matrix (4 stages x 5 points) and the repeated random kills are `
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import random
@@ -35,6 +36,7 @@ import yaml
 
 from conftest import FIXTURES, build, run_cli
 from nlp_pipe import runner
+from nlp_pipe.core import artifacts
 from nlp_pipe.core import manifest as manifests
 
 SEED = 20240607
@@ -293,3 +295,79 @@ def test_repeated_kills_at_random_points(work, tmp_path, stage):
     run_stage(stage, inputs, config, out)
     assert manifests.verify(out) == [] and digests(out, compared) == digests(clean_dir, compared)
     assert leftovers(out.parent) == []  # removed by whichever run built the artifact
+
+
+# A writer that holds an artifact's lock, starts a process pool (fork) whose one worker sleeps, prints the worker's
+# pid and dies at once (as a second Ctrl-C ends it: os._exit, no pool shutdown). argv: out, "managed" or "plain".
+_POOL_WRITER = """
+import multiprocessing, os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from nlp_pipe.core import artifacts, process
+def noop():
+    pass
+with artifacts.locked(Path(sys.argv[1])):
+    options = process.pool_initializer(noop) if sys.argv[2] == "managed" else {}
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"), **options)
+    pool.submit(time.sleep, 60)
+    time.sleep(0.5)
+    print(*pool._processes, flush=True)
+    os._exit(143)
+"""
+
+
+def _orphans(tmp_path: Path, how: str) -> list[int]:
+    printed = tmp_path / f"{how}.txt"
+    with open(printed, "w") as out:  # not a pipe: a surviving worker would keep it open, and run() wait for it
+        done = subprocess.run([sys.executable, "-c", _POOL_WRITER, str(tmp_path / "bert"), how], stdout=out,
+                              stderr=subprocess.STDOUT, timeout=60, env={**os.environ, "PYTHONPATH": str(Path(runner.__file__).parents[1])})
+    assert done.returncode == 143, printed.read_text()
+    return [int(pid) for pid in printed.read_text().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").is_file() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG and /proc/locks are Linux's")
+def test_pool_workers_die_with_their_writer_and_never_hold_its_lock(tmp_path):
+    """Two SIGTERMs while pretrain built its cache left the pool's workers running (reparented to PID 1, ~500 MB
+    each, minutes) holding the artifact's and the cache's locks: the rerun was refused, naming the dead pid.
+    Workers of `process.pool_initializer` die with the writer; any forked child closes its copy of a held lock."""
+    (worker,) = _orphans(tmp_path, "managed")
+    deadline = time.time() + 10
+    while _alive(worker) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _alive(worker), "the pool worker outlived its parent"
+    (stray,) = _orphans(tmp_path, "plain")  # a worker outliving its parent anyway (no pool_initializer)
+    try:
+        assert _alive(stray)
+        with open(tmp_path / ".bert.lock", "a+") as fh:  # nobody holds it: the worker closed its copy at fork
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.kill(stray, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/locks is Linux's")
+def test_a_lock_whose_taker_is_dead_is_taken_over(tmp_path):
+    """A lock still held only by what its dead taker forked (a child that inherited the descriptor) is no writer."""
+    script = ("import fcntl, os, sys, time\nfh = open(sys.argv[1], 'a+'); fcntl.flock(fh, fcntl.LOCK_EX)\n"
+              "fh.write(f'pid {os.getpid()}'); fh.flush()\nif os.fork() == 0:\n    time.sleep(60); os._exit(0)\n"
+              "print(os.getpid(), flush=True)")
+    printed = tmp_path / "taker.txt"
+    with open(printed, "w") as out:
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / ".bert.lock")], stdout=out, timeout=30, check=True)
+    taker = int(printed.read_text())
+    child = [int(line.split()[4]) for line in Path("/proc/locks").read_text().splitlines()
+             if f":{(tmp_path / '.bert.lock').stat().st_ino} " in line + " "]
+    try:
+        assert child == [taker]  # /proc/locks names the dead taker
+        with artifacts.locked(tmp_path / "bert"):
+            assert (tmp_path / ".bert.lock").read_text(encoding="utf-8") == f"pid {os.getpid()}"
+    finally:
+        for pid in subprocess.run(["pgrep", "-P", "1", "-f", "fcntl.flock"], capture_output=True, text=True).stdout.split():
+            os.kill(int(pid), signal.SIGKILL)
