@@ -118,6 +118,18 @@ def test_line_by_line_encoding_equals_plain_encoding_with_added_words():
         assert lines.ids.tolist() == plain.ids.tolist() and lines.chars.tolist() == plain.chars.tolist(), text
     assert encoder.encode("北京大学\n人工智能").ids.tolist() == grown("北京大学\n人工智能", add_special_tokens=False)["input_ids"]
     assert encoder.by_line  # the check on the first text agreed
+    # expand's tokenizers split CJK characters off before BERT's pre-tokenizer: lines still never share a piece
+    from tokenizers import Regex, pre_tokenizers
+
+    from nlp_pipe.expansion.tokenizer_growth import CJK_PATTERN
+
+    backend = grown.backend_tokenizer
+    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(CJK_PATTERN), "isolated"), backend.pre_tokenizer])
+    expanded = TokenEncoder(backend)
+    assert not expanded.per_character and expanded.by_line
+    text = "\n".join([MIXED, "北京大学和人工智能", "", "人工\n智能北京大学"])
+    lines, plain = expanded._lines(text), expanded._plain(text)
+    assert lines.ids.tolist() == plain.ids.tolist() and lines.chars.tolist() == plain.chars.tolist()
 
 
 def _stream_docs(n_docs: int, rng: np.random.Generator) -> tuple[np.ndarray, list, set[int]]:

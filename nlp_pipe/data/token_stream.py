@@ -71,7 +71,7 @@ class TokenEncoder:
         # a BERT pre-tokenizer splits at every newline, so the lines of a run are encoded apart in one encode_batch:
         # tokenizers encodes one text of a whole run (a MB) about 2.5x slower (a vocabulary with added words, which
         # rules out the per-character shortcut, spent 10.8 of 12 CPU-s of an 8 MB build in that one call)
-        self.by_line = (config.get("pre_tokenizer") or {}).get("type") == "BertPreTokenizer"
+        self.by_line = _splits_at_newlines(config)
         self._checked = False
         self._table = np.full(_TABLE_SIZE, _UNKNOWN, dtype=np.int64)
         self._runs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -157,6 +157,14 @@ def _pads_ideographs(config: dict[str, Any]) -> bool:
     return (normalizer.get("type") == "BertNormalizer" and bool(normalizer.get("handle_chinese_chars"))
             and pre.get("type") == "BertPreTokenizer" and model.get("type") == "WordPiece"
             and all(t.get("special") for t in config.get("added_tokens") or []))
+
+
+def _splits_at_newlines(config: dict[str, Any]) -> bool:
+    """Whether the pre-tokenizer ends a piece at every newline: BERT's, alone or in a Sequence (expand's puts a
+    Split of CJK characters before it); pre-tokenizers only split, so one after another cannot join lines."""
+    pre = config.get("pre_tokenizer") or {}
+    members = (pre.get("pretokenizers") or []) if pre.get("type") == "Sequence" else [pre]
+    return any(m.get("type") == "BertPreTokenizer" for m in members)
 
 
 def sentence_starts(text: str) -> list[int]:
