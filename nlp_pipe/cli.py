@@ -11,8 +11,10 @@ pipeline YAML is validated against. Mistakes a user can fix print one line and e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import sys
 import time
 import traceback
@@ -234,6 +236,12 @@ def cache_ls(folder) -> None:
     found = cache_store.entries(root)
     if not found:
         click.echo(f"{root}: empty")
+        if not folder and not os.environ.get(artifacts.CACHE_ENV):  # a pipeline keeps its cache in its own workdir
+            for other in sorted(root.parent.glob(f"*/{artifacts.CACHE_DIR}")):
+                with contextlib.suppress(UserError):  # a folder of that name that is not a cache is not listed
+                    if listed := cache_store.entries(other):
+                        click.echo(f"{other}: {len(listed)} {'entry' if len(listed) == 1 else 'entries'}, "
+                                   f"{sum(e.bytes for e in listed) / 1e6:,.1f} MB (nlp-pipe cache ls --dir {other})")
         return
     _table(["kind", "key", "size", "built", "inputs"],
            [(e.kind, e.key if e.complete else f"{e.key} (unfinished)", f"{e.bytes / 1e6:,.1f} MB", e.built_for.get("built_at", "-"),

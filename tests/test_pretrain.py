@@ -290,3 +290,18 @@ def test_init_without_pretraining_heads_is_warned(tmp_path, caplog):
         bert.load(tmp_path / "student", "sop", "eager")
     (record,) = mine()
     assert "has no MLM head and no sop head and no pooler: they start from random weights" in record.getMessage()
+
+
+def test_cache_ls_without_dir_points_at_the_caches_of_pipeline_workdirs(tmp_path, monkeypatch):
+    """A pipeline keeps its cache in its workdir (runs/NAME/nlp_pipe_cache): `cache ls` without --dir looked in
+    runs/nlp_pipe_cache only and said "empty" while runs/demo's cache held entries."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NLP_PIPE_CACHE", raising=False)
+    entry = tmp_path / "runs" / "demo" / "nlp_pipe_cache" / "pretraining" / "abc123"
+    entry.mkdir(parents=True)
+    (entry / "stats.json").write_text('{"built_for": {"inputs": ["news.txt"]}}', encoding="utf-8")
+    (tmp_path / "runs" / "other" / "nlp_pipe_cache").mkdir(parents=True)  # empty: not listed
+    listed = run_cli("cache", "ls")
+    assert listed.code == 0 and "runs/nlp_pipe_cache: empty" in listed.out
+    assert "runs/demo/nlp_pipe_cache: 1 entry" in listed.out and "--dir runs/demo/nlp_pipe_cache" in listed.out
+    assert "runs/other" not in listed.out
