@@ -10,7 +10,7 @@ import signal
 
 import pytest
 
-from conftest import build, die_after_first_checkpoint
+from conftest import FIXTURES, build, die_after_first_checkpoint
 from nlp_pipe import runner, stages
 from nlp_pipe.core import artifacts, process
 from nlp_pipe.core import config as configs
@@ -152,3 +152,14 @@ def test_interrupted_while_a_stage_is_imported_names_the_checkpoint(tmp_path, mo
     assert result.code == 130
     assert result.err_lines[-1] == ("interrupted (SIGINT); nothing was published; rerun the same command to resume from "
                                     "the checkpoint at step 10")
+
+
+def test_how_many_processes_cut_the_text_does_not_make_a_segment_artifact_stale(tmp_path):
+    """segment's workers and chunk_rows (pretrain's and distill's num_proc and cache_dir alike) change how the work
+    is spread, not its lines: `--workers 2` on an artifact cut by one process rebuilt it."""
+    out = tmp_path / "seg"
+    corpus = {"corpus": [FIXTURES / "reviews.tsv"]}
+    manifest = build("segment", out, corpus, workers=1)
+    plan = runner.plan("segment", {"workers": 2, "chunk_rows": 7}, corpus, out)
+    assert plan.fresh and plan.fingerprint == manifest["fingerprint"]
+    assert runner.plan("segment", {"workers": 1, "hmm": False}, corpus, out).reason == "config changed: hmm"

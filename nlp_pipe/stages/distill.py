@@ -103,9 +103,9 @@ class Config(ReadOptions, TrainOptions):
     max_seq_len: int = option(0, "task mode: tokens per text, [CLS]/[SEP] included, 0 = the teacher classifier's (labels.json); "
                                  "general mode: tokens per block, 0 = 128", min=0, max=512)
     eval_docs: int = option(200, "general mode: documents held out for the evaluation loss (at most a fifth of them)", min=0)
-    num_proc: int = option(0, "general mode: processes tokenising the corpus; 0 = every core", min=0)
+    num_proc: int = option(0, "general mode: processes tokenising the corpus; 0 = every core", min=0, neutral=True)
     cache_dir: str = option("", "general mode: the shared cache of tokenised corpora, as pretrain's (default: $NLP_PIPE_CACHE, "
-                                "else nlp_pipe_cache/ beside --out)")
+                                "else nlp_pipe_cache/ beside --out)", neutral=True)
     patience: int = option(3, "task mode: stop after this many dev evaluations without improvement (0 = never)", min=0)
     monitor: Literal["macro_f1", "accuracy"] = option("macro_f1", "task mode: dev figure for early stopping")
     baseline: bool = option(True, "task mode: also fit the TF-IDF + LR baseline on the same split and report it beside the student")

@@ -80,9 +80,9 @@ class Config(ReadOptions, TrainOptions):
     pair_sets: int = option(4, "nsp/sop: sets of pairs drawn with different splits (Google BERT's dupe_factor), "
                                "so several epochs do not repeat the same pairs; the training data holds the text that often", min=1, max=20)
     eval_docs: int = option(200, "documents held out for evaluation (at most a fifth of them)", min=0)
-    num_proc: int = option(0, "processes for tokenisation and jieba; 0 = every core", min=0)
+    num_proc: int = option(0, "processes for tokenisation and jieba; 0 = every core", min=0, neutral=True)  # same blocks
     cache_dir: str = option("", "shared cache folder for the tokenised corpus (default: $NLP_PIPE_CACHE, else nlp_pipe_cache/ "
-                                "beside --out)")
+                                "beside --out)", neutral=True)
     export_dataset: bool = option(False, "also save the tokenised blocks with word-boundary labels under dataset/ "
                                          "(a DatasetDict: train, eval)")
 

@@ -77,8 +77,8 @@ class Config(ReadOptions):
         "auto", "segmentation engine: auto = the fastest installed engine proven to give jieba's exact words (rjieba, else "
                 "jieba); rjieba-native is faster but differs from jieba with the HMM on (its agreement goes to the report)")
     workers: int = option(0, "processes that cut (this one included); 0 = one per core not busy with other processes, "
-                                 "for inputs over 1 MB", min=0)
-    chunk_rows: int = option(500, "rows sent to a worker at a time", min=1)
+                                 "for inputs over 1 MB", min=0, neutral=True)  # the lines are the same however many cut them
+    chunk_rows: int = option(500, "rows sent to a worker at a time", min=1, neutral=True)
 
 
 def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
