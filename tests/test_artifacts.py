@@ -49,7 +49,9 @@ def test_manifest_records_everything(seg):
     assert corpus["fingerprints"] == [manifests.sha256_file(FIXTURES / "pos.txt"), manifests.sha256_file(FIXTURES / "neg.txt")]
     assert manifest["inputs"]["userdict"] == {"paths": [], "fingerprints": []}
     inputs = {k: v["fingerprints"] for k, v in manifest["inputs"].items()}
-    assert manifest["fingerprint"] == artifacts.fingerprint("segment", manifest["stage_version"], manifest["config"], inputs)
+    config = configs.build(module.Config, manifest["config"], "x")  # workers (1 here) is neutral: hashed at its default
+    assert manifest["fingerprint"] == artifacts.fingerprint("segment", manifest["stage_version"],
+                                                            artifacts.freshness_config(config, {}), inputs)
     assert manifest["counts"] == {"rows_in": 160, "rows_out": 160, "dropped": {}}
     assert manifest["metrics"]["labels"] == {"neg": 80, "pos": 80}
     assert isinstance(manifest["wall_time_s"], float) and manifest["wall_time_s"] >= 0
@@ -89,7 +91,7 @@ def test_fresh_plan_skips_and_changes_are_explained(seg, tmp_path):
     assert runner.execute(plan)["finished"] == manifests.read_manifest(seg)["finished"]
     assert (seg / manifests.MANIFEST).stat().st_mtime_ns == before  # skipped, nothing rewritten
     assert runner.plan("segment", {**config, "hmm": False}, inputs, seg).reason == "config changed: hmm"
-    assert runner.plan("segment", {**config, "workers": 2}, inputs, seg).reason == "config changed: workers"
+    assert runner.plan("segment", {**config, "workers": 2}, inputs, seg).fresh  # how many processes cut: neutral
 
 
 def test_input_content_not_mtime_decides_freshness(tmp_path):
