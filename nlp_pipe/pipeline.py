@@ -120,9 +120,7 @@ def load(path: str | Path, variables: dict[str, Any] | None = None, overrides: d
     if unknown_vars:
         name = sorted(unknown_vars)[0]
         raise UserError(f"{path}: unknown var '{name}'{did_you_mean(name, declared)}; vars: {', '.join(declared)}")
-    written = _substitute(doc.get("workdir"), vars_, {}, str(path))
-    if written is not None and not (isinstance(written, str) and written.strip()):
-        raise UserError(f"{path}: 'workdir' must be a directory path, got {written!r}")
+    written = _directory(_substitute(doc.get("workdir"), vars_, {}, str(path)), "workdir", str(path))
     # absolute, so `${stage}` references stay right when anchored against the file's folder; without one, runs/STEM
     # beside the file (as a written workdir is taken from there)
     root = Path(workdir).absolute() if workdir else anchor(written or f"runs/{path.stem}", _folder(path))
@@ -146,6 +144,13 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
     if "'\\t'" in what:  # PyYAML names a tab as '\\t'
         what += " (YAML indents with spaces, never tabs)"
     return f"line {mark.line + 1}, column {mark.column + 1}: {what}" if mark is not None else what
+
+
+def _directory(value: Any, key: str, where: str) -> str | None:
+    """A written `workdir` or `out` (None when absent), once it is a path: a list or an empty string is refused."""
+    if value is not None and not (isinstance(value, str) and value.strip()):
+        raise UserError(f"{where}: '{key}' must be a directory path, got {value!r}")
+    return value
 
 
 def _step(raw: Any, index: int, vars_: dict, earlier: list[Step], root: Path, path: Path) -> Step:
@@ -173,9 +178,7 @@ def _step(raw: Any, index: int, vars_: dict, earlier: list[Step], root: Path, pa
         if not (value is None or isinstance(value, str) or isinstance(value, list) and all(isinstance(v, str) for v in value)):
             raise UserError(f"{path}: stage '{name}': input '{key}' must be a path or a list of paths, got {value!r}")
     base = _folder(path)
-    written = _substitute(raw["out"], vars_, outs, where) if raw.get("out") is not None else None
-    if written is not None and not (isinstance(written, str) and written.strip()):
-        raise UserError(f"{where}: 'out' must be a directory path, got {written!r}")
+    written = _directory(_substitute(raw["out"], vars_, outs, where) if raw.get("out") is not None else None, "out", where)
     out = anchor(written, base) if written else root / name
     twin = next((s for s in earlier if s.out.resolve() == out.resolve()), None)
     if twin is not None:  # the later step would replace the earlier one's artifact under its readers' feet

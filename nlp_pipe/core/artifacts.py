@@ -264,6 +264,8 @@ def saved_steps(work: Path) -> list[Path]:
     saves). Here, not in the trainer: the runner reads them without importing torch (an interrupt may have
     stopped torch's import)."""
     return sorted(p for p in work.glob("step_*") if p.is_dir()) if work.exists() else []
+
+
 def claim_work_dir(path: Path, writes: tuple[str, ...], where: str) -> None:
     """Make `path` a work directory of the package, marked (WORK_MARK) with the names (fnmatch patterns) it writes
     there, or reuse one it marked so. Anything else at `path` is the user's and is refused, since the runner removes
