@@ -1,7 +1,7 @@
 """`nlp-pipe segment` against a plain one-process jieba loop, on the same corpus, same run; and the engines.
 
     python benchmarks/segment.py [--quick | --smoke] [--out bench-segment.json] [--repeats 3]
-    python benchmarks/segment.py --verify [--out verify-segment.json]      # identity proof, 15-30 min
+    python benchmarks/segment.py --verify [--engine compiled] [--out verify-segment.json]   # identity proof
 
 The corpus (10 MB; 2 MB with --quick) interleaves real lines from --data-dir: CLUE news/web
 documents (some very long), CLUE sentences with empty lines between documents, and Douban
@@ -27,8 +27,9 @@ over), built before the clock starts: dictionary loading, and numba loading its 
 
 --verify proves identity instead of timing: every text of every set in --data-dir (corpora,
 chnsenticorp, book_review, smp2020-ewect, online_shopping_10_cats, waimai_10k: 30.8 MB) plus
-the generated edge cases of `nlp_pipe.text.engine_check` (3.4 MB), cut by rjieba and by jieba
-in every mode, without a user dictionary and with one under each frequency policy.
+the generated edge cases of `nlp_pipe.text.engine_check` (3.4 MB), cut by an exact engine (--engine:
+compiled, the default, or rjieba) and by jieba in every mode, without a user dictionary and with one
+under each frequency policy.
 """
 
 from __future__ import annotations
@@ -246,6 +247,8 @@ def main() -> None:
     p = common.parser(__doc__.split("\n")[0])
     p.add_argument("--repeats", type=int, default=3, help="full runs of each side, idle and loaded (median reported)")
     p.add_argument("--verify", action="store_true", help="prove identity on all of --data-dir instead of timing")
+    p.add_argument("--engine", default="compiled", choices=[n for n, e in ENGINES.items() if e.exact and n != "jieba"],
+                   help="the engine --verify checks")
     args = common.parse(p)
     if args.smoke:
         args.repeats = 1
@@ -318,10 +321,10 @@ def verification_texts(args) -> tuple[list[str], int]:
     return texts + engine_check.edge_case_texts(), real
 
 
-def _verify_case(case: tuple[str | None, list[str]]) -> list[dict]:
-    """One user-dictionary case (None: none), every mode: rjieba against jieba."""
-    policy, texts = case
-    base = SegmenterSpec(engine="rjieba") if policy is None else engine_check.userdict_spec(policy)
+def _verify_case(case: tuple[str, str | None, list[str]]) -> list[dict]:
+    """One engine and user-dictionary case (None: none), every mode, against jieba."""
+    name, policy, texts = case
+    base = SegmenterSpec(engine=name) if policy is None else engine_check.userdict_spec(policy, engine=name)
     rows = []
     for label, engine, reference in engine_check.mode_pairs(base):
         t0 = time.perf_counter()
@@ -337,15 +340,16 @@ def verify(args) -> None:
     info = common.machine()
     texts, real_bytes = verification_texts(args)
     total = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
-    print(f"verifying rjieba against jieba on {len(texts):,} texts, {total / 1e6:.1f} MB "
+    print(f"verifying {args.engine} against jieba on {len(texts):,} texts, {total / 1e6:.1f} MB "
           f"({real_bytes / 1e6:.1f} MB real, the rest generated edge cases); every mode, 4 user-dictionary cases")
-    cases = [(policy, texts) for policy in (None, *engine_check.POLICIES)]
+    cases = [(args.engine, policy, texts) for policy in (None, *engine_check.POLICIES)]
     # a fresh process per case: a deleted user word is force-split process-wide by jieba
     with multiprocessing.get_context("fork").Pool(common.machine()["cpus_usable"], maxtasksperchild=1) as pool:
         rows = [row for case_rows in pool.imap(_verify_case, cases) for row in case_rows]
     for row in rows:
         for text, expected, got in row["examples"]:
-            print(f"  DIFFERS ({row['userdict']}, {row['mode']}): {text[:80]!r}\n    jieba:  {expected[:160]}\n    rjieba: {got[:160]}")
+            print(f"  DIFFERS ({row['userdict']}, {row['mode']}): {text[:80]!r}\n    jieba:  {expected[:160]}\n"
+                  f"    {args.engine}: {got[:160]}")
     figures = {"verified_mb": common.figure(total / 1e6, "MB"),
                "verified_identical_lines_pct": common.figure(min(r["identical_pct"] for r in rows), "% (worst case)")}
     for row in rows:

@@ -1,5 +1,6 @@
-"""Segmentation engines: rjieba's adapter cuts exactly as jieba in every mode and under every user-dictionary
-policy, falls back to jieba when missing, is recorded in segmenter.json, and cuts the same in parallel."""
+"""Segmentation engines: the compiled engine and rjieba's adapter cut exactly as jieba in every mode and under
+every user-dictionary policy, fall back to jieba when missing, are recorded in segmenter.json, and cut the same
+in parallel."""
 
 from __future__ import annotations
 
@@ -33,12 +34,16 @@ def force_split_restored():
     finalseg.Force_Split_Words.update(saved)
 
 
+EXACT = ["compiled", "rjieba"]
+
+
+@pytest.mark.parametrize("name", EXACT)
 @pytest.mark.parametrize("policy", [None, "file", "multiply", "force"])
-def test_rjieba_cuts_exactly_as_jieba_in_every_mode(policy):
-    base = SegmenterSpec(engine="rjieba") if policy is None else userdict_spec(policy)
+def test_exact_engines_cut_as_jieba_in_every_mode(policy, name):
+    base = SegmenterSpec(engine=name) if policy is None else userdict_spec(policy, engine=name)
     labels = []
     for label, engine, jieba_segmenter in mode_pairs(base):
-        assert engine.engine.name == "rjieba" and jieba_segmenter.engine.name == "jieba"
+        assert engine.engine.name == name and jieba_segmenter.engine.name == "jieba"
         result = compare(engine, jieba_segmenter, TEXTS)
         assert (result.rows, result.identical) == (len(TEXTS), len(TEXTS)), (label, result.examples)
         labels.append(label)
@@ -46,11 +51,12 @@ def test_rjieba_cuts_exactly_as_jieba_in_every_mode(policy):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", EXACT)
 @pytest.mark.parametrize("policy", [None, "file", "multiply", "force"])
-def test_rjieba_cuts_exactly_as_jieba_on_all_edge_cases(policy):
+def test_exact_engines_cut_as_jieba_on_all_edge_cases(policy, name):
     """The full generated set of `benchmarks/segment.py --verify` (2.3 MB), without the shared data."""
     texts = edge_case_texts()
-    base = SegmenterSpec(engine="rjieba") if policy is None else userdict_spec(policy)
+    base = SegmenterSpec(engine=name) if policy is None else userdict_spec(policy, engine=name)
     for label, engine, jieba_segmenter in mode_pairs(base):
         result = compare(engine, jieba_segmenter, texts)
         assert result.identical == result.rows == len(texts), (label, result.examples)
@@ -79,14 +85,15 @@ def test_plain_rjieba_differs_where_the_adapter_does_not():
     assert result.rows == len(TEXTS) and 0 < result.identical < len(TEXTS)
 
 
-def test_user_dictionary_effects_are_jiebas():
+@pytest.mark.parametrize("name", EXACT)
+def test_user_dictionary_effects_are_jiebas(name):
     text = "糖类抗原19-9偏高，我用喵窝智投买了*ST舜船，他叫张小明去了质量xy质量"
-    plain = Segmenter(SegmenterSpec(engine="rjieba")).cut(text)
+    plain = Segmenter(SegmenterSpec(engine=name)).cut(text)
     assert "糖类抗原19-9" not in plain and "张小明" in plain
     cut = {}
     for policy in ("file", "multiply", "force"):
         jieba_segmenter = Segmenter(userdict_spec(policy, engine="jieba"))
-        cut[policy] = Segmenter(userdict_spec(policy), jieba_segmenter.tokenizer).cut(text)
+        cut[policy] = Segmenter(userdict_spec(policy, engine=name), jieba_segmenter.tokenizer).cut(text)
         assert cut[policy] == jieba_segmenter.cut(text), policy
     assert "张小明" not in cut["file"]  # listed with frequency 0: deleted, even from the HMM's words
     # `xy 1` loses to its letters (x, y: 100000 each): two single-character steps, a buffer that is a word
@@ -95,16 +102,18 @@ def test_user_dictionary_effects_are_jiebas():
     assert "糖类抗原19-9" in forced and "喵窝智投" in forced
     assert "*ST舜船" not in forced  # jieba never matches a word with "*": it ends a block
     # jieba's quirk, kept: a deleted word is force-split by every tokenizer of the process from then on
-    after = Segmenter(SegmenterSpec(engine="rjieba"))
+    after = Segmenter(SegmenterSpec(engine=name))
     assert "张小明" not in after.cut(text)
     # the default dictionary is built once a process and shared; the user dictionaries above had their own
-    assert after.engine._dict is Segmenter(SegmenterSpec(engine="rjieba", mode="search")).engine._dict
+    again = Segmenter(SegmenterSpec(engine=name, mode="search")).engine
+    assert (after.engine._trie is again._trie) if name == "compiled" else (after.engine._dict is again._dict)  # type: ignore[attr-defined]
     assert "糖类抗原19-9" not in after.cut(text) and "喵窝智投" not in after.cut(text)
 
 
-def test_search_mode_adds_the_dictionary_ngrams():
+@pytest.mark.parametrize("name", EXACT)
+def test_search_mode_adds_the_dictionary_ngrams(name):
     text = "中华人民共和国成立了"
-    exact = Segmenter(SegmenterSpec(engine="rjieba", mode="search")).cut(text)
+    exact = Segmenter(SegmenterSpec(engine=name, mode="search")).cut(text)
     assert exact == Segmenter(SegmenterSpec(engine="jieba", mode="search")).cut(text)
     assert exact[:6] == ["中华", "华人", "人民", "共和", "共和国", "中华人民共和国"]
 
@@ -141,9 +150,10 @@ def test_viterbi_is_jiebas():
     assert cut == [list(jieba_cut(t)) if len(t) > 1 else [t] for t in texts]
 
 
-@pytest.mark.parametrize("requested", ["auto", "rjieba"])
+@pytest.mark.parametrize("requested", ["auto", "compiled", "rjieba"])
 def test_a_missing_engine_falls_back_to_jieba_with_a_notice(monkeypatch, caplog, tmp_path, requested):
-    monkeypatch.setitem(sys.modules, "rjieba", None)  # `import rjieba` now fails, as when it is not installed
+    for package in {"auto": ("rjieba", "numba"), "compiled": ("numba",), "rjieba": ("rjieba",)}[requested]:
+        monkeypatch.setitem(sys.modules, package, None)  # `import PACKAGE` now fails, as when it is not installed
     assert engines.resolve(requested) == "jieba"
     assert "not installed" in caplog.text and "jieba" in caplog.text
     corpus = tmp_path / "c.txt"
@@ -158,7 +168,9 @@ def test_an_unproven_version_is_not_picked_by_auto_and_still_cuts_exactly(monkey
     monkeypatch.setattr(engines, "package_version", lambda name: "9.9.9" if name != "jieba" else real(name))
     engines.builtin_dictionary_proven.cache_clear()
     try:
-        assert engines.resolve("auto") == "jieba" and "not a version proven" in caplog.text
+        # the compiled engine is this package's code: numba's version does not change its words
+        assert engines.resolve("auto") == "compiled" and engines.proven("compiled")
+        assert engines.resolve("rjieba") == "rjieba" and "not a version proven" in caplog.text
         assert not engines.proven("rjieba") and engines.proven("jieba")
         # asked for by name it runs, on a dictionary mirrored word by word from jieba's own tokenizer
         seg = Segmenter(SegmenterSpec(engine="rjieba"))
@@ -174,11 +186,11 @@ def test_segmenter_json_records_the_engine(tmp_path):
     out = tmp_path / "seg"
     manifest = build("segment", out, {"corpus": [FIXTURES / "reviews.tsv"]}, workers=1)
     saved = json.loads((out / "segmenter.json").read_text(encoding="utf-8"))
-    version = engines.package_version("rjieba")
-    assert (saved["engine"], saved["engine_version"]) == ("rjieba", version)
-    assert manifest["segmenter"]["engine"] == "rjieba" and manifest["segmenter"]["engine_version"] == version
-    assert "Engine: rjieba" in (out / "report.md").read_text(encoding="utf-8")
-    assert SegmenterSpec.load(out).engine == "rjieba"
+    version = engines.package_version("compiled")
+    assert (saved["engine"], saved["engine_version"]) == ("compiled", version)
+    assert manifest["segmenter"]["engine"] == "compiled" and manifest["segmenter"]["engine_version"] == version
+    assert "Engine: compiled" in (out / "report.md").read_text(encoding="utf-8")
+    assert SegmenterSpec.load(out).engine == "compiled"
     # a segmenter.json written before engines existed was cut by jieba
     del saved["engine"], saved["engine_version"]
     (tmp_path / "old").mkdir()

@@ -39,7 +39,7 @@ def test_words_are_plain_jieba(tmp_path, hmm, engine):
     assert ds["text"] == texts and ds["words"] == expected
     assert lines(out / "corpus.txt") == [" ".join(w) for w in expected]
     assert manifest["segmenter"]["hmm"] is hmm
-    assert manifest["segmenter"]["engine"] == ("rjieba" if engine == "auto" else "jieba")
+    assert manifest["segmenter"]["engine"] == ("compiled" if engine == "auto" else "jieba")
     assert manifest["segmenter"]["engine_exact"] is True
     assert manifest["metrics"]["words"] == sum(map(len, expected))
 

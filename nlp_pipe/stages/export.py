@@ -41,7 +41,7 @@ VERSION = 1
 OUTPUTS = (EXPORT_JSON, LABELS_JSON)
 POSITIONAL = "model"  # `nlp-pipe export ARTIFACT --out DIR`
 # what made the graph and what runs it, recorded in export.json (/metadata shows them)
-EXPORT_PACKAGES = ("torch", "transformers", "onnx", "onnxruntime", "tokenizers", "jieba", "rjieba", "numpy")
+EXPORT_PACKAGES = ("torch", "transformers", "onnx", "onnxruntime", "tokenizers", "jieba", "numba", "rjieba", "numpy")
 FP32_MAX_DELTA = 1e-4
 
 INPUTS = {

@@ -73,9 +73,9 @@ class Config(ReadOptions):
     userdict_multiplier: float = option(1000.0, "multiplier for userdict_freq=multiply", min=0.0)
     label_per_file: tuple[str, ...] = option((), "one label per corpus file, in order (for one-file-per-class corpora such as "
                                              "pos.txt/neg.txt)")
-    engine: Literal["auto", "jieba", "rjieba", "rjieba-native"] = option(
-        "auto", "segmentation engine: auto = the fastest installed engine proven to give jieba's exact words (rjieba, else "
-                "jieba); rjieba-native is faster but differs from jieba with the HMM on (its agreement goes to the report)")
+    engine: Literal["auto", "jieba", "compiled", "rjieba", "rjieba-native"] = option(
+        "auto", "segmentation engine: auto = the fastest installed engine proven to give jieba's exact words (compiled, "
+                "else rjieba, else jieba); rjieba-native differs from jieba with the HMM on (its agreement goes to the report)")
     workers: int = option(0, "processes that cut (this one included); 0 = one per core not busy with other processes, "
                                  "for inputs over 1 MB", min=0, neutral=True)  # the lines are the same however many cut them
     chunk_rows: int = option(500, "rows sent to a worker at a time", min=1, neutral=True)

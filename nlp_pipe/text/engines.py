@@ -60,14 +60,17 @@ class EngineInfo:
 
 ENGINES = {
     "jieba": EngineInfo("jieba", "jieba", True, "jieba 0.42.1 itself (pure Python)"),
+    "compiled": EngineInfo("compiled", "numba", True, "jieba's own route, HMM and search n-grams compiled with numba "
+                                                      "(text.compiled_jieba): jieba's output, the fastest"),
     "rjieba": EngineInfo("rjieba", "rjieba", True, "jieba-rs route + jieba's own HMM, compiled: jieba's output, ~13x faster"),
     "rjieba-native": EngineInfo("rjieba-native", "rjieba", False, "plain jieba-rs: fastest, differs with the HMM on"),
 }
 ENGINE_CHOICES = ("auto", *ENGINES)
 # `auto` takes the first of these whose package is installed and proven for this version
-AUTO_ORDER = ("rjieba", "jieba")
-# Versions the identity check (benchmarks/segment.py --verify, tests/test_engines.py) was run on.
-PROVEN_VERSIONS = {"rjieba": ("0.2.2",), "jieba": ("0.42.1",)}
+AUTO_ORDER = ("compiled", "rjieba", "jieba")
+# Versions the identity check (benchmarks/segment.py --verify, tests/test_engines.py) was run on; None: the
+# engine is this package's own code (numba only compiles it, with IEEE arithmetic), proven with the package.
+PROVEN_VERSIONS: dict[str, tuple[str, ...] | None] = {"compiled": None, "rjieba": ("0.2.2",), "jieba": ("0.42.1",)}
 
 _HAN = "\u4E00-\u9FD5a-zA-Z0-9+#&._%\\-"  # jieba's re_han_default character class
 # jieba-rs counts these as hanzi, jieba does not; surrogates cannot cross into Rust; \x00, \x01 and \x02
@@ -106,7 +109,7 @@ def resolve(requested: str) -> str:
     if requested == "auto":
         for name in AUTO_ORDER[:-1]:
             version = package_version(name)
-            if version in PROVEN_VERSIONS[name]:
+            if _proven_version(name, version):
                 return name
             log.warning("segmentation engine %s %s, so jieba cuts (same words, %s)", name,
                         f"{version} is not a version proven identical to jieba" if version else
@@ -119,13 +122,18 @@ def resolve(requested: str) -> str:
         return "jieba"
     if not proven(requested) and ENGINES[requested].exact:
         log.warning("segmentation engine %s %s is not a version proven identical to jieba (proven: %s)", requested,
-                    package_version(requested), ", ".join(PROVEN_VERSIONS[requested]))
+                    package_version(requested), ", ".join(PROVEN_VERSIONS[requested] or ()))
     return requested
 
 
 def proven(name: str) -> bool:
     """Is engine `name`, as installed, proven to cut exactly as jieba (the reference itself always is)?"""
-    return name == "jieba" or (ENGINES[name].exact and package_version(name) in PROVEN_VERSIONS[name])
+    return name == "jieba" or (ENGINES[name].exact and _proven_version(name, package_version(name)))
+
+
+def _proven_version(name: str, version: str | None) -> bool:
+    versions = PROVEN_VERSIONS[name]
+    return version is not None and (versions is None or version in versions)
 
 
 class JiebaEngine:
@@ -144,7 +152,16 @@ class JiebaEngine:
 @functools.cache
 def builtin_dictionary_proven() -> bool:
     """Is the installed rjieba's built-in dictionary proven to be this jieba's dict.txt?"""
-    return is_jieba_dict_txt() and package_version("rjieba") in PROVEN_VERSIONS["rjieba"]
+    return is_jieba_dict_txt() and _proven_version("rjieba", package_version("rjieba"))
+
+
+def compiled(tokenizer: jieba.Tokenizer | None, hmm: bool, search: bool) -> Engine:
+    """jieba's cut compiled (`text.compiled_jieba`) on jieba's bundled dictionary (`tokenizer` None,
+    read once a process) or on what `tokenizer` holds; numba loads only when one is made."""
+    from . import compiled_jieba
+
+    trie = compiled_jieba.default_trie() if tokenizer is None else compiled_jieba.JiebaTrie.of_tokenizer(tokenizer)
+    return compiled_jieba.CompiledJieba(trie, hmm, search)
 
 
 def mirror(tokenizer: jieba.Tokenizer | None, changed: list[str]) -> RjiebaDictionary:

@@ -50,9 +50,9 @@ def _model() -> tuple[np.ndarray, np.ndarray]:
     return emit, np.array(model)
 
 
-_EMIT, _MODEL = _model()
+EMIT, MODEL = _model()
 # str.isspace (= re's \s) of the code points up to U+3000, the last whitespace character
-_SPACE = np.array([chr(c).isspace() for c in range(0x3001)])
+SPACE = np.array([chr(c).isspace() for c in range(0x3001)])
 _NO_WORDS = np.zeros(0, np.bool_)
 _NO_SPANS = np.zeros(0, np.int64)
 _NO_CODES = np.zeros(0, np.uint32)
@@ -72,8 +72,8 @@ def cut(joined: str, hmm: bool, is_word: Callable[[str], bool], lines: bool) -> 
         if len(starts):
             # a buffer that is itself a dictionary word stays single characters (jieba's `FREQ.get(buf)`)
             words = np.array(list(map(is_word, _text(buffers).split("\x01"))), np.bool_)
-    split_hashes, split_codes, split_starts, split_ends = _force_split()
-    out = _render(codes, starts, ends, words, _EMIT, _MODEL, _SPACE, split_hashes, split_codes, split_starts,
+    split_hashes, split_codes, split_starts, split_ends = force_split()
+    out = _render(codes, starts, ends, words, EMIT, MODEL, SPACE, split_hashes, split_codes, split_starts,
                   split_ends, lines)
     return _text(out)
 
@@ -88,7 +88,7 @@ def _text(codes: np.ndarray) -> str:
     return codecs.utf_32_le_decode(codes.data)[0]
 
 
-def _force_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def force_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """finalseg.Force_Split_Words (words of frequency 0 in a user dictionary, which jieba's HMM must not
     keep whole) as (sorted hashes, code points, start and end of each word in hash order)."""
     words = finalseg.Force_Split_Words
@@ -124,7 +124,7 @@ def _hashes(codes, starts, ends):
 
 
 @njit(cache=True)
-def _alnum(c):
+def alnum(c):
     return (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122)
 
 
@@ -134,10 +134,10 @@ def _is_step(codes, start, end):
     and digits (HMM-off output joins consecutive ones into one token)?"""
     if end - start == 1:
         c = codes[start]
-        return (_FIRST <= c <= _LAST) or _alnum(c) or c == 43 or c == 35 or c == 38 or c == 46 or c == 95 \
+        return (_FIRST <= c <= _LAST) or alnum(c) or c == 43 or c == 35 or c == 38 or c == 46 or c == 95 \
             or c == 37 or c == 45  # + # & . _ % -
     for i in range(start, end):
-        if not _alnum(codes[i]):
+        if not alnum(codes[i]):
             return False
     return end > start
 
@@ -252,7 +252,7 @@ def _force_split_word(chars, start, end, split_hashes, split_codes, split_starts
 
 
 @njit(cache=True)
-def _hmm_words(out, used, pending, sep, chars, n, emit, model, back, labels, split_hashes, split_codes,
+def hmm_words(out, used, pending, sep, chars, n, emit, model, back, labels, split_hashes, split_codes,
                split_starts, split_ends):
     """Append finalseg.cut(chars[:n]): hanzi blocks by the Viterbi (words of Force_Split_Words as single
     characters), the rest split by re_skip `[a-zA-Z0-9]+(?:\\.\\d+)?%?` with the text between matches whole."""
@@ -281,8 +281,8 @@ def _hmm_words(out, used, pending, sep, chars, n, emit, model, back, labels, spl
             p = i
             while p < k:
                 q = p + 1
-                if _alnum(chars[p]):
-                    while q < k and _alnum(chars[q]):
+                if alnum(chars[p]):
+                    while q < k and alnum(chars[q]):
                         q += 1
                     if q + 1 < k and chars[q] == 46 and 48 <= chars[q + 1] <= 57:  # \.\d+
                         q += 2
@@ -291,7 +291,7 @@ def _hmm_words(out, used, pending, sep, chars, n, emit, model, back, labels, spl
                     if q < k and chars[q] == 37:  # %?
                         q += 1
                 else:
-                    while q < k and not _alnum(chars[q]):
+                    while q < k and not alnum(chars[q]):
                         q += 1
                 used = _put(out, used, pending, sep, chars, p, q)
                 pending = True
@@ -323,7 +323,7 @@ def _render(codes, starts, ends, words, emit, model, space, split_hashes, split_
                     used = _put(out, used, pending, sep, chars, i, i + 1)
                     pending = True
             else:
-                used = _hmm_words(out, used, pending, sep, chars, m, emit, model, back, labels, split_hashes,
+                used = hmm_words(out, used, pending, sep, chars, m, emit, model, back, labels, split_hashes,
                                   split_codes, split_starts, split_ends)
                 pending = True
             start = ends[run] + 1

@@ -1,7 +1,8 @@
 """jieba word segmentation shared by every stage that needs words (segment, predict, whole-word masking).
 
 A `Segmenter` cuts with the engine its picklable `SegmenterSpec` names (`text.engines`: jieba,
-or rjieba made to give jieba's exact output; `auto` picks the fastest proven one installed). A
+jieba's algorithm compiled, or rjieba made to give jieba's exact output; `auto` picks the fastest
+proven one installed). A
 user dictionary goes into the segmenter's own `jieba.Tokenizer`, never the global default, so
 loading one never changes jieba behind the user's back; a fast engine then mirrors that
 tokenizer's words and frequencies.
@@ -96,7 +97,7 @@ class Segmenter:
         # jieba's own tokenizer holds a user dictionary (its frequency policies are jieba's arithmetic);
         # with the default dictionary alone a proven fast engine needs no jieba tokenizer at all
         needs_jieba = (name == "jieba" or bool(spec.userdict) or spec.dictionary is not None
-                       or not engines.builtin_dictionary_proven())
+                       or (name != "compiled" and not engines.builtin_dictionary_proven()))
         self.tokenizer: jieba.Tokenizer | None = tokenizer
         if needs_jieba:
             self._jieba_tokenizer()
@@ -106,6 +107,8 @@ class Segmenter:
         search = self.spec.mode == "search"
         if name == "jieba":
             return engines.JiebaEngine(self._jieba_tokenizer(), self.spec.hmm, search)
+        if name == "compiled":
+            return engines.compiled(self.tokenizer, self.spec.hmm, search)
         dictionary = engines.mirror(self.tokenizer, [w for w, _ in self.spec.userdict])
         if name == "rjieba-native":
             return engines.RjiebaNativeEngine(dictionary, self.spec.hmm, search)
