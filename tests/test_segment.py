@@ -125,7 +125,7 @@ def test_dataset_files_are_what_datasets_writes(tmp_path, labelled):
     texts = [f"第{i}条评论很好" for i in range(2500)]  # 3 record batches of datasets' 1000 rows
     lines = [f"第 {i} 条 评论 很 好" for i in range(2500)]
     labels = pa.array([("pos", "neg")[i % 2] if labelled else None for i in range(2500)], pa.string())
-    table = segment._columns(texts, lines).table.append_column("label", labels)
+    table = _columns(texts, lines).table.append_column("label", labels)
     with segment._DatasetFile(tmp_path / "ours") as ours:
         ours.write(table.slice(0, 1200))
         ours.write(table.slice(1200))
@@ -269,9 +269,19 @@ def test_statistics_gathered_while_writing_match_a_count_of_every_word(monkeypat
     for _ in range(30):
         lines = [" ".join(rng.choice(vocab[:rng.randint(3, 200)]) for _ in range(rng.randint(1, 20))) for _ in range(40)]
         chunk_labels = [rng.choice(["pos", "neg", None]) for _ in lines]
-        stats.add(segment._columns(lines, lines), pa.chunked_array([pa.array(chunk_labels, pa.string())]))
+        stats.add(_columns(lines, lines), pa.chunked_array([pa.array(chunk_labels, pa.string())]))
         every += [w for line in lines for w in line.split(" ")]
         labels.update(label for label in chunk_labels if label)
     result = stats.result()
     assert result["top"] == Counter(every).most_common(30) and result["distinct_words"] == len(set(every))
     assert result["words"] == len(every) and result["labels"] == dict(sorted(labels.items()))
+
+
+def _columns(texts, lines):
+    """segment's `_Cut` of `texts` whose space-joined words are `lines` (what `Segmenter.cut_columns` returns)."""
+    import pyarrow as pa
+
+    from nlp_pipe.stages import segment
+
+    corpus_txt = "".join(line + "\n" for line in lines).encode("utf-8")
+    return segment._columns(texts, (corpus_txt, pa.array([line.split(" ") for line in lines], pa.list_(pa.string()))))

@@ -37,7 +37,7 @@ from ..core.files import CORPUS_TXT, DATASET_DIR, SEGMENTER_JSON
 from ..core.manifest import hashed, sha256_file
 from ..text.corpus import BytesRead, ReadOptions, read_rows
 from ..text.engines import proven
-from ..text.segmenter import LoadProbe, Segmenter, SegmenterSpec, cut_parallel
+from ..text.segmenter import COLUMNS, LoadProbe, Segmenter, SegmenterSpec, cut_parallel
 from ..text.userdict import read_userdict, userdict_file
 
 NAME = "segment"
@@ -175,10 +175,10 @@ def _segmented_chunks(config, files, segmenter, workers, counts) -> Iterator[tup
                 buffered.append((chunk, read.n))
                 yield [row.text for row in chunk]
 
-    # Each text is cut into one space-joined string (the engine writes it so in one pass); jieba never
-    # emits a word that contains whitespace (whitespace-only tokens are dropped), so corpus.txt lines
-    # are exactly that and splitting them on " " gives the words back (`_columns`).
-    for cut in cut_parallel(segmenter, texts(), workers, join=" ", then=_columns):
+    # Each text is cut into one line of space-joined words; jieba never emits a word that contains
+    # whitespace (whitespace-only tokens are dropped), so corpus.txt lines are exactly that and the
+    # words column is each line split on " " (`Segmenter.cut_columns`, `_columns`).
+    for cut in cut_parallel(segmenter, texts(), workers, join=COLUMNS, then=_columns):
         chunk, upto = buffered.popleft()
         yield pa.array([row.label for row in chunk], pa.string()), cut
         console.advance_to(progress, upto)  # as chunks are cut, by the bytes read for them
@@ -202,10 +202,10 @@ class _Cut:
         return self.corpus_txt.decode("utf-8").split("\n")[:-1]
 
 
-def _columns(texts: list[str], lines: list[str]) -> _Cut:
-    """`texts` and their space-joined words as a `_Cut` (in the process that cut them: see cut_parallel)."""
-    words = pc.split_pattern(pa.array(lines, pa.string()), " ")  # jieba's words never hold a space: see _segmented_chunks
-    return _cut(("\n".join(lines) + "\n").encode("utf-8"), pa.array(texts, pa.string()), words)
+def _columns(texts: list[str], cut: tuple[bytes, pa.ListArray]) -> _Cut:
+    """`texts` and their `Segmenter.cut_columns` as a `_Cut` (in the process that cut them: see cut_parallel)."""
+    corpus_txt, words = cut
+    return _cut(corpus_txt, pa.array(texts, pa.string()), words)
 
 
 def _cut(corpus_txt: bytes, text: pa.Array, words: pa.Array) -> _Cut:

@@ -102,7 +102,24 @@ class CompiledJieba:
         """Each text's words joined by spaces, whitespace tokens dropped (the segment stage's lines)."""
         return self._cut(texts, lines=True)
 
+    def utf8_columns(self, texts: list[str]) -> tuple[bytes, np.ndarray, np.ndarray, np.ndarray]:
+        """The segment stage's chunk without a Python string per line or word: (the lines as UTF-8,
+        each ending in \\n; the words' UTF-8 bytes back to back, each word's end in them, each line's
+        end in the words). A line without words holds one empty word, as splitting "" on " " gives."""
+        out, ends = self._words(texts, lines=True)
+        corpus, data, word_ends, line_ends = _utf8_columns(out, ends)
+        return corpus.tobytes(), data, word_ends, line_ends
+
     def _cut(self, texts: list[str], lines: bool) -> list[str]:
+        out, ends = self._words(texts, lines)
+        if not lines:  # one text: its words are the pieces between separators
+            out, ends = _split_words(out)
+        joined = codecs.utf_32_le_decode(out.data, "surrogatepass")[0]
+        starts = [0, *ends[:-1].tolist()]
+        return [joined[a:b] for a, b in zip(starts, ends.tolist())]
+
+    def _words(self, texts: list[str], lines: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(the words as code points joined by spaces, or by _WORD_END for one text's `words`; each text's end)."""
         codes = _codes("".join(texts))
         text_ends = np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)))
         t = self._trie
@@ -111,11 +128,7 @@ class CompiledJieba:
                          hmm.SPACE, *hmm.force_split())
         if self._search:
             out, ends = _with_grams(out, ends, sep, *t.arrays)
-        if not lines:  # one text: its words are the pieces between separators
-            out, ends = _split_words(out)
-        joined = codecs.utf_32_le_decode(out.data, "surrogatepass")[0]
-        starts = [0, *ends[:-1].tolist()]
-        return [joined[a:b] for a, b in zip(starts, ends.tolist())]
+        return out, ends
 
 
 def _codes(text: str) -> np.ndarray:
@@ -442,3 +455,45 @@ def _split_words(out):
         ends[words] = used
         words += 1
     return clean[:used], ends[:words]
+
+
+@njit(cache=True)
+def _utf8(out, used, code):
+    if code < 0x80:
+        out[used] = code
+        return used + 1
+    if code < 0x800:
+        out[used], out[used + 1] = 0xC0 | (code >> 6), 0x80 | (code & 0x3F)
+        return used + 2
+    if code < 0x10000:  # a lone surrogate too, as "surrogatepass" writes it (the stage's reader drops such rows)
+        out[used], out[used + 1], out[used + 2] = 0xE0 | (code >> 12), 0x80 | ((code >> 6) & 0x3F), 0x80 | (code & 0x3F)
+        return used + 3
+    out[used], out[used + 1] = 0xF0 | (code >> 18), 0x80 | ((code >> 12) & 0x3F)
+    out[used + 2], out[used + 3] = 0x80 | ((code >> 6) & 0x3F), 0x80 | (code & 0x3F)
+    return used + 4
+
+
+@njit(cache=True)
+def _utf8_columns(out, ends):
+    """`utf8_columns` from the space-joined lines `out` and each line's end in it."""
+    corpus = np.empty(4 * len(out) + len(ends), np.uint8)
+    data = np.empty(4 * len(out), np.uint8)
+    word_ends = np.zeros(len(out) + len(ends) + 1, np.int32)
+    line_ends = np.zeros(len(ends) + 1, np.int32)
+    used = stored = words = start = 0
+    for t in range(len(ends)):
+        for i in range(start, ends[t]):
+            c = out[i]
+            used = _utf8(corpus, used, c)
+            if c == _SPACE_CODE:  # a word ends (words never hold a space)
+                words += 1
+                word_ends[words] = stored
+            else:
+                stored = _utf8(data, stored, c)
+        words += 1  # the line's last word, or the empty word of a line without any
+        word_ends[words] = stored
+        line_ends[t + 1] = words
+        corpus[used] = 10
+        used += 1
+        start = ends[t]
+    return corpus[:used], data[:stored], word_ends[:words + 1], line_ends

@@ -145,8 +145,24 @@ class Segmenter:
         """`[" ".join(self.cut(t)) for t in texts]`, done a chunk at a time (much faster with rjieba)."""
         return engines.engine_lines(self.engine, texts)
 
+    def cut_columns(self, texts: list[str]) -> tuple[bytes, Any]:
+        """(the lines of `cut_lines`, each ending in \\n, as UTF-8; their words as an Arrow list array,
+        one list a line: the line split on " "), which the compiled engine writes without making a
+        Python string per line or word."""
+        import pyarrow as pa  # here, not at the top: serving a word model needs the segmenter, not Arrow
+        import pyarrow.compute as pc
+
+        columns = getattr(self.engine, "utf8_columns", None)
+        if columns is None:
+            lines = self.cut_lines(texts)
+            return ("\n".join(lines) + "\n").encode("utf-8"), pc.split_pattern(pa.array(lines, pa.string()), " ")
+        corpus, data, word_ends, line_ends = columns(texts)
+        words = pa.StringArray.from_buffers(len(word_ends) - 1, pa.py_buffer(word_ends), pa.py_buffer(data))
+        return corpus, pa.ListArray.from_arrays(pa.array(line_ends), words)
+
 
 _worker: Segmenter | None = None
+COLUMNS = "columns"  # cut_parallel's `join` for `Segmenter.cut_columns`
 
 
 def _init_worker(spec_or_segmenter: SegmenterSpec | Segmenter) -> None:
@@ -155,16 +171,18 @@ def _init_worker(spec_or_segmenter: SegmenterSpec | Segmenter) -> None:
     _worker = given if isinstance(given, Segmenter) else Segmenter(given)
 
 
-def _cut_chunk(texts: list[str], join: str | None, then: Callable[[list[str], list], Any] | None) -> Any:
+def _cut_chunk(texts: list[str], join: str | None, then: Callable[[list[str], Any], Any] | None) -> Any:
     if _worker is None:
         raise RuntimeError("segmenter worker used before its initializer ran")
     return _cut_texts(_worker, texts, join, then)
 
 
 def _cut_texts(segmenter: Segmenter, texts: list[str], join: str | None,
-               then: Callable[[list[str], list], Any] | None = None) -> Any:
+               then: Callable[[list[str], Any], Any] | None = None) -> Any:
     if join is None:
-        cut: list = [segmenter.cut(t) for t in texts]
+        cut: Any = [segmenter.cut(t) for t in texts]
+    elif join == COLUMNS:
+        cut = segmenter.cut_columns(texts)
     elif join == " ":
         cut = segmenter.cut_lines(texts)
     else:
@@ -173,14 +191,15 @@ def _cut_texts(segmenter: Segmenter, texts: list[str], join: str | None,
 
 
 def cut_parallel(segmenter: Segmenter | SegmenterSpec, chunks: Iterable[list[str]], workers: int,
-                 join: str | None = None, then: Callable[[list[str], list], Any] | None = None) -> Iterator[Any]:
+                 join: str | None = None, then: Callable[[list[str], Any], Any] | None = None) -> Iterator[Any]:
     """Segment chunks of texts in `workers` processes, this one included, results in input order.
 
     `workers - 1` helper processes are started; whenever they all have enough queued, this process
     cuts the next chunk itself instead of waiting, so with a fast engine the reading and writing it
     also does never leaves a core idle, and a busy machine never makes it slower than one process.
     Each text comes back as its list of words or, with `join`, as one string of its words joined
-    by `join`: a string is about 10x cheaper to pickle between processes than a list of words.
+    by `join`: a string is about 10x cheaper to pickle between processes than a list of words;
+    `join=COLUMNS` cuts a chunk into `Segmenter.cut_columns`.
     `then(texts, cut)`, when given, runs in the process that cut the chunk and its value is
     yielded instead: work on the words there (building columns, counting) runs in parallel too,
     instead of in this process, which also reads, writes, and hands out every chunk. It must be
