@@ -1,4 +1,4 @@
-"""How the trained classifiers (textcnn, finetune) train: their shared options, the fit, the folds.
+"""How the trained classifiers train (textcnn through classifiers/convnet.py, finetune): their shared options, the fit, the folds.
 
     @dataclasses.dataclass(frozen=True)
     @stage_defaults({"epochs": 3.0, "patience": 2})
