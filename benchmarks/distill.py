@@ -96,13 +96,12 @@ def student_init(work: Path, teacher: Path, shape: str) -> Path:
     """A random student classifier checkpoint (the teacher's tokenizer and head count) for the direct baseline."""
     from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassification
 
-    from nlp_pipe.stages.distill import Config, _student_config
+    from nlp_pipe.models.tinybert import student_for
 
     out = work / "tiny4_random"
     if not (out / "config.json").exists():
         torch.manual_seed(0)
-        BertForSequenceClassification(_student_config(AutoConfig.from_pretrained(teacher),
-                                                      Config(student_shape=shape))).save_pretrained(out)
+        BertForSequenceClassification(student_for(AutoConfig.from_pretrained(teacher), shape)).save_pretrained(out)
         AutoTokenizer.from_pretrained(teacher).save_pretrained(out)
     return out
 

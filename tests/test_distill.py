@@ -189,15 +189,15 @@ def test_task_mode_needs_a_classifier_teacher(tiny_bert, seg_reviews, tmp_path):
 def test_a_preset_student_takes_the_teachers_attention_heads():
     from transformers import BertConfig
 
-    from nlp_pipe.stages.distill import Config, _student_config
+    from nlp_pipe.models.tinybert import student_for
 
     mini = BertConfig(vocab_size=21128, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024)
-    shape = _student_config(mini, Config(student_shape="tinybert4"))
+    shape = student_for(mini, "tinybert4")
     assert (shape.num_hidden_layers, shape.hidden_size, shape.intermediate_size, shape.num_attention_heads) == (4, 312, 1200, 4)
     base = BertConfig(vocab_size=21128, hidden_size=768, num_hidden_layers=12, num_attention_heads=12)
-    assert _student_config(base, Config(student_shape="tinybert4")).num_attention_heads == 12
+    assert student_for(base, "tinybert4").num_attention_heads == 12
     with pytest.raises(Exception, match="does not split"):
-        _student_config(BertConfig(hidden_size=280, num_attention_heads=7), Config(student_shape="tinybert4"))
+        student_for(BertConfig(hidden_size=280, num_attention_heads=7), "tinybert4")
 
 
 def test_conflicting_student_options_are_refused(work, teacher, general, seg_reviews, tmp_path):

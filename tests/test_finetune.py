@@ -13,11 +13,11 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from conftest import assert_pipeline_agrees, build, die_after_first_checkpoint, run_cli
 from nlp_pipe import TextClassifier
+from nlp_pipe.classifiers.fitting import layer_decay
 from nlp_pipe.data.bert_inputs import Collator, auto_max_len, encode, tokenize
 from nlp_pipe.data.labelled import load_splits
 from nlp_pipe.metrics.scores import confusion_sums
 from nlp_pipe.metrics.scores import summarize as classification_summary
-from nlp_pipe.stages.finetune import _layer_decay
 from nlp_pipe.training.loop import BatchOrder
 from nlp_pipe.training.trainer import make_optimizer
 
@@ -139,11 +139,11 @@ def test_layer_decay_scales_learning_rates_by_depth():
 
     model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=3,
                                                      num_attention_heads=2, intermediate_size=16))
-    scale = _layer_decay(3, 0.5)
+    scale = layer_decay(3, 0.5)
     assert scale("bert.encoder.layer.2.output.dense.weight") == 0.5
     assert scale("bert.encoder.layer.0.attention.self.query.weight") == 0.125
     assert scale("bert.embeddings.word_embeddings.weight") == 0.0625
-    assert scale("classifier.weight") == 1.0 and _layer_decay(3, 1.0) is None
+    assert scale("classifier.weight") == 1.0 and layer_decay(3, 1.0) is None
     options = type("O", (), {"lr": 1.0, "weight_decay": 0.01})()
     optimizer = make_optimizer(model, options, scale)
     lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
@@ -312,15 +312,15 @@ def test_a_classifier_checkpoint_for_other_labels_gets_a_new_head(finetuned, tmp
     which would start the new classes as the old ones while the manifest said "new (random)"; it is drawn anew.
     The same labels keep it."""
     from nlp_pipe.classifiers.decision import head_layer
-    from nlp_pipe.stages import finetune
+    from nlp_pipe.classifiers.fitting import bert_classifier
 
     out, _ = finetuned
-    config = finetune.Config(**SETTINGS)
+    tokenizer = AutoTokenizer.from_pretrained(str(out))
     old = json.loads((out / "config.json").read_text(encoding="utf-8"))["id2label"]
     labels = [old[str(i)] for i in range(len(old))]
-    kept, said = finetune._model(out, labels, config)
+    kept, said = bert_classifier(out, labels, tokenizer, "finetune")
     assert said == "kept from the checkpoint"
-    other, said = finetune._model(out, ["x", "y"], config)
+    other, said = bert_classifier(out, ["x", "y"], tokenizer, "finetune")
     assert said == "new (random)" and other.config.id2label == {0: "x", 1: "y"}
     assert not torch.equal(head_layer(other).weight, head_layer(kept).weight)
     assert float(head_layer(other).bias.detach().abs().max()) == 0.0

@@ -152,7 +152,7 @@ def test_task_distilled_student_follows_its_teacher_and_beats_the_same_student_a
 
     from conftest import make_tiny_bert
     from nlp_pipe import TextClassifier
-    from nlp_pipe.stages.distill import Config, _student_config
+    from nlp_pipe.models.tinybert import student_for
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     few = tmp_path / "seg_few"
@@ -175,7 +175,7 @@ def test_task_distilled_student_follows_its_teacher_and_beats_the_same_student_a
           speed_batch=4, speed_seq_len=32)
     torch.manual_seed(0)
     init = tmp_path / "student_init"
-    BertForSequenceClassification(_student_config(AutoConfig.from_pretrained(teacher), Config(student_shape=str(shape)))) \
+    BertForSequenceClassification(student_for(AutoConfig.from_pretrained(teacher), str(shape))) \
         .save_pretrained(init)
     AutoTokenizer.from_pretrained(teacher).save_pretrained(init)
     alone = tmp_path / "alone"

@@ -280,7 +280,7 @@ def test_unseen_test_label_stops_with_the_label_named(seg_reviews, vectors, tmp_
 
 @pytest.mark.slow
 def test_cross_validation_reports_mean_and_std(seg_reviews, vectors, tmp_path):
-    manifest = build("textcnn", tmp_path / "cnn", {"train": seg_reviews, "vectors": vectors}, epochs=2, filters=8, folds=3)
+    manifest = build("textcnn", tmp_path / "cnn", {"train": seg_reviews, "vectors": vectors}, epochs=2, batch_size=16, filters=8, folds=3)
     cv = json.loads((tmp_path / "cnn" / "metrics.json").read_text())["cross_validation"]
     assert len(cv["accuracy"]["folds"]) == 3 and 0 <= cv["accuracy"]["std"] <= 0.5
     assert manifest["stage"] == "textcnn"

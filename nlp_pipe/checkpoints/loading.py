@@ -3,12 +3,14 @@ weights a model class leaves out or adds (an MLM head skipped, a new classifier)
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import UserError
+from ..core.files import CONFIG_JSON
 from . import families
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
@@ -91,6 +93,11 @@ def checked_tokenizer(checkpoint: Path, stage: str, role: str = "checkpoint") ->
     if tokenizer.pad_token_id is None:
         raise UserError(f"{stage}: the tokenizer in {checkpoint} has no padding token")
     return tokenizer
+
+
+def max_positions(checkpoint: Path) -> int:
+    """The longest input `checkpoint`'s position embeddings take (config.json; BERT's 512 when it does not say)."""
+    return int(json.loads((checkpoint / CONFIG_JSON).read_text(encoding="utf-8")).get("max_position_embeddings", 512))
 
 
 def _first_line(exc: Exception) -> str:

@@ -1,4 +1,4 @@
-"""How the trained classifiers (textcnn, finetune) train: their shared options, the fit, the folds.
+"""How the trained classifiers train (textcnn through classifiers/convnet.py, finetune): their shared options, the fit, the folds.
 
     @dataclasses.dataclass(frozen=True)
     @stage_defaults({"epochs": 3.0, "patience": 2})
@@ -11,12 +11,19 @@
 best checkpoint on `monitor`. `cross_validate` trains a fresh model on each of K stratified folds of train+dev
 (a tenth of its training part for early stopping) and scores the held-out part; `classifiers/outcome.py` then
 reports what the fold scores say beside the model's own.
+
+A BERT-family checkpoint (finetune) is fitted the same way through three calls:
+
+    tokenizer, encoded = bert_encoded(checkpoint, splits, NAME, config.max_seq_len, config.len_percentile)
+    model, head = bert_classifier(checkpoint, splits.labels, tokenizer, NAME)
+    summary = fit_bert(trainer, model, config, encoded["train"], encoded["dev"], tokenizer, layer_decay(layers, 0.9))
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -25,15 +32,20 @@ from typing import Any, Literal, Protocol, TypeVar
 import numpy as np
 import torch
 
+from ..checkpoints import loading
 from ..core import artifacts
 from ..core.config import option
-from ..data.labelled import stratified_folds
+from ..data import bert_inputs
+from ..data.labelled import Splits, stratified_folds
 from ..metrics.scores import confusion_sums, summarize
 from ..training.options import TrainOptions
 from ..training.trainer import Trainer
+from .decision import classifier_for
 from .outcome import Evaluation, Probabilities, fold_summary
 
 log = logging.getLogger(__name__)
+
+_LAYER = re.compile(r"\.layer\.(\d+)\.")  # a transformer layer's parameters: encoder.layer.3.attention...
 
 Logits = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]  # (model, batch) -> [batch, classes]
 
@@ -83,6 +95,48 @@ def fit(trainer: Trainer, model: torch.nn.Module, options: ClassifierOptions, tr
                        greater_is_better=options.monitor != "loss", patience=options.patience,
                        eval_steps=options.eval_every or trainer.steps_per_epoch(len(train)), lengths=lengths,
                        lr_scale=lr_scale)
+
+
+def bert_encoded(checkpoint: Path, splits: Splits, stage: str, max_seq_len: int = 0,
+                 percentile: float = 95.0) -> tuple[Any, bert_inputs.Encoded]:
+    """`checkpoint`'s tokenizer (checked: a model directory of a family `stage` takes, with a padding token) and the
+    splits encoded with it at `max_seq_len` tokens, 0 = the `percentile` of the training texts' token lengths; at
+    most 512 and what the model's position embeddings take."""
+    tokenizer = loading.checked_tokenizer(checkpoint, stage)
+    limit = min(512, loading.max_positions(checkpoint))
+    encoded = bert_inputs.encode_all({"train": splits.train, "dev": splits.dev, "test": splits.test}, tokenizer,
+                                     splits.labels, min(max_seq_len, limit) or None, percentile, limit)
+    return tokenizer, encoded
+
+
+def bert_classifier(checkpoint: Path, labels: list[str], tokenizer: Any, stage: str, dropout: float = -1.0) -> tuple[Any, str]:
+    """`checkpoint` with a classification head for `labels` (decision.classifier_for: says whether the head is new
+    or kept), once the tokenizer's every id has an embedding row. `dropout` < 0: the checkpoint's hidden dropout."""
+    model, head = classifier_for(checkpoint, labels, **({} if dropout < 0 else {"classifier_dropout": dropout}))
+    loading.check_vocabulary(tokenizer, model, stage, checkpoint)
+    return model, head
+
+
+def fit_bert(trainer: Trainer, model: Any, options: ClassifierOptions, train: Any, dev: Any, tokenizer: Any,
+             lr_scale: Callable[[str], float] | None = None) -> Any:
+    """`fit` for a BERT-family classifier on `bert_inputs.encode`d rows, batches padded to their longest row."""
+    return fit(trainer, model, options, train, dev, num_labels=model.config.num_labels, collate=bert_inputs.Collator(tokenizer),
+               logits=lambda m, batch: m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+               lengths=train["length"], dev_lengths=dev["length"], lr_scale=lr_scale)
+
+
+def layer_decay(layers: int, decay: float) -> Callable[[str], float] | None:
+    """Deeper layers learn faster: the head and pooler at lr, layer i at lr x decay^(layers - i), embeddings lowest
+    (None when decay is 1: every parameter at lr)."""
+    if decay == 1.0:
+        return None
+
+    def scale(name: str) -> float:
+        if (match := _LAYER.search(name)) is not None:
+            return decay ** (layers - int(match.group(1)))
+        return decay ** (layers + 1) if ".embeddings." in f".{name}" else 1.0
+
+    return scale
 
 
 def cross_validate(options: Opts, out: Path, stage: str, pooled: R, gold: np.ndarray,

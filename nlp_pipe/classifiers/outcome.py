@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..core import plots
-from ..core.files import METRICS_JSON
+from ..core.files import CONFIG_JSON, LABELS_JSON, METRICS_JSON, WEIGHTS
 from ..data.labelled import Splits, best_threshold
 from ..metrics.scores import confusion_matrix, scores
 from . import tfidf
@@ -35,6 +35,7 @@ from .loaded import BertClassifier, TextClassifier
 
 Probabilities = Callable[[Any], np.ndarray]  # a split (datasets.Dataset) -> [rows, classes] probabilities
 
+BERT_OUTPUTS = (CONFIG_JSON, WEIGHTS, LABELS_JSON, METRICS_JSON)  # what finish_bert leaves in every BERT classifier artifact
 FIGURE_SPLITS = ("dev", "test", "test_unseen")
 RELOAD_SAMPLE = 16  # dev texts the reloaded artifact must score as the trained model does
 

@@ -114,6 +114,44 @@ def encode(ds: datasets.Dataset, tokenizer: Any, labels: list[str], max_len: int
     return datasets.Dataset.from_dict(columns), found
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """Named datasets as token ids at one max_len: {name: (rows, Encoding)}, "train" first."""
+
+    max_len: int
+    parts: dict[str, tuple[datasets.Dataset, Encoding]]
+
+    def __getitem__(self, name: str) -> datasets.Dataset:
+        return self.parts[name][0]
+
+    @property
+    def encodings(self) -> dict[str, Encoding]:
+        return {name: enc for name, (_, enc) in self.parts.items()}
+
+    @property
+    def rows(self) -> int:
+        return sum(len(ds) for ds, _ in self.parts.values())
+
+    def coverage(self, checkpoint: Any, stage: str, counts: Counts) -> dict[str, dict[str, float]]:
+        return coverage(self.encodings, checkpoint, stage, counts)
+
+
+def encode_all(named: dict[str, datasets.Dataset | None], tokenizer: Any, labels: list[str], max_len: int | None,
+               percentile: float = 95.0, limit: int = 512) -> Encoded:
+    """`encode` each dataset given (None: left out) at one max_len: `max_len`, or (None) the `percentile` of the
+    first one's (the training texts') token lengths, from the same pass. The tokenizer keeps it as its
+    model_max_length: saved with the model, pipeline(..., truncation=True) then cuts as training did."""
+    parts: dict[str, tuple[datasets.Dataset, Encoding]] = {}
+    for name, ds in named.items():
+        if ds is not None:
+            parts[name] = encode(ds, tokenizer, labels, max_len, percentile, limit)
+            max_len = parts[name][1].max_len
+            tokenizer.model_max_length = max_len
+    if max_len is None:
+        raise ValueError("encode_all needs a dataset or a max_len")
+    return Encoded(max_len, parts)
+
+
 class Collator:
     """Rows -> padded tensors input_ids, attention_mask, labels: transformers' DataCollatorWithPadding, to the
     batch's longest row rounded up to a multiple of 8 (tensor-core friendly shapes on GPU, as the MLM collator

@@ -1,4 +1,4 @@
-"""Labelled data for the classifiers (textcnn, finetune): splits, label maps, folds, thresholds.
+"""Labelled data for the classifiers (textcnn, finetune, distill): splits, augmented train rows, label maps, folds, thresholds.
 
 Inputs are `segment` artifacts (a `datasets` dataset with text, words, label). With only a
 train artifact, it is split 7:1:2 (train:dev:test), stratified by label, with a fixed seed
@@ -75,6 +75,30 @@ def load_splits(train: Path, dev: Path | None, test: Path | None, seed: int,
                 raise UserError(f"{name} data has label '{unseen[0]}' never seen in training (training labels: {', '.join(labels)})")
     return Splits(train_ds, dev_ds, test_ds if test_ds is not None and len(test_ds) else None, labels, origin, train_rows,
                   halfwidth(train))
+
+
+def augmented_train(splits: Splits, augmented: Path | None, train_artifact: Path, stage: str) -> tuple[datasets.Dataset, int]:
+    """The train split, or the augmented copies of its rows (originals included) from an augment artifact of
+    `train_artifact` (with how many). Copies of rows carved out for dev/test are left out, and the originals must
+    be the train artifact's texts."""
+    if augmented is None:
+        return splits.train, 0
+    table = load_dataset(augmented, "augmented")
+    if "source_row" not in table.column_names:
+        raise UserError(f"{stage}: {augmented} is not an augment artifact (no source_row column)")
+    original = load_dataset(train_artifact, "train")
+    source = np.asarray(table["source_row"])
+    first = np.flatnonzero(~np.asarray(table["augmented"]))
+    if source.max(initial=-1) >= len(original) or any(
+            table[int(i)]["text"] != original[int(source[i])]["text"] for i in first[:: max(1, len(first) // 50)]):
+        raise UserError(f"{stage}: {augmented} was not made from the train input {train_artifact}; augment that artifact")
+    missing = np.setdiff1d(splits.train_rows, source)
+    if len(missing):  # an augment of part of the train input would silently leave the other rows out of training
+        raise UserError(f"{stage}: {augmented} holds no copy of {len(missing)} of the {len(splits.train_rows)} train rows "
+                        f"(first: row {int(missing[0])}); it was made from another artifact than the train input "
+                        f"{train_artifact}: augment that artifact")
+    keep = np.flatnonzero(np.isin(source, splits.train_rows))
+    return table.select(keep).select_columns(["text", "label"]), int(len(keep))
 
 
 def halfwidth(artifact: Path) -> bool:

@@ -30,7 +30,7 @@ import random
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,8 @@ from ..core.contract import Counts
 from ..core.errors import UserError
 from ..core.files import segmented_dataset
 from ..text.corpus import ReadOptions
-from ..text.segmenter import Segmenter, SegmenterSpec
+from ..text.segmenter import Segmenter, SegmenterSpec, default_workers
+from .bert_inputs import Encoding
 from .blocks import IGNORE, BlockSpec, Doc, assemble, build_layouts, doc_in_stream
 from .documents import Document, Layout, documents
 from .token_stream import TokenEncoder, sentence_starts, word_start_flags, word_starts
@@ -55,6 +56,7 @@ STATS = cache.STATS
 META = "meta.json"
 _RUN_DOCS = 1000  # documents per run: NSP negatives come from the same run
 _EVAL_POOL = 50  # held-out documents are drawn from the first 50 x eval_docs (read ahead, kept in memory)
+_CHUNK = 1 << 24  # tokens of the token stream read at a time when counting [UNK]s
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,54 @@ def build(paths: list[Path], input_key: str, tokenizer: Any, spec: BuildSpec, ca
     distributed.barrier()  # the others load what the main process saved
     log.info("pretraining blocks: %s %s", "reusing" if reused else "built", folder)
     return load(folder, spec.block, reused=reused)
+
+
+def build_for(paths: list[Path], fingerprints: Any, tokenizer: Any, spec: BuildSpec, out: Path, cache_dir: str = "",
+              num_proc: int = 0, stage: str = "pretrain") -> Built:
+    """`build` as a stage calls it: keyed by its corpus inputs' fingerprints (as run_identity records them), in the
+    shared cache (`cache_dir`, else $NLP_PIPE_CACHE, else beside `out`: artifacts.cache_dir), tokenised by
+    `num_proc` worker processes (0: one per core)."""
+    return build(paths, manifests.sha256_json(fingerprints), tokenizer, spec, artifacts.cache_dir(out, cache_dir) / CACHE_KIND,
+                 num_proc or default_workers(), stage)
+
+
+def read_options(config: Any) -> ReadOptions:
+    """The ReadOptions of a stage Config that inherits them (pretrain's, distill's)."""
+    return ReadOptions(**{f.name: getattr(config, f.name) for f in fields(ReadOptions)})
+
+
+def plain_spec(read: ReadOptions, tokenizer: Any, max_len: int, seed: int, eval_docs: int) -> BuildSpec:
+    """Blocks of the whole text without sentence pairs, documents separated by [SEP]: the data of
+    `pretrain --sentence-task none` with the same corpus, tokenizer, max_seq_len, seed and eval_docs (one cache entry)."""
+    return BuildSpec(BlockSpec(max_len, "none", seed, tokenizer.cls_token_id, tokenizer.sep_token_id), "auto", read,
+                     SegmenterSpec(), eval_docs)
+
+
+def stream_encoding(built: Built, tokenizer: Any, max_len: int) -> Encoding:
+    """The corpus's [UNK] count, read from the token stream a chunk at a time (it stays on disk); no text is cut."""
+    ids, unk = built.train.stream.ids, tokenizer.unk_token_id
+    unknown = 0 if unk is None else sum(int(np.count_nonzero(ids[i:i + _CHUNK] == unk)) for i in range(0, len(ids), _CHUNK))
+    return Encoding(max_len, 0, built.stats["documents"], int(built.stats["tokens"]), unknown)
+
+
+def usage(built: Built, blocks_trained: int) -> dict[str, Any]:
+    """How much of the corpus training saw: documents, blocks and tokens, and the share of the blocks
+    `blocks_trained` (steps x batch x accumulation x processes) covered."""
+    stats, train = built.stats, built.stats["train"]
+    return {"documents": stats["documents"] - stats["eval_documents"], "eval_documents": stats["eval_documents"],
+            "text_tokens": stats["tokens"], "blocks": train["blocks"], "block_tokens": train["tokens"],
+            "eval_blocks": stats.get("eval", {}).get("blocks", 0), "padding_fraction": train["padding_fraction"],
+            "blocks_trained": blocks_trained, "passes": round(blocks_trained / max(train["blocks"], 1), 4),
+            "data_cache_reused": built.reused}
+
+
+def usage_line(used: dict[str, Any], max_len: int) -> str:
+    """The report's sentence on `usage`."""
+    documents = used["documents"] + used["eval_documents"]
+    return (f"Data: {documents:,} documents, {used['text_tokens']:,} tokens, every one of them in a block (none cut off): "
+            f"{used['blocks']:,} training blocks of {max_len} tokens ([SEP] between documents, {used['padding_fraction']:.2%} "
+            f"padding) and {used['eval_blocks']:,} evaluation blocks from {used['eval_documents']:,} held-out documents; "
+            f"the steps trained on {used['blocks_trained']:,} blocks, {used['passes']:.4g} passes over the training blocks.")
 
 
 def load(folder: Path, spec: BlockSpec, reused: bool) -> Built:

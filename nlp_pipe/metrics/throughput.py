@@ -1,4 +1,5 @@
-"""Inference speed and size of a model, measured the same way in stage reports and benchmarks."""
+"""Inference speed and size of a model, measured the same way in stage reports and benchmarks: one model, or a
+teacher and its student side by side (distill's report)."""
 
 from __future__ import annotations
 
@@ -38,3 +39,23 @@ def texts_per_second(model: Any, batch_size: int = 32, seq_len: int = 128, vocab
 def param_count(model: nn.Module) -> int:
     """Parameters of `model` (a quantised model's packed int8 weights are not parameters)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def compare(teacher: Any, student: Any, batch_size: int, seq_len: int) -> dict[str, Any]:
+    """Parameters of both models and their measured fp32 inference speed (random ids, batch_size x seq_len, at most
+    either model's positions) on this machine's CPU, and on its GPU when there is one."""
+    t, s = param_count(teacher), param_count(student)
+    seq = min(seq_len, teacher.config.max_position_embeddings, student.config.max_position_embeddings)
+    sizes: dict[str, Any] = {"teacher_params": t, "student_params": s, "size_ratio": round(t / s, 2), "speed_seq_len": seq}
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        speeds = {}
+        for name, model in (("teacher", teacher), ("student", student)):
+            model.to(device)
+            speeds[name] = texts_per_second(model, batch_size, seq)
+            model.to("cpu")
+        sizes[f"{device}_teacher_texts_per_s"] = round(speeds["teacher"], 1)
+        sizes[f"{device}_student_texts_per_s"] = round(speeds["student"], 1)
+        sizes[f"{device}_speedup"] = round(speeds["student"] / speeds["teacher"], 2)
+    return sizes
+

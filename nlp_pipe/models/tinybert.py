@@ -33,6 +33,7 @@ depend on how much padding a batch has. On packed batches without padding both a
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +45,8 @@ from transformers import AttentionInterface, BertConfig, PreTrainedModel
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
 from ..core.errors import UserError, did_you_mean
+
+log = logging.getLogger(__name__)
 
 PRESETS: dict[str, dict[str, int]] = {
     "tinybert4": {"num_hidden_layers": 4, "hidden_size": 312, "intermediate_size": 1200, "num_attention_heads": 12},
@@ -82,6 +85,23 @@ def student_config(teacher_config: BertConfig, preset: str | Path) -> BertConfig
     if config.hidden_size % config.num_attention_heads:
         raise UserError(f"student hidden_size {config.hidden_size} is not a multiple of "
                         f"num_attention_heads {config.num_attention_heads}")
+    return config
+
+
+def student_for(teacher_config: BertConfig, shape: str) -> BertConfig:
+    """`student_config` of a preset or a .json file, with the teacher's number of attention heads when they differ
+    (attention scores are compared head by head): TinyBERT-4 of a 4-head BERT-mini has 4 heads of 78."""
+    config = student_config(teacher_config, Path(shape) if shape.endswith(".json") else shape)
+    heads = teacher_config.num_attention_heads
+    if config.num_attention_heads != heads:
+        if config.hidden_size % heads:
+            raise UserError(f"distill: the student's hidden size {config.hidden_size} does not split into the teacher's "
+                            f"{heads} attention heads; choose a student shape whose hidden size it divides")
+        # a preset follows the teacher quietly; heads the user wrote in a shape file are worth a word on the terminal
+        log.log(logging.WARNING if shape.endswith(".json") else logging.INFO,
+                "the student takes the teacher's %d attention heads (its shape had %d): attention scores are "
+                "compared head by head", heads, config.num_attention_heads)
+        config.num_attention_heads = heads
     return config
 
 

@@ -20,48 +20,27 @@ pooler and head get no gradient there); the main process evaluates and writes th
 from __future__ import annotations
 
 import dataclasses
-import logging
 from pathlib import Path
 from typing import Any, Literal
 
-import datasets
-import numpy as np
-import torch
-
-from ..checkpoints import loading
-from ..classifiers.decision import load_trained
-from ..classifiers.outcome import Evaluation, bert_probabilities, finish_bert
-from ..core import artifacts
-from ..core import manifest as manifests
+from ..classifiers import distillation
+from ..classifiers.distillation import INTERMEDIATE_UNUSED, STUDENT_SHAPE, Teacher
+from ..classifiers.outcome import finish_bert
 from ..core.config import option
 from ..core.contract import Counts, Input, Result
-from ..core.errors import UserError
-from ..core.files import CONFIG_JSON, WEIGHTS
 from ..data import bert_inputs
 from ..data import pretraining as blocks_data
-from ..data.blocks import BlockSpec
-from ..data.labelled import Splits, load_dataset, load_splits
-from ..metrics.scores import confusion_sums
-from ..metrics.scores import summarize as summarize_scores
-from ..metrics.throughput import param_count, texts_per_second
-from ..models import tinybert as kd
-from ..models.int8 import quantize_int8, save_int8
+from ..data.labelled import Splits, augmented_train, load_splits
 from ..text.corpus import ReadOptions
-from ..text.segmenter import SegmenterSpec, default_workers
 from ..training.options import TrainOptions, run_identity, stage_defaults
 from ..training.trainer import Trainer
-
-log = logging.getLogger(__name__)
 
 NAME = "distill"
 VERSION = 4  # 2: soft targets from the teacher's trained head (its folded threshold taken out); 3: the teacher's
 # tokenizer.json keeps padding and truncation on (saved by finetune): texts are encoded without them, no [PAD] as tokens;
 # 4: general mode trains on the whole text packed into max_seq_len blocks (was: each text cut at max_seq_len)
 DISTRIBUTED = True  # every process of `accelerate launch` trains; the main one writes the artifact
-# the intermediate-layer loss leaves the student's pooler and classifier without gradients: DDP must look for them
-INTERMEDIATE_UNUSED = True
-OUTPUTS = (CONFIG_JSON, WEIGHTS)
-_CHUNK = 1 << 24  # tokens of the corpus's token stream read at a time
+OUTPUTS = distillation.OUTPUTS
 
 INPUTS = {
     "teacher": Input("general: a pretrained BERT (pretrain/expand artifact); task: a finetune artifact",
@@ -76,8 +55,6 @@ INPUTS = {
                      stages=("distill",), hub=True),
 }
 
-
-STUDENT_SHAPE = "tinybert4"
 TRAINING = {"steps": 0, "epochs": 3.0, "save_every": 0}
 TRAINING_HELP = {"steps": "optimizer steps of each step (intermediate, prediction); 0 = from epochs",
                  "epochs": "passes over the data learning the intermediate layers (general mode: all of it; 0 = skip in task mode)",
@@ -125,136 +102,80 @@ class Config(ReadOptions, TrainOptions):
 
 
 def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
-    needed = ("corpus",) if config.mode == "general" else ("train",)
-    for name in needed:
-        if not inputs[name]:
-            raise UserError(f"distill --mode {config.mode} needs --{name}")
-    if inputs["student"] and config.student_shape != STUDENT_SHAPE:
-        raise UserError(f"distill: --student {inputs['student'][0]} has its own shape; --student-shape {config.student_shape} "
-                        "shapes a new student. Give one of them")
+    distillation.check_inputs(config.mode, inputs, config.student_shape, NAME)
     run_key = run_identity(config, inputs, also_ignore=("quantize", "speed_batch", "speed_seq_len",  # report only
                                                             "num_proc", "cache_dir"))  # nor do these change the data
     return (_general if config.mode == "general" else _task)(config, inputs, out, run_key)
 
 
 def _general(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dict) -> Result:
-    from transformers import AutoModel, BertModel
-
-    tokenizer = loading.checked_tokenizer(inputs["teacher"][0], NAME, "teacher")
-    teacher = loading.load_model(AutoModel, inputs["teacher"][0])  # its own family's encoder, not BERT weights by name
-    loading.check_vocabulary(tokenizer, teacher, NAME, inputs["teacher"][0])
-    max_len = min(config.max_seq_len or 128, teacher.config.max_position_embeddings)
+    """The student learns the teacher's intermediate layers on the corpus, packed into blocks as pretraining's
+    data with sentence task none (data/pretraining.py: streamed, tokenised by worker processes, the shared cache)."""
+    teacher = Teacher.encoder(inputs["teacher"][0], NAME)
+    tokenizer = teacher.tokenizer
+    max_len = min(config.max_seq_len or 128, teacher.model.config.max_position_embeddings)
     with Trainer(_phase_options(config, config.epochs), out, run_config=run_key, name=NAME,
                  unused_parameters=INTERMEDIATE_UNUSED) as trainer:
-        built = _general_blocks(config, inputs, out, run_key, tokenizer, max_len)
+        spec = blocks_data.plain_spec(blocks_data.read_options(config), tokenizer, max_len, config.seed, config.eval_docs)
+        built = blocks_data.build_for(inputs["corpus"], run_key["inputs"]["corpus"], tokenizer, spec, out, config.cache_dir,
+                                      config.num_proc, NAME)
         counts = Counts.of(**built.stats["counts"])
-        vocabulary = bert_inputs.coverage({"train": _stream_encoding(built, tokenizer, max_len)}, inputs["teacher"][0], NAME, counts)
-        student = loading.load_model(BertModel, inputs["student"][0]) if inputs["student"] else BertModel(
-            _student_config(teacher.config, config), add_pooling_layer=False)
-        loading.check_vocabulary(tokenizer, student, NAME, inputs["student"][0] if inputs["student"] else inputs["teacher"][0])
-        distiller = _distiller(teacher, student, "intermediate", config)
-        summary = _fit(trainer, distiller, built.train, built.eval, bert_inputs.Collator(tokenizer))
+        vocabulary = bert_inputs.coverage({"train": blocks_data.stream_encoding(built, tokenizer, max_len)},
+                                          teacher.directory, NAME, counts)
+        student = distillation.encoder_student(teacher, inputs["student"][0] if inputs["student"] else None, config, NAME)
+        summary = distillation.fit(trainer, distillation.distiller(teacher, student, "intermediate", config), built.train,
+                                   built.eval, tokenizer)
         student.set_attn_implementation("sdpa")  # the scores-reporting attention is for distillation only
         trainer.save_pretrained(student, tokenizer)
     if not trainer.is_main:
         return trainer.secondary_result()
-    sizes = _sizes(teacher, student, config)
-    used = _data_used(built, summary, config)
+    sizes = distillation.sizes(teacher, student, config)
+    used = blocks_data.usage(built, summary.steps * config.batch_size * config.grad_accum * summary.processes)
     metrics = {"mode": "general", "steps": summary.steps, "resumed_from_step": summary.resumed_from, **sizes,
                "vocabulary": vocabulary, **used,
                **{f"train_{k}": round(v, 5) for k, v in summary.last_train.items() if k.endswith("loss")},
                **{f"eval_{k}": round(v, 5) for k, v in summary.last_eval.items() if k.endswith("loss")}}
-    report = "\n".join(["## General distillation", _shape_line(teacher, student, config), _data_line(used, max_len),
-                        bert_inputs.coverage_line(vocabulary), _sizes_table(sizes), "",
+    report = "\n".join(["## General distillation", distillation.shape_line(teacher, student, config),
+                        blocks_data.usage_line(used, max_len), bert_inputs.coverage_line(vocabulary),
+                        distillation.sizes_table(sizes), "",
                         f"{summary.steps} steps; last losses: " + ", ".join(f"{k} {v:.4f}" for k, v in summary.last_train.items()
                                                                               if k.endswith("loss")),
                         "", "![training curves](training_curves.png)"])
     return Result(counts, metrics, report, {"data_cache": str(built.cache_dir)}, cleanup=trainer.cleanup)
 
 
-def _general_blocks(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dict, tokenizer: Any,
-                    max_len: int) -> blocks_data.Built:
-    """The corpus as pretraining's packed blocks without sentence pairs (data/pretraining.py): documents streamed,
-    tokenised by worker processes and cut into max_len blocks, documents separated by [SEP], so every token of
-    the text is in one block and memory stays flat in the corpus size. It is the shared cache's entry of
-    `pretrain --sentence-task none` with the same corpus, tokenizer, max_seq_len, seed and eval_docs."""
-    read = ReadOptions(**{f.name: getattr(config, f.name) for f in dataclasses.fields(ReadOptions)})
-    block = BlockSpec(max_len, "none", config.seed, tokenizer.cls_token_id, tokenizer.sep_token_id)
-    spec = blocks_data.BuildSpec(block, "auto", read, SegmenterSpec(), config.eval_docs)
-    return blocks_data.build(inputs["corpus"], manifests.sha256_json(run_key["inputs"]["corpus"]), tokenizer, spec,
-                             artifacts.cache_dir(out, config.cache_dir) / blocks_data.CACHE_KIND,
-                             config.num_proc or default_workers(), NAME)
-
-
-def _stream_encoding(built: blocks_data.Built, tokenizer: Any, max_len: int) -> bert_inputs.Encoding:
-    """The corpus's [UNK] count, read from the token stream a chunk at a time (it stays on disk); no text is cut."""
-    ids, unk = built.train.stream.ids, tokenizer.unk_token_id
-    unknown = 0 if unk is None else sum(int(np.count_nonzero(ids[i:i + _CHUNK] == unk)) for i in range(0, len(ids), _CHUNK))
-    return bert_inputs.Encoding(max_len, 0, built.stats["documents"], int(built.stats["tokens"]), unknown)
-
-
-def _data_used(built: blocks_data.Built, summary: Any, config: Config) -> dict[str, Any]:
-    """How much of the corpus the student saw: documents, blocks and tokens, and the share of the blocks the steps covered."""
-    stats, train = built.stats, built.stats["train"]
-    seen = summary.steps * config.batch_size * config.grad_accum * summary.processes
-    return {"documents": stats["documents"] - stats["eval_documents"], "eval_documents": stats["eval_documents"],
-            "text_tokens": stats["tokens"], "blocks": train["blocks"], "block_tokens": train["tokens"],
-            "eval_blocks": stats.get("eval", {}).get("blocks", 0), "padding_fraction": train["padding_fraction"],
-            "blocks_trained": seen, "passes": round(seen / max(train["blocks"], 1), 4), "data_cache_reused": built.reused}
-
-
-def _data_line(used: dict[str, Any], max_len: int) -> str:
-    documents = used["documents"] + used["eval_documents"]
-    return (f"Data: {documents:,} documents, {used['text_tokens']:,} tokens, every one of them in a block (none cut off): "
-            f"{used['blocks']:,} training blocks of {max_len} tokens ([SEP] between documents, {used['padding_fraction']:.2%} "
-            f"padding) and {used['eval_blocks']:,} evaluation blocks from {used['eval_documents']:,} held-out documents; "
-            f"the steps trained on {used['blocks_trained']:,} blocks, {used['passes']:.4g} passes over the training blocks.")
-
-
 def _task(config: Config, inputs: dict[str, list[Path]], out: Path, run_key: dict) -> Result:
-    from transformers import BertForSequenceClassification
-
-    teacher_dir = inputs["teacher"][0]
-    tokenizer = loading.checked_tokenizer(teacher_dir, NAME, "teacher")
-    teacher, teacher_meta, teacher_threshold = load_trained(teacher_dir)
-    loading.check_vocabulary(tokenizer, teacher, NAME, teacher_dir)
+    """The student learns a finetune artifact's intermediate layers, then its predictions, on the train split or
+    the augment artifact's copies of it; early stopping on dev."""
+    teacher = Teacher.classifier(inputs["teacher"][0], NAME)
     first = lambda name: inputs[name][0] if inputs[name] else None  # noqa: E731
-    splits = _teacher_labels(load_splits(inputs["train"][0], first("dev"), first("test"), config.seed), teacher)
-    train_ds, augmented = _training_texts(splits, first("augmented"), inputs["train"][0])
-    max_len = min(config.max_seq_len or (teacher_meta.max_seq_len if teacher_meta else None) or 512, teacher.config.max_position_embeddings)
-    tokenizer.model_max_length = max_len  # saved with the student: pipeline(..., truncation=True) cuts alike
-    train, train_encoding = bert_inputs.encode(train_ds, tokenizer, splits.labels, max_len)
-    dev, dev_encoding = bert_inputs.encode(splits.dev, tokenizer, splits.labels, max_len)
+    splits = teacher.labels(load_splits(inputs["train"][0], first("dev"), first("test"), config.seed), NAME)
+    train_ds, augmented = augmented_train(splits, first("augmented"), inputs["train"][0], NAME)
+    max_len = min(config.max_seq_len or teacher.max_seq_len or 512, teacher.model.config.max_position_embeddings)
+    encoded = bert_inputs.encode_all({"train": train_ds, "dev": splits.dev}, teacher.tokenizer, splits.labels, max_len)
     counts = Counts()
-    vocabulary = bert_inputs.coverage({"train": train_encoding, "dev": dev_encoding}, teacher_dir, NAME, counts)
-    collate = bert_inputs.Collator(tokenizer)
-    labels = {"num_labels": len(splits.labels), "id2label": dict(enumerate(splits.labels)),
-              "label2id": {n: i for i, n in enumerate(splits.labels)}}
+    vocabulary = encoded.coverage(teacher.directory, NAME, counts)
+    train = encoded["train"]
     with Trainer(_phase_options(config, config.epochs), out, run_config=run_key, name=NAME, phase="intermediate",
                  unused_parameters=INTERMEDIATE_UNUSED) as trainer:
-        if inputs["student"]:
-            student = loading.load_model(BertForSequenceClassification, inputs["student"][0], **labels)
-        else:
-            shape = _student_config(teacher.config, config)
-            student = BertForSequenceClassification(type(shape)(**{**shape.to_dict(), **labels}))
-        loading.check_vocabulary(tokenizer, student, NAME, inputs["student"][0] if inputs["student"] else teacher_dir)
+        student = distillation.classifier_student(teacher, splits.labels, first("student"), config, NAME)
         first_step = None
         if config.epochs or config.steps:
-            first_step = _fit(trainer, _distiller(teacher, student, "intermediate", config), train, None, collate,
-                              train["length"])
+            first_step = distillation.fit(trainer, distillation.distiller(teacher, student, "intermediate", config), train,
+                                          None, teacher.tokenizer, train["length"])
     cleanup = trainer.cleanup
-    for model in (teacher, student):  # the prediction step needs logits only: back to the fast attention
+    for model in (teacher.model, student):  # the prediction step needs logits only: back to the fast attention
         model.set_attn_implementation("sdpa")
     with Trainer(_phase_options(config, config.prediction_epochs), out, run_config=run_key, name=NAME, phase="prediction") as trainer:
-        distiller = _distiller(teacher, student, "prediction", config)
-        second = _fit(trainer, distiller, train, _by_length(dev), collate, train["length"], len(splits.labels), config)
+        second = distillation.fit(trainer, distillation.distiller(teacher, student, "prediction", config), train,
+                                  distillation.by_length(encoded["dev"]), teacher.tokenizer, train["length"],
+                                  len(splits.labels), config)
     cleanup += trainer.cleanup
     if not trainer.is_main:
         return trainer.secondary_result()
-    done = finish_bert(out, splits, student, tokenizer, max_len, name="student", baseline=config.baseline)
-    sizes = _sizes(teacher, student, config)
-    compared = _compare(teacher, student, tokenizer, splits, max_len, config, out, sizes["speed_seq_len"], teacher_threshold,
-                        done.metrics)
+    done = finish_bert(out, splits, student, teacher.tokenizer, max_len, name="student", baseline=config.baseline)
+    sizes = distillation.sizes(teacher, student, config)
+    compared = distillation.compare(teacher, student, splits, max_len, config, out, sizes["speed_seq_len"], done.metrics)
     summary = {"mode": "task", "train_rows": len(train_ds), "augmented_rows": augmented,
                "steps_intermediate": first_step.steps if first_step else 0, "steps_prediction": second.steps,
                "best_step": (second.best or {}).get("step"), "vocabulary": vocabulary, **sizes, **compared, **done.figures}
@@ -267,161 +188,15 @@ def _phase_options(config: Config, epochs: float) -> Config:
     return dataclasses.replace(config, epochs=epochs or 1.0)
 
 
-def _fit(trainer: Trainer, distiller: kd.Distiller, train, dev, collate: Any, lengths: Any = None, num_labels: int = 0,
-         config: Config | None = None):
-    """One distillation step. With labelled dev data (the prediction step), the student's dev accuracy
-    picks the best epoch and stops early. `lengths`: the training texts' (similar lengths batched together)."""
-    per_epoch = trainer.steps_per_epoch(len(train))
-
-    def forward(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        losses = model(**batch)
-        if num_labels and not model.training:  # dev: how well the student itself classifies
-            logits = model.student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            losses |= confusion_sums(logits, batch["labels"], num_labels)
-        return losses
-
-    def summarize(sums: dict[str, float]) -> dict[str, float]:
-        out = {k: v / max(sums["batches"], 1) for k, v in sums.items() if k.endswith("loss")}
-        return out | ({k: v for k, v in summarize_scores(sums, num_labels).items() if k != "loss"}
-                      if num_labels and "count" in sums else {})
-
-    monitor, patience = (config.monitor, config.patience) if (config and dev is not None) else (None, 0)
-    return trainer.fit(distiller, train, collate=collate, forward=forward, eval_data=dev, summarize=summarize,
-                       best_metric=monitor, patience=patience, eval_steps=per_epoch, lengths=lengths)
-
-
-def _by_length(ds: datasets.Dataset) -> datasets.Dataset:
-    """Evaluation rows sorted by length: batches of similar lengths carry little padding."""
-    return ds.select(np.argsort(ds["length"], kind="stable"))
-
-
-def _distiller(teacher: Any, student: Any, mode: kd.Mode, config: Config) -> kd.Distiller:
-    return kd.Distiller(teacher, student, mode=mode, mapping=config.mapping or None, projection=config.projection,
-                        temperature=config.temperature, weights=config.weights)
-
-
-def _student_config(teacher_config: Any, config: Config) -> Any:
-    """The student's BertConfig from the preset or file, with the teacher's number of attention heads when they
-    differ (attention scores are compared head by head): TinyBERT-4 of a 4-head BERT-mini has 4 heads of 78."""
-    shape = kd.student_config(teacher_config, Path(config.student_shape) if config.student_shape.endswith(".json")
-                              else config.student_shape)
-    heads = teacher_config.num_attention_heads
-    if shape.num_attention_heads != heads:
-        if shape.hidden_size % heads:
-            raise UserError(f"distill: the student's hidden size {shape.hidden_size} does not split into the teacher's "
-                            f"{heads} attention heads; choose a student shape whose hidden size it divides")
-        # a preset follows the teacher quietly; heads the user wrote in a shape file are worth a word on the terminal
-        log.log(logging.WARNING if config.student_shape.endswith(".json") else logging.INFO,
-                "the student takes the teacher's %d attention heads (its shape had %d): attention scores are "
-                "compared head by head", heads, shape.num_attention_heads)
-        shape.num_attention_heads = heads
-    return shape
-
-
-def _teacher_labels(splits: Splits, teacher: Any) -> Splits:
-    """The splits with the teacher's class ids, so the student's logits line up with the teacher's."""
-    labels = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
-    unknown = sorted(set(splits.labels) - set(labels))
-    if unknown:
-        raise UserError(f"distill: label '{unknown[0]}' is not one of the teacher's labels ({', '.join(labels)})")
-    return dataclasses.replace(splits, labels=labels)
-
-
-def _training_texts(splits: Splits, augmented: Path | None, train_artifact: Path) -> tuple[datasets.Dataset, int]:
-    """The train split, or the augmented copies of its rows (originals included). Copies of rows carved out
-    for dev/test are left out, and the originals must be the train artifact's texts."""
-    if augmented is None:
-        return splits.train, 0
-    table = load_dataset(augmented, "augmented")
-    if "source_row" not in table.column_names:
-        raise UserError(f"distill: {augmented} is not an augment artifact (no source_row column)")
-    original = load_dataset(train_artifact, "train")
-    source = np.asarray(table["source_row"])
-    first = np.flatnonzero(~np.asarray(table["augmented"]))
-    if source.max(initial=-1) >= len(original) or any(
-            table[int(i)]["text"] != original[int(source[i])]["text"] for i in first[:: max(1, len(first) // 50)]):
-        raise UserError(f"distill: {augmented} was not made from the train input {train_artifact}; augment that artifact")
-    missing = np.setdiff1d(splits.train_rows, source)
-    if len(missing):  # an augment of part of the train input would silently leave the other rows out of training
-        raise UserError(f"distill: {augmented} holds no copy of {len(missing)} of the {len(splits.train_rows)} train rows "
-                        f"(first: row {int(missing[0])}); it was made from another artifact than the train input "
-                        f"{train_artifact}: augment that artifact")
-    keep = np.flatnonzero(np.isin(source, splits.train_rows))
-    return table.select(keep).select_columns(["text", "label"]), int(len(keep))
-
-
-def _sizes(teacher: Any, student: Any, config: Config) -> dict[str, Any]:
-    """Parameters and measured fp32 inference speed (random ids, speed_batch x speed_seq_len) on this machine's CPU,
-    and on its GPU when there is one."""
-    t, s = param_count(teacher), param_count(student)
-    seq = min(config.speed_seq_len, teacher.config.max_position_embeddings, student.config.max_position_embeddings)
-    sizes: dict[str, Any] = {"teacher_params": t, "student_params": s, "size_ratio": round(t / s, 2), "speed_seq_len": seq}
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    for device in devices:
-        speeds = {}
-        for name, model in (("teacher", teacher), ("student", student)):
-            model.to(device)
-            speeds[name] = texts_per_second(model, config.speed_batch, seq)
-            model.to("cpu")
-        sizes[f"{device}_teacher_texts_per_s"] = round(speeds["teacher"], 1)
-        sizes[f"{device}_student_texts_per_s"] = round(speeds["student"], 1)
-        sizes[f"{device}_speedup"] = round(speeds["student"] / speeds["teacher"], 2)
-    return sizes
-
-
-def _compare(teacher: Any, student: Any, tokenizer: Any, splits: Splits, max_len: int, config: Config, out: Path,
-             speed_seq_len: int, teacher_threshold: float | None, student_metrics: dict[str, Any]) -> dict[str, Any]:
-    """Teacher vs student (and the int8 student) on the test split, or dev without one; each model with
-    the binary threshold chosen on dev for it. The student's score is the one `finish_bert` measured (its
-    metrics.json); the teacher's threshold (unfolded for distillation, `load_trained`) applies on top of its
-    trained head."""
-    split = splits.test if splits.test is not None else splits.dev
-    name = "test" if splits.test is not None else "dev"
-    gold = splits.ids(split)
-    teacher_probs = bert_probabilities(teacher.eval(), tokenizer, splits.labels, max_len)(split)
-    scores = {"teacher": Evaluation(teacher_probs, gold).metrics(teacher_threshold)["accuracy"],
-              "student": student_metrics[name]["accuracy"]}
-    result = {"compared_on": name, f"teacher_{name}_accuracy": scores["teacher"], f"student_{name}_accuracy": scores["student"],
-              "retention": round(scores["student"] / scores["teacher"], 4) if scores["teacher"] else None}
-    if config.quantize == "int8":
-        int8 = quantize_int8(student.cpu().eval())
-        save_int8(int8, out)
-        int8_probs = bert_probabilities(int8, tokenizer, splits.labels, max_len)(split)
-        result[f"int8_{name}_accuracy"] = Evaluation(int8_probs, gold).metrics(None)["accuracy"]
-        result["cpu_int8_texts_per_s"] = round(texts_per_second(int8, config.speed_batch, speed_seq_len,
-                                                                   vocab_size=student.config.vocab_size), 1)
-    return result
-
-
-def _shape_line(teacher: Any, student: Any, config: Config) -> str:
-    t, s = teacher.config, student.config
-    layers = kd.layer_map(s.num_hidden_layers, t.num_hidden_layers, config.mapping or None)
-    return (f"Teacher {t.num_hidden_layers}x{t.hidden_size} ({t.num_attention_heads} heads) -> student "
-            f"{s.num_hidden_layers}x{s.hidden_size} ({s.num_attention_heads} heads, FFN {s.intermediate_size}); "
-            f"student layers 1..{s.num_hidden_layers} learn teacher layers {layers}.")
-
-
-def _sizes_table(sizes: dict[str, Any]) -> str:
-    lines = ["", "| | teacher | student | ratio |", "| --- | --- | --- | --- |",
-             f"| parameters | {sizes['teacher_params']:,} | {sizes['student_params']:,} | {sizes['size_ratio']}x smaller |"]
-    for device in ("cpu", "cuda"):
-        if f"{device}_speedup" in sizes:
-            lines.append(f"| {device} texts/s (fp32, batch x {sizes['speed_seq_len']} tokens) | {sizes[f'{device}_teacher_texts_per_s']} "
-                         f"| {sizes[f'{device}_student_texts_per_s']} | {sizes[f'{device}_speedup']}x faster |")
-    if "cpu_int8_texts_per_s" in sizes:
-        lines.append(f"| cpu texts/s, int8 student | | {sizes['cpu_int8_texts_per_s']} | "
-                     f"{sizes['cpu_int8_texts_per_s'] / sizes['cpu_teacher_texts_per_s']:.2f}x faster |")
-    return "\n".join(lines)
-
-
-def _task_report(teacher, student, config: Config, sizes, compared, summary, splits: Splits, sections: list[str]) -> str:
+def _task_report(teacher: Teacher, student: Any, config: Config, sizes, compared, summary, splits: Splits,
+                 sections: list[str]) -> str:
     name = compared["compared_on"]
     acc = lambda who: compared[f"{who}_{name}_accuracy"]  # noqa: E731
-    lines = ["## Task distillation", _shape_line(teacher, student, config),
+    lines = ["## Task distillation", distillation.shape_line(teacher, student, config),
              f"Training texts: {summary['train_rows']} ({summary['augmented_rows']} from the augment artifact); "
              f"{summary['steps_intermediate']} intermediate-layer steps, then {summary['steps_prediction']} prediction-layer steps "
              f"(best dev at step {summary['best_step']}); data {splits.origin}.", bert_inputs.coverage_line(summary["vocabulary"]),
-             _sizes_table({**sizes, **compared}), "",
+             distillation.sizes_table({**sizes, **compared}), "",
              f"| {name} accuracy | teacher | student | retention |", "| --- | --- | --- | --- |",
              f"| fp32 | {acc('teacher'):.4f} | {acc('student'):.4f} | {compared['retention']:.1%} |"]
     if f"int8_{name}_accuracy" in compared:

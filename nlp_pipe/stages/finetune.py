@@ -16,18 +16,13 @@ metrics.jsonl, training_curves.png, confusion_matrix.png. `nlp-pipe predict DIR`
 from __future__ import annotations
 
 import dataclasses
-import json
-import re
 from pathlib import Path
 from typing import Any
 
-from ..checkpoints import loading
 from ..classifiers import fitting
-from ..classifiers.decision import classifier_for
-from ..classifiers.outcome import Probabilities, bert_probabilities, finish_bert
+from ..classifiers.outcome import BERT_OUTPUTS, Probabilities, bert_probabilities, finish_bert
 from ..core.config import option
 from ..core.contract import Counts, Input, Result
-from ..core.files import CONFIG_JSON, LABELS_JSON, METRICS_JSON, WEIGHTS
 from ..data import bert_inputs
 from ..data.labelled import Splits, load_splits
 from ..training.options import EVAL_EACH_EPOCH, run_identity, stage_defaults
@@ -38,8 +33,7 @@ VERSION = 4  # 2: scikit-learn splits, pad to 8, every classifier's figures (uns
 # 3: a checkpoint whose tokenizer.json kept padding and truncation on (a finetune artifact) is encoded without them
 # 4: a classifier checkpoint trained for other labels (same count) starts from a new head, not the old labels' one
 DISTRIBUTED = True
-OUTPUTS = (CONFIG_JSON, WEIGHTS, LABELS_JSON, METRICS_JSON)
-_LAYER = re.compile(r"\.layer\.(\d+)\.")
+OUTPUTS = BERT_OUTPUTS
 
 INPUTS = {
     "checkpoint": Input("a BERT-family model directory (pretrain, expand, distill, finetune artifact or any local HF model)",
@@ -67,60 +61,26 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     checkpoint = inputs["checkpoint"][0]
     first = lambda name: inputs[name][0] if inputs[name] else None  # noqa: E731
     splits = load_splits(inputs["train"][0], first("dev"), first("test"), config.seed)
-    tokenizer = loading.checked_tokenizer(checkpoint, NAME)
-    limit = min(512, _max_positions(checkpoint))
-    encoded = {"train": bert_inputs.encode(splits.train, tokenizer, splits.labels, min(config.max_seq_len, limit) or None,
-                                           config.len_percentile, limit)}  # max_len from the same pass when not given
-    max_len = encoded["train"][1].max_len
-    tokenizer.model_max_length = max_len  # saved with it: pipeline(..., truncation=True) then cuts as training did
-    encoded |= {name: bert_inputs.encode(ds, tokenizer, splits.labels, max_len)
-                for name, ds in (("dev", splits.dev), ("test", splits.test)) if ds is not None}
+    tokenizer, encoded = fitting.bert_encoded(checkpoint, splits, NAME, config.max_seq_len, config.len_percentile)
     with Trainer(config, out, run_config=run_identity(config, inputs), name=NAME) as trainer:
-        model, head = _model(checkpoint, splits.labels, config)
-        loading.check_vocabulary(tokenizer, model, NAME, checkpoint)
-        summary = _train(trainer, model, config, encoded["train"][0], encoded["dev"][0], tokenizer, len(splits.labels))
-    folds = _cross_validate(config, checkpoint, splits, tokenizer, max_len, out) if config.folds else None
+        model, head = fitting.bert_classifier(checkpoint, splits.labels, tokenizer, NAME, config.dropout)
+        summary = fitting.fit_bert(trainer, model, config, encoded["train"], encoded["dev"], tokenizer,
+                                   fitting.layer_decay(model.config.num_hidden_layers, config.layer_decay))
+    folds = _cross_validate(config, checkpoint, splits, tokenizer, encoded.max_len, out) if config.folds else None
     if not trainer.is_main:
         return trainer.secondary_result()
-    done = finish_bert(out, splits, model, tokenizer, max_len, name="BERT", baseline=config.baseline, cross_validation=folds)
+    done = finish_bert(out, splits, model, tokenizer, encoded.max_len, name="BERT", baseline=config.baseline,
+                       cross_validation=folds)
     counts = Counts()
-    counts.rows_in = counts.rows_out = sum(len(ds) for ds, _ in encoded.values())
-    vocabulary = bert_inputs.coverage({name: enc for name, (_, enc) in encoded.items()}, checkpoint, NAME, counts)
-    figures = {"max_seq_len": max_len, "steps": summary.steps, "resumed_from_step": summary.resumed_from,
+    counts.rows_in = counts.rows_out = encoded.rows
+    vocabulary = encoded.coverage(checkpoint, NAME, counts)
+    figures = {"max_seq_len": encoded.max_len, "steps": summary.steps, "resumed_from_step": summary.resumed_from,
                "best_step": (summary.best or {}).get("step"), "padding_fraction": round(summary.padding_fraction, 4),
-               "tokens_per_s": round(summary.tokens_per_s, 1), "truncated": {name: enc.truncated for name, (_, enc) in encoded.items()},
+               "tokens_per_s": round(summary.tokens_per_s, 1),
+               "truncated": {name: enc.truncated for name, enc in encoded.encodings.items()},
                "vocabulary": vocabulary, "head": head, **done.figures}
-    return Result(counts, figures, _report(config, splits, done.sections, summary, max_len, vocabulary, model),
+    return Result(counts, figures, _report(config, splits, done.sections, summary, encoded.max_len, vocabulary, model),
                   {"device": trainer.device}, trainer.cleanup)
-
-
-def _train(trainer: Trainer, model: Any, config: Config, train, dev, tokenizer: Any, num_labels: int):
-    return fitting.fit(trainer, model, config, train, dev, num_labels=num_labels, collate=bert_inputs.Collator(tokenizer),
-                       logits=lambda m, batch: m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
-                       lengths=train["length"], dev_lengths=dev["length"],
-                       lr_scale=_layer_decay(model.config.num_hidden_layers, config.layer_decay))
-
-
-def _layer_decay(layers: int, decay: float):
-    """Deeper layers learn faster: the head and pooler at lr, layer i at lr x decay^(layers - i), embeddings lowest."""
-    if decay == 1.0:
-        return None
-
-    def scale(name: str) -> float:
-        if (match := _LAYER.search(name)) is not None:
-            return decay ** (layers - int(match.group(1)))
-        return decay ** (layers + 1) if ".embeddings." in f".{name}" else 1.0
-
-    return scale
-
-
-def _max_positions(checkpoint: Path) -> int:
-    return int(json.loads((checkpoint / CONFIG_JSON).read_text(encoding="utf-8")).get("max_position_embeddings", 512))
-
-
-def _model(checkpoint: Path, labels: list[str], config: Config) -> tuple[Any, str]:
-    """The checkpoint with a classification head for `labels`; says whether the head is new or kept."""
-    return classifier_for(checkpoint, labels, **({} if config.dropout < 0 else {"classifier_dropout": config.dropout}))
 
 
 def _cross_validate(config: Config, checkpoint: Path, splits: Splits, tokenizer: Any, max_len: int, out: Path) -> dict:
@@ -129,8 +89,9 @@ def _cross_validate(config: Config, checkpoint: Path, splits: Splits, tokenizer:
 
     def train_fold(trainer: Trainer, options: Config, train: datasets.Dataset, dev: datasets.Dataset) -> Probabilities:
         encode = lambda ds: bert_inputs.encode(ds, tokenizer, splits.labels, max_len)[0]  # noqa: E731
-        model, _ = _model(checkpoint, splits.labels, config)
-        _train(trainer, model, options, encode(train), encode(dev), tokenizer, len(splits.labels))
+        model, _ = fitting.bert_classifier(checkpoint, splits.labels, tokenizer, NAME, config.dropout)
+        fitting.fit_bert(trainer, model, options, encode(train), encode(dev), tokenizer,
+                         fitting.layer_decay(model.config.num_hidden_layers, config.layer_decay))
         return bert_probabilities(model.float().eval(), tokenizer, splits.labels, max_len)
 
     pooled = datasets.concatenate_datasets([splits.train, splits.dev])

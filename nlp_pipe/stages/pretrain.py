@@ -29,7 +29,6 @@ import numpy as np
 import torch
 
 from ..checkpoints import families, loading
-from ..core import artifacts
 from ..core import manifest as manifests
 from ..core.config import option, to_dict
 from ..core.contract import Counts, Input, Result
@@ -40,7 +39,7 @@ from ..data.blocks import BlockSpec
 from ..data.masking import MaskingCollator
 from ..models import bert_pretraining as bert
 from ..text.corpus import ReadOptions
-from ..text.segmenter import SegmenterSpec, default_workers
+from ..text.segmenter import SegmenterSpec
 from ..text.userdict import read_userdict
 from ..training.options import TrainOptions, run_identity
 from ..training.trainer import Summary, Trainer
@@ -100,10 +99,8 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     with Trainer(config, out, run_config=run_key, name=NAME) as trainer:
         hf_model = _model(config, inputs, tokenizer)  # after Trainer(): seeded, identical on every process
         # every process tokenises a share of the documents; the main one builds the blocks and the cache
-        built = blocks_data.build(inputs["corpus"], manifests.sha256_json(run_key["inputs"]["corpus"]), tokenizer,
-                                  _build_spec(config, inputs, tokenizer),
-                                  artifacts.cache_dir(out, config.cache_dir) / blocks_data.CACHE_KIND,
-                                  config.num_proc or default_workers())
+        built = blocks_data.build_for(inputs["corpus"], run_key["inputs"]["corpus"], tokenizer,
+                                      _build_spec(config, inputs, tokenizer), out, config.cache_dir, config.num_proc)
         collator = MaskingCollator(tokenizer.pad_token_id, tokenizer.mask_token_id, len(tokenizer),
                                    tuple(tokenizer.all_special_ids), config.mlm_probability, config.mask_ratio,
                                    config.random_ratio, whole_word=config.masking == "whole-word", seed=config.seed)
@@ -208,7 +205,7 @@ def _model(config: Config, inputs: dict[str, list[Path]], tokenizer: Any) -> Any
 
 
 def _build_spec(config: Config, inputs: dict[str, list[Path]], tokenizer: Any) -> blocks_data.BuildSpec:
-    read = ReadOptions(**{f.name: getattr(config, f.name) for f in dataclasses.fields(ReadOptions)})
+    read = blocks_data.read_options(config)
     block = BlockSpec(config.max_seq_len, config.sentence_task, config.seed, tokenizer.cls_token_id, tokenizer.sep_token_id)
     return blocks_data.BuildSpec(block, config.layout, read, _segmenter_spec(config, inputs), config.eval_docs, config.pair_sets)
 

@@ -25,40 +25,19 @@ Load it with `nlp_pipe.TextClassifier.load(dir)` or `nlp-pipe predict dir --text
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
+import functools
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-import torch
-
-from ..classifiers import fitting, tfidf
-from ..classifiers.labels import LabelInfo
+from ..classifiers import convnet, fitting
 from ..classifiers.outcome import Probabilities, finish
-from ..core import distributed, plots
 from ..core.config import option
 from ..core.contract import Counts, Input, Result
-from ..core.errors import UserError
-from ..core.files import (
-    CHARS_TXT,
-    CONFIG_JSON,
-    LABELS_JSON,
-    METRICS_JSON,
-    NGRAMS_TXT,
-    SEGMENTER_JSON,
-    VOCAB_TXT,
-    WEIGHTS,
-    write_vocab,
-)
 from ..data.labelled import Splits, load_splits
-from ..data.ngram_bag import MAX_N, NgramIndex, bag_matrix
-from ..data.word_ids import StreamCollator, TextEncoder, TextIds, stream_batch, text_chars
-from ..models.textcnn import TextCNN, TextCNNConfig
-from ..text.segmenter import SegmenterSpec
+from ..data.ngram_bag import MAX_N
+from ..data.word_ids import TextIds
 from ..training.options import EVAL_EACH_EPOCH, run_identity, stage_defaults
 from ..training.trainer import Trainer
-from ..vectors.embedding import embedding_matrix
-from ..vectors.store import load_keyed_vectors
 
 NAME = "textcnn"
 VERSION = 8  # 8: splits carved by scikit-learn (other rows than 7 for the same seed); the figures of classifiers/outcome
@@ -67,9 +46,7 @@ VERSION = 8  # 8: splits carved by scikit-learn (other rows than 7 for the same 
 # 5: --input chars/both (a char stream), --embedding-dropout, faster defaults chosen on dev
 # 4: unseen-test figures, per-class F1 and the same-split TF-IDF + LR baseline in the report
 DISTRIBUTED = True  # every process of `accelerate launch` trains; the main one writes the artifact
-OUTPUTS = (CONFIG_JSON, WEIGHTS, VOCAB_TXT, LABELS_JSON, SEGMENTER_JSON, METRICS_JSON)
-SPECIALS = ("[PAD]", "[UNK]")
-_EVAL_BATCH = 256
+OUTPUTS = convnet.OUTPUTS
 
 INPUTS = {
     "train": Input("labelled training data (segment artifact)", kind="artifact", stages=("segment",)),
@@ -114,134 +91,37 @@ class Config(fitting.ClassifierOptions):
 
 def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     first = lambda name: inputs[name][0] if inputs[name] else None  # noqa: E731
-    words, chars = config.input in ("words", "both"), config.input in ("chars", "both")
-    if words and not inputs["vectors"]:
-        raise UserError(f"--input {config.input} reads words: pass --vectors (a word2vec or import-vectors artifact)")
     splits = load_splits(inputs["train"][0], first("dev"), first("test"), config.seed)
-    tokens, matrix, vector_stats = list(SPECIALS), None, None
-    if words:
-        kv = load_keyed_vectors(inputs["vectors"][0])
-        tokens += [w for w in kv.index_to_key[: config.max_vocab] if w not in SPECIALS]
-        matrix, vector_stats = embedding_matrix(kv, tokens, seed=config.seed)
-    char_tokens = _char_vocab(splits.train["text"], config.char_min_count) if chars else []
-    max_len = _cut(config, config.max_len, [len(w) for w in splits.train["words"]], "words", out) if words else 0
-    char_max_len = _cut(config, config.char_max_len, [len(text_chars(t)) for t in splits.train["text"]], "chars",
-                        out) if chars else 0
-    bag = NgramIndex.count(splits.train["text"], config.ngrams, config.ngram_min_count, config.ngram_max_vocab, SPECIALS[0]) \
-        if config.ngrams else None
-    ngram_tokens = bag.grams if bag is not None else []
-    encoder = TextEncoder({w: i for i, w in enumerate(tokens)} if words else None,
-                          {c: i for i, c in enumerate(char_tokens)} if chars else None, max_len, char_max_len,
-                          bag)
-    data = {name: encoder(ds["words"], ds["text"], splits.ids(ds))
-            for name, ds in (("train", splits.train), ("dev", splits.dev), ("test", splits.test)) if ds is not None}
-    model_config = TextCNNConfig(len(tokens) if words else 0, matrix.shape[1] if matrix is not None else 0,
-                                 len(splits.labels), config.mode, config.kernel_sizes, config.filters, config.dropout,
-                                 max_len, config.input, len(char_tokens), config.char_dim if chars else 0, char_max_len,
-                                 config.embedding_dropout, len(ngram_tokens), config.ngrams if ngram_tokens else 0)
-    vectors = torch.from_numpy(matrix) if matrix is not None else None
-    idf = torch.from_numpy(bag.idf(len(splits.train))) if bag is not None else None
+    streams = convnet.Inputs.build(config, splits.train, first("vectors"), out)
+    data = streams.encode_splits(splits)
     with Trainer(config, out, run_config=run_identity(config, inputs), name=NAME) as trainer:
-        model = _model(config, model_config, vectors, idf, data["train"])
-        frozen_before = model.embedding.weight.detach().clone() if model.embedding is not None else None
-        summary = _train(trainer, model, config, data["train"], data["dev"])
-    folds = _cross_validate(config, model_config, vectors, idf, data, out) if config.folds else None  # every process trains
+        model = convnet.new_model(config, streams, len(splits.labels), data["train"])
+        summary = convnet.fit(trainer, model, config, data["train"], data["dev"])
+    folds = _cross_validate(config, streams, data, len(splits.labels), out) if config.folds else None  # every process trains
     if not trainer.is_main:
         return trainer.secondary_result()
     model = model.cpu().eval()
-    if config.mode == "static" and model.embedding is not None and frozen_before is not None \
-            and not torch.equal(frozen_before, model.embedding.weight):
-        raise RuntimeError("static embeddings changed during training")  # the pretrained vectors must come out as they went in
-
-    def save(info: LabelInfo) -> LabelInfo:
-        _save(out, model, {VOCAB_TXT: tokens, CHARS_TXT: char_tokens, NGRAMS_TXT: ngram_tokens}, inputs["train"][0])
-        return info
-
-    done = finish(out, splits, lambda ds: _probabilities(model, encoder(ds["words"], ds["text"])), save, name="TextCNN",
+    done = finish(out, splits, lambda ds: convnet.probabilities(model, streams.encode(ds)),
+                  functools.partial(convnet.save, out, model, streams, inputs["train"][0]), name="TextCNN",
                   baseline=config.baseline, cross_validation=folds)
-    oov = {f"{name}{suffix}": round(stream.oov_rate, 4) for name, enc in data.items()
-           for suffix, stream in zip(("", "_chars", "_ngrams"), enc.streams) if stream is not None}
-    rows = sum(len(d) for d in data.values())
-    figures = {"input": config.input, "max_len": max_len, "vocab": len(tokens),
-               **({"char_max_len": char_max_len, "char_vocab": len(char_tokens)} if chars else {}),
-               **({"ngram_vocab": len(ngram_tokens)} if ngram_tokens else {}), "oov_rate": oov,
-               "vectors": vector_stats, "steps": summary.steps, "resumed_from_step": summary.resumed_from,
+    oov = streams.oov_rates(data)
+    figures = {"input": config.input, **streams.figures(), "oov_rate": oov, "vectors": streams.vector_stats,
+               "steps": summary.steps, "resumed_from_step": summary.resumed_from,
                "best_step": (summary.best or {}).get("step"), **done.figures}
-    report = _report(config, splits, done.sections, summary, max_len, char_max_len, oov)
-    return Result(Counts.of(rows), figures, report, {"device": trainer.device}, trainer.cleanup)
+    report = _report(config, splits, done.sections, summary, streams.max_len, streams.char_max_len, oov)
+    return Result(Counts.of(sum(len(d) for d in data.values())), figures, report, {"device": trainer.device}, trainer.cleanup)
 
 
-def _model(config: Config, model_config: TextCNNConfig, vectors: torch.Tensor | None, idf: torch.Tensor | None,
-           train: TextIds) -> TextCNN:
-    """A new TextCNN; with --ngram-init lr its bag starts as logistic regression fitted on `train`'s bag (every
-    process of a launch fits the same one: lbfgs on the same rows is deterministic)."""
-    model = TextCNN(model_config, vectors, idf)
-    if idf is not None and train.ngrams is not None and config.ngram_init == "lr":
-        features = bag_matrix(train.ngrams.ids, idf.numpy())
-        # 50 lbfgs iterations: binary sets converge in a few (0.2 s on ChnSentiCorp); with 6-10 classes full
-        # convergence took ~20 s for the same dev accuracy as 50 iterations' 8-10 s (docs/performance.md)
-        coef, intercept = tfidf.fit_linear(features, train.labels, model_config.num_labels, config.ngram_c,
-                                           max_iter=50, start_only=True)
-        model.start_wide(torch.from_numpy(coef.T.astype(np.float32)), torch.from_numpy(intercept.astype(np.float32)))
-    return model
-
-
-def _char_vocab(texts: list[str], min_count: int) -> list[str]:
-    """[PAD], [UNK], then the training texts' characters seen at least min_count times, most frequent first."""
-    counts = Counter(ch for t in texts for ch in text_chars(t))
-    return list(SPECIALS) + sorted((c for c, n in counts.items() if n >= min_count and c not in SPECIALS),
-                                   key=lambda c: (-counts[c], c))
-
-
-def _cut(config: Config, fixed: int, lengths: list[int], unit: str, out: Path) -> int:
-    """Tokens kept per text: `fixed`, or the len_percentile of the training lengths (histogram plotted)."""
-    cut = fixed or max(max(config.kernel_sizes), int(np.ceil(np.percentile(lengths, config.len_percentile))))
-    if distributed.is_main():  # the other processes of a launch have no artifact directory
-        name = "length_histogram.png" if unit == "words" or config.input == "chars" else "char_length_histogram.png"
-        plots.histogram(lengths, cut, out / name, f"{unit} per text",
-                        f"training lengths (cut at {config.len_percentile:g}th percentile)" if not fixed else "training lengths")
-    return cut
-
-
-def _train(trainer: Trainer, model: TextCNN, config: Config, train: TextIds, dev: TextIds):
-    return fitting.fit(trainer, model, config, train, dev, num_labels=model.config.num_labels,
-                       collate=StreamCollator(max(config.kernel_sizes)),
-                       logits=lambda m, batch: m(batch.get("input_ids"), batch.get("char_ids"), batch.get("ngram_ids")),
-                       lengths=train.lengths, dev_lengths=dev.lengths,
-                       lr_scale=lambda name: config.ngram_lr_scale if name.startswith("wide.") else 1.0)
-
-
-@torch.inference_mode()
-def _probabilities(model: TextCNN, data: TextIds) -> np.ndarray:
-    """Class probabilities of every row, in batches of similar length."""
-    probs = np.zeros((len(data), model.config.num_labels), dtype=np.float32)
-    order = np.argsort(data.lengths, kind="stable")
-    for start in range(0, len(order), _EVAL_BATCH):
-        index = order[start:start + _EVAL_BATCH]
-        logits = model(**stream_batch([data[i][0] for i in index], max(model.config.kernel_sizes)))
-        probs[index] = torch.softmax(logits.float(), dim=-1).numpy()
-    return probs
-
-
-def _cross_validate(config: Config, model_config: TextCNNConfig, vectors: torch.Tensor | None, idf: torch.Tensor | None,
-                    data: dict[str, TextIds], out: Path) -> dict:
+def _cross_validate(config: Config, streams: convnet.Inputs, data: dict[str, TextIds], num_labels: int, out: Path) -> dict:
     """K-fold scores of train+dev, each fold a fresh TextCNN (classifiers/fitting.py)."""
 
     def train_fold(trainer: Trainer, options: Config, train: TextIds, dev: TextIds) -> Probabilities:
-        model = _model(config, model_config, vectors, idf, train)
-        _train(trainer, model, options, train, dev)
-        return lambda held: _probabilities(model.cpu().eval(), held)
+        model = convnet.new_model(config, streams, num_labels, train)
+        convnet.fit(trainer, model, options, train, dev)
+        return lambda held: convnet.probabilities(model.cpu().eval(), held)
 
     pooled = data["train"].concat(data["dev"])
     return fitting.cross_validate(config, out, NAME, pooled, pooled.labels, train_fold)
-
-
-def _save(out: Path, model: TextCNN, vocabularies: dict[str, list[str]], train_dir: Path) -> None:
-    model.save(out)
-    for name, tokens in vocabularies.items():
-        if tokens or name == VOCAB_TXT:  # vocab.txt always (one home for the word list, [PAD] [UNK] alone when unused)
-            write_vocab(out / name, tokens)
-    SegmenterSpec.load(train_dir).save(out)  # predict cuts new text exactly as the training data was cut
 
 
 def _report(config: Config, splits: Splits, sections: list[str], summary, max_len: int, char_max_len: int, oov: dict) -> str:
