@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import datasets
@@ -11,6 +12,7 @@ import pytest
 from conftest import FIXTURES, build, fixture_lines, lines
 from nlp_pipe.core import manifest as manifests
 from nlp_pipe.core.errors import UserError
+from nlp_pipe.text import engines
 
 POS, NEG = fixture_lines("pos.txt"), fixture_lines("neg.txt")
 NEWS = [t for t in fixture_lines("news.txt") if t.strip()]
@@ -235,6 +237,34 @@ def test_a_userdict_line_that_jieba_would_read_as_a_spaced_word_is_a_warning(tmp
         build("segment", tmp_path / "seg", {"corpus": [_domain_corpus(tmp_path)], "userdict": [userdict]}, workers=1)
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "whitespace inside" in r.getMessage()]
     assert len(warned) == 1 and "2 line(s)" in warned[0] and "line 2: '石墨烯\\t5'" in warned[0], warned
+
+
+def test_a_userdict_file_cuts_as_jiebas_load_userdict(tmp_path, caplog):
+    """--userdict-freq file is jieba's own reading of the file: capitalised last words are part of the word
+    (`New York`), lines end at \\n only and lose ASCII whitespace only, repeated words are added (and
+    totalled) each time, a frequency of 0 deletes. Sabotaged once each: the old [a-zA-Z] tag, splitlines +
+    str.strip, and merging repeats made this fail."""
+    import jieba
+
+    userdict = tmp_path / "ud.txt"
+    userdict.write_bytes("New York 50000\n深度学习 NLP\n元宇宙\u2028数字人 7\n云计算 5\n最最 3\n云计算 50000\n"
+                         "北京大学 0\n韩冰 0\n季节 2000 n\r\n".encode("utf-8"))
+    texts = ["我在New York和北京大学读书", "深度学习NLP很火", "元宇宙和数字人来了", "季节最最最肥美的云计算",
+             "韩冰是一个好人", "他说深度学习很难"]
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    reference = jieba.Tokenizer()
+    with engines.force_split_kept():
+        reference.load_userdict(str(userdict))
+        expected = [" ".join(w for w in reference.lcut(t) if not w.isspace()) for t in texts]
+    with caplog.at_level("WARNING"):
+        build("segment", tmp_path / "seg", {"corpus": [corpus], "userdict": [userdict]}, workers=1, userdict_freq="file")
+        build("segment", tmp_path / "forced", {"corpus": [corpus], "userdict": [userdict]}, workers=1)
+    assert lines(tmp_path / "seg" / "corpus.txt") == expected
+    assert "New York" in expected[0] and "北京大学" not in expected[0].split(" ")
+    assert any("frequency 0" in r.getMessage() and "--userdict-freq file" in r.getMessage() for r in caplog.records)
+    saved = json.loads((tmp_path / "seg" / "segmenter.json").read_text(encoding="utf-8"))
+    assert [w for w, _ in saved["userdict"]].count("云计算") == 2
 
 
 def test_userdict_artifact_must_be_a_vocab(tmp_path, seg_news):

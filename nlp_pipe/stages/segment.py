@@ -41,7 +41,8 @@ from ..text.segmenter import COLUMNS, LoadProbe, Segmenter, SegmenterSpec, cut_p
 from ..text.userdict import read_userdict, userdict_file
 
 NAME = "segment"
-VERSION = 2
+VERSION = 3  # 3: user dictionaries read as jieba reads them (lowercase tags, \n lines, ASCII strip, repeats kept),
+# and a deleted word (frequency 0) force-split by its own segmenter only, never by others in the process
 SHARDED = True  # the rows are cut across the processes of a launch
 OUTPUTS = (CORPUS_TXT, DATASET_DIR, SEGMENTER_JSON)
 _PARALLEL_MIN_BYTES = 1 << 20  # below this, starting workers costs more than it saves
@@ -360,19 +361,24 @@ class _Stats:
 
 
 def _segmenter_spec(config: Config, userdicts: list[Path]) -> tuple[SegmenterSpec, dict]:
-    entries: dict[str, int | None] = {}
+    entries: list[tuple[str, int | None]] = []  # every line in order, repeats too: jieba adds (and totals) each
     sources = []
     for path in userdicts:
         file = userdict_file(path, NAME)
         words = read_userdict(file)
-        entries.update(words)
+        entries += words
         sources.append({"path": str(file), "words": len(words)})
-    spec = SegmenterSpec(hmm=config.hmm, mode=config.mode, userdict=tuple(entries.items()),
+    deletions = [word for word, freq in entries if freq == 0]
+    if deletions and config.userdict_freq == "force":
+        log.warning("%d user-dictionary word(s) have frequency 0 (%s...), which deletes a word in jieba; "
+                    "--userdict-freq force keeps them whole instead: pass --userdict-freq file to delete them",
+                    len(deletions), deletions[0])
+    spec = SegmenterSpec(hmm=config.hmm, mode=config.mode, userdict=tuple(entries),
                          policy=config.userdict_freq, multiplier=config.userdict_multiplier,
                          engine=config.engine).with_engine()
     info: dict[str, Any] = {"engine": spec.engine, "engine_version": spec.engine_version, "engine_exact": proven(spec.engine),
             "dictionary": "jieba default dict.txt", "hmm": config.hmm, "mode": config.mode,
-            "userdict": sources, "userdict_words": len(entries), "userdict_freq": config.userdict_freq}
+            "userdict": sources, "userdict_words": len({word for word, _ in entries}), "userdict_freq": config.userdict_freq}
     if config.userdict_freq == "multiply":
         info["userdict_multiplier"] = config.userdict_multiplier
     return spec, info

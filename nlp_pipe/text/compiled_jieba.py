@@ -36,7 +36,7 @@ import jieba
 import numpy as np
 from numba import njit
 
-from . import hmm
+from . import hmm as jieba_hmm
 
 _WORD_END = 0x110000  # past the last code point: ends a word (or, in lines, a text)
 _SPACE_CODE = 32
@@ -57,7 +57,8 @@ class JiebaTrie:
         logs = np.array([math.log(f) if f > 0 else 0.0 for f in distinct.tolist()])
         weights = logs[position] - log_total
         keys = int(np.sum(ends - starts)) + 1  # at most one node a key character
-        parent, label, weight, known = _build(codes, starts, ends, freqs, weights, max(4, (2 * keys).bit_length()))
+        parent, label, weight, known = _build(codes, starts, ends, np.asarray(freqs > 0, np.bool_), weights,
+                                              max(4, (2 * keys).bit_length()))
         self.arrays = _packed(parent, label, weight, known)
         self.neg_log_total = 0.0 - log_total  # `log(FREQ.get(char) or 1) - logtotal` for a step off the dictionary
 
@@ -68,7 +69,9 @@ class JiebaTrie:
         keys = list(tokenizer.FREQ)
         lengths = np.fromiter(map(len, keys), np.int64, len(keys))
         ends = np.cumsum(lengths)
-        freqs = np.fromiter(tokenizer.FREQ.values(), np.int64, len(keys))
+        values = list(tokenizer.FREQ.values())
+        # jieba takes any whole number; past int64 (a user's 10**19, or a big --userdict-multiplier) as Python ints
+        freqs = np.array(values, np.int64 if max(values, default=0) < 2**62 else object)
         return cls(_codes("".join(keys)), ends - lengths, ends, freqs, tokenizer.total)
 
     @classmethod
@@ -91,8 +94,9 @@ class CompiledJieba:
 
     name = "compiled"
 
-    def __init__(self, trie: JiebaTrie, hmm: bool, search: bool) -> None:
+    def __init__(self, trie: JiebaTrie, hmm: bool, search: bool, force_split: frozenset[str] = frozenset()) -> None:
         self._trie, self._hmm, self._search = trie, hmm, search
+        self._split = jieba_hmm.force_split(force_split)
         self.lines(["中文"])  # compiles (or loads) the machine code now, before workers fork
 
     def words(self, text: str) -> list[str]:
@@ -107,6 +111,8 @@ class CompiledJieba:
         each ending in \\n; the words' UTF-8 bytes back to back, each word's end in them, each line's
         end in the words). A line without words holds one empty word, as splitting "" on " " gives."""
         out, ends = self._words(texts, lines=True)
+        if np.any((out >= 0xD800) & (out <= 0xDFFF)):  # a lone surrogate has no UTF-8: raise as str.encode does
+            "".join(texts).encode("utf-8")
         corpus, data, word_ends, line_ends = _utf8_columns(out, ends)
         return corpus.tobytes(), data, word_ends, line_ends
 
@@ -124,8 +130,8 @@ class CompiledJieba:
         text_ends = np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)))
         t = self._trie
         sep = np.uint32(_SPACE_CODE if lines else _WORD_END)
-        out, ends = _cut(codes, text_ends, *t.arrays, t.neg_log_total, self._hmm, lines, sep, hmm.EMIT, hmm.MODEL,
-                         hmm.SPACE, *hmm.force_split())
+        out, ends = _cut(codes, text_ends, *t.arrays, t.neg_log_total, self._hmm, lines, sep, jieba_hmm.EMIT, jieba_hmm.MODEL,
+                         jieba_hmm.SPACE, *self._split)
         if self._search:
             out, ends = _with_grams(out, ends, sep, *t.arrays)
         return out, ends
@@ -178,7 +184,7 @@ def _slot(keys, key):
 
 
 @njit(cache=True)
-def _build(codes, starts, ends, freqs, weights, bits):
+def _build(codes, starts, ends, positive, weights, bits):
     """The trie's nodes (node 0 the root) as each one's parent and last code point, through a hash
     table (parent, code point) -> node that is dropped afterwards."""
     keys = np.full(1 << bits, -1, np.int64)
@@ -200,7 +206,7 @@ def _build(codes, starts, ends, freqs, weights, bits):
                 count += 1
             node = nodes[slot]
         weight[node] = weights[k]
-        known[node] = freqs[k] > 0
+        known[node] = positive[k]
     return parent[:count], label[:count], weight[:count], known[:count]
 
 
@@ -286,7 +292,7 @@ def _is_word(root, bounds, tlabels, weight, known, edges, codes, start, end):
 @njit(cache=True)
 def _in_block(c):
     # re_han_default: [\u4E00-\u9FD5a-zA-Z0-9+#&\._%\-]
-    return (_HAN_FIRST <= c <= _HAN_LAST) or hmm.alnum(c) or c == 43 or c == 35 or c == 38 or c == 46 or c == 95 \
+    return (_HAN_FIRST <= c <= _HAN_LAST) or jieba_hmm.alnum(c) or c == 43 or c == 35 or c == 38 or c == 46 or c == 95 \
         or c == 37 or c == 45
 
 
@@ -343,7 +349,7 @@ def _buffer(out, used, line, sep, codes, start, end, root, bounds, tlabels, weig
         return used
     for i in range(start, end):
         chars[i - start] = codes[i]
-    return hmm.hmm_words(out, used, used > line, sep, chars, end - start, emit, model, back, labels, split_hashes,
+    return jieba_hmm.hmm_words(out, used, used > line, sep, chars, end - start, emit, model, back, labels, split_hashes,
                          split_codes, split_starts, split_ends)
 
 
@@ -357,7 +363,7 @@ def _block(out, used, line, sep, codes, start, end, root, bounds, tlabels, weigh
     i = start
     while i <= end:
         stop = step_end[i] + 1 if i < end else end + 1
-        if i < end and stop - i == 1 and (use_hmm or hmm.alnum(codes[i])):
+        if i < end and stop - i == 1 and (use_hmm or jieba_hmm.alnum(codes[i])):
             if buffered < 0:
                 buffered = i
         else:
@@ -465,7 +471,7 @@ def _utf8(out, used, code):
     if code < 0x800:
         out[used], out[used + 1] = 0xC0 | (code >> 6), 0x80 | (code & 0x3F)
         return used + 2
-    if code < 0x10000:  # a lone surrogate too, as "surrogatepass" writes it (the stage's reader drops such rows)
+    if code < 0x10000:  # never a lone surrogate: utf8_columns refuses those first
         out[used], out[used + 1], out[used + 2] = 0xE0 | (code >> 12), 0x80 | ((code >> 6) & 0x3F), 0x80 | (code & 0x3F)
         return used + 3
     out[used], out[used + 1] = 0xF0 | (code >> 18), 0x80 | ((code >> 12) & 0x3F)

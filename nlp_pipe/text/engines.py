@@ -33,16 +33,19 @@ on; it is only used when asked for, and the segment stage then measures and repo
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import logging
 import math
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, cast
 
 import jieba
+from jieba import finalseg
 
 from ..core.errors import UserError
 from .rjieba_dict import RjiebaDictionary, is_jieba_dict_txt
@@ -136,17 +139,40 @@ def _proven_version(name: str, version: str | None) -> bool:
     return version is not None and (versions is None or version in versions)
 
 
+@contextlib.contextmanager
+def force_split_kept() -> Iterator[None]:
+    """jieba's process-wide `finalseg.Force_Split_Words` as it was before the block (whose `add_word(w, 0)`
+    calls would add to it): every segmenter passes its own words to its engine instead."""
+    before = set(finalseg.Force_Split_Words)
+    try:
+        yield
+    finally:
+        finalseg.Force_Split_Words.clear()
+        finalseg.Force_Split_Words.update(before)
+
+
+_FORCE_SPLIT_SWAP = threading.Lock()
+
+
 class JiebaEngine:
-    """jieba itself, on a tokenizer that already holds the user dictionary."""
+    """jieba itself, on a tokenizer that already holds the user dictionary; `force_split` in place of jieba's
+    process-wide force-split words while it cuts."""
 
     name = "jieba"
 
-    def __init__(self, tokenizer: jieba.Tokenizer, hmm: bool, search: bool) -> None:
+    def __init__(self, tokenizer: jieba.Tokenizer, hmm: bool, search: bool, force_split: frozenset[str]) -> None:
         self._cut = tokenizer.lcut_for_search if search else tokenizer.lcut
         self._hmm = hmm
+        self._force_split = set(force_split)
 
     def words(self, text: str) -> list[str]:
-        return self._cut(text, HMM=self._hmm)
+        # finalseg.cut reads its module global at each call: swapped (under a lock, for threads) around the cut
+        with _FORCE_SPLIT_SWAP:
+            saved, finalseg.Force_Split_Words = finalseg.Force_Split_Words, self._force_split
+            try:
+                return self._cut(text, HMM=self._hmm)
+            finally:
+                finalseg.Force_Split_Words = saved
 
 
 @functools.cache
@@ -155,13 +181,13 @@ def builtin_dictionary_proven() -> bool:
     return is_jieba_dict_txt() and _proven_version("rjieba", package_version("rjieba"))
 
 
-def compiled(tokenizer: jieba.Tokenizer | None, hmm: bool, search: bool) -> Engine:
+def compiled(tokenizer: jieba.Tokenizer | None, hmm: bool, search: bool, force_split: frozenset[str]) -> Engine:
     """jieba's cut compiled (`text.compiled_jieba`) on jieba's bundled dictionary (`tokenizer` None,
     read once a process) or on what `tokenizer` holds; numba loads only when one is made."""
     from . import compiled_jieba
 
     trie = compiled_jieba.default_trie() if tokenizer is None else compiled_jieba.JiebaTrie.of_tokenizer(tokenizer)
-    return compiled_jieba.CompiledJieba(trie, hmm, search)
+    return compiled_jieba.CompiledJieba(trie, hmm, search, force_split)
 
 
 def mirror(tokenizer: jieba.Tokenizer | None, changed: list[str]) -> RjiebaDictionary:
@@ -192,7 +218,7 @@ class RjiebaEngine:
 
     name = "rjieba"
 
-    def __init__(self, dictionary: RjiebaDictionary, hmm: bool, search: bool,
+    def __init__(self, dictionary: RjiebaDictionary, hmm: bool, search: bool, force_split: frozenset[str],
                  jieba_fallback: Callable[[], JiebaEngine]) -> None:
         self._dict = dictionary
         self._cut = dictionary.rjieba.cut
@@ -205,6 +231,7 @@ class RjiebaEngine:
         from . import hmm as jieba_hmm
 
         self._hmm_cut, self._long_words = jieba_hmm.cut, jieba_hmm.long_words
+        self._split = jieba_hmm.force_split(force_split)
         self._grams: dict[str, str] = {}  # a long word -> its dictionary n-grams and itself, joined by spaces
         self._ascii_multi: frozenset[str] | None = None
         self._longest_ascii = 1
@@ -242,7 +269,7 @@ class RjiebaEngine:
             route, hmm = "\x01".join(self._fallback().words(text)), False
         if not route:
             return ""
-        joined = self._hmm_cut(route, hmm, self._has_word, lines)
+        joined = self._hmm_cut(route, hmm, self._has_word, lines, self._split)
         return self._search_grams(joined, " " if lines else "\x01") if self._search else joined
 
     def _around_odd(self, text: str) -> list[str]:

@@ -57,10 +57,11 @@ _NO_WORDS = np.zeros(0, np.bool_)
 _NO_SPANS = np.zeros(0, np.int64)
 _NO_CODES = np.zeros(0, np.uint32)
 _NO_HASHES = np.zeros(0, np.uint64)
-_force_split_cache: dict[frozenset[str], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+ForceSplit = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+_force_split_cache: dict[frozenset[str], ForceSplit] = {}
 
 
-def cut(joined: str, hmm: bool, is_word: Callable[[str], bool], lines: bool) -> str:
+def cut(joined: str, hmm: bool, is_word: Callable[[str], bool], lines: bool, split: ForceSplit) -> str:
     """jieba's words for rjieba's HMM-off route `joined` (tokens joined by \\x01, none empty, an ASCII
     token that is one route step marked with a leading \\x02), joined by \\x01; `lines`: joined by
     spaces, without whitespace tokens, and a \\x00 token (between two texts) a bare \\x00.
@@ -72,7 +73,7 @@ def cut(joined: str, hmm: bool, is_word: Callable[[str], bool], lines: bool) -> 
         if len(starts):
             # a buffer that is itself a dictionary word stays single characters (jieba's `FREQ.get(buf)`)
             words = np.array(list(map(is_word, _text(buffers).split("\x01"))), np.bool_)
-    split_hashes, split_codes, split_starts, split_ends = force_split()
+    split_hashes, split_codes, split_starts, split_ends = split
     out = _render(codes, starts, ends, words, EMIT, MODEL, SPACE, split_hashes, split_codes, split_starts,
                   split_ends, lines)
     return _text(out)
@@ -88,23 +89,22 @@ def _text(codes: np.ndarray) -> str:
     return codecs.utf_32_le_decode(codes.data)[0]
 
 
-def force_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """finalseg.Force_Split_Words (words of frequency 0 in a user dictionary, which jieba's HMM must not
-    keep whole) as (sorted hashes, code points, start and end of each word in hash order)."""
-    words = finalseg.Force_Split_Words
+def force_split(words: frozenset[str]) -> ForceSplit:
+    """Words of frequency 0 in a user dictionary, which jieba's HMM must not keep whole (what jieba keeps in
+    finalseg.Force_Split_Words), as (sorted hashes, code points, start and end of each word in hash order)."""
     if not words:
         return _NO_HASHES, _NO_CODES, _NO_SPANS, _NO_SPANS
-    key = frozenset(words)
-    if key not in _force_split_cache:
-        _force_split_cache.clear()
-        ordered = sorted(key)
-        codes = np.frombuffer("".join(ordered).encode("utf-32-le"), np.uint32).copy()
+    if words not in _force_split_cache:
+        if len(_force_split_cache) > 8:
+            _force_split_cache.clear()
+        ordered = sorted(words)
+        codes = np.frombuffer("".join(ordered).encode("utf-32-le", "surrogatepass"), np.uint32).copy()
         ends = np.cumsum([len(w) for w in ordered], dtype=np.int64)
         starts = ends - np.array([len(w) for w in ordered], np.int64)
         hashes = _hashes(codes, starts, ends)
         order = np.argsort(hashes, kind="stable")
-        _force_split_cache[key] = (hashes[order], codes, starts[order], ends[order])
-    return _force_split_cache[key]
+        _force_split_cache[words] = (hashes[order], codes, starts[order], ends[order])
+    return _force_split_cache[words]
 
 
 @njit(cache=True)

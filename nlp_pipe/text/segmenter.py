@@ -54,6 +54,15 @@ class SegmenterSpec:
     engine: str = "auto"  # one of engines.ENGINE_CHOICES; a saved spec names the engine that cut
     engine_version: str | None = None  # that engine's package version, recorded for the reader
 
+    @property
+    def force_split(self) -> frozenset[str]:
+        """Words jieba's HMM must not keep whole under this spec: those a user dictionary gives frequency 0
+        (`add_word(word, 0)` puts them in jieba's process-wide `finalseg.Force_Split_Words`; here they stay
+        this spec's, so a segmenter never changes how another one, or jieba itself, cuts)."""
+        if self.policy == "multiply":  # every word gets a frequency of at least 1
+            return frozenset()
+        return frozenset(word for word, freq in self.userdict if freq == 0)
+
     def with_engine(self) -> SegmenterSpec:
         """This spec with `auto` (or a missing engine) resolved to the engine that will really cut, and its version."""
         name = engines.resolve(self.engine)
@@ -105,23 +114,25 @@ class Segmenter:
 
     def _engine(self, name: str) -> engines.Engine:
         search = self.spec.mode == "search"
+        split = self.spec.force_split
         if name == "jieba":
-            return engines.JiebaEngine(self._jieba_tokenizer(), self.spec.hmm, search)
+            return engines.JiebaEngine(self._jieba_tokenizer(), self.spec.hmm, search, split)
         if name == "compiled":
-            return engines.compiled(self.tokenizer, self.spec.hmm, search)
+            return engines.compiled(self.tokenizer, self.spec.hmm, search, split)
         dictionary = engines.mirror(self.tokenizer, [w for w, _ in self.spec.userdict])
         if name == "rjieba-native":
             return engines.RjiebaNativeEngine(dictionary, self.spec.hmm, search)
-        return engines.RjiebaEngine(dictionary, self.spec.hmm, search,
-                                    lambda: engines.JiebaEngine(self._jieba_tokenizer(), self.spec.hmm, search=False))
+        return engines.RjiebaEngine(dictionary, self.spec.hmm, search, split,
+                                    lambda: engines.JiebaEngine(self._jieba_tokenizer(), self.spec.hmm, False, split))
 
     def _jieba_tokenizer(self) -> jieba.Tokenizer:
         """jieba's tokenizer with the spec's dictionaries, built on first use."""
         if self.tokenizer is None:
             self.tokenizer = jieba.Tokenizer(self.spec.dictionary or jieba.DEFAULT_DICT)
             self.tokenizer.initialize()
-            for word, freq in self.spec.userdict:
-                self._add(word, freq)
+            with engines.force_split_kept():  # a word of frequency 0 is this spec's to force-split (`force_split`)
+                for word, freq in self.spec.userdict:
+                    self._add(word, freq)
         return self.tokenizer
 
     def _add(self, word: str, freq: int | None) -> None:

@@ -16,7 +16,8 @@ from ..core.files import USERDICT_TXT
 from .encoding import detect_encoding
 
 log = logging.getLogger(__name__)
-_LINE = re.compile(r"^(.+?)( [0-9]+)?( [a-zA-Z]+)?$")  # jieba's own user-dict line grammar
+_LINE = re.compile(r"^(.+?)( [0-9]+)?( [a-z]+)?$")  # jieba 0.42.1's re_userdict: a tag is lowercase
+_ASCII_SPACE = " \t\n\r\x0b\x0c"  # what jieba's `line.strip()` on the undecoded bytes removes
 
 
 def userdict_file(source: Path, stage: str) -> Path:
@@ -28,18 +29,20 @@ def userdict_file(source: Path, stage: str) -> Path:
 
 
 def read_userdict(path: Path) -> list[tuple[str, int | None]]:
-    """Words (and optional frequencies) of a jieba user dictionary or word list, in file order; UTF-8 or GBK
-    (detected as corpora are: the words are written back as UTF-8 wherever they go)."""
+    """Words (and optional frequencies) of a jieba user dictionary or word list, in file order, repeats kept
+    (jieba adds every line: each counts in its total); lines split and stripped as `jieba.load_userdict`
+    does (at \\n only, ASCII whitespace), so `New York 5` is the word `New York` and `大模型\\x85` keeps its
+    \\x85. UTF-8 or GBK (detected as corpora are: the words are written back as UTF-8 wherever they go)."""
     entries = []
     encoding = detect_encoding(path)
     try:
-        lines = path.read_bytes().decode(encoding).lstrip("\ufeff").splitlines()
+        lines = path.read_bytes().decode(encoding).split("\n")
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: a word list must be UTF-8 or GBK text; read as {encoding}, byte {exc.start} is not "
                         "valid") from None
     spaced = []  # (line number, word) of words holding whitespace: jieba reads them so, but never cuts one out
     for number, line in enumerate(lines, start=1):
-        line = line.strip()
+        line = line.strip(_ASCII_SPACE).lstrip("\ufeff")
         match = _LINE.match(line) if line else None
         if match:
             word, freq, _tag = match.groups()
