@@ -114,6 +114,15 @@ def test_user_dictionary_effects_are_jiebas(name):
     assert "糖类抗原19-9" not in after.cut(text) and "喵窝智投" not in after.cut(text)
 
 
+@pytest.mark.parametrize("policy", ["file", "multiply"])
+def test_frequencies_past_int64_cut_as_jieba(policy):
+    """jieba takes any whole number (10**19, or a --userdict-multiplier of 1e30); the compiled engine's trie
+    once held frequencies as int64 and died with an OverflowError traceback (sabotaged: np.int64 again)."""
+    spec = SegmenterSpec(engine="compiled", userdict=(("北京大学", 10**19), ("云计算", 5)), policy=policy, multiplier=1e30)
+    text = "我在北京大学读书，研究云计算"
+    assert Segmenter(spec).cut(text) == Segmenter(replace(spec, engine="jieba")).cut(text)
+
+
 @pytest.mark.parametrize("name", EXACT)
 def test_search_mode_adds_the_dictionary_ngrams(name):
     text = "中华人民共和国成立了"
