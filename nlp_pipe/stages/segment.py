@@ -36,7 +36,7 @@ from ..core.errors import UserError
 from ..core.files import CORPUS_TXT, DATASET_DIR, SEGMENTER_JSON
 from ..core.manifest import hashed, sha256_file
 from ..text.corpus import BytesRead, ReadOptions, read_rows
-from ..text.engines import proven
+from ..text.engines import ENGINES, proven
 from ..text.segmenter import COLUMNS, LoadProbe, Segmenter, SegmenterSpec, cut_parallel
 from ..text.userdict import read_userdict, userdict_file
 
@@ -386,7 +386,8 @@ def _segmenter_spec(config: Config, userdicts: list[Path]) -> tuple[SegmenterSpe
 
 def _report(stats: dict, dict_info: dict) -> str:
     top = ", ".join(f"{w} ({n})" for w, n in stats["top"])
-    engine = f"{dict_info['engine']} {dict_info['engine_version'] or ''}".strip()
+    name, version = dict_info["engine"], dict_info["engine_version"]
+    engine = f"{name} ({ENGINES[name].package} {version})" if version else name  # compiled's version is numba's
     exactness = "jieba's exact words" if dict_info["engine_exact"] else "NOT jieba's exact words"
     lines = [
         "## Segmentation",
