@@ -40,6 +40,7 @@ import logging
 import math
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, cast
@@ -82,6 +83,7 @@ _ODD = re.compile("([\u3400-\u4DBF\u9FD6-\u9FFF\uF900-\uFAFF\U00020000-\U0003FFF
 _BLOCK_CHARS = re.compile(f"[{_HAN}]+")
 _SURROGATE = re.compile("([\ud800-\udfff])")
 _ALNUM_TOKEN = re.compile("(?<=\x01)[a-zA-Z0-9]{2,}(?=\x01)")
+_SLOW_START_S = 3.0  # a compiled engine loads from numba's cache in about 0.4 s; compiling takes 7-12 s
 _TIE_TOLERANCE = 1e-13  # relative: 450x the rounding a sum of jieba's route can carry
 
 
@@ -184,10 +186,16 @@ def builtin_dictionary_proven() -> bool:
 def compiled(tokenizer: jieba.Tokenizer | None, hmm: bool, search: bool, force_split: frozenset[str]) -> Engine:
     """jieba's cut compiled (`text.compiled_jieba`) on jieba's bundled dictionary (`tokenizer` None,
     read once a process) or on what `tokenizer` holds; numba loads only when one is made."""
+    start = time.perf_counter()
     from . import compiled_jieba
 
     trie = compiled_jieba.default_trie() if tokenizer is None else compiled_jieba.JiebaTrie.of_tokenizer(tokenizer)
-    return compiled_jieba.CompiledJieba(trie, hmm, search, force_split)
+    engine = compiled_jieba.CompiledJieba(trie, hmm, search, force_split)
+    took = time.perf_counter() - start
+    if took > _SLOW_START_S:  # numba compiled it: the first run after install, or no writable cache
+        log.info("segmentation engine compiled in %.0f s (numba keeps the machine code: later runs load it in "
+                 "about 0.4 s)", took)
+    return engine
 
 
 def mirror(tokenizer: jieba.Tokenizer | None, changed: list[str]) -> RjiebaDictionary:
