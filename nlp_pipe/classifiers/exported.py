@@ -108,7 +108,8 @@ class OnnxBertClassifier(TextClassifier):
         # text's probabilities depended on the texts beside it (24 of 200 labels of a weak student moved between
         # batches of 64 and 4, and served records differed from `predict --json`'s): one text a model call,
         # tokenized together. Against 4 texts a call: 1.05x the texts per CPU second for a TinyBERT-4 at max_len 128
-        # (no padding), 0.96x at max_len 64 (docs/performance.md, Serving)
+        # (no padding), 0.96x at max_len 64 (docs/performance.md, Serving). Exports since export VERSION 2 take
+        # input_ids alone there (`_feed` gives a graph the inputs it declares)
         self.one_by_one = model_file == MODEL_INT8_ONNX
         if self.one_by_one:  # each text runs at its own length: nothing to pad (tokenizer.json may ask for it)
             self.tokenizer.no_padding()

@@ -28,6 +28,7 @@ from .labels import LabelInfo
 
 OPSET = 17
 _BERT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+ONE_TEXT_ONNX = "model_one_text.onnx"  # written and quantised within one export, never published
 
 
 class _Positional(torch.nn.Module):
@@ -64,8 +65,10 @@ def _export(model: torch.nn.Module, example: dict[str, torch.Tensor], path: Path
                           dynamic_axes=dynamic | {"logits": {0: "batch"}}, opset_version=OPSET, dynamo=False)
 
 
-def export_bert(source: Path, out: Path) -> dict[str, Any]:
-    """model.onnx (logits) and tokenizer.json of a *ForSequenceClassification artifact; export.json's fields."""
+def export_bert(source: Path, out: Path, one_text: bool = False) -> dict[str, Any]:
+    """model.onnx (logits) and tokenizer.json of a *ForSequenceClassification artifact; export.json's fields.
+    `one_text`: also ONE_TEXT_ONNX, the graph of one unpadded single-sentence text, which `quantize_int8` turns
+    into model_int8.onnx (int8 runs one text a call: exported.OnnxBertClassifier)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(source))
@@ -77,6 +80,11 @@ def export_bert(source: Path, out: Path) -> dict[str, Any]:
     batch = tokenizer(["示例文本一", "第二条示例文本比较长一些"], padding=True, return_tensors="pt")
     example = {name: batch[name] for name in _BERT_INPUTS if name in tokenizer.model_input_names and name in batch}
     _export(model, example, out / MODEL_ONNX, {name: {0: "batch", 1: "sequence"} for name in example})
+    if one_text:
+        # input_ids alone: with no padding the mask is all ones and a single sentence's token types all zeros,
+        # which is what the model assumes without them; the graph then neither builds nor adds a mask to
+        # every layer's scores: the same logits (max |delta| 0.0) in 0.9x the time of an int8 TinyBERT-4 call
+        _export(model, {"input_ids": example["input_ids"][:1]}, out / ONE_TEXT_ONNX, {"input_ids": {0: "batch", 1: "sequence"}})
     tokenizer.backend_tokenizer.save(str(out / TOKENIZER_JSON))
     return {"kind": "bert", "inputs": list(example), "max_len": int(max_len), "pad_id": int(tokenizer.pad_token_id),
             "pad_token": str(tokenizer.pad_token), "architecture": type(model).__name__,
@@ -137,7 +145,8 @@ def copy_segmenter(source: Path, out: Path) -> dict[str, Any]:
 
 
 def quantize_int8(out: Path) -> None:
-    """model_int8.onnx from model.onnx: int8 weights for MatMul/Gemm (and the TextCNN's convolutions)."""
+    """model_int8.onnx from ONE_TEXT_ONNX where `export_bert` wrote one (then removed), else from model.onnx:
+    int8 weights for MatMul/Gemm (and the TextCNN's convolutions)."""
     import logging
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -146,6 +155,9 @@ def quantize_int8(out: Path) -> None:
     level = root.level
     root.setLevel(max(level, logging.ERROR))  # its "consider pre-processing" hint goes to the root logger
     try:
-        quantize_dynamic(str(out / MODEL_ONNX), str(out / MODEL_INT8_ONNX), weight_type=QuantType.QInt8)
+        one_text = out / ONE_TEXT_ONNX
+        graph = one_text if one_text.is_file() else out / MODEL_ONNX
+        quantize_dynamic(str(graph), str(out / MODEL_INT8_ONNX), weight_type=QuantType.QInt8)
+        one_text.unlink(missing_ok=True)
     finally:
         root.setLevel(level)
