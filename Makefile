@@ -13,6 +13,8 @@ $(BIN)/.installed: setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
 	$(BIN)/python -m pip install -q -e '.[dev,demo,serve]'
+	# the segmentation engine compiles once (7-12 s; numba caches the machine code): here, not in the first run
+	$(BIN)/python -c "from nlp_pipe.text.segmenter import Segmenter, SegmenterSpec; Segmenter(SegmenterSpec())"
 	touch $@
 
 install: $(BIN)/.installed
