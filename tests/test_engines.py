@@ -339,3 +339,46 @@ def test_what_the_engine_remembers_never_changes_a_word():
             cut = Segmenter(spec).cut(text)
             assert word not in cut and cut == Segmenter(replace(spec, engine="jieba")).cut(text)
             assert all(other in cut for other in hmm_words if other != word)
+
+
+def test_a_tokenizer_built_while_jieba_cuts_in_another_thread_changes_neither(monkeypatch):
+    """jieba's force-split set is swapped for a JiebaEngine's own while it cuts; a segmenter built in another
+    thread meanwhile (a server's model threads) restored "its" saved set into the engine's, emptying it, or
+    copied the engine's words into jieba's global set. Both now go through one lock. Sabotaged: without the
+    lock in force_split_kept, the engine kept 杭研 whole afterwards and this failed."""
+    import threading
+
+    text = "他来到了网易杭研大厦"
+    a = Segmenter(SegmenterSpec(engine="jieba", userdict=(("杭研", 0),), policy="file"))
+    expected = a.cut(text)
+    assert "杭研" not in expected
+    engine = a.engine
+    inner = engine._cut  # type: ignore[attr-defined]
+    in_cut, b_in, b_done = threading.Event(), threading.Event(), threading.Event()
+    original_add = segmenter.Segmenter._add
+
+    def slow_add(self, word, freq):  # B builds its tokenizer and waits (bounded) for A to be cutting
+        b_in.set()
+        in_cut.wait(timeout=2)
+        original_add(self, word, freq)
+
+    def slow_cut(text, HMM):  # A cuts and waits (bounded) for B to finish building
+        in_cut.set()
+        b_done.wait(timeout=2)
+        return inner(text, HMM=HMM)
+
+    monkeypatch.setattr(segmenter.Segmenter, "_add", slow_add)
+    monkeypatch.setattr(engine, "_cut", slow_cut)
+
+    def build_b():
+        Segmenter(SegmenterSpec(engine="jieba", userdict=(("云计算", 0),), policy="file"))
+        b_done.set()
+
+    b = threading.Thread(target=build_b)
+    b.start()
+    b_in.wait(timeout=5)
+    during = engine.words(text)
+    b.join(timeout=10)
+    monkeypatch.setattr(engine, "_cut", inner)
+    assert [w for w in during if not w.isspace()] == expected
+    assert a.cut(text) == expected and not finalseg.Force_Split_Words

@@ -141,19 +141,22 @@ def _proven_version(name: str, version: str | None) -> bool:
     return version is not None and (versions is None or version in versions)
 
 
+# held while jieba's process-wide force-split set is swapped or restored: a tokenizer built in one thread while
+# a JiebaEngine cuts in another would otherwise add to, or empty, the engine's own set
+_FORCE_SPLIT_SWAP = threading.RLock()
+
+
 @contextlib.contextmanager
 def force_split_kept() -> Iterator[None]:
     """jieba's process-wide `finalseg.Force_Split_Words` as it was before the block (whose `add_word(w, 0)`
     calls would add to it): every segmenter passes its own words to its engine instead."""
-    before = set(finalseg.Force_Split_Words)
-    try:
-        yield
-    finally:
-        finalseg.Force_Split_Words.clear()
-        finalseg.Force_Split_Words.update(before)
-
-
-_FORCE_SPLIT_SWAP = threading.Lock()
+    with _FORCE_SPLIT_SWAP:
+        before = set(finalseg.Force_Split_Words)
+        try:
+            yield
+        finally:
+            finalseg.Force_Split_Words.clear()
+            finalseg.Force_Split_Words.update(before)
 
 
 class JiebaEngine:

@@ -21,6 +21,8 @@ from typing import Any
 
 import jieba
 
+from ..core.errors import UserError
+
 _ASCII_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 _TOTAL_KEY = "\ue000nlp_pipe total\ue000"  # holds jieba's extra total; no block can contain it
 # jieba 0.42.1's dict.txt: its sha256, jieba's total for it (B超 is listed twice), and the sum of its
@@ -64,6 +66,9 @@ class RjiebaDictionary:
     @staticmethod
     def _mirror(rjieba: Any, tokenizer: jieba.Tokenizer, changed: list[str], builtin_proven: bool) -> Any:
         freq = tokenizer.FREQ
+        if max(freq.values(), default=0) >= 2**63:  # jieba takes any whole number, jieba-rs a 64-bit one
+            raise UserError("a user-dictionary frequency of 2**63 or more is past what rjieba holds; cut with "
+                            "--engine compiled (or jieba), which take any")
         if tokenizer.dictionary is None and builtin_proven:
             fast = rjieba.Jieba()  # the default dictionary, then only what the user dictionary changed
             if not any(freq.get(w, 0) <= 0 and fast.has_word(w) for w in changed):  # rjieba cannot delete

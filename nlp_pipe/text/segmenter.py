@@ -166,7 +166,7 @@ class Segmenter:
         columns = getattr(self.engine, "utf8_columns", None)
         if columns is None:
             lines = self.cut_lines(texts)
-            return ("\n".join(lines) + "\n").encode("utf-8"), pc.split_pattern(pa.array(lines, pa.string()), " ")
+            return "".join(line + "\n" for line in lines).encode("utf-8"), pc.split_pattern(pa.array(lines, pa.string()), " ")
         corpus, data, word_ends, line_ends = columns(texts)
         words = pa.StringArray.from_buffers(len(word_ends) - 1, pa.py_buffer(word_ends), pa.py_buffer(data))
         return corpus, pa.ListArray.from_arrays(pa.array(line_ends), words)
