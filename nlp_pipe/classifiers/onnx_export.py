@@ -154,9 +154,10 @@ def quantize_int8(out: Path) -> None:
     root = logging.getLogger()
     level = root.level
     root.setLevel(max(level, logging.ERROR))  # its "consider pre-processing" hint goes to the root logger
+    one_text = out / ONE_TEXT_ONNX
     try:
-        graph = one_text if (one_text := out / ONE_TEXT_ONNX).is_file() else out / MODEL_ONNX
+        graph = one_text if one_text.is_file() else out / MODEL_ONNX
         quantize_dynamic(str(graph), str(out / MODEL_INT8_ONNX), weight_type=QuantType.QInt8)
     finally:
         root.setLevel(level)
-        (out / ONE_TEXT_ONNX).unlink(missing_ok=True)
+        one_text.unlink(missing_ok=True)

@@ -40,7 +40,6 @@ from . import hmm as jieba_hmm
 
 _WORD_END = 0x110000  # past the last code point: ends a word (or, in lines, a text)
 _SPACE_CODE = 32
-_HAN_FIRST, _HAN_LAST = 0x4E00, 0x9FD5
 # root children, child bounds, code points, weights, word flags, edge filter (`_packed` says which is which)
 TrieArrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
@@ -214,7 +213,7 @@ def _packed(parent: np.ndarray, label: np.ndarray, weight: np.ndarray, known: np
     """The trie renumbered so that every node's children are consecutive, sorted by code point:
     (the root's child for each code point below 0x10000, each node's [first, end) child, each node's
     code point, weight and word flag). A walk then reads a few neighbouring entries a step (a hash
-    table of 500k edges missed the cache on nearly every step: 0.55 against 0.3 s for 10 MB)."""
+    table of 500k edges missed the cache on nearly every step: cutting 10 MB took 0.59 s with it, 0.51 so)."""
     order = np.lexsort((label, parent))  # the root (parent -1) first, then by parent and code point
     renumber = np.empty(len(order), np.int32)
     renumber[order] = np.arange(len(order), dtype=np.int32)
@@ -253,8 +252,8 @@ def _edge_filter(parents, codes):
 
 @njit(cache=True)
 def _child(root, bounds, labels, edges, node, code):
-    """The child of `node` along `code`, -1 if none. Written out again inside `_route`'s loop, the
-    one hot path: called there as a function (numba's inlining too) the walk took 2.2x as long."""
+    """The child of `node` along `code`, -1 if none. Its steps are written out in `_route`'s loop, the
+    one hot path: calling `_child` there (numba's inlining too) made the walk take 2.2x as long."""
     if node == 0 and code < 0x10000:
         return root[code]
     b = _edge_bit(node, code)
@@ -287,13 +286,6 @@ def _is_word(root, bounds, tlabels, weight, known, edges, codes, start, end):
         if node < 0:
             return False
     return known[node]
-
-
-@njit(cache=True)
-def _in_block(c):
-    # re_han_default: [\u4E00-\u9FD5a-zA-Z0-9+#&\._%\-]
-    return (_HAN_FIRST <= c <= _HAN_LAST) or jieba_hmm.alnum(c) or c == 43 or c == 35 or c == 38 or c == 46 or c == 95 \
-        or c == 37 or c == 45
 
 
 @njit(cache=True)
@@ -402,9 +394,9 @@ def _cut(codes, text_ends, root, bounds, tlabels, weight, known, edges, neg_log_
         i = start
         while i < end:
             c = codes[i]
-            if _in_block(c):
+            if jieba_hmm.in_block(c):
                 stop = i + 1
-                while stop < end and _in_block(codes[stop]):
+                while stop < end and jieba_hmm.in_block(codes[stop]):
                     stop += 1
                 used = _block(out, used, line, sep, codes, i, stop, root, bounds, tlabels, weight, known, edges,
                               neg_log_total, use_hmm, value, step_end, emit, model, chars, back, labels, split_hashes,

@@ -129,13 +129,18 @@ def alnum(c):
 
 
 @njit(cache=True)
+def in_block(c):
+    """Is code point `c` in jieba's re_han_default, [\\u4E00-\\u9FD5a-zA-Z0-9+#&._%\\-] (a block's characters)?"""
+    return (_FIRST <= c <= _LAST) or alnum(c) or c == 43 or c == 35 or c == 38 or c == 46 or c == 95 \
+        or c == 37 or c == 45  # + # & . _ % -
+
+
+@njit(cache=True)
 def _is_step(codes, start, end):
     """Is token codes[start:end] single-character route steps: one block character, or ASCII letters
     and digits (HMM-off output joins consecutive ones into one token)?"""
     if end - start == 1:
-        c = codes[start]
-        return (_FIRST <= c <= _LAST) or alnum(c) or c == 43 or c == 35 or c == 38 or c == 46 or c == 95 \
-            or c == 37 or c == 45  # + # & . _ % -
+        return in_block(codes[start])
     for i in range(start, end):
         if not alnum(codes[i]):
             return False
