@@ -128,9 +128,12 @@ def test_dataset_files_are_what_datasets_writes(tmp_path, labelled):
     lines = [f"第 {i} 条 评论 很 好" for i in range(2500)]
     labels = pa.array([("pos", "neg")[i % 2] if labelled else None for i in range(2500)], pa.string())
     table = _columns(texts, lines).table.append_column("label", labels)
-    with segment._DatasetFile(tmp_path / "ours") as ours:
+    folder = tmp_path / "ours"
+    folder.mkdir()
+    with segment._DatasetFile(folder / "rows.arrow") as ours:
         ours.write(table.slice(0, 1200))
         ours.write(table.slice(1200))
+    segment._dataset_info(folder, [ours])
     features = datasets.Features({"text": datasets.Value("string"), "words": datasets.List(datasets.Value("string")),
                                   **({"label": datasets.Value("string")} if labelled else {})})
     theirs = tmp_path / "theirs.arrow"
@@ -140,9 +143,9 @@ def test_dataset_files_are_what_datasets_writes(tmp_path, labelled):
         writer.finalize()
     assert ours.path.read_bytes() == theirs.read_bytes()
     info = asdict(datasets.Dataset.from_file(str(theirs)).info)
-    assert (ours.folder / "dataset_info.json").read_text(encoding="utf-8") == json.dumps(
+    assert (folder / "dataset_info.json").read_text(encoding="utf-8") == json.dumps(
         {key: info[key] for key in sorted(info)}, indent=2)
-    ds = datasets.load_from_disk(str(ours.folder))
+    ds = datasets.load_from_disk(str(folder))
     assert ds["text"] == texts and ds["words"][7] == lines[7].split(" ")
     assert ds.column_names == ["text", "words"] + (["label"] if labelled else [])
 
@@ -315,3 +318,68 @@ def _columns(texts, lines):
 
     corpus_txt = "".join(line + "\n" for line in lines).encode("utf-8")
     return segment._columns(texts, (corpus_txt, pa.array([line.split(" ") for line in lines], pa.list_(pa.string()))))
+
+
+def _artifact(out) -> dict:
+    """What a segment artifact says about its rows, without what only timing or the process count changes."""
+    manifest = manifests.read_manifest(out)
+    metrics = {k: v for k, v in manifest["metrics"].items() if k != "workers"}
+    report = [line for line in (out / "report.md").read_text(encoding="utf-8").splitlines()
+              if not line.startswith(("- wall time", "- workers", "# segment: "))]
+    ds = load(out)
+    return {"corpus": (out / "corpus.txt").read_bytes(), "rows": ds[:], "columns": ds.column_names,
+            "counts": manifest["counts"], "reading": manifest["reading"], "metrics": metrics, "report": report}
+
+
+def _mixed_corpus(tmp_path):
+    """txt files as users have them: a BOM, CRLF, blank lines, an undecodable line, GB18030, no last newline."""
+    first = tmp_path / "a.txt"
+    body = "\r\n".join(NEWS[:30] + ["", "  "] + POS[:40]).encode("utf-8")
+    cut = body.index(b"\r\n", 900)
+    first.write_bytes(b"\xef\xbb\xbf" + body[:cut] + b"\r\n\xff\xfe broken" + body[cut:] + b"\r\n")
+    second = tmp_path / "b.txt"
+    second.write_bytes("\n".join(NEG + [""] + NEWS[30:]).encode("gb18030") + b"\n")
+    third = tmp_path / "c.txt"
+    third.write_text("\n".join(POS[40:] + ["末行没有换行"]), encoding="utf-8")
+    return [first, second, third]
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_runs_cut_by_their_own_processes_are_one_process_run(tmp_path, workers):
+    """With several processes each reading its own run of lines (`split_lines`) and writing its own data file, the
+    artifact holds what one process writes: corpus.txt byte for byte, the rows, counts, places of dropped rows,
+    statistics and report; runs start inside files and cross from one file into the next."""
+    files = _mixed_corpus(tmp_path)
+    options = {"on_decode_error": "skip", "label_per_file": ("x", "y", "x")}
+    build("segment", tmp_path / "one", {"corpus": files}, workers=1, **options)
+    build("segment", tmp_path / "many", {"corpus": files}, workers=workers, chunk_rows=7, **options)
+    one, many = _artifact(tmp_path / "one"), _artifact(tmp_path / "many")
+    assert one == many
+    assert one["counts"]["dropped"] == {"empty": 3, "undecodable": 1} and one["reading"]["dropped_at"]["undecodable"] == ["a.txt:12"]
+    data = sorted(p.name for p in (tmp_path / "many" / "dataset").iterdir() if p.suffix == ".arrow")
+    assert data == [f"data-{i:05d}-of-{workers:05d}.arrow" for i in range(workers)]  # the runs' own files
+    assert manifests.verify(tmp_path / "many") == []
+    assert sorted(p.name for p in (tmp_path / "many").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+
+
+def test_runs_stop_where_one_process_stops(tmp_path):
+    """Each process reads on past a bad row that another process's run holds; the error reported is the one reading
+    the files in one process meets first: the share of bad rows checked every 10,000 rows of a file (here at row
+    20,000, inside the second run), and an undecodable line of the first run before one of the second."""
+    corpus = tmp_path / "c.txt"
+    good, bad = "好好\n".encode(), b"\xff" * 6 + b"\n"  # lines of one length: the runs split at line 15,001
+    corpus.write_bytes(good * 15_000 + (bad + good) * 7_500)
+    errors = []
+    for workers in (1, 2):
+        with pytest.raises(UserError) as failed:
+            build("segment", tmp_path / f"seg{workers}", {"corpus": [corpus]}, workers=workers, on_decode_error="skip")
+        errors.append(str(failed.value))
+    assert errors[0] == errors[1] and "2500 of 20000 rows read so far" in errors[0], errors
+
+    corpus.write_bytes(good * 7_000 + bad + good * 1_000 + bad + good * 7_000)  # runs split at line 7,502
+    errors = []
+    for workers in (1, 2):
+        with pytest.raises(UserError) as failed:
+            build("segment", tmp_path / f"stop{workers}", {"corpus": [corpus]}, workers=workers)
+        errors.append(str(failed.value))
+    assert errors[0] == errors[1] and "line 7001," in errors[0], errors

@@ -65,6 +65,18 @@ class Counts:
         log.warning(text)
         self.notices.append(text)
 
+    def absorb(self, later: Counts) -> None:
+        """Add the counts of rows read after these (by another process): as if one process had read them all."""
+        self.rows_in += later.rows_in
+        self.rows_out += later.rows_out
+        self.dropped.update(later.dropped)
+        for reason, places in later.where.items():
+            shown = self.where.setdefault(reason, [])
+            shown += places[:_SHOWN_LINES - len(shown)]
+        for name, columns in later.columns.items():
+            self.columns.setdefault(name, columns)
+        self.notices += [n for n in later.notices if n not in self.notices]
+
     def bad(self, reasons: tuple[str, ...]) -> int:
         return sum(self.dropped[r] for r in reasons)
 

@@ -5,6 +5,7 @@
     process.check_interrupted()  at each training step and before publishing: an interrupt whose exception was lost
     with process.environment(NAME=value):   variables for the block and the processes it starts, restored after
     ProcessPoolExecutor(n, **process.pool_initializer(init, *args))   workers that die with their parent
+    process.forked(fn, items)    fn(item) for each item, all but the first in children forked for them
     process.serving_threads(n)   `nlp-pipe serve`: n threads a model call (torch's are process-wide)
 
 The terminal's logging and the libraries' verbosity variables are core.console's (also called once, by the
@@ -18,15 +19,18 @@ import atexit
 import csv
 import ctypes
 import logging
+import multiprocessing
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
+T = TypeVar("T")
+R = TypeVar("R")
 CSV_FIELD_LIMIT = 1 << 30  # real corpora have single fields far above csv's 128 KiB default
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _received: list[int] = []  # the signal that arrived, if any: what a launched rank then dies of is that signal
@@ -110,6 +114,63 @@ def _in_worker(main: bool, init: Callable[..., None], *args: Any) -> None:
 
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def can_fork() -> bool:
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def forked(fn: Callable[[T], R], items: Sequence[T], while_waiting: Callable[[], None] = lambda: None) -> list[R]:
+    """[fn(item) for item in items], items[0] in this process and each other in a child forked for it: a child
+    inherits everything loaded here (a dictionary, a compiled engine) and pickles only its result back. A child's
+    exception is raised here (after this process's own item). Children ignore SIGINT (a Ctrl-C reaches the whole
+    process group: this process's `Interrupted` is the one to report), die with this process, and are killed when
+    this process stops early: nothing runs on after it. `while_waiting` is called every 0.2 s while this process
+    waits for them (a progress bar). Fork only (`can_fork`); a ProcessPoolExecutor suits many small tasks."""
+    context = multiprocessing.get_context("fork")
+    main = threading.current_thread() is threading.main_thread()
+    children: list[tuple[Any, Any]] = []  # (process, the end of its pipe that its result comes from)
+    try:
+        for item in items[1:]:
+            receive, send = context.Pipe(duplex=False)
+            child = context.Process(target=_child, args=(fn, item, send, main), daemon=True)
+            child.start()
+            send.close()
+            children.append((child, receive))
+        results = [fn(items[0])]
+        for child, receive in children:
+            while not receive.poll(0.2):  # True too once the child's end is closed
+                while_waiting()
+            try:
+                ok, value = receive.recv()
+            except EOFError:  # it ended without a result: killed (out of memory, say)
+                child.join()
+                raise RuntimeError(f"a helper process ended without its result (exit code {child.exitcode})") from None
+            if not ok:
+                raise value
+            results.append(value)
+        return results
+    finally:
+        for child, receive in children:
+            if child.is_alive():
+                child.kill()
+            child.join()
+            receive.close()
+
+
+def _child(fn: Callable[[Any], Any], item: Any, send: Any, main: bool) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _in_worker(main, lambda: None)  # dies with its parent
+    try:
+        result: tuple[bool, Any] = (True, fn(item))
+    except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent, which raises it
+        result = (False, exc)
+    try:
+        send.send(result)
+    except Exception as exc:  # an exception that does not pickle: its words still do
+        send.send((False, RuntimeError(f"{type(result[1]).__name__}: {result[1]}; and sending it failed: {exc}")))
+    send.close()
 
 
 def serving_threads(threads: int) -> None:

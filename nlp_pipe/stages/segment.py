@@ -6,7 +6,10 @@ Writes `dataset/` (a `datasets` dataset with text, words and label when present,
 `datasets.load_from_disk`) and `corpus.txt` (space-separated words, one kept row a line,
 aligned with the dataset). The words are jieba's; the engine (`text.engines`) and its version
 go to segmenter.json and the manifest. Large inputs are cut by as many processes as there are
-cores other processes leave free (this one included: it cuts too whenever its helpers are busy).
+cores other processes leave free (this one included). Plain-text files (UTF-8 or GB18030) are split
+into runs of whole lines, one a process, and each process reads, cuts and writes its own run (its
+own data file and part of corpus.txt, joined at the end); other formats are read by this process
+and cut in chunks by its helpers (this one cuts too whenever they are busy).
 Under `accelerate launch` / torchrun (any number of processes and machines) every process reads the
 rows, cuts every R-th chunk of them into its part (core.shards) and the main one merges the parts
 in input order: the artifact is byte-identical to a one-process run.
@@ -18,8 +21,9 @@ import hashlib
 import itertools
 import json
 import logging
+import multiprocessing
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,13 +33,13 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..core import console, distributed, shards
+from ..core import console, distributed, process, shards
 from ..core.config import option
 from ..core.contract import Counts, Input, Result
 from ..core.errors import UserError
 from ..core.files import CORPUS_TXT, DATASET_DIR, SEGMENTER_JSON
 from ..core.manifest import hashed, sha256_file
-from ..text.corpus import BytesRead, ReadOptions, read_rows
+from ..text.corpus import BytesRead, ReadOptions, Row, Span, SpanCounts, SpanRead, read_rows, split_lines
 from ..text.engines import ENGINES, proven
 from ..text.segmenter import COLUMNS, LoadProbe, Segmenter, SegmenterSpec, cut_parallel
 from ..text.userdict import read_userdict, userdict_file
@@ -94,44 +98,160 @@ def run(config: Config, inputs: dict[str, list[Path]], out: Path) -> Result:
     big = sum(f.stat().st_size for f in files) >= _PARALLEL_MIN_BYTES
     workers = config.workers or (max(1, probe.free_cores() // distributed.local_world_size()) if big else 1)
     log.info("segmenting with %s %s in %d process(es)", spec.engine, spec.engine_version or "", workers)
-    sample: list[tuple[str, str]] = []  # (text, line) of the first rows, for an inexact engine's agreement
     counts = Counts()
-    chunks = _segmented_chunks(config, files, segmenter, workers, counts)
-    if distributed.world_size() > 1:
-        chunks = _sharded(chunks, out)
-        if not distributed.is_main():
-            for _ in chunks:  # cuts this rank's chunks into its part
-                pass
-            return Result(counts, {"workers": workers})
-    # Rows go to Arrow a chunk at a time as whole columns, built (with the chunk's word counts) by
-    # the process that cut the chunk (`_columns`): building them row by row through
-    # Dataset.from_generator took a third of the main process's time, and building them here made
-    # this process, which also reads, hands out and writes every chunk, the one the others waited for.
-    running = _Stats()
-    corpus_sha = hashlib.sha256()  # hashed as written, not read back for the manifest
-    with open(out / CORPUS_TXT, "wb") as corpus_txt, _DatasetFile(out / DATASET_DIR) as dataset:
-        for labels, cut in chunks:
-            if not dict_info["engine_exact"] and len(sample) < _AGREEMENT_ROWS:
-                sample += zip(cut.table.column("text").to_pylist()[:_AGREEMENT_ROWS - len(sample)], cut.lines())
-            corpus_sha.update(cut.corpus_txt)
-            corpus_txt.write(cut.corpus_txt)
-            table = cut.table.append_column("label", labels)
-            running.add(cut, table.column("label"))
-            dataset.write(table)
-        if counts.rows_out == 0:
-            raise UserError(f"segment: no text left in {', '.join(map(str, files))} (dropped: {dict(counts.dropped)})")
-    stats = running.result()
-    if sample:
-        dict_info["engine_agreement"] = _agreement(spec, sample)
+    runs = split_lines(files, config, workers) if workers > 1 and distributed.world_size() == 1 and process.can_fork() else None
+    if runs and len(runs) > 1:
+        cut = _cut_runs(config, files, segmenter, runs, counts, out, exact=dict_info["engine_exact"])
+    else:
+        chunks = _segmented_chunks(config, files, segmenter, workers, counts)
+        if distributed.world_size() > 1:
+            chunks = _sharded(chunks, out)
+            if not distributed.is_main():
+                for _ in chunks:  # cuts this rank's chunks into its part
+                    pass
+                return Result(counts, {"workers": workers})
+        cut = _write_chunks(chunks, out, exact=dict_info["engine_exact"])
+    if counts.rows_out == 0:
+        raise UserError(f"segment: no text left in {', '.join(map(str, files))} (dropped: {dict(counts.dropped)})")
+    stats = cut.stats.result()
+    if cut.sample:
+        dict_info["engine_agreement"] = _agreement(spec, cut.sample)
     metrics = {
         "words": stats["words"], "chars": stats["chars"], "distinct_words": stats["distinct_words"],
         "words_per_text": round(stats["words"] / counts.rows_out, 2), "workers": workers,
         "labels": stats["labels"],
     }
-    written = {CORPUS_TXT: hashed(out / CORPUS_TXT, corpus_sha.hexdigest())}
-    if dataset.sha256:
-        written[dataset.path.relative_to(out).as_posix()] = hashed(dataset.path, dataset.sha256)
+    written = {CORPUS_TXT: hashed(out / CORPUS_TXT, cut.corpus_sha256)}
+    written.update({data.path.relative_to(out).as_posix(): hashed(data.path, data.sha256) for data in cut.data})
     return Result(counts, metrics, _report(stats, dict_info), {"segmenter": dict_info}, hashed=written)
+
+
+@dataclass
+class _Written:
+    """What a way of cutting wrote and counted: corpus.txt's digest, the dataset's data files, the statistics, and
+    the first rows' (text, line) when the engine is not jieba's exact one (for its agreement)."""
+
+    corpus_sha256: str
+    data: list[_DatasetFile]
+    stats: _Stats
+    sample: list[tuple[str, str]]
+
+
+def _write_chunks(chunks: Iterator[tuple[pa.Array, _Cut]], out: Path, exact: bool) -> _Written:
+    """Write the chunks cut (in input order) into corpus.txt and one data file."""
+    # Rows go to Arrow a chunk at a time as whole columns, built (with the chunk's word counts) by
+    # the process that cut the chunk (`_columns`): building them row by row through
+    # Dataset.from_generator took a third of the main process's time, and building them here made
+    # this process, which also reads, hands out and writes every chunk, the one the others waited for.
+    (out / DATASET_DIR).mkdir()
+    running = _Stats()
+    sample: list[tuple[str, str]] = []
+    corpus_sha = hashlib.sha256()  # hashed as written, not read back for the manifest
+    with open(out / CORPUS_TXT, "wb") as corpus_txt, _DatasetFile(out / DATASET_DIR / _data_file(0, 1)) as dataset:
+        for labels, cut in chunks:
+            _take_sample(sample, cut, exact)
+            corpus_sha.update(cut.corpus_txt)
+            corpus_txt.write(cut.corpus_txt)
+            table = cut.table.append_column("label", labels)
+            running.add(cut, table.column("label"))
+            dataset.write(table)
+    return _Written(corpus_sha.hexdigest(), _dataset_info(out / DATASET_DIR, [dataset]), running, sample)
+
+
+def _take_sample(sample: list[tuple[str, str]], cut: _Cut, exact: bool) -> None:
+    if not exact and len(sample) < _AGREEMENT_ROWS:
+        sample += zip(cut.table.column("text").to_pylist()[:_AGREEMENT_ROWS - len(sample)], cut.lines())
+
+
+@dataclass
+class _Run:
+    """What one process wrote and counted for its run of lines (`_cut_run`)."""
+
+    reads: list[SpanRead]
+    corpus_txt: Path
+    data: _DatasetFile
+    stats: _Stats
+    sample: list[tuple[str, str]]
+
+
+def _cut_runs(config: Config, files: list[Path], segmenter: Segmenter, runs: list[list[tuple[int, Span]]],
+              counts: Counts, out: Path, exact: bool) -> _Written:
+    """Cut each run of lines in a process of its own (this one cuts the first), each reading its own bytes and writing
+    its own part of corpus.txt and its own data file; then join them. With one process reading every row and
+    writing every chunk, and every chunk's columns crossing a pipe, two processes did 1.1x one (issue 30); here
+    they share nothing until the end. The rows, corpus.txt, statistics and counts are those of one process."""
+    (out / DATASET_DIR).mkdir()
+    shared = multiprocessing.get_context("fork").Array("q", len(runs), lock=False)  # bytes each process has read
+    progress = console.bytes_progress(sum(path.stat().st_size for path in files), "segment")
+    mine = BytesRead()
+
+    def show() -> None:
+        console.advance_to(progress, mine.n + sum(shared[1:]))
+
+    def cut_run(k: int) -> _Run:
+        read = mine if k == 0 else _SharedBytes(shared, k)
+        return _cut_run(config, files, segmenter, runs[k], out, k, read, show if k == 0 else lambda: None, exact)
+
+    done = process.forked(cut_run, range(len(runs)), while_waiting=show)
+    console.advance_to(progress, progress.total)
+    progress.close()
+    merged = SpanCounts(files, config, counts)
+    for part in done:  # in input order, raising the error one process would have met first
+        for read in part.reads:
+            merged.add(read)
+    running, corpus_sha = _Stats(), hashlib.sha256()
+    sample: list[tuple[str, str]] = []
+    with open(out / CORPUS_TXT, "wb") as corpus_txt:
+        for part in done:
+            running.absorb(part.stats)
+            sample += part.sample[:_AGREEMENT_ROWS - len(sample)]
+            with open(part.corpus_txt, "rb") as fh:
+                while block := fh.read(1 << 20):
+                    corpus_sha.update(block)
+                    corpus_txt.write(block)
+            part.corpus_txt.unlink()
+    return _Written(corpus_sha.hexdigest(), _dataset_info(out / DATASET_DIR, [part.data for part in done]), running, sample)
+
+
+class _SharedBytes(BytesRead):
+    """A helper's bytes read, where the process showing the progress bar sees them."""
+
+    def __init__(self, shared: Any, k: int) -> None:
+        super().__init__()
+        self.shared, self.k = shared, k
+
+    def add(self, n: int) -> None:
+        self.shared[self.k] += n
+
+
+def _cut_run(config: Config, files: list[Path], segmenter: Segmenter, run: list[tuple[int, Span]], out: Path, k: int,
+             read: BytesRead, on_chunk: Callable[[], None], exact: bool) -> _Run:
+    reads: list[SpanRead] = []
+
+    def rows() -> Iterator[Row]:
+        for i, span in run:
+            reads.append(part := SpanRead(i, span))
+            yield from read_rows(files[i], config, part.counts, config.label_per_file[i] if config.label_per_file else None,
+                                 read=read, span=span, checkpoints=part.checkpoints)
+
+    running = _Stats()
+    sample: list[tuple[str, str]] = []
+    corpus_txt = out / f"{CORPUS_TXT}.{k}"
+    try:
+        with open(corpus_txt, "wb") as txt, _DatasetFile(out / DATASET_DIR / f"run-{k}.arrow") as dataset:
+            for chunk in _chunks(rows(), config.chunk_rows):
+                texts = [row.text for row in chunk]
+                cut = _columns(texts, segmenter.cut_columns(texts))
+                _take_sample(sample, cut, exact)
+                txt.write(cut.corpus_txt)
+                table = cut.table.append_column("label", pa.array([row.label for row in chunk], pa.string()))
+                running.add(cut, table.column("label"))
+                dataset.write(table)
+                on_chunk()
+    except UserError as exc:  # reading stopped here; the runs before this one may hold the error to report first
+        reads[-1].error = exc
+    running.merge()
+    return _Run(reads, corpus_txt, dataset, running, sample)
 
 
 def _agreement(spec: SegmenterSpec, sample: list[tuple[str, str]]) -> dict:
@@ -232,12 +352,12 @@ def _chunks(rows: Iterator, max_rows: int) -> Iterator[list]:
 
 
 class _DatasetFile:
-    """The dataset written as it is cut, straight into `folder` in the layout `datasets.load_from_disk` reads
-    (one data file, then state.json and dataset_info.json as `Dataset.save_to_disk` writes them): writing a
-    cache file and then `save_to_disk` copied every byte once more and mapped the whole dataset (private
-    memory and RSS grew with the corpus). The label column is there when any row has a label, as before:
-    the first chunk decides, and the rare corpus whose labelled file comes after an unlabelled one has the
-    rows already written copied once into a file with an all-null label column.
+    """One data file of the dataset, written as it is cut, straight into the dataset's folder in the layout
+    `datasets.load_from_disk` reads (`_dataset_info` then writes state.json and dataset_info.json as
+    `Dataset.save_to_disk` does): writing a cache file and then `save_to_disk` copied every byte once more and
+    mapped the whole dataset (private memory and RSS grew with the corpus). The label column is there when any row
+    has a label, as before: the first chunk decides, and the rare corpus whose labelled file comes after an
+    unlabelled one has the rows already written copied once into a file with an all-null label column.
 
     The files are written with pyarrow, byte for byte what datasets' ArrowWriter and save_to_disk write
     (an Arrow stream of 1000-row batches, the features in the schema's `huggingface` metadata; the test
@@ -245,9 +365,8 @@ class _DatasetFile:
     0.26 s even after pyarrow has imported pandas, and a fresh `nlp-pipe segment --workers 1` on 10 MB took
     2.23 s without it against 2.69 s with it."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.path = folder / "data-00000-of-00001.arrow"
+    def __init__(self, path: Path) -> None:
+        self.path = path
         self.labels: bool | None = None  # whether the file has a label column; None until the first chunk
         self.sha256 = ""  # the data file's, once written
         self._writer: pa.ipc.RecordBatchStreamWriter | None = None
@@ -255,16 +374,12 @@ class _DatasetFile:
         self._schema = pa.schema([])
 
     def __enter__(self) -> _DatasetFile:
-        self.folder.mkdir()
         return self
-
-    def _features(self) -> dict[str, Any]:
-        return {name: feature for name, (_, feature) in _COLUMNS.items() if self.labels or name != "label"}
 
     def _open(self, labels: bool) -> pa.ipc.RecordBatchStreamWriter:
         self.labels = labels
-        metadata = {"huggingface": json.dumps({"info": {"features": self._features()}})}
-        self._schema = pa.schema([(name, _COLUMNS[name][0]) for name in self._features()], metadata=metadata)
+        metadata = {"huggingface": json.dumps({"info": {"features": _features(labels)}})}
+        self._schema = pa.schema([(name, _COLUMNS[name][0]) for name in _features(labels)], metadata=metadata)
         self._sink = pa.OSFile(str(self.path), "wb")
         self._writer = pa.ipc.new_stream(self._sink, self._schema)
         return self._writer
@@ -274,7 +389,7 @@ class _DatasetFile:
         if self._writer is None:
             self._open(labelled)
         elif labelled and not self.labels:
-            self._add_label_column()
+            self.add_label_column()
         self._write(table if self.labels else table.drop_columns("label"))
 
     def _write(self, table: pa.Table) -> None:
@@ -289,7 +404,8 @@ class _DatasetFile:
             self._sink.close()
         self._writer = self._sink = None
 
-    def _add_label_column(self) -> None:
+    def add_label_column(self) -> None:
+        """Rewrite the rows written so far with an all-null label column, and go on with one."""
         self._close()
         unlabelled = self.path.with_suffix(".unlabelled")
         self.path.rename(unlabelled)
@@ -307,17 +423,43 @@ class _DatasetFile:
                 self._close()
             return
         self._close()
-        # datasets derives a fingerprint from the file's path (a random staging dir): the rows' own digest
-        # instead makes state.json, like every other file, the same for the same rows
         self.sha256 = sha256_file(self.path)
-        state: dict[str, Any] = {"_data_files": [{"filename": self.path.name}], "_fingerprint": self.sha256[:16],
-                 "_format_columns": None, "_format_kwargs": {}, "_format_type": None, "_output_all_columns": False,
-                 "_split": "train"}
-        with open(self.folder / "state.json", "w", encoding="utf-8") as fh:
-            json.dump(state, fh, indent=2, sort_keys=True)
-        info = {"citation": "", "description": "", "features": self._features(), "homepage": "", "license": ""}
-        with open(self.folder / "dataset_info.json", "w", encoding="utf-8") as fh:  # save_to_disk's keys, sorted
-            json.dump(info, fh, indent=2)
+
+
+def _features(labels: bool) -> dict[str, Any]:
+    return {name: feature for name, (_, feature) in _COLUMNS.items() if labels or name != "label"}
+
+
+def _data_file(index: int, count: int) -> str:
+    return f"data-{index:05d}-of-{count:05d}.arrow"
+
+
+def _dataset_info(folder: Path, parts: list[_DatasetFile]) -> list[_DatasetFile]:
+    """The data files that hold rows, named as save_to_disk names its shards and all with a label column when any
+    has one, listed in state.json beside dataset_info.json; returns them."""
+    data = [part for part in parts if part.labels is not None]
+    if not data:  # no row kept: the stage stops with its own line
+        return []
+    labels = any(part.labels for part in data)
+    for index, part in enumerate(data):
+        if labels and not part.labels:  # a run of unlabelled files beside a run of labelled ones
+            with part:
+                part.add_label_column()
+        name = folder / _data_file(index, len(data))
+        if part.path != name:
+            part.path = part.path.rename(name)
+    # datasets derives a fingerprint from the files' paths (a random staging dir): the rows' own digest instead
+    # makes state.json, like every other file, the same for the same rows
+    digest = data[0].sha256 if len(data) == 1 else hashlib.sha256("".join(p.sha256 for p in data).encode()).hexdigest()
+    state: dict[str, Any] = {"_data_files": [{"filename": part.path.name} for part in data], "_fingerprint": digest[:16],
+                             "_format_columns": None, "_format_kwargs": {}, "_format_type": None,
+                             "_output_all_columns": False, "_split": "train"}
+    with open(folder / "state.json", "w", encoding="utf-8") as fh:
+        json.dump(state, fh, indent=2, sort_keys=True)
+    info = {"citation": "", "description": "", "features": _features(labels), "homepage": "", "license": ""}
+    with open(folder / "dataset_info.json", "w", encoding="utf-8") as fh:  # save_to_disk's keys, sorted
+        json.dump(info, fh, indent=2)
+    return data
 
 
 class _Stats:
@@ -340,11 +482,21 @@ class _Stats:
         self._unmerged.append(cut.counts)
         self._unmerged_rows += cut.counts.num_rows
         if self._unmerged_rows > self._MERGE_ROWS:
-            self._merge()
+            self.merge()
         labels = pc.value_counts(pc.drop_null(label))
         self._labels.update(dict(zip(labels.field("values").to_pylist(), labels.field("counts").to_pylist())))
 
-    def _merge(self) -> None:
+    def absorb(self, later: _Stats) -> None:
+        """Add the statistics of rows that come after these (cut by another process)."""
+        self.words += later.words
+        self.chars += later.chars
+        later.merge()
+        if later._vocab is not None:  # merged with the rest at the end: groups keep first-seen order across parts
+            self._unmerged.append(later._vocab)
+            self._unmerged_rows += later._vocab.num_rows
+        self._labels.update(later._labels)
+
+    def merge(self) -> None:
         parts = ([self._vocab] if self._vocab is not None else []) + self._unmerged
         if parts:
             summed = pa.concat_tables(parts).group_by("word", use_threads=False).aggregate([("n", "sum")])
@@ -352,7 +504,7 @@ class _Stats:
         self._unmerged, self._unmerged_rows = [], 0
 
     def result(self) -> dict:
-        self._merge()
+        self.merge()
         vocab = self._vocab if self._vocab is not None else pa.table({"word": pa.array([], pa.string()), "n": pa.array([], pa.int64())})
         top = pc.take(vocab, pc.array_sort_indices(vocab.column("n"), order="descending")[:30])
         return {"words": self.words, "chars": self.chars, "distinct_words": vocab.num_rows,

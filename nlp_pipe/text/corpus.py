@@ -12,18 +12,21 @@ from __future__ import annotations
 import codecs
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from ..core.contract import Counts
 from ..core.errors import UserError
 from ..core.files import segmented_dataset
-from .encoding import check_forced, detect_encoding, reading, records
+from .encoding import SAMPLE, check_forced, detect_encoding, open_binary, reading, records
 from .formats import ReadOptions, Row, jsonl_rows, table_rows, txt_rows
 from .normalization import to_halfwidth
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BytesRead", "Counts", "ReadOptions", "Row", "detect_encoding", "read_rows", "read_texts"]
+__all__ = ["BytesRead", "Checkpoint", "Counts", "ReadOptions", "Row", "Span", "SpanCounts", "SpanRead", "detect_encoding",
+           "read_rows", "read_texts", "split_lines"]
 _BAD = ("undecodable", "malformed", "invalid_unicode")
 _CHECK_EVERY = 10_000  # rows between two checks of the bad-row share while reading
 # what an undecodable line's error suggests: the stages reading corpora have both options; other callers
@@ -44,21 +47,24 @@ class BytesRead:
 
 
 def read_rows(path: Path, opts: ReadOptions, counts: Counts, label: str | None = None,
-              decode_hint: str = _DECODE_HINT, read: BytesRead | None = None) -> Iterator[Row]:
-    """Rows of one file; `label` (if given) labels every row, as for one-file-per-class corpora."""
-    fmt = opts.format if opts.format != "auto" else _format_from_name(path)
-    encoding = opts.encoding if opts.encoding != "auto" else detect_encoding(path)
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise UserError(f"{path}: unknown encoding '{encoding}'") from None
-    if opts.encoding != "auto":
-        check_forced(path, encoding)
-    log.info("reading %s as %s (%s)", path, fmt, encoding)
-    lines = _decoded_lines(path, encoding, opts.on_decode_error, counts, decode_hint, read or BytesRead())
+              decode_hint: str = _DECODE_HINT, read: BytesRead | None = None, span: Span | None = None,
+              checkpoints: list[Checkpoint] | None = None) -> Iterator[Row]:
+    """Rows of one file; `label` (if given) labels every row, as for one-file-per-class corpora.
+
+    With `span` (from `split_lines`), only its lines, numbered as in the whole file; the share of bad rows is
+    then not checked here but recorded in `checkpoints` at each point where reading the whole file checks it
+    (`replay_checks` raises what that would have raised, once the spans before are known)."""
+    if span is None:
+        fmt, encoding = _resolved(path, opts)
+    else:
+        fmt, encoding = "txt", span.encoding
+    if span is None or span.start == 0:
+        log.info("reading %s as %s (%s)", path, fmt, encoding)
+    lines = _decoded_lines(path, encoding, opts.on_decode_error, counts, decode_hint, read or BytesRead(), span)
     parsers: dict[str, Callable[..., Iterator[Row]]] = {"txt": txt_rows, "jsonl": jsonl_rows, "csv": table_rows, "tsv": table_rows}
     table = {"fmt": fmt} if fmt in ("csv", "tsv") else {}
     start_in, start_bad = counts.rows_in, counts.bad(_BAD)
+    before = span.line - 1 if span else 0  # the file's rows before the span (one a line in a txt file)
     overridden = False
     for row in parsers[fmt](lines, path, opts, counts, **table):
         counts.rows_in += 1
@@ -76,20 +82,164 @@ def read_rows(path: Path, opts: ReadOptions, counts: Counts, label: str | None =
         else:
             counts.rows_out += 1
             yield Row(text, row_label.strip() if row_label is not None else None, row.line)
-        if (counts.rows_in - start_in) % _CHECK_EVERY == 0:
-            _check_bad_share(path, opts, counts, start_in, start_bad, fmt, encoding)
-    _check_bad_share(path, opts, counts, start_in, start_bad, fmt, encoding)
+        if (before + counts.rows_in - start_in) % _CHECK_EVERY == 0:
+            if checkpoints is None:
+                _check_bad_share(path, opts, fmt, encoding, counts, counts.rows_in - start_in, counts.bad(_BAD) - start_bad)
+            else:
+                checkpoints.append(Checkpoint(before + counts.rows_in - start_in, {r: counts.dropped[r] for r in _BAD}))
+    if checkpoints is None:
+        _check_bad_share(path, opts, fmt, encoding, counts, counts.rows_in - start_in, counts.bad(_BAD) - start_bad)
 
 
-def _check_bad_share(path: Path, opts: ReadOptions, counts: Counts, start_in: int, start_bad: int, fmt: str,
-                     encoding: str) -> None:
-    rows, bad = counts.rows_in - start_in, counts.bad(_BAD) - start_bad
+def _resolved(path: Path, opts: ReadOptions) -> tuple[str, str]:
+    """The file's format and encoding (`opts`' own, or found from the name and the bytes), checked."""
+    fmt = opts.format if opts.format != "auto" else _format_from_name(path)
+    encoding = opts.encoding if opts.encoding != "auto" else detect_encoding(path)
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise UserError(f"{path}: unknown encoding '{encoding}'") from None
+    if opts.encoding != "auto":
+        check_forced(path, encoding)
+    return fmt, encoding
+
+
+def _check_bad_share(path: Path, opts: ReadOptions, fmt: str, encoding: str, counts: Counts, rows: int, bad: int) -> None:
+    """Stop at a file whose `bad` of `rows` read so far are too many; `counts` (all files so far) names them."""
     if bad > 3 and bad > opts.max_bad_rows * rows:
         reasons = ", ".join(f"{counts.dropped[r]} {r}" for r in _BAD if counts.dropped[r])
         first = "; first at " + ", ".join(counts.where[r][0] for r in _BAD if counts.where.get(r)) if counts.where else ""
         raise UserError(f"{path}: {bad} of {rows} rows read so far are unusable ({reasons}{first}), more than "
                         f"max_bad_rows = {opts.max_bad_rows:.0%}: read as {fmt} in {encoding}, is that the right format "
                         "(--format) and encoding (--encoding)? Raise --max-bad-rows to keep going anyway")
+
+
+@dataclass(frozen=True)
+class Span:
+    """Whole lines of one txt file, read on their own: bytes [start, end), the first of them line `line`."""
+
+    start: int
+    end: int
+    line: int
+    encoding: str
+    last: bool  # the file's last span: its whole-file check comes after it
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where reading a whole file checks its share of bad rows: after `rows` of its rows, the span's bad rows then."""
+
+    rows: int
+    bad: dict[str, int]
+
+
+# Encodings in which the byte \n is only ever a line end (never inside a character, as in UTF-16)
+_SPLITTABLE = {"utf-8", "utf8", "utf-8-sig", "utf8-sig", "gb18030"}
+
+
+def split_lines(paths: list[Path], opts: ReadOptions, parts: int) -> list[list[tuple[int, Span]]] | None:
+    """`paths` as `parts` runs of whole lines of about equal size, in input order, each a list of (file index, Span),
+    for processes that each read their own run; None when a file cannot be read from a byte offset on, or when
+    checking it fails (the plain reader then reports that in input order): a compressed file, a format other than
+    txt (csv quotes span lines, jsonl takes its columns from the first record), lines that end in \r alone, an
+    encoding other than UTF-8 or GB18030. The line numbers where the runs start are counted here, one pass over
+    the bytes before each cut (bytes.count: about 1 ms a MB)."""
+    sizes, encodings = [], []
+    for path in paths:
+        try:
+            fmt, encoding = _resolved(path, opts)
+            with open_binary(path) as fh:
+                head = fh.read(SAMPLE)
+        except UserError:
+            return None
+        if fmt != "txt" or path.name.lower().endswith((".gz", ".bz2")) or encoding.lower().replace("_", "-") not in _SPLITTABLE \
+                or (b"\r" in head and b"\n" not in head):
+            return None
+        sizes.append(path.stat().st_size)
+        encodings.append(encoding)
+    total = sum(sizes)
+    cuts = [total * k // parts for k in range(1, parts)]  # where each run after the first should start, in all bytes
+    runs: list[list[tuple[int, Span]]] = [[]]
+    offset = 0
+    for i, (path, size, encoding) in enumerate(zip(paths, sizes, encodings)):
+        start, line = 0, 1
+        with open(path, "rb") as fh:
+            while cuts and cuts[0] < offset + size:
+                at = _line_start(fh, max(start, cuts.pop(0) - offset))
+                if at > start:
+                    fh.seek(start)
+                    runs[-1].append((i, Span(start, at, line, encoding, at == size)))
+                    line += _count_newlines(fh, at - start)
+                    start = at
+                if runs[-1]:
+                    runs.append([])
+        if start < size:
+            runs[-1].append((i, Span(start, size, line, encoding, True)))
+        offset += size
+    return [run for run in runs if run]
+
+
+def _line_start(fh: IO[bytes], at: int) -> int:
+    """The offset of the first line that starts at or after `at` (the file's size when none does)."""
+    if at == 0:
+        return 0
+    fh.seek(at - 1)
+    while block := fh.read(SAMPLE):
+        if (i := block.find(b"\n")) >= 0:
+            return fh.tell() - len(block) + i + 1
+    return fh.tell()
+
+
+def _count_newlines(fh: IO[bytes], n: int) -> int:
+    count = 0
+    while n > 0 and (block := fh.read(min(n, 8 * SAMPLE))):
+        count += block.count(b"\n")
+        n -= len(block)
+    return count
+
+
+@dataclass
+class SpanRead:
+    """What reading one Span gave (in the process that read it): its rows' counts, its checkpoints, and the error
+    that stopped it, if one did."""
+
+    file: int
+    span: Span
+    counts: Counts = field(default_factory=Counts)
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    error: UserError | None = None
+
+
+class SpanCounts:
+    """The counts of spans read in several processes, added in input order, raising what reading the files whole in
+    one process would have raised, at the same row: a checkpoint's share of bad rows, a span's own error, a whole
+    file's share at its end. Every process reads on after the others' first error, so only this order says which
+    error a user sees first."""
+
+    def __init__(self, paths: list[Path], opts: ReadOptions, counts: Counts) -> None:
+        self.paths, self.opts, self.counts = paths, opts, counts
+        self._file_rows = self._file_bad = 0  # of the current file's spans added so far
+
+    def add(self, read: SpanRead) -> None:
+        path, span = self.paths[read.file], read.span
+        if span.start == 0:
+            self._file_rows = self._file_bad = 0
+        for point in read.checkpoints:
+            seen = Counts()
+            seen.dropped.update(self.counts.dropped)
+            seen.dropped.update(point.bad)
+            for reason in _BAD:  # the first line of each reason: from the rows before the span, else from the span
+                first = self.counts.where.get(reason) or (read.counts.where.get(reason) if point.bad.get(reason) else None)
+                if first:
+                    seen.where[reason] = first
+            _check_bad_share(path, self.opts, "txt", span.encoding, seen, point.rows, self._file_bad + sum(point.bad.values()))
+        if read.error is not None:
+            raise read.error
+        self.counts.absorb(read.counts)
+        self._file_rows += read.counts.rows_in
+        self._file_bad += read.counts.bad(_BAD)
+        if span.last:
+            _check_bad_share(path, self.opts, "txt", span.encoding, self.counts, self._file_rows, self._file_bad)
 
 
 def _format_from_name(path: Path) -> str:
@@ -99,11 +249,12 @@ def _format_from_name(path: Path) -> str:
 
 
 def _decoded_lines(path: Path, encoding: str, on_error: str, counts: Counts, hint: str,
-                   read: BytesRead) -> Iterator[tuple[int, str]]:
+                   read: BytesRead, span: Span | None = None) -> Iterator[tuple[int, str]]:
     base = "utf-8" if encoding.lower().replace("_", "-") in ("utf-8-sig", "utf8-sig") else encoding
     utf8 = base.lower().replace("_", "-") in ("utf-8", "utf8")
+    start, end, first = (span.start, span.end, span.line) if span else (0, None, 1)
     with reading(path) as fh:  # a truncated .gz/.bz2, a read error: one line
-        for number, (offset, raw) in enumerate(records(fh, skip_bom=utf8), start=1):
+        for number, (offset, raw) in enumerate(records(fh, skip_bom=utf8, start=start, end=end), start=first):
             read.add(len(raw))
             try:
                 text = raw.decode(base)

@@ -133,13 +133,25 @@ def check_forced(path: Path, encoding: str) -> None:
                             f"--encoding (auto detects it) or pass --encoding {real}")
 
 
-def records(fh: IO[bytes], skip_bom: bool = False) -> Iterator[tuple[int, bytes]]:
-    """(byte offset, raw line) pairs; lines end at \\n, or at \\r in files that never use \\n."""
-    first = fh.read(SAMPLE)
-    offset = 0
-    if skip_bom and first.startswith(codecs.BOM_UTF8):  # a BOM is no text: a file of only a BOM has no line
+def records(fh: IO[bytes], skip_bom: bool = False, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
+    """(byte offset, raw line) pairs; lines end at \\n, or at \\r in files that never use \\n. With `start` / `end`,
+    the lines of those bytes only (whole lines: `corpus.split_lines` cuts after a \\n)."""
+    left = end - start if end is not None else -1  # bytes still to read; -1: to the end
+
+    def read() -> bytes:
+        nonlocal left
+        if left == 0:
+            return b""
+        block = fh.read(SAMPLE if left < 0 else min(SAMPLE, left))
+        left = left if left < 0 else left - len(block)
+        return block
+
+    if start:
+        fh.seek(start)
+    first, offset = read(), start
+    if skip_bom and not start and first.startswith(codecs.BOM_UTF8):  # a BOM is no text: a file of only a BOM has no line
         first, offset = first[len(codecs.BOM_UTF8):], len(codecs.BOM_UTF8)
-    sep = b"\r" if b"\r" in first and b"\n" not in first else b"\n"
+    sep = b"\r" if not start and b"\r" in first and b"\n" not in first else b"\n"
     pending, chunk = b"", first
     while chunk:
         parts = (pending + chunk).split(sep)
@@ -147,7 +159,7 @@ def records(fh: IO[bytes], skip_bom: bool = False) -> Iterator[tuple[int, bytes]
         for part in parts:
             yield offset, part
             offset += len(part) + 1
-        chunk = fh.read(SAMPLE)
+        chunk = read()
     if pending:
         yield offset, pending
 

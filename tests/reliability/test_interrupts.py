@@ -87,6 +87,32 @@ def test_interrupt_outside_training_says_nothing_was_published(tmp_path):
     assert list(out.parent.iterdir()) == []  # no artifact, no staging directory, no lock file
 
 
+def test_interrupt_of_processes_cutting_their_own_runs_leaves_none_running(tmp_path):
+    """Ctrl-C at a terminal reaches the whole process group while `segment` cuts in two processes that each read
+    their own run of lines (process.forked): the helper ignores it, the main process says its one line and kills the
+    helper, which would cut on to the end of its run (and the main process wait for it)."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text((FIXTURES / "news.txt").read_text(encoding="utf-8") * 24_000, encoding="utf-8")  # 100 MB: 50 a run
+    out = tmp_path / "runs" / "seg"
+    command = [sys.executable, "-m", "nlp_pipe", "segment", "--corpus", str(corpus), "--out", str(out), "--workers", "2"]
+    proc = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list(out.parent.glob(".seg.tmp-*/corpus.txt.1")):  # the helper's part of corpus.txt: it is cutting
+        assert proc.poll() is None and time.monotonic() < deadline, "the helper never started"
+        time.sleep(0.01)
+    (helper,) = [int(pid) for pid in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+    os.killpg(proc.pid, signal.SIGINT)
+    signalled = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert time.monotonic() - signalled < 2.5  # cutting the helper's 50 MB to the end takes 4 s or more
+    assert lines[-1] == "interrupted (SIGINT); nothing was published; rerun the same command to start again", lines
+    assert not Path(f"/proc/{helper}").exists()  # reaped by the main process before it ended
+    assert list(out.parent.iterdir()) == []
+
+
 # The signal arrives while Python runs a __del__ (as a weakref callback of the garbage collector would), where
 # Python drops the handler's exception ("Exception ignored in ...") and the run goes on.
 LOST_SIGNAL = """

@@ -36,7 +36,7 @@ import yaml
 
 from conftest import FIXTURES, build, run_cli
 from nlp_pipe import runner
-from nlp_pipe.core import artifacts
+from nlp_pipe.core import artifacts, process
 from nlp_pipe.core import manifest as manifests
 
 SEED = 20240607
@@ -371,3 +371,22 @@ def test_a_lock_whose_taker_is_dead_is_taken_over(tmp_path):
     finally:
         for pid in subprocess.run(["pgrep", "-P", "1", "-f", "fcntl.flock"], capture_output=True, text=True).stdout.split():
             os.kill(int(pid), signal.SIGKILL)
+
+
+def _fails_in_child(item: int) -> int:
+    if item == 1:
+        raise ValueError("run 1 is broken")
+    if item == 2:
+        os._exit(3)  # killed (out of memory, say): no result ever comes
+    return item * 10
+
+
+@pytest.mark.skipif(not process.can_fork(), reason="process.forked forks")
+def test_forked_children_report_their_failures():
+    """What a forked child raises is raised in the parent (after the parent's own item); a child that dies without a
+    result is a one-line error naming its exit code, not a wait for ever."""
+    assert process.forked(_fails_in_child, [0, 3, 4]) == [0, 30, 40]
+    with pytest.raises(ValueError, match="run 1 is broken"):
+        process.forked(_fails_in_child, [0, 1])
+    with pytest.raises(RuntimeError, match="exit code 3"):
+        process.forked(_fails_in_child, [0, 2])
