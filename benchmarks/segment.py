@@ -2,6 +2,7 @@
 
     python benchmarks/segment.py [--quick | --smoke] [--out bench-segment.json] [--repeats 3]
     python benchmarks/segment.py --verify [--engine compiled] [--out verify-segment.json]   # identity proof
+    python benchmarks/segment.py --gold pku_test_gold.utf8 [msr_test_gold.utf8 ...]   # word F1 on gold segmentation
 
 The corpus (10 MB; 2 MB with --quick) interleaves real lines from --data-dir: CLUE news/web
 documents (some very long), CLUE sentences with empty lines between documents, and Douban
@@ -30,6 +31,12 @@ chnsenticorp, book_review, smp2020-ewect, online_shopping_10_cats, waimai_10k: 3
 the generated edge cases of `nlp_pipe.text.engine_check` (3.4 MB), cut by an exact engine (--engine:
 compiled, the default, or rjieba) and by jieba in every mode, without a user dictionary and with one
 under each frequency policy.
+
+--gold scores every engine of the table (accurate mode, HMM on: jieba's default) against gold-segmented files
+in the SIGHAN bakeoff format (one sentence a line, words separated by whitespace, UTF-8; e.g. icwb2-data's
+gold/pku_test_gold.utf8 and msr_test_gold.utf8, which are not shipped here): each line's words are joined and
+cut again, and precision, recall and F1 count the words whose character span matches a gold word's, as the
+bakeoff's score script does. An engine with jieba's exact words has plain jieba's F1 exactly.
 """
 
 from __future__ import annotations
@@ -243,17 +250,57 @@ def print_engine_table(rows: list[dict], megabytes: float) -> None:
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
+def gold_scores(paths: list[Path]) -> list[dict]:
+    """Precision, recall and word F1 of each engine of the table against the gold files' segmentation."""
+    gold = [line.split() for path in paths for line in open(path, encoding="utf-8-sig") if line.split()]
+    texts = ["".join(words) for words in gold]
+    tokenizer = Segmenter(SegmenterSpec(engine="jieba")).tokenizer
+    rows = []
+    for name, build in _table_engines(SegmenterSpec(), tokenizer).items():
+        cut = build()(texts)
+        right = guessed = 0
+        for words, line in zip(gold, cut):
+            right += len(_spans(words) & _spans(line.split(" ")))
+            guessed += len(line.split(" "))
+        expected = sum(len(words) for words in gold)
+        precision, recall = right / guessed, right / expected
+        rows.append({"engine": name, "precision": precision, "recall": recall,
+                     "f1": 2 * precision * recall / (precision + recall) if right else 0.0,
+                     "identical_pct": 100.0 * sum(a == b for a, b in zip(cut, rows[0]["cut"] if rows else cut)) / len(cut),
+                     "cut": cut})
+        print(f"  {name:14s} P {precision:.4f}  R {recall:.4f}  F1 {rows[-1]['f1']:.4f}  "
+              f"lines identical to jieba's {rows[-1]['identical_pct']:.2f}%", flush=True)
+    print(f"gold: {len(gold)} lines, {sum(len(w) for w in gold)} words, {sum(len(t) for t in texts)} characters "
+          f"in {', '.join(p.name for p in paths)}")
+    return rows
+
+
+def _spans(words: list[str]) -> set[tuple[int, int]]:
+    spans, start = set(), 0
+    for word in words:
+        spans.add((start, start + len(word)))
+        start += len(word)
+    return spans
+
+
 def main() -> None:
     p = common.parser(__doc__.split("\n")[0])
     p.add_argument("--repeats", type=int, default=3, help="full runs of each side, idle and loaded (median reported)")
     p.add_argument("--verify", action="store_true", help="prove identity on all of --data-dir instead of timing")
     p.add_argument("--engine", default="compiled", choices=[n for n, e in ENGINES.items() if e.exact and n != "jieba"],
                    help="the engine --verify checks")
+    p.add_argument("--gold", type=Path, nargs="+", help="score the engines' words against these gold-segmented files")
     args = common.parse(p)
     if args.smoke:
         args.repeats = 1
     if args.verify:
         return verify(args)
+    if args.gold:
+        scores = gold_scores(args.gold)
+        figures = {f"word_f1_{r['engine']}": common.figure(r["f1"], "F1", scores[0]["f1"]) for r in scores}
+        figures.update({f"identical_lines_pct_{r['engine']}": common.figure(r["identical_pct"], "%") for r in scores[1:]})
+        common.report("segment-gold", args, figures)
+        return None
     info = common.machine()
     with tempfile.TemporaryDirectory(prefix="bench-segment-") as tmp_name:
         tmp = Path(tmp_name)

@@ -45,6 +45,22 @@ def test_benchmark_runs_in_smoke_mode(workdir, script):
     assert all(f.get("smoke") for f in result["figures"].values()), "a smoke run's figure is not marked as one"
 
 
+def test_segment_gold_scores_words_by_their_spans(workdir):
+    """segment.py --gold: word F1 as the SIGHAN bakeoff scores it (a word counts when its span is a gold word's). Gold
+    made of jieba's own words gives jieba F1 1; with a gold word split in two where it first occurs, jieba has 6 right
+    of its 7 words (the second 我们 is right: same word, another place)."""
+    gold = workdir / "gold.utf8"
+    gold.write_text("我们  希望  新世纪  成为  和平  的  世纪\n我们  在  北京  。\n", encoding="utf-8")
+    done = smoke(workdir, "segment", "--gold", str(gold), "--out", str(workdir / "gold.json"))
+    assert done.returncode == 0, done.stderr[-4000:]
+    figures = json.loads((workdir / "gold.json").read_text(encoding="utf-8"))["figures"]
+    assert figures["word_f1_jieba"]["value"] == figures["word_f1_compiled"]["value"] == 1.0
+    gold.write_text("我  们  在  北京  ，  我们  在  上海\n", encoding="utf-8")  # 8 gold words; jieba's first 我们 is none
+    done = smoke(workdir, "segment", "--gold", str(gold), "--out", str(workdir / "gold.json"))
+    figures = json.loads((workdir / "gold.json").read_text(encoding="utf-8"))["figures"]
+    assert abs(figures["word_f1_jieba"]["value"] - 2 * (6 / 7) * (6 / 8) / (6 / 7 + 6 / 8)) < 1e-9
+
+
 def test_run_all_lists_smoke_figures_apart(workdir):
     done = smoke(workdir, "run_all", "--only", "verify,word2vec")
     assert done.returncode == 0, done.stderr[-4000:]

@@ -169,6 +169,7 @@ class _Run:
 
     reads: list[SpanRead]
     corpus_txt: Path
+    corpus_sha: Any  # the first run's hashlib digest of corpus.txt so far (this process's); None in the others
     data: _DatasetFile
     stats: _Stats
     sample: list[tuple[str, str]]
@@ -199,12 +200,14 @@ def _cut_runs(config: Config, files: list[Path], segmenter: Segmenter, runs: lis
     for part in done:  # in input order, raising the error one process would have met first
         for read in part.reads:
             merged.add(read)
-    running, corpus_sha = _Stats(), hashlib.sha256()
+    running, corpus_sha = _Stats(), done[0].corpus_sha
     sample: list[tuple[str, str]] = []
-    with open(out / CORPUS_TXT, "wb") as corpus_txt:
+    with open(out / CORPUS_TXT, "ab") as corpus_txt:  # this process's run is in it: the others' parts follow
         for part in done:
             running.absorb(part.stats)
             sample += part.sample[:_AGREEMENT_ROWS - len(sample)]
+            if part.corpus_txt.name == CORPUS_TXT:
+                continue
             with open(part.corpus_txt, "rb") as fh:
                 while block := fh.read(1 << 20):
                     corpus_sha.update(block)
@@ -236,7 +239,8 @@ def _cut_run(config: Config, files: list[Path], segmenter: Segmenter, run: list[
 
     running = _Stats()
     sample: list[tuple[str, str]] = []
-    corpus_txt = out / f"{CORPUS_TXT}.{k}"
+    # the first run is corpus.txt's beginning, hashed as it is written; the others' parts are appended to it
+    corpus_txt, digest = (out / CORPUS_TXT, hashlib.sha256()) if k == 0 else (out / f"{CORPUS_TXT}.{k}", None)
     try:
         with open(corpus_txt, "wb") as txt, _DatasetFile(out / DATASET_DIR / f"run-{k}.arrow") as dataset:
             for chunk in _chunks(rows(), config.chunk_rows):
@@ -244,6 +248,8 @@ def _cut_run(config: Config, files: list[Path], segmenter: Segmenter, run: list[
                 cut = _columns(texts, segmenter.cut_columns(texts))
                 _take_sample(sample, cut, exact)
                 txt.write(cut.corpus_txt)
+                if digest is not None:
+                    digest.update(cut.corpus_txt)
                 table = cut.table.append_column("label", pa.array([row.label for row in chunk], pa.string()))
                 running.add(cut, table.column("label"))
                 dataset.write(table)
@@ -251,7 +257,7 @@ def _cut_run(config: Config, files: list[Path], segmenter: Segmenter, run: list[
     except UserError as exc:  # reading stopped here; the runs before this one may hold the error to report first
         reads[-1].error = exc
     running.merge()
-    return _Run(reads, corpus_txt, dataset, running, sample)
+    return _Run(reads, corpus_txt, digest, dataset, running, sample)
 
 
 def _agreement(spec: SegmenterSpec, sample: list[tuple[str, str]]) -> dict:
