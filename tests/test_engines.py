@@ -7,8 +7,11 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
 import sys
+import time
 from dataclasses import replace
+from pathlib import Path
 
 import jieba
 import pytest
@@ -262,6 +265,22 @@ def test_free_cores_are_measured_even_when_nothing_ran_in_between(monkeypatch):
     taking the load average, which counts this process's own recent work."""
     monkeypatch.setattr(os, "getloadavg", lambda: (5.0, 5.0, 5.0))
     assert LoadProbe().others() < 4.0  # 2 cores here: the load average's 5 would be a guess, not a measurement
+
+
+@pytest.mark.skipif(not Path("/proc/loadavg").is_file(), reason="Linux's runnable count")
+def test_a_probe_read_at_once_counts_the_busy_core_without_waiting_out_a_window():
+    """Read right after it starts (the dictionary was already loaded), the probe counts other runnable tasks for
+    10 ms (/proc/loadavg) instead of waiting 50 ms for /proc/stat's ticks: a busy process is seen at once."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # on a core by now
+        started = time.perf_counter()
+        others = LoadProbe().others()
+        took = time.perf_counter() - started
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert others >= 0.6 and took < 0.04, (others, took)
 
 
 def test_rjiebas_builtin_dictionary_is_jiebas():

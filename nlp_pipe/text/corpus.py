@@ -64,16 +64,18 @@ def read_rows(path: Path, opts: ReadOptions, counts: Counts, label: str | None =
     parsers: dict[str, Callable[..., Iterator[Row]]] = {"txt": txt_rows, "jsonl": jsonl_rows, "csv": table_rows, "tsv": table_rows}
     table = {"fmt": fmt} if fmt in ("csv", "tsv") else {}
     start_in, start_bad = counts.rows_in, counts.bad(_BAD)
+    decoded = fmt != "jsonl"  # text decoded from bytes as it is (JSON's escapes can make lone surrogates)
     before = span.line - 1 if span else 0  # the file's rows before the span (one a line in a txt file)
     overridden = False
     for row in parsers[fmt](lines, path, opts, counts, **table):
         counts.rows_in += 1
-        text = _clean(row.text, opts)
+        text = _clean(row.text, opts, decoded)
         row_label = label if label is not None else row.label
         if label is not None and row.label is not None and not overridden:
             overridden = True  # said once a file: the file's own labels are not used
             log.warning("%s has a label column; --label-per-file labels all its rows '%s' instead", path, label)
-        if text is None or (row_label is not None and _clean(row_label, opts) is None):  # a label too
+        # a label too (--label-per-file's may hold the surrogates Python makes of undecodable argv bytes)
+        if text is None or (row_label is not None and _clean(row_label, opts, decoded and label is None) is None):
             counts.drop("invalid_unicode", where=f"{path.name}:{row.line}")
         elif not text:
             counts.drop("empty", where=f"{path.name}:{row.line}")
@@ -270,11 +272,12 @@ def _decoded_lines(path: Path, encoding: str, on_error: str, counts: Counts, hin
             yield number, text.rstrip("\r").lstrip("\ufeff")
 
 
-def _clean(text: str, opts: ReadOptions) -> str | None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates (e.g. "\ud800" escapes in JSON) cannot be stored
-        return None
+def _clean(text: str, opts: ReadOptions, decoded: bool = False) -> str | None:
+    if not decoded:  # a decoder never makes a lone surrogate; "\ud800" escapes in JSON do, and they cannot be stored
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
     text = text.replace("\r", " ").replace("\n", " ").lstrip("\ufeff")
     if opts.halfwidth:
         text = to_halfwidth(text)

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from ..core.config import option
 from ..core.errors import UserError
@@ -52,8 +52,9 @@ class ReadOptions:
                                        "malformed: a wrong format or encoding, not a few bad lines", min=0.0, max=1.0)
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(NamedTuple):
+    """A row read (a tuple: made twice for each row read, in half the time of a frozen dataclass)."""
+
     text: str
     label: str | None
     line: int  # 1-based line where the row starts
