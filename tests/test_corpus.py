@@ -5,12 +5,13 @@ from __future__ import annotations
 import codecs
 import gzip
 import json
+import random
 
 import pytest
 
 from conftest import FIXTURES, fixture_lines
 from nlp_pipe.core.errors import UserError
-from nlp_pipe.text.corpus import Counts, ReadOptions, detect_encoding, read_rows
+from nlp_pipe.text.corpus import Counts, ReadOptions, SpanCounts, SpanRead, detect_encoding, read_rows, split_lines
 
 POS, NEG = fixture_lines("pos.txt"), fixture_lines("neg.txt")
 
@@ -243,3 +244,32 @@ def test_counts_accumulate_over_files():
 def test_missing_file_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="nope.txt"):
         read(tmp_path / "nope.txt")
+
+
+def test_split_lines_reads_every_line_once_with_its_number(tmp_path):
+    """Runs of `split_lines`, read one by one, give every file's rows with their line numbers and counts, as reading
+    each file whole does: random files (empty lines, CRLF, a BOM, long lines, no last newline), 1 to 5 runs."""
+    rng = random.Random(7)
+    for case in range(12):
+        files = []
+        for f in range(rng.randint(1, 3)):
+            lines = ["".join(rng.choice("好的中文 \r") for _ in range(rng.choice([0, 1, 5, 40, 3000]))) for _ in range(rng.randint(1, 60))]
+            data = ("\ufeff" if rng.random() < 0.3 else "") + ("\r\n" if rng.random() < 0.3 else "\n").join(lines)
+            path = tmp_path / f"{case}-{f}.txt"
+            path.write_bytes((data + ("\n" if rng.random() < 0.5 else "")).encode("utf-8"))
+            files.append(path)
+        whole, counts = [], Counts()
+        for path in files:
+            whole += [(path.name, row) for row in read_rows(path, ReadOptions(), counts)]
+        for parts in range(1, 6):
+            runs = split_lines(files, ReadOptions(), parts)
+            assert runs is not None and 1 <= len(runs) <= parts
+            merged, rows = SpanCounts(files, ReadOptions(), Counts()), []
+            for run in runs:
+                for i, span in run:
+                    read = SpanRead(i, span)
+                    rows += [(files[i].name, row) for row in read_rows(files[i], ReadOptions(), read.counts, span=span,
+                                                                         checkpoints=read.checkpoints)]
+                    merged.add(read)
+            assert rows == whole, (case, parts)
+            assert merged.counts.as_dict() == counts.as_dict() and merged.counts.where == counts.where
