@@ -344,18 +344,39 @@ def _mixed_corpus(tmp_path):
     return [first, second, third]
 
 
-@pytest.mark.parametrize("workers", [2, 3])
-def test_runs_cut_by_their_own_processes_are_one_process_run(tmp_path, workers):
+def _jsonl_corpus(tmp_path):
+    """A labelled jsonl file (blank, malformed and unlabelled lines among its records) before an unlabelled txt file."""
+    records = [json.dumps({"id": i, "review": t, "label": ("pos", "neg")[i % 2]}, ensure_ascii=False)
+               for i, t in enumerate(POS[:30] + NEG[:30])]
+    records[5], records[17], records[40] = "", "{not json", json.dumps({"review": "没有标签的一行"}, ensure_ascii=False)
+    first = tmp_path / "a.jsonl"
+    first.write_text("\n".join(records) + "\n", encoding="utf-8")
+    second = tmp_path / "b.txt"
+    second.write_text("\n".join(NEWS) + "\n", encoding="utf-8")
+    return [first, second]
+
+
+@pytest.mark.parametrize("corpus,workers", [("txt", 2), ("txt", 3), ("jsonl", 2), ("jsonl", 3)])
+def test_runs_cut_by_their_own_processes_are_one_process_run(tmp_path, corpus, workers):
     """With several processes each reading its own run of lines (`split_lines`) and writing its own data file, the
     artifact holds what one process writes: corpus.txt byte for byte, the rows, counts, places of dropped rows,
-    statistics and report; runs start inside files and cross from one file into the next."""
-    files = _mixed_corpus(tmp_path)
-    options = {"on_decode_error": "skip", "label_per_file": ("x", "y", "x")}
+    columns read, statistics and report; runs start inside files and cross from one file into the next; a run of
+    unlabelled rows beside labelled ones gets the null label column one process gives them."""
+    if corpus == "txt":
+        files, options = _mixed_corpus(tmp_path), {"on_decode_error": "skip", "label_per_file": ("x", "y", "x")}
+    else:
+        files, options = _jsonl_corpus(tmp_path), {}
     build("segment", tmp_path / "one", {"corpus": files}, workers=1, **options)
     build("segment", tmp_path / "many", {"corpus": files}, workers=workers, chunk_rows=7, **options)
     one, many = _artifact(tmp_path / "one"), _artifact(tmp_path / "many")
     assert one == many
-    assert one["counts"]["dropped"] == {"empty": 3, "undecodable": 1} and one["reading"]["dropped_at"]["undecodable"] == ["a.txt:12"]
+    if corpus == "txt":
+        assert one["counts"]["dropped"] == {"empty": 3, "undecodable": 1}
+        assert one["reading"]["dropped_at"]["undecodable"] == ["a.txt:12"]
+    else:
+        assert one["counts"]["dropped"] == {"empty": 1, "malformed": 1, "no_label": 1}
+        assert one["reading"]["columns"] == {"a.jsonl": {"text": "review", "label": "label"}}
+        assert one["rows"]["label"][-1] is None and one["rows"]["label"][0] == "pos"
     data = sorted(p.name for p in (tmp_path / "many" / "dataset").iterdir() if p.suffix == ".arrow")
     assert data == [f"data-{i:05d}-of-{workers:05d}.arrow" for i in range(workers)]  # the runs' own files
     assert manifests.verify(tmp_path / "many") == []

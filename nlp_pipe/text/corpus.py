@@ -14,13 +14,13 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from ..core.contract import Counts
 from ..core.errors import UserError
 from ..core.files import segmented_dataset
 from .encoding import SAMPLE, check_forced, detect_encoding, open_binary, reading, records
-from .formats import ReadOptions, Row, jsonl_rows, table_rows, txt_rows
+from .formats import ReadOptions, Row, jsonl_columns, jsonl_rows, table_rows, txt_rows
 from .normalization import to_halfwidth
 
 log = logging.getLogger(__name__)
@@ -57,16 +57,18 @@ def read_rows(path: Path, opts: ReadOptions, counts: Counts, label: str | None =
     if span is None:
         fmt, encoding = _resolved(path, opts)
     else:
-        fmt, encoding = "txt", span.encoding
+        fmt, encoding = span.fmt, span.encoding
     if span is None or span.start == 0:
         log.info("reading %s as %s (%s)", path, fmt, encoding)
     lines = _decoded_lines(path, encoding, opts.on_decode_error, counts, decode_hint, read or BytesRead(), span)
     parsers: dict[str, Callable[..., Iterator[Row]]] = {"txt": txt_rows, "jsonl": jsonl_rows, "csv": table_rows, "tsv": table_rows}
-    table = {"fmt": fmt} if fmt in ("csv", "tsv") else {}
+    table: dict[str, Any] = {"fmt": fmt} if fmt in ("csv", "tsv") else {}
+    if span is not None and span.start > 0 and span.columns:
+        table["columns"] = span.columns  # picked (and recorded) by the file's first span
     start_in, start_bad = counts.rows_in, counts.bad(_BAD)
     decoded = fmt != "jsonl"  # text decoded from bytes as it is (JSON's escapes can make lone surrogates)
     before = span.line - 1 if span else 0  # the file's rows before the span (one a line in a txt file)
-    overridden = False
+    overridden = span is not None and span.start > 0  # said by the file's first span
     for row in parsers[fmt](lines, path, opts, counts, **table):
         counts.rows_in += 1
         text = _clean(row.text, opts, decoded)
@@ -118,13 +120,18 @@ def _check_bad_share(path: Path, opts: ReadOptions, fmt: str, encoding: str, cou
 
 @dataclass(frozen=True)
 class Span:
-    """Whole lines of one txt file, read on their own: bytes [start, end), the first of them line `line`."""
+    """Whole lines of one txt or jsonl file, read on their own: bytes [start, end), the first of them line `line`."""
 
     start: int
     end: int
     line: int
     encoding: str
     last: bool  # the file's last span: its whole-file check comes after it
+    columns: tuple[str, str | None] | None = None  # a jsonl file's text and label keys, from its first record
+
+    @property
+    def fmt(self) -> str:
+        return "jsonl" if self.columns else "txt"
 
 
 @dataclass(frozen=True)
@@ -146,39 +153,48 @@ def split_lines(paths: list[Path], opts: ReadOptions, parts: int) -> list[list[t
     txt (csv quotes span lines, jsonl takes its columns from the first record), lines that end in \r alone, an
     encoding other than UTF-8 or GB18030. The line numbers where the runs start are counted here, one pass over
     the bytes before each cut (bytes.count: about 1 ms a MB)."""
-    sizes, encodings = [], []
+    sizes, encodings, columns = [], [], []
     for path in paths:
         try:
             fmt, encoding = _resolved(path, opts)
             with open_binary(path) as fh:
                 head = fh.read(SAMPLE)
+            keys = _first_columns(path, opts, encoding) if fmt == "jsonl" else None
         except UserError:
             return None
-        if fmt != "txt" or path.name.lower().endswith((".gz", ".bz2")) or encoding.lower().replace("_", "-") not in _SPLITTABLE \
-                or (b"\r" in head and b"\n" not in head):
+        if fmt not in ("txt", "jsonl") or (fmt == "jsonl" and keys is None) or path.name.lower().endswith((".gz", ".bz2")) \
+                or encoding.lower().replace("_", "-") not in _SPLITTABLE or (b"\r" in head and b"\n" not in head):
             return None
         sizes.append(path.stat().st_size)
         encodings.append(encoding)
+        columns.append(keys)
     total = sum(sizes)
     cuts = [total * k // parts for k in range(1, parts)]  # where each run after the first should start, in all bytes
     runs: list[list[tuple[int, Span]]] = [[]]
     offset = 0
-    for i, (path, size, encoding) in enumerate(zip(paths, sizes, encodings)):
+    for i, (path, size, encoding, keys) in enumerate(zip(paths, sizes, encodings, columns)):
         start, line = 0, 1
         with open(path, "rb") as fh:
             while cuts and cuts[0] < offset + size:
                 at = _line_start(fh, max(start, cuts.pop(0) - offset))
                 if at > start:
                     fh.seek(start)
-                    runs[-1].append((i, Span(start, at, line, encoding, at == size)))
+                    runs[-1].append((i, Span(start, at, line, encoding, at == size, keys)))
                     line += _count_newlines(fh, at - start)
                     start = at
                 if runs[-1]:
                     runs.append([])
         if start < size:
-            runs[-1].append((i, Span(start, size, line, encoding, True)))
+            runs[-1].append((i, Span(start, size, line, encoding, True, keys)))
         offset += size
     return [run for run in runs if run]
+
+
+def _first_columns(path: Path, opts: ReadOptions, encoding: str) -> tuple[str, str | None] | None:
+    """The text and label keys a jsonl file's first record gives (as reading it whole picks them); None when its
+    first MiB has no record (the plain reader then says what is wrong)."""
+    lines = _decoded_lines(path, encoding, "skip", Counts(), "", BytesRead(), Span(0, SAMPLE, 1, encoding, False))
+    return jsonl_columns(lines, path, opts)
 
 
 def _line_start(fh: IO[bytes], at: int) -> int:
@@ -234,14 +250,14 @@ class SpanCounts:
                 first = self.counts.where.get(reason) or (read.counts.where.get(reason) if point.bad.get(reason) else None)
                 if first:
                     seen.where[reason] = first
-            _check_bad_share(path, self.opts, "txt", span.encoding, seen, point.rows, self._file_bad + sum(point.bad.values()))
+            _check_bad_share(path, self.opts, span.fmt, span.encoding, seen, point.rows, self._file_bad + sum(point.bad.values()))
         if read.error is not None:
             raise read.error
         self.counts.absorb(read.counts)
         self._file_rows += read.counts.rows_in
         self._file_bad += read.counts.bad(_BAD)
         if span.last:
-            _check_bad_share(path, self.opts, "txt", span.encoding, self.counts, self._file_rows, self._file_bad)
+            _check_bad_share(path, self.opts, span.fmt, span.encoding, self.counts, self._file_rows, self._file_bad)
 
 
 def _format_from_name(path: Path) -> str:

@@ -15,13 +15,11 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from ..core.config import option
+from ..core.contract import Counts
 from ..core.errors import UserError
-
-if TYPE_CHECKING:
-    from ..core.contract import Counts
 
 log = logging.getLogger(__name__)
 
@@ -65,18 +63,17 @@ def txt_rows(lines: Lines, path: Path, opts: ReadOptions, counts: Counts) -> Ite
         yield Row(text, None, number)
 
 
-def jsonl_rows(lines: Lines, path: Path, opts: ReadOptions, counts: Counts) -> Iterator[Row]:
-    text_key = label_key = None
+def jsonl_rows(lines: Lines, path: Path, opts: ReadOptions, counts: Counts,
+               columns: tuple[str, str | None] | None = None) -> Iterator[Row]:
+    """`columns`: the text and label keys, when the lines are not the file's first (picked from its first record)."""
+    text_key, label_key = columns or (None, None)
     for number, line in lines:
         if not line.strip():
             counts.rows_in += 1
             counts.drop("empty", where=f"{path.name}:{number}")
             continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            record = None
-        if not isinstance(record, dict):
+        record = _record(line)
+        if record is None:
             counts.rows_in += 1
             counts.drop("malformed", where=f"{path.name}:{number}")
             continue
@@ -87,6 +84,22 @@ def jsonl_rows(lines: Lines, path: Path, opts: ReadOptions, counts: Counts) -> I
         # `label or ""` would turn the label 0 (or False) into "" and drop the row as no_label
         label_text = None if label_key is None else "" if label is None else str(label)
         yield Row("" if value is None else str(value), label_text, number)
+
+
+def _record(line: str) -> dict | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def jsonl_columns(lines: Lines, path: Path, opts: ReadOptions) -> tuple[str, str | None] | None:
+    """The text and label keys that `jsonl_rows` picks from the first record of `lines`; None when there is none."""
+    for _, line in lines:
+        if line.strip() and (record := _record(line)) is not None:
+            return pick_columns(list(record), path, opts, Counts())
+    return None
 
 
 def table_rows(lines: Lines, path: Path, opts: ReadOptions, counts: Counts, fmt: str) -> Iterator[Row]:
