@@ -7,6 +7,7 @@ import os
 
 import datasets
 import jieba
+import pyarrow as pa
 import pytest
 
 from conftest import FIXTURES, build, fixture_lines, lines
@@ -352,7 +353,7 @@ def _jsonl_corpus(tmp_path):
     first = tmp_path / "a.jsonl"
     first.write_text("\n".join(records) + "\n", encoding="utf-8")
     second = tmp_path / "b.txt"
-    second.write_text("\n".join(NEWS) + "\n", encoding="utf-8")
+    second.write_text("\n".join(NEWS * 3) + "\n", encoding="utf-8")  # the last run holds only its rows
     return [first, second]
 
 
@@ -377,8 +378,9 @@ def test_runs_cut_by_their_own_processes_are_one_process_run(tmp_path, corpus, w
         assert one["counts"]["dropped"] == {"empty": 1, "malformed": 1, "no_label": 1}
         assert one["reading"]["columns"] == {"a.jsonl": {"text": "review", "label": "label"}}
         assert one["rows"]["label"][-1] is None and one["rows"]["label"][0] == "pos"
-    data = sorted(p.name for p in (tmp_path / "many" / "dataset").iterdir() if p.suffix == ".arrow")
-    assert data == [f"data-{i:05d}-of-{workers:05d}.arrow" for i in range(workers)]  # the runs' own files
+    data = sorted(p for p in (tmp_path / "many" / "dataset").iterdir() if p.suffix == ".arrow")
+    assert [p.name for p in data] == [f"data-{i:05d}-of-{workers:05d}.arrow" for i in range(workers)]  # the runs' own
+    assert len({pa.ipc.open_stream(p).schema for p in data}) == 1  # as save_to_disk's shards (datasets would fill in)
     assert manifests.verify(tmp_path / "many") == []
     assert sorted(p.name for p in (tmp_path / "many").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
 
