@@ -117,7 +117,9 @@ _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def can_fork() -> bool:
-    return "fork" in multiprocessing.get_all_start_methods()
+    """Linux only: macOS offers fork, but its system libraries may crash in a forked child (Python defaults to spawn
+    there)."""
+    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 
 
 def forked(fn: Callable[[T], R], items: Sequence[T], while_waiting: Callable[[], None] = lambda: None) -> list[R]:
