@@ -53,7 +53,7 @@ def read_rows(path: Path, opts: ReadOptions, counts: Counts, label: str | None =
 
     With `span` (from `split_lines`), only its lines, numbered as in the whole file; the share of bad rows is
     then not checked here but recorded in `checkpoints` at each point where reading the whole file checks it
-    (`replay_checks` raises what that would have raised, once the spans before are known)."""
+    (`SpanCounts` raises what that would have raised, once the spans before are known)."""
     if span is None:
         fmt, encoding = _resolved(path, opts)
     else:
@@ -149,9 +149,9 @@ _SPLITTABLE = {"utf-8", "utf8", "utf-8-sig", "utf8-sig", "gb18030"}
 def split_lines(paths: list[Path], opts: ReadOptions, parts: int) -> list[list[tuple[int, Span]]] | None:
     """`paths` as `parts` runs of whole lines of about equal size, in input order, each a list of (file index, Span),
     for processes that each read their own run; None when a file cannot be read from a byte offset on, or when
-    checking it fails (the plain reader then reports that in input order): a compressed file, a format other than
-    txt (csv quotes span lines, jsonl takes its columns from the first record), lines that end in \r alone, an
-    encoding other than UTF-8 or GB18030. The line numbers where the runs start are counted here, one pass over
+    checking it fails (the plain reader then reports that in input order): a compressed file, csv or tsv (a quoted
+    field spans lines), lines that end in \r alone, an encoding other than UTF-8 or GB18030, a jsonl file with no
+    record in its first MiB (its text and label keys come from its first record). The line numbers where the runs start are counted here, one pass over
     the bytes before each cut (bytes.count: about 1 ms a MB)."""
     sizes, encodings, columns = [], [], []
     for path in paths:
