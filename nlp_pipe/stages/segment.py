@@ -6,7 +6,7 @@ Writes `dataset/` (a `datasets` dataset with text, words and label when present,
 `datasets.load_from_disk`) and `corpus.txt` (space-separated words, one kept row a line,
 aligned with the dataset). The words are jieba's; the engine (`text.engines`) and its version
 go to segmenter.json and the manifest. Large inputs are cut by as many processes as there are
-cores other processes leave free (this one included). Plain-text files (UTF-8 or GB18030) are split
+cores other processes leave free (this one included). txt and jsonl files (UTF-8 or GB18030) are split
 into runs of whole lines, one a process, and each process reads, cuts and writes its own run (its
 own data file and part of corpus.txt, joined at the end); other formats are read by this process
 and cut in chunks by its helpers (this one cuts too whenever they are busy).
