@@ -68,12 +68,32 @@ def test_export_gives_the_artifacts_labels_on_unseen_texts(classifiers, tmp_path
         # one unpadded text a call: its graph takes input_ids alone (no mask to build and add), the one-text
         # graph it was quantised from is not published (sabotaged: quantised from model.onnx, this failed)
         assert served.inputs == ["input_ids"] and not (out / "model_one_text.onnx").exists()  # type: ignore[attr-defined]
+        # and its last layer works on the [CLS] row alone, the one row the pooler reads (sabotaged: the whole
+        # one-text model traced, this failed)
+        config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+        rows = _rows_of_width(out / "model_int8.onnx", 7, config["intermediate_size"])
+        assert sorted(set(rows)) == [1, 7] and rows.count(1) == rows.count(7) // (config["num_hidden_layers"] - 1)
     info = json.loads((out / "export.json").read_text(encoding="utf-8"))
     assert info["model"] == ("model_int8.onnx" if quantize == "int8" else None)
     if kind != "finetune":  # word-level models ship their cut: spec, jieba dictionary and user dictionary, hashed
         seg = info["segmenter"]
         assert (out / seg["dictionary"]).stat().st_size > 1_000_000 and len(seg["dictionary_sha256"]) == 64
         assert (out / "segmenter.json").exists() and (out / seg["userdict"]).exists()
+
+
+def _rows_of_width(graph: Path, tokens: int, width: int) -> list[int]:
+    """Rows of each [batch, rows, width] float tensor the graph computes for one text of `tokens` ids."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(graph))
+    inferred = onnx.shape_inference.infer_shapes(model).graph.value_info
+    model.graph.output.extend(v for v in inferred if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    outputs = session.run(None, {"input_ids": np.arange(101, 101 + tokens, dtype=np.int64)[None]})
+    return [int(o.shape[1]) for o in outputs if o.ndim == 3 and o.shape[2] == width]
 
 
 def test_an_export_runs_where_torch_and_transformers_cannot_be_imported(classifiers, tmp_path):
