@@ -151,8 +151,8 @@ def split_lines(paths: list[Path], opts: ReadOptions, parts: int) -> list[list[t
     for processes that each read their own run; None when a file cannot be read from a byte offset on, or when
     checking it fails (the plain reader then reports that in input order): a compressed file, csv or tsv (a quoted
     field spans lines), lines that end in \r alone, an encoding other than UTF-8 or GB18030, a jsonl file with no
-    record in its first MiB (its text and label keys come from its first record). The line numbers where the runs start are counted here, one pass over
-    the bytes before each cut (bytes.count: about 1 ms a MB)."""
+    record in its first MiB (its text and label keys come from its first record). The line numbers where the runs
+    start are counted here, one pass over the bytes before each cut (bytes.count: about 1 ms a MB)."""
     sizes, encodings, columns = [], [], []
     for path in paths:
         try:
