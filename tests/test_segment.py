@@ -406,3 +406,16 @@ def test_runs_stop_where_one_process_stops(tmp_path):
             build("segment", tmp_path / f"stop{workers}", {"corpus": [corpus]}, workers=workers)
         errors.append(str(failed.value))
     assert errors[0] == errors[1] and "line 7001," in errors[0], errors
+
+
+def test_runs_record_the_jsonl_columns_where_the_first_record_is(tmp_path):
+    """A jsonl file whose first run holds no record (blank lines before its first one): the run that holds the first
+    record records the columns and notices read from it, as one process does (they were missing from the manifest)."""
+    records = "".join(json.dumps({"review": t, "category": "x"}, ensure_ascii=False) + "\n" for t in POS[:20])
+    corpus = tmp_path / "a.jsonl"
+    corpus.write_text("\n" * (4 * len(records.encode())) + records, encoding="utf-8")
+    build("segment", tmp_path / "one", {"corpus": [corpus]}, workers=1)
+    build("segment", tmp_path / "many", {"corpus": [corpus]}, workers=2)
+    one, many = _artifact(tmp_path / "one"), _artifact(tmp_path / "many")
+    assert one["reading"]["columns"] == {"a.jsonl": {"text": "review", "label": "category"}}
+    assert one == many
