@@ -419,3 +419,20 @@ def test_runs_record_the_jsonl_columns_where_the_first_record_is(tmp_path):
     one, many = _artifact(tmp_path / "one"), _artifact(tmp_path / "many")
     assert one["reading"]["columns"] == {"a.jsonl": {"text": "review", "label": "category"}}
     assert one == many
+
+
+def test_runs_record_files_of_one_name_as_one_process_does(tmp_path):
+    """Two jsonl files of one name in different folders (train/data.jsonl, extra/data.jsonl), with different keys and
+    a label-like column each: the manifest's columns and notices are one process's (the later file's columns, a
+    notice for each file), not the first file's columns and one notice."""
+    files = []
+    for folder, key in (("train", "review"), ("extra", "content")):
+        (tmp_path / folder).mkdir()
+        files.append(tmp_path / folder / "data.jsonl")
+        files[-1].write_text("".join(json.dumps({key: t, "category": "x"}, ensure_ascii=False) + "\n" for t in POS[:20]),
+                             encoding="utf-8")
+    build("segment", tmp_path / "one", {"corpus": files}, workers=1, label_column="none")
+    build("segment", tmp_path / "many", {"corpus": files}, workers=2, label_column="none")
+    one, many = _artifact(tmp_path / "one"), _artifact(tmp_path / "many")
+    assert one["reading"]["columns"]["data.jsonl"]["text"] == "content" and len(one["reading"]["notices"]) == 2
+    assert one == many
