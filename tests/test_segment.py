@@ -311,6 +311,32 @@ def test_statistics_gathered_while_writing_match_a_count_of_every_word(monkeypat
     assert result["words"] == len(every) and result["labels"] == dict(sorted(labels.items()))
 
 
+def test_statistics_rank_ties_in_first_seen_order_however_the_rows_are_split():
+    """The top words rank ties in first-seen order, as Counter.most_common, whether one process counts every chunk or
+    runs count their own and are absorbed in order: pyarrow's group_by does not keep first-seen order, so the rank of
+    tied words changed with the process count (found by a sweep of segment --workers 2 against --workers 1)."""
+    import random
+    from collections import Counter
+
+    import pyarrow as pa
+
+    from nlp_pipe.stages import segment
+
+    rng = random.Random(3)
+    lines = [f"很 好 {rng.randint(0, 3000)}" for _ in range(2000)]  # two frequent words, then thousands of ties
+    labels = pa.chunked_array([pa.nulls(100, pa.string())])
+    one, runs = segment._Stats(), [segment._Stats() for _ in range(3)]
+    for k in range(0, len(lines), 100):
+        one.add(_columns(lines[k:k + 100], lines[k:k + 100]), labels)
+        runs[min(k // 700, 2)].add(_columns(lines[k:k + 100], lines[k:k + 100]), labels)
+    joined = segment._Stats()
+    for run in runs:
+        run.merge()
+        joined.absorb(run)
+    expected = Counter(w for line in lines for w in line.split(" ")).most_common(30)
+    assert one.result()["top"] == expected and joined.result()["top"] == expected
+
+
 def _columns(texts, lines):
     """segment's `_Cut` of `texts` whose space-joined words are `lines` (what `Segmenter.cut_columns` returns)."""
     import pyarrow as pa
