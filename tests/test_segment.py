@@ -311,6 +311,32 @@ def test_statistics_gathered_while_writing_match_a_count_of_every_word(monkeypat
     assert result["words"] == len(every) and result["labels"] == dict(sorted(labels.items()))
 
 
+def test_statistics_rank_ties_in_first_seen_order_however_the_rows_are_split():
+    """The top words rank ties in first-seen order, as Counter.most_common, whether one process counts every chunk or
+    runs count their own and are absorbed in order: pyarrow's group_by does not keep first-seen order, so the rank of
+    tied words changed with the process count (found by a sweep of segment --workers 2 against --workers 1)."""
+    import random
+    from collections import Counter
+
+    import pyarrow as pa
+
+    from nlp_pipe.stages import segment
+
+    rng = random.Random(3)
+    lines = [f"很 好 {rng.randint(0, 3000)}" for _ in range(2000)]  # two frequent words, then thousands of ties
+    labels = pa.chunked_array([pa.nulls(100, pa.string())])
+    one, runs = segment._Stats(), [segment._Stats() for _ in range(3)]
+    for k in range(0, len(lines), 100):
+        one.add(_columns(lines[k:k + 100], lines[k:k + 100]), labels)
+        runs[min(k // 700, 2)].add(_columns(lines[k:k + 100], lines[k:k + 100]), labels)
+    joined = segment._Stats()
+    for run in runs:
+        run.merge()
+        joined.absorb(run)
+    expected = Counter(w for line in lines for w in line.split(" ")).most_common(30)
+    assert one.result()["top"] == expected and joined.result()["top"] == expected
+
+
 def _columns(texts, lines):
     """segment's `_Cut` of `texts` whose space-joined words are `lines` (what `Segmenter.cut_columns` returns)."""
     import pyarrow as pa
@@ -406,3 +432,33 @@ def test_runs_stop_where_one_process_stops(tmp_path):
             build("segment", tmp_path / f"stop{workers}", {"corpus": [corpus]}, workers=workers)
         errors.append(str(failed.value))
     assert errors[0] == errors[1] and "line 7001," in errors[0], errors
+
+
+def test_runs_record_the_jsonl_columns_where_the_first_record_is(tmp_path):
+    """A jsonl file whose first run holds no record (blank lines before its first one): the run that holds the first
+    record records the columns and notices read from it, as one process does (they were missing from the manifest)."""
+    records = "".join(json.dumps({"review": t, "category": "x"}, ensure_ascii=False) + "\n" for t in POS[:20])
+    corpus = tmp_path / "a.jsonl"
+    corpus.write_text("\n" * (4 * len(records.encode())) + records, encoding="utf-8")
+    build("segment", tmp_path / "one", {"corpus": [corpus]}, workers=1)
+    build("segment", tmp_path / "many", {"corpus": [corpus]}, workers=2)
+    one, many = _artifact(tmp_path / "one"), _artifact(tmp_path / "many")
+    assert one["reading"]["columns"] == {"a.jsonl": {"text": "review", "label": "category"}}
+    assert one == many
+
+
+def test_runs_record_files_of_one_name_as_one_process_does(tmp_path):
+    """Two jsonl files of one name in different folders (train/data.jsonl, extra/data.jsonl), with different keys and
+    a label-like column each: the manifest's columns and notices are one process's (the later file's columns, a
+    notice for each file), not the first file's columns and one notice."""
+    files = []
+    for folder, key in (("train", "review"), ("extra", "content")):
+        (tmp_path / folder).mkdir()
+        files.append(tmp_path / folder / "data.jsonl")
+        files[-1].write_text("".join(json.dumps({key: t, "category": "x"}, ensure_ascii=False) + "\n" for t in POS[:20]),
+                             encoding="utf-8")
+    build("segment", tmp_path / "one", {"corpus": files}, workers=1, label_column="none")
+    build("segment", tmp_path / "many", {"corpus": files}, workers=2, label_column="none")
+    one, many = _artifact(tmp_path / "one"), _artifact(tmp_path / "many")
+    assert one["reading"]["columns"]["data.jsonl"]["text"] == "content" and len(one["reading"]["notices"]) == 2
+    assert one == many

@@ -73,9 +73,10 @@ class Counts:
         for reason, places in later.where.items():
             shown = self.where.setdefault(reason, [])
             shown += places[:_SHOWN_LINES - len(shown)]
-        for name, columns in later.columns.items():
-            self.columns.setdefault(name, columns)
-        self.notices += [n for n in later.notices if n not in self.notices]
+        # as one process: a file named as an earlier one (another folder's data.jsonl) replaces its columns, and says
+        # its own notices (each file's first record is read by one span only)
+        self.columns.update(later.columns)
+        self.notices += later.notices
 
     def bad(self, reasons: tuple[str, ...]) -> int:
         return sum(self.dropped[r] for r in reasons)

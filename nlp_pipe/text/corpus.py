@@ -63,12 +63,12 @@ def read_rows(path: Path, opts: ReadOptions, counts: Counts, label: str | None =
     lines = _decoded_lines(path, encoding, opts.on_decode_error, counts, decode_hint, read or BytesRead(), span)
     parsers: dict[str, Callable[..., Iterator[Row]]] = {"txt": txt_rows, "jsonl": jsonl_rows, "csv": table_rows, "tsv": table_rows}
     table: dict[str, Any] = {"fmt": fmt} if fmt in ("csv", "tsv") else {}
-    if span is not None and span.start > 0 and span.columns:
-        table["columns"] = span.columns  # picked (and recorded) by the file's first span
+    if span is not None and span.columns and not span.picks:
+        table["columns"] = span.columns  # picked (and recorded) by the span that holds the file's first record
     start_in, start_bad = counts.rows_in, counts.bad(_BAD)
     decoded = fmt != "jsonl"  # text decoded from bytes as it is (JSON's escapes can make lone surrogates)
     before = span.line - 1 if span else 0  # the file's rows before the span (one a line in a txt file)
-    overridden = span is not None and span.start > 0  # said by the file's first span
+    overridden = span is not None and not span.picks  # said at the file's first record (a txt file's rows have no label)
     for row in parsers[fmt](lines, path, opts, counts, **table):
         counts.rows_in += 1
         text = _clean(row.text, opts, decoded)
@@ -128,6 +128,7 @@ class Span:
     encoding: str
     last: bool  # the file's last span: its whole-file check comes after it
     columns: tuple[str, str | None] | None = None  # a jsonl file's text and label keys, from its first record
+    picks: bool = False  # holds that first record: picks the keys there (recording them, warning), as a whole read does
 
     @property
     def fmt(self) -> str:
@@ -153,46 +154,49 @@ def split_lines(paths: list[Path], opts: ReadOptions, parts: int) -> list[list[t
     field spans lines), lines that end in \r alone, an encoding other than UTF-8 or GB18030, a jsonl file with no
     record in its first MiB (its text and label keys come from its first record). The line numbers where the runs
     start are counted here, one pass over the bytes before each cut (bytes.count: about 1 ms a MB)."""
-    sizes, encodings, columns = [], [], []
+    sizes, encodings, columns, firsts = [], [], [], []
     for path in paths:
         try:
             fmt, encoding = _resolved(path, opts)
             with open_binary(path) as fh:
                 head = fh.read(SAMPLE)
-            keys = _first_columns(path, opts, encoding) if fmt == "jsonl" else None
+            first = _first_columns(path, opts, encoding) if fmt == "jsonl" else None
         except UserError:
             return None
-        if fmt not in ("txt", "jsonl") or (fmt == "jsonl" and keys is None) or path.name.lower().endswith((".gz", ".bz2")) \
+        if fmt not in ("txt", "jsonl") or (fmt == "jsonl" and first is None) or path.name.lower().endswith((".gz", ".bz2")) \
                 or encoding.lower().replace("_", "-") not in _SPLITTABLE or (b"\r" in head and b"\n" not in head):
             return None
         sizes.append(path.stat().st_size)
         encodings.append(encoding)
-        columns.append(keys)
+        columns.append(first[1] if first else None)
+        firsts.append(first[0] if first else 0)
     total = sum(sizes)
     cuts = [total * k // parts for k in range(1, parts)]  # where each run after the first should start, in all bytes
     runs: list[list[tuple[int, Span]]] = [[]]
     offset = 0
-    for i, (path, size, encoding, keys) in enumerate(zip(paths, sizes, encodings, columns)):
+    for i, (path, size, encoding, keys, first_line) in enumerate(zip(paths, sizes, encodings, columns, firsts)):
         start, line = 0, 1
         with open(path, "rb") as fh:
             while cuts and cuts[0] < offset + size:
                 at = _line_start(fh, max(start, cuts.pop(0) - offset))
                 if at > start:
                     fh.seek(start)
-                    runs[-1].append((i, Span(start, at, line, encoding, at == size, keys)))
-                    line += _count_newlines(fh, at - start)
+                    lines = _count_newlines(fh, at - start)
+                    picks = line <= first_line < line + lines
+                    runs[-1].append((i, Span(start, at, line, encoding, at == size, keys, picks)))
+                    line += lines
                     start = at
                 if runs[-1]:
                     runs.append([])
         if start < size:
-            runs[-1].append((i, Span(start, size, line, encoding, True, keys)))
+            runs[-1].append((i, Span(start, size, line, encoding, True, keys, line <= first_line)))
         offset += size
     return [run for run in runs if run]
 
 
-def _first_columns(path: Path, opts: ReadOptions, encoding: str) -> tuple[str, str | None] | None:
-    """The text and label keys a jsonl file's first record gives (as reading it whole picks them); None when its
-    first MiB has no record (the plain reader then says what is wrong)."""
+def _first_columns(path: Path, opts: ReadOptions, encoding: str) -> tuple[int, tuple[str, str | None]] | None:
+    """The line of a jsonl file's first record and the text and label keys it gives (as reading the file whole picks
+    them); None when its first MiB has no record (the plain reader then says what is wrong)."""
     lines = _decoded_lines(path, encoding, "skip", Counts(), "", BytesRead(), Span(0, SAMPLE, 1, encoding, False))
     return jsonl_columns(lines, path, opts)
 

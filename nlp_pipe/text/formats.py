@@ -94,11 +94,12 @@ def _record(line: str) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def jsonl_columns(lines: Lines, path: Path, opts: ReadOptions) -> tuple[str, str | None] | None:
-    """The text and label keys that `jsonl_rows` picks from the first record of `lines`; None when there is none."""
-    for _, line in lines:
+def jsonl_columns(lines: Lines, path: Path, opts: ReadOptions) -> tuple[int, tuple[str, str | None]] | None:
+    """The line of the first record of `lines` and the text and label keys `jsonl_rows` picks from it; None when
+    there is none."""
+    for number, line in lines:
         if line.strip() and (record := _record(line)) is not None:
-            return pick_columns(list(record), path, opts, Counts())
+            return number, pick_columns(list(record), path, opts, Counts())
     return None
 
 
