@@ -30,6 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -472,27 +473,24 @@ class _Stats:
     """Corpus statistics gathered chunk by chunk as the rows are written, in C++ (pyarrow), not word by word
     in Python, and without mapping and scanning the whole dataset again afterwards (3.4 GB RSS at 1 GB of
     text). Word counts are merged whenever the unmerged ones pass _MERGE_ROWS, so memory follows the
-    vocabulary, not the corpus. Ties rank as Counter.most_common ranks them, in first-seen order: each word keeps
-    where it was first seen (`first`: its place among the chunks' distinct words, which value_counts lists in
-    first-seen order), since pyarrow's group_by does not keep its groups in first-seen order (and the order it gives
-    changed with how the rows were split between processes)."""
+    vocabulary, not the corpus. Ties rank as Counter.most_common ranks them, in first-seen order: each chunk's
+    value_counts lists its words in first-seen order, the chunks (and other processes' runs, `absorb`) are merged in
+    input order, and a dictionary encoding keeps first-seen order where pyarrow's group_by did not (the order it gave
+    changed with how the rows were split between processes); a stable sort then ranks the counts."""
 
     _MERGE_ROWS = 2_000_000
 
     def __init__(self) -> None:
         self.words = self.chars = self._unmerged_rows = 0
-        self._seen = 0  # distinct words of the chunks added so far, summed: where the next chunk's `first` start
-        self._vocab: pa.Table | None = None
+        self._vocab: pa.Table | None = None  # word, n: in first-seen order
         self._unmerged: list[pa.Table] = []
         self._labels: Counter[str] = Counter()
 
     def add(self, cut: _Cut, label: pa.ChunkedArray) -> None:
         self.words += cut.words
         self.chars += cut.chars
-        rows = cut.counts.num_rows
-        self._unmerged.append(cut.counts.append_column("first", pa.array(range(self._seen, self._seen + rows), pa.int64())))
-        self._seen += rows
-        self._unmerged_rows += rows
+        self._unmerged.append(cut.counts)
+        self._unmerged_rows += cut.counts.num_rows
         if self._unmerged_rows > self._MERGE_ROWS:
             self.merge()
         labels = pc.value_counts(pc.drop_null(label))
@@ -504,24 +502,25 @@ class _Stats:
         self.chars += later.chars
         later.merge()
         if later._vocab is not None:  # its words were first seen after all of these
-            first = pc.add(later._vocab.column("first"), self._seen)
-            self._unmerged.append(later._vocab.set_column(2, "first", first))
+            self._unmerged.append(later._vocab)
             self._unmerged_rows += later._vocab.num_rows
-        self._seen += later._seen
         self._labels.update(later._labels)
 
     def merge(self) -> None:
         parts = ([self._vocab] if self._vocab is not None else []) + self._unmerged
         if parts:
-            summed = pa.concat_tables(parts).group_by("word", use_threads=False).aggregate([("n", "sum"), ("first", "min")])
-            self._vocab = pa.table({"word": summed.column("word"), "n": summed.column("n_sum"), "first": summed.column("first_min")})
+            table = pa.concat_tables(parts)
+            # the dictionary lists the words in first-seen order; numpy sums each one's counts (group_by with a
+            # first-place column for the order took 46 against 37 ms on 10 MB)
+            encoded = pc.dictionary_encode(table.column("word").combine_chunks())
+            summed = np.bincount(encoded.indices.to_numpy(), weights=table.column("n").to_numpy(), minlength=len(encoded.dictionary))
+            self._vocab = pa.table({"word": encoded.dictionary, "n": pa.array(summed.astype(np.int64))})
         self._unmerged, self._unmerged_rows = [], 0
 
     def result(self) -> dict:
         self.merge()
-        vocab = self._vocab if self._vocab is not None else pa.table({"word": pa.array([], pa.string()), "n": pa.array([], pa.int64()),
-                                                                      "first": pa.array([], pa.int64())})
-        top = pc.take(vocab, pc.sort_indices(vocab, sort_keys=[("n", "descending"), ("first", "ascending")])[:30])
+        vocab = self._vocab if self._vocab is not None else pa.table({"word": pa.array([], pa.string()), "n": pa.array([], pa.int64())})
+        top = pc.take(vocab, np.argsort(-vocab.column("n").to_numpy(), kind="stable")[:30])
         return {"words": self.words, "chars": self.chars, "distinct_words": vocab.num_rows,
                 "top": list(zip(top.column("word").to_pylist(), top.column("n").to_pylist())),
                 "labels": dict(sorted(self._labels.items()))}
