@@ -140,23 +140,32 @@ class _Written:
 
 def _write_chunks(chunks: Iterator[tuple[pa.Array, _Cut]], out: Path, exact: bool) -> _Written:
     """Write the chunks cut (in input order) into corpus.txt and one data file."""
+    (out / DATASET_DIR).mkdir()
+    corpus_sha = hashlib.sha256()  # hashed as written, not read back for the manifest
+    dataset, running, sample = _write(chunks, out / CORPUS_TXT, out / DATASET_DIR / _data_file(0, 1), exact, corpus_sha)
+    return _Written(corpus_sha.hexdigest(), _dataset_info(out / DATASET_DIR, [dataset]), running, sample)
+
+
+def _write(chunks: Iterator[tuple[pa.Array, _Cut]], corpus_txt: Path, data_file: Path, exact: bool,
+           digest: Any) -> tuple[_DatasetFile, _Stats, list[tuple[str, str]]]:
+    """Write (labels, cut) chunks into `corpus_txt` (hashed into `digest`, a hashlib object, when given) and one data
+    file; returns it, the statistics and the agreement sample (`_take_sample`)."""
     # Rows go to Arrow a chunk at a time as whole columns, built (with the chunk's word counts) by
     # the process that cut the chunk (`_columns`): building them row by row through
     # Dataset.from_generator took a third of the main process's time, and building them here made
     # this process, which also reads, hands out and writes every chunk, the one the others waited for.
-    (out / DATASET_DIR).mkdir()
     running = _Stats()
     sample: list[tuple[str, str]] = []
-    corpus_sha = hashlib.sha256()  # hashed as written, not read back for the manifest
-    with open(out / CORPUS_TXT, "wb") as corpus_txt, _DatasetFile(out / DATASET_DIR / _data_file(0, 1)) as dataset:
+    with open(corpus_txt, "wb") as txt, _DatasetFile(data_file) as dataset:
         for labels, cut in chunks:
             _take_sample(sample, cut, exact)
-            corpus_sha.update(cut.corpus_txt)
-            corpus_txt.write(cut.corpus_txt)
+            if digest is not None:
+                digest.update(cut.corpus_txt)
+            txt.write(cut.corpus_txt)
             table = cut.table.append_column("label", labels)
             running.add(cut, table.column("label"))
             dataset.write(table)
-    return _Written(corpus_sha.hexdigest(), _dataset_info(out / DATASET_DIR, [dataset]), running, sample)
+    return dataset, running, sample
 
 
 def _take_sample(sample: list[tuple[str, str]], cut: _Cut, exact: bool) -> None:
@@ -233,30 +242,23 @@ def _cut_run(config: Config, files: list[Path], segmenter: Segmenter, run: list[
     reads: list[SpanRead] = []
 
     def rows() -> Iterator[Row]:
-        for i, span in run:
-            reads.append(part := SpanRead(i, span))
-            yield from read_rows(files[i], config, part.counts, config.label_per_file[i] if config.label_per_file else None,
-                                 read=read, span=span, checkpoints=part.checkpoints)
+        try:
+            for i, span in run:
+                reads.append(part := SpanRead(i, span))
+                yield from read_rows(files[i], config, part.counts, config.label_per_file[i] if config.label_per_file else None,
+                                     read=read, span=span, checkpoints=part.checkpoints)
+        except UserError as exc:  # reading stops here; the runs before this one may hold the error to report first
+            reads[-1].error = exc
 
-    running = _Stats()
-    sample: list[tuple[str, str]] = []
+    def chunks() -> Iterator[tuple[pa.Array, _Cut]]:
+        for chunk in _chunks(rows(), config.chunk_rows):
+            texts = [row.text for row in chunk]
+            yield pa.array([row.label for row in chunk], pa.string()), _columns(texts, segmenter.cut_columns(texts))
+            on_chunk()
+
     # the first run is corpus.txt's beginning, hashed as it is written; the others' parts are appended to it
     corpus_txt, digest = (out / CORPUS_TXT, hashlib.sha256()) if k == 0 else (out / f"{CORPUS_TXT}.{k}", None)
-    try:
-        with open(corpus_txt, "wb") as txt, _DatasetFile(out / DATASET_DIR / f"run-{k}.arrow") as dataset:
-            for chunk in _chunks(rows(), config.chunk_rows):
-                texts = [row.text for row in chunk]
-                cut = _columns(texts, segmenter.cut_columns(texts))
-                _take_sample(sample, cut, exact)
-                txt.write(cut.corpus_txt)
-                if digest is not None:
-                    digest.update(cut.corpus_txt)
-                table = cut.table.append_column("label", pa.array([row.label for row in chunk], pa.string()))
-                running.add(cut, table.column("label"))
-                dataset.write(table)
-                on_chunk()
-    except UserError as exc:  # reading stopped here; the runs before this one may hold the error to report first
-        reads[-1].error = exc
+    dataset, running, sample = _write(chunks(), corpus_txt, out / DATASET_DIR / f"run-{k}.arrow", exact, digest)
     running.merge()
     return _Run(reads, corpus_txt, digest, dataset, running, sample)
 
